@@ -1,0 +1,68 @@
+"""Where tickerflow keeps its files, and how it writes them so a crash never leaves half a dataset.
+
+`TICKERFLOW_HOME` (default `~/.tickerflow`) holds raw snapshots, window datasets, checkpoints and,
+unless `MLFLOW_TRACKING_URI` is set, the MLflow SQLite database and artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_HOME = "~/.tickerflow"
+
+
+def tickerflow_home() -> Path:
+    return Path(os.environ.get("TICKERFLOW_HOME", DEFAULT_HOME)).expanduser().resolve()
+
+
+def home_subdir(*parts: str) -> Path:
+    """A folder under the home; every part is a name we generated (hashes, fixed words), never data."""
+    home = tickerflow_home()
+    path = home.joinpath(*parts).resolve()
+    if home != path and home not in path.parents:
+        raise ValueError(f"refusing to use {path}: it is outside TICKERFLOW_HOME ({home})")
+    return path
+
+
+def stable_hash(obj: object, length: int = 16) -> str:
+    """Content hash of a JSON-serialisable object (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+@contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder beside `final`; rename it into place only if the block succeeds.
+
+    Readers only ever see `final` complete or absent. An existing `final` is replaced.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    scratch.mkdir()
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, trash)
+        os.replace(scratch, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(scratch, final)
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
