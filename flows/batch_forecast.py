@@ -1,0 +1,25 @@
+"""Batch forecast: latest prices -> validated -> champion model -> Parquet forecasts."""
+
+from __future__ import annotations
+
+
+from prefect import flow
+
+from tasks.forecast import ForecastConfig, forecast_prices, load_model, write_forecasts
+from tasks.ingest import IngestConfig, ingest
+from tasks.validate import ValidateConfig, require_valid, validate
+
+
+@flow(name="batch_forecast", log_prints=True)
+def batch_forecast(
+    data: str = IngestConfig.source,
+    out: str = "forecasts.parquet",
+    model_uri: str = ForecastConfig.model_uri,
+) -> dict:
+    config = ForecastConfig(model_uri=model_uri, out=out)
+    raw = ingest(IngestConfig(source=data))
+    model = load_model(config)
+    report = validate(raw.frame, ValidateConfig(), model.min_rows, raw.source_hash)
+    prices = require_valid(report)
+    forecasts = forecast_prices(model, prices)
+    return write_forecasts(forecasts, model, config)

@@ -1,0 +1,140 @@
+"""`tickerflow` command line: run the pipeline, forecast from the registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+SAMPLE_DATA = Path(__file__).resolve().parent.parent / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
+EXIT_FAILED = 1
+
+
+def _quiet_telemetry() -> None:
+    # Both try the network on start-up; a pipeline on an air-gapped box must not.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def load_config(path: str | None, data: str | None, epochs: int | None, seed: int | None):
+    from flows.train_pipeline import PipelineConfig
+
+    raw: dict = {}
+    if path:
+        text = Path(path).read_text()
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = json.loads(text)
+    raw.setdefault("ingest", {})
+    raw["ingest"].setdefault("source", str(SAMPLE_DATA))
+    if data:
+        raw["ingest"]["source"] = data
+    if epochs is not None:
+        raw.setdefault("train", {})["epochs"] = epochs
+    if seed is not None:
+        raw.setdefault("train", {})["seed"] = seed
+    return PipelineConfig.model_validate(raw)
+
+
+def format_metrics(summary: dict) -> str:
+    names = ["rmse", "mae", "mape", "directional_accuracy"]
+    rows = [("all", k, v) for k, v in summary["metrics"].items()]
+    rows += [(t, k, v) for t, by in sorted(summary.get("per_ticker", {}).items()) for k, v in by.items()]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'scope':<{width}}  {'forecaster':<10} " + " ".join(f"{n:>20}" for n in names)]
+    for scope, name, m in rows:
+        lines.append(f"{scope:<{width}}  {name:<10} " + " ".join(f"{m[n]:>20.4f}" for n in names))
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.data, args.epochs, args.seed)
+    from flows.train_pipeline import train_pipeline
+
+    summary = train_pipeline(config)
+    print(format_metrics(summary))
+    print(
+        f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   model {summary['model_name']} "
+        f"v{summary['model_version']}   promoted: {summary['promoted']} ({summary['reason']})\n"
+        f"MLflow run: {summary['mlflow_run_url']}"
+    )
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from flows.batch_forecast import batch_forecast
+
+    kwargs = {"data": args.data, "out": args.out}
+    if args.model_uri:
+        kwargs["model_uri"] = args.model_uri
+    result = batch_forecast(**kwargs)
+    print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickerflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the training pipeline once")
+    run.add_argument("--data", help="file, folder, glob or fsspec URI of prices (default: bundled sample)")
+    run.add_argument("--config", help="JSON or YAML file with a PipelineConfig")
+    run.add_argument("--epochs", type=int, help="override train.epochs")
+    run.add_argument("--seed", type=int, help="override train.seed")
+    run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    run.set_defaults(func=cmd_run)
+
+    fc = sub.add_parser("forecast", help="forecast the next days from a registered model")
+    fc.add_argument("--data", required=True, help="recent prices: file, folder, glob or fsspec URI")
+    fc.add_argument("--model-uri", help="default: models:/tickerflow-gru@champion")
+    fc.add_argument("--out", required=True, help="output Parquet file")
+    fc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    fc.set_defaults(func=cmd_forecast)
+    return parser
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can act on: reported in one line (or the validation summary), no traceback."""
+    import mlflow
+    import pydantic
+
+    from tasks.ingest import IngestError
+    from tasks.validate import ValidationFailed
+    from tasks.window import WindowError
+    from tickerflow_model.trainer import TrainingError
+
+    return (
+        IngestError, ValidationFailed, WindowError, TrainingError, pydantic.ValidationError,
+        mlflow.exceptions.MlflowException, FileNotFoundError, ValueError, OSError,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_telemetry()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("tickerflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary turns errors into exit codes
+        if isinstance(exc, expected_errors()):
+            print(f"tickerflow {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The training pipeline: ingest -> validate -> window -> train -> evaluate -> register.
+
+One Prefect flow run is one MLflow run: the config goes in as params, the flow-run id as a tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import mlflow
+import pandas as pd
+from prefect import flow, runtime, task
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.evaluate import Evaluation, evaluate
+from tasks.ingest import IngestConfig, ingest
+from tasks.register import Registration, RegisterConfig, register
+from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tasks.train import TrainConfig, train
+from tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
+from tasks.window import WindowConfig, window
+
+
+class PipelineConfig(BaseModel):
+    """Every stage's config in one object: the flow's only parameter, shown as a form in the Prefect UI."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+
+    def flat_params(self) -> dict[str, str]:
+        """`stage.field` -> value, for MLflow params."""
+        out = {}
+        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("register", "register_")):
+            for key, value in asdict(getattr(self, attr)).items():
+                out[f"{stage}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
+        return out
+
+
+@task(name="start-mlflow-run")
+def start_mlflow_run(config: PipelineConfig) -> str:
+    client = use_tracking()
+    flow_run_id = str(runtime.flow_run.id or "")
+    run = client.create_run(
+        experiment_id(client),
+        run_name=runtime.flow_run.name,
+        tags={PREFECT_FLOW_RUN_TAG: flow_run_id, "prefect.flow_name": "train_pipeline", "data.source": config.ingest.source},
+    )
+    params = [mlflow.entities.Param(k, v[:6000]) for k, v in config.flat_params().items()]
+    client.log_batch(run.info.run_id, params=params)
+    return run.info.run_id
+
+
+@task(name="log-validation")
+def log_validation(report: ValidationReport, run_id: str) -> None:
+    """Data Docs go to the MLflow run whether the data passed or not."""
+    client = use_tracking()
+    client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
+    client.log_text(run_id, report.summary(), "validation/summary.txt")
+    client.set_tag(run_id, "validation", "passed" if report.success else "failed")
+
+
+@task(name="finish-mlflow-run")
+def finish_mlflow_run(run_id: str, evaluation: Evaluation, registration: Registration) -> dict[str, Any]:
+    end_run(run_id, failed=False)
+    return {
+        "mlflow_run_id": run_id,
+        "mlflow_run_url": run_url(run_id),
+        "model_name": registration.model_name,
+        "model_version": registration.version,
+        "model_uri": registration.model_uri,
+        "promoted": registration.promoted,
+        "reason": registration.reason,
+        "skill_vs_naive": evaluation.skill,
+        "test_forecasts": evaluation.n_windows,
+        "metrics": evaluation.metrics,
+        "per_ticker": evaluation.per_ticker,
+    }
+
+
+def _fail_mlflow_run(flow, flow_run, state) -> None:
+    """On a failed flow run, mark its MLflow run FAILED (found by the flow-run id tag)."""
+    client = use_tracking()
+    runs = client.search_runs(
+        [experiment_id(client)], filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run.id}'"
+    )
+    for run in runs:
+        client.set_tag(run.info.run_id, "failure", (state.message or "")[:5000])
+        end_run(run.info.run_id, failed=True)
+
+
+@flow(name="train_pipeline", on_failure=[_fail_mlflow_run], log_prints=True)
+def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
+    run_id = start_mlflow_run(config)
+    raw = ingest(config.ingest)
+    report = validate(raw.frame, config.validate_, config.window.min_rows, raw.source_hash)
+    log_validation(report, run_id)
+    prices: pd.DataFrame = require_valid(report)
+    dataset = window(prices, config.window, raw.source_hash)
+    model = train(dataset, config.train, run_id)
+    evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id)
+    registration = register(model, evaluation, prices, config.register_, run_id)
+    return finish_mlflow_run(run_id, evaluation, registration)
