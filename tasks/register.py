@@ -59,12 +59,18 @@ def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> tuple[
     return False, f"test RMSE {new:.4f} does not beat {champion} ({old:.4f}) by more than {config.min_improvement:.2%}"
 
 
+def input_columns(forecaster: Forecaster) -> list[str]:
+    """The columns the model reads; other columns in a caller's frame are ignored."""
+    spec = forecaster.spec
+    volume = ["volume"] if "log_volume_change" in spec.window.features else []
+    return ["date", "ticker", spec.price_column] + volume
+
+
 def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
     """One ticker's most recent window of raw prices (plus one row for the first return)."""
     ticker = sorted(prices["ticker"].unique())[0]
     g = prices[prices["ticker"] == ticker].sort_values("date")
-    cols = [c for c in ("date", "ticker", "close", "adj_close", "volume") if c in g.columns]
-    return g[cols].tail(forecaster.spec.window.lookback + 1).reset_index(drop=True).astype({"ticker": str})
+    return g[input_columns(forecaster)].tail(forecaster.spec.window.lookback + 1).reset_index(drop=True).astype({"ticker": str})
 
 
 def log_pyfunc(forecaster: Forecaster, prices: pd.DataFrame, run_id: str, model_name: str) -> str:

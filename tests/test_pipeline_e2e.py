@@ -1,0 +1,107 @@
+"""End to end through Prefect: the real flow, a real MLflow store, the registered model loaded back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import mlflow
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from flows.train_pipeline import PipelineConfig, train_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def small_config(source) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {"ingest": {"source": str(source)}, "train": {"epochs": 2, "batch_size": 256}}
+    )
+
+
+def test_pipeline_registers_a_champion_that_forecasts_prices(
+    prefect_harness, mlflow_store, small_sample_csv, tf_home, tmp_path
+):
+    summary = train_pipeline(small_config(small_sample_csv))
+
+    assert summary["model_name"] == "tickerflow-gru" and summary["model_version"] == "1"
+    for name in ("model", "naive"):
+        assert set(summary["metrics"][name]) == {"rmse", "mae", "mape", "directional_accuracy"}
+    assert summary["metrics"]["naive"]["rmse"] > 0
+
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["prefect.flow_run_id"]
+    assert run.data.params["train.epochs"] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+    assert "test_model_rmse" in run.data.metrics and "test_naive_rmse" in run.data.metrics
+    # the first version of a model with skill >= 0 becomes champion; otherwise the gate says why
+    champion_expected = summary["skill_vs_naive"] >= 0
+    assert summary["promoted"] is champion_expected
+
+    # written datasets: the window dataset with its manifest
+    manifests = list((tf_home / "windows").glob("*/manifest.json"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert set(manifest["tickers"]) == {"AAPL", "MSFT"}
+
+    # the registered model loads in a process where tickerflow is not importable, next to a
+    # user's own `models` and `tasks` packages, and returns forecasts in price units
+    recent = pd.read_csv(small_sample_csv).groupby("Ticker").tail(80)
+    recent.columns = [c.lower().replace(" ", "_") for c in recent.columns]
+    recent.to_csv(tmp_path / "recent.csv", index=False)
+    for shadow in ("models", "tasks", "tickerflow_model"):
+        (tmp_path / "user" / shadow).mkdir(parents=True)
+        (tmp_path / "user" / shadow / "__init__.py").write_text("raise ImportError('user package')\n")
+    uri = f"models:/tickerflow-gru/{summary['model_version']}"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(tmp_path / 'user')!r}]
+        sys.path.append({sysconfig.get_paths()['purelib']!r})  # site-packages without the editable .pth
+        try:
+            import tickerflow_model
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("tickerflow_model should not be importable here")
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({mlflow_store!r})
+        df = pd.read_csv({str(tmp_path / 'recent.csv')!r}, parse_dates=["date"])
+        out = mlflow.pyfunc.load_model({uri!r}).predict(df)
+        out.to_json({str(tmp_path / 'out.json')!r}, orient="records", date_format="iso")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = pd.read_json(tmp_path / "out.json", orient="records")
+    assert list(out.columns) == ["ticker", "date", "horizon", "forecast_close"]
+    assert sorted(out["ticker"]) == ["AAPL", "MSFT"]
+    last = recent.sort_values("date").groupby("ticker")["adj_close"].last()
+    for row in out.itertuples():
+        # a one-day forecast of a large-cap stock lies within 20% of the last price
+        assert 0.8 * last[row.ticker] < row.forecast_close < 1.2 * last[row.ticker]
+        assert pd.Timestamp(row.date) > pd.Timestamp(recent["date"].max())
+
+
+def test_missing_required_column_fails_cleanly_and_writes_nothing(
+    prefect_harness, mlflow_store, small_sample_csv, tf_home, tmp_path, capsys
+):
+    bad = pd.read_csv(small_sample_csv).drop(columns=["Close", "Adj Close"])
+    path = tmp_path / "no_close.csv"
+    bad.to_csv(path, index=False)
+
+    code = main(["run", "--data", str(path), "--epochs", "1"])
+
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "close" in err and "no_close.csv" in err
+    assert "Traceback" not in err
+    assert not (tf_home / "windows").exists()
+    assert mlflow.MlflowClient(mlflow_store).search_registered_models() == []
