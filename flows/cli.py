@@ -48,7 +48,7 @@ def format_metrics(summary: dict) -> str:
     names = ["rmse", "mae", "mape", "directional_accuracy"]
     rows = [("all", k, v) for k, v in summary["metrics"].items()]
     rows += [(t, k, v) for t, by in sorted(summary.get("per_ticker", {}).items()) for k, v in by.items()]
-    width = max(len(r[0]) for r in rows)
+    width = max([len("scope")] + [len(r[0]) for r in rows])
     lines = [f"{'scope':<{width}}  {'forecaster':<10} " + " ".join(f"{n:>20}" for n in names)]
     for scope, name, m in rows:
         lines.append(f"{scope:<{width}}  {name:<10} " + " ".join(f"{m[n]:>20.4f}" for n in names))
