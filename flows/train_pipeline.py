@@ -5,21 +5,28 @@ One Prefect flow run is one MLflow run: the config goes in as params, the flow-r
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag
 from prefect import flow, runtime, task
+from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tasks.evaluate import Evaluation, evaluate
 from tasks.ingest import IngestConfig, ingest
 from tasks.register import Registration, RegisterConfig, register
 from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tasks.train import TrainConfig, train
 from tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
-from tasks.window import WindowConfig, window
+from tasks.window import WindowConfig, WindowDataset, window
 
 
 class PipelineConfig(BaseModel):
@@ -53,6 +60,7 @@ def start_mlflow_run(config: PipelineConfig) -> str:
     )
     params = [mlflow.entities.Param(k, v[:6000]) for k, v in config.flat_params().items()]
     client.log_batch(run.info.run_id, params=params)
+    cross_link(run.info.run_id)
     return run.info.run_id
 
 
@@ -63,6 +71,19 @@ def log_validation(report: ValidationReport, run_id: str) -> None:
     client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
     client.log_text(run_id, report.summary(), "validation/summary.txt")
     client.set_tag(run_id, "validation", "passed" if report.success else "failed")
+
+
+@task(name="log-dataset-lineage")
+def log_dataset_lineage(dataset: WindowDataset, run_id: str) -> None:
+    """Record the window dataset (id = digest, folder = source) as the run's training input."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local files
+        source = resolve_dataset_source(Path(dataset.path).as_uri())
+    entity = MetaDataset(source, name=f"windows-{dataset.dataset_id}", digest=dataset.dataset_id)._to_mlflow_entity()
+    client = use_tracking()
+    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
+    client.set_tag(run_id, "dataset_id", dataset.dataset_id)
+    client.set_tag(run_id, "source_hash", dataset.manifest["source_hash"])
 
 
 @task(name="finish-mlflow-run")
@@ -80,6 +101,8 @@ def finish_mlflow_run(run_id: str, evaluation: Evaluation, registration: Registr
         "test_forecasts": evaluation.n_windows,
         "metrics": evaluation.metrics,
         "per_ticker": evaluation.per_ticker,
+        "per_horizon": evaluation.per_horizon,
+        "champion_version": evaluation.champion_version,
     }
 
 
@@ -94,7 +117,10 @@ def _fail_mlflow_run(flow, flow_run, state) -> None:
         end_run(run.info.run_id, failed=True)
 
 
-@flow(name="train_pipeline", on_failure=[_fail_mlflow_run], log_prints=True)
+@flow(
+    name="train_pipeline", flow_run_name=train_run_name, task_runner=ThreadPoolTaskRunner(),
+    on_running=[tag_train_run], on_failure=[_fail_mlflow_run], log_prints=True,
+)
 def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     run_id = start_mlflow_run(config)
     raw = ingest(config.ingest)
@@ -102,7 +128,8 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     log_validation(report, run_id)
     prices: pd.DataFrame = require_valid(report)
     dataset = window(prices, config.window, raw.source_hash)
+    log_dataset_lineage(dataset, run_id)
     model = train(dataset, config.train, run_id)
     evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id)
-    registration = register(model, evaluation, prices, config.register_, run_id)
+    registration = register(model, evaluation, dataset, prices, config.register_, run_id)
     return finish_mlflow_run(run_id, evaluation, registration)

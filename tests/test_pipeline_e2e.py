@@ -31,7 +31,7 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
 
     assert summary["model_name"] == "tickerflow-gru" and summary["model_version"] == "1"
     for name in ("model", "naive"):
-        assert set(summary["metrics"][name]) == {"rmse", "mae", "mape", "directional_accuracy"}
+        assert {"rmse", "mae", "mape", "directional_accuracy"} <= set(summary["metrics"][name])
     assert summary["metrics"]["naive"]["rmse"] > 0
 
     client = mlflow.MlflowClient(mlflow_store)
@@ -50,6 +50,10 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
     assert set(manifest["tickers"]) == {"AAPL", "MSFT"}
+    # ...recorded as the run's training input, with the dataset id as its digest
+    inputs = run.inputs.dataset_inputs
+    assert [i.dataset.digest for i in inputs] == [manifest["dataset_id"]]
+    assert run.data.tags["dataset_id"] == manifest["dataset_id"]
 
     # the registered model loads in a process where tickerflow is not importable, next to a
     # user's own `models` and `tasks` packages, and returns forecasts in price units
