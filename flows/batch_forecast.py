@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.ui_labels import forecast_run_name, tag_forecast_run
 from tasks.forecast import ForecastConfig, forecast_prices, load_model, write_forecasts
 from tasks.ingest import IngestConfig, ingest
 from tasks.validate import ValidateConfig, require_valid, validate
 
 
-@flow(name="batch_forecast", log_prints=True)
+@flow(name="batch_forecast", flow_run_name=forecast_run_name, on_running=[tag_forecast_run], log_prints=True)
 def batch_forecast(
     data: str = IngestConfig.source,
     out: str = "forecasts.parquet",

@@ -57,9 +57,10 @@ def format_metrics(summary: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.data, args.epochs, args.seed)
+    from flows.runners import runner_from_args
     from flows.train_pipeline import train_pipeline
 
-    summary = train_pipeline(config)
+    summary = train_pipeline.with_options(task_runner=runner_from_args(args))(config)
     print(format_metrics(summary))
     print(
         f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   model {summary['model_name']} "
@@ -85,6 +86,9 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flows.ops_cli import add_parsers
+    from flows.runners import add_runner_arguments
+
     parser = argparse.ArgumentParser(prog="tickerflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help="override train.epochs")
     run.add_argument("--seed", type=int, help="override train.seed")
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    add_runner_arguments(run)
     run.set_defaults(func=cmd_run)
 
     fc = sub.add_parser("forecast", help="forecast the next days from a registered model")
@@ -102,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--out", required=True, help="output Parquet file")
     fc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     fc.set_defaults(func=cmd_forecast)
+
+    add_parsers(sub)  # serve, ui
     return parser
 
 

@@ -1,0 +1,71 @@
+"""Which task runner the per-ticker fan-out uses: a thread pool here, or a Dask cluster.
+
+Only tasks started with `.submit` / `.map` go through the task runner; the stages the flow calls
+directly run in the flow's own process either way. Building a runner connects to nothing: a
+`DaskTaskRunner` opens its client (or its temporary cluster) when the flow run starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
+
+RUNNER_KINDS = ("thread", "dask")
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """`kind="thread"`: a pool of `max_workers` threads (None: Prefect's default).
+
+    `kind="dask"`: the Dask scheduler at `address` (e.g. `tcp://10.0.0.5:8786`), or, with no address,
+    a temporary local cluster of `n_workers` processes that lives as long as the flow run.
+    """
+
+    kind: str = "thread"
+    address: str | None = None
+    n_workers: int | None = None
+    max_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in RUNNER_KINDS:
+            raise ValueError(f"task runner kind must be one of {', '.join(RUNNER_KINDS)}, got {self.kind!r}")
+        if self.address is not None and self.kind != "dask":
+            raise ValueError(f"a scheduler address ({self.address!r}) only applies to the dask runner, not {self.kind!r}")
+        if self.address is not None and "://" not in self.address:
+            raise ValueError(f"dask scheduler address must look like tcp://HOST:PORT, got {self.address!r}")
+        for name in ("n_workers", "max_workers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.n_workers is not None and (self.kind != "dask" or self.address is not None):
+            raise ValueError("n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address")
+
+
+def build_task_runner(config: RunnerConfig) -> TaskRunner:
+    if config.kind == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=config.max_workers)
+    from prefect_dask import DaskTaskRunner  # imports dask.distributed: only when asked for
+
+    if config.address:
+        return DaskTaskRunner(address=config.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": config.n_workers or 2, "processes": True})
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("task runner (per-ticker fan-out)")
+    group.add_argument("--runner", choices=RUNNER_KINDS, default="thread", help="thread pool (default) or Dask")
+    group.add_argument("--dask-address", help="scheduler of a running Dask cluster, e.g. tcp://HOST:8786")
+    group.add_argument("--dask-workers", type=int, help="workers of a temporary local Dask cluster (default 2)")
+
+
+def runner_from_args(args: argparse.Namespace) -> TaskRunner:
+    """The task runner the `run` command's flags ask for; bad combinations raise ValueError."""
+    return build_task_runner(
+        RunnerConfig(kind=args.runner, address=args.dask_address, n_workers=args.dask_workers)
+    )

@@ -1,0 +1,117 @@
+"""What the Prefect UI shows for a run: its name, its tags, and the links between Prefect and MLflow.
+
+A flow-run name is fixed when the run starts, before any data is read, so it is built from the
+parameters only: `train-<data>-<model>-<day>` and `forecast-<data>-<model@alias>-<day>`, where `<data>`
+is the source's file or folder name (without extensions) and `<day>` the run's scheduled date (UTC).
+Tickers are data and are not known at that point; the ingest log line and artifacts list them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Any
+
+from prefect import runtime
+from prefect.artifacts import create_link_artifact
+from prefect.settings import PREFECT_UI_URL
+
+from tasks.register import RegisterConfig
+from tasks.tracking import run_url, use_tracking
+
+PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
+MLFLOW_RUN_ARTIFACT = "mlflow-run"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]+")
+
+
+def data_label(source: str) -> str:
+    """`data/sample/stocks_2000.csv.gz` -> `stocks_2000`; `s3://b/prices/*.parquet` -> `prices`."""
+    path = PurePosixPath(str(source).split("://", 1)[-1].rstrip("/"))
+    while path.name and any(ch in path.name for ch in "*?[") and path.parent != path:
+        path = path.parent  # a glob names its folder
+    name = path.name
+    for suffix in (".gz", ".csv", ".parquet", ".pq"):
+        name = name.removesuffix(suffix)
+    return _UNSAFE.sub("_", name).strip("_.") or "data"
+
+
+def model_label(model_uri: str) -> str:
+    """`models:/tickerflow-gru@champion` -> `tickerflow-gru@champion`."""
+    return _UNSAFE.sub("_", model_uri.removeprefix("models:/").replace("/", "@")).strip("_") or "model"
+
+
+def _as_dict(value: Any) -> dict:
+    """A flow parameter as a plain dict: a pydantic model in-process, JSON from a deployment."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(by_alias=True, mode="json")
+    return dict(value or {})
+
+
+def _run_day() -> str:
+    when = runtime.flow_run.scheduled_start_time or datetime.now(timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d")
+
+
+def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
+    """(data label, model name) of a train_pipeline run's parameters."""
+    config = _as_dict(parameters.get("config"))
+    source = (config.get("ingest") or {}).get("source", "")
+    model = (config.get("register") or config.get("register_") or {}).get("model_name", RegisterConfig.model_name)
+    return data_label(source), model
+
+
+def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
+    """(data label, model label) of a batch_forecast run's parameters."""
+    from tasks.forecast import ForecastConfig
+
+    return data_label(parameters.get("data", "")), model_label(parameters.get("model_uri") or ForecastConfig.model_uri)
+
+
+def train_run_name() -> str:
+    data, model = train_labels(runtime.flow_run.parameters)
+    return f"train-{data}-{model}-{_run_day()}"
+
+
+def forecast_run_name() -> str:
+    data, model = forecast_labels(runtime.flow_run.parameters)
+    return f"forecast-{data}-{model}-{_run_day()}"
+
+
+def _add_tags(flow_run, new: list[str]) -> None:
+    from prefect.client.orchestration import get_client
+
+    tags = list(dict.fromkeys([*(flow_run.tags or []), *new]))
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, tags=tags)
+
+
+def tag_train_run(flow, flow_run, state) -> None:
+    """on_running hook: tag the run with its data source and model so the UI can filter on them."""
+    data, model = train_labels(flow_run.parameters)
+    _add_tags(flow_run, ["train", f"data:{data}", f"model:{model}"])
+
+
+def tag_forecast_run(flow, flow_run, state) -> None:
+    data, model = forecast_labels(flow_run.parameters)
+    _add_tags(flow_run, ["forecast", f"data:{data}", f"model:{model}"])
+
+
+def prefect_flow_run_url() -> str | None:
+    """The flow run's page in the Prefect UI; None on the ephemeral API, which serves no UI."""
+    if not PREFECT_UI_URL.value() or runtime.flow_run.id is None:
+        return None
+    return runtime.flow_run.ui_url
+
+
+def cross_link(run_id: str) -> str:
+    """Link the flow run and its MLflow run both ways; returns the MLflow run's link."""
+    link = run_url(run_id)
+    prefect_url = prefect_flow_run_url()
+    if prefect_url:
+        use_tracking().set_tag(run_id, PREFECT_FLOW_RUN_URL_TAG, prefect_url)
+    create_link_artifact(
+        key=MLFLOW_RUN_ARTIFACT, link=link, link_text=f"MLflow run {run_id}",
+        description="The MLflow run of this flow run: params, per-epoch metrics, Data Docs, model",
+    )
+    return link
