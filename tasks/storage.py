@@ -37,21 +37,18 @@ def stable_hash(obj: object, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a scratch folder beside `final`; rename it into place only if the block succeeds.
-
-    Readers only ever see `final` complete or absent. An existing `final` is replaced.
-    """
+def scratch_directory(final: Path) -> Path:
+    """A new, empty, hidden folder beside `final` to build it in (same filesystem, so rename is atomic)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
     scratch.mkdir()
-    try:
-        yield scratch
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+    return scratch
+
+
+def commit_directory(scratch: Path, final: Path) -> None:
+    """Rename a finished scratch folder into place; an existing `final` is replaced, never merged."""
+    final = Path(final)
     if final.exists():
         trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(final, trash)
@@ -59,6 +56,21 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(scratch, final)
+
+
+@contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder beside `final`; rename it into place only if the block succeeds.
+
+    Readers only ever see `final` complete or absent. An existing `final` is replaced.
+    """
+    scratch = scratch_directory(final)
+    try:
+        yield scratch
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    commit_directory(scratch, final)
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

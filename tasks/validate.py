@@ -1,28 +1,41 @@
 """Validate: a Great Expectations suite over the canonical frame, with Data Docs and a summary.
 
-Critical expectations stop the run: nothing downstream runs and nothing is written. Tickers with
-too little history for a train/val/test split are dropped with a warning that names them.
+Two severities. Critical expectations stop the run: nothing downstream runs and nothing is
+written. Warning expectations (stale prices, implausible one-day moves, long gaps, rows that
+arrived out of date order) are reported and the run continues. Tickers with too little history
+for a train/val/test split are dropped with a warning that names them.
+
+Checks that compare a row with the previous row of its ticker (moves, stale runs, gaps) run in
+GX on derived `check_*` columns computed here, so they appear in Data Docs like any other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import great_expectations as gx
+import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from tasks.storage import home_subdir
+from tasks.storage import home_subdir, stable_hash, tickerflow_home
 
+# Letters, digits and the punctuation real symbols use (BRK.B, ^GSPC, EURUSD=X, RDS-A); no '/', no
+# '..'-only names, no spaces: symbols are data, and this keeps them printable in reports.
 TICKER_PATTERN = r"^[A-Za-z0-9^][A-Za-z0-9.\-^=_]{0,19}$"
 CRITICAL = "critical"
 WARNING = "warning"
 EXAMPLES = 5
+PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
+NUMERIC_TYPES = ["float64", "Float64", "float32", "int64", "Int64"]
+DATE_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
+TICKER_TYPES = ["str", "string", "object", "StringDtype"]
 
 
 class ValidationFailed(ValueError):
@@ -32,6 +45,22 @@ class ValidationFailed(ValueError):
 @dataclass(frozen=True)
 class ValidateConfig:
     ticker_pattern: str = TICKER_PATTERN
+    # |log(p_t / p_{t-1})| above this is reported: 0.25 is a 22% fall or a 28% rise in a day, rare
+    # for a listed stock and typical of an unadjusted split or a bad tick.
+    max_abs_log_return: float = 0.25
+    # More identical consecutive prices than this is reported as stale data.
+    max_identical_run: int = 5
+    # More missing business days than this between two rows of a ticker is reported as a gap
+    # (holidays count as business days, so a few are normal).
+    max_gap_business_days: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.max_abs_log_return > 0:
+            raise ValueError(f"max_abs_log_return must be > 0, got {self.max_abs_log_return}")
+        if self.max_identical_run < 1:
+            raise ValueError(f"max_identical_run must be >= 1, got {self.max_identical_run}")
+        if self.max_gap_business_days < 0:
+            raise ValueError(f"max_gap_business_days must be >= 0, got {self.max_gap_business_days}")
 
 
 @dataclass
@@ -58,21 +87,29 @@ class ValidationReport:
     docs_dir: str
     docs_index: str
 
+    @property
+    def critical(self) -> list[Failure]:
+        return [f for f in self.failures if f.severity == CRITICAL]
+
+    @property
+    def warnings(self) -> list[Failure]:
+        return [f for f in self.failures if f.severity == WARNING]
+
     def summary(self) -> str:
-        critical = [f for f in self.failures if f.severity == CRITICAL]
         head = (
-            f"data validation failed: {len(critical)} critical expectation(s) of {self.evaluated}"
-            if critical
-            else f"data validation passed ({self.evaluated} expectations)"
+            f"data validation failed: {len(self.critical)} critical expectation(s) of {self.evaluated}"
+            if self.critical
+            else f"data validation passed ({self.evaluated} expectations, {len(self.warnings)} warning(s))"
         )
-        return "\n".join([head] + [f"  - [{f.severity}] {f.line()}" for f in self.failures])
+        ordered = self.critical + self.warnings
+        return "\n".join([head] + [f"  - [{f.severity}] {f.line()}" for f in ordered])
 
     def markdown(self) -> str:
         rows = [
             "| expectation | column | severity | offending rows | examples |",
             "|---|---|---|---|---|",
         ]
-        for f in self.failures:
+        for f in self.critical + self.warnings:
             ex = "<br>".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in f.examples)
             rows.append(f"| {f.expectation} | {f.column} | {f.severity} | {f.unexpected_count} | {ex} |")
         dropped = ", ".join(f"{t} ({n} rows)" for t, n in self.dropped_tickers.items()) or "none"
@@ -80,22 +117,53 @@ class ValidationReport:
         table = "\n".join(rows) if self.failures else "All expectations met."
         return (
             f"# Data validation {status}\n\n{self.evaluated} expectations evaluated on {len(self.frame)} rows.\n\n"
-            f"Tickers dropped for too little history: {dropped}\n\n{table}\n"
+            f"Tickers dropped for too little history: {dropped}\n\n{table}\n\nData Docs: {self.docs_index}\n"
         )
 
 
-def build_suite(frame: pd.DataFrame, config: ValidateConfig) -> gx.ExpectationSuite:
+# ---- derived columns for row-to-previous-row checks --------------------------------------------------
+def add_check_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame plus `check_*` columns comparing each row with the previous row of its ticker.
+
+    The frame is sorted by (ticker, date), as ingest leaves it.
+    """
+    out = frame.copy()
+    same_ticker = out["ticker"].eq(out["ticker"].shift()).fillna(False).to_numpy(bool)
+    for col in [c for c in ("close", "adj_close") if c in out.columns]:
+        price = out[col].to_numpy(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            move = np.abs(np.log(price[1:] / price[:-1]))
+        out[f"check_abs_log_return_{col}"] = np.where(same_ticker, np.r_[np.nan, move], np.nan)
+    price = out["adj_close" if "adj_close" in out.columns else "close"].to_numpy(np.float64)
+    repeat = same_ticker & np.r_[False, price[1:] == price[:-1]]
+    run_id = np.cumsum(~repeat)
+    out["check_identical_run"] = pd.Series(run_id).groupby(run_id).cumcount().to_numpy() + 1
+    days = out["date"].to_numpy("datetime64[D]")
+    missing = np.busday_count(np.r_[days[:1], days[:-1]], days, weekmask="1111100") - 1
+    out["check_missing_business_days"] = np.where(same_ticker, np.maximum(missing, 0), np.nan)
+    return out
+
+
+def build_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int | None = None) -> gx.ExpectationSuite:
     """The expectations; those needing optional columns apply only when the columns are present."""
     E = gx.expectations
     cols = set(frame.columns)
-    crit = {"severity": CRITICAL}
-    exps = [E.ExpectColumnToExist(column=c, meta=crit) for c in ("date", "ticker", "close")]
-    exps += [E.ExpectColumnValuesToNotBeNull(column=c, meta=crit) for c in frame.columns]
+    crit, warn = {"severity": CRITICAL}, {"severity": WARNING}
+    base = [c for c in frame.columns if not str(c).startswith("check_")]
+    prices = [c for c in PRICE_COLUMNS if c in cols]
+    exps = [E.ExpectColumnToExist(column=c, meta=crit) for c in ("date", "ticker")]
+    # a price is required: close or adj_close, whichever the source has
+    exps += [E.ExpectColumnToExist(column=c, meta=crit) for c in (("close",) if not {"close", "adj_close"} & cols else ())]
+    if "date" in cols:
+        exps.append(E.ExpectColumnValuesToBeInTypeList(column="date", type_list=DATE_TYPES, meta=crit))
+    if "ticker" in cols:
+        exps.append(E.ExpectColumnValuesToBeInTypeList(column="ticker", type_list=TICKER_TYPES, meta=crit))
     exps += [
-        E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, meta=crit)
-        for c in ("open", "high", "low", "close", "adj_close")
-        if c in cols
+        E.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES, meta=crit)
+        for c in prices + (["volume"] if "volume" in cols else [])
     ]
+    exps += [E.ExpectColumnValuesToNotBeNull(column=c, meta=crit) for c in base]
+    exps += [E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, meta=crit) for c in prices]
     if "volume" in cols:
         exps.append(E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, meta=crit))
     if {"high", "low"} <= cols:
@@ -105,27 +173,61 @@ def build_suite(frame: pd.DataFrame, config: ValidateConfig) -> gx.ExpectationSu
             exps.append(E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=other, or_equal=True, meta=crit))
         if {"low", other} <= cols:
             exps.append(E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=other, column_B="low", or_equal=True, meta=crit))
-    exps.append(E.ExpectCompoundColumnsToBeUnique(column_list=["ticker", "date"], meta=crit))
+    if {"ticker", "date"} <= cols:
+        exps.append(E.ExpectCompoundColumnsToBeUnique(column_list=["ticker", "date"], meta=crit))
     if "ticker" in cols:
         exps.append(E.ExpectColumnValuesToMatchRegex(column="ticker", regex=config.ticker_pattern, meta=crit))
+    exps += [
+        E.ExpectColumnValuesToBeBetween(column=c, max_value=config.max_abs_log_return, meta=warn)
+        for c in sorted(cols)
+        if str(c).startswith("check_abs_log_return_")
+    ]
+    if "check_identical_run" in cols:
+        exps.append(E.ExpectColumnValuesToBeBetween(column="check_identical_run", max_value=config.max_identical_run, meta=warn))
+    if "check_missing_business_days" in cols:
+        exps.append(
+            E.ExpectColumnValuesToBeBetween(
+                column="check_missing_business_days", max_value=config.max_gap_business_days, meta=warn
+            )
+        )
     return gx.ExpectationSuite(name="tickerflow-prices", expectations=exps)
 
 
+def _shown_with(column: str, columns: set) -> list[str]:
+    """The data columns worth showing next to a derived check column in an example row."""
+    if column.startswith("check_abs_log_return_"):
+        return [column.removeprefix("check_abs_log_return_")]
+    if column == "check_identical_run":
+        return ["adj_close" if "adj_close" in columns else "close"]
+    return []
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat()
+    if isinstance(value, (np.floating, float)):
+        return round(float(value), 6)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def _examples(frame: pd.DataFrame, result: dict, columns: list[str]) -> list[dict]:
+    """A few offending rows as (ticker, date, values), for a person to look up in the file."""
     index = (result.get("unexpected_index_list") or [])[:EXAMPLES]
+    index = [i for i in index if isinstance(i, (int, np.integer)) and i in frame.index]
     show = [c for c in ["ticker", "date"] + columns if c in frame.columns]
-    rows = frame.loc[[i for i in index if i in frame.index], list(dict.fromkeys(show))]
-    out = []
-    for _, row in rows.iterrows():
-        out.append({k: (v.date().isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in row.items()})
+    rows = frame.loc[index, list(dict.fromkeys(show))]
+    out = [{k: _plain(v) for k, v in row.items()} for _, row in rows.iterrows()]
     if not out:
-        out = [{"value": v} for v in (result.get("partial_unexpected_list") or [])[:EXAMPLES]]
+        out = [{"value": _plain(v)} for v in (result.get("partial_unexpected_list") or [])[:EXAMPLES]]
     return out
 
 
 def run_suite(frame: pd.DataFrame, config: ValidateConfig, docs_dir: Path) -> tuple[list[Failure], int, str]:
     """Run the suite through a GX checkpoint that also writes Data Docs into `docs_dir`."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    checked = add_check_columns(frame) if {"ticker", "date"} <= set(frame.columns) else frame
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     ctx.add_data_docs_site(
@@ -137,7 +239,7 @@ def run_suite(frame: pd.DataFrame, config: ValidateConfig, docs_dir: Path) -> tu
         },
     )
     batch = ctx.data_sources.add_pandas("prices").add_dataframe_asset("canonical").add_batch_definition_whole_dataframe("all")
-    suite = ctx.suites.add(build_suite(frame, config))
+    suite = ctx.suites.add(build_suite(checked, config))
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name="prices", data=batch, suite=suite))
     checkpoint = ctx.checkpoints.add(
         gx.Checkpoint(
@@ -147,7 +249,7 @@ def run_suite(frame: pd.DataFrame, config: ValidateConfig, docs_dir: Path) -> tu
             result_format={"result_format": "COMPLETE"},
         )
     )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    result = checkpoint.run(batch_parameters={"dataframe": checked})
     failures, evaluated = [], 0
     for run in result.run_results.values():
         for r in run.results:
@@ -158,17 +260,26 @@ def run_suite(frame: pd.DataFrame, config: ValidateConfig, docs_dir: Path) -> tu
             columns = [c for c in (kw.get("column"), kw.get("column_A"), kw.get("column_B")) if c] + list(
                 kw.get("column_list") or []
             )
+            shown = columns + [c for col in columns for c in _shown_with(col, set(checked.columns))]
             failures.append(
                 Failure(
                     expectation=r.expectation_config.type,
                     column="+".join(dict.fromkeys(columns)),
                     severity=(r.expectation_config.meta or {}).get("severity", CRITICAL),
                     unexpected_count=r.result.get("unexpected_count"),
-                    examples=_examples(frame, r.result, columns),
+                    examples=_examples(checked, r.result, shown),
                 )
             )
     index = ctx.build_data_docs(site_names=["tickerflow"])["tickerflow"]
     return failures, evaluated, index
+
+
+def order_failure(frame: pd.DataFrame) -> Failure | None:
+    """Rows that arrived out of date order within their ticker (ingest counts them before sorting)."""
+    disorder = frame.attrs.get("out_of_order") or {}
+    if not disorder.get("count"):
+        return None
+    return Failure("dates_increasing_within_ticker", "ticker+date", WARNING, disorder["count"], disorder["examples"])
 
 
 def drop_short_tickers(frame: pd.DataFrame, min_rows: int) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -180,8 +291,13 @@ def drop_short_tickers(frame: pd.DataFrame, min_rows: int) -> tuple[pd.DataFrame
 def check_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, docs_dir: Path) -> ValidationReport:
     """Plain function behind the task: run the suite, then drop tickers too short to window."""
     failures, evaluated, index = run_suite(frame, config, docs_dir)
+    order = order_failure(frame)
+    evaluated += 1
+    if order is not None:
+        failures.append(order)
     critical = [f for f in failures if f.severity == CRITICAL]
     kept, dropped = (frame, {}) if critical else drop_short_tickers(frame, min_rows)
+    evaluated += 1
     if not critical and kept.empty:
         failures.append(
             Failure(
@@ -192,26 +308,50 @@ def check_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, doc
                 [{"ticker": t, "rows": n, "needed": min_rows} for t, n in list(dropped.items())[:EXAMPLES]],
             )
         )
-        evaluated += 1
     success = not any(f.severity == CRITICAL for f in failures)
     return ValidationReport(success, kept, failures, evaluated, dropped, str(docs_dir), index)
 
 
-@task(name="validate")
-def validate(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
+# ---- Prefect ---------------------------------------------------------------------------------------
+def validation_id(source_hash: str, config: ValidateConfig, min_rows: int) -> str:
+    return stable_hash({"source": source_hash, "validate": asdict(config), "min_rows": min_rows})
+
+
+def _cache_key(task_ctx, params: dict) -> str:
+    """Same input bytes, same suite, same home -> same key; the caller refreshes it when the docs are gone."""
+    home = hashlib.sha256(str(tickerflow_home()).encode()).hexdigest()[:12]
+    return f"tickerflow-validate-{validation_id(params['source_hash'], params['config'], params['min_rows'])}-{home}"
+
+
+def docs_dir_for(source_hash: str, config: ValidateConfig, min_rows: int) -> Path:
+    return home_subdir("validation", validation_id(source_hash, config, min_rows), "data_docs")
+
+
+@task(name="validate", cache_key_fn=_cache_key)
+def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
     """Run the GX gate; always writes Data Docs and a summary artifact. Raising is left to `require_valid`."""
     logger = get_run_logger()
-    docs_dir = home_subdir("validation", source_hash, "data_docs")
-    report = check_prices(frame, config, min_rows, docs_dir)
+    report = check_prices(frame, config, min_rows, docs_dir_for(source_hash, config, min_rows))
     if report.dropped_tickers:
         logger.warning(
             "dropped ticker(s) with fewer than %d rows: %s",
             min_rows,
             ", ".join(f"{t} ({n} rows)" for t, n in report.dropped_tickers.items()),
         )
+    for w in report.warnings:
+        logger.warning("data warning: %s", w.line())
     logger.info("%s; Data Docs: %s", report.summary().splitlines()[0], report.docs_index)
     create_markdown_artifact(key="validation-summary", markdown=report.markdown(), description="GX validation")
     return report
+
+
+def validate(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
+    """The validate stage inside a flow: cached on the source hash, the suite's config and the home.
+
+    An unchanged input shows Cached; when its Data Docs folder is gone the cache is refreshed instead.
+    """
+    missing = not (docs_dir_for(source_hash, config, min_rows) / "index.html").is_file()
+    return validate_prices.with_options(refresh_cache=missing)(frame, config, min_rows, source_hash)
 
 
 @task(name="require-valid")

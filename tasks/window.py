@@ -1,25 +1,44 @@
 """Window: per-ticker sliding windows, chronological split with a purge gap, Parquet per split.
 
-The scaler is fit on training-period rows only. Windows are built and written one ticker at a time,
-so memory stays bounded by the largest ticker. The dataset is identified by a hash of the source hash
-and this config, written atomically, and reused when it already exists.
+The split is by date, the same for every ticker: the first `train_fraction` of the trading days
+is the training period, the next `val_fraction` validation, the rest test. No training window's
+input or target day lies after the training period, a validation window's targets start more
+than `purge_gap` business days after it and end inside the validation period, and the same
+holds between validation and test. The scaler is fit on training-period rows only.
+
+Windows are built and written one ticker at a time, so memory stays bounded by the largest
+ticker. Layout of a dataset (its folder name is the dataset id, a hash of the source hash and
+this config; tickers never become path fragments, parts are numbered):
+
+    <dataset_id>/train/part-00000.parquet ...   one part per ticker, in ticker order
+    <dataset_id>/val/...  <dataset_id>/test/...
+    <dataset_id>/manifest.json                  written last: a dataset without it is incomplete
+
+Parts are written into a hidden scratch folder that is renamed into place only once the manifest
+is in it, so a crash mid-write never leaves a dataset a later run would read as complete.
+
+Two ways to run it, producing the same bytes: `build_window_dataset` (a plain function: one
+process, used by the benchmark) and `window` (called from a flow: one Prefect task per ticker via
+`.map`, so a Dask task runner can spread them; every task is cached on the dataset id).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prefect import task
+from prefect import task, unmapped
 from prefect.logging import get_run_logger
 
-from tasks.storage import atomic_directory, home_subdir, stable_hash
+from tasks.storage import atomic_directory, commit_directory, home_subdir, scratch_directory, stable_hash, tickerflow_home
 from tickerflow_model.windows import (
     FEATURES,
     Scaler,
@@ -29,13 +48,15 @@ from tickerflow_model.windows import (
     make_windows,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+PRICE_CHOICES = ("auto", "close", "adj_close")
+COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 
 
 class WindowError(ValueError):
-    """No ticker has enough history to window."""
+    """No ticker has enough history to window, or the requested price column is missing."""
 
 
 @dataclass(frozen=True)
@@ -43,17 +64,20 @@ class WindowConfig:
     lookback: int = 60
     horizon: int = 1
     features: tuple[str, ...] = ("log_return",)
-    price: str = "auto"  # "close", "adj_close", or "auto": adj_close when the source has it
+    # The one place the modelled price is chosen: "close", "adj_close", or "auto" (adj_close when
+    # the source has it, because unadjusted closes jump at stock splits).
+    price: str = "auto"
     train_fraction: float = 0.70
     val_fraction: float = 0.15
-    purge_gap: int = 5  # business days between splits that no window's target may fall in
+    purge_gap: int = 5  # business days between splits in which no window's target may fall
     min_history: int = 252  # rows a ticker needs (about a year of trading days)
     compression: str = "zstd"
+    row_group_size: int = 65_536  # windows per Parquet row group (a ticker's part has one or more)
 
     def __post_init__(self) -> None:
         self.spec  # validates lookback, horizon, features
-        if self.price not in ("auto", "close", "adj_close"):
-            raise ValueError(f"price must be 'auto', 'close' or 'adj_close', got {self.price!r}")
+        if self.price not in PRICE_CHOICES:
+            raise ValueError(f"price must be one of {PRICE_CHOICES}, got {self.price!r}")
         if not (0 < self.train_fraction < 1 and 0 < self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1):
             raise ValueError(
                 f"train_fraction and val_fraction must be in (0, 1) and sum below 1, got "
@@ -61,6 +85,12 @@ class WindowConfig:
             )
         if self.purge_gap < 0:
             raise ValueError(f"purge_gap must be >= 0, got {self.purge_gap}")
+        if self.min_history < 0:
+            raise ValueError(f"min_history must be >= 0, got {self.min_history}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
+        if self.row_group_size < 1:
+            raise ValueError(f"row_group_size must be >= 1, got {self.row_group_size}")
 
     @property
     def spec(self) -> WindowSpec:
@@ -82,13 +112,37 @@ class WindowConfig:
 
 
 @dataclass(frozen=True)
+class SplitDates:
+    """Last day of the training and of the validation period, and the purge gap after each."""
+
+    train_end: np.datetime64
+    val_end: np.datetime64
+    purge_gap: int
+
+    def first_target_after(self, period_end: np.datetime64) -> np.datetime64:
+        """Targets of the next split must fall strictly after this day."""
+        day = np.datetime64(period_end, "D")
+        return np.busday_offset(day, self.purge_gap, roll="forward").astype("datetime64[ns]")
+
+    def to_dict(self) -> dict:
+        return {
+            "train_end": str(np.datetime64(self.train_end, "D")),
+            "val_end": str(np.datetime64(self.val_end, "D")),
+            "purge_gap_business_days": self.purge_gap,
+        }
+
+
+@dataclass(frozen=True)
 class WindowDataset:
     path: str
     dataset_id: str
     manifest: dict = field(repr=False)
 
     def split_path(self, split: str) -> Path:
-        return Path(self.path) / f"{split}.parquet"
+        return Path(self.path) / split
+
+    def part_files(self, split: str) -> list[Path]:
+        return [self.split_path(split) / name for name in self.manifest["parts"][split]]
 
     @property
     def spec(self) -> WindowSpec:
@@ -103,6 +157,22 @@ class WindowDataset:
         return self.manifest["price_column"]
 
 
+@dataclass(frozen=True)
+class WindowPlan:
+    """Everything the per-ticker writers share; computed once, before any window is written."""
+
+    dataset_id: str
+    final: str
+    scratch: str
+    source_hash: str
+    config: WindowConfig
+    price_column: str
+    split_dates: SplitDates
+    scaler: Scaler
+    tickers: tuple[str, ...]  # in part order (sorted)
+
+
+# ---- pure pieces -----------------------------------------------------------------------------------
 def choose_price_column(frame: pd.DataFrame, price: str) -> str:
     if price == "auto":
         # Unadjusted closes jump at stock splits; the adjusted series is what a model should see.
@@ -112,26 +182,28 @@ def choose_price_column(frame: pd.DataFrame, price: str) -> str:
     return price
 
 
-def split_bounds(n_rows: int, config: WindowConfig) -> tuple[int, int]:
-    """Last row index of the train and of the validation period for a ticker with `n_rows` rows."""
-    n_train = int(n_rows * config.train_fraction)
-    n_val = int(n_rows * config.val_fraction)
-    return n_train - 1, n_train + n_val - 1
+def split_dates(dates: pd.Series | np.ndarray, config: WindowConfig) -> SplitDates:
+    """Cut the calendar of all trading days (every ticker's) into train / val / test periods."""
+    days = np.unique(np.asarray(dates, dtype="datetime64[ns]"))
+    n_train = max(int(len(days) * config.train_fraction), 1)
+    n_val = max(int(len(days) * config.val_fraction), 1)
+    if n_train + n_val >= len(days):
+        raise WindowError(f"{len(days)} trading days are too few to split into train, validation and test")
+    return SplitDates(days[n_train - 1], days[n_train + n_val - 1], config.purge_gap)
 
 
-def assign_splits(base_index: np.ndarray, n_rows: int, config: WindowConfig) -> dict[str, np.ndarray]:
-    """Boolean masks over windows (by the index of their last input day).
+def assign_splits(dates: np.ndarray, base_index: np.ndarray, horizon: int, cut: SplitDates) -> dict[str, np.ndarray]:
+    """Boolean masks over windows, from the dates of their first and last target day.
 
-    train: every input and target day is in the train period. val/test: targets lie entirely in
-    that period, at least `purge_gap` days after the previous period ends.
+    train: every target (so every input) is on or before the training period's last day.
+    val: targets start after train_end + purge gap and end on or before val_end. test: likewise after val_end.
     """
-    train_end, val_end = split_bounds(n_rows, config)
-    first_target = base_index + 1
-    last_target = base_index + config.horizon
+    first_target = dates[base_index + 1]
+    last_target = dates[base_index + horizon]
     return {
-        "train": last_target <= train_end,
-        "val": (first_target > train_end + config.purge_gap) & (last_target <= val_end),
-        "test": first_target > val_end + config.purge_gap,
+        "train": last_target <= cut.train_end,
+        "val": (first_target > cut.first_target_after(cut.train_end)) & (last_target <= cut.val_end),
+        "test": first_target > cut.first_target_after(cut.val_end),
     }
 
 
@@ -141,15 +213,23 @@ def _ticker_arrays(g: pd.DataFrame, price_col: str, spec: WindowSpec) -> tuple[n
     return prices, compute_features(prices, volume, spec.features)
 
 
-def fit_window_scaler(frame: pd.DataFrame, config: WindowConfig, price_col: str) -> Scaler:
+def training_rows(g: pd.DataFrame, cut: SplitDates) -> int:
+    """How many of the ticker's days (a prefix, the frame being sorted) lie in the training period."""
+    return int(np.searchsorted(g["date"].to_numpy("datetime64[ns]"), cut.train_end, side="right"))
+
+
+def fit_window_scaler(groups, config: WindowConfig, price_col: str, cut: SplitDates) -> Scaler:
     """Standardization fit on training-period feature rows of every ticker, and nothing later."""
     spec = config.spec
     acc = ScalerAccumulator(spec.n_features)
-    for _, g in frame.groupby("ticker", sort=True):
-        train_end, _ = split_bounds(len(g), config)
+    for _, g in groups:
         _, feats = _ticker_arrays(g, price_col, spec)
-        acc.add(feats[:train_end])  # feature row j is day j+1: days 1..train_end
-    return acc.finish()
+        # feature row j describes day j+1 (and day j); both are in the training period for j+1 < n_train
+        acc.add(feats[: max(training_rows(g, cut) - 1, 0)])
+    try:
+        return acc.finish()
+    except ValueError as exc:
+        raise WindowError(f"no training-period rows before {cut.to_dict()['train_end']} to fit the scaler on") from exc
 
 
 def _schema(spec: WindowSpec) -> pa.Schema:
@@ -165,16 +245,17 @@ def _schema(spec: WindowSpec) -> pa.Schema:
 
 
 def ticker_windows(
-    g: pd.DataFrame, config: WindowConfig, price_col: str, scaler: Scaler
+    g: pd.DataFrame, config: WindowConfig, price_col: str, scaler: Scaler, cut: SplitDates
 ) -> dict[str, pa.Table]:
-    """One ticker's windows, as an Arrow table per split."""
+    """One ticker's windows (its rows sorted by date), as an Arrow table per split."""
     spec = config.spec
+    ticker = str(g["ticker"].iloc[0])
     prices, feats = _ticker_arrays(g, price_col, spec)
-    x, y, base_index = make_windows(prices, scaler.transform(feats), spec.lookback, spec.horizon)
-    masks = assign_splits(base_index, len(prices), config)
+    x, y, base_index = make_windows(prices, scaler.transform(feats), spec.lookback, spec.horizon)  # (N, L, F), (N, H)
     dates = g["date"].to_numpy("datetime64[ns]")
-    schema = _schema(spec)
+    masks = assign_splits(dates, base_index, spec.horizon, cut)
     y_scaled = (y / scaler.target_scale).astype(np.float32)  # (N, H)
+    schema = _schema(spec)
     out = {}
     for split, mask in masks.items():
         n = int(mask.sum())
@@ -182,7 +263,7 @@ def ticker_windows(
         ys = np.ascontiguousarray(y_scaled[mask]).reshape(-1)  # (n*H,)
         out[split] = pa.table(
             [
-                pa.array([str(g["ticker"].iloc[0])] * n, pa.string()),
+                pa.repeat(pa.scalar(ticker, pa.string()), n),
                 pa.array(dates[base_index[mask]], pa.timestamp("ns")),
                 pa.array(prices[base_index[mask]], pa.float64()),
                 pa.FixedSizeListArray.from_arrays(pa.array(xs), spec.lookback * spec.n_features),
@@ -197,86 +278,232 @@ def dataset_id(source_hash: str, config: WindowConfig) -> str:
     return stable_hash({"source": source_hash, "window": config.to_dict(), "schema": SCHEMA_VERSION})
 
 
-def build_window_dataset(frame: pd.DataFrame, config: WindowConfig, source_hash: str, root: Path) -> WindowDataset:
-    """Plain function behind the task: write (or reuse) the dataset under `root/<dataset_id>`."""
-    ds_id = dataset_id(source_hash, config)
-    final = root / ds_id
-    if (final / MANIFEST).exists():
-        return WindowDataset(str(final), ds_id, json.loads((final / MANIFEST).read_text()))
-    price_col = choose_price_column(frame, config.price)
-    frame = frame.dropna(subset=[price_col])
-    usable = frame.groupby("ticker").filter(lambda g: len(g) >= config.min_rows)
-    if usable.empty:
+def part_name(index: int) -> str:
+    """Parts are numbered in ticker order; the symbol itself never reaches the filesystem."""
+    return f"part-{index:05d}.parquet"
+
+
+def _date(value) -> str | None:
+    return None if value is None else str(np.datetime64(value, "D"))
+
+
+def write_ticker_part(g: pd.DataFrame, index: int, plan: WindowPlan) -> dict:
+    """Write one ticker's windows as part `index` of every split in the scratch folder -> its manifest entry."""
+    config = plan.config
+    tables = ticker_windows(g, config, plan.price_column, plan.scaler, plan.split_dates)
+    info = {}
+    for split, table in tables.items():
+        folder = Path(plan.scratch) / split
+        folder.mkdir(exist_ok=True)
+        pq.write_table(
+            table, folder / part_name(index), compression=config.compression, row_group_size=config.row_group_size
+        )
+        dates = table.column("base_date")
+        info[split] = {
+            "windows": table.num_rows,
+            "first_base_date": _date(pc.min(dates).as_py()) if table.num_rows else None,
+            "last_base_date": _date(pc.max(dates).as_py()) if table.num_rows else None,
+        }
+    return {
+        "ticker": str(g["ticker"].iloc[0]),
+        "part": part_name(index),
+        "rows": len(g),
+        "first_date": _date(g["date"].iloc[0]),
+        "last_date": _date(g["date"].iloc[-1]),
+        "splits": info,
+    }
+
+
+def _runs(frame: pd.DataFrame) -> list[tuple[str, int, int]]:
+    """(ticker, first row, end row) of each run of equal tickers; Arrow does it without a per-row copy."""
+    arr = pa.array(frame["ticker"])  # zero-copy for pandas' Arrow-backed strings
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if arr.null_count:
+        raise WindowError("the frame has rows without a ticker; validation should have stopped it")
+    ree = pc.run_end_encode(arr)
+    ends = ree.run_ends.to_numpy()
+    starts = np.r_[0, ends[:-1]]
+    return [(str(t), int(a), int(b)) for t, a, b in zip(ree.values.to_pylist(), starts, ends)]
+
+
+def _is_canonical_order(frame: pd.DataFrame, runs: list[tuple[str, int, int]]) -> bool:
+    names = [t for t, _, _ in runs]
+    if names != sorted(set(names)):
+        return False
+    dates = frame["date"].to_numpy("datetime64[ns]")
+    return all(bool(np.all(dates[a + 1 : b] > dates[a : b - 1])) for _, a, b in runs)
+
+
+def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> list[tuple[str, pd.DataFrame]]:
+    """(ticker, its rows by date) for every ticker with enough history, in ticker order.
+
+    The canonical frame is already sorted by (ticker, date), so each ticker is a contiguous slice
+    (a view, not a copy): memory stays bounded by one ticker's windows, not the whole input.
+    """
+    needed = ["date", "ticker", price_col] + (["volume"] if "log_volume_change" in config.features else [])
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise WindowError(f"the frame has no column(s) {missing} (columns: {list(frame.columns)})")
+    runs = _runs(frame)
+    if not _is_canonical_order(frame, runs):
+        frame = frame.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+        runs = _runs(frame)
+    out = []
+    for ticker, a, b in runs:
+        if b - a < config.min_rows:
+            continue
+        g = frame.iloc[a:b]
+        bad = np.flatnonzero(~np.isfinite(g[price_col].to_numpy(np.float64)))
+        if len(bad):
+            raise WindowError(
+                f"ticker {ticker!r} has no usable {price_col} on {_date(g['date'].iloc[bad[0]])}; "
+                "validation should have stopped it"
+            )
+        out.append((ticker, g))
+    return out
+
+
+def trading_days(slices: list[tuple[str, pd.DataFrame]]) -> np.ndarray:
+    """Every day any ticker traded, merged ticker by ticker (no sort of the whole input)."""
+    days = np.empty(0, "datetime64[ns]")
+    for _, g in slices:
+        days = np.union1d(days, g["date"].to_numpy("datetime64[ns]"))
+    return days
+
+
+def make_plan(
+    slices: list[tuple[str, pd.DataFrame]], config: WindowConfig, price_col: str, source_hash: str, root: Path,
+    scratch: Path | None = None,
+) -> WindowPlan:
+    if not slices:
         raise WindowError(f"no ticker has the {config.min_rows} rows of history windowing needs")
-    scaler = fit_window_scaler(usable, config, price_col)
-    spec = config.spec
-    per_ticker: dict[str, dict] = {}
-    counts = dict.fromkeys(SPLITS, 0)
-    with atomic_directory(final) as scratch:
-        writers = {
-            s: pq.ParquetWriter(scratch / f"{s}.parquet", _schema(spec), compression=config.compression)
-            for s in SPLITS
-        }
-        try:
-            for ticker, g in usable.groupby("ticker", sort=True):
-                tables = ticker_windows(g, config, price_col, scaler)
-                info = {}
-                for split, table in tables.items():
-                    writers[split].write_table(table)  # one row group per ticker and split
-                    counts[split] += table.num_rows
-                    dates = table.column("base_date")
-                    info[split] = {
-                        "windows": table.num_rows,
-                        "first_base_date": str(pa.compute.min(dates).as_py()) if table.num_rows else None,
-                        "last_base_date": str(pa.compute.max(dates).as_py()) if table.num_rows else None,
-                    }
-                per_ticker[str(ticker)] = {
-                    "rows": len(g),
-                    "first_date": str(g["date"].iloc[0].date()),
-                    "last_date": str(g["date"].iloc[-1].date()),
-                    "splits": info,
-                }
-        finally:
-            for w in writers.values():
-                w.close()
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "dataset_id": ds_id,
-            "source_hash": source_hash,
-            "config": config.to_dict(),
-            "window_spec": spec.to_dict(),
-            "price_column": price_col,
-            "scaler": scaler.to_dict(),
-            "counts": counts,
-            "tickers": per_ticker,
-        }
-        # The manifest is written last: its presence marks the dataset complete.
-        (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return WindowDataset(str(final), ds_id, manifest)
+    cut = split_dates(trading_days(slices), config)
+    scaler = fit_window_scaler(slices, config, price_col, cut)
+    ds_id = dataset_id(source_hash, config)
+    tickers = tuple(t for t, _ in slices)
+    return WindowPlan(ds_id, str(root / ds_id), str(scratch or ""), source_hash, config, price_col, cut, scaler, tickers)
+
+
+def make_manifest(plan: WindowPlan, parts: list[dict]) -> dict:
+    counts = {s: sum(p["splits"][s]["windows"] for p in parts) for s in SPLITS}
+    if counts["train"] == 0:
+        raise WindowError(
+            f"no training windows: every ticker's history starts too late for the training period "
+            f"(ending {plan.split_dates.to_dict()['train_end']}) to hold a lookback of {plan.config.lookback}"
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset_id": plan.dataset_id,
+        "source_hash": plan.source_hash,
+        "config": plan.config.to_dict(),
+        "window_spec": plan.config.spec.to_dict(),
+        "price_column": plan.price_column,
+        "scaler": plan.scaler.to_dict(),
+        "split_dates": plan.split_dates.to_dict(),
+        "counts": counts,
+        "parts": {s: [p["part"] for p in parts] for s in SPLITS},
+        "tickers": {p["ticker"]: {k: v for k, v in p.items() if k != "ticker"} for p in parts},
+    }
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    # The manifest is written last: its presence marks the dataset complete.
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def load_window_dataset(folder: Path) -> WindowDataset | None:
+    """The complete dataset at `folder`, or None when there is none (no manifest = never finished)."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        return None
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return WindowDataset(str(folder), manifest["dataset_id"], manifest)
+
+
+# ---- plain-function path (one process) ---------------------------------------------------------------
+def build_window_dataset(frame: pd.DataFrame, config: WindowConfig, source_hash: str, root: Path) -> WindowDataset:
+    """Write (or reuse) the dataset under `root/<dataset_id>`, one ticker at a time."""
+    existing = load_window_dataset(Path(root) / dataset_id(source_hash, config))
+    if existing is not None:
+        return existing
+    price_col = choose_price_column(frame, config.price)
+    slices = ticker_slices(frame, price_col, config)
+    with atomic_directory(Path(root) / dataset_id(source_hash, config)) as scratch:
+        plan = make_plan(slices, config, price_col, source_hash, Path(root), scratch)
+        parts = [write_ticker_part(g, i, plan) for i, (_, g) in enumerate(slices)]
+        manifest = make_manifest(plan, parts)
+        write_manifest(scratch, manifest)
+    return WindowDataset(plan.final, plan.dataset_id, manifest)
 
 
 def read_split(dataset: WindowDataset, split: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """-> x (N, L, F) float32, y (N, H) float32 scaled targets, and the index frame (ticker, base_date, base_price)."""
     spec = dataset.spec
-    table = pq.read_table(dataset.split_path(split))
+    tables = [pq.read_table(path) for path in dataset.part_files(split)]
+    table = pa.concat_tables(tables) if tables else _schema(spec).empty_table()
     n = table.num_rows
-    x = table.column("x").combine_chunks().flatten().to_numpy(zero_copy_only=False, writable=True).reshape(n, spec.lookback, spec.n_features)
-    y = table.column("y").combine_chunks().flatten().to_numpy(zero_copy_only=False, writable=True).reshape(n, spec.horizon)
+    x = table.column("x").combine_chunks().flatten().to_numpy(zero_copy_only=False, writable=True)
+    y = table.column("y").combine_chunks().flatten().to_numpy(zero_copy_only=False, writable=True)
     index = table.select(["ticker", "base_date", "base_price"]).to_pandas()
-    return x, y, index
+    return x.reshape(n, spec.lookback, spec.n_features), y.reshape(n, spec.horizon), index
 
 
-@task(name="window")
-def window(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> WindowDataset:
-    logger = get_run_logger()
-    dataset = build_window_dataset(frame, config, source_hash, home_subdir("windows"))
-    c = dataset.manifest["counts"]
-    logger.info(
-        "window dataset %s: %d train / %d val / %d test windows over %d tickers (price column %s) at %s",
-        dataset.dataset_id, c["train"], c["val"], c["test"], len(dataset.manifest["tickers"]),
-        dataset.price_column, dataset.path,
+# ---- Prefect path: plan -> one task per ticker (.map) -> commit ---------------------------------------
+def _cache_key(task_ctx, params: dict) -> str:
+    """Same dataset id, same home, same task (and part) -> same key; the flow refreshes it when the dataset is gone."""
+    plan = params.get("plan")
+    ds_id = plan.dataset_id if plan is not None else dataset_id(params["source_hash"], params["config"])
+    home = hashlib.sha256(str(tickerflow_home()).encode()).hexdigest()[:12]
+    return f"tickerflow-window-{ds_id}-{home}-{task_ctx.task.name}-{params.get('index', '')}"
+
+
+@task(name="window-plan", cache_key_fn=_cache_key)
+def plan_windows(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> WindowPlan:
+    """Choose the price, cut the calendar, fit the scaler on training rows; open a scratch folder."""
+    root = home_subdir("windows")
+    price_col = choose_price_column(frame, config.price)
+    plan = make_plan(ticker_slices(frame, price_col, config), config, price_col, source_hash, root)
+    return replace(plan, scratch=str(scratch_directory(Path(plan.final))))  # only once the plan stands
+
+
+@task(name="window-ticker", cache_key_fn=_cache_key)
+def write_ticker_windows(g: pd.DataFrame, index: int, plan: WindowPlan) -> dict:
+    return write_ticker_part(g, index, plan)
+
+
+@task(name="window-commit", cache_key_fn=_cache_key)
+def commit_windows(plan: WindowPlan, parts: list[dict]) -> WindowDataset:
+    """Manifest into the scratch folder, then one rename: the dataset appears complete or not at all."""
+    manifest = make_manifest(plan, parts)
+    write_manifest(Path(plan.scratch), manifest)
+    commit_directory(Path(plan.scratch), Path(plan.final))
+    dataset = WindowDataset(plan.final, plan.dataset_id, manifest)
+    c = manifest["counts"]
+    get_run_logger().info(
+        "window dataset %s: %d train / %d val / %d test windows over %d tickers (price column %s, split %s) at %s",
+        dataset.dataset_id, c["train"], c["val"], c["test"], len(manifest["tickers"]), dataset.price_column,
+        manifest["split_dates"], dataset.path,
     )
     return dataset
 
 
-__all__ = ["FEATURES", "WindowConfig", "WindowDataset", "window", "read_split", "build_window_dataset"]
+def window(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> WindowDataset:
+    """The window stage inside a flow: plan, one mapped task per ticker, commit.
+
+    Every task is cached on the dataset id (a hash of the source hash and this config), so a rerun
+    with unchanged input shows Cached; when the dataset folder is missing the caches are refreshed
+    instead of trusted.
+    """
+    missing = load_window_dataset(home_subdir("windows", dataset_id(source_hash, config))) is None
+    plan = plan_windows.with_options(refresh_cache=missing)(frame, config, source_hash)
+    slices = dict(ticker_slices(frame, plan.price_column, config))
+    ticker_frames = [slices[t] for t in plan.tickers]
+    parts = write_ticker_windows.with_options(refresh_cache=missing).map(
+        ticker_frames, range(len(ticker_frames)), unmapped(plan)
+    )
+    return commit_windows.with_options(refresh_cache=missing)(plan, parts)
+
+
+__all__ = [
+    "FEATURES", "WindowConfig", "WindowDataset", "WindowError", "window", "read_split", "build_window_dataset",
+]
