@@ -101,7 +101,8 @@ def resolve_sources(source: str) -> list[str]:
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
     elif any(ch in source for ch in "*?["):
-        files = sorted(p for p in globlib.glob(source, recursive=True) if Path(p).is_file())
+        matches = globlib.glob(source, recursive=True)
+        files = sorted(p for p in matches if Path(p).is_file() and p.lower().endswith(SUFFIXES))
     elif path.exists():
         files = [str(path)]
     else:
