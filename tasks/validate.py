@@ -134,10 +134,12 @@ def add_check_columns(frame: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(divide="ignore", invalid="ignore"):
             move = np.abs(np.log(price[1:] / price[:-1]))
         out[f"check_abs_log_return_{col}"] = np.where(same_ticker, np.r_[np.nan, move], np.nan)
-    price = out["adj_close" if "adj_close" in out.columns else "close"].to_numpy(np.float64)
-    repeat = same_ticker & np.r_[False, price[1:] == price[:-1]]
-    run_id = np.cumsum(~repeat)
-    out["check_identical_run"] = pd.Series(run_id).groupby(run_id).cumcount().to_numpy() + 1
+    price_col = next((c for c in ("adj_close", "close") if c in out.columns), None)
+    if price_col is not None:  # a missing price is a critical failure of its own
+        price = out[price_col].to_numpy(np.float64)
+        repeat = same_ticker & np.r_[False, price[1:] == price[:-1]]
+        run_id = np.cumsum(~repeat)
+        out["check_identical_run"] = pd.Series(run_id).groupby(run_id).cumcount().to_numpy() + 1
     days = out["date"].to_numpy("datetime64[D]")
     missing = np.busday_count(np.r_[days[:1], days[:-1]], days, weekmask="1111100") - 1
     out["check_missing_business_days"] = np.where(same_ticker, np.maximum(missing, 0), np.nan)
