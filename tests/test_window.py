@@ -1,0 +1,227 @@
+"""Window: shapes, the chronological split without leakage, the manifest, determinism, Prefect fan-out and cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.window import (
+    SPLITS,
+    WindowConfig,
+    WindowError,
+    build_window_dataset,
+    read_split,
+)
+from tests.conftest import make_prices
+from tickerflow_model.windows import compute_features, fit_scaler, make_windows
+
+CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100)
+
+
+def _frame() -> pd.DataFrame:
+    """Three tickers; CCC starts late, so its history begins after the training period."""
+    early = make_prices(600, tickers=("AAA", "BBB"))
+    late = make_prices(600, tickers=("CCC",), seed=3)
+    late = late[late["date"] >= early["date"].iloc[450]]
+    return pd.concat([early, late], ignore_index=True)
+
+
+def _target_dates(frame: pd.DataFrame, index: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """First/last target day of each window, looked up in its ticker's own calendar."""
+    rows = []
+    for ticker, base_date in zip(index["ticker"], index["base_date"]):
+        days = frame.loc[frame["ticker"] == ticker, "date"].to_numpy()
+        t = int(np.searchsorted(days, np.datetime64(base_date)))
+        rows.append((days[t - CONFIG.lookback + 1], days[t + 1], days[t + horizon]))
+    return pd.DataFrame(rows, columns=["first_input", "first_target", "last_target"])
+
+
+def test_make_windows_shapes_and_targets():
+    rng = np.random.default_rng(0)
+    prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 50)))
+    feats = compute_features(prices, rng.integers(1, 9, 50).astype(float), ("log_return", "log_volume_change"))
+
+    x, y, base = make_windows(prices, feats, lookback=7, horizon=3)
+
+    n = 50 - 7 - 3
+    assert x.shape == (n, 7, 2) and y.shape == (n, 3) and base.shape == (n,)
+    for i in (0, 17, n - 1):
+        t = base[i]
+        assert t == i + 7
+        np.testing.assert_array_equal(x[i], feats[t - 7 : t])  # feature rows of days t-6..t
+        np.testing.assert_allclose(y[i], np.log(prices[t + 1 : t + 4] / prices[t]))
+
+
+def test_split_has_purge_gaps_and_no_window_crosses_a_period(tf_home):
+    frame = _frame()
+    ds = build_window_dataset(frame, CONFIG, "src", tf_home / "windows")
+    cut = ds.manifest["split_dates"]
+    train_end, val_end = np.datetime64(cut["train_end"]), np.datetime64(cut["val_end"])
+    after_train = np.busday_offset(train_end, CONFIG.purge_gap, roll="forward")
+    after_val = np.busday_offset(val_end, CONFIG.purge_gap, roll="forward")
+
+    dates = {}
+    for split in SPLITS:
+        _, _, index = read_split(ds, split)
+        dates[split] = _target_dates(frame, index, CONFIG.horizon).apply(lambda c: c.to_numpy("datetime64[D]"))
+    assert (dates["train"]["last_target"] <= train_end).all()
+    assert (dates["val"]["first_target"] > after_train).all() and (dates["val"]["last_target"] <= val_end).all()
+    assert (dates["test"]["first_target"] > after_val).all()
+    # the gap is real: some window would have used it
+    assert dates["val"]["first_target"].min() <= np.busday_offset(after_train, 1, roll="forward")
+    # one calendar for all tickers: CCC, listed after the training period, has no training windows
+    assert ds.manifest["tickers"]["CCC"]["splits"]["train"]["windows"] == 0
+    assert ds.manifest["tickers"]["CCC"]["splits"]["test"]["windows"] > 0
+
+
+def test_scaler_and_training_windows_do_not_depend_on_later_data(tf_home):
+    """Rewrite everything after the training period: if anything leaked, training data would change."""
+    frame = _frame()
+    ds = build_window_dataset(frame, CONFIG, "src", tf_home / "a")
+    train_end = np.datetime64(ds.manifest["split_dates"]["train_end"])
+    later = frame["date"] > train_end
+    shocked = frame.copy()
+    rng = np.random.default_rng(7)
+    shocked.loc[later, "close"] *= np.exp(np.cumsum(rng.normal(0.05, 0.3, later.sum())))  # wild, trending
+    ds2 = build_window_dataset(shocked, CONFIG, "shocked", tf_home / "b")
+
+    x1, y1, i1 = read_split(ds, "train")
+    x2, y2, i2 = read_split(ds2, "train")
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    pd.testing.assert_frame_equal(i1, i2)
+    assert ds.manifest["scaler"] == ds2.manifest["scaler"]
+    assert not np.array_equal(read_split(ds, "test")[1], read_split(ds2, "test")[1])  # the shock is visible later
+
+    # and the scaler is exactly the statistics of training-period rows
+    train_feats = [
+        compute_features(g.loc[g["date"] <= train_end, "close"].to_numpy(), None, ("log_return",))
+        for _, g in frame.groupby("ticker")
+        if (g["date"] <= train_end).sum() > 1
+    ]
+    expected = fit_scaler(np.concatenate(train_feats))
+    np.testing.assert_allclose(ds.scaler.mean, expected.mean, rtol=1e-9)
+    np.testing.assert_allclose(ds.scaler.std, expected.std, rtol=1e-9)
+
+
+def test_manifest_describes_the_dataset(tf_home):
+    frame = _frame()
+    ds = build_window_dataset(frame, CONFIG, "abc123", tf_home / "windows")
+    manifest = json.loads((tf_home / "windows" / ds.dataset_id / "manifest.json").read_text())
+
+    assert manifest["source_hash"] == "abc123" and manifest["dataset_id"] == ds.dataset_id
+    assert manifest["schema_version"] >= 2 and manifest["config"]["lookback"] == 10
+    assert set(manifest["scaler"]) == {"mean", "std"}
+    aaa = manifest["tickers"]["AAA"]
+    assert (aaa["rows"], aaa["first_date"], aaa["last_date"]) == (600, "2015-01-01", "2017-04-19")
+    for split in SPLITS:
+        x, y, index = read_split(ds, split)
+        assert manifest["counts"][split] == len(x) == len(y) == len(index)
+        assert x.dtype == y.dtype == np.float32 and x.shape[1:] == (10, 1) and y.shape[1:] == (3,)
+        assert sum(t["splits"][split]["windows"] for t in manifest["tickers"].values()) == len(x)
+    assert manifest["parts"]["train"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+
+
+def test_same_input_gives_the_same_bytes_and_an_existing_dataset_is_reused(tf_home):
+    frame = _frame()
+    a = build_window_dataset(frame, CONFIG, "src", tf_home / "a")
+    shuffled = frame.sample(frac=1, random_state=1)  # not in canonical order: sorted on the way in
+    b = build_window_dataset(shuffled, CONFIG, "src", tf_home / "b")
+    for split in SPLITS:
+        assert [p.read_bytes() for p in a.part_files(split)] == [p.read_bytes() for p in b.part_files(split)]
+
+    marker = tf_home / "a" / a.dataset_id / "train" / "part-00000.parquet"
+    before = marker.stat().st_mtime_ns
+    again = build_window_dataset(frame, CONFIG, "src", tf_home / "a")
+    assert again.dataset_id == a.dataset_id and marker.stat().st_mtime_ns == before
+
+
+def test_price_choice_defaults_to_adjusted(tf_home):
+    frame = _frame().assign(adj_close=lambda f: f["close"] / 3)
+    auto = build_window_dataset(frame, CONFIG, "s", tf_home / "w")
+    close = build_window_dataset(frame, WindowConfig(**{**CONFIG.to_dict(), "price": "close"}), "s", tf_home / "w")
+    assert auto.price_column == "adj_close" and close.price_column == "close"
+    np.testing.assert_allclose(read_split(auto, "test")[2]["base_price"] * 3, read_split(close, "test")[2]["base_price"])
+    with pytest.raises(WindowError, match="price column 'adj_close' requested"):
+        build_window_dataset(_frame(), WindowConfig(price="adj_close"), "s", tf_home / "w")
+
+
+def test_volume_feature_and_too_little_history(tf_home):
+    cfg = WindowConfig(lookback=10, horizon=2, min_history=100, features=("log_return", "log_volume_change"))
+    x, _, _ = read_split(build_window_dataset(_frame(), cfg, "s", tf_home / "w"), "val")
+    assert x.shape[1:] == (10, 2)
+    with pytest.raises(WindowError, match="no ticker has the 700 rows"):
+        build_window_dataset(_frame(), WindowConfig(min_history=700), "s", tf_home / "w")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lookback": 1}, "lookback must be >= 2, got 1"),
+        ({"horizon": 0}, "horizon must be >= 1, got 0"),
+        ({"price": "open"}, "price must be one of .* got 'open'"),
+        ({"train_fraction": 0.9, "val_fraction": 0.2}, "sum below 1, got 0.9 and 0.2"),
+        ({"purge_gap": -1}, "purge_gap must be >= 0, got -1"),
+        ({"compression": "zip"}, "compression must be one of .* got 'zip'"),
+    ],
+)
+def test_config_names_the_bad_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WindowConfig(**kwargs)
+
+
+def test_flow_fans_out_per_ticker_matches_the_plain_path_and_reruns_cached(prefect_harness, tf_home):
+    """The Prefect path (plan, one mapped task per ticker, commit) writes the same bytes as the plain
+    function, and a rerun on unchanged input is served from the cache (state Cached) for every task."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tasks.validate import ValidateConfig, validate
+    from tasks.window import window
+
+    frame = _frame()
+
+    @flow
+    def stages(frame: pd.DataFrame):
+        report = validate(frame, ValidateConfig(), CONFIG.min_rows, "src")
+        return window(report.frame, CONFIG, "src")
+
+    def task_states(state) -> dict[str, set[str]]:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+        out: dict[str, set[str]] = {}
+        for run in runs:
+            out.setdefault(run.name.rsplit("-", 1)[0], set()).add(run.state.name)
+        return out
+
+    first_state = stages(frame, return_state=True)
+    first = first_state.result()
+    plain = build_window_dataset(frame, CONFIG, "src", tf_home / "plain")
+    for split in SPLITS:
+        assert [p.read_bytes() for p in first.part_files(split)] == [p.read_bytes() for p in plain.part_files(split)]
+    assert first.manifest == plain.manifest | {"dataset_id": first.dataset_id}
+    assert task_states(first_state) == {
+        "validate": {"Completed"}, "window-plan": {"Completed"}, "window-ticker": {"Completed"},
+        "window-commit": {"Completed"},
+    }
+    assert len(first.manifest["tickers"]) == 3
+
+    second_state = stages(frame, return_state=True)
+    assert second_state.result().dataset_id == first.dataset_id
+    assert task_states(second_state) == {
+        "validate": {"Cached"}, "window-plan": {"Cached"}, "window-ticker": {"Cached"}, "window-commit": {"Cached"},
+    }
+
+    # a cache entry is only trusted while its dataset is on disk
+    import shutil
+
+    shutil.rmtree(first.path)
+    third_state = stages(frame, return_state=True)
+    assert task_states(third_state)["window-commit"] == {"Completed"}
+    assert (tf_home / "windows" / first.dataset_id / "manifest.json").is_file()
