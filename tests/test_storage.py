@@ -1,0 +1,123 @@
+"""Storage: the home folder boundary, atomic datasets, and ticker symbols that never become paths."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from prefect.logging import disable_run_logger
+
+import tasks.window as window_mod
+from tasks.ingest import load_prices, write_snapshot
+from tasks.storage import atomic_directory, home_subdir, stable_hash
+from tasks.window import (
+    WindowConfig,
+    build_window_dataset,
+    commit_windows,
+    load_window_dataset,
+    plan_windows,
+    read_split,
+    write_ticker_windows,
+)
+from tests.conftest import make_prices
+
+CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100)
+ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")
+
+
+def _all_files(root) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_home_subdir_refuses_to_leave_the_home(tf_home):
+    assert home_subdir("windows", "abc") == tf_home / "windows" / "abc"
+    with pytest.raises(ValueError, match="outside TICKERFLOW_HOME"):
+        home_subdir("..", "elsewhere")
+
+
+def test_stable_hash_ignores_key_order_and_sees_values():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def test_atomic_directory_leaves_nothing_on_error_and_replaces_on_success(tmp_path):
+    area = tmp_path / "area"
+    final = area / "ds"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(final) as scratch:
+            (scratch / "half.parquet").write_text("half")
+            raise RuntimeError("disk full")
+    assert list(area.iterdir()) == []
+
+    final.mkdir()
+    (final / "old").write_text("old")
+    with atomic_directory(final) as scratch:
+        (scratch / "new").write_text("new")
+    assert [p.name for p in final.iterdir()] == ["new"] and [p.name for p in area.iterdir()] == ["ds"]
+
+
+def test_window_build_interrupted_mid_write_leaves_no_readable_dataset(tf_home, monkeypatch):
+    frame = make_prices(300, tickers=("AAA", "BBB", "CCC"))
+    real = window_mod.write_ticker_part
+    calls = []
+
+    def crash_on_second_ticker(g, index, plan):
+        calls.append(index)
+        if index == 1:
+            raise OSError("no space left on device")
+        return real(g, index, plan)
+
+    monkeypatch.setattr(window_mod, "write_ticker_part", crash_on_second_ticker)
+    with pytest.raises(OSError, match="no space left"):
+        build_window_dataset(frame, CONFIG, "src", tf_home / "windows")
+    assert calls == [0, 1]  # the first ticker's parts were on disk when it crashed
+    assert list((tf_home / "windows").iterdir()) == []
+
+    monkeypatch.setattr(window_mod, "write_ticker_part", real)
+    ds = build_window_dataset(frame, CONFIG, "src", tf_home / "windows")
+    assert len(ds.manifest["tickers"]) == 3
+
+
+def test_mapped_window_tasks_publish_nothing_until_commit(tf_home):
+    """Per-ticker tasks write into a hidden scratch folder; only the commit task's rename publishes it."""
+    frame = make_prices(300, tickers=("AAA", "BBB"))
+    plan = plan_windows.fn(frame, CONFIG, "src")
+    slices = dict(window_mod.ticker_slices(frame, plan.price_column, CONFIG))
+    first = write_ticker_windows.fn(slices["AAA"], 0, plan)
+
+    # a run that dies here (the second ticker's task failed) left no dataset a later run would trust
+    assert load_window_dataset(tf_home / "windows" / plan.dataset_id) is None
+    assert os.path.basename(plan.scratch).startswith(".")
+
+    second = write_ticker_windows.fn(slices["BBB"], 1, plan)
+    with disable_run_logger():
+        ds = commit_windows.fn(plan, [first, second])
+    assert load_window_dataset(tf_home / "windows" / plan.dataset_id).manifest == ds.manifest
+    assert not os.path.exists(plan.scratch)
+
+
+def test_ticker_symbols_are_data_never_paths(tf_home, tmp_path):
+    """Even symbols validation would reject go nowhere outside the home and never name a file."""
+    frame = make_prices(300, tickers=ODD_SYMBOLS)
+    source = tmp_path / "in" / "odd.csv"
+    source.parent.mkdir()
+    frame.to_csv(source, index=False)
+    outside_before = _all_files(tmp_path)
+
+    loaded, source_hash, _ = load_prices(str(source))
+    write_snapshot(loaded, source_hash)
+    ds = build_window_dataset(loaded, CONFIG, source_hash, home_subdir("windows"))
+
+    assert _all_files(tmp_path) == outside_before + sorted(
+        os.path.relpath(os.path.join(tf_home, f), tmp_path) for f in _all_files(tf_home)
+    )
+    for path in _all_files(tf_home):
+        assert not any(s in path for s in ("BRK", "GSPC", "evil", "EURUSD", "x.parquet")), path
+    assert set(ds.manifest["tickers"]) == set(ODD_SYMBOLS)
+    _, _, index = read_split(ds, "train")
+    assert set(index["ticker"]) == set(ODD_SYMBOLS)
+    snapshot = pd.read_parquet(tf_home / "raw" / source_hash / "prices.parquet")
+    assert sorted(snapshot["ticker"].unique()) == sorted(ODD_SYMBOLS)
+    assert np.isfinite(read_split(ds, "test")[0]).all()
