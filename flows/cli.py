@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     fc.set_defaults(func=cmd_forecast)
 
     add_parsers(sub)  # serve, ui
+    from flows import registry_cli
+
+    registry_cli.add_parsers(sub)  # promote, rollback, models
     return parser
 
 

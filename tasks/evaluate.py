@@ -1,4 +1,9 @@
-"""Evaluate: the model, the naive forecast and the current champion on the same test windows, in prices."""
+"""Evaluate: the model, the baselines and the current champion on the same test windows, in prices.
+
+Every forecaster is scored on exactly the forecasts the model makes on the test split (same ticker,
+base date and horizon step): the naive "tomorrow = today", the seasonal naive "same day last week",
+the drift (random walk with the past average change) and, when there is one, the registry's champion.
+"""
 
 from __future__ import annotations
 
@@ -16,50 +21,118 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from tasks.tracking import run_url, use_tracking
-from tasks.window import WindowDataset, read_split
+from tasks.window import SplitDates, WindowConfig, WindowDataset, read_split, training_rows
 from tickerflow_model.forecaster import Forecaster
-from tickerflow_model.metrics import METRIC_NAMES, forecast_metrics, skill
+from tickerflow_model.metrics import (
+    METRIC_NAMES,
+    drift_forecast,
+    forecast_metrics,
+    naive_scale,
+    seasonal_naive_forecast,
+    skill,
+)
 
 CHAMPION = "champion"
+# forecaster name -> column of the predictions frame
+COLUMN = {"model": "forecast", "naive": "naive", "seasonal_naive": "seasonal_naive", "drift": "drift", "champion": "champion"}
+BASELINES = ("naive", "seasonal_naive", "drift")
+REPORT_KEYS = METRIC_NAMES + ("skill",)
 
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, dict[str, float]]  # forecaster name -> metric -> value, on the whole test split
+    metrics: dict[str, dict[str, float]]  # forecaster -> metric -> value, on the whole test split
     per_ticker: dict[str, dict[str, dict[str, float]]]  # ticker -> forecaster -> metric -> value
-    skill: float  # 1 - RMSE_model / RMSE_naive
+    per_horizon: dict[str, dict[str, dict[str, float]]]  # "h1".. -> forecaster -> metric -> value
+    skill: float  # the model's 1 - RMSE_model / RMSE_naive
     n_windows: int
     champion_version: str | None = None
     predictions: pd.DataFrame = field(default=None, repr=False)
 
     def table(self) -> str:
-        """Markdown metrics table (overall, then per ticker)."""
-        head = "| scope | forecaster | " + " | ".join(METRIC_NAMES) + " |"
-        lines = [head, "|" + "---|" * (len(METRIC_NAMES) + 2)]
-        scopes = [("all", self.metrics)] + sorted(self.per_ticker.items())
+        """Markdown metrics table: overall, per horizon step, then per ticker."""
+        head = "| scope | forecaster | " + " | ".join(REPORT_KEYS) + " |"
+        lines = [head, "|" + "---|" * (len(REPORT_KEYS) + 2)]
+        scopes = [("all", self.metrics)] + sorted(self.per_horizon.items()) + sorted(self.per_ticker.items())
         for scope, by_name in scopes:
             for name, m in by_name.items():
-                lines.append(f"| {scope} | {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRIC_NAMES) + " |")
+                lines.append(f"| {scope} | {name} | " + " | ".join(f"{m[k]:.4f}" for k in REPORT_KEYS) + " |")
         return "\n".join(lines)
 
+    def rows(self) -> list[dict]:
+        """The same table as flat records (for CSV)."""
+        scopes = [("all", self.metrics)] + sorted(self.per_horizon.items()) + sorted(self.per_ticker.items())
+        return [{"scope": s, "forecaster": n, **m} for s, by_name in scopes for n, m in by_name.items()]
 
-def test_predictions(forecaster: Forecaster, dataset: WindowDataset) -> pd.DataFrame:
-    """One row per test window and horizon step: forecast, actual and naive in price units."""
-    x, y, index = read_split(dataset, "test")
+
+def window_config_of(dataset: WindowDataset) -> WindowConfig:
+    """The WindowConfig a dataset was built with (its manifest stores it as a dict)."""
+    raw = dict(dataset.manifest["config"])
+    raw["features"] = tuple(raw["features"])
+    return WindowConfig(**raw)
+
+
+def split_dates_of(dataset: WindowDataset) -> SplitDates:
+    """The calendar cut the dataset was split with (the manifest stores it as ISO days)."""
+    cut = dataset.manifest["split_dates"]
+    return SplitDates(
+        np.datetime64(cut["train_end"], "ns"), np.datetime64(cut["val_end"], "ns"), int(cut["purge_gap_business_days"])
+    )
+
+
+def ticker_histories(prices: pd.DataFrame, dataset: WindowDataset) -> dict[str, pd.DataFrame]:
+    """Each windowed ticker's rows as the window stage saw them: price column present, sorted by date."""
+    col = dataset.price_column
+    frame = prices.dropna(subset=[col])
+    wanted = set(dataset.manifest["tickers"])
+    return {
+        str(t): g.sort_values("date").reset_index(drop=True)[["date", col]]
+        for t, g in frame.groupby("ticker", sort=True)
+        if str(t) in wanted
+    }
+
+
+def predict_test_split(forecaster: Forecaster, dataset: WindowDataset, prices: pd.DataFrame) -> pd.DataFrame:
+    """One row per test window and horizon step: forecast, actual and the baselines, in price units.
+
+    Baselines only read prices up to each window's base date; MASE's scale comes from each
+    ticker's training period (the same rows the scaler was fit on).
+    """
+    x, _, index = read_split(dataset, "test")
     horizon = dataset.spec.horizon
     cum = forecaster.predict_log_returns(x)  # (N, H)
-    base = index["base_price"].to_numpy()  # (N,)
-    actual = base[:, None] * np.exp(y.astype(np.float64) * dataset.scaler.target_scale)  # (N, H)
-    return pd.DataFrame(
-        {
-            "ticker": np.repeat(index["ticker"].to_numpy(), horizon),
-            "base_date": np.repeat(index["base_date"].to_numpy(), horizon),
-            "horizon": np.tile(np.arange(1, horizon + 1), len(index)),
-            "base_price": np.repeat(base, horizon),
-            "forecast": (base[:, None] * np.exp(cum)).reshape(-1),
-            "actual": actual.reshape(-1),
-        }
-    ).assign(naive=lambda d: d["base_price"])
+    col = dataset.price_column
+    cut = split_dates_of(dataset)
+    frames = []
+    for ticker, hist in ticker_histories(prices, dataset).items():
+        rows = np.flatnonzero(index["ticker"].to_numpy() == ticker)
+        if len(rows) == 0:
+            continue
+        p = hist[col].to_numpy(np.float64)
+        dates = hist["date"].to_numpy("datetime64[ns]")
+        base_idx = np.searchsorted(dates, index["base_date"].to_numpy("datetime64[ns]")[rows])  # (n,)
+        assert np.array_equal(dates[base_idx], index["base_date"].to_numpy("datetime64[ns]")[rows])
+        n_train = training_rows(hist, cut)
+        steps = np.tile(np.arange(1, horizon + 1), len(rows))  # (n*H,)
+        b = np.repeat(base_idx, horizon)  # (n*H,)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ticker": ticker,
+                    "base_date": dates[b],
+                    "target_date": dates[b + steps],
+                    "horizon": steps,
+                    "base_price": p[b],
+                    "forecast": (p[base_idx][:, None] * np.exp(cum[rows])).reshape(-1),
+                    "actual": p[b + steps],
+                    "naive": p[b],
+                    "seasonal_naive": seasonal_naive_forecast(p, b, steps),
+                    "drift": drift_forecast(p, b, steps),
+                    "mase_scale": naive_scale(p[:n_train]),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def score_champion(champion_uri: str, prices: pd.DataFrame, predictions: pd.DataFrame) -> pd.Series:
@@ -76,27 +149,32 @@ def score_champion(champion_uri: str, prices: pd.DataFrame, predictions: pd.Data
     return pd.Series(keyed.reindex(keys).to_numpy(), index=predictions.index)
 
 
-COLUMN = {"model": "forecast", "naive": "naive", "champion": "champion"}
+def score_block(d: pd.DataFrame, names: list[str]) -> dict[str, dict[str, float]]:
+    """Every forecaster's metrics on one block of rows, each with its skill vs naive."""
+    out = {n: forecast_metrics(d[COLUMN[n]], d["actual"], d["base_price"], d["mase_scale"]) for n in names}
+    for m in out.values():
+        m["skill"] = skill(m["rmse"], out["naive"]["rmse"])
+    return out
 
 
-def metric_tables(predictions: pd.DataFrame, names: list[str]) -> tuple[dict, dict]:
-    def block(d: pd.DataFrame) -> dict:
-        return {n: forecast_metrics(d[COLUMN[n]], d["actual"], d["base_price"]) for n in names}
+def metric_tables(predictions: pd.DataFrame, names: list[str]) -> tuple[dict, dict, dict]:
+    """Overall, per ticker and per horizon step ("h1", "h2", ...)."""
+    per_ticker = {str(t): score_block(g, names) for t, g in predictions.groupby("ticker")}
+    per_horizon = {f"h{h}": score_block(g, names) for h, g in predictions.groupby("horizon")}
+    return score_block(predictions, names), per_ticker, per_horizon
 
-    per_ticker = {str(t): block(g) for t, g in predictions.groupby("ticker")}
-    return block(predictions), per_ticker
 
-
-def safe_metric_key(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
+def usable_baselines(predictions: pd.DataFrame) -> list[str]:
+    """A baseline is compared only where it is defined for every test forecast (fair or not at all)."""
+    return [b for b in BASELINES if predictions[COLUMN[b]].notna().all()]
 
 
 def evaluate_forecaster(
     forecaster: Forecaster, dataset: WindowDataset, prices: pd.DataFrame, champion_uri: str | None
 ) -> Evaluation:
     """Plain function behind the task."""
-    predictions = test_predictions(forecaster, dataset)
-    names = ["model", "naive"]
+    predictions = predict_test_split(forecaster, dataset, prices)
+    names = ["model"] + usable_baselines(predictions)
     if champion_uri:
         predictions["champion"] = score_champion(champion_uri, prices, predictions)
         if predictions["champion"].isna().any():
@@ -104,13 +182,111 @@ def evaluate_forecaster(
             predictions = predictions.drop(columns="champion")
         else:
             names.append("champion")
-    overall, per_ticker = metric_tables(predictions, names)
+    overall, per_ticker, per_horizon = metric_tables(predictions, names)
     return Evaluation(
         metrics=overall,
         per_ticker=per_ticker,
-        skill=skill(overall["model"]["rmse"], overall["naive"]["rmse"]),
+        per_horizon=per_horizon,
+        skill=overall["model"]["skill"],
         n_windows=int(len(predictions)),
         predictions=predictions,
+    )
+
+
+def safe_metric_key(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
+
+
+def mlflow_metrics(result: Evaluation) -> list[mlflow.entities.Metric]:
+    """`test_<forecaster>_<metric>`, per ticker `test_<ticker>_<forecaster>_<metric>`, per step `test_h<k>_...`."""
+    out = [mlflow.entities.Metric("test_skill_vs_naive", result.skill, 0, 0)]
+    scopes = [("", result.metrics)] + [(f"{k}_", v) for k, v in result.per_horizon.items()]
+    scopes += [(f"{t}_", v) for t, v in result.per_ticker.items()]
+    for prefix, by_name in scopes:
+        for name, m in by_name.items():
+            out += [
+                mlflow.entities.Metric(safe_metric_key(f"test_{prefix}{name}_{k}"), float(v), 0, 0)
+                for k, v in m.items()
+                if np.isfinite(v)
+            ]
+    return out
+
+
+def write_reports(result: Evaluation, folder: Path) -> list[Path]:
+    """metrics.json / metrics.csv / metrics.md, test_predictions.parquet and the plots."""
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "skill_vs_naive": result.skill,
+        "overall": result.metrics,
+        "per_horizon": result.per_horizon,
+        "per_ticker": result.per_ticker,
+        "test_forecasts": result.n_windows,
+        "champion_version": result.champion_version,
+    }
+    (folder / "metrics.json").write_text(json.dumps(payload, indent=2))
+    pd.DataFrame(result.rows()).to_csv(folder / "metrics.csv", index=False)
+    (folder / "metrics.md").write_text(result.table())
+    preds = result.predictions.rename(columns={"target_date": "date"})
+    keep = ["ticker", "date", "horizon", "base_date", "base_price", "forecast", "actual"]
+    keep += [COLUMN[n] for n in ("naive", "seasonal_naive", "drift", "champion") if COLUMN[n] in preds]
+    preds[keep].to_parquet(folder / "test_predictions.parquet", index=False)
+    # ticker symbols are data, never path fragments: only letters, digits and dashes reach a file name
+    plots = [
+        ticker_plot(g, str(t), folder / f"forecast_{i:03d}_{re.sub(r'[^A-Za-z0-9-]', '_', str(t))[:40]}.png")
+        for i, (t, g) in enumerate(preds.groupby("ticker"))
+    ]
+    plots.append(error_histogram(preds, folder / "error_histogram.png"))
+    return plots
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on servers and workers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def ticker_plot(preds: pd.DataFrame, ticker: str, path: Path) -> Path:
+    """Actual vs one-step forecast (and naive) over the test period, for one ticker."""
+    plt = _pyplot()
+    d = preds[preds["horizon"] == 1].sort_values("date")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(d["date"], d["actual"], label="actual", color="black", linewidth=1.0)
+    ax.plot(d["date"], d["naive"], label="naive (tomorrow = today)", color="tab:gray", linewidth=0.8, linestyle="--")
+    ax.plot(d["date"], d["forecast"], label="model", color="tab:blue", linewidth=0.8)
+    ax.set_title(f"{ticker}: one-step forecasts on the test split")
+    ax.set_ylabel("price")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def error_histogram(preds: pd.DataFrame, path: Path) -> Path:
+    """Distribution of forecast errors in percent of the actual price, model vs naive."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for col, label in (("naive", "naive"), ("forecast", "model")):
+        ax.hist(100 * (preds[col] - preds["actual"]) / preds["actual"], bins=60, alpha=0.5, label=label)
+    ax.set_xlabel("forecast error, % of actual")
+    ax.set_ylabel("forecasts")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def markdown_report(result: Evaluation, run_id: str) -> str:
+    champion = f" The current champion (v{result.champion_version}) was scored on the same windows." if "champion" in result.metrics else ""
+    return (
+        f"# Test metrics (price units)\n\nSkill vs naive: **{result.skill:+.4f}** "
+        f"(1 - RMSE_model / RMSE_naive) over {result.n_windows} forecasts.{champion}\n\n{result.table()}\n\n"
+        f"MLflow run: [{run_id}]({run_url(run_id)})\n"
     )
 
 
@@ -120,7 +296,8 @@ def champion_uri_for(model_name: str) -> tuple[str | None, str | None]:
         mv = client.get_model_version_by_alias(model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         return None, None
-    return f"models:/{model_name}@{CHAMPION}", mv.version
+    # pinned to the version: the alias may move while this run is still scoring it
+    return f"models:/{model_name}/{mv.version}", mv.version
 
 
 @task(name="evaluate")
@@ -132,41 +309,21 @@ def evaluate(
     result = evaluate_forecaster(forecaster, dataset, prices, champion_uri)
     result.champion_version = champion_version
     client = use_tracking()
-    metrics = [
-        mlflow.entities.Metric(f"test_{name}_{k}", float(v), 0, 0)
-        for name, m in result.metrics.items()
-        for k, v in m.items()
-    ]
-    metrics += [
-        mlflow.entities.Metric(safe_metric_key(f"test_{ticker}_{name}_{k}"), float(v), 0, 0)
-        for ticker, by_name in result.per_ticker.items()
-        for name, m in by_name.items()
-        for k, v in m.items()
-    ]
-    metrics.append(mlflow.entities.Metric("test_skill_vs_naive", result.skill, 0, 0))
+    metrics = mlflow_metrics(result)
     for start in range(0, len(metrics), 900):  # log_batch takes at most 1000 metrics
         client.log_batch(run_id, metrics=metrics[start : start + 900])
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp)
-        (report / "metrics.json").write_text(
-            json.dumps({"overall": result.metrics, "per_ticker": result.per_ticker, "skill": result.skill}, indent=2)
-        )
-        (report / "metrics.md").write_text(result.table())
-        result.predictions.to_parquet(report / "test_predictions.parquet", index=False)
-        client.log_artifacts(run_id, str(report), "evaluation")
-    m, n = result.metrics["model"], result.metrics["naive"]
+        write_reports(result, Path(tmp))
+        client.log_artifacts(run_id, tmp, "evaluation")
+    m = result.metrics
     logger.info(
         "test split, %d forecasts: model RMSE %.4f vs naive %.4f (skill %+.4f)%s",
-        result.n_windows, m["rmse"], n["rmse"], result.skill,
-        f"; champion v{champion_version} RMSE {result.metrics['champion']['rmse']:.4f}" if "champion" in result.metrics else "",
+        result.n_windows, m["model"]["rmse"], m["naive"]["rmse"], result.skill,
+        f"; champion v{champion_version} RMSE {m['champion']['rmse']:.4f}" if "champion" in m else "",
     )
     create_markdown_artifact(
         key="test-metrics",
-        markdown=(
-            f"# Test metrics (price units)\n\nSkill vs naive: **{result.skill:+.4f}** "
-            f"(1 - RMSE_model / RMSE_naive) over {result.n_windows} forecasts.\n\n{result.table()}\n\n"
-            f"MLflow run: [{run_id}]({run_url(run_id)})\n"
-        ),
-        description="Model vs naive (and champion) on the test split",
+        markdown=markdown_report(result, run_id),
+        description="Model vs baselines (and champion) on the test split",
     )
     return result

@@ -1,25 +1,42 @@
-"""Register: log the pyfunc model, register a version as `challenger`, promote to `champion` if it earns it."""
+"""Register: log the pyfunc model, register a version as `challenger`, promote to `champion` if it earns it.
+
+Every move of the `champion` alias (the pipeline's gate, `tickerflow promote`, `tickerflow rollback`) is
+recorded as one registered-model tag `champion_history.NNNN` holding who/when/why as JSON, and on the
+version itself, so the champion history can be read back from the registry alone.
+"""
 
 from __future__ import annotations
 
+import getpass
+import json
+import os
+import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
-from prefect import task
+from prefect import runtime, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 import tickerflow_model
 from tasks.evaluate import CHAMPION, Evaluation
-from tasks.tracking import use_tracking
+from tasks.tracking import run_url, use_tracking
+from tasks.window import WindowDataset
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, GRUPricePyfunc
 
 CHALLENGER = "challenger"
 MODEL_CODE = Path(tickerflow_model.__file__).parent
+HISTORY_PREFIX = "champion_history."
+
+
+class RegistryError(ValueError):
+    """A promotion or rollback that cannot be done (unknown version, no previous champion)."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +48,10 @@ class RegisterConfig:
     def __post_init__(self) -> None:
         if not self.model_name.strip():
             raise ValueError("model_name must not be empty")
-        if self.min_improvement < 0:
-            raise ValueError(f"min_improvement must be >= 0, got {self.min_improvement}")
+        if not -1.0 <= self.min_skill < 1.0:
+            raise ValueError(f"min_skill must be in [-1, 1), got {self.min_skill}")
+        if not 0.0 <= self.min_improvement < 1.0:
+            raise ValueError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
 
 
 @dataclass(frozen=True)
@@ -49,7 +68,7 @@ def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> tuple[
     if evaluation.skill < config.min_skill:
         return False, f"skill vs naive {evaluation.skill:+.4f} is below the minimum {config.min_skill:+.4f}"
     if evaluation.champion_version is None:
-        return True, f"no champion yet; skill vs naive {evaluation.skill:+.4f}"
+        return True, f"no champion yet; skill vs naive {evaluation.skill:+.4f} >= {config.min_skill:+.4f}"
     champion = f"champion v{evaluation.champion_version}"
     if "champion" not in evaluation.metrics:
         return False, f"{champion} could not be scored on the same test windows; promote by hand if wanted"
@@ -59,6 +78,83 @@ def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> tuple[
     return False, f"test RMSE {new:.4f} does not beat {champion} ({old:.4f}) by more than {config.min_improvement:.2%}"
 
 
+# ---- champion history ---------------------------------------------------------------------------
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def current_user() -> str:
+    try:
+        return os.environ.get("TICKERFLOW_USER") or getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def champion_history(client: mlflow.MlflowClient, name: str) -> list[dict]:
+    """Every recorded move of the champion alias, oldest first."""
+    tags = client.get_registered_model(name).tags
+    keys = sorted(k for k in tags if k.startswith(HISTORY_PREFIX))
+    return [json.loads(tags[k]) for k in keys]
+
+
+def champion_stack(history: list[dict]) -> list[str]:
+    """Champions in order of succession: a promotion pushes a version, a rollback pops one."""
+    stack: list[str] = []
+    for event in history:
+        if event["action"] == "rollback" and stack:
+            stack.pop()
+        else:
+            stack.append(event["version"])
+    return stack
+
+
+def current_champion(client: mlflow.MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def move_champion(
+    client: mlflow.MlflowClient, name: str, version: str, action: str, why: str, who: str | None = None
+) -> dict:
+    """Point `champion` at `version` and record the move (on the model and on the version)."""
+    client.get_model_version(name, version)  # raises for an unknown version before anything moves
+    event = {
+        "action": action,
+        "version": str(version),
+        "previous": current_champion(client, name),
+        "by": who or current_user(),
+        "at": now_utc(),
+        "why": why,
+    }
+    seq = len(champion_history(client, name)) + 1
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:04d}", json.dumps(event))
+    for key in ("by", "at", "why"):
+        client.set_model_version_tag(name, version, f"champion.{action}_{key}", event[key])
+    return event
+
+
+def promote_version(client: mlflow.MlflowClient, name: str, version: str, why: str, who: str | None = None) -> dict:
+    try:
+        client.get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"model {name!r} has no version {version!r}") from exc
+    if current_champion(client, name) == str(version):
+        raise RegistryError(f"version {version} of {name!r} is already the champion")
+    return move_champion(client, name, str(version), "promote", why, who)
+
+
+def rollback_champion(client: mlflow.MlflowClient, name: str, why: str, who: str | None = None) -> dict:
+    """Back to the champion before the current one (repeatable: each rollback goes one further back)."""
+    stack = champion_stack(champion_history(client, name))
+    if len(stack) < 2:
+        raise RegistryError(f"model {name!r} has no previous champion to roll back to (history: {stack or 'empty'})")
+    return move_champion(client, name, stack[-2], "rollback", why, who)
+
+
+# ---- logging the model ----------------------------------------------------------------------------
 def input_columns(forecaster: Forecaster) -> list[str]:
     """The columns the model reads; other columns in a caller's frame are ignored."""
     spec = forecaster.spec
@@ -99,29 +195,69 @@ def _version(dist: str) -> str:
     return version(dist).split("+")[0]
 
 
-@task(name="register")
-def register(
-    forecaster: Forecaster, evaluation: Evaluation, prices: pd.DataFrame, config: RegisterConfig, run_id: str
-) -> Registration:
-    logger = get_run_logger()
-    client = use_tracking()
-    version = log_pyfunc(forecaster, prices, run_id, config.model_name)
-    client.set_registered_model_alias(config.model_name, CHALLENGER, version)
-    promoted, reason = promotion_decision(evaluation, config)
+def git_commit() -> str | None:
+    """The commit of the code that trained the model, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def version_tags(
+    evaluation: Evaluation, dataset: WindowDataset, run_id: str, promoted: bool, reason: str
+) -> dict[str, str]:
+    """Lineage, test metrics and the gate's decision, as model-version tags."""
     tags = {
         "mlflow_run_id": run_id,
-        "test_rmse": f"{evaluation.metrics['model']['rmse']:.6f}",
-        "test_naive_rmse": f"{evaluation.metrics['naive']['rmse']:.6f}",
+        "dataset_id": dataset.dataset_id,
+        "source_hash": str(dataset.manifest.get("source_hash", "")),
+        "git_commit": git_commit() or "none",
+        "prefect_flow_run_id": str(runtime.flow_run.id or ""),
         "skill_vs_naive": f"{evaluation.skill:.6f}",
         "promotion": "promoted" if promoted else "rejected",
         "promotion_reason": reason,
     }
-    for key, value in tags.items():
+    for name, m in evaluation.metrics.items():
+        for key in ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"):
+            tags[f"test_{name}_{key}"] = f"{m[key]:.6f}"
+    return tags
+
+
+@task(name="register")
+def register(
+    forecaster: Forecaster,
+    evaluation: Evaluation,
+    dataset: WindowDataset,
+    prices: pd.DataFrame,
+    config: RegisterConfig,
+    run_id: str,
+) -> Registration:
+    logger = get_run_logger()
+    client = use_tracking()
+    version = log_pyfunc(forecaster, prices, run_id, config.model_name)
+    promoted, reason = promotion_decision(evaluation, config)
+    for key, value in version_tags(evaluation, dataset, run_id, promoted, reason).items():
         client.set_model_version_tag(config.model_name, version, key, value)
+    # aliases move only once the version is complete and tagged
+    client.set_registered_model_alias(config.model_name, CHALLENGER, version)
     if promoted:
-        client.set_registered_model_alias(config.model_name, CHAMPION, version)
+        move_champion(client, config.model_name, version, "promote", reason, who=f"train_pipeline run {run_id}")
+    client.set_tag(run_id, "promotion", "promoted" if promoted else "rejected")
     client.set_tag(run_id, "promotion_reason", reason)
     client.log_metric(run_id, "promoted", float(promoted))
-    logger.info("registered %s v%s as %s; %s: %s", config.model_name, version, CHALLENGER,
-                "promoted to champion" if promoted else "not promoted", reason)
+    verdict = "promoted to champion" if promoted else "not promoted"
+    logger.info("registered %s v%s as %s; %s: %s", config.model_name, version, CHALLENGER, verdict, reason)
+    create_markdown_artifact(
+        key="promotion-decision",
+        markdown=(
+            f"# Promotion gate: {config.model_name} v{version} {verdict}\n\n{reason}\n\n"
+            f"| gate | value |\n|---|---|\n| skill vs naive | {evaluation.skill:+.4f} (minimum {config.min_skill:+.4f}) |\n"
+            f"| champion scored | {evaluation.champion_version or 'none'} |\n"
+            f"| required RMSE gain | {config.min_improvement:.2%} |\n\nMLflow run: [{run_id}]({run_url(run_id)})\n"
+        ),
+        description="Whether this run's model became the champion, and why",
+    )
     return Registration(config.model_name, version, promoted, reason, f"models:/{config.model_name}/{version}")

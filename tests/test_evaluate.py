@@ -1,0 +1,133 @@
+"""Evaluation: baselines on the same windows, per-ticker/per-horizon tables, fair champion scoring, reports."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import make_prices
+from tasks.evaluate import evaluate_forecaster, predict_test_split, write_reports
+from tasks.window import WindowConfig, build_window_dataset
+from tickerflow_model.forecaster import Forecaster, ModelSpec
+from tickerflow_model.gru import GRUConfig, GRUForecaster
+from tickerflow_model.windows import WindowSpec
+
+CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50)
+
+
+def untrained_forecaster(dataset, shrinkage: float, seed: int = 0, lookback: int | None = None) -> Forecaster:
+    """A random tiny GRU; shrinkage 0 makes it exactly the naive forecast."""
+    torch.manual_seed(seed)
+    spec = dataset.spec if lookback is None else WindowSpec(lookback, dataset.spec.horizon, dataset.spec.features)
+    gru = GRUConfig(input_size=spec.n_features, hidden_size=4, num_layers=1, horizon=spec.horizon)
+    model_spec = ModelSpec(spec, gru, dataset.scaler, dataset.price_column, (shrinkage,) * spec.horizon)
+    return Forecaster(model_spec, GRUForecaster(gru))
+
+
+def register_champion(forecaster, prices, name: str) -> str:
+    from tasks.register import log_pyfunc
+
+    with mlflow.start_run() as run:
+        pass
+    return f"models:/{name}/{log_pyfunc(forecaster, prices, run.info.run_id, name)}"
+
+
+@pytest.fixture
+def prices() -> pd.DataFrame:
+    return make_prices(n_days=200, tickers=("AAA", "BBB"), seed=3)
+
+
+@pytest.fixture
+def dataset(prices, tmp_path):
+    return build_window_dataset(prices, CONFIG, "src", tmp_path / "windows")
+
+
+def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, dataset):
+    preds = predict_test_split(untrained_forecaster(dataset, 1.0), dataset, prices)
+
+    n_test = dataset.manifest["counts"]["test"]
+    assert len(preds) == n_test * CONFIG.horizon
+    for ticker, g in prices.groupby("ticker"):
+        p = g.sort_values("date")["close"].to_numpy()
+        dates = g.sort_values("date")["date"].to_numpy()
+        rows = preds[preds["ticker"] == ticker]
+        for row in rows.sample(10, random_state=0).itertuples():
+            t = int(np.flatnonzero(dates == row.base_date.to_datetime64())[0])
+            h = row.horizon
+            assert row.actual == pytest.approx(p[t + h])
+            assert row.target_date == dates[t + h]
+            assert row.naive == pytest.approx(p[t])
+            assert row.seasonal_naive == pytest.approx(p[t + h - 5])
+            assert row.drift == pytest.approx(p[t] + h * (p[t] - p[0]) / t)
+        # MASE's scale: the in-sample naive MAE over this ticker's training period (70% of 200 rows)
+        assert rows["mase_scale"].iloc[0] == pytest.approx(np.mean(np.abs(np.diff(p[:140]))))
+        # the test split lies after the training period
+        assert rows["base_date"].min() > dates[139]
+
+
+def test_a_model_that_never_moves_scores_exactly_like_naive(prices, dataset):
+    result = evaluate_forecaster(untrained_forecaster(dataset, 0.0), dataset, prices, champion_uri=None)
+
+    assert set(result.metrics) == {"model", "naive", "seasonal_naive", "drift"}
+    assert result.skill == pytest.approx(0.0)
+    for key in ("rmse", "mae", "mape", "smape", "mase"):
+        assert result.metrics["model"][key] == pytest.approx(result.metrics["naive"][key])
+    assert set(result.per_horizon) == {"h1", "h2"}
+    assert set(result.per_ticker) == {"AAA", "BBB"}
+    keys = {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"}
+    for block in [result.metrics, *result.per_horizon.values(), *result.per_ticker.values()]:
+        for m in block.values():
+            assert set(m) == keys
+    # a random walk's one-step errors grow with the horizon
+    assert result.per_horizon["h2"]["naive"]["rmse"] > result.per_horizon["h1"]["naive"]["rmse"]
+    # skill vs naive is 1 - RMSE ratio wherever the metrics are
+    drift = result.per_ticker["AAA"]["drift"]
+    assert drift["skill"] == pytest.approx(1 - drift["rmse"] / result.per_ticker["AAA"]["naive"]["rmse"])
+
+
+def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(prices, dataset, mlflow_store):
+    mlflow.set_tracking_uri(mlflow_store)
+    champion = untrained_forecaster(dataset, 1.0, seed=7, lookback=5)
+    uri = register_champion(champion, prices, "fair")
+
+    model = untrained_forecaster(dataset, 1.0)
+    result = evaluate_forecaster(model, dataset, prices, champion_uri=uri)
+
+    assert "champion" in result.metrics
+    preds = result.predictions
+    own = champion.forecast_frame(prices, all_dates=True).set_index(["ticker", "base_date", "horizon"])["forecast_close"]
+    expected = own.reindex(pd.MultiIndex.from_frame(preds[["ticker", "base_date", "horizon"]])).to_numpy()
+    np.testing.assert_allclose(preds["champion"].to_numpy(), expected, rtol=1e-6)
+    assert result.metrics["champion"]["rmse"] != pytest.approx(result.metrics["model"]["rmse"])
+
+
+def test_a_champion_that_cannot_score_every_window_is_not_compared(prices, dataset, mlflow_store):
+    mlflow.set_tracking_uri(mlflow_store)
+    first_test_base = predict_test_split(untrained_forecaster(dataset, 0.0), dataset, prices)["base_date"].min()
+    lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3  # longer than the history there
+    uri = register_champion(untrained_forecaster(dataset, 1.0, lookback=lookback), prices, "long")
+
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=uri)
+
+    assert "champion" not in result.metrics and "champion" not in result.predictions
+
+
+def test_reports_hold_the_tables_predictions_and_plots(prices, dataset, tmp_path):
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=None)
+    write_reports(result, tmp_path / "report")
+
+    out = tmp_path / "report"
+    assert json.loads((out / "metrics.json").read_text())["skill_vs_naive"] == pytest.approx(result.skill)
+    table = pd.read_csv(out / "metrics.csv")
+    assert {"all", "h1", "h2", "AAA", "BBB"} == set(table["scope"])
+    preds = pd.read_parquet(out / "test_predictions.parquet")
+    assert {"ticker", "date", "horizon", "forecast", "actual", "naive"} <= set(preds.columns)
+    assert len(preds) == result.n_windows
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["error_histogram.png", "forecast_000_AAA.png", "forecast_001_BBB.png"]
+    assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
