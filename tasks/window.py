@@ -10,7 +10,8 @@ Windows are built and written one ticker at a time, so memory stays bounded by t
 ticker. Layout of a dataset (its folder name is the dataset id, a hash of the source hash and
 this config; tickers never become path fragments, parts are numbered):
 
-    <dataset_id>/train/part-00000.parquet ...   one part per ticker, in ticker order
+    <dataset_id>/train/part-00000.parquet ...   a few whole tickers per part, in ticker order,
+                                                one row group (or more) per ticker
     <dataset_id>/val/...  <dataset_id>/test/...
     <dataset_id>/manifest.json                  written last: a dataset without it is incomplete
 
@@ -18,7 +19,7 @@ Parts are written into a hidden scratch folder that is renamed into place only o
 is in it, so a crash mid-write never leaves a dataset a later run would read as complete.
 
 Two ways to run it, producing the same bytes: `build_window_dataset` (a plain function: one
-process, used by the benchmark) and `window` (called from a flow: one Prefect task per ticker via
+process, used by the benchmark) and `window` (called from a flow: one Prefect task per part via
 `.map`, so a Dask task runner can spread them; every task is cached on the dataset id).
 """
 
@@ -72,7 +73,11 @@ class WindowConfig:
     purge_gap: int = 5  # business days between splits in which no window's target may fall
     min_history: int = 252  # rows a ticker needs (about a year of trading days)
     compression: str = "zstd"
-    row_group_size: int = 65_536  # windows per Parquet row group (a ticker's part has one or more)
+    row_group_size: int = 65_536  # windows per Parquet row group; each ticker starts a new one
+    # Input rows per Parquet part (whole tickers, in order; a bigger ticker gets a part of its own).
+    # One part is one mapped Prefect task; parts, not single tickers, because each file costs
+    # milliseconds to open and close, which for 200 small tickers cost more than the windows did.
+    part_rows: int = 100_000
 
     def __post_init__(self) -> None:
         self.spec  # validates lookback, horizon, features
@@ -91,6 +96,8 @@ class WindowConfig:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, got {self.compression!r}")
         if self.row_group_size < 1:
             raise ValueError(f"row_group_size must be >= 1, got {self.row_group_size}")
+        if self.part_rows < 1:
+            raise ValueError(f"part_rows must be >= 1, got {self.part_rows}")
 
     @property
     def spec(self) -> WindowSpec:
@@ -169,7 +176,7 @@ class WindowPlan:
     price_column: str
     split_dates: SplitDates
     scaler: Scaler
-    tickers: tuple[str, ...]  # in part order (sorted)
+    parts: tuple[tuple[str, ...], ...]  # tickers of each part, in order (sorted)
 
 
 # ---- pure pieces -----------------------------------------------------------------------------------
@@ -287,31 +294,65 @@ def _date(value) -> str | None:
     return None if value is None else str(np.datetime64(value, "D"))
 
 
-def write_ticker_part(g: pd.DataFrame, index: int, plan: WindowPlan) -> dict:
-    """Write one ticker's windows as part `index` of every split in the scratch folder -> its manifest entry."""
-    config = plan.config
-    tables = ticker_windows(g, config, plan.price_column, plan.scaler, plan.split_dates)
-    info = {}
+def group_parts(slices: list[tuple[str, pd.DataFrame]], part_rows: int) -> tuple[tuple[str, ...], ...]:
+    """Consecutive tickers into parts of at most `part_rows` input rows (at least one ticker each)."""
+    parts: list[list[str]] = []
+    rows = 0
+    for ticker, g in slices:
+        if not parts or rows + len(g) > part_rows:
+            parts.append([])
+            rows = 0
+        parts[-1].append(ticker)
+        rows += len(g)
+    return tuple(tuple(p) for p in parts)
+
+
+def _ticker_info(ticker: str, g: pd.DataFrame, part: str, tables: dict[str, pa.Table]) -> dict:
+    splits = {}
     for split, table in tables.items():
-        folder = Path(plan.scratch) / split
-        folder.mkdir(exist_ok=True)
-        pq.write_table(
-            table, folder / part_name(index), compression=config.compression, row_group_size=config.row_group_size
-        )
         dates = table.column("base_date")
-        info[split] = {
+        splits[split] = {
             "windows": table.num_rows,
             "first_base_date": _date(pc.min(dates).as_py()) if table.num_rows else None,
             "last_base_date": _date(pc.max(dates).as_py()) if table.num_rows else None,
         }
     return {
-        "ticker": str(g["ticker"].iloc[0]),
-        "part": part_name(index),
+        "ticker": ticker,
+        "part": part,
         "rows": len(g),
         "first_date": _date(g["date"].iloc[0]),
         "last_date": _date(g["date"].iloc[-1]),
-        "splits": info,
+        "splits": splits,
     }
+
+
+def write_part(group: list[tuple[str, pd.DataFrame]], index: int, plan: WindowPlan) -> list[dict]:
+    """Write part `index` of every split into the scratch folder, one ticker at a time -> manifest entries.
+
+    Only one ticker's windows are in memory at once; each ticker starts a new row group.
+    """
+    config = plan.config
+    schema = _schema(config.spec)
+    name = part_name(index)
+    writers = {}
+    try:
+        for split in SPLITS:
+            (Path(plan.scratch) / split).mkdir(exist_ok=True)
+            # dictionary-encoding float windows only costs time: their values hardly repeat within a page
+            writers[split] = pq.ParquetWriter(
+                Path(plan.scratch) / split / name, schema, compression=config.compression, use_dictionary=["ticker"]
+            )
+        infos = []
+        for ticker, g in group:
+            tables = ticker_windows(g, config, plan.price_column, plan.scaler, plan.split_dates)
+            for split, table in tables.items():
+                if table.num_rows:
+                    writers[split].write_table(table, row_group_size=config.row_group_size)
+            infos.append(_ticker_info(ticker, g, name, tables))
+        return infos
+    finally:
+        for writer in writers.values():
+            writer.close()
 
 
 def _runs(frame: pd.DataFrame) -> list[tuple[str, int, int]]:
@@ -380,8 +421,8 @@ def make_plan(
     cut = split_dates(trading_days(slices), config)
     scaler = fit_window_scaler(slices, config, price_col, cut)
     ds_id = dataset_id(source_hash, config)
-    tickers = tuple(t for t, _ in slices)
-    return WindowPlan(ds_id, str(root / ds_id), str(scratch or ""), source_hash, config, price_col, cut, scaler, tickers)
+    parts = group_parts(slices, config.part_rows)
+    return WindowPlan(ds_id, str(root / ds_id), str(scratch or ""), source_hash, config, price_col, cut, scaler, parts)
 
 
 def make_manifest(plan: WindowPlan, parts: list[dict]) -> dict:
@@ -401,7 +442,7 @@ def make_manifest(plan: WindowPlan, parts: list[dict]) -> dict:
         "scaler": plan.scaler.to_dict(),
         "split_dates": plan.split_dates.to_dict(),
         "counts": counts,
-        "parts": {s: [p["part"] for p in parts] for s in SPLITS},
+        "parts": {s: [part_name(i) for i in range(len(plan.parts))] for s in SPLITS},
         "tickers": {p["ticker"]: {k: v for k, v in p.items() if k != "ticker"} for p in parts},
     }
 
@@ -430,7 +471,8 @@ def build_window_dataset(frame: pd.DataFrame, config: WindowConfig, source_hash:
     slices = ticker_slices(frame, price_col, config)
     with atomic_directory(Path(root) / dataset_id(source_hash, config)) as scratch:
         plan = make_plan(slices, config, price_col, source_hash, Path(root), scratch)
-        parts = [write_ticker_part(g, i, plan) for i, (_, g) in enumerate(slices)]
+        by_ticker = dict(slices)
+        parts = [info for i, group in enumerate(plan.parts) for info in write_part([(t, by_ticker[t]) for t in group], i, plan)]
         manifest = make_manifest(plan, parts)
         write_manifest(scratch, manifest)
     return WindowDataset(plan.final, plan.dataset_id, manifest)
@@ -448,7 +490,7 @@ def read_split(dataset: WindowDataset, split: str) -> tuple[np.ndarray, np.ndarr
     return x.reshape(n, spec.lookback, spec.n_features), y.reshape(n, spec.horizon), index
 
 
-# ---- Prefect path: plan -> one task per ticker (.map) -> commit ---------------------------------------
+# ---- Prefect path: plan -> one task per part (.map) -> commit ------------------------------------------
 def _cache_key(task_ctx, params: dict) -> str:
     """Same dataset id, same home, same task (and part) -> same key; the flow refreshes it when the dataset is gone."""
     plan = params.get("plan")
@@ -466,15 +508,16 @@ def plan_windows(frame: pd.DataFrame, config: WindowConfig, source_hash: str) ->
     return replace(plan, scratch=str(scratch_directory(Path(plan.final))))  # only once the plan stands
 
 
-@task(name="window-ticker", cache_key_fn=_cache_key)
-def write_ticker_windows(g: pd.DataFrame, index: int, plan: WindowPlan) -> dict:
-    return write_ticker_part(g, index, plan)
+@task(name="window-part", cache_key_fn=_cache_key)
+def write_window_part(group: list[tuple[str, pd.DataFrame]], index: int, plan: WindowPlan) -> list[dict]:
+    """One mapped task: part `index` (a few whole tickers) of every split."""
+    return write_part(group, index, plan)
 
 
 @task(name="window-commit", cache_key_fn=_cache_key)
-def commit_windows(plan: WindowPlan, parts: list[dict]) -> WindowDataset:
+def commit_windows(plan: WindowPlan, parts: list[list[dict]]) -> WindowDataset:
     """Manifest into the scratch folder, then one rename: the dataset appears complete or not at all."""
-    manifest = make_manifest(plan, parts)
+    manifest = make_manifest(plan, [info for part in parts for info in part])
     write_manifest(Path(plan.scratch), manifest)
     commit_directory(Path(plan.scratch), Path(plan.final))
     dataset = WindowDataset(plan.final, plan.dataset_id, manifest)
@@ -488,7 +531,7 @@ def commit_windows(plan: WindowPlan, parts: list[dict]) -> WindowDataset:
 
 
 def window(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> WindowDataset:
-    """The window stage inside a flow: plan, one mapped task per ticker, commit.
+    """The window stage inside a flow: plan, one mapped task per part (a few whole tickers), commit.
 
     Every task is cached on the dataset id (a hash of the source hash and this config), so a rerun
     with unchanged input shows Cached; when the dataset folder is missing the caches are refreshed
@@ -497,10 +540,8 @@ def window(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> Windo
     missing = load_window_dataset(home_subdir("windows", dataset_id(source_hash, config))) is None
     plan = plan_windows.with_options(refresh_cache=missing)(frame, config, source_hash)
     slices = dict(ticker_slices(frame, plan.price_column, config))
-    ticker_frames = [slices[t] for t in plan.tickers]
-    parts = write_ticker_windows.with_options(refresh_cache=missing).map(
-        ticker_frames, range(len(ticker_frames)), unmapped(plan)
-    )
+    groups = [[(t, slices[t]) for t in part] for part in plan.parts]
+    parts = write_window_part.with_options(refresh_cache=missing).map(groups, range(len(groups)), unmapped(plan))
     return commit_windows.with_options(refresh_cache=missing)(plan, parts)
 
 

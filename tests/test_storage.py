@@ -19,11 +19,11 @@ from tasks.window import (
     load_window_dataset,
     plan_windows,
     read_split,
-    write_ticker_windows,
+    write_window_part,
 )
 from tests.conftest import make_prices
 
-CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100)
+CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part
 ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")
 
 
@@ -60,38 +60,39 @@ def test_atomic_directory_leaves_nothing_on_error_and_replaces_on_success(tmp_pa
 
 def test_window_build_interrupted_mid_write_leaves_no_readable_dataset(tf_home, monkeypatch):
     frame = make_prices(300, tickers=("AAA", "BBB", "CCC"))
-    real = window_mod.write_ticker_part
+    real = window_mod.write_part
     calls = []
 
-    def crash_on_second_ticker(g, index, plan):
+    def crash_on_second_part(group, index, plan):
         calls.append(index)
         if index == 1:
             raise OSError("no space left on device")
-        return real(g, index, plan)
+        return real(group, index, plan)
 
-    monkeypatch.setattr(window_mod, "write_ticker_part", crash_on_second_ticker)
+    monkeypatch.setattr(window_mod, "write_part", crash_on_second_part)
     with pytest.raises(OSError, match="no space left"):
         build_window_dataset(frame, CONFIG, "src", tf_home / "windows")
-    assert calls == [0, 1]  # the first ticker's parts were on disk when it crashed
+    assert calls == [0, 1]  # the first part was on disk when it crashed
     assert list((tf_home / "windows").iterdir()) == []
 
-    monkeypatch.setattr(window_mod, "write_ticker_part", real)
+    monkeypatch.setattr(window_mod, "write_part", real)
     ds = build_window_dataset(frame, CONFIG, "src", tf_home / "windows")
     assert len(ds.manifest["tickers"]) == 3
 
 
 def test_mapped_window_tasks_publish_nothing_until_commit(tf_home):
-    """Per-ticker tasks write into a hidden scratch folder; only the commit task's rename publishes it."""
+    """Mapped part tasks write into a hidden scratch folder; only the commit task's rename publishes it."""
     frame = make_prices(300, tickers=("AAA", "BBB"))
     plan = plan_windows.fn(frame, CONFIG, "src")
     slices = dict(window_mod.ticker_slices(frame, plan.price_column, CONFIG))
-    first = write_ticker_windows.fn(slices["AAA"], 0, plan)
+    assert plan.parts == (("AAA",), ("BBB",))
+    first = write_window_part.fn([("AAA", slices["AAA"])], 0, plan)
 
-    # a run that dies here (the second ticker's task failed) left no dataset a later run would trust
+    # a run that dies here (the second part's task failed) left no dataset a later run would trust
     assert load_window_dataset(tf_home / "windows" / plan.dataset_id) is None
     assert os.path.basename(plan.scratch).startswith(".")
 
-    second = write_ticker_windows.fn(slices["BBB"], 1, plan)
+    second = write_window_part.fn([("BBB", slices["BBB"])], 1, plan)
     with disable_run_logger():
         ds = commit_windows.fn(plan, [first, second])
     assert load_window_dataset(tf_home / "windows" / plan.dataset_id).manifest == ds.manifest

@@ -18,7 +18,7 @@ from tasks.window import (
 from tests.conftest import make_prices
 from tickerflow_model.windows import compute_features, fit_scaler, make_windows
 
-CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100)
+CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
 
 
 def _frame() -> pd.DataFrame:
@@ -122,7 +122,12 @@ def test_manifest_describes_the_dataset(tf_home):
         assert manifest["counts"][split] == len(x) == len(y) == len(index)
         assert x.dtype == y.dtype == np.float32 and x.shape[1:] == (10, 1) and y.shape[1:] == (3,)
         assert sum(t["splits"][split]["windows"] for t in manifest["tickers"].values()) == len(x)
+    # part_rows=600: AAA (600 rows), BBB (600) and CCC (150) each get a part; symbols never name files
     assert manifest["parts"]["train"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [manifest["tickers"][t]["part"] for t in ("AAA", "BBB", "CCC")] == manifest["parts"]["train"]
+    merged = build_window_dataset(frame, WindowConfig(**{**CONFIG.to_dict(), "part_rows": 10_000}), "abc123", tf_home / "w")
+    assert merged.manifest["parts"]["train"] == ["part-00000.parquet"]
+    np.testing.assert_array_equal(read_split(merged, "train")[0], read_split(ds, "train")[0])
 
 
 def test_same_input_gives_the_same_bytes_and_an_existing_dataset_is_reused(tf_home):
@@ -166,6 +171,7 @@ def test_volume_feature_and_too_little_history(tf_home):
         ({"train_fraction": 0.9, "val_fraction": 0.2}, "sum below 1, got 0.9 and 0.2"),
         ({"purge_gap": -1}, "purge_gap must be >= 0, got -1"),
         ({"compression": "zip"}, "compression must be one of .* got 'zip'"),
+        ({"part_rows": 0}, "part_rows must be >= 1, got 0"),
     ],
 )
 def test_config_names_the_bad_value(kwargs, message):
@@ -174,7 +180,7 @@ def test_config_names_the_bad_value(kwargs, message):
 
 
 def test_flow_fans_out_per_ticker_matches_the_plain_path_and_reruns_cached(prefect_harness, tf_home):
-    """The Prefect path (plan, one mapped task per ticker, commit) writes the same bytes as the plain
+    """The Prefect path (plan, one mapped task per part, commit) writes the same bytes as the plain
     function, and a rerun on unchanged input is served from the cache (state Cached) for every task."""
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -207,7 +213,7 @@ def test_flow_fans_out_per_ticker_matches_the_plain_path_and_reruns_cached(prefe
         assert [p.read_bytes() for p in first.part_files(split)] == [p.read_bytes() for p in plain.part_files(split)]
     assert first.manifest == plain.manifest | {"dataset_id": first.dataset_id}
     assert task_states(first_state) == {
-        "validate": {"Completed"}, "window-plan": {"Completed"}, "window-ticker": {"Completed"},
+        "validate": {"Completed"}, "window-plan": {"Completed"}, "window-part": {"Completed"},
         "window-commit": {"Completed"},
     }
     assert len(first.manifest["tickers"]) == 3
@@ -215,7 +221,7 @@ def test_flow_fans_out_per_ticker_matches_the_plain_path_and_reruns_cached(prefe
     second_state = stages(frame, return_state=True)
     assert second_state.result().dataset_id == first.dataset_id
     assert task_states(second_state) == {
-        "validate": {"Cached"}, "window-plan": {"Cached"}, "window-ticker": {"Cached"}, "window-commit": {"Cached"},
+        "validate": {"Cached"}, "window-plan": {"Cached"}, "window-part": {"Cached"}, "window-commit": {"Cached"},
     }
 
     # a cache entry is only trusted while its dataset is on disk

@@ -1,0 +1,219 @@
+"""Windowing benchmark: the tutorial loop vs the project's windows, and the window stage vs the Parquet I/O floor.
+
+On one synthetic long-format input (default 200 tickers x 5,000 business days = 1,000,000 rows,
+lookback 60), in one run:
+
+  (a) tutorial: `for i in range(len(data) - seq_length): seq = data[i:i+seq_length]; label = data[i+seq_length]`
+      then `np.array(...)`, per ticker, on the same scaled feature series the project uses;
+  (b) project window construction in memory: `make_windows` plus materialising x and y (float32), per ticker;
+      its GB/s is compared with a plain numpy copy of the same number of bytes;
+  (c) the whole window stage (`build_window_dataset`): canonical frame -> Parquet parts + manifest;
+  (d) I/O floor: one bare `pyarrow.parquet.write_table` of an already-built table holding the same
+      windows, same compression (with the stage's encoding options, and with pyarrow's defaults).
+
+Times are medians over --repeats runs; (c)'s peak RSS is measured in a fresh subprocess. Usage:
+
+    python bench/windowing.py [--tickers 200] [--days 5000] [--lookback 60] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "models")]
+
+from tasks.window import SPLITS, WindowConfig, build_window_dataset, ticker_slices  # noqa: E402
+from tickerflow_model.windows import compute_features, make_windows  # noqa: E402
+
+
+def synthetic_prices(n_tickers: int, n_days: int, seed: int = 0) -> pd.DataFrame:
+    """A canonical long frame (sorted by ticker, date) of random-walk prices with consistent OHLCV."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2000-01-03", periods=n_days).to_numpy("datetime64[ns]")
+    close = 20 * np.exp(np.cumsum(rng.normal(0, 0.015, (n_tickers, n_days)), axis=1))  # (T, D)
+    tickers = np.array([f"T{i:04d}" for i in range(n_tickers)])
+    frame = pd.DataFrame(
+        {
+            "date": np.tile(dates, n_tickers),
+            "ticker": pd.array(np.repeat(tickers, n_days), dtype="string"),
+            "open": (close * 0.999).ravel(),
+            "high": (close * 1.01).ravel(),
+            "low": (close * 0.99).ravel(),
+            "close": close.ravel(),
+            "volume": rng.integers(1_000, 1_000_000, n_tickers * n_days).astype(np.float64),
+        }
+    )
+    return frame
+
+
+def bench_config(lookback: int) -> WindowConfig:
+    return WindowConfig(lookback=lookback, horizon=1, min_history=lookback + 2)
+
+
+def scaled_series(frame: pd.DataFrame, config: WindowConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per ticker: (prices, standardized log-return features (T-1, 1) float32), the input both (a) and (b) window."""
+    out = []
+    for _, g in ticker_slices(frame, "close", config):
+        prices = g["close"].to_numpy(np.float64)
+        feats = compute_features(prices, None, config.features)
+        out.append((prices, ((feats - feats.mean()) / feats.std()).astype(np.float32)))
+    return out
+
+
+def tutorial_windows(series, seq_length: int) -> int:
+    """(a) The tutorial's loop; returns the bytes of the sequences it built."""
+    total = 0
+    for _, data in series:
+        xs, ys = [], []
+        for i in range(len(data) - seq_length):
+            seq = data[i : i + seq_length]
+            label = data[i + seq_length]
+            xs.append(seq)
+            ys.append(label)
+        x, y = np.array(xs), np.array(ys)
+        total += x.nbytes
+    return total
+
+
+def project_windows(series, lookback: int, horizon: int) -> int:
+    """(b) make_windows plus materialising x (N, L, F) and y (N, H) as float32; returns x's bytes."""
+    total = 0
+    for prices, feats in series:
+        x, y, _ = make_windows(prices, feats, lookback, horizon)
+        x = np.ascontiguousarray(x, dtype=np.float32)  # (N, L, F)
+        y = y.astype(np.float32)  # (N, H)
+        total += x.nbytes
+    return total
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def read_status(field: str) -> int:
+    """A /proc/self/status memory field in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def measure_stage_rss(args: argparse.Namespace) -> dict:
+    """Child process: build the input, warm up, reset the RSS high-water mark, run (c), report the peak."""
+    frame = synthetic_prices(args.tickers, args.days)
+    config = bench_config(args.lookback)
+    with tempfile.TemporaryDirectory() as tmp:
+        # warm-up on two tickers: lazy imports, codec and thread-pool start-up are not the stage's memory
+        build_window_dataset(synthetic_prices(2, args.days, seed=1), config, "warm-up", Path(tmp))
+    baseline = read_status("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        reset = True
+    except OSError:
+        reset = False
+    with tempfile.TemporaryDirectory() as tmp:
+        build_window_dataset(frame, config, "bench", Path(tmp))
+    return {"baseline_rss": baseline, "peak_rss": read_status("VmHWM"), "hwm_reset": reset}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickers", type=int, default=200)
+    parser.add_argument("--days", type=int, default=5000)
+    parser.add_argument("--lookback", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        print(json.dumps(measure_stage_rss(args)))
+        return
+
+    frame = synthetic_prices(args.tickers, args.days)
+    rows = len(frame)
+    config = bench_config(args.lookback)
+    series = scaled_series(frame, config)
+    largest = max(len(f) - config.lookback - config.horizon for _, f in series)
+    largest_bytes = largest * config.lookback * config.spec.n_features * 4 + largest * config.horizon * 4
+
+    t_a, bytes_a = timed(lambda: tutorial_windows(series, config.lookback), args.repeats)
+    t_b, bytes_b = timed(lambda: project_windows(series, config.lookback, config.horizon), args.repeats)
+    src = np.ones(bytes_b // 4, np.float32)
+    dst = np.zeros_like(src)  # touched, so the timing is the copy and not page faults
+    t_copy, _ = timed(lambda: np.copyto(dst, src), args.repeats)
+    del src, dst
+
+    tmp = Path(tempfile.mkdtemp(prefix="tf-bench-"))
+    runs = iter(range(args.repeats))
+    t_c, ds = timed(lambda: build_window_dataset(frame, config, "bench", tmp / f"c{next(runs)}"), args.repeats)
+    bytes_c = folder_bytes(ds.path)
+    table = pa.concat_tables(pq.read_table(p) for s in SPLITS for p in ds.part_files(s)).combine_chunks()
+    # the floor with the stage's writer options (same compression, dictionary only for the ticker) ...
+    t_d, _ = timed(
+        lambda: pq.write_table(table, tmp / "floor.parquet", compression=config.compression, use_dictionary=["ticker"]),
+        args.repeats,
+    )
+    bytes_d = (tmp / "floor.parquet").stat().st_size
+    # ... and with pyarrow's defaults (dictionary-encodes every column), same compression
+    t_d0, _ = timed(lambda: pq.write_table(table, tmp / "floor0.parquet", compression=config.compression), args.repeats)
+    bytes_d0 = (tmp / "floor0.parquet").stat().st_size
+    n_windows = table.num_rows
+    del table
+
+    child = subprocess.run(
+        [sys.executable, __file__, "--rss-child", f"--tickers={args.tickers}", f"--days={args.days}",
+         f"--lookback={args.lookback}"],
+        capture_output=True, text=True, check=True,
+    )
+    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    stage_rss = rss["peak_rss"] - rss["baseline_rss"]
+    for p in sorted(tmp.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    tmp.rmdir()
+
+    gb = 1e9
+    print(f"input: {rows:,} rows ({args.tickers} tickers x {args.days} days), lookback {args.lookback}, "
+          f"{n_windows:,} windows written (all splits), medians of {args.repeats}, {os.cpu_count()} CPUs")
+    print(f"{'step':<44} {'seconds':>9} {'rows/s':>13} {'out bytes':>14}")
+    for name, t, out in [
+        ("(a) tutorial loop + np.array", t_a, bytes_a),
+        ("(b) project windows in memory", t_b, bytes_b),
+        ("    numpy copy of the same bytes", t_copy, bytes_b),
+        ("(c) window stage -> Parquet + manifest", t_c, bytes_c),
+        ("(d) bare pq.write_table, same windows", t_d, bytes_d),
+        ("    same, pyarrow default encodings", t_d0, bytes_d0),
+    ]:
+        print(f"{name:<44} {t:>9.3f} {rows / t:>13,.0f} {out:>14,}")
+    print(f"(b) speed-up over (a): {t_a / t_b:.1f}x (target >= 5x)")
+    print(f"(b) {bytes_b / t_b / gb:.2f} GB/s vs numpy copy {bytes_b / t_copy / gb:.2f} GB/s "
+          f"({(bytes_b / t_b) / (bytes_b / t_copy):.2f} of copy bandwidth)")
+    print(f"(c) / (d): {t_c / t_d:.2f}x (target <= 1.5x); (c) / (d, pyarrow defaults): {t_c / t_d0:.2f}x")
+    print(f"(c) peak RSS in a fresh process: {rss['peak_rss'] / 2**20:.1f} MiB; above the process with its input "
+          f"loaded: {stage_rss / 2**20:.1f} MiB (high-water mark reset: {rss['hwm_reset']}); largest ticker's "
+          f"windows {largest_bytes / 2**20:.2f} MiB -> {stage_rss / largest_bytes:.1f}x (target < 3x)")
+
+
+if __name__ == "__main__":
+    main()
