@@ -1,31 +1,93 @@
-"""Train: fit the GRU on the window dataset, every epoch logged to MLflow and to the Prefect logs."""
+"""Train: fit the GRU on the window dataset, every epoch logged to MLflow and to the Prefect logs.
+
+On CUDA the training holds one slot of the Prefect global concurrency limit `gpu`, so scheduled runs
+on one machine queue for the GPU instead of fighting over its memory. Create the limit once per
+Prefect server (`prefect gcl create gpu --limit 1`); without it Prefect logs a warning and runs
+unthrottled.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import nullcontext
+from pathlib import Path
 
 import mlflow
 from prefect import task
+from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from tasks.storage import home_subdir, stable_hash
+from tasks.tracking import use_tracking
 from tasks.window import WindowDataset, read_split
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.trainer import EpochStats, TrainConfig, fit_shrinkage, train_model
+from tickerflow_model.trainer import EpochStats, TrainConfig, fit_shrinkage, resolve_device, train_model
 
-__all__ = ["TrainConfig", "train", "checkpoint_dir_for"]
+__all__ = ["TrainConfig", "train", "checkpoint_dir_for", "fit_forecaster", "GPU_CONCURRENCY_LIMIT"]
+
+GPU_CONCURRENCY_LIMIT = "gpu"
 
 
-def checkpoint_dir_for(dataset: WindowDataset, config: TrainConfig):
+def checkpoint_dir_for(dataset: WindowDataset, config: TrainConfig) -> Path:
     """Same data + same config -> same folder, so a restarted command finds its checkpoint."""
     return home_subdir("checkpoints", stable_hash({"dataset": dataset.dataset_id, "train": config.to_dict()}))
 
 
-def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | None, log) -> Forecaster:
+def gpu_slot(config: TrainConfig):
+    """One slot of the `gpu` concurrency limit while training on CUDA; nothing to hold on CPU."""
+    if resolve_device(config.device).type != "cuda":
+        return nullcontext()
+    return concurrency(GPU_CONCURRENCY_LIMIT, occupy=1)
+
+
+class ProgressBar:
+    """A tqdm bar over each epoch's batches, only when a person is watching a terminal."""
+
+    def __init__(self, epochs: int, stream=None) -> None:
+        self.epochs = epochs
+        self.stream = stream if stream is not None else sys.stderr
+        self.bar = None
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm  # only needed when someone watches
+
+            self.bar = tqdm(total=n_batches, file=self.stream, unit="batch", leave=False, dynamic_ncols=True)
+        if batch == 1:
+            self.bar.reset(total=n_batches)
+            self.bar.set_description(f"epoch {epoch}/{self.epochs}")
+        self.bar.update(1)
+
+    def on_epoch(self, s: EpochStats) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(train_loss=f"{s.train_loss:.4f}", val_loss=f"{s.val_loss:.4f}", refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def epoch_metrics(s: EpochStats) -> dict[str, float]:
+    return {
+        "train_loss": s.train_loss,
+        "val_loss": s.val_loss,
+        "lr": s.lr,
+        "epoch_seconds": s.epoch_seconds,
+        "samples_per_second": s.samples_per_second,
+    }
+
+
+def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | None, log, progress_stream=None) -> Forecaster:
     """Plain function behind the task (also used by benchmarks)."""
     x_train, y_train, _ = read_split(dataset, "train")
     x_val, y_val, _ = read_split(dataset, "val")
-    client = mlflow.MlflowClient() if run_id else None
+    client = use_tracking() if run_id else None
+    bar = ProgressBar(config.epochs, progress_stream)
 
     def on_epoch(s: EpochStats) -> None:
         log.info(
@@ -33,37 +95,39 @@ def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | No
             s.epoch, config.epochs, s.train_loss, s.val_loss, s.lr, s.epoch_seconds,
             s.samples_per_second, " *best*" if s.best else "",
         )
+        bar.on_epoch(s)
         if client:
-            metrics = {
-                "train_loss": s.train_loss,
-                "val_loss": s.val_loss,
-                "lr": s.lr,
-                "epoch_seconds": s.epoch_seconds,
-                "samples_per_second": s.samples_per_second,
-            }
             now = int(time.time() * 1000)
             client.log_batch(
                 run_id,
-                metrics=[mlflow.entities.Metric(k, float(v), now, s.epoch) for k, v in metrics.items()],
+                metrics=[mlflow.entities.Metric(k, float(v), now, s.epoch) for k, v in epoch_metrics(s).items()],
             )
 
     def on_resume(epoch: int) -> None:
         log.warning("resuming from epoch %d (checkpoint of an unfinished run with the same data and config)", epoch)
 
-    result = train_model(
-        x_train, y_train, x_val, y_val, config,
-        checkpoint_dir=checkpoint_dir_for(dataset, config), on_epoch=on_epoch, on_resume=on_resume,
-    )
+    try:
+        with gpu_slot(config):
+            result = train_model(
+                x_train, y_train, x_val, y_val, config,
+                checkpoint_dir=checkpoint_dir_for(dataset, config),
+                on_epoch=on_epoch, on_resume=on_resume, on_batch=bar.on_batch,
+            )
+    finally:
+        bar.close()
     shrinkage = fit_shrinkage(result.net, x_val, y_val)
     log.info(
-        "best epoch %d (val_loss %.5f) on %s; validation shrinkage toward naive: %s",
-        result.best_epoch, result.best_val_loss, result.device, ", ".join(f"{a:.3f}" for a in shrinkage),
+        "best epoch %d (val_loss %.5f) on %s (%s); validation shrinkage toward naive: %s",
+        result.best_epoch, result.best_val_loss, result.device, result.precision,
+        ", ".join(f"{a:.3f}" for a in shrinkage),
     )
     if client:
         client.log_metric(run_id, "best_val_loss", result.best_val_loss)
         client.log_metric(run_id, "best_epoch", result.best_epoch)
         for k, a in enumerate(shrinkage, start=1):
             client.log_metric(run_id, f"shrinkage_h{k}", a)
+        client.set_tag(run_id, "train.device", result.device)
+        client.set_tag(run_id, "train.precision", result.precision)
     spec = ModelSpec(
         window=dataset.spec,
         gru=result.net.config,

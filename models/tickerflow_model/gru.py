@@ -19,9 +19,9 @@ class GRUConfig:
     def __post_init__(self) -> None:
         for name in ("input_size", "hidden_size", "num_layers", "horizon"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     def to_dict(self) -> dict:
@@ -29,6 +29,8 @@ class GRUConfig:
 
 
 class GRUForecaster(nn.Module):
+    """nn.GRU over the window, then a Linear head on the last time step: (B, L, F) -> (B, horizon)."""
+
     def __init__(self, config: GRUConfig) -> None:
         super().__init__()
         self.config = config

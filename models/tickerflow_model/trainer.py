@@ -1,6 +1,7 @@
 """The training loop: mini-batch Adam on MSE, early stopping, atomic per-epoch checkpoints, resume.
 
-Plain PyTorch: no Prefect, no MLflow. The caller observes progress through `on_epoch`.
+Plain PyTorch: no Prefect, no MLflow, no progress-bar library. The caller observes training through
+the `on_epoch`, `on_batch` and `on_resume` callbacks and decides how to report it.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,6 +22,10 @@ from torch import nn
 from .gru import GRUConfig, GRUForecaster
 
 CHECKPOINT_FILE = "checkpoint.pt"
+PRECISIONS = ("auto", "fp32", "bf16")
+# The dataset stays on the GPU only while it takes at most this share of the free device memory.
+RESIDENT_SHARE_OF_FREE_MEMORY = 0.5
+EVAL_BATCH_SIZE = 8192
 
 
 class TrainingError(RuntimeError):
@@ -28,8 +34,16 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Everything that shapes a training run; part of the checkpoint key, so a change trains afresh.
+
+    `precision="auto"` trains under bf16 autocast on CUDA and on CPUs with native bf16 matrix
+    instructions (AVX512-BF16 / AMX), fp32 elsewhere. `cpu_threads` caps torch's intra-op threads
+    while training on CPU (0 leaves torch's own setting): the GRU's per-step matrices are small, and
+    threads that must meet at a barrier after every op lose more than they gain on a busy machine.
+    """
+
     epochs: int = 30
-    batch_size: int = 256
+    batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -41,20 +55,30 @@ class TrainConfig:
     dropout: float = 0.0
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
+    cpu_threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.patience < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        for name in ("epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("lr_patience", "cpu_threads", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip!r}")
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.gru_config(1, 1)  # rejects hidden_size / num_layers / dropout early, naming the value
 
     def gru_config(self, input_size: int, horizon: int) -> GRUConfig:
@@ -89,8 +113,13 @@ class TrainResult:
     best_val_loss: float
     resumed_from_epoch: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
     stopped_early: bool = False
     extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Device, precision, threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -101,35 +130,235 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run faster than fp32 instead of being emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private probe: absent or failing means "don't rely on it"
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast: GRU/Linear matmuls in bf16; weights, loss and optimizer state stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@contextmanager
+def intra_op_threads(device: torch.device, n: int) -> Iterator[None]:
+    """Cap torch's CPU threads for the duration of training, then give the process its setting back."""
+    before = torch.get_num_threads()
+    if device.type == "cpu" and n > 0 and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
+# ---------------------------------------------------------------------------------------------
+# Data placement
+
+
+@dataclass
+class DeviceData:
+    """Training and validation tensors; on the device when they fit, else pinned host memory."""
+
+    x_train: torch.Tensor  # (N, L, F)
+    y_train: torch.Tensor  # (N, H)
+    x_val: torch.Tensor  # (M, L, F)
+    y_val: torch.Tensor  # (M, H)
+    device: torch.device
+    resident: bool
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.resident:
+            return x[idx], y[idx]  # an on-device gather: no host->device copy
+        idx = idx.cpu()
+        return (
+            x[idx].pin_memory().to(self.device, non_blocking=True),
+            y[idx].pin_memory().to(self.device, non_blocking=True),
+        )
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def place_data(x_train, y_train, x_val, y_val, device: torch.device) -> DeviceData:
+    tensors = [_as_tensor(a) for a in (x_train, y_train, x_val, y_val)]
+    resident = True
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        needed = sum(t.numel() * t.element_size() for t in tensors)
+        resident = needed <= RESIDENT_SHARE_OF_FREE_MEMORY * free
+    if resident:
+        tensors = [t.to(device) for t in tensors]
+    return DeviceData(*tensors, device=device, resident=resident)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     """Write aside, then rename: a kill mid-write never leaves a truncated checkpoint behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict | None:
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise TrainingError(f"checkpoint {path} cannot be read ({exc}); delete it to train afresh") from exc
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from epoch to epoch besides the model, optimizer and scheduler."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    epoch: int = 0  # the last finished epoch
+
+
+def _rng_states(shuffle_gen: torch.Generator) -> dict:
+    states = {
+        "shuffle_rng": shuffle_gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda_rng"] = torch.cuda.get_rng_state_all()  # dropout masks on the GPU
+    return states
+
+
+def _restore_rng_states(ckpt: dict, shuffle_gen: torch.Generator) -> None:
+    shuffle_gen.set_state(ckpt["shuffle_rng"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    np.random.set_state(ckpt["numpy_rng"])
+    random.setstate(ckpt["python_rng"])
+    if "cuda_rng" in ckpt and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+
+
+def save_epoch_checkpoint(path: Path, state: LoopState, net, optimizer, scheduler, shuffle_gen) -> None:
+    _save_atomic(
+        {
+            "finished": False,
+            "epoch": state.epoch,
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            **_rng_states(shuffle_gen),
+            "best_val": state.best_val,
+            "best_epoch": state.best_epoch,
+            "bad_epochs": state.bad_epochs,
+            "best_model": state.best_state,
+            "history": [asdict(h) for h in state.history],
+        },
+        path,
+    )
+
+
+def resume_from(ckpt: dict, net, optimizer, scheduler, shuffle_gen) -> LoopState:
+    net.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    _restore_rng_states(ckpt, shuffle_gen)
+    return LoopState(
+        history=[EpochStats(**h) for h in ckpt["history"]],
+        best_val=ckpt["best_val"],
+        best_epoch=ckpt["best_epoch"],
+        best_state=ckpt["best_model"],
+        bad_epochs=ckpt["bad_epochs"],
+        epoch=ckpt["epoch"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch
 
 
 @torch.no_grad()
-def evaluate_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast) -> float:
+def evaluate_loss(net: nn.Module, data: DeviceData, precision: str) -> float:
     net.eval()
-    total = 0.0
-    for start in range(0, len(x), batch_size):
-        with autocast():
-            pred = net(x[start : start + batch_size])  # (B, H)
-        total += torch.sum((pred.float() - y[start : start + batch_size]) ** 2).item()
-    return total / (len(x) * y.shape[1])
+    total = torch.zeros((), device=data.device)
+    n = len(data.x_val)
+    for start in range(0, n, EVAL_BATCH_SIZE):
+        idx = torch.arange(start, min(start + EVAL_BATCH_SIZE, n), device=data.device)
+        xb, yb = data.batch(data.x_val, data.y_val, idx)  # (B, L, F), (B, H)
+        with autocast_context(data.device, precision):
+            pred = net(xb)  # (B, H)
+        total += torch.sum((pred.float() - yb) ** 2)
+    return float(total) / (n * data.y_val.shape[1])
+
+
+def train_one_epoch(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: DeviceData,
+    perm: torch.Tensor,
+    config: TrainConfig,
+    precision: str,
+    on_batch: Callable[[int, int], None] | None,
+) -> float:
+    """One pass over the shuffled training windows; returns the mean training loss."""
+    net.train()
+    n = len(perm)
+    n_batches = math.ceil(n / config.batch_size)
+    running = torch.zeros((), device=data.device)  # summed on the device: no sync per batch
+    for b, start in enumerate(range(0, n, config.batch_size), start=1):
+        idx = perm[start : start + config.batch_size]
+        xb, yb = data.batch(data.x_train, data.y_train, idx)  # (B, L, F), (B, H)
+        with autocast_context(data.device, precision):
+            pred = net(xb)  # (B, H)
+        loss = nn.functional.mse_loss(pred.float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+        optimizer.step()
+        running += loss.detach() * len(idx)
+        if on_batch:
+            on_batch(b, n_batches)
+    return float(running) / n
+
+
+def _make_optimizer(net: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    # The fused CUDA kernel updates every parameter in one launch instead of several per tensor.
+    fused = True if device.type == "cuda" else None
+    return torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
 
 
 def train_model(
@@ -141,133 +370,101 @@ def train_model(
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> TrainResult:
     """Fit a GRUForecaster on scaled windows x (N, L, F) -> targets y (N, H).
 
-    With `checkpoint_dir`, the full training state is saved there after every epoch; an unfinished
-    checkpoint found there is resumed, a finished one is ignored (a new run trains afresh).
+    Args:
+        checkpoint_dir: where the full training state is saved after every epoch. An unfinished
+            checkpoint found there is resumed (`on_resume(epoch)` is called); a finished one is
+            ignored, so a new run trains afresh.
+        on_epoch: called with each epoch's stats, after that epoch's checkpoint is on disk.
+        on_batch: called as `(epoch, batch, n_batches)` after every optimizer step (progress bars).
+
+    Raises:
+        TrainingError: no data, a non-finite loss (naming the epoch), or out of GPU memory; the
+            last epoch's checkpoint is kept either way.
     """
     if len(x_train) == 0 or len(x_val) == 0:
         raise TrainingError(f"need training and validation windows, got {len(x_train)} and {len(x_val)}")
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    with intra_op_threads(device, config.cpu_threads):
+        try:
+            return _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path, on_epoch, on_resume, on_batch)
+        except torch.cuda.OutOfMemoryError as exc:
+            kept = f"; the last finished epoch's checkpoint is kept at {ckpt_path}" if ckpt_path else ""
+            raise TrainingError(
+                f"out of GPU memory on {device} with batch_size={config.batch_size}, hidden_size="
+                f"{config.hidden_size}, {len(x_train)} training windows; lower train.batch_size{kept}"
+            ) from exc
+
+
+def _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path, on_epoch, on_resume, on_batch):
     seed_everything(config.seed)
     net = GRUForecaster(config.gru_config(x_train.shape[2], y_train.shape[1])).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = _make_optimizer(net, config, device)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
     )
-    if device.type == "cuda":
-        # bf16 autocast: GRU/Linear matmuls in bf16, loss and optimizer state in fp32
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-    else:
-        def autocast():
-            return torch.autocast("cpu", enabled=False)
-
-    # The whole dataset moves to the device once; batches are index slices (no host->device copies).
-    xt = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)).to(device)  # (N, L, F)
-    yt = torch.from_numpy(np.ascontiguousarray(y_train, dtype=np.float32)).to(device)  # (N, H)
-    xv = torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32)).to(device)
-    yv = torch.from_numpy(np.ascontiguousarray(y_val, dtype=np.float32)).to(device)
+    data = place_data(x_train, y_train, x_val, y_val, device)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
 
-    history: list[EpochStats] = []
-    best_val, best_epoch, best_state, bad_epochs, start_epoch = math.inf, 0, None, 0, 1
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
+    state = LoopState()
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     if ckpt is not None and not ckpt.get("finished", False):
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        shuffle_gen.set_state(ckpt["shuffle_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        np.random.set_state(ckpt["numpy_rng"])
-        random.setstate(ckpt["python_rng"])
-        best_val, best_epoch, bad_epochs = ckpt["best_val"], ckpt["best_epoch"], ckpt["bad_epochs"]
-        best_state = ckpt["best_model"]
-        history = [EpochStats(**h) for h in ckpt["history"]]
-        start_epoch = ckpt["epoch"] + 1
+        state = resume_from(ckpt, net, optimizer, scheduler, shuffle_gen)
         if on_resume:
-            on_resume(ckpt["epoch"])
+            on_resume(state.epoch)
+    resumed_from = state.epoch
 
-    loss_fn = nn.MSELoss()
-    n = len(xt)
-    stopped_early = False
-    for epoch in range(start_epoch, config.epochs + 1):
-        if bad_epochs >= config.patience:
-            stopped_early = True
+    n = len(data.x_train)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if state.bad_epochs >= config.patience:
             break
-        net.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=shuffle_gen).to(device)
-        running = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            with autocast():
-                pred = net(xt[idx])  # (B, H)
-                loss = loss_fn(pred.float(), yt[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-            optimizer.step()
-            running += loss.detach() * len(idx)
-        train_loss = float(running) / n
-        val_loss = evaluate_loss(net, xv, yv, max(config.batch_size, 4096), autocast)
+        perm = torch.randperm(n, generator=shuffle_gen).to(device)  # (N,)
+        batch_cb = (lambda b, nb, e=epoch: on_batch(e, b, nb)) if on_batch else None
+        train_loss = train_one_epoch(net, optimizer, data, perm, config, precision, batch_cb)
+        val_loss = evaluate_loss(net, data, precision)
         seconds = time.perf_counter() - t0
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            kept = f"; the checkpoint of epoch {epoch - 1} is kept at {ckpt_path}" if ckpt_path and epoch > 1 else ""
             raise TrainingError(
-                f"non-finite loss at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss}); "
-                f"last good checkpoint kept at {ckpt_path}" if ckpt_path else
-                f"non-finite loss at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss})"
+                f"non-finite loss at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss}): "
+                f"lower train.lr or check the input windows{kept}"
             )
         lr_now = optimizer.param_groups[0]["lr"]
         scheduler.step(val_loss)
-        improved = val_loss < best_val
+        improved = val_loss < state.best_val
         if improved:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+            state.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         else:
-            bad_epochs += 1
+            state.bad_epochs += 1
         stats = EpochStats(epoch, train_loss, val_loss, lr_now, seconds, n / seconds, improved)
-        history.append(stats)
+        state.history.append(stats)
+        state.epoch = epoch
         if ckpt_path:
-            _save_atomic(
-                {
-                    "epoch": epoch,
-                    "finished": False,
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "shuffle_rng": shuffle_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": np.random.get_state(),
-                    "python_rng": random.getstate(),
-                    "best_val": best_val,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "best_model": best_state,
-                    "history": [asdict(h) for h in history],
-                },
-                ckpt_path,
-            )
+            save_epoch_checkpoint(ckpt_path, state, net, optimizer, scheduler, shuffle_gen)
         if on_epoch:
             on_epoch(stats)
-    else:
-        stopped_early = bad_epochs >= config.patience
 
-    net.load_state_dict(best_state)  # restore the best epoch's weights
+    net.load_state_dict(state.best_state)  # restore the best epoch's weights
     net = net.cpu().eval()
     if ckpt_path:
-        _save_atomic({"finished": True, "best_model": best_state, "best_epoch": best_epoch}, ckpt_path)
+        # Marked finished: the next run with the same data and config trains afresh.
+        _save_atomic({"finished": True, "best_model": state.best_state, "best_epoch": state.best_epoch}, ckpt_path)
     return TrainResult(
         net=net,
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_val,
-        resumed_from_epoch=start_epoch - 1,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_val_loss=state.best_val,
+        resumed_from_epoch=resumed_from,
         device=str(device),
-        stopped_early=stopped_early,
+        precision=precision,
+        stopped_early=state.bad_epochs >= config.patience,
     )
 
 
