@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +68,8 @@ def bench_config(lookback: int) -> WindowConfig:
 def scaled_series(frame: pd.DataFrame, config: WindowConfig) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per ticker: (prices, standardized log-return features (T-1, 1) float32), the input both (a) and (b) window."""
     out = []
-    for _, g in ticker_slices(frame, "close", config):
-        prices = g["close"].to_numpy(np.float64)
+    for rows in ticker_slices(frame, "close", config):
+        prices = rows.prices
         feats = compute_features(prices, None, config.features)
         out.append((prices, ((feats - feats.mean()) / feats.std()).astype(np.float32)))
     return out
@@ -128,15 +129,30 @@ def measure_stage_rss(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up on two tickers: lazy imports, codec and thread-pool start-up are not the stage's memory
         build_window_dataset(synthetic_prices(2, args.days, seed=1), config, "warm-up", Path(tmp))
+    pool = pa.default_memory_pool()
+    pool.release_unused()
+    arrow_before = pool.bytes_allocated()
     baseline = read_status("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         reset = True
     except OSError:
         reset = False
+    # RSS alone can hide the stage's memory (the allocator reuses pages freed while building the
+    # input), so the Python/numpy heap peak (tracemalloc) and Arrow's pool peak are reported too.
+    tracemalloc.start()
     with tempfile.TemporaryDirectory() as tmp:
         build_window_dataset(frame, config, "bench", Path(tmp))
-    return {"baseline_rss": baseline, "peak_rss": read_status("VmHWM"), "hwm_reset": reset}
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "baseline_rss": baseline,
+        "peak_rss": read_status("VmHWM"),
+        "hwm_reset": reset,
+        "traced_peak": traced_peak,
+        "arrow_peak": pool.max_memory() - arrow_before,
+        "arrow_backend": pool.backend_name,
+    }
 
 
 def main() -> None:
@@ -153,6 +169,7 @@ def main() -> None:
 
     frame = synthetic_prices(args.tickers, args.days)
     rows = len(frame)
+    frame_bytes = int(frame.memory_usage(deep=True).sum())
     config = bench_config(args.lookback)
     series = scaled_series(frame, config)
     largest = max(len(f) - config.lookback - config.horizon for _, f in series)
@@ -210,9 +227,14 @@ def main() -> None:
     print(f"(b) {bytes_b / t_b / gb:.2f} GB/s vs numpy copy {bytes_b / t_copy / gb:.2f} GB/s "
           f"({(bytes_b / t_b) / (bytes_b / t_copy):.2f} of copy bandwidth)")
     print(f"(c) / (d): {t_c / t_d:.2f}x (target <= 1.5x); (c) / (d, pyarrow defaults): {t_c / t_d0:.2f}x")
-    print(f"(c) peak RSS in a fresh process: {rss['peak_rss'] / 2**20:.1f} MiB; above the process with its input "
-          f"loaded: {stage_rss / 2**20:.1f} MiB (high-water mark reset: {rss['hwm_reset']}); largest ticker's "
-          f"windows {largest_bytes / 2**20:.2f} MiB -> {stage_rss / largest_bytes:.1f}x (target < 3x)")
+    heap = rss["traced_peak"] + rss["arrow_peak"]
+    mib = 2**20
+    print(f"(c) memory, fresh process: peak RSS {rss['peak_rss'] / mib:.1f} MiB, of which above the process with "
+          f"its input loaded and warmed up: {stage_rss / mib:.1f} MiB (high-water mark reset: {rss['hwm_reset']})")
+    print(f"(c) allocations during the stage: Python/numpy peak {rss['traced_peak'] / mib:.2f} MiB + Arrow pool "
+          f"({rss['arrow_backend']}) peak {rss['arrow_peak'] / mib:.2f} MiB = {heap / mib:.2f} MiB")
+    print(f"largest ticker's windows {largest_bytes / mib:.2f} MiB: RSS rise {stage_rss / largest_bytes:.1f}x, "
+          f"allocation peak {heap / largest_bytes:.1f}x (target < 3x); input frame {frame_bytes / mib:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,19 @@ class WindowDataset:
 
 
 @dataclass(frozen=True)
+class TickerRows:
+    """One ticker's days in date order, as arrays (views into the canonical frame, not copies)."""
+
+    ticker: str
+    dates: np.ndarray  # (T,) datetime64[ns]
+    prices: np.ndarray  # (T,) float64, the chosen price column
+    volume: np.ndarray | None  # (T,) float64 when a volume feature is configured
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+
+@dataclass(frozen=True)
 class WindowPlan:
     """Everything the per-ticker writers share; computed once, before any window is written."""
 
@@ -214,25 +227,23 @@ def assign_splits(dates: np.ndarray, base_index: np.ndarray, horizon: int, cut: 
     }
 
 
-def _ticker_arrays(g: pd.DataFrame, price_col: str, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]:
-    prices = g[price_col].to_numpy(np.float64)
-    volume = g["volume"].to_numpy(np.float64) if "log_volume_change" in spec.features else None
-    return prices, compute_features(prices, volume, spec.features)
+def _features(rows: TickerRows, spec: WindowSpec) -> np.ndarray:
+    return compute_features(rows.prices, rows.volume, spec.features)  # (T-1, F)
 
 
-def training_rows(g: pd.DataFrame, cut: SplitDates) -> int:
-    """How many of the ticker's days (a prefix, the frame being sorted) lie in the training period."""
-    return int(np.searchsorted(g["date"].to_numpy("datetime64[ns]"), cut.train_end, side="right"))
+def training_rows(rows: TickerRows, cut: SplitDates) -> int:
+    """How many of the ticker's days (a prefix: they are in date order) lie in the training period."""
+    return int(np.searchsorted(rows.dates, cut.train_end, side="right"))
 
 
-def fit_window_scaler(groups, config: WindowConfig, price_col: str, cut: SplitDates) -> Scaler:
+def fit_window_scaler(slices: list[TickerRows], config: WindowConfig, cut: SplitDates) -> Scaler:
     """Standardization fit on training-period feature rows of every ticker, and nothing later."""
     spec = config.spec
     acc = ScalerAccumulator(spec.n_features)
-    for _, g in groups:
-        _, feats = _ticker_arrays(g, price_col, spec)
+    for rows in slices:
+        feats = _features(rows, spec)
         # feature row j describes day j+1 (and day j); both are in the training period for j+1 < n_train
-        acc.add(feats[: max(training_rows(g, cut) - 1, 0)])
+        acc.add(feats[: max(training_rows(rows, cut) - 1, 0)])
     try:
         return acc.finish()
     except ValueError as exc:
@@ -251,15 +262,12 @@ def _schema(spec: WindowSpec) -> pa.Schema:
     )
 
 
-def ticker_windows(
-    g: pd.DataFrame, config: WindowConfig, price_col: str, scaler: Scaler, cut: SplitDates
-) -> dict[str, pa.Table]:
-    """One ticker's windows (its rows sorted by date), as an Arrow table per split."""
+def ticker_windows(rows: TickerRows, config: WindowConfig, scaler: Scaler, cut: SplitDates) -> dict[str, pa.Table]:
+    """One ticker's windows, as an Arrow table per split."""
     spec = config.spec
-    ticker = str(g["ticker"].iloc[0])
-    prices, feats = _ticker_arrays(g, price_col, spec)
-    x, y, base_index = make_windows(prices, scaler.transform(feats), spec.lookback, spec.horizon)  # (N, L, F), (N, H)
-    dates = g["date"].to_numpy("datetime64[ns]")
+    ticker, prices, dates = rows.ticker, rows.prices, rows.dates
+    x, y, base_index = make_windows(prices, scaler.transform(_features(rows, spec)), spec.lookback, spec.horizon)
+    # x (N, L, F) strided view, y (N, H), base_index (N,)
     masks = assign_splits(dates, base_index, spec.horizon, cut)
     y_scaled = (y / scaler.target_scale).astype(np.float32)  # (N, H)
     schema = _schema(spec)
@@ -294,20 +302,20 @@ def _date(value) -> str | None:
     return None if value is None else str(np.datetime64(value, "D"))
 
 
-def group_parts(slices: list[tuple[str, pd.DataFrame]], part_rows: int) -> tuple[tuple[str, ...], ...]:
+def group_parts(slices: list[TickerRows], part_rows: int) -> tuple[tuple[str, ...], ...]:
     """Consecutive tickers into parts of at most `part_rows` input rows (at least one ticker each)."""
     parts: list[list[str]] = []
-    rows = 0
-    for ticker, g in slices:
-        if not parts or rows + len(g) > part_rows:
+    n = 0
+    for rows in slices:
+        if not parts or n + len(rows) > part_rows:
             parts.append([])
-            rows = 0
-        parts[-1].append(ticker)
-        rows += len(g)
+            n = 0
+        parts[-1].append(rows.ticker)
+        n += len(rows)
     return tuple(tuple(p) for p in parts)
 
 
-def _ticker_info(ticker: str, g: pd.DataFrame, part: str, tables: dict[str, pa.Table]) -> dict:
+def _ticker_info(rows: TickerRows, part: str, tables: dict[str, pa.Table]) -> dict:
     splits = {}
     for split, table in tables.items():
         dates = table.column("base_date")
@@ -317,16 +325,16 @@ def _ticker_info(ticker: str, g: pd.DataFrame, part: str, tables: dict[str, pa.T
             "last_base_date": _date(pc.max(dates).as_py()) if table.num_rows else None,
         }
     return {
-        "ticker": ticker,
+        "ticker": rows.ticker,
         "part": part,
-        "rows": len(g),
-        "first_date": _date(g["date"].iloc[0]),
-        "last_date": _date(g["date"].iloc[-1]),
+        "rows": len(rows),
+        "first_date": _date(rows.dates[0]),
+        "last_date": _date(rows.dates[-1]),
         "splits": splits,
     }
 
 
-def write_part(group: list[tuple[str, pd.DataFrame]], index: int, plan: WindowPlan) -> list[dict]:
+def write_part(group: list[TickerRows], index: int, plan: WindowPlan) -> list[dict]:
     """Write part `index` of every split into the scratch folder, one ticker at a time -> manifest entries.
 
     Only one ticker's windows are in memory at once; each ticker starts a new row group.
@@ -343,12 +351,12 @@ def write_part(group: list[tuple[str, pd.DataFrame]], index: int, plan: WindowPl
                 Path(plan.scratch) / split / name, schema, compression=config.compression, use_dictionary=["ticker"]
             )
         infos = []
-        for ticker, g in group:
-            tables = ticker_windows(g, config, plan.price_column, plan.scaler, plan.split_dates)
+        for rows in group:
+            tables = ticker_windows(rows, config, plan.scaler, plan.split_dates)
             for split, table in tables.items():
                 if table.num_rows:
                     writers[split].write_table(table, row_group_size=config.row_group_size)
-            infos.append(_ticker_info(ticker, g, name, tables))
+            infos.append(_ticker_info(rows, name, tables))
         return infos
     finally:
         for writer in writers.values():
@@ -375,8 +383,8 @@ def _is_canonical_order(frame: pd.DataFrame, runs: list[tuple[str, int, int]]) -
     return all(bool(np.all(dates[a + 1 : b] > dates[a : b - 1])) for _, a, b in runs)
 
 
-def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> list[tuple[str, pd.DataFrame]]:
-    """(ticker, its rows by date) for every ticker with enough history, in ticker order.
+def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> list[TickerRows]:
+    """Every ticker with enough history, in ticker order, as array views into the frame.
 
     The canonical frame is already sorted by (ticker, date), so each ticker is a contiguous slice
     (a view, not a copy): memory stays bounded by one ticker's windows, not the whole input.
@@ -389,37 +397,42 @@ def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> 
     if not _is_canonical_order(frame, runs):
         frame = frame.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
         runs = _runs(frame)
+    dates = frame["date"].to_numpy("datetime64[ns]")
+    prices = frame[price_col].to_numpy(np.float64)
+    volume = frame["volume"].to_numpy(np.float64) if "volume" in needed else None
     out = []
     for ticker, a, b in runs:
         if b - a < config.min_rows:
             continue
-        g = frame.iloc[a:b]
-        bad = np.flatnonzero(~np.isfinite(g[price_col].to_numpy(np.float64)))
+        bad = np.flatnonzero(~np.isfinite(prices[a:b]))
         if len(bad):
             raise WindowError(
-                f"ticker {ticker!r} has no usable {price_col} on {_date(g['date'].iloc[bad[0]])}; "
+                f"ticker {ticker!r} has no usable {price_col} on {_date(dates[a + bad[0]])}; "
                 "validation should have stopped it"
             )
-        out.append((ticker, g))
+        out.append(TickerRows(ticker, dates[a:b], prices[a:b], None if volume is None else volume[a:b]))
     return out
 
 
-def trading_days(slices: list[tuple[str, pd.DataFrame]]) -> np.ndarray:
+def trading_days(slices: list[TickerRows]) -> np.ndarray:
     """Every day any ticker traded, merged ticker by ticker (no sort of the whole input)."""
     days = np.empty(0, "datetime64[ns]")
-    for _, g in slices:
-        days = np.union1d(days, g["date"].to_numpy("datetime64[ns]"))
+    for rows in slices:
+        at = np.searchsorted(days, rows.dates).clip(max=max(len(days) - 1, 0))
+        if len(days) and np.array_equal(days[at], rows.dates):
+            continue  # nothing new: the usual case when tickers share a calendar
+        days = np.union1d(days, rows.dates)
     return days
 
 
 def make_plan(
-    slices: list[tuple[str, pd.DataFrame]], config: WindowConfig, price_col: str, source_hash: str, root: Path,
+    slices: list[TickerRows], config: WindowConfig, price_col: str, source_hash: str, root: Path,
     scratch: Path | None = None,
 ) -> WindowPlan:
     if not slices:
         raise WindowError(f"no ticker has the {config.min_rows} rows of history windowing needs")
     cut = split_dates(trading_days(slices), config)
-    scaler = fit_window_scaler(slices, config, price_col, cut)
+    scaler = fit_window_scaler(slices, config, cut)
     ds_id = dataset_id(source_hash, config)
     parts = group_parts(slices, config.part_rows)
     return WindowPlan(ds_id, str(root / ds_id), str(scratch or ""), source_hash, config, price_col, cut, scaler, parts)
@@ -471,8 +484,8 @@ def build_window_dataset(frame: pd.DataFrame, config: WindowConfig, source_hash:
     slices = ticker_slices(frame, price_col, config)
     with atomic_directory(Path(root) / dataset_id(source_hash, config)) as scratch:
         plan = make_plan(slices, config, price_col, source_hash, Path(root), scratch)
-        by_ticker = dict(slices)
-        parts = [info for i, group in enumerate(plan.parts) for info in write_part([(t, by_ticker[t]) for t in group], i, plan)]
+        by_ticker = {rows.ticker: rows for rows in slices}
+        parts = [info for i, group in enumerate(plan.parts) for info in write_part([by_ticker[t] for t in group], i, plan)]
         manifest = make_manifest(plan, parts)
         write_manifest(scratch, manifest)
     return WindowDataset(plan.final, plan.dataset_id, manifest)
@@ -509,7 +522,7 @@ def plan_windows(frame: pd.DataFrame, config: WindowConfig, source_hash: str) ->
 
 
 @task(name="window-part", cache_key_fn=_cache_key)
-def write_window_part(group: list[tuple[str, pd.DataFrame]], index: int, plan: WindowPlan) -> list[dict]:
+def write_window_part(group: list[TickerRows], index: int, plan: WindowPlan) -> list[dict]:
     """One mapped task: part `index` (a few whole tickers) of every split."""
     return write_part(group, index, plan)
 
@@ -539,8 +552,8 @@ def window(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> Windo
     """
     missing = load_window_dataset(home_subdir("windows", dataset_id(source_hash, config))) is None
     plan = plan_windows.with_options(refresh_cache=missing)(frame, config, source_hash)
-    slices = dict(ticker_slices(frame, plan.price_column, config))
-    groups = [[(t, slices[t]) for t in part] for part in plan.parts]
+    by_ticker = {rows.ticker: rows for rows in ticker_slices(frame, plan.price_column, config)}
+    groups = [[by_ticker[t] for t in part] for part in plan.parts]
     parts = write_window_part.with_options(refresh_cache=missing).map(groups, range(len(groups)), unmapped(plan))
     return commit_windows.with_options(refresh_cache=missing)(plan, parts)
 

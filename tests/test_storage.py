@@ -84,15 +84,15 @@ def test_mapped_window_tasks_publish_nothing_until_commit(tf_home):
     """Mapped part tasks write into a hidden scratch folder; only the commit task's rename publishes it."""
     frame = make_prices(300, tickers=("AAA", "BBB"))
     plan = plan_windows.fn(frame, CONFIG, "src")
-    slices = dict(window_mod.ticker_slices(frame, plan.price_column, CONFIG))
+    slices = {rows.ticker: rows for rows in window_mod.ticker_slices(frame, plan.price_column, CONFIG)}
     assert plan.parts == (("AAA",), ("BBB",))
-    first = write_window_part.fn([("AAA", slices["AAA"])], 0, plan)
+    first = write_window_part.fn([slices["AAA"]], 0, plan)
 
     # a run that dies here (the second part's task failed) left no dataset a later run would trust
     assert load_window_dataset(tf_home / "windows" / plan.dataset_id) is None
     assert os.path.basename(plan.scratch).startswith(".")
 
-    second = write_window_part.fn([("BBB", slices["BBB"])], 1, plan)
+    second = write_window_part.fn([slices["BBB"]], 1, plan)
     with disable_run_logger():
         ds = commit_windows.fn(plan, [first, second])
     assert load_window_dataset(tf_home / "windows" / plan.dataset_id).manifest == ds.manifest
