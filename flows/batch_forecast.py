@@ -1,12 +1,15 @@
-"""Batch forecast: latest prices -> validated -> champion model -> Parquet forecasts."""
+"""Batch forecast: latest prices -> validated -> champion model -> Parquet forecasts, logged to MLflow.
+
+Tickers with too little history for the model's window are reported and skipped; when none is
+usable the run fails with the validation summary naming them.
+"""
 
 from __future__ import annotations
-
 
 from prefect import flow
 
 from flows.ui_labels import forecast_run_name, tag_forecast_run
-from tasks.forecast import ForecastConfig, forecast_prices, load_model, write_forecasts
+from tasks.forecast import ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
 from tasks.ingest import IngestConfig, ingest
 from tasks.validate import ValidateConfig, require_valid, validate
 
@@ -22,5 +25,6 @@ def batch_forecast(
     model = load_model(config)
     report = validate(raw.frame, ValidateConfig(), model.min_rows, raw.source_hash)
     prices = require_valid(report)
-    forecasts = forecast_prices(model, prices)
-    return write_forecasts(forecasts, model, config)
+    forecasts = forecast_prices(model, prices, report.dropped_tickers)
+    result = write_forecasts(forecasts, model, config)
+    return publish_forecasts(forecasts, result, data)

@@ -1,24 +1,34 @@
-"""Forecast with a registered model: load it from the registry, forecast, write Parquet atomically."""
+"""Forecast with a registered model: load it from the registry, forecast, write Parquet atomically, publish."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 import pandas as pd
-from prefect import task
+from prefect import runtime, task
+from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
-from tasks.tracking import use_tracking
+from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+
+FORECAST_EXPERIMENT = "tickerflow-forecasts"
+OUTPUT_COLUMNS = ["ticker", "date", "horizon", "forecast_close", "model_version"]
 
 
 @dataclass(frozen=True)
 class ForecastConfig:
     model_uri: str = "models:/tickerflow-gru@champion"
     out: str = "forecasts.parquet"
+
+
+@dataclass
+class ForecastBatch:
+    frame: pd.DataFrame  # OUTPUT_COLUMNS
+    skipped: dict[str, str] = field(default_factory=dict)  # ticker -> why it has no forecast
 
 
 @dataclass
@@ -52,12 +62,24 @@ def load_model(config: ForecastConfig) -> LoadedModel:
     return LoadedModel(config.model_uri, version, model)
 
 
-@task(name="forecast")
-def forecast_prices(model: LoadedModel, prices: pd.DataFrame) -> pd.DataFrame:
+def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, int]) -> ForecastBatch:
+    """Plain function behind the task: forecast every ticker with a full window; say why the others have none."""
+    skipped = {t: f"{n} rows of history, the model needs {model.min_rows}" for t, n in dropped.items()}
     forecasts = model.pyfunc.predict(prices)
+    for ticker in sorted(set(prices["ticker"].astype(str)) - set(forecasts["ticker"])):
+        skipped[ticker] = f"fewer than {model.min_rows} rows with a price, the model needs {model.min_rows}"
     forecasts["model_version"] = model.version
-    get_run_logger().info("forecast %d rows for %d tickers", len(forecasts), forecasts["ticker"].nunique())
-    return forecasts
+    return ForecastBatch(forecasts[OUTPUT_COLUMNS], skipped)
+
+
+@task(name="forecast")
+def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, int] | None = None) -> ForecastBatch:
+    batch = forecast_batch(model, prices, dropped or {})
+    logger = get_run_logger()
+    for ticker, why in batch.skipped.items():
+        logger.warning("skipped ticker %r: %s", ticker, why)
+    logger.info("forecast %d rows for %d tickers", len(batch.frame), batch.frame["ticker"].nunique())
+    return batch
 
 
 def write_parquet_atomic(frame: pd.DataFrame, out: str) -> Path:
@@ -73,7 +95,46 @@ def write_parquet_atomic(frame: pd.DataFrame, out: str) -> Path:
 
 
 @task(name="write-forecasts")
-def write_forecasts(forecasts: pd.DataFrame, model: LoadedModel, config: ForecastConfig) -> dict:
-    path = write_parquet_atomic(forecasts, config.out)
-    get_run_logger().info("wrote %d forecasts to %s", len(forecasts), path)
-    return {"out": str(path), "rows": len(forecasts), "model_uri": model.uri, "model_version": model.version}
+def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> dict:
+    path = write_parquet_atomic(batch.frame, config.out)
+    get_run_logger().info("wrote %d forecasts to %s", len(batch.frame), path)
+    return {
+        "out": str(path),
+        "rows": len(batch.frame),
+        "tickers": sorted(batch.frame["ticker"].unique()),
+        "skipped": batch.skipped,
+        "model_uri": model.uri,
+        "model_version": model.version,
+    }
+
+
+@task(name="publish-forecasts")
+def publish_forecasts(batch: ForecastBatch, result: dict, source: str) -> dict:
+    """One MLflow run per batch (in its own experiment) holding the Parquet; a Prefect table artifact."""
+    client = use_tracking()
+    run = client.create_run(
+        experiment_id(client, FORECAST_EXPERIMENT),
+        tags={
+            PREFECT_FLOW_RUN_TAG: str(runtime.flow_run.id or ""),
+            "model_uri": result["model_uri"],
+            "model_version": result["model_version"],
+            "data.source": source,
+            "skipped_tickers": ", ".join(f"{t} ({why})" for t, why in batch.skipped.items())[:5000] or "none",
+        },
+    )
+    run_id = run.info.run_id
+    client.log_metric(run_id, "forecast_rows", len(batch.frame))
+    client.log_metric(run_id, "tickers_forecast", len(result["tickers"]))
+    client.log_metric(run_id, "tickers_skipped", len(batch.skipped))
+    client.log_artifact(run_id, result["out"], "forecasts")
+    end_run(run_id, failed=False)
+    table = batch.frame.assign(date=batch.frame["date"].dt.strftime("%Y-%m-%d"), forecast_close=batch.frame["forecast_close"].round(4))
+    create_table_artifact(
+        key="batch-forecast",
+        table=table.to_dict(orient="records"),
+        description=(
+            f"Forecasts of {result['model_uri']} (version {result['model_version']}); MLflow run {run_url(run_id)}; "
+            f"skipped: {', '.join(batch.skipped) or 'none'}"
+        ),
+    )
+    return {**result, "mlflow_run_id": run_id}

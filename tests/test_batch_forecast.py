@@ -1,0 +1,64 @@
+"""The batch_forecast flow: champion from the registry, Parquet out, MLflow run and Prefect artifact, short tickers skipped."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from prefect.artifacts import Artifact
+
+from conftest import make_prices
+from flows.batch_forecast import batch_forecast
+from flows.cli import main
+from tasks.forecast import FORECAST_EXPERIMENT
+from test_serving import champion  # noqa: F401 - module-scoped fixture: one registered champion
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def champion_home(champion, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("TICKERFLOW_HOME", str(champion.home))
+    return champion
+
+
+def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(prefect_harness, champion_home, tmp_path):
+    recent = champion_home.prices.groupby("ticker").tail(40)
+    short = make_prices(n_days=6, tickers=("CCC",), seed=9)
+    data = tmp_path / "latest.csv"
+    pd.concat([recent, short]).to_csv(data, index=False)
+    out = tmp_path / "out" / "forecasts.parquet"
+
+    result = batch_forecast(data=str(data), out=str(out))
+
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == ["ticker", "date", "horizon", "forecast_close", "model_version"]
+    assert sorted(frame["ticker"].unique()) == ["AAA", "BBB"]
+    assert (frame["model_version"] == str(champion_home.version)).all()
+    expected = champion_home.forecaster.forecast_frame(recent)
+    np.testing.assert_allclose(frame["forecast_close"], expected["forecast_close"], rtol=1e-6)
+    assert frame["horizon"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert list(result["skipped"]) == ["CCC"] and "6 rows" in result["skipped"]["CCC"]
+
+    client = mlflow.MlflowClient(f"sqlite:///{champion_home.home / 'mlflow.db'}")
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.data.tags["model_version"] == str(champion_home.version)
+    assert "CCC" in run.data.tags["skipped_tickers"] and run.data.metrics["forecast_rows"] == 6
+    assert client.get_experiment(run.info.experiment_id).name == FORECAST_EXPERIMENT
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "forecasts")] == ["forecasts/forecasts.parquet"]
+    artifact = Artifact.get("batch-forecast")
+    assert artifact is not None and artifact.type == "table" and "AAA" in str(artifact.data)
+
+
+def test_no_usable_ticker_is_a_clear_error_and_writes_nothing(prefect_harness, champion_home, tmp_path, capsys):
+    data = tmp_path / "too_short.csv"
+    make_prices(n_days=5, tickers=("AAA", "CCC"), seed=2).to_csv(data, index=False)
+    out = tmp_path / "forecasts.parquet"
+
+    code = main(["forecast", "--data", str(data), "--out", str(out)])
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "AAA" in err and "CCC" in err and "Traceback" not in err
+    assert not out.exists()

@@ -1,0 +1,108 @@
+"""The registered champion served by `mlflow models serve` over HTTP on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_prices
+from tasks.register import log_pyfunc
+from tasks.tracking import experiment_id, use_tracking
+from tasks.window import WindowConfig, build_window_dataset
+from test_evaluate import untrained_forecaster
+
+MODEL = "tickerflow-gru"
+SERVER_DEADLINE_S = 180  # mlflow + uvicorn start-up on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
+    """A store with one registered version (a tiny untrained GRU, horizon 3) holding the champion alias."""
+    home = tmp_path_factory.mktemp("champion-home")
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TICKERFLOW_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        prices = make_prices(n_days=200, tickers=("AAA", "BBB"), seed=5)
+        dataset = build_window_dataset(prices, WindowConfig(lookback=10, horizon=3, min_history=50), "s", home / "w")
+        forecaster = untrained_forecaster(dataset, 1.0, seed=11)
+        client = use_tracking()
+        run_id = client.create_run(experiment_id(client)).info.run_id
+        version = log_pyfunc(forecaster, prices, run_id, MODEL)
+        client.set_registered_model_alias(MODEL, "champion", version)
+    return SimpleNamespace(
+        uri=f"sqlite:///{home / 'mlflow.db'}", home=home, prices=prices, forecaster=forecaster, version=version
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_ping(proc: subprocess.Popen, url: str, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow models serve exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)  # polling interval, not synchronisation: the loop ends on the server's answer
+    raise AssertionError(f"no answer from {url} within {deadline_s} s")
+
+
+@pytest.mark.integration
+def test_mlflow_models_serve_forecasts_the_champion_over_http(champion, tmp_path):
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": champion.uri,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn comes from the venv
+    }
+    cmd = [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_ping(proc, f"http://127.0.0.1:{port}/ping", SERVER_DEADLINE_S)
+        recent = champion.prices.groupby("ticker").tail(30)
+        payload = {"dataframe_split": recent.assign(date=recent["date"].dt.strftime("%Y-%m-%d")).astype({"ticker": str}).to_dict(orient="split", index=False)}
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text[:2000]
+        served = pd.DataFrame(response.json()["predictions"])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+    expected = champion.forecaster.forecast_frame(recent)
+    assert list(served.columns) == ["ticker", "date", "horizon", "forecast_close"]
+    assert len(served) == 2 * 3  # two tickers, horizon 3
+    assert served["horizon"].tolist() == expected["horizon"].tolist()
+    assert served["ticker"].tolist() == expected["ticker"].tolist()
+    np.testing.assert_allclose(served["forecast_close"], expected["forecast_close"], rtol=1e-6)
+    assert (pd.to_datetime(served["date"]) > recent["date"].max()).all()
+    last = recent.groupby("ticker")["close"].last()
+    # the untrained net moves prices by a fraction of a daily volatility, not by levels
+    assert ((served["forecast_close"] / served["ticker"].map(last) - 1).abs() < 0.2).all()
