@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +313,11 @@ def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides
     from prefect.schedules import Cron, Interval
 
     flow = getattr(importlib.import_module(spec.module), spec.flow_attribute)
-    schedules = [Interval(interval)] if interval else [Cron(cron, timezone=tz) for cron, tz in spec.crons]
+    if interval:
+        # anchored now, so the first run is one interval away rather than at the next multiple since 2020
+        schedules = [Interval(interval, anchor_date=datetime.now(timezone.utc))]
+    else:
+        schedules = [Cron(cron, timezone=tz) for cron, tz in spec.crons]
     return flow.to_deployment(
         name=spec.name,
         parameters=merge_parameters(anchor_data_paths(spec.parameters), overrides),
@@ -380,7 +385,8 @@ def serve_deployments(specs: list[DeploymentSpec], api_url: str, interval: float
             when = f"every {interval:g}s" if interval else "; ".join(f"{c} ({tz})" for c, tz in spec.crons)
             print(f"serving {spec.name}: {spec.entrypoint}, {when}", flush=True)
         try:
-            serve(*deployments, print_starting_message=True)
+            # one flow run at a time: two trainings on one machine only slow each other down
+            serve(*deployments, limit=1, print_starting_message=True)
         except KeyboardInterrupt:
             print("tickerflow serve: stopped", flush=True)
     return 0

@@ -1,0 +1,163 @@
+"""Real servers on loopback for the integration tests: one Prefect server and one MLflow tracking server
+per session, started as subprocesses on free ports and stopped even when a test fails.
+
+These tests talk to their own servers through explicit URLs (child-process environments, httpx, an
+MlflowClient with a URI), never through the in-process `prefect_harness` the other tests use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
+
+LOOPBACK = "127.0.0.1"
+SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PrefectAPI:
+    """The few REST calls the tests make, against one server."""
+
+    api_url: str
+
+    def get(self, path: str) -> dict | list:
+        response = httpx.get(f"{self.api_url}{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict | None = None) -> dict | list:
+        response = httpx.post(f"{self.api_url}{path}", json=body or {}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def flow_run(self, flow_run_id: str) -> dict:
+        return self.get(f"/flow_runs/{flow_run_id}")
+
+    def task_runs(self, flow_run_id: str) -> list[dict]:
+        return self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+
+    def artifacts(self, flow_run_id: str) -> list[dict]:
+        return self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+
+    def flow_runs_of(self, deployment_id: str) -> list[dict]:
+        return self.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
+
+    def deployment(self, flow_name: str, deployment_name: str) -> dict:
+        return self.get(f"/deployments/name/{flow_name}/{deployment_name}")
+
+    def wait_terminal(self, flow_run_id: str, seconds: float) -> dict:
+        deadline = time.monotonic() + seconds
+        run = self.flow_run(flow_run_id)
+        while run["state_type"] not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(1)  # polling the API for the real state, bounded by the deadline
+            run = self.flow_run(flow_run_id)
+        return run
+
+
+def _started(server: Server) -> Server:
+    server.start()
+    try:
+        server.wait_healthy(SERVER_START_SECONDS)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def prefect_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="session")
+def prefect_srv(tmp_path_factory, prefect_home):
+    """`prefect server start` on a free loopback port, its SQLite store in a temporary PREFECT_HOME."""
+    env = {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_API_URL": None,
+        "PREFECT_UI_API_URL": None,
+        # a short scheduler loop so an interval schedule of a few seconds is honoured in a test
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    }
+    server = _started(prefect_server(LOOPBACK, free_port(), tmp_path_factory.mktemp("prefect-logs"), env=env))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_srv(tmp_path_factory, migrated_mlflow_db):
+    """`mlflow server` on a free loopback port: SQLite backend (pre-migrated copy), local artifact root."""
+    base = tmp_path_factory.mktemp("mlflow-server")
+    shutil.copy(migrated_mlflow_db, base / "mlflow.db")
+    server = _started(mlflow_server(LOOPBACK, free_port(), f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", base))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_srv) -> PrefectAPI:
+    return PrefectAPI(f"{prefect_srv.url}/api")
+
+
+@pytest.fixture(scope="session")
+def ops_home(tmp_path_factory) -> Path:
+    """TICKERFLOW_HOME of the flow runs that workers and `serve` start (snapshots, windows, checkpoints)."""
+    return tmp_path_factory.mktemp("ops-home")
+
+
+@pytest.fixture(scope="session")
+def child_env(prefect_srv, mlflow_srv, prefect_home, ops_home) -> dict[str, str]:
+    """Environment of every child process: the test servers, nothing from the developer's profile."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_API_URL=f"{prefect_srv.url}/api",
+        PREFECT_UI_URL=prefect_srv.url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        MLFLOW_TRACKING_URI=mlflow_srv.url,
+        MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true",
+        TICKERFLOW_HOME=str(ops_home),
+        GIT_PYTHON_REFRESH="quiet",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def slice_csv(tmp_path_factory) -> Path:
+    """A small slice of the real sample (two tickers, 520 days): enough for every split, quick to train."""
+    sample = ROOT / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
+    raw = pd.read_csv(sample)
+    raw = raw[raw["Ticker"].isin(["AAPL", "MSFT"])].groupby("Ticker").tail(520)
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    raw.to_csv(path, index=False)
+    return path
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`python -m <args>` from the project root, as a user would run it there."""
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc

@@ -1,0 +1,129 @@
+"""The long-running commands against real servers: `tickerflow serve` fires a scheduled run;
+without PREFECT_API_URL it starts its own server; `tickerflow ui` serves both UIs and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from flows.ops_cli import ROOT, http_ok
+from tests.integration.conftest import TERMINAL, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def interrupt(proc: subprocess.Popen, seconds: float = 90) -> int:
+    """Ctrl-C as a terminal sends it (to the process group); SIGKILL only if it does not stop in time."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            return proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    return proc.returncode
+
+
+def wait_for(condition, seconds: float, what: str, log: Path):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)  # polling a real condition, bounded by the deadline
+    pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}; log:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def test_serve_fires_a_scheduled_run_against_the_server(prefect_api, child_env, slice_csv, tmp_path):
+    params = {"config": {"ingest": {"source": str(slice_csv)}, "train": {"epochs": 1, "batch_size": 256},
+                         "register": {"model_name": "served-gru"}}}
+    log = tmp_path / "serve.log"
+    proc = start_cli(["serve", "--only", "train-weekly", "--interval", "5", "--params", json.dumps(params)], child_env, log)
+    try:
+        def served_deployment():
+            try:
+                d = prefect_api.deployment("train_pipeline", "train-weekly")
+            except httpx.HTTPStatusError:
+                return None
+            return d if any(s["schedule"].get("interval") == 5 for s in d["schedules"]) else None
+
+        deployment = wait_for(served_deployment, 120, "serve to register train-weekly with a 5 s interval", log)
+
+        def finished_scheduled_run():
+            runs = [r for r in prefect_api.flow_runs_of(deployment["id"]) if r["auto_scheduled"]]
+            return next((r for r in runs if r["state_type"] in TERMINAL), None)
+
+        run = wait_for(finished_scheduled_run, 240, "a scheduled run to finish", log)
+        assert run["state_type"] == "COMPLETED", run["state"]["message"]
+        assert run["parameters"]["config"]["train"]["epochs"] == 1
+        assert run["name"].startswith("train-small-served-gru-")
+    finally:
+        code = interrupt(proc)
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+
+
+def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migrated_mlflow_db):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(tmp_path / "home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    log = tmp_path / "serve.log"
+    proc = start_cli(["serve", "--only", "forecast-daily", "--prefect-port", str(port)], env, log)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(lambda: "runs no scheduler" in log.read_text(errors="replace"), 60, "the explanation", log)
+        wait_for(lambda: http_ok(f"{api}/deployments/name/batch_forecast/forecast-daily"), 180,
+                 "forecast-daily to be served by the server serve started", log)
+        deployment = httpx.get(f"{api}/deployments/name/batch_forecast/forecast-daily").json()
+        assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["30 17 * * 1-5"]
+    finally:
+        code = interrupt(proc)
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+    assert not http_ok(f"{api}/health")  # the server it started is gone too
+
+
+def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_mlflow_db):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    # an earlier embedded run's experiment must show up in the UI's MLflow server
+    mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").create_experiment("earlier-runs")
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(home),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    log = tmp_path / "ui.log"
+    proc = start_cli(["ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)], env, log)
+    prefect_url, mlflow_url = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
+    try:
+        wait_for(lambda: f"MLflow UI:  {mlflow_url}" in log.read_text(errors="replace"), 180, "both URLs", log)
+        assert f"Prefect UI: {prefect_url}" in log.read_text()
+        assert http_ok(f"{prefect_url}/api/health") and http_ok(f"{mlflow_url}/health")
+        assert "<html" in httpx.get(prefect_url).text.lower()
+        found = httpx.get(f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "earlier-runs"})
+        assert found.status_code == 200, found.text
+        assert (home / "mlartifacts").is_dir()
+    finally:
+        code = interrupt(proc)
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+    assert "stopping Prefect server, MLflow server" in log.read_text()
+    assert not http_ok(f"{prefect_url}/api/health") and not http_ok(f"{mlflow_url}/health")
