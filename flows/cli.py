@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -57,6 +58,8 @@ def format_metrics(summary: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.data, args.epochs, args.seed)
+    if args.ticker:  # the symbol of a single-ticker file (one without a ticker column)
+        config = config.model_copy(update={"ingest": dataclasses.replace(config.ingest, ticker=args.ticker)})
     from flows.runners import runner_from_args
     from flows.train_pipeline import train_pipeline
 
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the training pipeline once")
     run.add_argument("--data", help="file, folder, glob or fsspec URI of prices (default: bundled sample)")
     run.add_argument("--config", help="JSON or YAML file with a PipelineConfig")
+    run.add_argument("--ticker", help="ticker of a single-ticker file without a ticker column (default: file name)")
     run.add_argument("--epochs", type=int, help="override train.epochs")
     run.add_argument("--seed", type=int, help="override train.seed")
     run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")

@@ -279,6 +279,12 @@ def read_prices(source: str, ticker: str | None = None) -> tuple[pd.DataFrame, s
             digest.update(f"ticker={frame['ticker'].iloc[0]}".encode())
         frames.append(frame)
         layouts.append(layout)
+    if ticker is not None and layouts.count("single-ticker") > 1:
+        unnamed = [f for f, layout in zip(files, layouts) if layout == "single-ticker"]
+        raise IngestError(
+            f"ticker {ticker!r} was given for single-ticker files, but {len(unnamed)} files have no ticker "
+            f"column ({', '.join(unnamed[:3])}...); give one file, or let each take its file name"
+        )
     canonical = pd.concat(_harmonise(frames), ignore_index=True)
     disorder = out_of_order_rows(canonical)
     canonical = canonical.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)

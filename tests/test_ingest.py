@@ -105,6 +105,34 @@ def test_single_ticker_file_takes_ticker_from_name_or_config(tmp_path):
     assert hash_by_name != hash_by_flag  # the ticker is part of what the hash identifies
 
 
+def test_one_ticker_for_many_single_ticker_files_is_refused(tmp_path):
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text("Date,Close\n2020-01-02,1\n")
+    with pytest.raises(IngestError, match="ticker 'X' was given for single-ticker files, but 2 files"):
+        load_prices(str(tmp_path), ticker="X")
+    frame, _, _ = load_prices(str(tmp_path))
+    assert sorted(frame["ticker"]) == ["a", "b"]
+
+
+def test_cli_ticker_flag_reaches_the_ingest_config(monkeypatch, small_sample_csv):
+    import flows.train_pipeline as pipeline
+    from flows.cli import main
+
+    seen = {}
+
+    class RecordingFlow:
+        def with_options(self, **_):
+            return self
+
+        def __call__(self, config):
+            seen["ingest"] = config.ingest
+            raise IngestError("stop here: only the config is under test")
+
+    monkeypatch.setattr(pipeline, "train_pipeline", RecordingFlow())
+    assert main(["run", "--data", str(small_sample_csv), "--ticker", "AAPL"]) == 1
+    assert seen["ingest"] == IngestConfig(source=str(small_sample_csv), ticker="AAPL")
+
+
 def test_unknown_layout_lists_columns_found_and_expected(tmp_path):
     path = tmp_path / "odd.csv"
     path.write_text("when,what,how_much\n2020-01-02,AAA,1\n")
