@@ -85,7 +85,7 @@ def tutorial_windows(series, seq_length: int) -> int:
             label = data[i + seq_length]
             xs.append(seq)
             ys.append(label)
-        x, y = np.array(xs), np.array(ys)
+        x, _ = np.array(xs), np.array(ys)
         total += x.nbytes
     return total
 
@@ -108,6 +108,21 @@ def timed(fn, repeats: int) -> tuple[float, object]:
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def time_numpy_copy(nbytes: int, repeats: int) -> float:
+    """The memory-bandwidth reference: one contiguous copy of `nbytes`."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.zeros_like(src)  # touched, so the timing is the copy and not page faults
+    seconds, _ = timed(lambda: np.copyto(dst, src), repeats)
+    return seconds
+
+
+def time_parquet_floor(dataset, out: Path, repeats: int, **options) -> tuple[float, int, int]:
+    """(d): one bare write_table of an already-built table of the dataset's windows -> (seconds, bytes, rows)."""
+    table = pa.concat_tables(pq.read_table(p) for s in SPLITS for p in dataset.part_files(s)).combine_chunks()
+    seconds, _ = timed(lambda: pq.write_table(table, out, **options), repeats)
+    return seconds, out.stat().st_size, table.num_rows
 
 
 def folder_bytes(path: Path) -> int:
@@ -177,27 +192,18 @@ def main() -> None:
 
     t_a, bytes_a = timed(lambda: tutorial_windows(series, config.lookback), args.repeats)
     t_b, bytes_b = timed(lambda: project_windows(series, config.lookback, config.horizon), args.repeats)
-    src = np.ones(bytes_b // 4, np.float32)
-    dst = np.zeros_like(src)  # touched, so the timing is the copy and not page faults
-    t_copy, _ = timed(lambda: np.copyto(dst, src), args.repeats)
-    del src, dst
+    t_copy = time_numpy_copy(bytes_b, args.repeats)
 
     tmp = Path(tempfile.mkdtemp(prefix="tf-bench-"))
     runs = iter(range(args.repeats))
     t_c, ds = timed(lambda: build_window_dataset(frame, config, "bench", tmp / f"c{next(runs)}"), args.repeats)
     bytes_c = folder_bytes(ds.path)
-    table = pa.concat_tables(pq.read_table(p) for s in SPLITS for p in ds.part_files(s)).combine_chunks()
     # the floor with the stage's writer options (same compression, dictionary only for the ticker) ...
-    t_d, _ = timed(
-        lambda: pq.write_table(table, tmp / "floor.parquet", compression=config.compression, use_dictionary=["ticker"]),
-        args.repeats,
+    t_d, bytes_d, n_windows = time_parquet_floor(
+        ds, tmp / "floor.parquet", args.repeats, compression=config.compression, use_dictionary=["ticker"]
     )
-    bytes_d = (tmp / "floor.parquet").stat().st_size
     # ... and with pyarrow's defaults (dictionary-encodes every column), same compression
-    t_d0, _ = timed(lambda: pq.write_table(table, tmp / "floor0.parquet", compression=config.compression), args.repeats)
-    bytes_d0 = (tmp / "floor0.parquet").stat().st_size
-    n_windows = table.num_rows
-    del table
+    t_d0, bytes_d0, _ = time_parquet_floor(ds, tmp / "floor0.parquet", args.repeats, compression=config.compression)
 
     child = subprocess.run(
         [sys.executable, __file__, "--rss-child", f"--tickers={args.tickers}", f"--days={args.days}",

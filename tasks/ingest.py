@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -9,7 +9,6 @@ import pytest
 
 from tasks.ingest import load_prices
 from tasks.validate import (
-    CRITICAL,
     WARNING,
     ValidateConfig,
     ValidationFailed,
