@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import mlflow
@@ -20,8 +20,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from tasks.storage import stable_hash
 from tasks.tracking import run_url, use_tracking
-from tasks.window import SplitDates, WindowConfig, WindowDataset, read_split, training_rows
+from tasks.window import SplitDates, WindowConfig, WindowDataset, build_window_dataset, read_split, training_rows
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.metrics import (
     METRIC_NAMES,
@@ -327,3 +328,132 @@ def evaluate(
         description="Model vs baselines (and champion) on the test split",
     )
     return result
+
+
+# ---- walk-forward backtest ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BacktestConfig:
+    """Walk-forward backtest: `folds` test periods of `step` trading days each, the last ending on the last day.
+
+    Each fold trains on an expanding history (train + validation, split as the window config says)
+    that ends `step` days before the fold's last day; windows, scaler and model are rebuilt from that
+    history alone. `folds = 0` turns the backtest off.
+    """
+
+    folds: int = 0
+    step: int = 63  # about a quarter of trading days
+
+    def __post_init__(self) -> None:
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 0:
+            raise ValueError(f"folds must be an integer >= 0, got {self.folds!r}")
+        if isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 2:
+            raise ValueError(f"step must be an integer >= 2 (trading days), got {self.step!r}")
+
+
+@dataclass
+class Fold:
+    index: int
+    cutoff: pd.Timestamp  # last day any part of this fold's model, scaler or windows may see
+    test_end: pd.Timestamp
+    evaluation: Evaluation
+    forecaster: Forecaster = field(repr=False)
+
+
+@dataclass
+class Backtest:
+    folds: list[Fold]
+    metrics: dict[str, dict[str, float]]  # pooled over every fold's test forecasts
+    per_ticker: dict[str, dict[str, dict[str, float]]]
+
+    def fold_rows(self) -> list[dict]:
+        return [
+            {"fold": f.index, "cutoff": str(f.cutoff.date()), "test_end": str(f.test_end.date()),
+             "forecasts": f.evaluation.n_windows, **{f"{n}_rmse": m["rmse"] for n, m in f.evaluation.metrics.items()},
+             "skill": f.evaluation.skill}
+            for f in self.folds
+        ]
+
+
+def fold_window_config(base: WindowConfig, n_days: int, history_days: int) -> WindowConfig:
+    """The window config that cuts `n_days` trading days so validation ends on day `history_days`.
+
+    Train and validation keep the base config's proportions inside the history; the half-day
+    offsets make `int(n_days * fraction)` land exactly on the wanted day counts.
+    """
+    n_val = max(round(history_days * base.val_fraction / (base.train_fraction + base.val_fraction)), 1)
+    n_train = history_days - n_val
+    return replace(base, train_fraction=(n_train + 0.5) / n_days, val_fraction=(n_val + 0.5) / n_days)
+
+
+def fold_periods(days: np.ndarray, config: BacktestConfig) -> list[tuple[int, int]]:
+    """(last history day index, last test day index) per fold, oldest first."""
+    last = len(days) - 1
+    periods = [(last - (config.folds - k) * config.step, last - (config.folds - 1 - k) * config.step) for k in range(config.folds)]
+    if periods and periods[0][0] < 1:
+        raise ValueError(
+            f"{config.folds} folds of {config.step} days need more than {config.folds * config.step} trading days, "
+            f"the data has {len(days)}"
+        )
+    return periods
+
+
+def walk_forward(
+    prices: pd.DataFrame, window_config: WindowConfig, train_config, config: BacktestConfig, source_hash: str,
+    root: Path, log,
+) -> Backtest:
+    """Plain function behind the task: per fold, truncate, window, train, evaluate; pool the forecasts."""
+    from tasks.train import fit_forecaster  # training is only needed when a backtest runs
+
+    days = np.unique(prices["date"].to_numpy("datetime64[ns]"))
+    folds = []
+    for k, (cut_idx, end_idx) in enumerate(fold_periods(days, config)):
+        # nothing after the fold's last test day exists for this fold; nothing after `cutoff` is trained on
+        seen = prices[prices["date"] <= days[end_idx]]
+        fold_config = fold_window_config(window_config, end_idx + 1, cut_idx + 1)
+        fold_hash = stable_hash({"source": source_hash, "until": str(days[end_idx])})
+        dataset = build_window_dataset(seen, fold_config, fold_hash, root)
+        forecaster = fit_forecaster(dataset, train_config, None, log)
+        evaluation = evaluate_forecaster(forecaster, dataset, seen, champion_uri=None)
+        log.info("fold %d: history to %s, test to %s: skill vs naive %+.4f over %d forecasts",
+                 k, str(days[cut_idx])[:10], str(days[end_idx])[:10], evaluation.skill, evaluation.n_windows)
+        folds.append(Fold(k, pd.Timestamp(days[cut_idx]), pd.Timestamp(days[end_idx]), evaluation, forecaster))
+    pooled = pd.concat([f.evaluation.predictions.assign(fold=f.index) for f in folds], ignore_index=True)
+    names = [n for n in ("model", *BASELINES) if all(n in f.evaluation.metrics for f in folds)]
+    overall, per_ticker, _ = metric_tables(pooled, names)
+    return Backtest(folds, overall, per_ticker)
+
+
+@task(name="backtest")
+def backtest(
+    prices: pd.DataFrame, window_config: WindowConfig, train_config, config: BacktestConfig, source_hash: str, run_id: str
+) -> Backtest | None:
+    """Walk-forward folds logged to the MLflow run (`backtest_fold<k>_*`, `backtest_*`) and a Prefect artifact."""
+    if config.folds == 0:
+        return None
+    logger = get_run_logger()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = walk_forward(prices, window_config, train_config, config, source_hash, Path(tmp), logger)
+    client = use_tracking()
+    metrics = [mlflow.entities.Metric("backtest_skill_vs_naive", result.metrics["model"]["skill"], 0, 0)]
+    metrics += [mlflow.entities.Metric(f"backtest_{n}_{k}", float(v), 0, 0) for n, m in result.metrics.items() for k, v in m.items()]
+    metrics += [mlflow.entities.Metric("backtest_fold_skill", f.evaluation.skill, 0, f.index) for f in result.folds]
+    client.log_batch(run_id, metrics=metrics)
+    client.log_text(run_id, pd.DataFrame(result.fold_rows()).to_csv(index=False), "evaluation/backtest_folds.csv")
+    table = _markdown_rows(result.fold_rows())
+    create_markdown_artifact(
+        key="backtest",
+        markdown=f"# Walk-forward backtest\n\nPooled skill vs naive: **{result.metrics['model']['skill']:+.4f}**\n\n{table}\n\n"
+        f"MLflow run: [{run_id}]({run_url(run_id)})\n",
+        description="Walk-forward folds: expanding history, windows and scaler rebuilt per fold",
+    )
+    return result
+
+
+def _markdown_rows(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(
+        ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] + ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
+    )

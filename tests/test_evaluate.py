@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -11,10 +13,11 @@ import pytest
 import torch
 
 from conftest import make_prices
-from tasks.evaluate import evaluate_forecaster, predict_test_split, write_reports
+from tasks.evaluate import BacktestConfig, evaluate_forecaster, predict_test_split, walk_forward, write_reports
 from tasks.window import WindowConfig, build_window_dataset
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.gru import GRUConfig, GRUForecaster
+from tickerflow_model.trainer import TrainConfig
 from tickerflow_model.windows import WindowSpec
 
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50)
@@ -131,3 +134,51 @@ def test_reports_hold_the_tables_predictions_and_plots(prices, dataset, tmp_path
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["error_histogram.png", "forecast_000_AAA.png", "forecast_001_BBB.png"]
     assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+BACKTEST = BacktestConfig(folds=2, step=30)
+TINY_TRAIN = TrainConfig(epochs=2, hidden_size=4, num_layers=1, batch_size=64, seed=0, device="cpu")
+
+
+def run_walk_forward(prices, source_hash, root):
+    log = logging.getLogger("test-backtest")
+    return walk_forward(prices, WindowConfig(lookback=10, min_history=50), TINY_TRAIN, BACKTEST, source_hash, root, log)
+
+
+def test_walk_forward_folds_expand_and_never_train_on_anything_after_their_cutoff(tmp_path):
+    prices = make_prices(n_days=260, tickers=("AAA", "BBB"), seed=4)
+    days = np.sort(prices["date"].unique())
+    bt = run_walk_forward(prices, "orig", tmp_path / "a")
+
+    assert [f.test_end for f in bt.folds] == [days[-31], days[-1]]
+    assert [f.cutoff for f in bt.folds] == [days[-61], days[-31]]  # each fold's history ends where its test starts
+    for fold in bt.folds:
+        preds = fold.evaluation.predictions
+        assert preds["base_date"].min() > fold.cutoff and preds["target_date"].max() <= fold.test_end
+    assert bt.metrics["model"]["rmse"] > 0 and set(bt.per_ticker) == {"AAA", "BBB"}
+
+    # Rewrite history after the first fold's cutoff with a violent trend: if anything after the
+    # cutoff leaked into fold 0's scaler, windows or training, its model would change.
+    tampered = prices.copy()
+    after = tampered["date"] > bt.folds[0].cutoff
+    boost = np.exp(0.2 * (tampered.loc[after].groupby("ticker").cumcount() + 1)).to_numpy()
+    for col in ("open", "high", "low", "close"):
+        tampered.loc[after, col] = tampered.loc[after, col].to_numpy() * boost
+    leaky = run_walk_forward(tampered, "tampered", tmp_path / "b")
+
+    same, other = bt.folds[0].forecaster, leaky.folds[0].forecaster
+    assert same.spec == other.spec  # scaler, shrinkage, window and network config
+    for name, tensor in same.net.state_dict().items():
+        assert torch.equal(tensor, other.net.state_dict()[name]), name
+    # ...while fold 1, whose history includes the rewritten days, does see them (the check has teeth)
+    assert leaky.folds[1].forecaster.spec != bt.folds[1].forecaster.spec  # (its validation period: early stopping, shrinkage)
+
+
+def test_backtest_config_and_too_short_history_are_named():
+    with pytest.raises(ValueError, match="folds must be an integer >= 0, got -1"):
+        BacktestConfig(folds=-1)
+    with pytest.raises(ValueError, match="step must be an integer >= 2"):
+        BacktestConfig(folds=1, step=1)
+    with pytest.raises(ValueError, match="need more than 300 trading days, the data has 260"):
+        walk_forward(make_prices(n_days=260), WindowConfig(), TINY_TRAIN, BacktestConfig(folds=10, step=30), "x",
+                     Path("unused"), logging.getLogger("t"))  # fails before writing anything
