@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.ui_labels import cross_link, tag_train_run, train_run_name
-from tasks.evaluate import Evaluation, evaluate
+from tasks.evaluate import Backtest, BacktestConfig, Evaluation, backtest, evaluate
 from tasks.ingest import IngestConfig, ingest
 from tasks.register import Registration, RegisterConfig, register
 from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
@@ -39,11 +39,12 @@ class PipelineConfig(BaseModel):
     window: WindowConfig = Field(default_factory=WindowConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)  # walk-forward folds; 0 = off
 
     def flat_params(self) -> dict[str, str]:
         """`stage.field` -> value, for MLflow params."""
         out = {}
-        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("register", "register_")):
+        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("register", "register_"), ("backtest", "backtest")):
             for key, value in asdict(getattr(self, attr)).items():
                 out[f"{stage}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
         return out
@@ -87,7 +88,9 @@ def log_dataset_lineage(dataset: WindowDataset, run_id: str) -> None:
 
 
 @task(name="finish-mlflow-run")
-def finish_mlflow_run(run_id: str, evaluation: Evaluation, registration: Registration) -> dict[str, Any]:
+def finish_mlflow_run(
+    run_id: str, evaluation: Evaluation, registration: Registration, folds: Backtest | None = None
+) -> dict[str, Any]:
     end_run(run_id, failed=False)
     return {
         "mlflow_run_id": run_id,
@@ -103,6 +106,7 @@ def finish_mlflow_run(run_id: str, evaluation: Evaluation, registration: Registr
         "per_ticker": evaluation.per_ticker,
         "per_horizon": evaluation.per_horizon,
         "champion_version": evaluation.champion_version,
+        "backtest": None if folds is None else {"metrics": folds.metrics, "folds": folds.fold_rows()},
     }
 
 
@@ -131,5 +135,6 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     log_dataset_lineage(dataset, run_id)
     model = train(dataset, config.train, run_id)
     evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id)
+    folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash, run_id)
     registration = register(model, evaluation, dataset, prices, config.register_, run_id)
-    return finish_mlflow_run(run_id, evaluation, registration)
+    return finish_mlflow_run(run_id, evaluation, registration, folds)
