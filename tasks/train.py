@@ -22,9 +22,16 @@ from tasks.storage import home_subdir, stable_hash
 from tasks.tracking import use_tracking
 from tasks.window import WindowDataset, read_split
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.trainer import EpochStats, TrainConfig, fit_shrinkage, resolve_device, train_model
+from tickerflow_model.trainer import (
+    EpochStats,
+    TrainConfig,
+    TrainResult,
+    fit_shrinkage,
+    resolve_device,
+    train_model,
+)
 
-__all__ = ["TrainConfig", "train", "checkpoint_dir_for", "fit_forecaster", "GPU_CONCURRENCY_LIMIT"]
+__all__ = ["TrainConfig", "train", "checkpoint_dir_for", "fit_forecaster", "train_on_windows", "GPU_CONCURRENCY_LIMIT"]
 
 GPU_CONCURRENCY_LIMIT = "gpu"
 
@@ -82,10 +89,12 @@ def epoch_metrics(s: EpochStats) -> dict[str, float]:
     }
 
 
-def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | None, log, progress_stream=None) -> Forecaster:
-    """Plain function behind the task (also used by benchmarks)."""
-    x_train, y_train, _ = read_split(dataset, "train")
-    x_val, y_val, _ = read_split(dataset, "val")
+def train_on_windows(
+    x_train, y_train, x_val, y_val, config: TrainConfig, checkpoint_dir: Path, run_id: str | None, log,
+    progress_stream=None,
+) -> TrainResult:
+    """The train stage's loop as the pipeline runs it: per-epoch MLflow metrics (step=epoch), a log line
+    per epoch, a progress bar on a terminal, the `gpu` slot on CUDA, checkpoints in `checkpoint_dir`."""
     client = use_tracking() if run_id else None
     bar = ProgressBar(config.epochs, progress_stream)
 
@@ -108,20 +117,29 @@ def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | No
 
     try:
         with gpu_slot(config):
-            result = train_model(
+            return train_model(
                 x_train, y_train, x_val, y_val, config,
-                checkpoint_dir=checkpoint_dir_for(dataset, config),
-                on_epoch=on_epoch, on_resume=on_resume, on_batch=bar.on_batch,
+                checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, on_resume=on_resume, on_batch=bar.on_batch,
             )
     finally:
         bar.close()
+
+
+def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | None, log, progress_stream=None) -> Forecaster:
+    """Plain function behind the task: train, fit the shrinkage toward naive, bundle a Forecaster."""
+    x_train, y_train, _ = read_split(dataset, "train")
+    x_val, y_val, _ = read_split(dataset, "val")
+    result = train_on_windows(
+        x_train, y_train, x_val, y_val, config, checkpoint_dir_for(dataset, config), run_id, log, progress_stream
+    )
     shrinkage = fit_shrinkage(result.net, x_val, y_val)
     log.info(
         "best epoch %d (val_loss %.5f) on %s (%s); validation shrinkage toward naive: %s",
         result.best_epoch, result.best_val_loss, result.device, result.precision,
         ", ".join(f"{a:.3f}" for a in shrinkage),
     )
-    if client:
+    if run_id:
+        client = use_tracking()
         client.log_metric(run_id, "best_val_loss", result.best_val_loss)
         client.log_metric(run_id, "best_epoch", result.best_epoch)
         for k, a in enumerate(shrinkage, start=1):

@@ -1,0 +1,107 @@
+"""A real `tickerflow run` killed with SIGKILL mid-training resumes from its last checkpoint when the same
+command is started again; once that run has finished, the next one trains afresh."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 12
+START_DEADLINE_S = 240  # Prefect start-up, MLflow migrations, ingest, validation, windowing on a busy box
+RUN_TIMEOUT_S = 300
+TICKERFLOW = Path(sys.executable).with_name("tickerflow")
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    (home / "prefect").mkdir(parents=True, exist_ok=True)  # the ephemeral API fails without it
+    env.update(
+        TICKERFLOW_HOME=str(home),
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        DO_NOT_TRACK="1",
+        MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true",
+        GIT_PYTHON_REFRESH="quiet",
+    )
+    return env
+
+
+def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    # Its own session, so SIGKILL reaches the ephemeral Prefect server it starts as well.
+    return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, log: Path) -> str:
+    try:
+        proc.wait(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    out = log.read_text(errors="replace")
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def wait_for_checkpoint(home: Path, proc: subprocess.Popen, log: Path) -> Path:
+    """Watch the home folder (bounded) until the first epoch's checkpoint is on disk."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    while time.monotonic() < deadline:
+        found = list((home / "checkpoints").glob("*/checkpoint.pt"))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            pytest.fail(f"run ended (rc={proc.returncode}) before any checkpoint:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)  # polling interval of an observation loop, not a synchronisation guess
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"no checkpoint within {START_DEADLINE_S}s:\n{log.read_text()[-3000:]}")
+
+
+def summary_of(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_sigkilled_run_resumes_from_its_checkpoint_and_the_next_run_starts_afresh(tmp_path, small_sample_csv):
+    home = tmp_path / "home"
+    env = cli_env(home)
+    config = tmp_path / "config.json"
+    # patience above the epoch count: every epoch runs, so there is always an epoch left to resume
+    config.write_text(json.dumps({"train": {"epochs": EPOCHS, "patience": EPOCHS + 1}}))
+    command = [str(TICKERFLOW), "run", "--data", str(small_sample_csv), "--config", str(config), "--json"]
+
+    first = start(command, env, tmp_path / "first.log")
+    ckpt_path = wait_for_checkpoint(home, first, tmp_path / "first.log")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    assert not ckpt["finished"], "the first run finished before it could be killed"
+    killed_at = ckpt["epoch"]
+    assert 1 <= killed_at < EPOCHS
+
+    out = finish(start(command, env, tmp_path / "second.log"), tmp_path / "second.log")
+    resumed = re.findall(r"resuming from epoch (\d+)", out)
+    assert resumed == [str(killed_at)], out[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    run_id = summary_of(out)["mlflow_run_id"]
+    steps = [m.step for m in client.get_metric_history(run_id, "val_loss")]
+    assert steps == list(range(killed_at + 1, EPOCHS + 1))
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert torch.load(ckpt_path, map_location="cpu", weights_only=False)["finished"] is True
+
+    out = finish(start(command, env, tmp_path / "third.log"), tmp_path / "third.log")
+    assert "resuming" not in out
+    steps = [m.step for m in client.get_metric_history(summary_of(out)["mlflow_run_id"], "val_loss")]
+    assert steps == list(range(1, EPOCHS + 1))
