@@ -231,9 +231,13 @@ def _features(rows: TickerRows, spec: WindowSpec) -> np.ndarray:
     return compute_features(rows.prices, rows.volume, spec.features)  # (T-1, F)
 
 
-def training_rows(rows: TickerRows, cut: SplitDates) -> int:
-    """How many of the ticker's days (a prefix: they are in date order) lie in the training period."""
-    return int(np.searchsorted(rows.dates, cut.train_end, side="right"))
+def training_rows(rows: TickerRows | pd.DataFrame, cut: SplitDates) -> int:
+    """How many of the ticker's days (a prefix: they are in date order) lie in the training period.
+
+    Takes the ticker's rows as `TickerRows` or as a frame with a `date` column (evaluation uses that).
+    """
+    dates = rows.dates if isinstance(rows, TickerRows) else rows["date"].to_numpy("datetime64[ns]")
+    return int(np.searchsorted(dates, cut.train_end, side="right"))
 
 
 def fit_window_scaler(slices: list[TickerRows], config: WindowConfig, cut: SplitDates) -> Scaler:
