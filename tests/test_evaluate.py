@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import make_prices
+from tasks.train import fit_forecaster
 from tasks.evaluate import BacktestConfig, evaluate_forecaster, predict_test_split, walk_forward, write_reports
 from tasks.window import WindowConfig, build_window_dataset
 from tickerflow_model.forecaster import Forecaster, ModelSpec
@@ -182,3 +183,56 @@ def test_backtest_config_and_too_short_history_are_named():
     with pytest.raises(ValueError, match="need more than 300 trading days, the data has 260"):
         walk_forward(make_prices(n_days=260), WindowConfig(), TINY_TRAIN, BacktestConfig(folds=10, step=30), "x",
                      Path("unused"), logging.getLogger("t"))  # fails before writing anything
+
+
+# ---- quality bar: a learnable AR(2) in the log-returns --------------------------------------------------
+AR2_PHI = (0.5, -0.3)
+AR2_SIGMA = 0.01
+
+
+def ar2_prices(n_days: int, tickers=("AR1", "AR2", "AR3"), seed: int = 0) -> pd.DataFrame:
+    """Prices whose daily log-returns follow r[t] = 0.5 r[t-1] - 0.3 r[t-2] + N(0, 0.01^2)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i, ticker in enumerate(tickers):
+        eps = rng.normal(0.0, AR2_SIGMA, n_days + 50)
+        r = np.zeros_like(eps)
+        for t in range(2, len(r)):
+            r[t] = AR2_PHI[0] * r[t - 1] + AR2_PHI[1] * r[t - 2] + eps[t]
+        close = 50.0 * (i + 1) * np.exp(np.cumsum(r[50:]))  # 50 days of burn-in dropped
+        frame = make_prices(n_days, (ticker,), seed=seed + i)
+        frames.append(frame.assign(open=close, high=close * 1.01, low=close * 0.99, close=close))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ar2_oracle(predictions: pd.DataFrame, prices: pd.DataFrame) -> np.ndarray:
+    """The conditional mean of the next close given the two last returns (horizon 1)."""
+    out = np.empty(len(predictions))
+    for ticker, g in prices.groupby("ticker"):
+        g = g.sort_values("date")
+        logp = np.log(g["close"].to_numpy())
+        t = np.searchsorted(g["date"].to_numpy(), predictions.loc[predictions["ticker"] == ticker, "base_date"].to_numpy())
+        mean_return = AR2_PHI[0] * (logp[t] - logp[t - 1]) + AR2_PHI[1] * (logp[t - 1] - logp[t - 2])
+        out[(predictions["ticker"] == ticker).to_numpy()] = np.exp(logp[t] + mean_return + AR2_SIGMA**2 / 2)
+    return out
+
+
+def ar2_gap_closed(n_days: int, train_config: TrainConfig, root: Path, seed: int = 0) -> dict[str, float]:
+    """Train on AR(2) prices; -> RMSE of naive, model and oracle on the test split and the share of the gap closed."""
+    prices = ar2_prices(n_days, seed=seed)
+    dataset = build_window_dataset(prices, WindowConfig(lookback=20, min_history=100), f"ar2-{seed}", root)
+    forecaster = fit_forecaster(dataset, train_config, None, logging.getLogger("ar2"))
+    preds = evaluate_forecaster(forecaster, dataset, prices, champion_uri=None).predictions
+    rmse = {n: float(np.sqrt(np.mean((preds[c] - preds["actual"]) ** 2))) for n, c in (("naive", "naive"), ("model", "forecast"))}
+    rmse["oracle"] = float(np.sqrt(np.mean((ar2_oracle(preds, prices) - preds["actual"]) ** 2)))
+    rmse["gap_closed"] = (rmse["naive"] - rmse["model"]) / (rmse["naive"] - rmse["oracle"])
+    return rmse
+
+
+@pytest.mark.slow
+def test_the_model_closes_at_least_half_the_gap_between_naive_and_the_ar2_oracle(tmp_path):
+    config = TrainConfig(epochs=8, hidden_size=16, num_layers=1, batch_size=128, lr=3e-3, seed=0, device="cpu")
+    result = ar2_gap_closed(1200, config, tmp_path / "w")
+
+    assert result["oracle"] < result["naive"]  # the data has something to learn
+    assert result["gap_closed"] >= 0.5, result
