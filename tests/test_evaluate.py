@@ -236,3 +236,37 @@ def test_the_model_closes_at_least_half_the_gap_between_naive_and_the_ar2_oracle
 
     assert result["oracle"] < result["naive"]  # the data has something to learn
     assert result["gap_closed"] >= 0.5, result
+
+
+def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(
+    prefect_harness, prices, dataset, mlflow_store
+):
+    from prefect.artifacts import Artifact
+    from prefect.logging import disable_run_logger
+
+    from flows.train_pipeline import finish_mlflow_run
+    from tasks.evaluate import evaluate
+    from tasks.register import Registration
+
+    client = mlflow.MlflowClient(mlflow_store)
+    run_id = client.create_run("0").info.run_id
+    with disable_run_logger():
+        result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, "no-champion-yet", run_id)
+        summary = finish_mlflow_run.fn(run_id, result, Registration("m", "1", False, "because", "models:/m/1"))
+
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["test_skill_vs_naive"] == pytest.approx(result.skill)
+    assert metrics["test_drift_skill"] == pytest.approx(result.metrics["drift"]["skill"])
+    assert "test_AAA_seasonal_naive_mase" in metrics and "test_h2_model_smape" in metrics
+    logged = {f.path for f in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/metrics.csv", "evaluation/metrics.json", "evaluation/test_predictions.parquet",
+            "evaluation/error_histogram.png", "evaluation/forecast_000_AAA.png"} <= logged
+    markdown = Artifact.get("test-metrics").data
+    assert f"runs:/{run_id}" in markdown and "seasonal_naive" in markdown and f"{result.skill:+.4f}" in markdown
+
+    # the --json summary: every forecaster with the same keys, and the gate's decision
+    decoded = json.loads(json.dumps(summary, default=str))
+    assert set(decoded["metrics"]) == {"model", "naive", "seasonal_naive", "drift"}
+    assert len({frozenset(m) for m in decoded["metrics"].values()}) == 1
+    assert decoded["promoted"] is False and decoded["reason"] == "because"
+    assert decoded["skill_vs_naive"] == pytest.approx(result.skill)

@@ -1,0 +1,102 @@
+"""Model quality: skill vs naive on the bundled sample (several seeds) and the AR(2) gap closed.
+
+    python bench/model_quality.py sample --seeds 0 1 2      # `tickerflow run --seed S --json`, fresh home each
+    python bench/model_quality.py ar2 --seeds 0 1 2         # synthetic AR(2) log-returns with a known oracle
+
+`sample` runs the default configuration end to end (one Prefect flow + MLflow run per seed, each in
+its own temporary TICKERFLOW_HOME) and prints each seed's skill vs naive, overall and per ticker, and
+the metric tables of the last run. `ar2` trains with the default TrainConfig on the generator the
+tests use and prints naive / model / oracle RMSE and the share of the naive-to-oracle gap closed.
+Figures are medians over seeds; the machine is shared, so wall times are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
+
+
+def run_sample(seed: int, extra: list[str]) -> tuple[dict, float]:
+    with tempfile.TemporaryDirectory(prefix="tf-quality-") as home:
+        env = {**os.environ, "TICKERFLOW_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "DO_NOT_TRACK": "1", "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "run", "--seed", str(seed), "--json", *extra],
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )
+        seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), seconds
+
+
+def print_tables(summary: dict) -> None:
+    print("| scope | forecaster | " + " | ".join(KEYS) + " |")
+    print("|" + "---|" * (len(KEYS) + 2))
+    scopes = [("all", summary["metrics"])] + sorted(summary["per_ticker"].items())
+    for scope, by_name in scopes:
+        for name, m in by_name.items():
+            print(f"| {scope} | {name} | " + " | ".join(f"{m[k]:.4f}" for k in KEYS) + " |")
+
+
+def cmd_sample(seeds: list[int], extra: list[str]) -> None:
+    results = []
+    for seed in seeds:
+        summary, seconds = run_sample(seed, extra)
+        results.append(summary)
+        per_ticker = ", ".join(f"{t} {b['model']['skill']:+.4f}" for t, b in sorted(summary["per_ticker"].items()))
+        print(f"seed {seed}: skill vs naive {summary['skill_vs_naive']:+.5f}  promoted={summary['promoted']}  "
+              f"({per_ticker})  {seconds:.0f} s", flush=True)
+    skills = [r["skill_vs_naive"] for r in results]
+    print(f"\nmedian skill {statistics.median(skills):+.5f}  min {min(skills):+.5f}  max {max(skills):+.5f}  "
+          f"champions {sum(r['promoted'] for r in results)}/{len(results)}\n")
+    print(f"metric tables of seed {seeds[-1]} (test split, price units):\n")
+    print_tables(results[-1])
+
+
+def cmd_ar2(seeds: list[int], n_days: int) -> None:
+    sys.path[:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "models")]
+    from test_evaluate import ar2_gap_closed  # the generator and oracle the tests use
+
+    from tickerflow_model.trainer import TrainConfig
+
+    logging.basicConfig(level=logging.WARNING)
+    closed = []
+    for seed in seeds:
+        with tempfile.TemporaryDirectory(prefix="tf-ar2-") as tmp:
+            os.environ["TICKERFLOW_HOME"] = tmp  # checkpoints go here
+            t0 = time.perf_counter()
+            r = ar2_gap_closed(n_days, TrainConfig(seed=seed, device="cpu"), Path(tmp) / "w", seed=seed)
+        closed.append(r["gap_closed"])
+        print(f"seed {seed}: naive RMSE {r['naive']:.4f}  model {r['model']:.4f}  oracle {r['oracle']:.4f}  "
+              f"gap closed {r['gap_closed']:.1%}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"\nmedian share of the naive-to-oracle gap closed: {statistics.median(closed):.1%} (bar: 50%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["sample", "ar2"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--days", type=int, default=2500, help="ar2: trading days per ticker")
+    args, extra = parser.parse_known_args()
+    if args.what == "sample":
+        cmd_sample(args.seeds, extra)
+    else:
+        cmd_ar2(args.seeds, args.days)
+
+
+if __name__ == "__main__":
+    main()
