@@ -42,7 +42,7 @@ class TrainConfig:
     threads that must meet at a barrier after every op lose more than they gain on a busy machine.
     """
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
