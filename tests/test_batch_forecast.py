@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -20,7 +22,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def champion_home(champion, monkeypatch):  # noqa: F811
     monkeypatch.setenv("TICKERFLOW_HOME", str(champion.home))
-    return champion
+    # MLflow exports the URIs it is pointed at; pre-set them so the test's end removes them again
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{champion.home / 'mlflow.db'}")
+    yield champion
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(prefect_harness, champion_home, tmp_path):
@@ -41,7 +46,8 @@ def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(p
     assert frame["horizon"].tolist() == [1, 2, 3, 1, 2, 3]
     assert list(result["skipped"]) == ["CCC"] and "6 rows" in result["skipped"]["CCC"]
 
-    client = mlflow.MlflowClient(f"sqlite:///{champion_home.home / 'mlflow.db'}")
+    store = f"sqlite:///{champion_home.home / 'mlflow.db'}"
+    client = mlflow.MlflowClient(store, store)
     run = client.get_run(result["mlflow_run_id"])
     assert run.data.tags["model_version"] == str(champion_home.version)
     assert "CCC" in run.data.tags["skipped_tickers"] and run.data.metrics["forecast_rows"] == 6

@@ -248,7 +248,7 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(
     from tasks.evaluate import evaluate
     from tasks.register import Registration
 
-    client = mlflow.MlflowClient(mlflow_store)
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     run_id = client.create_run("0").info.run_id
     with disable_run_logger():
         result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, "no-champion-yet", run_id)

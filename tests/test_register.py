@@ -67,7 +67,7 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     prices = make_prices(n_days=200, seed=1)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
     forecaster = untrained_forecaster(dataset, 0.5)
-    client = mlflow.MlflowClient(mlflow_store)
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)  # both: MLflow leaves MLFLOW_REGISTRY_URI set
     config = RegisterConfig(model_name="m")
 
     def register_run(ev: Evaluation):

@@ -42,6 +42,9 @@ def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
         run_id = client.create_run(experiment_id(client)).info.run_id
         version = log_pyfunc(forecaster, prices, run_id, MODEL)
         client.set_registered_model_alias(MODEL, "champion", version)
+        # MLflow exports the URIs it was pointed at; later tests must not inherit this store
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            os.environ.pop(name, None)
     return SimpleNamespace(
         uri=f"sqlite:///{home / 'mlflow.db'}", home=home, prices=prices, forecaster=forecaster, version=version
     )
