@@ -66,13 +66,6 @@ class Evaluation:
         return [{"scope": s, "forecaster": n, **m} for s, by_name in scopes for n, m in by_name.items()]
 
 
-def window_config_of(dataset: WindowDataset) -> WindowConfig:
-    """The WindowConfig a dataset was built with (its manifest stores it as a dict)."""
-    raw = dict(dataset.manifest["config"])
-    raw["features"] = tuple(raw["features"])
-    return WindowConfig(**raw)
-
-
 def split_dates_of(dataset: WindowDataset) -> SplitDates:
     """The calendar cut the dataset was split with (the manifest stores it as ISO days)."""
     cut = dataset.manifest["split_dates"]
@@ -111,8 +104,10 @@ def predict_test_split(forecaster: Forecaster, dataset: WindowDataset, prices: p
             continue
         p = hist[col].to_numpy(np.float64)
         dates = hist["date"].to_numpy("datetime64[ns]")
-        base_idx = np.searchsorted(dates, index["base_date"].to_numpy("datetime64[ns]")[rows])  # (n,)
-        assert np.array_equal(dates[base_idx], index["base_date"].to_numpy("datetime64[ns]")[rows])
+        wanted = index["base_date"].to_numpy("datetime64[ns]")[rows]
+        base_idx = np.minimum(np.searchsorted(dates, wanted), len(dates) - 1)  # (n,)
+        if not np.array_equal(dates[base_idx], wanted) or base_idx.max() + horizon >= len(dates):
+            raise ValueError(f"the prices given for {ticker!r} are not the ones its test windows were built from")
         n_train = training_rows(hist, cut)
         steps = np.tile(np.arange(1, horizon + 1), len(rows))  # (n*H,)
         b = np.repeat(base_idx, horizon)  # (n*H,)
