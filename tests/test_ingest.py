@@ -213,6 +213,40 @@ def test_transient_errors_are_retried_but_bad_input_is_not():
     assert retry_unless_bad_input(ingest, None, Failed(data=IngestError("x.csv: no date column"))) is False
 
 
+def test_ingest_task_retries_a_flaky_read_but_not_a_bad_file(prefect_harness, monkeypatch, small_sample_csv, tmp_path):
+    import tasks.ingest as ingest_mod
+    from prefect import flow
+
+    real, calls = ingest_mod.read_file, []
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise ConnectionResetError("connection reset by peer")  # an OSError: worth another try
+        return real(path)
+
+    monkeypatch.setattr(ingest_mod, "read_file", flaky)
+    quick = ingest.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+
+    @flow
+    def run(source: str) -> tuple[str, str, list]:
+        state = quick(IngestConfig(source=source), return_state=True)
+        tickers = sorted(state.result().frame["ticker"].unique()) if state.is_completed() else []
+        return state.type.value, state.message or "", tickers
+
+    state_type, _, tickers = run(str(small_sample_csv))
+    assert state_type == "COMPLETED" and len(calls) == 2
+    assert tickers == ["AAPL", "MSFT"]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,what\n2020-01-02,1\n")
+    calls.clear()
+    monkeypatch.setattr(ingest_mod, "read_file", lambda path: (calls.append(path), real(path))[1])
+    state_type, message, _ = run(str(bad))
+    assert state_type == "FAILED" and len(calls) == 1  # IngestError: no retry
+    assert "no date column" in message
+
+
 def test_ingest_config_rejects_an_empty_ticker():
     with pytest.raises(ValueError, match="ticker must be a non-empty symbol"):
         IngestConfig(source="x.csv", ticker=" ")
