@@ -187,6 +187,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=50_000, help="training windows (validation: a fifth more)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="(a)/(b) rounds, order alternating")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--extra-batch-size", type=int, default=0, help="also run (b) at this batch size")
     parser.add_argument(
@@ -225,29 +226,49 @@ def main(argv=None) -> int:
     print("fp32 matmul peak: " + ", ".join(
         f"{p[0]:.0f} GFLOP/s at {t} thread(s) (bf16 {p[1]:.0f})" for t, p in peaks.items()) + f"; using {peak:.0f}")
 
-    rows = []
     # The bare loop runs at the thread count (b) uses, so the ratio isolates what the stage adds or saves.
     threads_b = config.cpu_threads if device.type == "cpu" and config.cpu_threads > 0 else default_threads
-    torch.set_num_threads(threads_b)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    a = bare_loop(x, y, xv, yv, args.epochs, batch, device)
-    a_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    rows.append(("(a) tutorial loop, fp32", batch, threads_b, a, a_mem))
-    torch.set_num_threads(default_threads)
-
+    # Rounds alternate the order (a b, b a, ...) so that load drifting on a shared machine hits both alike.
+    runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
     with tempfile.TemporaryDirectory(prefix="tickerflow-bench-") as tmp:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        b = project_stage(x, y, xv, yv, config, Path(tmp))
-        b_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-        rows.append((f"(b) project train stage, {b['precision']}", batch, threads_b, b, b_mem))
+        for rnd in range(args.rounds):
+            for which in ("a", "b") if rnd % 2 == 0 else ("b", "a"):
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                if which == "a":
+                    torch.set_num_threads(threads_b)
+                    r = bare_loop(x, y, xv, yv, args.epochs, batch, device)
+                    torch.set_num_threads(default_threads)
+                else:
+                    r = project_stage(x, y, xv, yv, config, Path(tmp) / f"round-{rnd}")
+                r["mem"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+                runs[which].append(r)
+                print(f"round {rnd + 1} ({which}): " + ", ".join(f"{v:.0f}" for v in r["rates"]) + " samples/s",
+                      file=sys.stderr)
         if args.extra_batch_size:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            c = project_stage(x, y, xv, yv, replace(config, batch_size=args.extra_batch_size), Path(tmp))
-            c_mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-            rows.append((f"(b) project train stage, {c['precision']}", args.extra_batch_size, threads_b, c, c_mem))
+            c = project_stage(x, y, xv, yv, replace(config, batch_size=args.extra_batch_size), Path(tmp) / "extra")
+            c["mem"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+            runs["c"].append(c)
+
+    def merged(results: list[dict]) -> dict:
+        return {
+            "rates": [v for r in results for v in r["rates"]],
+            "val_loss": results[0]["val_loss"],  # seeded: every round reaches the same loss
+            "wall_rate": statistics.median(r["wall_rate"] for r in results),
+            "mem": max((r["mem"] for r in results if r["mem"] is not None), default=None),
+            "precision": results[0].get("precision", "fp32"),
+        }
+
+    a, b = merged(runs["a"]), merged(runs["b"])
+    rows = [
+        ("(a) tutorial loop, fp32", batch, threads_b, a, a["mem"]),
+        (f"(b) project train stage, {b['precision']}", batch, threads_b, b, b["mem"]),
+    ]
+    if runs["c"]:
+        c = merged(runs["c"])
+        rows.append((f"(b) project train stage, {c['precision']}", args.extra_batch_size, threads_b, c, c["mem"]))
 
     print()
     print("| run | batch | threads | samples/s (median) | per epoch | wall-clock samples/s | GFLOP/s | share of fp32 peak "
@@ -261,9 +282,11 @@ def main(argv=None) -> int:
         print(f"| {name} | {bs} | {threads} | {med:.0f} | {per_epoch} | {r['wall_rate']:.0f} | {gflops:.1f} | "
               f"{gflops / peak:.1%} | {r['val_loss']:.5f} | {mem_s} |")
     ratio = statistics.median(b["rates"]) / statistics.median(a["rates"])
+    per_round = [statistics.median(rb["rates"]) / statistics.median(ra["rates"]) for ra, rb in zip(runs["a"], runs["b"])]
     val_gap = (b["val_loss"] - a["val_loss"]) / a["val_loss"]
     print()
-    print(f"ratio (b)/(a), median samples/s: {ratio:.2f}x;  wall-clock: {b['wall_rate'] / a['wall_rate']:.2f}x")
+    print(f"ratio (b)/(a), median samples/s over all rounds: {ratio:.2f}x (per round: "
+          + ", ".join(f"{v:.2f}x" for v in per_round) + f");  wall-clock: {b['wall_rate'] / a['wall_rate']:.2f}x")
     print(f"val MSE (b) vs (a): {val_gap:+.2%} ({'within' if val_gap <= 0.02 else 'WORSE than'} the 2% allowance)")
 
     if device.type == "cpu" and args.default_threads_batches and default_threads != threads_b:
