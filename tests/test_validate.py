@@ -70,6 +70,7 @@ CRITICAL_CASES = {
     "duplicate ticker-date": (_duplicate, "expect_compound_columns_to_be_unique", "ticker+date", ("BBB", 100)),
     "path-like ticker": (_set("ticker", "../../x", "BBB", slice(None)), "expect_column_values_to_match_regex", "ticker", None),
     "slash ticker": (_set("ticker", "A/B", "AAA", slice(None)), "expect_column_values_to_match_regex", "ticker", None),
+    "empty ticker": (_set("ticker", " ", "BBB", 100), "expect_column_values_to_not_be_null", "ticker", None),
     "too little history": (_too_short, "enough_history", "ticker", None),
 }
 
