@@ -59,7 +59,7 @@ def cmd_sample(seeds: list[int], extra: list[str]) -> None:
         results.append(summary)
         per_ticker = ", ".join(f"{t} {b['model']['skill']:+.4f}" for t, b in sorted(summary["per_ticker"].items()))
         print(f"seed {seed}: skill vs naive {summary['skill_vs_naive']:+.5f}  promoted={summary['promoted']}  "
-              f"({per_ticker})  {seconds:.0f} s", flush=True)
+              f"({per_ticker})  {summary['test_forecasts']} test forecasts  {seconds:.0f} s", flush=True)
     skills = [r["skill_vs_naive"] for r in results]
     print(f"\nmedian skill {statistics.median(skills):+.5f}  min {min(skills):+.5f}  max {max(skills):+.5f}  "
           f"champions {sum(r['promoted'] for r in results)}/{len(results)}\n")
