@@ -83,6 +83,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         kwargs["model_uri"] = args.model_uri
     result = batch_forecast(**kwargs)
     print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
+    for ticker, why in result.get("skipped", {}).items():
+        print(f"skipped {ticker}: {why}")
     if args.json:
         print(json.dumps(result, default=str))
     return 0
