@@ -19,6 +19,7 @@ Times are medians over --repeats runs; (c)'s peak RSS is measured in a fresh sub
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -138,15 +139,24 @@ def read_status(field: str) -> int:
 
 
 def measure_stage_rss(args: argparse.Namespace) -> dict:
-    """Child process: build the input, warm up, reset the RSS high-water mark, run (c), report the peak."""
+    """Child process: build the input, warm up, reset the RSS high-water mark, run (c), report the peak.
+
+    With `--release-caches`, the allocators first hand freed memory back to the OS, so the stage cannot
+    silently reuse pages left over from building its input; its RSS rise then includes the allocators'
+    own growth (arenas, segments).
+    """
     frame = synthetic_prices(args.tickers, args.days)
     config = bench_config(args.lookback)
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up on two tickers: lazy imports, codec and thread-pool start-up are not the stage's memory
         build_window_dataset(synthetic_prices(2, args.days, seed=1), config, "warm-up", Path(tmp))
-    pool = pa.default_memory_pool()
-    pool.release_unused()
-    arrow_before = pool.bytes_allocated()
+    # a proxy pool counts only what the stage allocates through Arrow (the parent's high-water mark
+    # would include building the input frame)
+    if args.release_caches:
+        pa.default_memory_pool().release_unused()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    pool = pa.proxy_memory_pool(pa.default_memory_pool())
+    pa.set_memory_pool(pool)
     baseline = read_status("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -165,9 +175,18 @@ def measure_stage_rss(args: argparse.Namespace) -> dict:
         "peak_rss": read_status("VmHWM"),
         "hwm_reset": reset,
         "traced_peak": traced_peak,
-        "arrow_peak": pool.max_memory() - arrow_before,
+        "arrow_peak": pool.max_memory(),
         "arrow_backend": pool.backend_name,
     }
+
+
+def measure_in_child(args: argparse.Namespace, extra: list[str]) -> dict:
+    child = subprocess.run(
+        [sys.executable, __file__, "--rss-child", f"--tickers={args.tickers}", f"--days={args.days}",
+         f"--lookback={args.lookback}", *extra],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -177,6 +196,7 @@ def main() -> None:
     parser.add_argument("--lookback", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--release-caches", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         print(json.dumps(measure_stage_rss(args)))
@@ -205,13 +225,9 @@ def main() -> None:
     # ... and with pyarrow's defaults (dictionary-encodes every column), same compression
     t_d0, bytes_d0, _ = time_parquet_floor(ds, tmp / "floor0.parquet", args.repeats, compression=config.compression)
 
-    child = subprocess.run(
-        [sys.executable, __file__, "--rss-child", f"--tickers={args.tickers}", f"--days={args.days}",
-         f"--lookback={args.lookback}"],
-        capture_output=True, text=True, check=True,
-    )
-    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    rss, released = (measure_in_child(args, extra) for extra in ([], ["--release-caches"]))
     stage_rss = rss["peak_rss"] - rss["baseline_rss"]
+    released_rss = released["peak_rss"] - released["baseline_rss"]
     for p in sorted(tmp.rglob("*"), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
     tmp.rmdir()
@@ -236,10 +252,12 @@ def main() -> None:
     heap = rss["traced_peak"] + rss["arrow_peak"]
     mib = 2**20
     print(f"(c) memory, fresh process: peak RSS {rss['peak_rss'] / mib:.1f} MiB, of which above the process with "
-          f"its input loaded and warmed up: {stage_rss / mib:.1f} MiB (high-water mark reset: {rss['hwm_reset']})")
+          f"its input loaded and warmed up: {stage_rss / mib:.1f} MiB (high-water mark reset: {rss['hwm_reset']}); "
+          f"{released_rss / mib:.1f} MiB when the allocators' free pages were first returned to the OS")
     print(f"(c) allocations during the stage: Python/numpy peak {rss['traced_peak'] / mib:.2f} MiB + Arrow pool "
           f"({rss['arrow_backend']}) peak {rss['arrow_peak'] / mib:.2f} MiB = {heap / mib:.2f} MiB")
-    print(f"largest ticker's windows {largest_bytes / mib:.2f} MiB: RSS rise {stage_rss / largest_bytes:.1f}x, "
+    print(f"largest ticker's windows {largest_bytes / mib:.2f} MiB: RSS rise {stage_rss / largest_bytes:.1f}x "
+          f"({released_rss / largest_bytes:.1f}x with caches released), "
           f"allocation peak {heap / largest_bytes:.1f}x (target < 3x); input frame {frame_bytes / mib:.1f} MiB")
 
 

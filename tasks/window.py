@@ -73,7 +73,10 @@ class WindowConfig:
     purge_gap: int = 5  # business days between splits in which no window's target may fall
     min_history: int = 252  # rows a ticker needs (about a year of trading days)
     compression: str = "zstd"
-    row_group_size: int = 65_536  # windows per Parquet row group; each ticker starts a new one
+    # Windows per Parquet row group (each ticker starts a new one). Small on purpose: the Parquet
+    # writer's buffers for a list column grow to ~4x the row group it is writing, and 1,024 windows
+    # keep that under the size of one ticker's windows, at about 2% more bytes and no measurable time.
+    row_group_size: int = 1_024
     # Input rows per Parquet part (whole tickers, in order; a bigger ticker gets a part of its own).
     # One part is one mapped Prefect task; parts, not single tickers, because each file costs
     # milliseconds to open and close, which for 200 small tickers cost more than the windows did.
@@ -361,6 +364,7 @@ def write_part(group: list[TickerRows], index: int, plan: WindowPlan) -> list[di
                 if table.num_rows:
                     writers[split].write_table(table, row_group_size=config.row_group_size)
             infos.append(_ticker_info(rows, name, tables))
+            del tables  # else the next ticker's windows are built while these are still alive: 2x the peak
         return infos
     finally:
         for writer in writers.values():
