@@ -275,19 +275,22 @@ def ticker_windows(rows: TickerRows, config: WindowConfig, scaler: Scaler, cut: 
     ticker, prices, dates = rows.ticker, rows.prices, rows.dates
     x, y, base_index = make_windows(prices, scaler.transform(_features(rows, spec)), spec.lookback, spec.horizon)
     # x (N, L, F) strided view, y (N, H), base_index (N,)
-    masks = assign_splits(dates, base_index, spec.horizon, cut)
     y_scaled = (y / scaler.target_scale).astype(np.float32)  # (N, H)
     schema = _schema(spec)
     out = {}
-    for split, mask in masks.items():
-        n = int(mask.sum())
-        xs = np.ascontiguousarray(x[mask], dtype=np.float32).reshape(-1)  # (n*L*F,)
-        ys = np.ascontiguousarray(y_scaled[mask]).reshape(-1)  # (n*H,)
+    for split, mask in assign_splits(dates, base_index, spec.horizon, cut).items():
+        # target dates grow with the window index, so each split is one run of windows: slice, don't gather
+        hit = np.flatnonzero(mask)
+        lo, hi = (int(hit[0]), int(hit[-1]) + 1) if len(hit) else (0, 0)
+        assert hi - lo == len(hit), f"{split} windows of {ticker!r} are not contiguous"
+        n = hi - lo
+        xs = np.ascontiguousarray(x[lo:hi], dtype=np.float32).reshape(-1)  # (n*L*F,)
+        ys = np.ascontiguousarray(y_scaled[lo:hi]).reshape(-1)  # (n*H,)
         out[split] = pa.table(
             [
                 pa.repeat(pa.scalar(ticker, pa.string()), n),
-                pa.array(dates[base_index[mask]], pa.timestamp("ns")),
-                pa.array(prices[base_index[mask]], pa.float64()),
+                pa.array(dates[base_index[lo:hi]], pa.timestamp("ns")),
+                pa.array(prices[base_index[lo:hi]], pa.float64()),
                 pa.FixedSizeListArray.from_arrays(pa.array(xs), spec.lookback * spec.n_features),
                 pa.FixedSizeListArray.from_arrays(pa.array(ys), spec.horizon),
             ],
@@ -325,11 +328,11 @@ def group_parts(slices: list[TickerRows], part_rows: int) -> tuple[tuple[str, ..
 def _ticker_info(rows: TickerRows, part: str, tables: dict[str, pa.Table]) -> dict:
     splits = {}
     for split, table in tables.items():
-        dates = table.column("base_date")
+        dates = table.column("base_date")  # in date order: first and last are min and max
         splits[split] = {
             "windows": table.num_rows,
-            "first_base_date": _date(pc.min(dates).as_py()) if table.num_rows else None,
-            "last_base_date": _date(pc.max(dates).as_py()) if table.num_rows else None,
+            "first_base_date": _date(np.datetime64(dates[0].value, "ns")) if table.num_rows else None,
+            "last_base_date": _date(np.datetime64(dates[-1].value, "ns")) if table.num_rows else None,
         }
     return {
         "ticker": rows.ticker,

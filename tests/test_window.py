@@ -122,6 +122,9 @@ def test_manifest_describes_the_dataset(tf_home):
         assert manifest["counts"][split] == len(x) == len(y) == len(index)
         assert x.dtype == y.dtype == np.float32 and x.shape[1:] == (10, 1) and y.shape[1:] == (3,)
         assert sum(t["splits"][split]["windows"] for t in manifest["tickers"].values()) == len(x)
+        aaa_dates = index.loc[index["ticker"] == "AAA", "base_date"]
+        assert aaa["splits"][split]["first_base_date"] == str(aaa_dates.min().date())
+        assert aaa["splits"][split]["last_base_date"] == str(aaa_dates.max().date())
     # part_rows=600: AAA (600 rows), BBB (600) and CCC (150) each get a part; symbols never name files
     assert manifest["parts"]["train"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert [manifest["tickers"][t]["part"] for t in ("AAA", "BBB", "CCC")] == manifest["parts"]["train"]
