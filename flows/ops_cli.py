@@ -343,6 +343,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     overrides = json.loads(args.params) if args.params else {}
     if not isinstance(overrides, dict):
         raise ValueError(f"--params must be a JSON object, got {args.params!r}")
+    if args.interval is not None and args.interval <= 0:
+        raise ValueError(f"--interval must be a positive number of seconds, got {args.interval}")
     specs = load_deployment_specs(Path(args.file), args.only)
     server: Server | None = None
     api_url = configured_api_url()
@@ -368,6 +370,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Prefect UI: {server.url}", flush=True)
     try:
         return serve_deployments(specs, api_url, args.interval, overrides)
+    except KeyboardInterrupt:  # Ctrl-C is how a long-running serve is meant to end
+        print("tickerflow serve: stopped", flush=True)
+        return 0
     finally:
         if server is not None:
             server.stop()
@@ -384,11 +389,8 @@ def serve_deployments(specs: list[DeploymentSpec], api_url: str, interval: float
         for spec in specs:
             when = f"every {interval:g}s" if interval else "; ".join(f"{c} ({tz})" for c, tz in spec.crons)
             print(f"serving {spec.name}: {spec.entrypoint}, {when}", flush=True)
-        try:
-            # one flow run at a time: two trainings on one machine only slow each other down
-            serve(*deployments, limit=1, print_starting_message=True)
-        except KeyboardInterrupt:
-            print("tickerflow serve: stopped", flush=True)
+        # one flow run at a time: two trainings on one machine only slow each other down
+        serve(*deployments, limit=1, print_starting_message=True)
     return 0
 
 

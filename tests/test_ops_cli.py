@@ -99,6 +99,20 @@ def test_serve_without_an_api_url_says_no_scheduler_runs_instead_of_idling(tmp_p
     assert "prefect server start" in proc.stderr and "PREFECT_API_URL" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--interval", "0"], "--interval must be a positive number of seconds, got 0.0"),
+        (["serve", "--params", "[1]"], "--params must be a JSON object, got '\\[1\\]'"),
+        (["serve", "--only", "nightly"], "no deployment named nightly"),
+    ],
+)
+def test_serve_rejects_bad_arguments_before_starting_anything(argv, message):
+    args = build_parser().parse_args(argv)
+    with pytest.raises(ValueError, match=message):
+        args.func(args)
+
+
 # --- flow-run names and tags ------------------------------------------------------------------------
 
 

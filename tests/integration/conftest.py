@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
 LOOPBACK = "127.0.0.1"
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+STOP_SECONDS = 5.0  # after the tests, a server's graceful shutdown is not what is under test
 
 
 def free_port() -> int:
@@ -73,14 +75,21 @@ class PrefectAPI:
         return run
 
 
-def _started(server: Server) -> Server:
-    server.start()
+def _start_all(*servers: Server) -> None:
+    """Start the servers side by side (each takes ~10 s), then wait for each; stop them all on failure."""
     try:
-        server.wait_healthy(SERVER_START_SECONDS)
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_healthy(SERVER_START_SECONDS)
     except BaseException:
-        server.stop()
+        _stop_all(*servers)
         raise
-    return server
+
+
+def _stop_all(*servers: Server) -> None:
+    for server in servers:
+        server.stop(timeout=STOP_SECONDS)
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +98,9 @@ def prefect_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_srv(tmp_path_factory, prefect_home):
-    """`prefect server start` on a free loopback port, its SQLite store in a temporary PREFECT_HOME."""
+def server_pair(tmp_path_factory, prefect_home, migrated_mlflow_db):
+    """`prefect server start` (SQLite in a temporary PREFECT_HOME) and `mlflow server` (SQLite backend,
+    pre-migrated copy; local artifact root), each on a free loopback port."""
     env = {
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_API_URL": None,
@@ -98,23 +108,40 @@ def prefect_srv(tmp_path_factory, prefect_home):
         # a short scheduler loop so an interval schedule of a few seconds is honoured in a test
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     }
-    server = _started(prefect_server(LOOPBACK, free_port(), tmp_path_factory.mktemp("prefect-logs"), env=env))
+    prefect = prefect_server(LOOPBACK, free_port(), tmp_path_factory.mktemp("prefect-logs"), env=env)
+    base = tmp_path_factory.mktemp("mlflow-server")
+    shutil.copy(migrated_mlflow_db, base / "mlflow.db")
+    mlflow = mlflow_server(LOOPBACK, free_port(), f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", base)
+    _start_all(prefect, mlflow)
     try:
-        yield server
+        yield prefect, mlflow
     finally:
-        server.stop()
+        _stop_all(prefect, mlflow)
 
 
 @pytest.fixture(scope="session")
-def mlflow_srv(tmp_path_factory, migrated_mlflow_db):
-    """`mlflow server` on a free loopback port: SQLite backend (pre-migrated copy), local artifact root."""
-    base = tmp_path_factory.mktemp("mlflow-server")
-    shutil.copy(migrated_mlflow_db, base / "mlflow.db")
-    server = _started(mlflow_server(LOOPBACK, free_port(), f"sqlite:///{base / 'mlflow.db'}", base / "artifacts", base))
+def prefect_srv(server_pair) -> Server:
+    return server_pair[0]
+
+
+@pytest.fixture(scope="session")
+def mlflow_srv(server_pair) -> Server:
+    return server_pair[1]
+
+
+@pytest.fixture(scope="session")
+def migrated_prefect_db(prefect_srv, prefect_home, tmp_path_factory) -> Path:
+    """A consistent copy of the session server's migrated database: a fresh server on it skips ~6 s of
+    migrations. (SQLite's backup API copies a live database safely.)"""
+    target = tmp_path_factory.mktemp("prefect-template") / "prefect.db"
+    source = sqlite3.connect(prefect_home / "prefect.db")
+    copy = sqlite3.connect(target)
     try:
-        yield server
+        source.backup(copy)
     finally:
-        server.stop()
+        copy.close()
+        source.close()
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ through the Prefect REST API and through an MLflow client against a real trackin
 
 from __future__ import annotations
 
+import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -17,12 +18,12 @@ RUN_SECONDS = 300
 
 
 def small_params(source) -> dict:
-    # min_skill=-1: a 2-epoch model on 500 days may well lose to "tomorrow = today"; the gate would then
+    # min_skill=-1: a 1-epoch model on 500 days may well lose to "tomorrow = today"; the gate would then
     # (rightly) refuse it, and this test is about the champion alias resolving through the server.
     return {
         "config": {
             "ingest": {"source": str(source)},
-            "train": {"epochs": 2, "batch_size": 256},
+            "train": {"epochs": 1, "batch_size": 256},
             "register": {"model_name": MODEL, "min_skill": -1.0},
         }
     }
@@ -39,10 +40,14 @@ def deployed(prefect_api, child_env):
         ["prefect", "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], child_env, 240
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {
+    deployments = {
         "train-weekly": prefect_api.deployment("train_pipeline", "train-weekly"),
         "forecast-daily": prefect_api.deployment("batch_forecast", "forecast-daily"),
     }
+    yield deployments
+    # the session's server is shared: `tickerflow serve` registers the same names without a pool
+    for deployment in deployments.values():
+        httpx.delete(f"{prefect_api.api_url}/deployments/{deployment['id']}", timeout=30).raise_for_status()
 
 
 def run_deployment_once(prefect_api, child_env, deployment: dict, parameters: dict) -> dict:
@@ -85,12 +90,12 @@ def test_training_deployment_runs_on_a_worker_and_registers_a_champion(
     assert link.startswith(f"{mlflow_srv.url}/#/experiments/")
 
     # the same run through the tracking server: params, metrics, artifacts, and the link back to Prefect
-    client = mlflow.MlflowClient(mlflow_srv.url)
+    client = mlflow.MlflowClient(mlflow_srv.url, registry_uri=mlflow_srv.url)
     mlflow_run = client.get_run(link.rsplit("/", 1)[-1])
     assert mlflow_run.info.status == "FINISHED"
     assert mlflow_run.data.tags["prefect.flow_run_id"] == run["id"]
     assert mlflow_run.data.tags["prefect.flow_run_url"].endswith(f"/flow-runs/flow-run/{run['id']}")
-    assert mlflow_run.data.params["train.epochs"] == "2"
+    assert mlflow_run.data.params["train.epochs"] == "1"
     assert {"test_model_rmse", "test_naive_rmse", "val_loss"} <= set(mlflow_run.data.metrics)
     top = {a.path for a in client.list_artifacts(mlflow_run.info.run_id)}
     assert {"evaluation", "validation"} <= top

@@ -54,10 +54,11 @@ def wait_for(condition, seconds: float, what: str, log: Path):
 
 
 def test_serve_fires_a_scheduled_run_against_the_server(prefect_api, child_env, slice_csv, tmp_path):
+    env = {**child_env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # the runner looks for due runs every 10 s by default
     params = {"config": {"ingest": {"source": str(slice_csv)}, "train": {"epochs": 1, "batch_size": 256},
                          "register": {"model_name": "served-gru"}}}
     log = tmp_path / "serve.log"
-    proc = start_cli(["serve", "--only", "train-weekly", "--interval", "5", "--params", json.dumps(params)], child_env, log)
+    proc = start_cli(["serve", "--only", "train-weekly", "--interval", "5", "--params", json.dumps(params)], env, log)
     try:
         def served_deployment():
             try:
@@ -73,7 +74,7 @@ def test_serve_fires_a_scheduled_run_against_the_server(prefect_api, child_env, 
             return next((r for r in runs if r["state_type"] in TERMINAL), None)
 
         run = wait_for(finished_scheduled_run, 240, "a scheduled run to finish", log)
-        assert run["state_type"] == "COMPLETED", run["state"]["message"]
+        assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{log.read_text(errors='replace')[-6000:]}"
         assert run["parameters"]["config"]["train"]["epochs"] == 1
         assert run["name"].startswith("train-small-served-gru-")
     finally:
@@ -81,8 +82,10 @@ def test_serve_fires_a_scheduled_run_against_the_server(prefect_api, child_env, 
     assert code == 0, log.read_text(errors="replace")[-3000:]
 
 
-def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migrated_mlflow_db):
+def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migrated_prefect_db):
     port = free_port()
+    (tmp_path / "prefect").mkdir()
+    shutil.copy(migrated_prefect_db, tmp_path / "prefect" / "prefect.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(tmp_path / "home"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
@@ -101,9 +104,11 @@ def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migr
     assert not http_ok(f"{api}/health")  # the server it started is gone too
 
 
-def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_mlflow_db):
+def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_mlflow_db, migrated_prefect_db):
     home = tmp_path / "home"
     home.mkdir()
+    (tmp_path / "prefect").mkdir()
+    shutil.copy(migrated_prefect_db, tmp_path / "prefect" / "prefect.db")
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     # an earlier embedded run's experiment must show up in the UI's MLflow server
     mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").create_experiment("earlier-runs")
