@@ -11,7 +11,7 @@ from prefect.logging import disable_run_logger
 from conftest import make_prices
 from flows.cli import main
 from tasks.evaluate import Evaluation
-from tasks.register import RegisterConfig, RegistryError, champion_stack, promotion_decision, register
+from tasks.register import RegisterConfig, champion_stack, promotion_decision, register
 from tasks.window import WindowConfig, build_window_dataset
 from test_evaluate import untrained_forecaster
 
@@ -103,6 +103,8 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     assert "no previous champion" in capsys.readouterr().err
     assert main(["promote", "--model", "m", "--version", "9"]) == 1
     assert "no version '9'" in capsys.readouterr().err
+    assert main(["promote", "--model", "m", "--version", "1"]) == 1
+    assert "already the champion" in capsys.readouterr().err
 
     assert main(["models", "--model", "m", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
