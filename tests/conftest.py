@@ -29,6 +29,8 @@ def tf_home(tmp_path, monkeypatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("TICKERFLOW_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # mlflow.set_registry_uri exports this variable; a previous test's store must not leak in
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return home
 
 
