@@ -182,7 +182,7 @@ class TickerRows:
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """Everything the per-ticker writers share; computed once, before any window is written."""
+    """Everything the part writers share; computed once, before any window is written."""
 
     dataset_id: str
     final: str
