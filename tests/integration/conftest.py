@@ -9,70 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
 from flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
+from tests.integration.support import LOOPBACK, PrefectAPI, free_port
 
-LOOPBACK = "127.0.0.1"
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 STOP_SECONDS = 5.0  # after the tests, a server's graceful shutdown is not what is under test
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class PrefectAPI:
-    """The few REST calls the tests make, against one server."""
-
-    api_url: str
-
-    def get(self, path: str) -> dict | list:
-        response = httpx.get(f"{self.api_url}{path}", timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def post(self, path: str, body: dict | None = None) -> dict | list:
-        response = httpx.post(f"{self.api_url}{path}", json=body or {}, timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def flow_run(self, flow_run_id: str) -> dict:
-        return self.get(f"/flow_runs/{flow_run_id}")
-
-    def task_runs(self, flow_run_id: str) -> list[dict]:
-        return self.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
-
-    def artifacts(self, flow_run_id: str) -> list[dict]:
-        return self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
-
-    def flow_runs_of(self, deployment_id: str) -> list[dict]:
-        return self.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
-
-    def deployment(self, flow_name: str, deployment_name: str) -> dict:
-        return self.get(f"/deployments/name/{flow_name}/{deployment_name}")
-
-    def wait_terminal(self, flow_run_id: str, seconds: float) -> dict:
-        deadline = time.monotonic() + seconds
-        run = self.flow_run(flow_run_id)
-        while run["state_type"] not in TERMINAL and time.monotonic() < deadline:
-            time.sleep(1)  # polling the API for the real state, bounded by the deadline
-            run = self.flow_run(flow_run_id)
-        return run
 
 
 def _start_all(*servers: Server) -> None:
@@ -182,9 +129,3 @@ def slice_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "small.csv"
     raw.to_csv(path, index=False)
     return path
-
-
-def run_cli(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """`python -m <args>` from the project root, as a user would run it there."""
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    return proc

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.integration.conftest import run_cli
+from tests.integration.support import run_cli
 
 pytestmark = pytest.mark.integration
 

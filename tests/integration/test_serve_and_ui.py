@@ -17,7 +17,7 @@ import mlflow
 import pytest
 
 from flows.ops_cli import ROOT, http_ok
-from tests.integration.conftest import TERMINAL, free_port
+from tests.integration.support import TERMINAL, free_port
 
 pytestmark = pytest.mark.integration
 
