@@ -17,16 +17,31 @@ EXPERIMENT = "tickerflow"
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"
 
 
+# The URI we derived from TICKERFLOW_HOME and handed to mlflow.set_tracking_uri, which exports it as
+# MLFLOW_TRACKING_URI: seeing that value in the environment is not a user's choice of server.
+_derived_uri: str | None = None
+
+
+def user_tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI as the user set it, or None."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return uri if uri and uri != _derived_uri else None
+
+
 def tracking_uri() -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    uri = user_tracking_uri()
+    if uri:
+        return uri
     home_subdir().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home_subdir('mlflow.db')}"
 
 
 def use_tracking() -> mlflow.MlflowClient:
     """Point this process's MLflow at tickerflow's store and return a client for it."""
+    global _derived_uri
     uri = tracking_uri()
+    if not user_tracking_uri():
+        _derived_uri = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(uri, uri)
@@ -37,7 +52,7 @@ def experiment_id(client: mlflow.MlflowClient, name: str = EXPERIMENT) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not user_tracking_uri():
         # a SQLite store would otherwise put artifacts in ./mlartifacts of whatever folder we run in
         location = home_subdir("mlartifacts").as_uri()
     try:
