@@ -25,6 +25,7 @@ from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.trainer import (
     EpochStats,
     TrainConfig,
+    TrainingError,
     TrainResult,
     fit_shrinkage,
     resolve_device,
@@ -156,6 +157,17 @@ def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | No
     return Forecaster(spec, result.net)
 
 
-@task(name="train")
+def is_transient(task, task_run, state) -> bool:
+    """Retry what may pass on a second try (a dropped connection to the tracking server); a NaN loss,
+    running out of memory or bad data would only fail again."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - an unreadable result is no reason to give up on a retry
+        return True
+    return not isinstance(exc, (TrainingError, ValueError))
+
+
+# A retry continues from the last epoch's checkpoint (same data and config, same folder).
+@task(name="train", retries=1, retry_delay_seconds=0, retry_condition_fn=is_transient)
 def train(dataset: WindowDataset, config: TrainConfig, run_id: str) -> Forecaster:
     return fit_forecaster(dataset, config, run_id, get_run_logger())

@@ -420,3 +420,70 @@ def test_a_missing_gpu_limit_warns_and_lets_training_run(prefect_harness, caplog
             ran.append(True)
     assert ran == [True]
     assert any("do not exist" in r.getMessage() for r in caplog.records)
+
+
+def test_a_retried_train_task_resumes_from_the_checkpoint(monkeypatch, mlflow_store, prefect_harness):
+    from prefect import flow
+
+    import tasks.train as train_task
+    from tasks.tracking import experiment_id, use_tracking
+
+    dataset = fake_dataset(monkeypatch)
+    real_metrics = train_task.epoch_metrics
+    failed = []
+
+    def flaky_metrics(s):
+        if s.epoch == 2 and not failed:  # the tracking server drops the connection once, after epoch 2
+            failed.append(s.epoch)
+            raise ConnectionError("tracking server went away")
+        return real_metrics(s)
+
+    monkeypatch.setattr(train_task, "epoch_metrics", flaky_metrics)
+    resumed = []
+    monkeypatch.setattr(train_task, "train_model", _record_resume(train_task.train_model, resumed))
+    client = use_tracking()
+    run_id = client.create_run(experiment_id(client)).info.run_id
+
+    @flow
+    def train_once():
+        return train_task.train(dataset, TINY, run_id)
+
+    model = train_once()
+    assert failed == [2] and resumed == [2]
+    assert model.net.config.hidden_size == TINY.hidden_size
+    # epoch 2's metrics were lost with the connection; the retry logged the epochs it trained
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 3, 4]
+
+
+def test_a_training_error_is_not_retried(monkeypatch, mlflow_store, prefect_harness):
+    from prefect import flow
+
+    import tasks.train as train_task
+
+    dataset = fake_dataset(monkeypatch, dataset_id="ds-nan")
+    calls = []
+
+    def nan_training(*args, **kwargs):
+        calls.append(1)
+        raise TrainingError("non-finite loss at epoch 1")
+
+    monkeypatch.setattr(train_task, "train_model", nan_training)
+
+    @flow
+    def train_once():
+        return train_task.train(dataset, TINY, None)
+
+    with pytest.raises(TrainingError, match="epoch 1"):
+        train_once()
+    assert calls == [1]
+
+
+def _record_resume(train_model_fn, resumed):
+    def wrapped(*args, on_resume=None, **kwargs):
+        def note(epoch):
+            resumed.append(epoch)
+            on_resume(epoch)
+
+        return train_model_fn(*args, on_resume=note, **kwargs)
+
+    return wrapped
