@@ -193,6 +193,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="(a)/(b) rounds, order alternating")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cpu-threads", type=int, default=None, help="override TrainConfig.cpu_threads (0: torch's)")
     parser.add_argument("--extra-batch-size", type=int, default=0, help="also run (b) at this batch size")
     parser.add_argument(
         "--default-threads-batches", type=int, default=5,
@@ -206,6 +207,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     default_threads = torch.get_num_threads()
     config = TrainConfig(device=str(device), epochs=args.epochs, patience=args.epochs + 1)
+    if args.cpu_threads is not None:
+        config = replace(config, cpu_threads=args.cpu_threads)
     batch = config.batch_size
     n_val = max(args.windows // 5, 1000)
     x_all, y_all = synthetic_windows(args.windows + n_val, LOOKBACK)

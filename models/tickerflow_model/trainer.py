@@ -37,9 +37,10 @@ class TrainConfig:
     """Everything that shapes a training run; part of the checkpoint key, so a change trains afresh.
 
     `precision="auto"` trains under bf16 autocast on CUDA and on CPUs with native bf16 matrix
-    instructions (AVX512-BF16 / AMX), fp32 elsewhere. `cpu_threads` caps torch's intra-op threads
-    while training on CPU (0 leaves torch's own setting): the GRU's per-step matrices are small, and
-    threads that must meet at a barrier after every op lose more than they gain on a busy machine.
+    instructions (AVX512-BF16 / AMX), fp32 elsewhere. `cpu_threads` sets torch's intra-op threads while
+    training on CPU (0 keeps torch's own setting, one per core). On a machine whose cores are busy with
+    other work, 1 is much faster: the GRU's per-step ops are small, and threads that must meet at a
+    barrier after each of them wait for each other's time slices.
     """
 
     epochs: int = 20
@@ -56,7 +57,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    cpu_threads: int = 1
+    cpu_threads: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
