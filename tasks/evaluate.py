@@ -255,11 +255,7 @@ def ticker_plot(preds: pd.DataFrame, ticker: str, path: Path) -> Path:
     ax.plot(d["date"], d["forecast"], label="model", color="tab:blue", linewidth=0.8)
     ax.set_title(f"{ticker}: one-step forecasts on the test split")
     ax.set_ylabel("price")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, ax, path)
 
 
 def error_histogram(preds: pd.DataFrame, path: Path) -> Path:
@@ -270,6 +266,10 @@ def error_histogram(preds: pd.DataFrame, path: Path) -> Path:
         ax.hist(100 * (preds[col] - preds["actual"]) / preds["actual"], bins=60, alpha=0.5, label=label)
     ax.set_xlabel("forecast error, % of actual")
     ax.set_ylabel("forecasts")
+    return _save_figure(plt, fig, ax, path)
+
+
+def _save_figure(plt, fig, ax, path: Path) -> Path:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
