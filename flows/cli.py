@@ -46,13 +46,15 @@ def load_config(path: str | None, data: str | None, epochs: int | None, seed: in
 
 
 def format_metrics(summary: dict) -> str:
-    names = ["rmse", "mae", "mape", "directional_accuracy"]
+    order = ["rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"]
+    names = [n for n in order if n in summary["metrics"]["model"]]
     rows = [("all", k, v) for k, v in summary["metrics"].items()]
     rows += [(t, k, v) for t, by in sorted(summary.get("per_ticker", {}).items()) for k, v in by.items()]
-    width = max([len("scope")] + [len(r[0]) for r in rows])
-    lines = [f"{'scope':<{width}}  {'forecaster':<10} " + " ".join(f"{n:>20}" for n in names)]
+    scope_w = max([len("scope")] + [len(r[0]) for r in rows])
+    name_w = max([len("forecaster")] + [len(r[1]) for r in rows])
+    lines = [f"{'scope':<{scope_w}}  {'forecaster':<{name_w}}  " + "  ".join(f"{n:>{max(len(n), 9)}}" for n in names)]
     for scope, name, m in rows:
-        lines.append(f"{scope:<{width}}  {name:<10} " + " ".join(f"{m[n]:>20.4f}" for n in names))
+        lines.append(f"{scope:<{scope_w}}  {name:<{name_w}}  " + "  ".join(f"{m[n]:>{max(len(n), 9)}.4f}" for n in names))
     return "\n".join(lines)
 
 
