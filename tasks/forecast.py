@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from prefect import runtime, task
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
+from tasks.storage import write_file_atomic
 from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 
 FORECAST_EXPERIMENT = "tickerflow-forecasts"
@@ -82,21 +81,9 @@ def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str,
     return batch
 
 
-def write_parquet_atomic(frame: pd.DataFrame, out: str) -> Path:
-    path = Path(out).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 @task(name="write-forecasts")
 def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> dict:
-    path = write_parquet_atomic(batch.frame, config.out)
+    path = write_file_atomic(Path(config.out).expanduser().resolve(), lambda tmp: batch.frame.to_parquet(tmp, index=False))
     get_run_logger().info("wrote %d forecasts to %s", len(batch.frame), path)
     return {
         "out": str(path),

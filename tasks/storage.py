@@ -13,7 +13,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 DEFAULT_HOME = "~/.tickerflow"
 
@@ -73,8 +73,15 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     commit_directory(scratch, final)
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
+def write_file_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """`write(tmp)` a hidden file beside `path`, then rename it into place: readers see the old file or
+    the new one, never half of one; a failed write leaves no temporary file behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -122,3 +122,19 @@ def test_ticker_symbols_are_data_never_paths(tf_home, tmp_path):
     snapshot = pd.read_parquet(tf_home / "raw" / source_hash / "prices.parquet")
     assert sorted(snapshot["ticker"].unique()) == sorted(ODD_SYMBOLS)
     assert np.isfinite(read_split(ds, "test")[0]).all()
+
+
+def test_write_file_atomic_keeps_the_old_file_when_a_write_fails(tmp_path):
+    from tasks.storage import write_file_atomic
+
+    target = tmp_path / "out" / "forecasts.parquet"
+    write_file_atomic(target, lambda tmp: tmp.write_bytes(b"first"))
+
+    def broken(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_file_atomic(target, broken)
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in target.parent.iterdir()] == ["forecasts.parquet"]
