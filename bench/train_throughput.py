@@ -166,7 +166,10 @@ def project_stage(x, y, xv, yv, config: TrainConfig, workdir: Path) -> dict:
     store = workdir / f"mlflow-{config.batch_size}.db"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    run_id = client.create_run(client.create_experiment(f"bench-{config.batch_size}")).info.run_id
+    experiment = client.create_experiment(
+        f"bench-{config.batch_size}", artifact_location=(workdir / "mlartifacts").as_uri()
+    )  # a SQLite store would otherwise put artifacts in ./mlruns of the folder the bench runs in
+    run_id = client.create_run(experiment).info.run_id
     log = logging.getLogger("bench.train")
     with gpu_slot(config):  # on CUDA: connect to Prefect before the clock starts, as the pipeline has
         pass

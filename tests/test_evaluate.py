@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import make_prices
+from tasks.tracking import experiment_id, use_tracking
 from tasks.train import fit_forecaster
 from tasks.evaluate import BacktestConfig, evaluate_forecaster, predict_test_split, walk_forward, write_reports
 from tasks.window import WindowConfig, build_window_dataset
@@ -36,9 +37,9 @@ def untrained_forecaster(dataset, shrinkage: float, seed: int = 0, lookback: int
 def register_champion(forecaster, prices, name: str) -> str:
     from tasks.register import log_pyfunc
 
-    with mlflow.start_run() as run:
-        pass
-    return f"models:/{name}/{log_pyfunc(forecaster, prices, run.info.run_id, name)}"
+    client = use_tracking()
+    run_id = client.create_run(experiment_id(client)).info.run_id  # artifacts under the test's home
+    return f"models:/{name}/{log_pyfunc(forecaster, prices, run_id, name)}"
 
 
 @pytest.fixture
@@ -95,7 +96,6 @@ def test_a_model_that_never_moves_scores_exactly_like_naive(prices, dataset):
 
 
 def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(prices, dataset, mlflow_store):
-    mlflow.set_tracking_uri(mlflow_store)
     champion = untrained_forecaster(dataset, 1.0, seed=7, lookback=5)
     uri = register_champion(champion, prices, "fair")
 
@@ -111,7 +111,6 @@ def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(p
 
 
 def test_a_champion_that_cannot_score_every_window_is_not_compared(prices, dataset, mlflow_store):
-    mlflow.set_tracking_uri(mlflow_store)
     first_test_base = predict_test_split(untrained_forecaster(dataset, 0.0), dataset, prices)["base_date"].min()
     lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3  # longer than the history there
     uri = register_champion(untrained_forecaster(dataset, 1.0, lookback=lookback), prices, "long")
@@ -249,7 +248,7 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(
     from tasks.register import Registration
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
-    run_id = client.create_run("0").info.run_id
+    run_id = client.create_run(experiment_id(client)).info.run_id
     with disable_run_logger():
         result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, "no-champion-yet", run_id)
         summary = finish_mlflow_run.fn(run_id, result, Registration("m", "1", False, "because", "models:/m/1"))

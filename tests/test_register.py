@@ -11,6 +11,7 @@ from prefect.logging import disable_run_logger
 from conftest import make_prices
 from flows.cli import main
 from tasks.evaluate import Evaluation
+from tasks.tracking import experiment_id
 from tasks.register import RegisterConfig, champion_stack, promotion_decision, register
 from tasks.window import WindowConfig, build_window_dataset
 from test_evaluate import untrained_forecaster
@@ -71,7 +72,7 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     config = RegisterConfig(model_name="m")
 
     def register_run(ev: Evaluation):
-        run_id = client.create_run("0").info.run_id
+        run_id = client.create_run(experiment_id(client)).info.run_id
         with disable_run_logger():
             return register.fn(forecaster, ev, dataset, prices, config, run_id), run_id
 

@@ -18,9 +18,6 @@ def _use_home(monkeypatch, home: Path, migrated_mlflow_db: Path) -> None:
     home.mkdir()
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     monkeypatch.setenv("TICKERFLOW_HOME", str(home))
-    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which tasks/tracking.py would then prefer
-    # over the new home (as tests/conftest.py's tf_home fixture also knows)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 def _manifest(home: Path) -> dict:
