@@ -27,6 +27,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
+from tasks.retries import retry_unless
 from tasks.storage import atomic_directory, home_subdir
 
 CANONICAL = ["date", "ticker", "open", "high", "low", "close", "volume", "adj_close"]
@@ -311,10 +312,8 @@ def write_snapshot(frame: pd.DataFrame, source_hash: str) -> Path:
 
 
 # ---- task ----------------------------------------------------------------------------------------
-def retry_unless_bad_input(task, task_run, state) -> bool:
-    """Retry transient storage errors (network, S3 throttling); a bad file fails at once."""
-    exc = state.result(raise_on_failure=False)
-    return not isinstance(exc, IngestError)
+# Retry transient storage errors (network, S3 throttling); a bad file fails at once.
+retry_unless_bad_input = retry_unless(IngestError)
 
 
 @task(

@@ -18,6 +18,7 @@ from prefect import task
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
+from tasks.retries import retry_unless
 from tasks.storage import home_subdir, stable_hash
 from tasks.tracking import use_tracking
 from tasks.window import WindowDataset, read_split
@@ -157,14 +158,9 @@ def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | No
     return Forecaster(spec, result.net)
 
 
-def is_transient(task, task_run, state) -> bool:
-    """Retry what may pass on a second try (a dropped connection to the tracking server); a NaN loss,
-    running out of memory or bad data would only fail again."""
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001 - an unreadable result is no reason to give up on a retry
-        return True
-    return not isinstance(exc, (TrainingError, ValueError))
+# Retry what may pass on a second try (a dropped connection to the tracking server); a NaN loss,
+# running out of memory or bad data would only fail again.
+is_transient = retry_unless(TrainingError, ValueError)
 
 
 # A retry continues from the last epoch's checkpoint (same data and config, same folder).
