@@ -22,18 +22,32 @@ def _quiet_telemetry() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+def _read_config_file(path: str) -> dict:
+    """A JSON or YAML mapping; a missing file or bad syntax is a ConfigError naming the file."""
+    from tickerflow_model.errors import ConfigError
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    import yaml
+
+    is_yaml = path.endswith((".yaml", ".yml"))
+    try:
+        raw = (yaml.safe_load(text) or {}) if is_yaml else json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of stage -> settings, got {type(raw).__name__}")
+    return raw
+
+
 def load_config(path: str | None, data: str | None, epochs: int | None, seed: int | None):
     from flows.train_pipeline import PipelineConfig
 
     raw: dict = {}
     if path:
-        text = Path(path).read_text()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
-
-            raw = yaml.safe_load(text) or {}
-        else:
-            raw = json.loads(text)
+        raw = _read_config_file(path)
     raw.setdefault("ingest", {})
     raw["ingest"].setdefault("source", str(SAMPLE_DATA))
     if data:
@@ -124,31 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
-    """Failures a user can act on: reported in one line (or the validation summary), no traceback."""
-    import mlflow
-    import pydantic
+    """Failures a user can act on: reported in one line (or the validation summary), no traceback.
 
-    from tasks.ingest import IngestError
-    from tasks.validate import ValidationFailed
-    from tasks.window import WindowError
-    from tickerflow_model.trainer import TrainingError
+    Only the project's own error types (and pydantic's, for a config that does not validate): a bug that
+    raises ValueError or OSError keeps its traceback.
+    """
+    from flows.console_logging import expected_error_types
 
-    return (
-        IngestError, ValidationFailed, WindowError, TrainingError, pydantic.ValidationError,
-        mlflow.exceptions.MlflowException, FileNotFoundError, ValueError, OSError,
-    )
+    return expected_error_types()
+
+
+# A long-running command keeps an expected failure's reason in its console log; the others print it last.
+LONG_RUNNING = {"serve"}
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_telemetry()
     args = build_parser().parse_args(argv)
+    from flows.console_logging import is_expected, quiet_expected_errors_on_console
+
+    quiet_expected_errors_on_console(with_reason=args.command in LONG_RUNNING)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("tickerflow: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns errors into exit codes
-        if isinstance(exc, expected_errors()):
+        if is_expected(exc):
             print(f"tickerflow {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tickerflow_model.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS_FILE = ROOT / "deployments" / "prefect.yaml"
 LOOPBACK = "127.0.0.1"
@@ -200,6 +202,22 @@ def stop_all(servers: list[Server]) -> None:
 # --- tickerflow ui --------------------------------------------------------------------------------
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1; a name is resolved, and one that does not resolve is not loopback."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from tasks.storage import home_subdir
 
@@ -208,6 +226,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({backend}); open its UI there. "
               "Unset it to browse the local store.", file=sys.stderr)
         return EXIT_NOT_STARTED
+    if not is_loopback(args.host):
+        print(
+            f"tickerflow ui: warning: binding to {args.host}: the Prefect and MLflow servers have no authentication; "
+            "anyone who can reach this address can read and change runs, models and deployments. "
+            "Put them behind an authenticating proxy, or keep the default loopback address.",
+            file=sys.stderr, flush=True,
+        )
     artifacts.mkdir(parents=True, exist_ok=True)
     log_dir = home_subdir("logs")
     # The UI's own API calls must reach this server, not a PREFECT_API_URL set for something else.
@@ -247,7 +272,7 @@ class DeploymentSpec:
 
     def __post_init__(self) -> None:
         if ":" not in self.entrypoint or not self.entrypoint.split(":", 1)[0].endswith(".py"):
-            raise ValueError(f"deployment {self.name!r}: entrypoint must be path/to/file.py:flow, got {self.entrypoint!r}")
+            raise ConfigError(f"deployment {self.name!r}: entrypoint must be path/to/file.py:flow, got {self.entrypoint!r}")
 
     @property
     def module(self) -> str:
@@ -275,7 +300,7 @@ def load_deployment_specs(path: Path = DEPLOYMENTS_FILE, only: list[str] | None 
     names = [s.name for s in specs]
     unknown = sorted(set(only or []) - set(names))
     if unknown:
-        raise ValueError(f"no deployment named {', '.join(unknown)} in {path}; it defines {', '.join(names)}")
+        raise ConfigError(f"no deployment named {', '.join(unknown)} in {path}; it defines {', '.join(names)}")
     return [s for s in specs if not only or s.name in only]
 
 
@@ -340,11 +365,14 @@ NO_SCHEDULER = (
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    overrides = json.loads(args.params) if args.params else {}
+    try:
+        overrides = json.loads(args.params) if args.params else {}
+    except ValueError as exc:
+        raise ConfigError(f"--params must be a JSON object, got {args.params!r}: {exc}") from exc
     if not isinstance(overrides, dict):
-        raise ValueError(f"--params must be a JSON object, got {args.params!r}")
+        raise ConfigError(f"--params must be a JSON object, got {args.params!r}")
     if args.interval is not None and args.interval <= 0:
-        raise ValueError(f"--interval must be a positive number of seconds, got {args.interval}")
+        raise ConfigError(f"--interval must be a positive number of seconds, got {args.interval}")
     specs = load_deployment_specs(Path(args.file), args.only)
     server: Server | None = None
     api_url = configured_api_url()

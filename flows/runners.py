@@ -11,10 +11,14 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tickerflow_model.errors import ConfigError
+
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
 RUNNER_KINDS = ("thread", "dask")
+# A free port on loopback for the temporary local cluster's dashboard.
+LOCAL_DASHBOARD = "127.0.0.1:0"
 
 
 @dataclass(frozen=True)
@@ -32,17 +36,17 @@ class RunnerConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in RUNNER_KINDS:
-            raise ValueError(f"task runner kind must be one of {', '.join(RUNNER_KINDS)}, got {self.kind!r}")
+            raise ConfigError(f"task runner kind must be one of {', '.join(RUNNER_KINDS)}, got {self.kind!r}")
         if self.address is not None and self.kind != "dask":
-            raise ValueError(f"a scheduler address ({self.address!r}) only applies to the dask runner, not {self.kind!r}")
+            raise ConfigError(f"a scheduler address ({self.address!r}) only applies to the dask runner, not {self.kind!r}")
         if self.address is not None and "://" not in self.address:
-            raise ValueError(f"dask scheduler address must look like tcp://HOST:PORT, got {self.address!r}")
+            raise ConfigError(f"dask scheduler address must look like tcp://HOST:PORT, got {self.address!r}")
         for name in ("n_workers", "max_workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         if self.n_workers is not None and (self.kind != "dask" or self.address is not None):
-            raise ValueError("n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address")
+            raise ConfigError("n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address")
 
 
 def build_task_runner(config: RunnerConfig) -> TaskRunner:
@@ -54,7 +58,10 @@ def build_task_runner(config: RunnerConfig) -> TaskRunner:
 
     if config.address:
         return DaskTaskRunner(address=config.address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": config.n_workers or 2, "processes": True})
+    # Loopback only: LocalCluster's dashboard would otherwise listen on 0.0.0.0:8787, unauthenticated.
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": config.n_workers or 2, "processes": True, "dashboard_address": LOCAL_DASHBOARD}
+    )
 
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +72,7 @@ def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def runner_from_args(args: argparse.Namespace) -> TaskRunner:
-    """The task runner the `run` command's flags ask for; bad combinations raise ValueError."""
+    """The task runner the `run` command's flags ask for; bad combinations raise ConfigError."""
     return build_task_runner(
         RunnerConfig(kind=args.runner, address=args.dask_address, n_workers=args.dask_workers)
     )

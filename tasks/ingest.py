@@ -27,6 +27,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
+from tickerflow_model.errors import TickerflowError
 from tasks.retries import retry_unless
 from tasks.storage import atomic_directory, home_subdir
 
@@ -54,7 +55,7 @@ SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 ORDER_EXAMPLES = 5
 
 
-class IngestError(ValueError):
+class IngestError(TickerflowError, ValueError):
     """The source cannot be read as prices; the message names the file and the column."""
 
 

@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 import tickerflow_model
+from tickerflow_model.errors import TickerflowError
 from tasks.evaluate import CHAMPION, Evaluation
 from tasks.tracking import run_url, use_tracking
 from tasks.window import WindowDataset
@@ -35,7 +36,7 @@ MODEL_CODE = Path(tickerflow_model.__file__).parent
 HISTORY_PREFIX = "champion_history."
 
 
-class RegistryError(ValueError):
+class RegistryError(TickerflowError, ValueError):
     """A promotion or rollback that cannot be done (unknown version, no previous champion)."""
 
 

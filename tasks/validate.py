@@ -24,6 +24,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from tickerflow_model.errors import TickerflowError
 from tasks.storage import home_subdir, stable_hash, tickerflow_home
 
 # Letters, digits and the punctuation real symbols use (BRK.B, ^GSPC, EURUSD=X, RDS-A); no '/', no
@@ -38,7 +39,7 @@ DATE_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[
 TICKER_TYPES = ["str", "string", "object", "StringDtype"]
 
 
-class ValidationFailed(ValueError):
+class ValidationFailed(TickerflowError, ValueError):
     """Critical expectations failed; the message lists each one with counts and example rows."""
 
 

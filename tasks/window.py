@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from prefect import task, unmapped
 from prefect.logging import get_run_logger
 
+from tickerflow_model.errors import TickerflowError
 from tasks.storage import atomic_directory, commit_directory, home_subdir, scratch_directory, stable_hash, tickerflow_home
 from tickerflow_model.windows import (
     FEATURES,
@@ -56,7 +57,7 @@ PRICE_CHOICES = ("auto", "close", "adj_close")
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 
 
-class WindowError(ValueError):
+class WindowError(TickerflowError, ValueError):
     """No ticker has enough history to window, or the requested price column is missing."""
 
 

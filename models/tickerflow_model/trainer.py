@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import TickerflowError
 from .gru import GRUConfig, GRUForecaster
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -28,7 +29,7 @@ RESIDENT_SHARE_OF_FREE_MEMORY = 0.5
 EVAL_BATCH_SIZE = 8192
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TickerflowError, RuntimeError):
     """Training cannot go on (non-finite loss, out of memory); the checkpoint is kept."""
 
 

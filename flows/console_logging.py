@@ -1,0 +1,117 @@
+"""What the console shows when a run fails for a reason the user can act on.
+
+Prefect's own `prefect.task_runs` / `prefect.flow_runs` loggers log a failing task or flow with its
+traceback and repeat the exception's message in each "Finished in state Failed(...)" line. For an
+expected failure (a `TickerflowError`, or a config that does not validate) the command line prints the
+reason once, so on the console those records keep their line but lose the traceback and the repeated
+message. The Prefect API log handler (the UI) and MLflow still receive the full records: only the
+console handlers are filtered, and they see a trimmed copy. Unexpected errors are left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+
+from tickerflow_model.errors import TickerflowError
+
+# "Finished in state Failed('Task run encountered an exception IngestError: ...')" and the flow's
+# "Failed('Flow run encountered an exception: IngestError: ...')".
+_STATE_LINE = re.compile(r"^Finished in state (\w+)\('(?:Task|Flow) run encountered an exception:? ([\w.]+): ", re.S)
+
+
+_TRIMMED = "_tickerflow_console_record"
+
+
+def expected_error_types() -> tuple[type[BaseException], ...]:
+    """The project's own failures and a config that does not validate (pydantic wraps config errors)."""
+    import pydantic
+
+    return (TickerflowError, pydantic.ValidationError)
+
+
+def is_expected(exc: BaseException | None) -> bool:
+    """A failure the user can act on. From MLflow only "no such model/version/run" counts: any other
+    MlflowException may be a bug of ours and keeps its traceback."""
+    if isinstance(exc, expected_error_types()):
+        return True
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _expected_names() -> set[str]:
+    names: set[str] = {"ValidationError"}
+    todo = [TickerflowError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return names
+
+
+class ExpectedErrorFilter(logging.Filter):
+    """Console-handler filter: an expected failure's record keeps one short line, no traceback.
+
+    `with_reason=False` when the caller prints the reason itself (the one-shot commands); a long-running
+    process (`tickerflow serve`) keeps the first line of the reason in the trimmed line instead.
+    """
+
+    def __init__(self, with_reason: bool = False) -> None:
+        super().__init__()
+        self.with_reason = with_reason
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if is_expected(exc):
+            head = record.getMessage().split(":", 1)[0]
+            self._trim(record, f"{head}: {self._named(type(exc).__name__, str(exc))}")
+            return True
+        message = record.getMessage()
+        match = _STATE_LINE.match(message)
+        if match and match.group(2).rsplit(".", 1)[-1] in _expected_names():
+            reason = message[match.end():].rstrip("')")
+            self._trim(record, f"Finished in state {match.group(1)} ({self._named(match.group(2), reason)})")
+        return True
+
+    def _named(self, name: str, reason: str) -> str:
+        first = reason.strip().splitlines()[0] if reason.strip() else ""
+        return f"{name}: {first}" if self.with_reason and first else name
+
+    @staticmethod
+    def _trim(record: logging.LogRecord, message: str) -> None:
+        # Python 3.11's filters cannot hand the handler a different record, and the record itself is
+        # shared with the other handlers; so the trimmed copy rides on it for _TrimmingFormatter to print.
+        short = copy.copy(record)
+        short.msg, short.args = message, ()
+        short.exc_info, short.exc_text, short.stack_info = None, None, None
+        record.__dict__[_TRIMMED] = short
+
+
+class _TrimmingFormatter(logging.Formatter):
+    """Formats the trimmed copy when the filter left one, else the record itself."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.inner.format(record.__dict__.get(_TRIMMED, record))
+
+
+def quiet_expected_errors_on_console(with_reason: bool = False) -> None:
+    """Attach the filter to every Prefect console handler (idempotent). Call once Prefect is imported."""
+    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    ensure_logging_setup()  # Prefect creates its handlers lazily, on first use
+
+    handlers = list(logging.getLogger().handlers)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        handlers += getattr(logger, "handlers", [])
+    for handler in handlers:
+        if not isinstance(handler, PrefectConsoleHandler) or isinstance(handler.formatter, _TrimmingFormatter):
+            continue
+        handler.addFilter(ExpectedErrorFilter(with_reason))
+        handler.setFormatter(_TrimmingFormatter(handler.formatter))

@@ -1,0 +1,144 @@
+"""Failure output: expected errors read as one line with no traceback; bugs keep their traceback."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from prefect.logging.handlers import PrefectConsoleHandler
+
+from flows.console_logging import ExpectedErrorFilter, _TrimmingFormatter, is_expected
+from tasks.ingest import IngestError
+from tasks.validate import ValidationFailed
+from tickerflow_model.errors import ConfigError, TickerflowError
+from tickerflow_model.trainer import TrainingError
+
+
+def _console() -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = PrefectConsoleHandler(stream=stream)
+    handler.setFormatter(_TrimmingFormatter(logging.Formatter("%(levelname)s %(message)s")))
+    handler.addFilter(ExpectedErrorFilter())
+    logger = logging.getLogger(f"test-console-{id(stream)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    return logger, stream
+
+
+def _log_failure(logger: logging.Logger, exc: Exception) -> None:
+    try:
+        raise exc
+    except Exception as caught:
+        logger.error("Encountered exception during execution: %r", caught, exc_info=True)
+    logger.info(
+        "Finished in state Failed('Flow run encountered an exception: %s: %s')", type(exc).__name__, exc
+    )
+
+
+def test_expected_error_loses_traceback_and_repeated_reason_on_the_console():
+    logger, stream = _console()
+    _log_failure(logger, ValidationFailed("data validation failed: 2 critical\n  - [critical] close <= 0"))
+    out = stream.getvalue()
+    assert "Traceback" not in out
+    assert "close <= 0" not in out  # the reason is printed once, by the CLI
+    assert "Encountered exception during execution: ValidationFailed" in out
+    assert "Finished in state Failed (ValidationFailed)" in out
+
+
+def test_unexpected_error_keeps_its_traceback_on_the_console():
+    logger, stream = _console()
+    _log_failure(logger, ValueError("a bug"))
+    out = stream.getvalue()
+    assert "Traceback" in out and "ValueError: a bug" in out
+
+
+def test_other_handlers_still_get_the_full_record():
+    logger, stream = _console()
+    records: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = records.append
+    logger.addHandler(capture)
+    _log_failure(logger, IngestError("cannot read x.csv"))
+    assert records[0].exc_info is not None and "cannot read x.csv" in records[1].getMessage()
+
+
+def test_serve_keeps_the_reason_in_its_line():
+    stream = io.StringIO()
+    handler = PrefectConsoleHandler(stream=stream)
+    handler.setFormatter(_TrimmingFormatter(logging.Formatter("%(message)s")))
+    handler.addFilter(ExpectedErrorFilter(with_reason=True))
+    logger = logging.getLogger("test-console-serve")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    _log_failure(logger, IngestError("cannot read x.csv"))
+    assert "Traceback" not in stream.getvalue()
+    assert "IngestError: cannot read x.csv" in stream.getvalue()
+
+
+@pytest.mark.parametrize("exc", [IngestError("x"), ValidationFailed("x"), TrainingError("x"), ConfigError("x")])
+def test_project_errors_are_expected(exc):
+    assert isinstance(exc, TickerflowError) and is_expected(exc)
+
+
+@pytest.mark.parametrize("exc", [ValueError("x"), OSError("x"), FileNotFoundError("x"), KeyError("x")])
+def test_builtin_errors_are_bugs(exc):
+    assert not is_expected(exc)
+
+
+def test_a_bug_raising_valueerror_keeps_its_traceback(monkeypatch):
+    """The CLI boundary re-raises what is not the project's own error type."""
+    from flows import cli
+
+    def buggy(args):
+        raise ValueError("an internal bug")
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["forecast", "--data", "x.csv", "--out", "y.parquet"])
+    monkeypatch.setattr(cli, "build_parser", lambda: _Fixed(args, buggy))
+    with pytest.raises(ValueError, match="an internal bug"):
+        cli.main([])
+
+
+def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
+    from flows import cli
+
+    def failing(args):
+        raise IngestError("prices.csv: no date column")
+
+    args = cli.build_parser().parse_args(["forecast", "--data", "x.csv", "--out", "y.parquet"])
+    monkeypatch.setattr(cli, "build_parser", lambda: _Fixed(args, failing))
+    assert cli.main([]) == 1
+    assert capsys.readouterr().err.strip() == "tickerflow forecast: IngestError: prices.csv: no date column"
+
+
+def test_bad_config_file_is_a_config_error(tmp_path, capsys):
+    from flows.cli import main
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("train: [unclosed\n")
+    assert main(["run", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "ConfigError" in err and "not valid YAML" in err and "Traceback" not in err
+    assert main(["run", "--config", str(tmp_path / "missing.json")]) == 1
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_bad_runner_option_is_a_config_error(capsys):
+    from flows.cli import main
+
+    assert main(["run", "--runner", "thread", "--dask-workers", "2"]) == 1
+    assert "ConfigError: n_workers" in capsys.readouterr().err
+
+
+class _Fixed:
+    """A parser stand-in returning prepared args whose command runs `func`."""
+
+    def __init__(self, args, func) -> None:
+        args.func = func
+        self.args = args
+
+    def parse_args(self, argv):
+        return self.args
