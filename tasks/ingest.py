@@ -12,9 +12,13 @@ Each file is read in one of three layouts, detected from its columns:
 
 from __future__ import annotations
 
+import csv
 import glob as globlib
+import gzip
 import hashlib
 import io
+import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +31,8 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
-from tickerflow_model.errors import TickerflowError
+from tickerflow_model.errors import ConfigError, TickerflowError
+from tasks.redaction import redact_text, redact_uri, reveal
 from tasks.retries import retry_unless
 from tasks.storage import atomic_directory, home_subdir
 
@@ -59,17 +64,33 @@ class IngestError(TickerflowError, ValueError):
     """The source cannot be read as prices; the message names the file and the column."""
 
 
+# Generous limits: a 5,000-ticker wide file of 20 years of days is ~25M canonical rows and ~0.5 GB of CSV.
+MAX_ROWS = 100_000_000
+MAX_BYTES = 8 * 2**30
+
+
+class SourceUnavailable(TickerflowError, OSError):
+    """The source could not be reached this time (network, throttling, a server error); retried."""
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     source: str = "data/sample/stocks_daily_2000_2013.csv.gz"
     # Ticker for single-ticker files (no ticker column); None: the file name, e.g. `AAPL.csv` -> AAPL.
     ticker: str | None = None
+    # At most this many canonical rows (ticker-days) over all files; a wide file counts rows x tickers.
+    max_rows: int = MAX_ROWS
+    # At most this many bytes per file once decompressed (a .gz is checked as it inflates).
+    max_bytes: int = MAX_BYTES
 
     def __post_init__(self) -> None:
         if not str(self.source).strip():
-            raise ValueError("ingest source must be a file, folder, glob or URI, got an empty string")
+            raise ConfigError("ingest source must be a file, folder, glob or URI, got an empty string")
         if self.ticker is not None and not self.ticker.strip():
-            raise ValueError(f"ticker must be a non-empty symbol or None, got {self.ticker!r}")
+            raise ConfigError(f"ticker must be a non-empty symbol or None, got {self.ticker!r}")
+        for name in ("max_rows", "max_bytes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"ingest.{name} must be an integer >= 1, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -114,49 +135,154 @@ def resolve_sources(source: str) -> list[str]:
 
 
 def _resolve_uri(source: str) -> list[str]:
-    protocol = source.split("://", 1)[0]
-    fs, _, paths = fsspec.get_fs_token_paths(source)
-    files = []
-    for p in paths:
-        if fs.isdir(p):
-            files += [f for f in fs.find(p) if f.lower().endswith(SUFFIXES)]
-        elif fs.exists(p):
-            files.append(p)
+    protocol = source.split("://", 1)[0].lower()
+    if protocol in ("http", "https"):
+        return [source]  # one file: a web server lists no folders, and '?' starts a query, not a glob
+    try:
+        fs, _, paths = fsspec.get_fs_token_paths(source)
+        files = []
+        for p in paths:
+            if fs.isdir(p):
+                files += [f for f in fs.find(p) if f.lower().endswith(SUFFIXES)]
+            elif fs.exists(p):
+                files.append(p)
+    except (ImportError, ValueError) as exc:  # unknown protocol, missing fsspec driver
+        raise IngestError(f"cannot open {redact_uri(source)}: {redact_text(exc)}") from exc
     if not files:
-        raise IngestError(f"no CSV, CSV.gz or Parquet files at {source}")
+        raise IngestError(f"no CSV, CSV.gz or Parquet files at {redact_uri(source)}")
     return sorted(f if "://" in f else f"{protocol}://{f}" for f in files)
 
 
-def read_file(path: str) -> tuple[pd.DataFrame, bytes]:
-    """Read one file and return its frame and raw bytes (the bytes feed the content hash)."""
+def _suffix_of(path: str) -> str:
+    """The file's suffix, ignoring an http query (`prices.csv?X-Amz-Signature=...`)."""
+    name = path.split("?", 1)[0].lower() if path.lower().startswith(("http://", "https://")) else path.lower()
+    return next((x for x in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(x)), "")
+
+
+def _read_limited(path: str, max_bytes: int) -> bytes:
+    """The file's stored bytes, refusing a file larger than `max_bytes` without reading past it."""
+    shown = redact_uri(path)
     try:
         with fsspec.open(path, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(max_bytes + 1)
     except FileNotFoundError as exc:
-        raise IngestError(f"data source not found: {path}") from exc
-    lower = path.lower()
+        raise IngestError(f"data source not found: {shown}") from exc
+    except Exception as exc:  # noqa: BLE001 - fsspec backends raise their own types
+        status = getattr(exc, "status", None) or getattr(exc, "code", None)
+        if isinstance(exc, (PermissionError, IsADirectoryError)) or (isinstance(status, int) and 400 <= status < 500):
+            raise IngestError(f"cannot read {shown}: {redact_text(exc)}") from exc
+        # a connection reset, a timeout, a 5xx: worth the task's retries
+        raise SourceUnavailable(f"cannot read {shown} (will retry): {type(exc).__name__}: {redact_text(exc)}") from exc
+    if len(raw) > max_bytes:
+        raise IngestError(f"{shown}: the file is larger than ingest.max_bytes ({max_bytes:,} bytes); raise the limit if it is genuine")
+    return raw
+
+
+def _inflate(raw: bytes, shown: str, max_bytes: int) -> bytes:
+    """Decompress gzip in a stream, stopping once it exceeds `max_bytes` (a gzip bomb never inflates fully)."""
     try:
-        if lower.endswith((".parquet", ".pq")):
-            frame = pd.read_parquet(io.BytesIO(raw))
-        else:
-            frame = pd.read_csv(io.BytesIO(raw), compression="gzip" if lower.endswith(".gz") else None)
-    except Exception as exc:  # pandas/pyarrow raise many types for a corrupt file
-        raise IngestError(f"cannot read {path}: {exc}") from exc
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+            data = gz.read(max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IngestError(f"{shown}: not a valid gzip file ({exc})") from exc
+    if len(data) > max_bytes:
+        raise IngestError(
+            f"{shown}: decompresses to more than ingest.max_bytes ({max_bytes:,} bytes); raise the limit if it is genuine"
+        )
+    return data
+
+
+def _csv_header(data: bytes, shown: str) -> tuple[list[str], str]:
+    """The header's column names and the delimiter (comma, or semicolon / tab / pipe when the header has no comma)."""
+    head = data[:65536]
+    if b"\x00" in head:
+        raise IngestError(f"{shown}: binary content, not a CSV text file (expected CSV, CSV.gz or Parquet)")
+    try:
+        first = head.decode("utf-8-sig").splitlines()[0] if head.strip() else ""
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the CSV as UTF-8") from exc
+    if not first.strip():
+        raise IngestError(f"{shown}: the file is empty (no header line)")
+    sep = "," if "," in first else next((d for d in (";", "\t", "|") if d in first), ",")
+    names = [n.strip() for n in next(csv.reader([first], delimiter=sep))]
+    return names, sep
+
+
+def _refuse_duplicates(names: list, shown: str) -> None:
+    seen: dict[str, int] = {}
+    for n in names:
+        seen[str(n)] = seen.get(str(n), 0) + 1
+    dupes = [n for n, k in seen.items() if k > 1]
+    if dupes:
+        raise IngestError(
+            f"{shown}: column(s) {', '.join(repr(d) for d in dupes[:5])} appear more than once in the header; "
+            "each column (each ticker of a wide file) must appear once"
+        )
+
+
+def read_file(path: str, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -> tuple[pd.DataFrame, bytes]:
+    """Read one file and return its frame and raw bytes (the bytes feed the content hash)."""
+    shown = redact_uri(path)
+    raw = _read_limited(path, max_bytes)
+    suffix = _suffix_of(path)
+    if suffix in (".parquet", ".pq"):
+        frame = _read_parquet(raw, shown, max_bytes, max_rows)
+    else:
+        data = _inflate(raw, shown, max_bytes) if suffix == ".csv.gz" or raw[:2] == b"\x1f\x8b" else raw
+        names, sep = _csv_header(data, shown)
+        _refuse_duplicates(names, shown)
+        try:
+            frame = pd.read_csv(io.BytesIO(data), sep=sep, nrows=max_rows + 1, encoding="utf-8-sig")
+        except Exception as exc:  # pandas raises many types for a corrupt file
+            raise IngestError(f"cannot read {shown}: {redact_text(exc)}") from exc
+    if len(frame) > max_rows:
+        raise IngestError(f"{shown}: more than ingest.max_rows ({max_rows:,}) rows; raise the limit if the file is genuine")
     if frame.empty:
-        raise IngestError(f"{path}: the file has no rows (columns found: {list(frame.columns)})")
+        raise IngestError(f"{shown}: the file has no rows (columns found: {list(frame.columns)})")
     return frame, raw
+
+
+def _read_parquet(raw: bytes, shown: str, max_bytes: int, max_rows: int) -> pd.DataFrame:
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(raw))
+        meta = parquet.metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if meta.num_rows > max_rows:
+            raise IngestError(f"{shown}: {meta.num_rows:,} rows, more than ingest.max_rows ({max_rows:,})")
+        if size > max_bytes:
+            raise IngestError(f"{shown}: {size:,} bytes uncompressed, more than ingest.max_bytes ({max_bytes:,})")
+        _refuse_duplicates(list(parquet.schema_arrow.names), shown)
+        return parquet.read().to_pandas()
+    except IngestError:
+        raise
+    except Exception as exc:  # pyarrow raises many types for a corrupt file
+        raise IngestError(f"cannot read {shown} as Parquet: {redact_text(exc)}") from exc
 
 
 # ---- layouts -------------------------------------------------------------------------------------
 def match_columns(columns: list) -> dict[str, object]:
     """canonical name -> the file's column, matched case-insensitively through ALIASES (first match wins)."""
-    found: dict[str, object] = {}
+    return {canon: cols[0] for canon, cols in _matches(columns).items()}
+
+
+def _matches(columns: list) -> dict[str, list]:
+    found: dict[str, list] = {}
     for col in columns:
         for canon, names in ALIASES.items():
-            if _norm(col) in names and canon not in found:
-                found[canon] = col
+            if _norm(col) in names:
+                found.setdefault(canon, []).append(col)
                 break
     return found
+
+
+def refuse_alias_collisions(columns: list, origin: str) -> None:
+    """Two columns that both mean one canonical column (`Symbol` and `Ticker`) are refused, naming both."""
+    for canon, cols in _matches(columns).items():
+        if len(cols) > 1:
+            raise IngestError(
+                f"{origin}: columns {', '.join(repr(str(c)) for c in cols)} all mean '{canon}'; "
+                "keep one of them (drop or rename the others)"
+            )
 
 
 def detect_layout(columns: list, origin: str) -> str:
@@ -167,12 +293,13 @@ def detect_layout(columns: list, origin: str) -> str:
         "wide = date and one close column per ticker"
     )
     if "date" not in found:
-        raise IngestError(f"{origin}: no date column; columns found: {list(columns)}; {expected}")
+        raise IngestError(f"{origin}: no date column; columns found: {list(columns)[:20]}; {expected}")
+    refuse_alias_collisions(columns, origin)
     has_price = any(p in found for p in PRICES)
     if "ticker" in found:
         if not has_price:
             raise IngestError(
-                f"{origin}: missing required column 'close' or 'adj_close'; columns found: {list(columns)}; {expected}"
+                f"{origin}: missing required column 'close' or 'adj_close'; columns found: {list(columns)[:20]}; {expected}"
             )
         return "long"
     if has_price:
@@ -182,7 +309,7 @@ def detect_layout(columns: list, origin: str) -> str:
         return "wide"
     raise IngestError(
         f"{origin}: unknown layout, missing required column 'close' or 'adj_close' (and no ticker column); "
-        f"columns found: {list(columns)}; {expected}"
+        f"columns found: {list(columns)[:20]}; {expected}"
     )
 
 
@@ -195,17 +322,91 @@ def wide_to_long(frame: pd.DataFrame, date_col: object) -> pd.DataFrame:
 
 
 def ticker_from_name(path: str) -> str:
+    if path.lower().startswith(("http://", "https://")):
+        path = path.split("?", 1)[0]
     return _strip_suffix(Path(path.split("://", 1)[-1]).name)
 
 
-def _typed(out: pd.DataFrame, origin: str) -> pd.DataFrame:
+# A UTC offset or zone letter after a time of day: `...T00:00+09:00`, `... 16:00:00-0500`, `...Z`.
+_TZ_SUFFIX = re.compile(r"(?<=\d)\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+# Integer dates: YYYYMMDD, or epoch seconds / milliseconds between 1973 and 2286.
+_YYYYMMDD = (18000101, 22001231)
+_EPOCH_S = (10**8, 10**10)
+_EPOCH_MS = (10**11, 10**13)
+
+
+def parse_dates(values: pd.Series, origin: str) -> pd.Series:
+    """Dates as naive datetimes, where the day as written is the trading day.
+
+    A time-zone-aware value keeps its wall-clock date and time (`2020-01-02T00:00+09:00` is 2020-01-02),
+    integers are YYYYMMDD or epoch seconds/milliseconds, and a column mixing formats is refused.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_localize(None)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values
+    if pd.api.types.is_bool_dtype(values.dtype):
+        raise IngestError(f"{origin}: column 'date' holds true/false values, not dates")
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return _integer_dates(values, origin)
+    text = values.astype("string").str.strip()
+    present = text.notna() & (text != "")
+    if present.any() and text[present].str.fullmatch(r"\d{8}").all():
+        return _integer_dates(pd.to_numeric(text.where(present)), origin)
+    timed = text.str.contains(":", regex=False).fillna(False)
+    text = text.where(~timed, text.str.replace(_TZ_SUFFIX, "", regex=True))
+    text = text.where(present)
     try:
-        dates = pd.to_datetime(out["date"])
-    except (ValueError, TypeError) as exc:
-        raise IngestError(f"{origin}: column 'date' has values that are not dates: {exc}") from exc
-    if getattr(dates.dtype, "tz", None) is not None:
-        dates = dates.dt.tz_convert("UTC").dt.tz_localize(None)
-    out["date"] = dates.astype("datetime64[ns]")
+        return pd.to_datetime(text)
+    except (ValueError, TypeError, OverflowError) as exc:
+        first_error = exc
+    # The format pandas inferred from the first value did not fit every value: mixed formats, or not dates.
+    first = text[present].iloc[0]
+    as_first = pd.to_datetime(text, errors="coerce", format=None)
+    misfit = text[present & as_first.isna()]
+    mixed = pd.to_datetime(text[present], format="mixed", errors="coerce")
+    if mixed.notna().all() and not misfit.empty:
+        raise IngestError(
+            f"{origin}: column 'date' mixes date formats, e.g. {first!r} and {misfit.iloc[0]!r}; "
+            "write every date in one format, ideally ISO 8601 (YYYY-MM-DD)"
+        )
+    bad = text[present][mixed.isna()]
+    example = bad.iloc[0] if not bad.empty else first
+    raise IngestError(
+        f"{origin}: column 'date' has values that are not dates, e.g. {example!r}"
+    ) from first_error
+
+
+def _integer_dates(values: pd.Series, origin: str) -> pd.Series:
+    numbers = pd.to_numeric(values, errors="coerce")
+    present = numbers.dropna()
+    if present.empty:
+        raise IngestError(f"{origin}: column 'date' has no values")
+    if not np.all(np.isfinite(present)) or not np.all(present == np.floor(present)):
+        raise IngestError(f"{origin}: column 'date' holds numbers that are not dates, e.g. {present.iloc[0]!r}")
+    lo, hi = int(present.min()), int(present.max())
+
+    def within(bounds: tuple[int, int]) -> bool:
+        return bounds[0] <= lo and hi <= bounds[1]
+
+    if within(_YYYYMMDD):
+        text = numbers.astype("Int64").astype("string")
+        parsed = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
+        bad = text[parsed.isna() & text.notna()]
+        if not bad.empty:
+            raise IngestError(f"{origin}: column 'date' has integers that are not YYYYMMDD dates, e.g. {bad.iloc[0]}")
+        return parsed
+    for bounds, unit in ((_EPOCH_S, "s"), (_EPOCH_MS, "ms")):
+        if within(bounds):
+            return pd.to_datetime(numbers, unit=unit)
+    raise IngestError(
+        f"{origin}: column 'date' holds integers ({lo} to {hi}) that are neither YYYYMMDD dates nor epoch "
+        "seconds or milliseconds; write dates as YYYY-MM-DD"
+    )
+
+
+def _typed(out: pd.DataFrame, origin: str) -> pd.DataFrame:
+    out["date"] = parse_dates(out["date"], origin).astype("datetime64[ns]")
     # Symbols are data: kept verbatim except surrounding spaces; '' means missing (validation rejects it).
     ticker = out["ticker"].astype("string").str.strip()
     out["ticker"] = ticker.mask(ticker == "")
@@ -247,8 +448,21 @@ def out_of_order_rows(frame: pd.DataFrame) -> dict:
     return {"count": int(len(bad)), "tickers": sorted(bad["ticker"].astype(str).unique()), "examples": examples}
 
 
-def _harmonise(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
-    """Files may differ in optional columns; keep a column only if every file has it."""
+def _harmonise(frames: list[pd.DataFrame], files: list[str] | None = None) -> list[pd.DataFrame]:
+    """Files may differ in optional columns; keep a column only if every file has it.
+
+    The exception is `adj_close`: dropping it from all files because one lacks it would train on
+    unadjusted closes without a word, so a mix of files with and without it is refused.
+    """
+    names = [redact_uri(f) for f in files] if files else [f"file {i + 1}" for i in range(len(frames))]
+    with_adj = [n for n, f in zip(names, frames) if "adj_close" in f.columns]
+    without = [n for n, f in zip(names, frames) if "adj_close" not in f.columns]
+    if with_adj and without:
+        raise IngestError(
+            f"{len(with_adj)} file(s) have an adjusted close and {len(without)} do not "
+            f"(with: {', '.join(with_adj[:3])}; without: {', '.join(without[:3])}); training on a mix would "
+            "silently use unadjusted closes: give every file an adj_close column, or drop it from all"
+        )
     common = [c for c in CANONICAL if all(c in f.columns for f in frames)]
     if not any(p in common for p in PRICES):
         raise IngestError(
@@ -268,29 +482,38 @@ def load_prices(source: str, ticker: str | None = None) -> tuple[pd.DataFrame, s
     return frame, source_hash, files
 
 
-def read_prices(source: str, ticker: str | None = None) -> tuple[pd.DataFrame, str, list[str], list[str]]:
-    files = resolve_sources(source)
+def read_prices(
+    source: str, ticker: str | None = None, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES
+) -> tuple[pd.DataFrame, str, list[str], list[str]]:
+    files = resolve_sources(reveal(source))
     digest = hashlib.sha256()
     frames, layouts = [], []
+    rows = 0
     for path in files:
-        raw_frame, raw = read_file(path)
-        frame, layout = to_canonical(raw_frame, path, ticker)
+        raw_frame, raw = read_file(path, max_bytes, max_rows)
+        frame, layout = to_canonical(raw_frame, redact_uri(path), ticker)
+        rows += len(frame)
+        if rows > max_rows:
+            raise IngestError(
+                f"{redact_uri(source)}: more than ingest.max_rows ({max_rows:,}) ticker-days "
+                f"(reached at {redact_uri(path)}, a {layout} file); raise the limit if the data is genuine"
+            )
         digest.update(hashlib.sha256(raw).digest())
         if layout == "single-ticker":
             digest.update(f"ticker={frame['ticker'].iloc[0]}".encode())
         frames.append(frame)
         layouts.append(layout)
     if ticker is not None and layouts.count("single-ticker") > 1:
-        unnamed = [f for f, layout in zip(files, layouts) if layout == "single-ticker"]
+        unnamed = [redact_uri(f) for f, layout in zip(files, layouts) if layout == "single-ticker"]
         raise IngestError(
             f"ticker {ticker!r} was given for single-ticker files, but {len(unnamed)} files have no ticker "
             f"column ({', '.join(unnamed[:3])}...); give one file, or let each take its file name"
         )
-    canonical = pd.concat(_harmonise(frames), ignore_index=True)
+    canonical = pd.concat(_harmonise(frames, files), ignore_index=True)
     disorder = out_of_order_rows(canonical)
     canonical = canonical.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
     canonical.attrs["out_of_order"] = disorder
-    return canonical, digest.hexdigest()[:16], files, layouts
+    return canonical, digest.hexdigest()[:16], [redact_uri(f) for f in files], layouts
 
 
 # ---- snapshot ------------------------------------------------------------------------------------
@@ -326,7 +549,7 @@ retry_unless_bad_input = retry_unless(IngestError)
 )
 def ingest(config: IngestConfig) -> IngestResult:
     logger = get_run_logger()
-    frame, source_hash, files, layouts = read_prices(config.source, config.ticker)
+    frame, source_hash, files, layouts = read_prices(config.source, config.ticker, config.max_rows, config.max_bytes)
     for path, layout in zip(files, layouts):
         logger.info("%s: %s layout", path, layout)
     snapshot = write_snapshot(frame, source_hash)

@@ -30,6 +30,11 @@ from tasks.storage import home_subdir, stable_hash, tickerflow_home
 # Letters, digits and the punctuation real symbols use (BRK.B, ^GSPC, EURUSD=X, RDS-A); no '/', no
 # '..'-only names, no spaces: symbols are data, and this keeps them printable in reports.
 TICKER_PATTERN = r"^[A-Za-z0-9^][A-Za-z0-9.\-^=_]{0,19}$"
+# Bump when the expectations change: it is part of the validation id, so no cached verdict of an older
+# suite is reused.
+SUITE_VERSION = 2
+# No price or volume reaches this; inf and overflowed values do.
+FINITE_CEILING = 1e15
 CRITICAL = "critical"
 WARNING = "warning"
 EXAMPLES = 5
@@ -166,9 +171,13 @@ def build_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int | Non
         for c in prices + (["volume"] if "volume" in cols else [])
     ]
     exps += [E.ExpectColumnValuesToNotBeNull(column=c, meta=crit) for c in base]
-    exps += [E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, meta=crit) for c in prices]
+    # The upper bound refuses inf (which passes a bare "> 0"), and any overflowed value with it.
+    exps += [
+        E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, max_value=FINITE_CEILING, meta=crit)
+        for c in prices
+    ]
     if "volume" in cols:
-        exps.append(E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, meta=crit))
+        exps.append(E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, max_value=FINITE_CEILING, meta=crit))
     if {"high", "low"} <= cols:
         exps.append(E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True, meta=crit))
     for other in ("open", "close"):
@@ -317,7 +326,7 @@ def check_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, doc
 
 # ---- Prefect ---------------------------------------------------------------------------------------
 def validation_id(source_hash: str, config: ValidateConfig, min_rows: int) -> str:
-    return stable_hash({"source": source_hash, "validate": asdict(config), "min_rows": min_rows})
+    return stable_hash({"source": source_hash, "validate": asdict(config), "min_rows": min_rows, "suite": SUITE_VERSION})
 
 
 def _cache_key(task_ctx, params: dict) -> str:

@@ -219,11 +219,11 @@ def test_ingest_task_retries_a_flaky_read_but_not_a_bad_file(prefect_harness, mo
 
     real, calls = ingest_mod.read_file, []
 
-    def flaky(path):
+    def flaky(path, *limits):
         calls.append(path)
         if len(calls) == 1:
             raise ConnectionResetError("connection reset by peer")  # an OSError: worth another try
-        return real(path)
+        return real(path, *limits)
 
     monkeypatch.setattr(ingest_mod, "read_file", flaky)
     quick = ingest.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
@@ -241,7 +241,7 @@ def test_ingest_task_retries_a_flaky_read_but_not_a_bad_file(prefect_harness, mo
     bad = tmp_path / "bad.csv"
     bad.write_text("when,what\n2020-01-02,1\n")
     calls.clear()
-    monkeypatch.setattr(ingest_mod, "read_file", lambda path: (calls.append(path), real(path))[1])
+    monkeypatch.setattr(ingest_mod, "read_file", lambda path, *limits: (calls.append(path), real(path, *limits))[1])
     state_type, message, _ = run(str(bad))
     assert state_type == "FAILED" and len(calls) == 1  # IngestError: no retry
     assert "no date column" in message
