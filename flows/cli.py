@@ -52,6 +52,11 @@ def load_config(path: str | None, data: str | None, epochs: int | None, seed: in
     raw["ingest"].setdefault("source", str(SAMPLE_DATA))
     if data:
         raw["ingest"]["source"] = data
+    from tasks.redaction import hold
+
+    # Credentials in the URI stay in this process: the flow's parameter (stored by Prefect, logged to
+    # MLflow) is the redacted form, and ingest asks for the full one back.
+    raw["ingest"]["source"] = hold(str(raw["ingest"]["source"]))
     if epochs is not None:
         raw.setdefault("train", {})["epochs"] = epochs
     if seed is not None:
@@ -94,7 +99,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_forecast(args: argparse.Namespace) -> int:
     from flows.batch_forecast import batch_forecast
 
-    kwargs = {"data": args.data, "out": args.out}
+    from tasks.redaction import hold
+
+    # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
+    out = args.out if "://" in args.out else str(Path(args.out).expanduser().resolve())
+    kwargs = {"data": hold(args.data), "out": out}
     if args.model_uri:
         kwargs["model_uri"] = args.model_uri
     result = batch_forecast(**kwargs)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tasks.evaluate import Backtest, BacktestConfig, Evaluation, backtest, evaluate
 from tasks.ingest import IngestConfig, ingest
+from tasks.redaction import redact_text, redact_uri
 from tasks.register import Registration, RegisterConfig, register
 from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tasks.train import TrainConfig, train
@@ -57,9 +58,13 @@ def start_mlflow_run(config: PipelineConfig) -> str:
     run = client.create_run(
         experiment_id(client),
         run_name=runtime.flow_run.name,
-        tags={PREFECT_FLOW_RUN_TAG: flow_run_id, "prefect.flow_name": "train_pipeline", "data.source": config.ingest.source},
+        tags={
+            PREFECT_FLOW_RUN_TAG: flow_run_id, "prefect.flow_name": "train_pipeline",
+            "data.source": redact_uri(config.ingest.source),
+        },
     )
-    params = [mlflow.entities.Param(k, v[:6000]) for k, v in config.flat_params().items()]
+    # A deployment's parameters may still carry credentials in a URI: never into MLflow.
+    params = [mlflow.entities.Param(k, redact_text(v)[:6000]) for k, v in config.flat_params().items()]
     client.log_batch(run.info.run_id, params=params)
     cross_link(run.info.run_id)
     return run.info.run_id

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fsspec
 import mlflow
+import numpy as np
 import pandas as pd
 from prefect import runtime, task
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
-from tasks.storage import write_file_atomic
+from tasks.redaction import redact_uri
+from tasks.retries import retry_unless
+from tasks.storage import tickerflow_home, write_file_atomic
 from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tickerflow_model.errors import ModelNotFound
 
 FORECAST_EXPERIMENT = "tickerflow-forecasts"
 OUTPUT_COLUMNS = ["ticker", "date", "horizon", "forecast_close", "model_version"]
@@ -52,11 +59,18 @@ def resolve_version(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-@task(name="load-model", retries=2, retry_delay_seconds=[2, 10])
+@task(name="load-model", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_unless(ModelNotFound))
 def load_model(config: ForecastConfig) -> LoadedModel:
     use_tracking()
-    version = resolve_version(config.model_uri)
-    model = mlflow.pyfunc.load_model(config.model_uri)
+    try:
+        version = resolve_version(config.model_uri)
+        model = mlflow.pyfunc.load_model(config.model_uri)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the registry may be unreachable for a moment: retried
+        raise ModelNotFound(
+            f"no model at {config.model_uri}: {exc.message}; train one (`tickerflow run`) or pass --model-uri"
+        ) from exc
     get_run_logger().info("loaded %s (version %s)", config.model_uri, version or "n/a")
     return LoadedModel(config.model_uri, version, model)
 
@@ -67,6 +81,12 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
     forecasts = model.pyfunc.predict(prices)
     for ticker in sorted(set(prices["ticker"].astype(str)) - set(forecasts["ticker"])):
         skipped[ticker] = f"fewer than {model.min_rows} rows with a price, the model needs {model.min_rows}"
+    # Validation refuses non-finite prices; this keeps any NaN/inf forecast out of the store all the same.
+    numeric = forecasts.select_dtypes("number").drop(columns=["horizon"], errors="ignore")
+    bad = ~np.isfinite(numeric.to_numpy(np.float64)).all(axis=1)
+    for ticker in sorted(set(forecasts.loc[bad, "ticker"].astype(str))):
+        skipped[ticker] = "the model's forecast is not a finite number (check the ticker's recent prices)"
+    forecasts = forecasts[~forecasts["ticker"].astype(str).isin(list(skipped))].reset_index(drop=True)
     forecasts["model_version"] = model.version
     return ForecastBatch(forecasts[OUTPUT_COLUMNS], skipped)
 
@@ -81,10 +101,42 @@ def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str,
     return batch
 
 
+def output_location(out: str) -> str:
+    """Where `out` is written: an fsspec URI as given; a relative path under TICKERFLOW_HOME.
+
+    A deployment runs in whatever folder its worker started in, so a relative path there would land
+    anywhere; the command line resolves `--out` against the user's folder before it gets here.
+    """
+    if "://" in out:
+        return out
+    path = Path(out).expanduser()
+    return str(path if path.is_absolute() else tickerflow_home() / path)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, out: str) -> str:
+    """Readers see the old file or the new one, never half of one.
+
+    Local paths are written aside and renamed; object stores (`s3://`, `gs://`, ...) get the whole
+    file in one PUT, which they publish atomically.
+    """
+    location = output_location(out)
+    if location.startswith("file://") or "://" not in location:
+        path = Path(location.removeprefix("file://")).resolve()
+        return str(write_file_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False)))
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    fs, path = fsspec.core.url_to_fs(location)
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, buffer.getvalue())
+    return location
+
+
 @task(name="write-forecasts")
 def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> dict:
-    path = write_file_atomic(Path(config.out).expanduser().resolve(), lambda tmp: batch.frame.to_parquet(tmp, index=False))
-    get_run_logger().info("wrote %d forecasts to %s", len(batch.frame), path)
+    path = write_parquet_atomic(batch.frame, config.out)
+    get_run_logger().info("wrote %d forecasts to %s", len(batch.frame), redact_uri(path))
     return {
         "out": str(path),
         "rows": len(batch.frame),
@@ -105,7 +157,7 @@ def publish_forecasts(batch: ForecastBatch, result: dict, source: str) -> dict:
             PREFECT_FLOW_RUN_TAG: str(runtime.flow_run.id or ""),
             "model_uri": result["model_uri"],
             "model_version": result["model_version"],
-            "data.source": source,
+            "data.source": redact_uri(source),
             "skipped_tickers": ", ".join(f"{t} ({why})" for t, why in batch.skipped.items())[:5000] or "none",
         },
     )
@@ -113,7 +165,13 @@ def publish_forecasts(batch: ForecastBatch, result: dict, source: str) -> dict:
     client.log_metric(run_id, "forecast_rows", len(batch.frame))
     client.log_metric(run_id, "tickers_forecast", len(result["tickers"]))
     client.log_metric(run_id, "tickers_skipped", len(batch.skipped))
-    client.log_artifact(run_id, result["out"], "forecasts")
+    if "://" in result["out"]:  # a remote output: the run keeps a copy of what was written
+        with tempfile.TemporaryDirectory() as tmp, fsspec.open(result["out"], "rb") as src:
+            local = Path(tmp) / Path(result["out"].split("?", 1)[0]).name
+            local.write_bytes(src.read())
+            client.log_artifact(run_id, str(local), "forecasts")
+    else:
+        client.log_artifact(run_id, result["out"], "forecasts")
     end_run(run_id, failed=False)
     table = batch.frame.assign(date=batch.frame["date"].dt.strftime("%Y-%m-%d"), forecast_close=batch.frame["forecast_close"].round(4))
     create_table_artifact(

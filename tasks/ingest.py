@@ -166,6 +166,10 @@ def _read_limited(path: str, max_bytes: int) -> bytes:
         with fsspec.open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)
     except FileNotFoundError as exc:
+        status = getattr(exc.__cause__, "status", None)  # fsspec's http reports any refused request as not found
+        if isinstance(status, int) and status != 404:
+            reason = getattr(exc.__cause__, "message", "") or ""
+            raise IngestError(f"cannot read {shown}: HTTP {status} {reason}".rstrip()) from exc
         raise IngestError(f"data source not found: {shown}") from exc
     except Exception as exc:  # noqa: BLE001 - fsspec backends raise their own types
         status = getattr(exc, "status", None) or getattr(exc, "code", None)

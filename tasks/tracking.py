@@ -11,6 +11,7 @@ import os
 import mlflow
 from mlflow.entities import RunStatus
 
+from tasks.redaction import redact_uri
 from tasks.storage import home_subdir
 
 EXPERIMENT = "tickerflow"
@@ -62,12 +63,16 @@ def experiment_id(client: mlflow.MlflowClient, name: str = EXPERIMENT) -> str:
 
 
 def run_url(run_id: str) -> str:
-    """A link to the run: the tracking server's page when there is one, else the `runs:/` URI."""
+    """A link to the run: the tracking server's page when there is one, else the `runs:/` URI.
+
+    The link is printed and stored in Prefect artifacts, so credentials in MLFLOW_TRACKING_URI are redacted.
+    """
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         client = mlflow.MlflowClient(uri)
         exp = client.get_run(run_id).info.experiment_id
-        return f"{uri.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
+        base = redact_uri(uri.split("?", 1)[0].split("#", 1)[0]).rstrip("/")
+        return f"{base}/#/experiments/{exp}/runs/{run_id}"
     return f"runs:/{run_id}"
 
 
