@@ -91,7 +91,7 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_the_next_run_starts_afres
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert not ckpt["finished"], "the first run finished before it could be killed"
     killed_at = ckpt["epoch"]
     assert 1 <= killed_at < EPOCHS
@@ -104,7 +104,7 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_the_next_run_starts_afres
     resumed_history = client.get_metric_history(run_id, "val_loss")
     assert [m.step for m in resumed_history] == list(range(killed_at + 1, EPOCHS + 1))
     assert client.get_run(run_id).info.status == "FINISHED"
-    assert torch.load(ckpt_path, map_location="cpu", weights_only=False)["finished"] is True
+    assert torch.load(ckpt_path, map_location="cpu", weights_only=True)["finished"] is True
 
     out = finish(start(command, env, tmp_path / "third.log"), tmp_path / "third.log")
     assert "resuming" not in out

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 import time
+import warnings
+import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -229,10 +232,21 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at `path`, loaded as tensors and plain values only (`weights_only=True`: no pickled
+    code runs from a file someone else could have put there). None when there is none, or when it was
+    written in an older format that held pickled objects (a warning says it is ignored)."""
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):  # not a torch.save archive at all
+            raise TrainingError(f"checkpoint {path} cannot be read ({exc}); delete it to train afresh") from exc
+        warnings.warn(
+            f"checkpoint {path} holds pickled objects (an older format) and is not loaded; training afresh",
+            stacklevel=2,
+        )
+        return None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise TrainingError(f"checkpoint {path} cannot be read ({exc}); delete it to train afresh") from exc
 
@@ -250,11 +264,17 @@ class LoopState:
 
 
 def _rng_states(shuffle_gen: torch.Generator) -> dict:
+    """Every RNG's state as tensors, ints and lists, so the checkpoint loads with `weights_only=True`."""
+    _, key, pos, has_gauss, cached_gauss = np.random.get_state()
+    version, internal, gauss = random.getstate()
     states = {
         "shuffle_rng": shuffle_gen.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state(),
-        "python_rng": random.getstate(),
+        "numpy_rng": {
+            "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss),
+        },
+        "python_rng": {"version": version, "internal": list(internal), "gauss": gauss},
     }
     if torch.cuda.is_available():
         states["cuda_rng"] = torch.cuda.get_rng_state_all()  # dropout masks on the GPU
@@ -264,8 +284,10 @@ def _rng_states(shuffle_gen: torch.Generator) -> dict:
 def _restore_rng_states(ckpt: dict, shuffle_gen: torch.Generator) -> None:
     shuffle_gen.set_state(ckpt["shuffle_rng"])
     torch.set_rng_state(ckpt["torch_rng"])
-    np.random.set_state(ckpt["numpy_rng"])
-    random.setstate(ckpt["python_rng"])
+    npr = ckpt["numpy_rng"]
+    np.random.set_state(("MT19937", npr["key"].numpy().astype(np.uint32), npr["pos"], npr["has_gauss"], npr["cached_gauss"]))
+    pyr = ckpt["python_rng"]
+    random.setstate((pyr["version"], tuple(pyr["internal"]), pyr["gauss"]))
     if "cuda_rng" in ckpt and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
 
@@ -404,21 +426,34 @@ def train_model(
 
 
 def _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path, on_epoch, on_resume, on_batch):
-    seed_everything(config.seed)
-    net = GRUForecaster(config.gru_config(x_train.shape[2], y_train.shape[1])).to(device)
-    optimizer = _make_optimizer(net, config, device)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
-    )
+    def fresh():
+        seed_everything(config.seed)
+        net = GRUForecaster(config.gru_config(x_train.shape[2], y_train.shape[1])).to(device)
+        optimizer = _make_optimizer(net, config, device)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
+        return net, optimizer, scheduler, torch.Generator().manual_seed(config.seed)
+
+    net, optimizer, scheduler, shuffle_gen = fresh()
     data = place_data(x_train, y_train, x_val, y_val, device)
-    shuffle_gen = torch.Generator().manual_seed(config.seed)
 
     state = LoopState()
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     if ckpt is not None and not ckpt.get("finished", False):
-        state = resume_from(ckpt, net, optimizer, scheduler, shuffle_gen)
-        if on_resume:
-            on_resume(state.epoch)
+        try:
+            state = resume_from(ckpt, net, optimizer, scheduler, shuffle_gen)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            # A checkpoint of another model shape (or an older layout): its state does not fit this model.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(
+                f"checkpoint {ckpt_path} does not fit this model ({first}); training afresh", stacklevel=2
+            )
+            net, optimizer, scheduler, shuffle_gen = fresh()
+            state = LoopState()
+        else:
+            if on_resume:
+                on_resume(state.epoch)
     resumed_from = state.epoch
 
     n = len(data.x_train)
