@@ -18,18 +18,19 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 from prefect import runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 import tickerflow_model
-from tickerflow_model.errors import TickerflowError
 from tasks.evaluate import CHAMPION, Evaluation
 from tasks.tracking import run_url, use_tracking
 from tasks.window import WindowDataset
+from tickerflow_model.errors import TickerflowError
 from tickerflow_model.forecaster import Forecaster
-from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, GRUPricePyfunc
+from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, GRUPricePyfunc, _canonical
 
 CHALLENGER = "challenger"
 MODEL_CODE = Path(tickerflow_model.__file__).parent
@@ -164,17 +165,33 @@ def input_columns(forecaster: Forecaster) -> list[str]:
 
 
 def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
-    """One ticker's most recent window of raw prices (plus one row for the first return)."""
+    """One ticker's most recent window of raw prices (plus one row for the first return).
+
+    Dates are ISO strings, as a user's `pd.read_csv` or a JSON request carries them.
+    """
     ticker = sorted(prices["ticker"].unique())[0]
     g = prices[prices["ticker"] == ticker].sort_values("date")
-    return g[input_columns(forecaster)].tail(forecaster.spec.window.lookback + 1).reset_index(drop=True).astype({"ticker": str})
+    example = g[input_columns(forecaster)].tail(forecaster.spec.window.lookback + 1).reset_index(drop=True)
+    return example.astype({"ticker": str}).assign(date=example["date"].dt.strftime("%Y-%m-%d"))
+
+
+def model_signature(example: pd.DataFrame, output: pd.DataFrame) -> ModelSignature:
+    """The inferred signature, except `date`, which takes ISO strings and datetimes alike.
+
+    MLflow's schema enforcement refuses a column whose type differs from the signature's, so a `date`
+    typed as datetime rejected a frame read with `pd.read_csv`, and one typed as string rejected
+    datetimes; the model parses either itself (`_canonical`).
+    """
+    inferred = infer_signature(example, output, params={"all_dates": False})
+    inputs = Schema([ColSpec(AnyType(), "date") if c.name == "date" else c for c in inferred.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 
 def log_pyfunc(forecaster: Forecaster, prices: pd.DataFrame, run_id: str, model_name: str) -> str:
     """Log the bundle (weights + spec) with its own code; register it. Returns the new version."""
     example = input_example(prices, forecaster)
-    output = forecaster.forecast_frame(example)
-    signature = infer_signature(example, output, params={"all_dates": False})
+    output = forecaster.forecast_frame(_canonical(example))
+    signature = model_signature(example, output)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         bundle = forecaster.save(Path(tmp) / BUNDLE_ARTIFACT)
         info = mlflow.pyfunc.log_model(

@@ -29,7 +29,28 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
     """Accept the canonical long frame, tolerating JSON-served inputs (string dates, any case)."""
     frame = frame.rename(columns={c: str(c).strip().lower().replace(" ", "_") for c in frame.columns})
     if "date" in frame.columns:
-        frame["date"] = pd.to_datetime(frame["date"])
+        frame["date"] = _dates(frame["date"])
     if "ticker" in frame.columns:
         frame["ticker"] = frame["ticker"].astype(str)
     return frame
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """ISO-8601 strings (a pd.read_csv frame, a JSON request) or datetimes -> naive datetimes.
+
+    A value with a UTC offset keeps its wall-clock day: `2020-01-02T00:00+09:00` is 2020-01-02.
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_localize(None)
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return values
+    text = values.astype("string").str.strip()
+    # drop a trailing offset after a time of day, so mixed offsets parse and the written day is kept
+    text = text.str.replace(r"(?<=\d)\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$", "", regex=True).where(
+        text.str.contains(":", regex=False).fillna(False), text
+    )
+    try:
+        return pd.to_datetime(text, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        example = text.dropna().iloc[0] if text.notna().any() else None
+        raise ValueError(f"column 'date' must hold ISO dates (YYYY-MM-DD) or datetimes, got e.g. {example!r}") from exc
