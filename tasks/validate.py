@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 import great_expectations as gx
@@ -92,6 +93,16 @@ class ValidationReport:
     dropped_tickers: dict[str, int]
     docs_dir: str
     docs_index: str
+
+    def __getstate__(self) -> dict:
+        # Prefect persists this report as the validate task's cached result: the verdict, the dropped
+        # tickers and the Data Docs location, not a pickled copy of the price frame (see `validate`).
+        return {**self.__dict__, "frame": None}
+
+    def with_frame(self, frame: pd.DataFrame) -> "ValidationReport":
+        """This verdict over `frame` (the input it was computed from): the frame minus dropped tickers."""
+        kept = frame[~frame["ticker"].isin(list(self.dropped_tickers))].reset_index(drop=True) if self.dropped_tickers else frame
+        return replace(self, frame=kept)
 
     @property
     def critical(self) -> list[Failure]:
@@ -339,7 +350,12 @@ def docs_dir_for(source_hash: str, config: ValidateConfig, min_rows: int) -> Pat
     return home_subdir("validation", validation_id(source_hash, config, min_rows), "data_docs")
 
 
-@task(name="validate", cache_key_fn=_cache_key)
+# Cached verdicts are small (see ValidationReport.__getstate__) and expire: a suite change bumps
+# SUITE_VERSION, and nothing is kept forever.
+CACHE_EXPIRATION = timedelta(days=30)
+
+
+@task(name="validate", cache_key_fn=_cache_key, cache_expiration=CACHE_EXPIRATION)
 def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
     """Run the GX gate; always writes Data Docs and a summary artifact. Raising is left to `require_valid`."""
     logger = get_run_logger()
@@ -352,7 +368,11 @@ def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, 
         )
     for w in report.warnings:
         logger.warning("data warning: %s", w.line())
-    logger.info("%s; Data Docs: %s", report.summary().splitlines()[0], report.docs_index)
+    # The failures themselves are reported once, by require_valid's error; this line only counts them.
+    logger.info(
+        "%d expectations evaluated: %d critical failure(s), %d warning(s); Data Docs: %s",
+        report.evaluated, len(report.critical), len(report.warnings), report.docs_index,
+    )
     create_markdown_artifact(key="validation-summary", markdown=report.markdown(), description="GX validation")
     return report
 
@@ -363,7 +383,8 @@ def validate(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_
     An unchanged input shows Cached; when its Data Docs folder is gone the cache is refreshed instead.
     """
     missing = not (docs_dir_for(source_hash, config, min_rows) / "index.html").is_file()
-    return validate_prices.with_options(refresh_cache=missing)(frame, config, min_rows, source_hash)
+    report = validate_prices.with_options(refresh_cache=missing)(frame, config, min_rows, source_hash)
+    return report.with_frame(frame)  # a cached report holds no frame; the verdict applies to this one
 
 
 @task(name="require-valid")
