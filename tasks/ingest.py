@@ -182,23 +182,41 @@ def _read_limited(path: str, max_bytes: int) -> bytes:
     return raw
 
 
-def _inflate(raw: bytes, shown: str, max_bytes: int) -> bytes:
-    """Decompress gzip in a stream, stopping once it exceeds `max_bytes` (a gzip bomb never inflates fully)."""
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
-            data = gz.read(max_bytes + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise IngestError(f"{shown}: not a valid gzip file ({exc})") from exc
-    if len(data) > max_bytes:
-        raise IngestError(
-            f"{shown}: decompresses to more than ingest.max_bytes ({max_bytes:,} bytes); raise the limit if it is genuine"
-        )
-    return data
+class _CappedStream(io.RawIOBase):
+    """A read-only stream that fails once more than `limit` bytes have come through it.
+
+    The CSV parser reads a gzip file through it, so the file is never inflated into memory as a whole,
+    and a gzip bomb stops at the limit.
+    """
+
+    def __init__(self, inner, limit: int, shown: str) -> None:
+        self.inner, self.limit, self.shown, self.seen = inner, limit, shown, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            chunk = self.inner.read(len(buffer))
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestError(f"{self.shown}: not a valid gzip file ({exc})") from exc
+        self.seen += len(chunk)
+        if self.seen > self.limit:
+            raise IngestError(
+                f"{self.shown}: decompresses to more than ingest.max_bytes ({self.limit:,} bytes); "
+                "raise the limit if it is genuine"
+            )
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _gzip_stream(raw: bytes, shown: str, max_bytes: int) -> io.BufferedReader:
+    return io.BufferedReader(_CappedStream(gzip.GzipFile(fileobj=io.BytesIO(raw)), max_bytes, shown))
 
 
 def _csv_header(data: bytes, shown: str) -> tuple[list[str], str]:
     """The header's column names and the delimiter (comma, or semicolon / tab / pipe when the header has no comma)."""
-    head = data[:65536]
+    head = data
     if b"\x00" in head:
         raise IngestError(f"{shown}: binary content, not a CSV text file (expected CSV, CSV.gz or Parquet)")
     try:
@@ -232,11 +250,19 @@ def read_file(path: str, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -
     if suffix in (".parquet", ".pq"):
         frame = _read_parquet(raw, shown, max_bytes, max_rows)
     else:
-        data = _inflate(raw, shown, max_bytes) if suffix == ".csv.gz" or raw[:2] == b"\x1f\x8b" else raw
-        names, sep = _csv_header(data, shown)
+        gzipped = suffix == ".csv.gz" or raw[:2] == b"\x1f\x8b"
+
+        def stream():
+            return _gzip_stream(raw, shown, max_bytes) if gzipped else io.BytesIO(raw)
+
+        with stream() as head:
+            names, sep = _csv_header(head.read(65536), shown)
         _refuse_duplicates(names, shown)
         try:
-            frame = pd.read_csv(io.BytesIO(data), sep=sep, nrows=max_rows + 1, encoding="utf-8-sig")
+            with stream() as body:
+                frame = pd.read_csv(body, sep=sep, nrows=max_rows + 1, encoding="utf-8-sig")
+        except IngestError:
+            raise
         except Exception as exc:  # pandas raises many types for a corrupt file
             raise IngestError(f"cannot read {shown}: {redact_text(exc)}") from exc
     if len(frame) > max_rows:
