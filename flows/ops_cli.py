@@ -223,7 +223,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     backend, artifacts = embedded_mlflow_store()
     if backend.startswith(("http://", "https://")):
-        print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({backend}); open its UI there. "
+        from tasks.redaction import redact_uri
+
+        print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
               "Unset it to browse the local store.", file=sys.stderr)
         return EXIT_NOT_STARTED
     if not is_loopback(args.host):

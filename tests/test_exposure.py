@@ -196,3 +196,13 @@ def test_non_finite_forecasts_are_never_written():
     model.__class__ = type("Fixed", (LoadedModel,), {"min_rows": property(lambda self: 2)})
     batch = forecast_batch(model, make_prices(n_days=5), {})
     assert batch.frame["ticker"].tolist() == ["BBB"] and "not a finite number" in batch.skipped["AAA"]
+
+
+def test_ui_does_not_print_tracking_credentials(monkeypatch, capsys):
+    import flows.ops_cli as ops_cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ana:{SECRET}@mlflow.example.com")
+    args = SimpleNamespace(host="127.0.0.1", prefect_port=1, mlflow_port=2, startup_timeout=1.0)
+    assert ops_cli.cmd_ui(args) != 0
+    err = capsys.readouterr().err
+    assert SECRET not in err and "https://***@mlflow.example.com" in err
