@@ -27,7 +27,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]+")
 
 def data_label(source: str) -> str:
     """`data/sample/stocks_2000.csv.gz` -> `stocks_2000`; `s3://b/prices/*.parquet` -> `prices`."""
-    path = PurePosixPath(str(source).split("://", 1)[-1].rstrip("/"))
+    source = str(source)
+    if source.lower().startswith(("http://", "https://")):
+        source = source.split("?", 1)[0]  # a query (a pre-signed URL's token) is no part of the name
+    path = PurePosixPath(source.split("://", 1)[-1].rstrip("/"))
     while path.name and any(ch in path.name for ch in "*?[") and path.parent != path:
         path = path.parent  # a glob names its folder
     name = path.name

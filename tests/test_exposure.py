@@ -206,3 +206,9 @@ def test_ui_does_not_print_tracking_credentials(monkeypatch, capsys):
     assert ops_cli.cmd_ui(args) != 0
     err = capsys.readouterr().err
     assert SECRET not in err and "https://***@mlflow.example.com" in err
+
+
+def test_run_names_of_a_presigned_url_carry_no_token():
+    from flows.ui_labels import data_label
+
+    assert data_label(f"https://***@h.example/prices/daily.csv?X-Amz-Signature={TOKEN}") == "daily"
