@@ -99,6 +99,13 @@ def test_every_bad_file_fails_cleanly_on_run_and_forecast(champion, tmp_path):  
             problems.append(f"{key}: exit {codes[key]!r}")
         if "Traceback" in output:
             problems.append(f"{key}: traceback on the console")
+        said = [line for line in output.splitlines() if line.startswith(f"tickerflow {argv[0]}: ")]
+        if len(said) != 1:
+            problems.append(f"{key}: {len(said)} final error lines")
+        else:  # the reason is printed once: Prefect's console lines name only the error's type
+            reason = said[0].split(": ", 2)[-1]
+            if output.count(reason) != 1:
+                problems.append(f"{key}: the reason appears {output.count(reason)} times")
         missing = [w for w in case.expect if w.lower() not in output.lower()]
         if missing:
             problems.append(f"{key}: message lacks {missing}: {output.strip().splitlines()[-1:]}")

@@ -32,9 +32,7 @@ def _log_failure(logger: logging.Logger, exc: Exception) -> None:
         raise exc
     except Exception as caught:
         logger.error("Encountered exception during execution: %r", caught, exc_info=True)
-    logger.info(
-        "Finished in state Failed('Flow run encountered an exception: %s: %s')", type(exc).__name__, exc
-    )
+    logger.info("Finished in state %r", _Failed(f"Flow run encountered an exception: {type(exc).__name__}: {exc}"))
 
 
 def test_expected_error_loses_traceback_and_repeated_reason_on_the_console():
@@ -45,6 +43,14 @@ def test_expected_error_loses_traceback_and_repeated_reason_on_the_console():
     assert "close <= 0" not in out  # the reason is printed once, by the CLI
     assert "Encountered exception during execution: ValidationFailed" in out
     assert "Finished in state Failed (ValidationFailed)" in out
+
+
+def test_a_reason_with_quotes_is_trimmed_too():
+    """repr() quotes a message holding ' with ", as Prefect's state lines then show it."""
+    logger, stream = _console()
+    _log_failure(logger, IngestError("x.csv: columns 'Close', 'Price' all mean 'close'"))
+    out = stream.getvalue()
+    assert "all mean" not in out and "Finished in state Failed (IngestError)" in out
 
 
 def test_unexpected_error_keeps_its_traceback_on_the_console():
@@ -142,3 +148,10 @@ class _Fixed:
 
     def parse_args(self, argv):
         return self.args
+
+
+class _Failed(str):
+    """Renders like Prefect's state: `Failed('message')`, the message quoted as repr() quotes it."""
+
+    def __repr__(self) -> str:
+        return f"Failed({str.__repr__(self)})"
