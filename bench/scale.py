@@ -1,0 +1,186 @@
+"""Universe scale: one `tickerflow run` on N synthetic tickers × D business days, measured from outside.
+
+    python bench/scale.py --tickers 400 --days 2500            # 1,000,000 rows
+    python bench/scale.py --tickers 1000 --days 2500           # 2,500,000 rows
+    python bench/scale.py --tickers 400 --days 2500 --epochs 1 --keep /tmp/scale-1m
+
+The universe is written once as a long Parquet file (date, ticker, OHLCV, adjusted close) of GARCH(1,1)
+log returns, so its volatility clusters like real prices. Then `tickerflow run --data FILE --epochs E
+--json` runs in a child process with a fresh TICKERFLOW_HOME and PREFECT_HOME (the CLI a user runs;
+Prefect's ephemeral API, MLflow on SQLite). The child reports, after the flow returns and from the same
+process: each task run's duration from the Prefect API, the MLflow run's metric keys and artifact files,
+and the per-epoch `epoch_seconds` the trainer logged. The parent adds the wall time from process start to
+exit and the child's peak RSS (`wait4`).
+
+Prints per-stage seconds, the training epochs, "work around training" = wall - sum(epoch seconds), its
+ratio to one training epoch, the peak RSS, and the number of metric keys and artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+
+def universe(tickers: int, days: int, seed: int = 0) -> pd.DataFrame:
+    """GARCH(1,1) daily log returns per ticker (omega, alpha, beta = 2e-6, 0.08, 0.90), consistent OHLCV."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2000-01-03", periods=days)
+    omega, alpha, beta = 2e-6, 0.08, 0.90
+    z = rng.standard_normal((days, tickers))
+    r = np.empty((days, tickers))
+    var = np.full(tickers, omega / (1 - alpha - beta))
+    for t in range(days):  # (tickers,) per step: vectorised across the universe
+        r[t] = np.sqrt(var) * z[t]
+        var = omega + alpha * r[t] ** 2 + beta * var
+    close = 20.0 * rng.uniform(1, 10, tickers) * np.exp(np.cumsum(r, axis=0))  # (days, tickers)
+    spread = np.abs(rng.normal(0, 0.01, (days, tickers)))
+    frame = pd.DataFrame(
+        {
+            "date": np.repeat(dates.to_numpy(), tickers),
+            "ticker": np.tile([f"T{i:05d}" for i in range(tickers)], days),
+            "open": (close * np.exp(rng.normal(0, 0.003, (days, tickers)))).reshape(-1),
+            "close": close.reshape(-1),
+            "volume": rng.integers(10_000, 1_000_000, (days, tickers)).astype(float).reshape(-1),
+        }
+    )
+    frame["high"] = np.maximum(frame["open"], frame["close"]) * (1 + spread.reshape(-1))
+    frame["low"] = np.minimum(frame["open"], frame["close"]) * (1 - spread.reshape(-1))
+    frame["adj_close"] = frame["close"]
+    return frame.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+
+
+def child_report(run_id: str) -> dict:
+    """Inside the child, after the flow returned: Prefect task-run durations, MLflow keys and artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tasks.tracking import use_tracking
+
+    client = use_tracking()
+    run = client.get_run(run_id)
+    flow_run_id = run.data.tags.get("prefect.flow_run_id")
+    stages: dict[str, float] = {}
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    for tr in runs:
+        seconds = tr.total_run_time.total_seconds() if tr.total_run_time else 0.0
+        name = tr.name.rsplit("-", 1)[0]  # Prefect suffixes each task run: window-part-c0a -> window-part
+        stages[name] = stages.get(name, 0.0) + seconds
+
+    def count_files(path: str | None = None) -> int:
+        n = 0
+        for item in client.list_artifacts(run_id, path):
+            n += count_files(item.path) if item.is_dir else 1
+        return n
+
+    epochs = [m.value for m in client.get_metric_history(run_id, "epoch_seconds")]
+    return {
+        "stages": stages,
+        "metric_keys": len(run.data.metrics),
+        "artifacts": count_files(),
+        "evaluation_artifacts": sum(1 for _ in client.list_artifacts(run_id, "evaluation")),
+        "epoch_seconds": epochs,
+    }
+
+
+def run_child(data: Path, epochs: int, home: Path, extra: list[str]) -> tuple[dict, float, float]:
+    """`tickerflow run` in a child process -> (its report, wall seconds, peak RSS in GiB)."""
+    prefect_home = home / "prefect"
+    prefect_home.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "TICKERFLOW_HOME": str(home / "tf"),
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+    }
+    for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        env.pop(var, None)
+    report = home / "report.json"
+    script = (
+        "import json, sys\n"
+        "sys.path[:0] = [sys.argv[1], sys.argv[1] + '/models', sys.argv[1] + '/bench']\n"
+        "from flows.cli import main\n"
+        "import io, contextlib\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    code = main(sys.argv[3:])\n"
+        "sys.stdout.write(out.getvalue())\n"
+        "if code:\n"
+        "    sys.exit(code)\n"
+        "summary = json.loads(out.getvalue().strip().splitlines()[-1])\n"
+        "from scale import child_report\n"
+        "rep = child_report(summary['mlflow_run_id'])\n"
+        "open(sys.argv[2], 'w').write(json.dumps(rep))\n"
+    )
+    command = [sys.executable, "-c", script, str(ROOT), str(report),
+               "run", "--data", str(data), "--epochs", str(epochs), "--json", *extra]
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = home / "run.log"
+    with open(log, "wb") as fh:
+        for chunk in iter(lambda: proc.stdout.read(65536), b""):
+            fh.write(chunk)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"tickerflow run failed ({proc.returncode}); log {log}:\n{log.read_text()[-4000:]}")
+    return json.loads(report.read_text()), wall, usage.ru_maxrss / 2**20  # KiB -> GiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tickers", type=int, default=400)
+    parser.add_argument("--days", type=int, default=2500)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="keep the data, homes and log in this folder")
+    parser.add_argument("extra", nargs="*", help="more `tickerflow run` arguments, after --")
+    args = parser.parse_args()
+
+    base = args.keep or Path(tempfile.mkdtemp(prefix="tf-scale-"))
+    base.mkdir(parents=True, exist_ok=True)
+    data = base / f"universe-{args.tickers}x{args.days}.parquet"
+    if not data.exists():
+        t0 = time.perf_counter()
+        universe(args.tickers, args.days).to_parquet(data, index=False)
+        print(f"generated {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows "
+              f"in {time.perf_counter() - t0:.1f} s -> {data.stat().st_size / 2**20:.1f} MiB")
+    home = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    report, wall, peak_gib = run_child(data, args.epochs, home, args.extra)
+
+    epochs = report["epoch_seconds"]
+    around = wall - sum(epochs)
+    print(f"\n# scale run: {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows, "
+          f"--epochs {args.epochs}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("stage seconds (Prefect task runs; window-part summed over parts):")
+    for name, seconds in sorted(report["stages"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<22} {seconds:8.1f}")
+    print(f"training epochs (s): {', '.join(f'{s:.1f}' for s in epochs)}")
+    print(f"wall, process start to exit: {wall:.1f} s")
+    print(f"work around training (wall - epochs): {around:.1f} s = {around / (sum(epochs) / len(epochs)):.2f}x one epoch")
+    print(f"peak RSS of the run process: {peak_gib:.2f} GiB")
+    print(f"MLflow run: {report['metric_keys']} metric keys, {report['artifacts']} artifact files "
+          f"({report['evaluation_artifacts']} entries under evaluation/)")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
