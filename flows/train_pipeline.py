@@ -23,7 +23,9 @@ from flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tasks.evaluate import Backtest, BacktestConfig, Evaluation, backtest, evaluate
 from tasks.ingest import IngestConfig, ingest
 from tasks.register import Registration, RegisterConfig, register
-from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tasks.tracking import (
+    PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
+)
 from tasks.train import TrainConfig, train
 from tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
 from tasks.window import WindowConfig, WindowDataset, window
@@ -53,11 +55,15 @@ class PipelineConfig(BaseModel):
 @task(name="start-mlflow-run")
 def start_mlflow_run(config: PipelineConfig) -> str:
     client = use_tracking()
+    reap_stale_runs(client)
     flow_run_id = str(runtime.flow_run.id or "")
     run = client.create_run(
         experiment_id(client),
         run_name=runtime.flow_run.name,
-        tags={PREFECT_FLOW_RUN_TAG: flow_run_id, "prefect.flow_name": "train_pipeline", "data.source": config.ingest.source},
+        tags={
+            PREFECT_FLOW_RUN_TAG: flow_run_id, "prefect.flow_name": "train_pipeline", "data.source": config.ingest.source,
+            **process_tags(),
+        },
     )
     params = [mlflow.entities.Param(k, v[:6000]) for k, v in config.flat_params().items()]
     client.log_batch(run.info.run_id, params=params)
@@ -112,18 +118,18 @@ def finish_mlflow_run(
 
 def _fail_mlflow_run(flow, flow_run, state) -> None:
     """On a failed flow run, mark its MLflow run FAILED (found by the flow-run id tag)."""
-    client = use_tracking()
-    runs = client.search_runs(
-        [experiment_id(client)], filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run.id}'"
-    )
-    for run in runs:
-        client.set_tag(run.info.run_id, "failure", (state.message or "")[:5000])
-        end_run(run.info.run_id, failed=True)
+    end_flow_runs(str(flow_run.id), "FAILED", state.message or "")
+
+
+def _kill_mlflow_run(flow, flow_run, state) -> None:
+    """On a crashed or cancelled flow run, mark its MLflow run KILLED, saying which."""
+    end_flow_runs(str(flow_run.id), "KILLED", f"flow run {state.type.value.lower()}: {state.message or ''}")
 
 
 @flow(
     name="train_pipeline", flow_run_name=train_run_name, task_runner=ThreadPoolTaskRunner(),
-    on_running=[tag_train_run], on_failure=[_fail_mlflow_run], log_prints=True,
+    on_running=[tag_train_run], on_failure=[_fail_mlflow_run], on_crashed=[_kill_mlflow_run],
+    on_cancellation=[_kill_mlflow_run], log_prints=True,
 )
 def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     run_id = start_mlflow_run(config)
