@@ -38,18 +38,18 @@ CONFIG = PipelineConfig.model_validate({
     "train": {"epochs": 2, "hidden_size": 8, "num_layers": 1, "batch_size": 256, "seed": 1},
     "register": {"min_skill": -1.0},  # the test needs a champion; the gate is not under test
 })
-MONITOR = MonitorConfig(windows=(5, 10), min_days=3, rule_window=5, days_in_row=3, skill_margin=None, rmse_ratio=1.5)
+MONITOR = MonitorConfig(windows=(3, 10), min_days=2, rule_window=3, days_in_row=2, skill_margin=None, rmse_ratio=1.5)
 
 
 def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_event(prefect_harness, mlflow_store, tmp_path):
     data = tmp_path / "prices.csv"
     regime_shift_prices().to_csv(data, index=False)
 
-    result = replay(data=str(data), start="2016-02-16", end="2016-03-14", config=CONFIG, monitor=MONITOR)
+    result = replay(data=str(data), start="2016-02-24", end="2016-03-07", config=CONFIG, monitor=MONITOR)
 
     days = result["days"]
-    assert [d["day"] for d in days][:2] == ["2016-02-16", "2016-02-17"] and days[-1]["day"] == "2016-03-14"
-    assert len(result["retrains"]) == 1 and result["retrains"][0]["day"] == "2016-02-16"  # the first champion
+    assert [d["day"] for d in days][:2] == ["2016-02-24", "2016-02-25"] and days[-1]["day"] == "2016-03-07"
+    assert len(result["retrains"]) == 1 and result["retrains"][0]["day"] == "2016-02-24"  # the first champion
     # day 1 has nothing to score; each later day scores every ticker's forecast of the day before
     assert days[0]["scored_forecasts"] == 0 and days[1]["scored_forecasts"] == len(TICKERS)
     assert days[-1]["scored_forecasts"] == len(TICKERS) * (len(days) - 1)
@@ -67,9 +67,9 @@ def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_ev
     exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.tags["model_version"] == "1" and run.data.tags["degraded.event_id"] == events[0]["event_id"]
-    history = client.get_metric_history(run.info.run_id, "live_rmse_5d")
+    history = client.get_metric_history(run.info.run_id, "live_rmse_3d")
     assert [m.step for m in history] == sorted({m.step for m in history})  # each day once, step = YYYYMMDD
-    assert history[-1].step == 20160314
+    assert history[-1].step == 20160307
     assert [a.path for a in client.list_artifacts(run.info.run_id, "live")] == ["live/live_performance.png"]
     artifact = Artifact.get("live-performance")
-    assert artifact is not None and "live_rmse (5d)" in str(artifact.data)
+    assert artifact is not None and "live_rmse (3d)" in str(artifact.data)
