@@ -92,6 +92,53 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from flows.replay import replay
+
+    config = load_config(args.config, args.data, args.epochs, args.seed)
+    if args.ticker:
+        config = config.model_copy(update={"ingest": dataclasses.replace(config.ingest, ticker=args.ticker)})
+    result = replay(data=config.ingest.source, start=args.start, end=args.end, retrain_every=args.retrain_every, config=config)
+    for day in result["days"]:
+        print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
+              f"days past a threshold {day['degraded_days']}")
+    print(f"\n{len(result['days'])} days replayed, {len(result['retrains'])} training run(s), "
+          f"{len(result['degraded_events'])} degradation event(s)")
+    for event in result["degraded_events"]:
+        print(f"degraded on {event['day']}: v{event['model_version']}: {event['reasons']}")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from tasks.forecast_store import ForecastStoreConfig
+    from tasks.retention import RetentionConfig, run_gc
+
+    raw = {}
+    if args.config:
+        text = Path(args.config).read_text()
+        if args.config.endswith((".yaml", ".yml")):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = json.loads(text)
+    try:
+        retention, store = RetentionConfig(**raw.get("retention", {})), ForecastStoreConfig(**raw.get("forecast_store", {}))
+    except TypeError as exc:  # an unknown key
+        raise ValueError(f"{args.config}: {exc}") from None
+    plan = run_gc(retention, store, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for removal in plan.removals:
+        print(f"{verb} {removal.path} ({removal.bytes / 1e6:.2f} MB): {removal.reason}")
+    if args.dry_run:
+        for path, why in plan.kept.items():
+            print(f"keep {path}: {why}")
+    print(f"{verb} {len(plan.removals)} item(s), {plan.bytes / 1e6:.2f} MB; {len(plan.forecast_runs)} batch-forecast MLflow run(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from flows.ops_cli import add_parsers
     from flows.runners import add_runner_arguments
@@ -115,6 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--out", required=True, help="output Parquet file")
     fc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     fc.set_defaults(func=cmd_forecast)
+
+    rp = sub.add_parser("replay", help="run the daily forecast flow as of each trading day of a date range")
+    rp.add_argument("--data", required=True, help="prices covering the range (and the history before it)")
+    rp.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    rp.add_argument("--end", required=True, help="last day, YYYY-MM-DD")
+    rp.add_argument("--retrain-every", type=int, default=0, help="train every N trading days (default 0: only when there is no champion)")
+    rp.add_argument("--config", help="JSON or YAML file with a PipelineConfig for the training runs")
+    rp.add_argument("--ticker", help="ticker of a single-ticker file without a ticker column")
+    rp.add_argument("--epochs", type=int, help="override train.epochs")
+    rp.add_argument("--seed", type=int, help="override train.seed")
+    rp.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    rp.set_defaults(func=cmd_replay)
+
+    gc = sub.add_parser("gc", help="remove what no model version, recent run or running flow needs from the home")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed and what is kept, remove nothing")
+    gc.add_argument("--config", help="JSON or YAML file with `retention` (and `forecast_store`) sections")
+    gc.set_defaults(func=cmd_gc)
 
     add_parsers(sub)  # serve, ui
     from flows import registry_cli

@@ -3,12 +3,16 @@ to MLflow, and a regime shift (volatility doubles on a known day) emits `tickerf
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
 
+from flows.cli import main
 from flows.replay import replay
 from flows.train_pipeline import PipelineConfig
 from tasks.forecast_store import ForecastStoreConfig, read_store
@@ -73,3 +77,13 @@ def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_ev
     assert [a.path for a in client.list_artifacts(run.info.run_id, "live")] == ["live/live_performance.png"]
     artifact = Artifact.get("live-performance")
     assert artifact is not None and "live_rmse (3d)" in str(artifact.data)
+    # gc ran after every day (grace 0 in replay): only what the champion needs and the latest day remain
+    version = client.get_model_version("tickerflow-gru", "1")
+    home = Path(os.environ["TICKERFLOW_HOME"])
+    assert (home / "windows" / version.tags["dataset_id"]).is_dir()
+    assert (home / "raw" / version.tags["source_hash"]).is_dir()
+    assert len(list((home / "raw").iterdir())) <= 2  # ten days were ingested
+    assert main(["gc"]) == 0
+    out = tmp_path / "after_gc.parquet"
+    assert main(["forecast", "--data", str(data), "--out", str(out)]) == 0
+    assert sorted(pd.read_parquet(out)["ticker"].unique()) == list(TICKERS)
