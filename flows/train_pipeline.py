@@ -73,9 +73,22 @@ def start_mlflow_run(config: PipelineConfig) -> str:
 
 @task(name="log-validation")
 def log_validation(report: ValidationReport, run_id: str) -> None:
-    """Data Docs go to the MLflow run whether the data passed or not."""
+    """Data Docs go to MLflow whether the data passed or not, once per validation id: a later run of the
+    same validation links to the run that holds them (tag `validation.data_docs_run`) instead of
+    copying them again."""
     client = use_tracking()
-    client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
+    validation = Path(report.docs_dir).parent.name  # validation/<validation id>/data_docs
+    holder = client.search_runs(
+        [experiment_id(client)], filter_string=f"tags.`validation.data_docs_of` = '{validation}'", max_results=1
+    )
+    if holder:
+        docs_run = holder[0].info.run_id
+    else:
+        client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
+        client.set_tag(run_id, "validation.data_docs_of", validation)
+        docs_run = run_id
+    client.set_tag(run_id, "validation.data_docs_run", docs_run)
+    client.set_tag(run_id, "validation_id", validation)
     client.log_text(run_id, report.summary(), "validation/summary.txt")
     client.set_tag(run_id, "validation", "passed" if report.success else "failed")
 
