@@ -22,6 +22,26 @@ def _quiet_telemetry() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
+def start_prefect_api() -> None:
+    """Without PREFECT_API_URL, start Prefect's temporary server now, under a lock on PREFECT_HOME.
+
+    Its first start migrates `$PREFECT_HOME/prefect.db`; two processes migrating one new database at
+    once fail in alembic ("Online migration expected to match one row"). Started here, one at a time,
+    the flows of this process then use the same server.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from filelock import FileLock
+    from prefect.server.api.server import SubprocessASGIServer
+
+    home = Path(PREFECT_HOME.value()).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600):
+        SubprocessASGIServer().start()
+
+
 def load_config(path: str | None, data: str | None, epochs: int | None, seed: int | None):
     from flows.train_pipeline import PipelineConfig
 
@@ -65,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.runners import runner_from_args
     from flows.train_pipeline import train_pipeline
 
+    start_prefect_api()
     summary = train_pipeline.with_options(task_runner=runner_from_args(args))(config)
     print(format_metrics(summary))
     print(
@@ -83,6 +104,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     kwargs = {"data": args.data, "out": args.out}
     if args.model_uri:
         kwargs["model_uri"] = args.model_uri
+    start_prefect_api()
     result = batch_forecast(**kwargs)
     print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
     for ticker, why in result.get("skipped", {}).items():
@@ -98,6 +120,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.data, args.epochs, args.seed)
     if args.ticker:
         config = config.model_copy(update={"ingest": dataclasses.replace(config.ingest, ticker=args.ticker)})
+    start_prefect_api()
     result = replay(data=config.ingest.source, start=args.start, end=args.end, retrain_every=args.retrain_every, config=config)
     for day in result["days"]:
         print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
