@@ -7,7 +7,8 @@ trading days (0: never) the training pipeline runs first, on the data up to that
 before the first day when the model has no champion yet. Each day's runs are child flow runs of one
 `replay` flow run, so with `PREFECT_API_URL` set they appear together in the Prefect UI.
 
-The day's cut is written to `TICKERFLOW_HOME/replay/as_of.parquet`, one file replaced each day.
+The day's cut is written to `TICKERFLOW_HOME/replay/as_of.parquet`, one file replaced each day. gc runs
+after each day with no grace period (`retention.grace_minutes=0`): a replay is expected to own its home.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def replay(
     store: ForecastStoreConfig = ForecastStoreConfig(),
     monitor: MonitorConfig = MonitorConfig(),
     retention: RetentionConfig = RetentionConfig(grace_minutes=0),
+    gc: bool = True,
 ) -> dict[str, Any]:
     if retrain_every < 0:
         raise ValueError(f"retrain_every must be >= 0 (0: never), got {retrain_every}")
@@ -80,7 +82,7 @@ def replay(
                 raise ValueError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}")
         result = batch_forecast(
             data=str(cut_path), out=str(out), model_uri=f"models:/{model_name}@champion",
-            store=store, monitor=monitor, retention=retention,
+            store=store, monitor=monitor, retention=retention, gc=gc,
         )
         d = result["degradation"]
         days_out.append({"day": f"{day:%Y-%m-%d}", "model_version": result["model_version"],
