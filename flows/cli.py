@@ -115,7 +115,17 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from flows.replay import replay
+
+    for name in ("start", "end"):
+        try:
+            pd.Timestamp(getattr(args, name))
+        except ValueError:
+            raise ValueError(f"--{name} must be a date (YYYY-MM-DD), got {getattr(args, name)!r}") from None
+    if args.retrain_every < 0:
+        raise ValueError(f"--retrain-every must be >= 0 (0: never), got {args.retrain_every}")
 
     config = load_config(args.config, args.data, args.epochs, args.seed)
     if args.ticker:
