@@ -17,7 +17,7 @@ from flows.ui_labels import forecast_run_name, tag_forecast_run
 from tasks.forecast import ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
 from tasks.forecast_store import ForecastStoreConfig, append_forecasts
 from tasks.ingest import IngestConfig, ingest
-from tasks.monitor import MonitorConfig, check_degradation, log_live_metrics, model_identity, score_live
+from tasks.monitor import MonitorConfig, check_degradation, log_live_metrics, model_identity, price_column_of, score_live
 from tasks.retention import RetentionConfig, collect_garbage
 from tasks.tracking import end_flow_runs
 from tasks.validate import ValidateConfig, require_valid, validate
@@ -55,7 +55,7 @@ def batch_forecast(
     prices = require_valid(report)
     forecasts = forecast_prices(model, prices, report.dropped_tickers)
     result = write_forecasts(forecasts, model, config)
-    append_forecasts(forecasts.frame, prices, name, model.version, forecaster, store)
+    append_forecasts(forecasts.frame, prices, name, model.version, forecaster, price_column_of(model, prices), store)
     summary = publish_forecasts(forecasts, result, data)
     tidied = collect_garbage(retention, store) if gc else None
     return {**summary, "scored_forecasts": live.scored_forecasts, "degradation": degradation.__dict__, "gc": tidied}

@@ -3,7 +3,7 @@
 Layout: `<root>/base_date=YYYY-MM-DD/model=<name>.v<version>.parquet`, one file per (base day, model version),
 written aside and renamed, so a rerun of the same day replaces its file instead of duplicating rows.
 The root is `TICKERFLOW_HOME/forecast_store` unless `uri` names another (any fsspec URI: s3://...).
-Each row: `ticker, base_date, base_close, date, horizon, forecast_close[, q05..q95], model_name,
+Each row: `ticker, base_date, price_column, base_close, date, horizon, forecast_close[, q05..q95], model_name,
 model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, never path fragments.
 """
 
@@ -24,7 +24,7 @@ from prefect.logging import get_run_logger
 from tasks.storage import home_subdir
 from tickerflow_model.live import QUANTILE_COLUMNS
 
-STORE_COLUMNS = ["ticker", "base_date", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,
+STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,
                  "model_name", "model_version", "forecaster", "flow_run_id", "created_at"]
 _PARTITION = re.compile(r"base_date=(\d{4}-\d{2}-\d{2})$")
 
@@ -47,13 +47,16 @@ def store_location(config: ForecastStoreConfig) -> tuple[fsspec.AbstractFileSyst
 
 
 def store_rows(
-    forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str
+    forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
+    price_column: str = "close",
 ) -> pd.DataFrame:
-    """Forecast rows with what scoring needs later: the base day and its close (the naive forecast)."""
+    """Forecast rows with what scoring needs later: the base day, the price the model forecasts
+    (`close` or `adj_close`) and its value on the base day (the naive forecast)."""
     closes = prices.assign(ticker=prices["ticker"].astype(str)).sort_values("date")
-    last = closes.dropna(subset=["close"]).groupby("ticker").tail(1)[["ticker", "date", "close"]]
-    last = last.rename(columns={"date": "base_date", "close": "base_close"})
+    last = closes.dropna(subset=[price_column]).groupby("ticker").tail(1)[["ticker", "date", price_column]]
+    last = last.rename(columns={"date": "base_date", price_column: "base_close"})
     out = forecasts.assign(ticker=forecasts["ticker"].astype(str)).merge(last, on="ticker", how="left")
+    out["price_column"] = price_column
     out["model_name"] = model_name
     out["model_version"] = str(model_version)
     out["forecaster"] = forecaster
@@ -117,9 +120,9 @@ def partitions(config: ForecastStoreConfig) -> list[tuple[pd.Timestamp, str]]:
 @task(name="append-to-forecast-store")
 def append_forecasts(
     forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
-    config: ForecastStoreConfig,
+    price_column: str, config: ForecastStoreConfig,
 ) -> list[str]:
-    rows = store_rows(forecasts, prices, model_name, model_version, forecaster)
+    rows = store_rows(forecasts, prices, model_name, model_version, forecaster, price_column)
     written = append_rows(rows, config)
     get_run_logger().info("appended %d forecasts to the forecast store (%s)", len(rows), ", ".join(written))
     return written

@@ -93,6 +93,15 @@ class Degradation:
     event_id: str | None = None  # set when this run emitted the event
 
 
+def price_column_of(model, prices: pd.DataFrame) -> str:
+    """The price the model forecasts (`close` or `adj_close`), as its bundle says; `close` otherwise."""
+    try:
+        column = model.pyfunc.unwrap_python_model().forecaster.spec.price_column
+    except AttributeError:  # a model without the GRU bundle (a baseline pyfunc)
+        column = "close"
+    return column if column in prices.columns else "close"
+
+
 def model_identity(model) -> tuple[str, str]:
     """(registered model name, forecaster) of a loaded model; ('', 'gru') for one outside the registry.
 
@@ -118,7 +127,13 @@ def live_scores(prices: pd.DataFrame, store: ForecastStoreConfig, config: Monito
     empty = rolling_live_metrics(stored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
     if stored.empty or as_of is None:
         return LiveScores(empty, 0, as_of)
-    scored = join_realized(stored, prices)
+    if "price_column" not in stored.columns:
+        stored = stored.assign(price_column="close")
+    parts = []
+    for column, rows in stored.groupby(stored["price_column"].fillna("close"), sort=True):
+        column = column if column in prices.columns else "close"
+        parts.append(join_realized(rows, prices[["ticker", "date", column]].rename(columns={column: "close"})))
+    scored = pd.concat(parts, ignore_index=True)
     scored = scored[scored["date"] <= as_of]
     frames = []
     for name, g in scored.groupby("model_name", sort=True):
