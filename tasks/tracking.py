@@ -84,6 +84,7 @@ def end_run(run_id: str, failed: bool) -> None:
 _initialised_stores: set[str] = set()
 RUN_PID_TAG = "tickerflow.pid"
 RUN_HOST_TAG = "tickerflow.host"
+RUN_STARTED_TAG = "tickerflow.process_started"  # the process's start time: a reused pid is not the same process
 KILLED_REASON_TAG = "tickerflow.killed_reason"
 
 
@@ -109,22 +110,30 @@ def process_tags() -> dict[str, str]:
     """Who runs this MLflow run: lets a later run tell whether its process is gone."""
     import socket
 
-    return {RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: socket.gethostname()}
+    import psutil
+
+    return {
+        RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: socket.gethostname(),
+        RUN_STARTED_TAG: repr(psutil.Process().create_time()),
+    }
 
 
-def process_alive(pid: int, host: str) -> bool:
-    """True unless the process is on this host and no longer exists (another host: assume alive)."""
+def process_alive(pid: int, host: str, started: float | None = None) -> bool:
+    """True unless the process is on this host and gone: no such pid, or the pid now belongs to a process
+    started at another time than `started` (another host: assume alive)."""
     import socket
+
+    import psutil
 
     if host != socket.gethostname():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def tickerflow_experiment_ids(client: mlflow.MlflowClient) -> list[str]:
@@ -175,7 +184,8 @@ def reap_stale_runs(client: mlflow.MlflowClient | None = None) -> list[str]:
         tags = run.data.tags
         why = None
         pid, host = tags.get(RUN_PID_TAG), tags.get(RUN_HOST_TAG)
-        if pid and host and not process_alive(int(pid), host):
+        started = float(tags[RUN_STARTED_TAG]) if tags.get(RUN_STARTED_TAG) else None
+        if pid and host and not process_alive(int(pid), host, started):
             why = f"its process (pid {pid} on {host}) is gone"
         elif flow_run_is_final(tags.get(PREFECT_FLOW_RUN_TAG, "")):
             why = f"its Prefect flow run {tags[PREFECT_FLOW_RUN_TAG]} has ended"

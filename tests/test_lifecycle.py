@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import mlflow
 import psutil
 
-from tasks.tracking import KILLED_REASON_TAG, RUN_HOST_TAG, RUN_PID_TAG, end_flow_runs, experiment_id, reap_stale_runs, use_tracking
+from tasks.tracking import KILLED_REASON_TAG, RUN_HOST_TAG, RUN_PID_TAG, RUN_STARTED_TAG, end_flow_runs, experiment_id, reap_stale_runs, use_tracking
 from tasks.train import OWNER_FILE, TrainConfig, checkpoint_dir_for, release_checkpoint_dir
 
 
@@ -56,8 +56,11 @@ def test_runs_whose_process_is_gone_are_marked_killed_and_live_ones_are_left(mlf
     dead = client.create_run(exp, tags={RUN_PID_TAG: str(gone_process_pid()), RUN_HOST_TAG: host}).info.run_id
     alive = client.create_run(exp, tags={RUN_PID_TAG: str(psutil.Process().pid), RUN_HOST_TAG: host}).info.run_id
     elsewhere = client.create_run(exp, tags={RUN_PID_TAG: "1", RUN_HOST_TAG: "another-host"}).info.run_id
+    # our pid, but a start time of another process: the pid was reused, the run's process is gone
+    reused = client.create_run(exp, tags={RUN_PID_TAG: str(psutil.Process().pid), RUN_HOST_TAG: host,
+                                          RUN_STARTED_TAG: "12345.0"}).info.run_id
 
-    assert reap_stale_runs(client) == [dead]
+    assert sorted(reap_stale_runs(client)) == sorted([dead, reused])
 
     assert client.get_run(dead).info.status == "KILLED"
     assert "is gone" in client.get_run(dead).data.tags[KILLED_REASON_TAG]
