@@ -93,3 +93,21 @@ def test_two_processes_on_a_fresh_home_both_create_the_mlflow_store(tmp_path):
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, created once
+
+
+def test_both_flows_end_their_mlflow_runs_killed_on_crash_and_cancel(mlflow_store):
+    from prefect.states import Cancelled, Crashed
+
+    from flows.batch_forecast import batch_forecast
+    from flows.train_pipeline import train_pipeline
+
+    client = use_tracking()
+    for flow in (train_pipeline, batch_forecast):
+        assert flow.on_crashed_hooks and flow.on_cancellation_hooks and flow.on_failure_hooks
+        for hook, state, word in ((flow.on_crashed_hooks[0], Crashed(message="SIGTERM"), "crashed"),
+                                  (flow.on_cancellation_hooks[0], Cancelled(message="from the UI"), "cancelled")):
+            flow_run = SimpleNamespace(id=f"{flow.name}-{word}")
+            run_id = client.create_run(experiment_id(client), tags={"prefect.flow_run_id": str(flow_run.id)}).info.run_id
+            hook(flow, flow_run, state)
+            run = client.get_run(run_id)
+            assert run.info.status == "KILLED" and run.data.tags[KILLED_REASON_TAG].startswith(f"flow run {word}: ")
