@@ -1,4 +1,9 @@
-"""Batch forecast: latest prices -> validated -> champion model -> Parquet forecasts, logged to MLflow.
+"""Batch forecast, the daily loop: score what was forecast, then forecast, store, tidy up.
+
+latest prices -> live scores of the stored forecasts whose closes have arrived (MLflow monitoring
+runs, a `live-performance` artifact, `tickerflow.champion.degraded` when the champion degrades) ->
+validated -> champion model -> Parquet forecasts, appended to the forecast store, logged to MLflow ->
+gc (retention).
 
 Tickers with too little history for the model's window are reported and skipped; when none is
 usable the run fails with the validation summary naming them.
@@ -10,21 +15,47 @@ from prefect import flow
 
 from flows.ui_labels import forecast_run_name, tag_forecast_run
 from tasks.forecast import ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
+from tasks.forecast_store import ForecastStoreConfig, append_forecasts
 from tasks.ingest import IngestConfig, ingest
+from tasks.monitor import MonitorConfig, check_degradation, log_live_metrics, model_identity, price_column_of, score_live
+from tasks.retention import RetentionConfig, collect_garbage
+from tasks.tracking import end_flow_runs
 from tasks.validate import ValidateConfig, require_valid, validate
 
 
-@flow(name="batch_forecast", flow_run_name=forecast_run_name, on_running=[tag_forecast_run], log_prints=True)
+def _fail_mlflow_runs(flow, flow_run, state) -> None:
+    end_flow_runs(str(flow_run.id), "FAILED", state.message or "")
+
+
+def _kill_mlflow_runs(flow, flow_run, state) -> None:
+    end_flow_runs(str(flow_run.id), "KILLED", f"flow run {state.type.value.lower()}: {state.message or ''}")
+
+
+@flow(
+    name="batch_forecast", flow_run_name=forecast_run_name, on_running=[tag_forecast_run],
+    on_failure=[_fail_mlflow_runs], on_crashed=[_kill_mlflow_runs], on_cancellation=[_kill_mlflow_runs], log_prints=True,
+)
 def batch_forecast(
     data: str = IngestConfig.source,
     out: str = "forecasts.parquet",
     model_uri: str = ForecastConfig.model_uri,
+    store: ForecastStoreConfig = ForecastStoreConfig(),
+    monitor: MonitorConfig = MonitorConfig(),
+    retention: RetentionConfig = RetentionConfig(),
+    gc: bool = True,
 ) -> dict:
     config = ForecastConfig(model_uri=model_uri, out=out)
     raw = ingest(IngestConfig(source=data))
+    live = score_live(raw.frame, store, monitor)
     model = load_model(config)
+    name, forecaster = model_identity(model)
+    log_live_metrics(live, name, model.version)
+    degradation = check_degradation(live, name, model.version, monitor)
     report = validate(raw.frame, ValidateConfig(), model.min_rows, raw.source_hash)
     prices = require_valid(report)
     forecasts = forecast_prices(model, prices, report.dropped_tickers)
     result = write_forecasts(forecasts, model, config)
-    return publish_forecasts(forecasts, result, data)
+    append_forecasts(forecasts.frame, prices, name, model.version, forecaster, price_column_of(model, prices), store)
+    summary = publish_forecasts(forecasts, result, data)
+    tidied = collect_garbage(retention, store) if gc else None
+    return {**summary, "scored_forecasts": live.scored_forecasts, "degradation": degradation.__dict__, "gc": tidied}

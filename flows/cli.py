@@ -42,6 +42,26 @@ def _read_config_file(path: str) -> dict:
     return raw
 
 
+def start_prefect_api() -> None:
+    """Without PREFECT_API_URL, start Prefect's temporary server now, under a lock on PREFECT_HOME.
+
+    Its first start migrates `$PREFECT_HOME/prefect.db`; two processes migrating one new database at
+    once fail in alembic ("Online migration expected to match one row"). Started here, one at a time,
+    the flows of this process then use the same server.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from filelock import FileLock
+    from prefect.server.api.server import SubprocessASGIServer
+
+    home = Path(PREFECT_HOME.value()).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600):
+        SubprocessASGIServer().start()
+
+
 def load_config(path: str | None, data: str | None, epochs: int | None, seed: int | None):
     from flows.train_pipeline import PipelineConfig
 
@@ -84,6 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.runners import runner_from_args
     from flows.train_pipeline import train_pipeline
 
+    start_prefect_api()
     summary = train_pipeline.with_options(task_runner=runner_from_args(args))(config)
     print(format_metrics(summary))
     print(
@@ -106,12 +127,71 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     kwargs = {"data": hold(args.data), "out": out}
     if args.model_uri:
         kwargs["model_uri"] = args.model_uri
+    start_prefect_api()
     result = batch_forecast(**kwargs)
     print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
     for ticker, why in result.get("skipped", {}).items():
         print(f"skipped {ticker}: {why}")
     if args.json:
         print(json.dumps(result, default=str))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from flows.replay import replay
+
+    for name in ("start", "end"):
+        try:
+            pd.Timestamp(getattr(args, name))
+        except ValueError:
+            raise ValueError(f"--{name} must be a date (YYYY-MM-DD), got {getattr(args, name)!r}") from None
+    if args.retrain_every < 0:
+        raise ValueError(f"--retrain-every must be >= 0 (0: never), got {args.retrain_every}")
+
+    config = load_config(args.config, args.data, args.epochs, args.seed)
+    if args.ticker:
+        config = config.model_copy(update={"ingest": dataclasses.replace(config.ingest, ticker=args.ticker)})
+    start_prefect_api()
+    result = replay(data=config.ingest.source, start=args.start, end=args.end, retrain_every=args.retrain_every, config=config)
+    for day in result["days"]:
+        print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
+              f"days past a threshold {day['degraded_days']}")
+    print(f"\n{len(result['days'])} days replayed, {len(result['retrains'])} training run(s), "
+          f"{len(result['degraded_events'])} degradation event(s)")
+    for event in result["degraded_events"]:
+        print(f"degraded on {event['day']}: v{event['model_version']}: {event['reasons']}")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from tasks.forecast_store import ForecastStoreConfig
+    from tasks.retention import RetentionConfig, run_gc
+
+    raw = {}
+    if args.config:
+        text = Path(args.config).read_text()
+        if args.config.endswith((".yaml", ".yml")):
+            import yaml
+
+            raw = yaml.safe_load(text) or {}
+        else:
+            raw = json.loads(text)
+    try:
+        retention, store = RetentionConfig(**raw.get("retention", {})), ForecastStoreConfig(**raw.get("forecast_store", {}))
+    except TypeError as exc:  # an unknown key
+        raise ValueError(f"{args.config}: {exc}") from None
+    plan = run_gc(retention, store, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for removal in plan.removals:
+        print(f"{verb} {removal.path} ({removal.bytes / 1e6:.2f} MB): {removal.reason}")
+    if args.dry_run:
+        for path, why in plan.kept.items():
+            print(f"keep {path}: {why}")
+    print(f"{verb} {len(plan.removals)} item(s), {plan.bytes / 1e6:.2f} MB; {len(plan.forecast_runs)} batch-forecast MLflow run(s)")
     return 0
 
 
@@ -138,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--out", required=True, help="output Parquet file")
     fc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
     fc.set_defaults(func=cmd_forecast)
+
+    rp = sub.add_parser("replay", help="run the daily forecast flow as of each trading day of a date range")
+    rp.add_argument("--data", required=True, help="prices covering the range (and the history before it)")
+    rp.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    rp.add_argument("--end", required=True, help="last day, YYYY-MM-DD")
+    rp.add_argument("--retrain-every", type=int, default=0, help="train every N trading days (default 0: only when there is no champion)")
+    rp.add_argument("--config", help="JSON or YAML file with a PipelineConfig for the training runs")
+    rp.add_argument("--ticker", help="ticker of a single-ticker file without a ticker column")
+    rp.add_argument("--epochs", type=int, help="override train.epochs")
+    rp.add_argument("--seed", type=int, help="override train.seed")
+    rp.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    rp.set_defaults(func=cmd_replay)
+
+    gc = sub.add_parser("gc", help="remove what no model version, recent run or running flow needs from the home")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed and what is kept, remove nothing")
+    gc.add_argument("--config", help="JSON or YAML file with `retention` (and `forecast_store`) sections")
+    gc.set_defaults(func=cmd_gc)
 
     add_parsers(sub)  # serve, ui
     from flows import registry_cli

@@ -271,6 +271,7 @@ class DeploymentSpec:
     tags: tuple[str, ...]
     description: str
     crons: tuple[tuple[str, str], ...]  # (cron, timezone)
+    triggers: tuple[dict[str, Any], ...] = ()  # prefect.yaml `triggers:` entries (deployment triggers)
 
     def __post_init__(self) -> None:
         if ":" not in self.entrypoint or not self.entrypoint.split(":", 1)[0].endswith(".py"):
@@ -297,6 +298,7 @@ def load_deployment_specs(path: Path = DEPLOYMENTS_FILE, only: list[str] | None 
             DeploymentSpec(
                 name=entry["name"], entrypoint=entry["entrypoint"], parameters=entry.get("parameters") or {},
                 tags=tuple(entry.get("tags") or ()), description=entry.get("description", ""), crons=crons,
+                triggers=tuple(entry.get("triggers") or ()),
             )
         )
     names = [s.name for s in specs]
@@ -345,8 +347,13 @@ def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides
         schedules = [Interval(interval, anchor_date=datetime.now(timezone.utc))]
     else:
         schedules = [Cron(cron, timezone=tz) for cron, tz in spec.crons]
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    triggers = [TypeAdapter(DeploymentTriggerTypes).validate_python(t) for t in spec.triggers]
     return flow.to_deployment(
         name=spec.name,
+        triggers=triggers or None,
         parameters=merge_parameters(anchor_data_paths(spec.parameters), overrides),
         tags=list(spec.tags),
         description=spec.description,

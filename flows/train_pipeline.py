@@ -24,7 +24,9 @@ from tasks.evaluate import Backtest, BacktestConfig, Evaluation, backtest, evalu
 from tasks.ingest import IngestConfig, ingest
 from tasks.redaction import redact_text, redact_uri
 from tasks.register import Registration, RegisterConfig, register
-from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tasks.tracking import (
+    PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
+)
 from tasks.train import TrainConfig, train
 from tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
 from tasks.window import WindowConfig, WindowDataset, window
@@ -54,6 +56,7 @@ class PipelineConfig(BaseModel):
 @task(name="start-mlflow-run")
 def start_mlflow_run(config: PipelineConfig) -> str:
     client = use_tracking()
+    reap_stale_runs(client)
     flow_run_id = str(runtime.flow_run.id or "")
     run = client.create_run(
         experiment_id(client),
@@ -61,6 +64,7 @@ def start_mlflow_run(config: PipelineConfig) -> str:
         tags={
             PREFECT_FLOW_RUN_TAG: flow_run_id, "prefect.flow_name": "train_pipeline",
             "data.source": redact_uri(config.ingest.source),
+            **process_tags(),
         },
     )
     # A deployment's parameters may still carry credentials in a URI: never into MLflow.
@@ -72,9 +76,22 @@ def start_mlflow_run(config: PipelineConfig) -> str:
 
 @task(name="log-validation")
 def log_validation(report: ValidationReport, run_id: str) -> None:
-    """Data Docs go to the MLflow run whether the data passed or not."""
+    """Data Docs go to MLflow whether the data passed or not, once per validation id: a later run of the
+    same validation links to the run that holds them (tag `validation.data_docs_run`) instead of
+    copying them again."""
     client = use_tracking()
-    client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
+    validation = Path(report.docs_dir).parent.name  # validation/<validation id>/data_docs
+    holder = client.search_runs(
+        [experiment_id(client)], filter_string=f"tags.`validation.data_docs_of` = '{validation}'", max_results=1
+    )
+    if holder:
+        docs_run = holder[0].info.run_id
+    else:
+        client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
+        client.set_tag(run_id, "validation.data_docs_of", validation)
+        docs_run = run_id
+    client.set_tag(run_id, "validation.data_docs_run", docs_run)
+    client.set_tag(run_id, "validation_id", validation)
     client.log_text(run_id, report.summary(), "validation/summary.txt")
     client.set_tag(run_id, "validation", "passed" if report.success else "failed")
 
@@ -117,18 +134,18 @@ def finish_mlflow_run(
 
 def _fail_mlflow_run(flow, flow_run, state) -> None:
     """On a failed flow run, mark its MLflow run FAILED (found by the flow-run id tag)."""
-    client = use_tracking()
-    runs = client.search_runs(
-        [experiment_id(client)], filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run.id}'"
-    )
-    for run in runs:
-        client.set_tag(run.info.run_id, "failure", (state.message or "")[:5000])
-        end_run(run.info.run_id, failed=True)
+    end_flow_runs(str(flow_run.id), "FAILED", state.message or "")
+
+
+def _kill_mlflow_run(flow, flow_run, state) -> None:
+    """On a crashed or cancelled flow run, mark its MLflow run KILLED, saying which."""
+    end_flow_runs(str(flow_run.id), "KILLED", f"flow run {state.type.value.lower()}: {state.message or ''}")
 
 
 @flow(
     name="train_pipeline", flow_run_name=train_run_name, task_runner=ThreadPoolTaskRunner(),
-    on_running=[tag_train_run], on_failure=[_fail_mlflow_run], log_prints=True,
+    on_running=[tag_train_run], on_failure=[_fail_mlflow_run], on_crashed=[_kill_mlflow_run],
+    on_cancellation=[_kill_mlflow_run], log_prints=True,
 )
 def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     run_id = start_mlflow_run(config)

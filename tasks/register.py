@@ -1,8 +1,10 @@
 """Register: log the pyfunc model, register a version as `challenger`, promote to `champion` if it earns it.
 
-Every move of the `champion` alias (the pipeline's gate, `tickerflow promote`, `tickerflow rollback`) is
-recorded as one registered-model tag `champion_history.NNNN` holding who/when/why as JSON, and on the
-version itself, so the champion history can be read back from the registry alone.
+Every move of the `champion` alias (the pipeline's gate, `tickerflow promote`, `tickerflow rollback`), and
+every gate decision that left it in place, is recorded as one registered-model tag
+`champion_history.<UTC time>-<random id>` holding who/when/why as JSON (moves also on the version itself),
+so the champion history can be read back from the registry alone. Moves are compare-and-set: a decision
+made against one champion never overwrites another that took its place meanwhile.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +42,10 @@ HISTORY_PREFIX = "champion_history."
 
 class RegistryError(TickerflowError, ValueError):
     """A promotion or rollback that cannot be done (unknown version, no previous champion)."""
+
+
+class ChampionMoved(RegistryError):
+    """The champion is no longer the one a decision was made against: nothing was moved."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +100,11 @@ def current_user() -> str:
 
 
 def champion_history(client: mlflow.MlflowClient, name: str) -> list[dict]:
-    """Every recorded move of the champion alias, oldest first."""
+    """Every recorded champion decision, oldest first: moves of the alias (`promote`, `rollback`) and the
+    pipeline's decisions that left it where it was (`keep`: the gate said no; `refused`: it moved since
+    the evaluation)."""
     tags = client.get_registered_model(name).tags
-    keys = sorted(k for k in tags if k.startswith(HISTORY_PREFIX))
+    keys = sorted(k for k in tags if k.startswith(HISTORY_PREFIX))  # time-ordered ids (see history_key)
     return [json.loads(tags[k]) for k in keys]
 
 
@@ -105,7 +114,7 @@ def champion_stack(history: list[dict]) -> list[str]:
     for event in history:
         if event["action"] == "rollback" and stack:
             stack.pop()
-        else:
+        elif event["action"] in ("promote", "rollback"):
             stack.append(event["version"])
     return stack
 
@@ -117,25 +126,78 @@ def current_champion(client: mlflow.MlflowClient, name: str) -> str | None:
         return None
 
 
+def history_key() -> str:
+    """A unique, time-ordered tag key: two moves at once never write the same slot.
+
+    (Keys of older homes, `champion_history.0001`..., sort before these, so the order holds.)
+    """
+    return f"{HISTORY_PREFIX}{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def record_decision(client: mlflow.MlflowClient, name: str, event: dict) -> None:
+    client.set_registered_model_tag(name, history_key(), json.dumps(event))
+
+
+def registry_lock(name: str):
+    """Serialises champion moves of one model between processes sharing this home (one machine)."""
+    from tasks.storage import stable_hash
+    from tasks.tracking import home_lock
+
+    return home_lock(f"registry-{stable_hash(name)}")
+
+
+ANY_CHAMPION = object()  # `expected` for a move that does not depend on the current champion
+
+
 def move_champion(
-    client: mlflow.MlflowClient, name: str, version: str, action: str, why: str, who: str | None = None
+    client: mlflow.MlflowClient, name: str, version: str, action: str, why: str, who: str | None = None,
+    expected: str | None | object = ANY_CHAMPION,
 ) -> dict:
-    """Point `champion` at `version` and record the move (on the model and on the version)."""
+    """Point `champion` at `version` and record the move (on the model and on the version).
+
+    Compare-and-set: with `expected` (the champion the decision was made against, None for none), the
+    champion is re-read under the registry lock right before the alias moves; when it is no longer
+    `expected`, nothing moves, a `refused` event is recorded and `ChampionMoved` is raised.
+    The history entry is written before the alias moves.
+    """
     client.get_model_version(name, version)  # raises for an unknown version before anything moves
-    event = {
-        "action": action,
-        "version": str(version),
-        "previous": current_champion(client, name),
-        "by": who or current_user(),
-        "at": now_utc(),
-        "why": why,
-    }
-    seq = len(champion_history(client, name)) + 1
-    client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:04d}", json.dumps(event))
+    with registry_lock(name):
+        current = current_champion(client, name)
+        event = {"action": action, "version": str(version), "previous": current, "by": who or current_user(), "at": now_utc(), "why": why}
+        if expected is not ANY_CHAMPION and current != expected:
+            was = f"v{expected}" if expected else "no champion"
+            event.update(
+                action="refused", expected=expected,
+                why=f"the champion moved from {was} to v{current} after this decision was made ({why}); not promoted",
+            )
+            record_decision(client, name, event)
+            raise ChampionMoved(event["why"])
+        record_decision(client, name, event)
+        client.set_registered_model_alias(name, CHAMPION, version)
     for key in ("by", "at", "why"):
         client.set_model_version_tag(name, version, f"champion.{action}_{key}", event[key])
     return event
+
+
+def apply_decision(
+    client: mlflow.MlflowClient, name: str, version: str, promoted: bool, reason: str, expected: str | None, who: str
+) -> tuple[bool, str]:
+    """Carry out the gate's decision about `version`, compare-and-set against `expected`; record it either way.
+
+    Returns (promoted, reason) as they turned out: a promotion refused because the champion moved
+    since `expected` was read comes back as (False, why), and the version's tags say so.
+    """
+    if not promoted:
+        event = {"action": "keep", "version": str(version), "previous": expected, "by": who, "at": now_utc(), "why": reason}
+        record_decision(client, name, event)
+        return False, reason
+    try:
+        move_champion(client, name, version, "promote", reason, who, expected=expected)
+    except ChampionMoved as exc:
+        client.set_model_version_tag(name, version, "promotion", "rejected")
+        client.set_model_version_tag(name, version, "promotion_reason", str(exc))
+        return False, str(exc)
+    return True, reason
 
 
 def promote_version(client: mlflow.MlflowClient, name: str, version: str, why: str, who: str | None = None) -> dict:
@@ -143,17 +205,19 @@ def promote_version(client: mlflow.MlflowClient, name: str, version: str, why: s
         client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException as exc:
         raise RegistryError(f"model {name!r} has no version {version!r}") from exc
-    if current_champion(client, name) == str(version):
+    current = current_champion(client, name)
+    if current == str(version):
         raise RegistryError(f"version {version} of {name!r} is already the champion")
-    return move_champion(client, name, str(version), "promote", why, who)
+    return move_champion(client, name, str(version), "promote", why, who, expected=current)
 
 
 def rollback_champion(client: mlflow.MlflowClient, name: str, why: str, who: str | None = None) -> dict:
     """Back to the champion before the current one (repeatable: each rollback goes one further back)."""
+    current = current_champion(client, name)
     stack = champion_stack(champion_history(client, name))
     if len(stack) < 2:
         raise RegistryError(f"model {name!r} has no previous champion to roll back to (history: {stack or 'empty'})")
-    return move_champion(client, name, stack[-2], "rollback", why, who)
+    return move_champion(client, name, stack[-2], "rollback", why, who, expected=current)
 
 
 # ---- logging the model ----------------------------------------------------------------------------
@@ -261,8 +325,9 @@ def register(
         client.set_model_version_tag(config.model_name, version, key, value)
     # aliases move only once the version is complete and tagged
     client.set_registered_model_alias(config.model_name, CHALLENGER, version)
-    if promoted:
-        move_champion(client, config.model_name, version, "promote", reason, who=f"train_pipeline run {run_id}")
+    promoted, reason = apply_decision(
+        client, config.model_name, version, promoted, reason, evaluation.champion_version, f"train_pipeline run {run_id}"
+    )
     client.set_tag(run_id, "promotion", "promoted" if promoted else "rejected")
     client.set_tag(run_id, "promotion_reason", reason)
     client.log_metric(run_id, "promoted", float(promoted))

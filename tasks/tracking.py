@@ -43,6 +43,7 @@ def use_tracking() -> mlflow.MlflowClient:
     uri = tracking_uri()
     if not user_tracking_uri():
         _derived_uri = uri
+    initialise_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow.MlflowClient(uri, uri)
@@ -79,3 +80,123 @@ def run_url(run_id: str) -> str:
 def end_run(run_id: str, failed: bool) -> None:
     status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
     use_tracking().set_terminated(run_id, status=status)
+
+
+# ---- concurrency and lifecycle ---------------------------------------------------------------------
+# Processes that share a home share the MLflow SQLite store. Its first use creates the schema through
+# alembic migrations; two processes migrating one new file at once fail ("Online migration expected to
+# match one row ... 0 found"). A file lock beside the database serialises that first use.
+_initialised_stores: set[str] = set()
+RUN_PID_TAG = "tickerflow.pid"
+RUN_HOST_TAG = "tickerflow.host"
+RUN_STARTED_TAG = "tickerflow.process_started"  # the process's start time: a reused pid is not the same process
+KILLED_REASON_TAG = "tickerflow.killed_reason"
+
+
+def home_lock(name: str, timeout: float = 600.0):
+    """An inter-process lock (a `filelock.FileLock`) on `TICKERFLOW_HOME/.locks/NAME.lock`."""
+    from filelock import FileLock
+
+    folder = home_subdir(".locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{name}.lock"), timeout=timeout)
+
+
+def initialise_store(uri: str) -> None:
+    """Create (migrate) a local SQLite store once, under a lock; a no-op for servers and known stores."""
+    if uri in _initialised_stores or not uri.startswith("sqlite:"):
+        return
+    with home_lock("mlflow-store"):
+        mlflow.MlflowClient(uri, uri).search_experiments(max_results=1)
+    _initialised_stores.add(uri)
+
+
+def process_tags() -> dict[str, str]:
+    """Who runs this MLflow run: lets a later run tell whether its process is gone."""
+    import socket
+
+    import psutil
+
+    return {
+        RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: socket.gethostname(),
+        RUN_STARTED_TAG: repr(psutil.Process().create_time()),
+    }
+
+
+def process_alive(pid: int, host: str, started: float | None = None) -> bool:
+    """True unless the process is on this host and gone: no such pid, or the pid now belongs to a process
+    started at another time than `started` (another host: assume alive)."""
+    import socket
+
+    import psutil
+
+    if host != socket.gethostname():
+        return True
+    try:
+        proc = psutil.Process(pid)
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def tickerflow_experiment_ids(client: mlflow.MlflowClient) -> list[str]:
+    return [e.experiment_id for e in client.search_experiments() if e.name.startswith(EXPERIMENT)]
+
+
+def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
+    """End every RUNNING MLflow run of a Prefect flow run with `status` (FAILED, KILLED); returns their ids."""
+    client = use_tracking()
+    ids = tickerflow_experiment_ids(client)
+    if not ids:
+        return []
+    runs = client.search_runs(
+        ids, filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run_id}' and attributes.status = 'RUNNING'"
+    )
+    for run in runs:
+        client.set_tag(run.info.run_id, KILLED_REASON_TAG if status == "KILLED" else "failure", reason[:5000])
+        client.set_terminated(run.info.run_id, status=status)
+    return [r.info.run_id for r in runs]
+
+
+def flow_run_is_final(flow_run_id: str) -> bool:
+    """Whether Prefect reports the flow run in a terminal state (False when it cannot tell)."""
+    if not flow_run_id:
+        return False
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as prefect:
+            state = prefect.read_flow_run(flow_run_id).state
+    except Exception:  # noqa: BLE001 - an unknown run or an unreachable API: no verdict, keep the run
+        return False
+    return state is not None and state.is_final()
+
+
+def reap_stale_runs(client: mlflow.MlflowClient | None = None) -> list[str]:
+    """Mark KILLED every RUNNING MLflow run whose process is gone or whose Prefect flow run has ended.
+
+    A run SIGKILLed or killed for memory has no chance to end its MLflow run; the next run tidies up.
+    Returns the ids of the runs it ended.
+    """
+    client = client or use_tracking()
+    ids = tickerflow_experiment_ids(client)
+    if not ids:
+        return []
+    reaped = []
+    for run in client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        why = None
+        pid, host = tags.get(RUN_PID_TAG), tags.get(RUN_HOST_TAG)
+        started = float(tags[RUN_STARTED_TAG]) if tags.get(RUN_STARTED_TAG) else None
+        if pid and host and not process_alive(int(pid), host, started):
+            why = f"its process (pid {pid} on {host}) is gone"
+        elif flow_run_is_final(tags.get(PREFECT_FLOW_RUN_TAG, "")):
+            why = f"its Prefect flow run {tags[PREFECT_FLOW_RUN_TAG]} has ended"
+        if why is None:
+            continue
+        client.set_tag(run.info.run_id, KILLED_REASON_TAG, f"found RUNNING after {why}")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        reaped.append(run.info.run_id)
+    return reaped

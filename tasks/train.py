@@ -8,8 +8,12 @@ unthrottled.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import sys
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,8 +23,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from tasks.retries import retry_unless
-from tasks.storage import home_subdir, stable_hash
-from tasks.tracking import use_tracking
+from tasks.storage import home_subdir, stable_hash, write_file_atomic
+from tasks.tracking import home_lock, use_tracking
 from tasks.window import WindowDataset, read_split
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.trainer import (
@@ -33,14 +37,63 @@ from tickerflow_model.trainer import (
     train_model,
 )
 
-__all__ = ["TrainConfig", "train", "checkpoint_dir_for", "fit_forecaster", "train_on_windows", "GPU_CONCURRENCY_LIMIT"]
+__all__ = ["TrainConfig", "train", "checkpoint_dir_for", "release_checkpoint_dir", "fit_forecaster", "train_on_windows", "GPU_CONCURRENCY_LIMIT"]
 
 GPU_CONCURRENCY_LIMIT = "gpu"
 
 
+OWNER_FILE = "owner.json"
+
+
+def this_process() -> dict:
+    """pid, host and start time: together they name a process even after its pid is reused."""
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+
+
+def owner_is_alive(owner: dict) -> bool:
+    """Whether the process that wrote `owner` still runs (on another host: assume it does)."""
+    import psutil
+
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner.get("started", 0))) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, TypeError, ValueError):
+        return False
+
+
+def read_owner(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def checkpoint_dir_for(dataset: WindowDataset, config: TrainConfig) -> Path:
-    """Same data + same config -> same folder, so a restarted command finds its checkpoint."""
-    return home_subdir("checkpoints", stable_hash({"dataset": dataset.dataset_id, "train": config.to_dict()}))
+    """The checkpoint folder this run owns: the shared one for its data + config when it is free.
+
+    Same data + same config -> same folder, so a restarted command finds its checkpoint. The folder
+    belongs to one process at a time (`owner.json`: pid, host, start time): a run resumes only a
+    checkpoint whose owner is gone. When a live process owns it, this run trains afresh in a folder of
+    its own, so two runs at once never resume or overwrite each other's checkpoint.
+    """
+    key = stable_hash({"dataset": dataset.dataset_id, "train": config.to_dict()})
+    me = this_process()
+    with home_lock(f"checkpoint-{key}"):
+        folder = home_subdir("checkpoints", key)
+        owner = read_owner(folder)
+        if owner is not None and owner_is_alive(owner) and owner != me:
+            folder = home_subdir("checkpoints", f"{key}-{uuid.uuid4().hex[:8]}")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(folder / OWNER_FILE, lambda tmp: tmp.write_text(json.dumps(me)))
+    return folder
+
+
+def release_checkpoint_dir(folder: Path) -> None:
+    """Give up ownership once training finished: the next run with the same key may use the folder."""
+    (Path(folder) / OWNER_FILE).unlink(missing_ok=True)
 
 
 def gpu_slot(config: TrainConfig):
@@ -131,9 +184,9 @@ def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | No
     """Plain function behind the task: train, fit the shrinkage toward naive, bundle a Forecaster."""
     x_train, y_train, _ = read_split(dataset, "train")
     x_val, y_val, _ = read_split(dataset, "val")
-    result = train_on_windows(
-        x_train, y_train, x_val, y_val, config, checkpoint_dir_for(dataset, config), run_id, log, progress_stream
-    )
+    checkpoint_dir = checkpoint_dir_for(dataset, config)
+    result = train_on_windows(x_train, y_train, x_val, y_val, config, checkpoint_dir, run_id, log, progress_stream)
+    release_checkpoint_dir(checkpoint_dir)  # kept on failure: a later run may resume once this process is gone
     shrinkage = fit_shrinkage(result.net, x_val, y_val)
     log.info(
         "best epoch %d (val_loss %.5f) on %s (%s); validation shrinkage toward naive: %s",

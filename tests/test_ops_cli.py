@@ -20,6 +20,7 @@ from flows.ops_cli import (
     ServerError,
     anchor_data_paths,
     load_deployment_specs,
+    to_runner_deployment,
     merge_parameters,
     run_until_signalled,
 )
@@ -60,6 +61,12 @@ def test_entrypoints_import_and_their_parameters_validate_against_the_flows():
     config = PipelineConfig.model_validate(specs["train-weekly"].parameters["config"])
     assert (ROOT / config.ingest.source).is_file()
     assert (ROOT / specs["forecast-daily"].parameters["data"]).is_file()
+    # train-weekly also starts on the event forecast-daily emits when the champion degrades
+    from tasks.monitor import DEGRADED_EVENT
+
+    (trigger,) = to_runner_deployment(specs["train-weekly"], None, {}).triggers
+    assert trigger.expect == {DEGRADED_EVENT} and trigger.posture == "Reactive"
+    assert trigger.match.model_dump()["prefect.resource.id"] == "tickerflow.model.tickerflow-gru"
 
 
 def test_unknown_deployment_name_is_named_in_the_error():

@@ -12,7 +12,7 @@ from conftest import make_prices
 from flows.cli import main
 from tasks.evaluate import Evaluation
 from tasks.tracking import experiment_id
-from tasks.register import RegisterConfig, champion_stack, promotion_decision, register
+from tasks.register import RegisterConfig, champion_history, champion_stack, promotion_decision, register
 from tasks.window import WindowConfig, build_window_dataset
 from test_evaluate import untrained_forecaster
 
@@ -112,12 +112,13 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     history = [(e["action"], e["version"], e["previous"], e["by"]) for e in listing["champion_history"]]
     assert history == [
         ("promote", "1", None, f"train_pipeline run {run1}"),
-        ("promote", "3", "1", history[1][3]),
+        ("keep", "2", "1", f"train_pipeline run {run2}"),
+        ("promote", "3", "1", history[2][3]),
         ("promote", "2", "3", "ana"),
         ("rollback", "3", "2", "ben"),
         ("rollback", "1", "3", "ben"),
     ]
-    assert listing["champion_history"][3]["why"] == "v2 drifted" and listing["champion_history"][3]["at"]
+    assert listing["champion_history"][4]["why"] == "v2 drifted" and listing["champion_history"][4]["at"]
     assert [v["version"] for v in listing["versions"]] == ["3", "2", "1"]
     assert listing["versions"][2]["aliases"] == ["champion"]
     assert client.get_model_version("m", "2").tags["champion.promote_by"] == "ana"
@@ -125,3 +126,44 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     assert main(["models", "--model", "m"]) == 0
     text = capsys.readouterr().out
     assert "champion history" in text and "rollback v1 (was v3)  by ben" in text
+
+
+def _model_with_versions(client, tmp_path, n: int) -> None:
+    client.create_registered_model("cas")
+    for _ in range(n):
+        client.create_model_version("cas", source=(tmp_path / "m").as_uri())
+
+
+def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tmp_path):
+    from tasks.register import ChampionMoved, move_champion
+
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    _model_with_versions(client, tmp_path, 3)
+    move_champion(client, "cas", "1", "promote", "first run", "run-a", expected=None)
+    with pytest.raises(ChampionMoved, match="moved from no champion to v1"):
+        move_champion(client, "cas", "2", "promote", "second run", "run-b", expected=None)  # decided before v1 moved in
+    assert str(client.get_model_version_by_alias("cas", "champion").version) == "1"
+    move_champion(client, "cas", "3", "promote", "third run", "run-c", expected="1")
+    history = champion_history(client, "cas")
+    assert [(e["action"], e["version"], e["previous"]) for e in history] == [
+        ("promote", "1", None), ("refused", "2", "1"), ("promote", "3", "1"),
+    ]
+    assert champion_stack(history) == ["1", "3"]
+
+
+def test_moves_at_once_each_get_their_own_history_entry(mlflow_store, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.register import history_key, move_champion
+
+    keys = [history_key() for _ in range(200)]
+    assert len(set(keys)) == 200 and keys == sorted(keys)
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    _model_with_versions(client, tmp_path, 4)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda v: move_champion(client, "cas", v, "promote", f"v{v}"), ["1", "2", "3", "4"]))
+    history = champion_history(client, "cas")
+    assert sorted(e["version"] for e in history) == ["1", "2", "3", "4"]
+    # each move saw the one before it: the chain of `previous` is unbroken
+    assert [e["previous"] for e in history] == [None] + [e["version"] for e in history[:-1]]
+    assert str(client.get_model_version_by_alias("cas", "champion").version) == history[-1]["version"]

@@ -105,6 +105,11 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_the_next_run_starts_afres
     assert [m.step for m in resumed_history] == list(range(killed_at + 1, EPOCHS + 1))
     assert client.get_run(run_id).info.status == "FINISHED"
     assert torch.load(ckpt_path, map_location="cpu", weights_only=True)["finished"] is True
+    # the killed run's MLflow run did not stay RUNNING: the second run found its process gone
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    (killed,) = [r for r in runs if r.info.run_id != run_id]
+    assert killed.info.status == "KILLED" and "is gone" in killed.data.tags["tickerflow.killed_reason"]
 
     out = finish(start(command, env, tmp_path / "third.log"), tmp_path / "third.log")
     assert "resuming" not in out

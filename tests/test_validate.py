@@ -187,3 +187,10 @@ def test_cli_run_on_a_bad_file_exits_nonzero_with_the_summary_and_writes_nothing
     assert run.info.status == "FAILED"
     docs = [a.path for a in client.list_artifacts(run.info.run_id, "validation/data_docs")]
     assert "validation/data_docs/index.html" in docs
+
+    # the same validation again: its Data Docs are not copied into MLflow a second time
+    assert main(["run", "--data", str(path), "--epochs", "1"]) != 0
+    second = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id != run.info.run_id][0]
+    assert client.list_artifacts(second.info.run_id, "validation/data_docs") == []
+    assert second.data.tags["validation.data_docs_run"] == run.info.run_id
+    assert [a.path for a in client.list_artifacts(second.info.run_id, "validation")] == ["validation/summary.txt"]

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.integration.support import run_cli
+from tests.integration.support import ROOT, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +137,30 @@ def test_a_run_whose_data_fails_validation_ends_failed_with_the_expectation_summ
     assert "train" not in names and "register" not in names  # nothing downstream ran
     summary = {a["key"]: a for a in prefect_api.artifacts(run["id"]) if a["key"]}["validation-summary"]
     assert "FAILED" in summary["data"]
+
+
+def test_a_degradation_event_starts_train_weekly_through_its_trigger(deployed, prefect_api, child_env):
+    """The event forecast-daily emits (through the same function) makes the server's trigger create a
+    `train-weekly` flow run now."""
+    import subprocess
+    import sys
+    import time
+
+    train = deployed["train-weekly"]
+    before = {r["id"] for r in prefect_api.flow_runs_of(train["id"])}
+    emit = (
+        "import pandas as pd; from tasks.monitor import Degradation, MonitorConfig, emit_degraded; "
+        "print(emit_degraded(Degradation('tickerflow-gru', '7', 3, True, latest={'live_rmse': 2.0}, reasons='live_rmse 2.0 > 1.5'), "
+        "pd.Timestamp('2024-03-01'), MonitorConfig()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", emit], env=child_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-3000:]
+    deadline = time.monotonic() + 90
+    new = []
+    while not new and time.monotonic() < deadline:
+        time.sleep(1)  # polling the API for the run the trigger creates, bounded by the deadline
+        new = [r for r in prefect_api.flow_runs_of(train["id"]) if r["id"] not in before]
+    assert len(new) == 1, "no train-weekly flow run was created by the degradation trigger"
+    assert (new[0].get("created_by") or {}).get("type") == "AUTOMATION"
+    # the run is not for a worker of a later test to execute
+    httpx.delete(f"{prefect_api.api_url}/flow_runs/{new[0]['id']}", timeout=30).raise_for_status()

@@ -1,0 +1,96 @@
+"""`tickerflow replay`: months of the production loop in minutes, over history.
+
+For each trading day of the data between `start` and `end`, the daily flow (`batch_forecast`) runs as
+of that day: its input is the data cut at that day, so it scores the forecasts whose closes have
+arrived, forecasts the next days and tidies up exactly as it would have. Every `retrain_every`
+trading days (0: never) the training pipeline runs first, on the data up to that day; it also runs
+before the first day when the model has no champion yet. Each day's runs are child flow runs of one
+`replay` flow run, so with `PREFECT_API_URL` set they appear together in the Prefect UI.
+
+The day's cut is written to `TICKERFLOW_HOME/replay/as_of.parquet`, one file replaced each day. gc runs
+after each day with no grace period (`retention.grace_minutes=0`): a replay is expected to own its home.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+
+from flows.batch_forecast import batch_forecast
+from flows.train_pipeline import PipelineConfig, train_pipeline
+from tasks.forecast_store import ForecastStoreConfig
+from tasks.ingest import IngestConfig, load_prices
+from tasks.monitor import MonitorConfig
+from tasks.register import current_champion
+from tasks.retention import RetentionConfig
+from tasks.storage import home_subdir, write_file_atomic
+from tasks.tracking import use_tracking
+
+
+def replay_days(prices: pd.DataFrame, start: str, end: str) -> list[pd.Timestamp]:
+    """The trading days (days with a price in the data) from `start` to `end`, inclusive."""
+    first, last = pd.Timestamp(start), pd.Timestamp(end)
+    if last < first:
+        raise ValueError(f"replay end {end} is before its start {start}")
+    dates = pd.to_datetime(prices["date"])
+    days = sorted(d for d in dates.unique() if first <= d <= last)
+    if not days:
+        raise ValueError(
+            f"the data has no trading day between {start} and {end} (it covers {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d})"
+        )
+    return [pd.Timestamp(d) for d in days]
+
+
+def write_cut(prices: pd.DataFrame, day: pd.Timestamp, path: Path) -> Path:
+    """The data as it was known at the end of `day`."""
+    cut = prices[pd.to_datetime(prices["date"]) <= day]
+    return write_file_atomic(path, lambda tmp: cut.to_parquet(tmp, index=False))
+
+
+@flow(name="replay", log_prints=True)
+def replay(
+    data: str,
+    start: str,
+    end: str,
+    retrain_every: int = 0,
+    config: PipelineConfig = PipelineConfig(),
+    store: ForecastStoreConfig = ForecastStoreConfig(),
+    monitor: MonitorConfig = MonitorConfig(),
+    retention: RetentionConfig = RetentionConfig(grace_minutes=0),
+    gc: bool = True,
+) -> dict[str, Any]:
+    if retrain_every < 0:
+        raise ValueError(f"retrain_every must be >= 0 (0: never), got {retrain_every}")
+    logger = get_run_logger()
+    prices, _, _ = load_prices(data, config.ingest.ticker)
+    days = replay_days(prices, start, end)
+    folder = home_subdir("replay")
+    cut_path, out = folder / "as_of.parquet", folder / "forecasts.parquet"
+    model_name = config.register_.model_name
+    train_config = config.model_copy(update={"ingest": IngestConfig(source=str(cut_path), ticker=config.ingest.ticker)})
+    days_out, retrains, events = [], [], []
+    for i, day in enumerate(days):
+        write_cut(prices, day, cut_path)
+        no_champion = current_champion(use_tracking(), model_name) is None
+        if no_champion or (retrain_every and i > 0 and i % retrain_every == 0):
+            summary = train_pipeline(train_config)
+            retrains.append({"day": f"{day:%Y-%m-%d}", "version": summary["model_version"], "promoted": summary["promoted"]})
+            if current_champion(use_tracking(), model_name) is None:
+                raise ValueError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}")
+        result = batch_forecast(
+            data=str(cut_path), out=str(out), model_uri=f"models:/{model_name}@champion",
+            store=store, monitor=monitor, retention=retention, gc=gc,
+        )
+        d = result["degradation"]
+        days_out.append({"day": f"{day:%Y-%m-%d}", "model_version": result["model_version"],
+                         "scored_forecasts": result["scored_forecasts"], "degraded_days": d["streak"]})
+        if d["event_id"]:
+            events.append({"day": f"{day:%Y-%m-%d}", "event_id": d["event_id"], "model_version": d["version"],
+                           "reasons": d["reasons"], "latest": d["latest"]})
+        logger.info("replayed %s: champion v%s, %d forecasts scored, %d day(s) past a threshold%s",
+                    f"{day:%Y-%m-%d}", result["model_version"], result["scored_forecasts"], d["streak"],
+                    "; degradation event emitted" if d["event_id"] else "")
+    return {"days": days_out, "retrains": retrains, "degraded_events": events}

@@ -1,0 +1,129 @@
+"""Live metrics: forecasts joined with the closes that followed, scored over rolling windows of days.
+
+No Prefect, no MLflow: frames in, frames out. A "day" is the target date of a forecast, the day its
+close became known; each rolling window covers the last `window` such days with at least one scored
+forecast (fewer at the start, never fewer than `min_days`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+QUANTILE_COLUMNS = ("q05", "q10", "q25", "q50", "q75", "q90", "q95")
+INTERVALS = {"live_coverage_80": ("q10", "q90"), "live_coverage_90": ("q05", "q95")}
+NOMINAL_COVERAGE = {"live_coverage_80": 0.80, "live_coverage_90": 0.90}
+POINT_METRICS = ("live_rmse", "live_mae", "live_skill")
+QUANTILE_METRICS = ("live_pinball", "live_coverage_80", "live_coverage_90")
+
+
+def quantile_columns(frame: pd.DataFrame) -> list[str]:
+    """The quantile columns a forecast frame carries: all of them, or none."""
+    present = [c for c in QUANTILE_COLUMNS if c in frame.columns]
+    return present if len(present) == len(QUANTILE_COLUMNS) and frame[present].notna().all().all() else []
+
+
+def join_realized(forecasts: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
+    """Forecasts (`ticker, date, base_close, forecast_close[, q05..q95], model_version, ...`) whose target
+    `date` has a close in `closes` (`ticker, date, close`), with that close as `realized`."""
+    realized = closes[["ticker", "date", "close"]].rename(columns={"close": "realized"})
+    realized = realized.assign(ticker=realized["ticker"].astype(str), date=pd.to_datetime(realized["date"]))
+    left = forecasts.assign(ticker=forecasts["ticker"].astype(str), date=pd.to_datetime(forecasts["date"]))
+    out = left.merge(realized.dropna(subset=["realized"]), on=["ticker", "date"], how="inner")
+    return out.sort_values(["model_version", "date", "ticker", "horizon"]).reset_index(drop=True)
+
+
+def daily_sums(scored: pd.DataFrame) -> pd.DataFrame:
+    """Per (model_version, day): the sums the rolling metrics are built from, so windows add up exactly."""
+    err = scored["forecast_close"] - scored["realized"]
+    naive = scored["base_close"] - scored["realized"]  # "tomorrow = today" from the forecast's base day
+    parts = {
+        "model_version": scored["model_version"].astype(str),
+        "day": scored["date"],
+        "n": 1.0,
+        "sq": err**2,
+        "abs": err.abs(),
+        "naive_sq": naive**2,
+    }
+    qcols = quantile_columns(scored)
+    if qcols:
+        y = scored["realized"].to_numpy()[:, None]
+        q = scored[qcols].to_numpy(np.float64)
+        tau = np.array([int(c[1:]) / 100 for c in qcols])
+        diff = y - q  # (N, Q)
+        parts["pinball"] = np.maximum(tau * diff, (tau - 1) * diff).mean(axis=1)
+        for name, (lo, hi) in INTERVALS.items():
+            parts[name] = ((scored[lo] <= scored["realized"]) & (scored["realized"] <= scored[hi])).astype(float)
+    return pd.DataFrame(parts).groupby(["model_version", "day"], sort=True).sum().reset_index()
+
+
+def rolling_live_metrics(scored: pd.DataFrame, windows: tuple[int, ...] = (20, 60), min_days: int = 5) -> pd.DataFrame:
+    """One row per (model_version, day, window): `live_rmse`, `live_mae`, `live_skill` (1 - RMSE / naive
+    RMSE) and, when the forecasts carry quantiles, `live_pinball`, `live_coverage_80`, `live_coverage_90`;
+    `n` is the number of forecasts in the window, `days` the number of days."""
+    if scored.empty:
+        return pd.DataFrame(columns=["model_version", "day", "window", "days", "n", *POINT_METRICS])
+    sums = daily_sums(scored)
+    extra = [c for c in ("pinball", *INTERVALS) if c in sums.columns]
+    frames = []
+    for version, g in sums.groupby("model_version", sort=True):
+        g = g.sort_values("day").reset_index(drop=True)
+        for window in windows:
+            r = g[["n", "sq", "abs", "naive_sq", *extra]].rolling(window, min_periods=min_days).sum()
+            days = g["n"].rolling(window, min_periods=min_days).count()
+            out = pd.DataFrame({"model_version": version, "day": g["day"], "window": window, "days": days, "n": r["n"]})
+            rmse = np.sqrt(r["sq"] / r["n"])
+            naive_rmse = np.sqrt(r["naive_sq"] / r["n"])
+            out["live_rmse"] = rmse
+            out["live_mae"] = r["abs"] / r["n"]
+            out["live_skill"] = np.where(naive_rmse > 0, 1 - rmse / naive_rmse.where(naive_rmse > 0), np.nan)
+            if "pinball" in extra:
+                out["live_pinball"] = r["pinball"] / r["n"]
+                for name in INTERVALS:
+                    out[name] = r[name] / r["n"]
+            frames.append(out.dropna(subset=["n"]))
+    return pd.concat(frames, ignore_index=True).astype({"window": int, "days": int, "n": int})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a rolling live metric counts as degraded; None switches a rule off.
+
+    min_skill: live skill below it; max_rmse: live RMSE above it (price units);
+    coverage_tolerance: an interval's live coverage further than this from its nominal level.
+    """
+
+    min_skill: float | None = None
+    max_rmse: float | None = None
+    coverage_tolerance: float | None = None
+
+
+def breaches(metrics: pd.DataFrame, thresholds: Thresholds) -> pd.DataFrame:
+    """Per row of `metrics` (one version, one window, by day): `breached` and which rule(s) in `reasons`."""
+    reasons = pd.Series([[] for _ in range(len(metrics))], index=metrics.index, dtype=object)
+
+    def flag(mask: pd.Series, text) -> None:
+        for i in mask[mask.fillna(False)].index:
+            reasons[i] = reasons[i] + [text(metrics.loc[i])]
+
+    if thresholds.min_skill is not None:
+        flag(metrics["live_skill"] < thresholds.min_skill,
+             lambda r: f"live_skill {r['live_skill']:+.4f} < {thresholds.min_skill:+.4f}")
+    if thresholds.max_rmse is not None:
+        flag(metrics["live_rmse"] > thresholds.max_rmse,
+             lambda r: f"live_rmse {r['live_rmse']:.4f} > {thresholds.max_rmse:.4f}")
+    if thresholds.coverage_tolerance is not None:
+        for name, nominal in NOMINAL_COVERAGE.items():
+            if name in metrics.columns:
+                flag((metrics[name] - nominal).abs() > thresholds.coverage_tolerance,
+                     lambda r, n=name, nom=nominal: f"{n} {r[n]:.3f} outside {nom:.2f} ± {thresholds.coverage_tolerance:.2f}")
+    out = metrics.assign(reasons=reasons.map("; ".join))
+    return out.assign(breached=out["reasons"] != "")
+
+
+def trailing_streak(breached: pd.Series) -> int:
+    """How many of the last values in a row are True."""
+    values = breached.to_numpy(bool)[::-1]
+    return int(np.argmin(values)) if not values.all() else len(values)

@@ -1,0 +1,128 @@
+"""The forecast store: every batch forecast, appended to a partitioned Parquet dataset.
+
+Layout: `<root>/base_date=YYYY-MM-DD/model=<name>.v<version>.parquet`, one file per (base day, model version),
+written aside and renamed, so a rerun of the same day replaces its file instead of duplicating rows.
+The root is `TICKERFLOW_HOME/forecast_store` unless `uri` names another (any fsspec URI: s3://...).
+Each row: `ticker, base_date, price_column, base_close, date, horizon, forecast_close[, q05..q95], model_name,
+model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, never path fragments.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import runtime, task
+from prefect.logging import get_run_logger
+
+from tasks.storage import home_subdir
+from tickerflow_model.live import QUANTILE_COLUMNS
+
+STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,
+                 "model_name", "model_version", "forecaster", "flow_run_id", "created_at"]
+_PARTITION = re.compile(r"base_date=(\d{4}-\d{2}-\d{2})$")
+
+
+@dataclass(frozen=True)
+class ForecastStoreConfig:
+    """uri: where the store lives (None: `TICKERFLOW_HOME/forecast_store`)."""
+
+    uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.uri is not None and not self.uri.strip():
+            raise ValueError("forecast store uri must not be empty (leave it unset for the home folder)")
+
+
+def store_location(config: ForecastStoreConfig) -> tuple[fsspec.AbstractFileSystem, str]:
+    uri = config.uri or str(home_subdir("forecast_store"))
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path.rstrip("/")
+
+
+def store_rows(
+    forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
+    price_column: str = "close",
+) -> pd.DataFrame:
+    """Forecast rows with what scoring needs later: the base day, the price the model forecasts
+    (`close` or `adj_close`) and its value on the base day (the naive forecast)."""
+    closes = prices.assign(ticker=prices["ticker"].astype(str)).sort_values("date")
+    last = closes.dropna(subset=[price_column]).groupby("ticker").tail(1)[["ticker", "date", price_column]]
+    last = last.rename(columns={"date": "base_date", price_column: "base_close"})
+    out = forecasts.assign(ticker=forecasts["ticker"].astype(str)).merge(last, on="ticker", how="left")
+    out["price_column"] = price_column
+    out["model_name"] = model_name
+    out["model_version"] = str(model_version)
+    out["forecaster"] = forecaster
+    out["flow_run_id"] = str(runtime.flow_run.id or "")
+    out["created_at"] = pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None)
+    for col in QUANTILE_COLUMNS:
+        if col not in out.columns:
+            out[col] = float("nan")
+    return out[STORE_COLUMNS]
+
+
+def append_rows(rows: pd.DataFrame, config: ForecastStoreConfig) -> list[str]:
+    """Write one file per base day; returns the paths written."""
+    fs, root = store_location(config)
+    written = []
+    for base_date, part in rows.groupby(rows["base_date"].dt.strftime("%Y-%m-%d"), sort=True):
+        folder = f"{root}/base_date={base_date}"
+        fs.makedirs(folder, exist_ok=True)
+        model = f"{part['model_name'].iloc[0]}.v{part['model_version'].iloc[0] or 'none'}"
+        version = re.sub(r"[^0-9A-Za-z_.-]", "_", model)
+        final = f"{folder}/model={version}.parquet"
+        tmp = f"{folder}/.model={version}.parquet.tmp-{uuid.uuid4().hex[:8]}"
+        with fs.open(tmp, "wb") as fh:
+            pq.write_table(pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False), fh)
+        fs.mv(tmp, final)
+        written.append(final)
+    return written
+
+
+def read_store(config: ForecastStoreConfig, since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Every stored forecast (with base day on or after `since`), STORE_COLUMNS; empty when none."""
+    fs, root = store_location(config)
+    files = []
+    if fs.exists(root):
+        for folder in fs.ls(root, detail=False):
+            m = _PARTITION.search(folder.rstrip("/"))
+            if m and (since is None or pd.Timestamp(m.group(1)) >= since):
+                files += [f for f in fs.ls(folder, detail=False) if f.rsplit("/", 1)[-1].startswith("model=")]
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in STORE_COLUMNS})
+    frames = []
+    for f in sorted(files):
+        with fs.open(f, "rb") as fh:
+            frames.append(pq.read_table(fh).to_pandas())
+    return pd.concat(frames, ignore_index=True)
+
+
+def partitions(config: ForecastStoreConfig) -> list[tuple[pd.Timestamp, str]]:
+    """(base day, folder) of every partition, oldest first."""
+    fs, root = store_location(config)
+    if not fs.exists(root):
+        return []
+    out = []
+    for folder in fs.ls(root, detail=False):
+        m = _PARTITION.search(folder.rstrip("/"))
+        if m:
+            out.append((pd.Timestamp(m.group(1)), folder))
+    return sorted(out)
+
+
+@task(name="append-to-forecast-store")
+def append_forecasts(
+    forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
+    price_column: str, config: ForecastStoreConfig,
+) -> list[str]:
+    rows = store_rows(forecasts, prices, model_name, model_version, forecaster, price_column)
+    written = append_rows(rows, config)
+    get_run_logger().info("appended %d forecasts to the forecast store (%s)", len(rows), ", ".join(written))
+    return written

@@ -1,0 +1,212 @@
+"""Retention: what the home may forget, and `gc` that forgets it.
+
+Kept: everything a registered model version, one of the last `keep_last_runs` training runs or a
+running MLflow run names (its window dataset and raw snapshot), checkpoints of a live process, and
+anything younger than `grace_minutes` (a flow that is running right now may not have recorded what
+it uses yet). Removed otherwise: window datasets, raw snapshots, finished checkpoints (and those of
+a dead process after `resumable_hours`), Data Docs folders beyond the newest `keep_last_runs`,
+batch-forecast MLflow runs beyond the newest `keep_forecast_runs` (with their artifacts), forecast
+store partitions older than `forecast_store_days`, server logs older than `log_max_age_days`, and
+scratch folders (`.*.tmp-*`, `.*.old-*`) older than `scratch_max_age_minutes`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import mlflow
+import pandas as pd
+from prefect import task
+from prefect.logging import get_run_logger
+
+from tasks.forecast import FORECAST_EXPERIMENT
+from tasks.forecast_store import ForecastStoreConfig, partitions, store_location
+from tasks.storage import home_subdir, tickerflow_home
+from tasks.tracking import EXPERIMENT, reap_stale_runs, use_tracking
+from tasks.train import OWNER_FILE, owner_is_alive, read_owner
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    keep_last_runs: int = 3
+    keep_forecast_runs: int = 20
+    forecast_store_days: int = 400
+    grace_minutes: float = 60.0
+    resumable_hours: float = 24.0
+    scratch_max_age_minutes: float = 60.0
+    log_max_age_days: float = 14.0
+
+    def __post_init__(self) -> None:
+        for name in ("keep_last_runs", "keep_forecast_runs", "forecast_store_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"retention {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("grace_minutes", "resumable_hours", "scratch_max_age_minutes", "log_max_age_days"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"retention {name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class Removal:
+    path: str
+    reason: str
+    bytes: int
+
+
+@dataclass
+class GcPlan:
+    removals: list[Removal] = field(default_factory=list)
+    forecast_runs: list[str] = field(default_factory=list)  # MLflow run ids to delete
+    kept: dict[str, str] = field(default_factory=dict)  # path -> why it stays (for --dry-run)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.removals)
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def age_seconds(path: Path, now: float) -> float:
+    return now - path.stat().st_mtime
+
+
+def needed_ids(client: mlflow.MlflowClient, keep_last_runs: int) -> dict[str, dict[str, str]]:
+    """{"dataset_id": {id: why}, "source_hash": {hash: why}} named by versions, recent and running runs."""
+    needed: dict[str, dict[str, str]] = {"dataset_id": {}, "source_hash": {}}
+    for mv in client.search_model_versions(max_results=10000):
+        for key in needed:
+            if mv.tags.get(key):
+                needed[key].setdefault(mv.tags[key], f"model {mv.name} v{mv.version}")
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        recent = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=keep_last_runs)
+        running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+        for run in [*recent, *running]:
+            why = f"{'running' if run.info.status == 'RUNNING' else 'recent'} run {run.info.run_id}"
+            for key in needed:
+                if run.data.tags.get(key):
+                    needed[key].setdefault(run.data.tags[key], why)
+    return needed
+
+
+def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | None = None) -> GcPlan:
+    """What `gc` would remove, and why each thing it keeps stays. Removes nothing."""
+    now = time.time() if now is None else now
+    plan = GcPlan()
+    client = use_tracking()
+    needed = needed_ids(client, config.keep_last_runs)
+    grace = config.grace_minutes * 60
+
+    def consider(path: Path, keep_why: str | None, remove_why: str) -> None:
+        if keep_why is None and age_seconds(path, now) < grace:
+            keep_why = f"younger than {config.grace_minutes:g} minutes"
+        if keep_why:
+            plan.kept[str(path)] = keep_why
+        else:
+            plan.removals.append(Removal(str(path), remove_why, size_of(path)))
+
+    for kind, folder, key in (("window dataset", "windows", "dataset_id"), ("raw snapshot", "raw", "source_hash")):
+        root = home_subdir(folder)
+        for path in sorted(root.iterdir()) if root.is_dir() else []:
+            if path.is_dir() and not path.name.startswith("."):
+                consider(path, needed[key].get(path.name), f"{kind} no version or recent run uses")
+
+    root = home_subdir("checkpoints")
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        owner = read_owner(path)
+        if owner is None:
+            consider(path, None, "finished checkpoint")
+        elif owner_is_alive(owner):
+            plan.kept[str(path)] = f"owned by live process {owner.get('pid')} on {owner.get('host')}"
+        elif age_seconds(path / OWNER_FILE, now) < config.resumable_hours * 3600:
+            plan.kept[str(path)] = f"resumable for {config.resumable_hours:g} h after its process ended"
+        else:
+            consider(path, None, f"unfinished checkpoint of a process gone for over {config.resumable_hours:g} h")
+
+    root = home_subdir("validation")
+    docs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    for i, path in enumerate(docs):
+        consider(path, "recent validation" if i < config.keep_last_runs else None, "Data Docs of an older validation")
+
+    root = home_subdir("logs")
+    for path in sorted(root.glob("*")) if root.is_dir() else []:
+        if path.is_file() and age_seconds(path, now) > config.log_max_age_days * 86400:
+            plan.removals.append(Removal(str(path), f"log older than {config.log_max_age_days:g} days", size_of(path)))
+
+    home = tickerflow_home()
+    for pattern in (".*.tmp-*", ".*.old-*"):
+        for path in home.rglob(pattern):
+            if age_seconds(path, now) > config.scratch_max_age_minutes * 60:
+                plan.removals.append(Removal(str(path), "scratch left by an interrupted write", size_of(path)))
+
+    fs, _ = store_location(store)
+    parts = partitions(store)
+    if parts:
+        cutoff = parts[-1][0] - pd.Timedelta(days=config.forecast_store_days)
+        for day, folder in parts:
+            if day < cutoff:
+                size = sum(fs.size(f) for f in fs.find(folder))
+                plan.removals.append(Removal(folder, f"forecast store partition older than {config.forecast_store_days} days", size))
+
+    exp = client.get_experiment_by_name(FORECAST_EXPERIMENT)
+    if exp is not None:
+        runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50000)
+        for run in runs[config.keep_forecast_runs:]:
+            if run.info.status != "RUNNING":
+                plan.forecast_runs.append(run.info.run_id)
+                folder = local_artifact_dir(run.info.artifact_uri)
+                if folder is not None and folder.exists():
+                    plan.removals.append(Removal(str(folder), f"artifacts of batch-forecast run {run.info.run_id}", size_of(folder)))
+    return plan
+
+
+def local_artifact_dir(artifact_uri: str) -> Path | None:
+    """A run's artifact folder when it is on this filesystem (its run folder: `.../<run_id>/artifacts`)."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    return Path(url2pathname(parsed.path)).parent
+
+
+def execute_gc(plan: GcPlan, store: ForecastStoreConfig) -> None:
+    client = use_tracking()
+    fs, root = store_location(store)
+    for run_id in plan.forecast_runs:
+        client.delete_run(run_id)
+    for removal in plan.removals:
+        if removal.path.startswith(root):
+            fs.rm(removal.path, recursive=True)
+            continue
+        path = Path(removal.path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def run_gc(config: RetentionConfig, store: ForecastStoreConfig, dry_run: bool = False) -> GcPlan:
+    """Plan, then (unless `dry_run`) remove. Stale RUNNING MLflow runs are ended first, so what they
+    named is no longer protected by a run that will never finish."""
+    if not dry_run:
+        reap_stale_runs()
+    plan = plan_gc(config, store)
+    if not dry_run:
+        execute_gc(plan, store)
+    return plan
+
+
+@task(name="gc")
+def collect_garbage(config: RetentionConfig, store: ForecastStoreConfig) -> dict:
+    plan = run_gc(config, store)
+    get_run_logger().info("gc removed %d item(s), %.1f MB", len(plan.removals), plan.bytes / 1e6)
+    return {"removed": len(plan.removals), "bytes": plan.bytes, "forecast_runs_deleted": len(plan.forecast_runs)}

@@ -1,0 +1,67 @@
+"""Live metrics (core): forecasts joined with realized closes, rolling windows, degradation rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tickerflow_model.live import Thresholds, breaches, join_realized, rolling_live_metrics, trailing_streak
+
+
+def forecasts(days: int, quantiles: bool = False, version: str = "3") -> pd.DataFrame:
+    base = pd.bdate_range("2024-01-01", periods=days)
+    frame = pd.DataFrame({
+        "ticker": "AAA", "base_date": base, "date": base + pd.offsets.BDay(1), "horizon": 1,
+        "base_close": 100.0, "forecast_close": 101.0, "model_version": version,
+    })
+    if quantiles:
+        for col, q in zip(("q05", "q10", "q25", "q50", "q75", "q90", "q95"), (96, 97, 99, 101, 103, 105, 106)):
+            frame[col] = float(q)
+    return frame
+
+
+def closes(values, start="2024-01-02") -> pd.DataFrame:
+    return pd.DataFrame({"ticker": "AAA", "date": pd.bdate_range(start, periods=len(values)), "close": values})
+
+
+def test_only_forecasts_whose_close_is_known_are_scored_and_metrics_match_the_formulas():
+    realized = [102.0, 99.0, 104.0]  # the 4th and 5th forecasts' closes have not arrived
+    scored = join_realized(forecasts(5), closes(realized))
+    assert scored["realized"].tolist() == realized
+
+    m = rolling_live_metrics(scored, windows=(2,), min_days=2)
+    assert m["day"].tolist() == list(pd.bdate_range("2024-01-03", periods=2))  # from the 2nd day on
+    last = m.iloc[-1]  # the window of days 2 and 3: errors -2, +3 (model), -1, +4 (naive)
+    assert last["live_rmse"] == pytest.approx(np.sqrt((4 + 9) / 2))
+    assert last["live_mae"] == pytest.approx(2.5)
+    assert last["live_skill"] == pytest.approx(1 - np.sqrt(13 / 2) / np.sqrt(17 / 2))
+    assert (last["days"], last["n"]) == (2, 2)
+    assert "live_pinball" not in m.columns  # point forecasts only: no quantile metrics
+
+
+def test_quantile_metrics_when_the_forecasts_carry_quantiles():
+    scored = join_realized(forecasts(2, quantiles=True), closes([104.0, 107.0]))
+    m = rolling_live_metrics(scored, windows=(2,), min_days=2).iloc[-1]
+    assert m["live_coverage_80"] == pytest.approx(0.5)  # 104 in [97, 105]; 107 is not
+    assert m["live_coverage_90"] == pytest.approx(0.5)  # 104 in [96, 106]; 107 is not
+    tau = np.array([5, 10, 25, 50, 75, 90, 95]) / 100
+    q = np.array([96, 97, 99, 101, 103, 105, 106.0])
+    pinball = [np.mean(np.maximum(tau * (y - q), (tau - 1) * (y - q))) for y in (104.0, 107.0)]
+    assert m["live_pinball"] == pytest.approx(np.mean(pinball))
+
+
+def test_each_model_version_is_scored_on_its_own_forecasts():
+    both = pd.concat([forecasts(3, version="1"), forecasts(3, version="2").assign(forecast_close=100.0)])
+    m = rolling_live_metrics(join_realized(both, closes([101.0, 101.0, 101.0])), windows=(3,), min_days=3)
+    assert m.set_index("model_version")["live_rmse"].to_dict() == {"1": 0.0, "2": 1.0}
+
+
+def test_a_breach_streak_counts_consecutive_days_at_the_end():
+    metrics = pd.DataFrame({"live_skill": [0.1, -0.2, 0.0, -0.3, -0.4], "live_rmse": [1.0, 1.0, 3.0, 1.0, 1.0]})
+    flagged = breaches(metrics, Thresholds(min_skill=-0.1, max_rmse=2.0))
+    assert flagged["breached"].tolist() == [False, True, True, True, True]
+    assert "live_rmse 3.0000 > 2.0000" in flagged["reasons"][2] and "live_skill" in flagged["reasons"][4]
+    assert trailing_streak(flagged["breached"]) == 4
+    assert trailing_streak(breaches(metrics, Thresholds(min_skill=-0.35))["breached"]) == 1
+    assert trailing_streak(breaches(metrics, Thresholds())["breached"]) == 0
