@@ -140,15 +140,17 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from tickerflow_model.errors import ConfigError
+
     from flows.replay import replay
 
     for name in ("start", "end"):
         try:
             pd.Timestamp(getattr(args, name))
         except ValueError:
-            raise ValueError(f"--{name} must be a date (YYYY-MM-DD), got {getattr(args, name)!r}") from None
+            raise ConfigError(f"--{name} must be a date (YYYY-MM-DD), got {getattr(args, name)!r}") from None
     if args.retrain_every < 0:
-        raise ValueError(f"--retrain-every must be >= 0 (0: never), got {args.retrain_every}")
+        raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {args.retrain_every}")
 
     config = load_config(args.config, args.data, args.epochs, args.seed)
     if args.ticker:
@@ -168,22 +170,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    from tickerflow_model.errors import ConfigError
     from tasks.forecast_store import ForecastStoreConfig
     from tasks.retention import RetentionConfig, run_gc
 
-    raw = {}
-    if args.config:
-        text = Path(args.config).read_text()
-        if args.config.endswith((".yaml", ".yml")):
-            import yaml
-
-            raw = yaml.safe_load(text) or {}
-        else:
-            raw = json.loads(text)
+    raw = _read_config_file(args.config) if args.config else {}
     try:
         retention, store = RetentionConfig(**raw.get("retention", {})), ForecastStoreConfig(**raw.get("forecast_store", {}))
-    except TypeError as exc:  # an unknown key
-        raise ValueError(f"{args.config}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # an unknown key, or a value out of bounds
+        raise ConfigError(f"{args.config}: {exc}") from None
     plan = run_gc(retention, store, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for removal in plan.removals:

@@ -28,17 +28,18 @@ from tasks.register import current_champion
 from tasks.retention import RetentionConfig
 from tasks.storage import home_subdir, write_file_atomic
 from tasks.tracking import use_tracking
+from tickerflow_model.errors import ConfigError, TickerflowError
 
 
 def replay_days(prices: pd.DataFrame, start: str, end: str) -> list[pd.Timestamp]:
     """The trading days (days with a price in the data) from `start` to `end`, inclusive."""
     first, last = pd.Timestamp(start), pd.Timestamp(end)
     if last < first:
-        raise ValueError(f"replay end {end} is before its start {start}")
+        raise ConfigError(f"replay end {end} is before its start {start}")
     dates = pd.to_datetime(prices["date"])
     days = sorted(d for d in dates.unique() if first <= d <= last)
     if not days:
-        raise ValueError(
+        raise ConfigError(
             f"the data has no trading day between {start} and {end} (it covers {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d})"
         )
     return [pd.Timestamp(d) for d in days]
@@ -63,7 +64,7 @@ def replay(
     gc: bool = True,
 ) -> dict[str, Any]:
     if retrain_every < 0:
-        raise ValueError(f"retrain_every must be >= 0 (0: never), got {retrain_every}")
+        raise ConfigError(f"retrain_every must be >= 0 (0: never), got {retrain_every}")
     logger = get_run_logger()
     prices, _, _ = load_prices(data, config.ingest.ticker)
     days = replay_days(prices, start, end)
@@ -79,7 +80,7 @@ def replay(
             summary = train_pipeline(train_config)
             retrains.append({"day": f"{day:%Y-%m-%d}", "version": summary["model_version"], "promoted": summary["promoted"]})
             if current_champion(use_tracking(), model_name) is None:
-                raise ValueError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}")
+                raise TickerflowError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}")
         result = batch_forecast(
             data=str(cut_path), out=str(out), model_uri=f"models:/{model_name}@champion",
             store=store, monitor=monitor, retention=retention, gc=gc,
