@@ -1,4 +1,8 @@
-"""The training loop: mini-batch Adam on MSE, early stopping, atomic per-epoch checkpoints, resume.
+"""The training loop: mini-batch Adam on the pinball loss, early stopping, atomic per-epoch checkpoints, resume.
+
+The loss is the mean pinball (multi-quantile) loss of the network's quantiles, in units of each
+window's volatility scale (see `gru.py`): every window weighs the same whatever the market's mood,
+and the validation loss that drives early stopping is the same quantity.
 
 Plain PyTorch: no Prefect, no MLflow, no progress-bar library. The caller observes training through
 the `on_epoch`, `on_batch` and `on_resume` callbacks and decides how to report it.
@@ -19,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .gru import GRUConfig, GRUForecaster
+from .gru import GRUConfig, GRUForecaster, predict_batched
+from .quantiles import QUANTILE_LEVELS, median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -58,6 +63,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     cpu_threads: int = 0
+    # Levels of the predicted quantiles: increasing, symmetric around 0.5, including it.
+    quantiles: tuple[float, ...] = QUANTILE_LEVELS
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -89,6 +96,7 @@ class TrainConfig:
             num_layers=self.num_layers,
             dropout=self.dropout,
             horizon=horizon,
+            quantiles=tuple(self.quantiles),
         )
 
     def to_dict(self) -> dict:
@@ -307,7 +315,13 @@ def resume_from(ckpt: dict, net, optimizer, scheduler, shuffle_gen) -> LoopState
 # One epoch
 
 
-@torch.no_grad()
+def quantile_loss(net: GRUForecaster, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean pinball loss of the net's quantiles for windows x (B, L, F) and targets y (B, H), standardized units."""
+    z, scale = net.standardized(x)  # (B, H, Q), (B, H)
+    return pinball_loss(z, y / scale, net.config.quantiles)
+
+
+@torch.inference_mode()
 def evaluate_loss(net: nn.Module, data: DeviceData, precision: str) -> float:
     net.eval()
     total = torch.zeros((), device=data.device)
@@ -316,9 +330,8 @@ def evaluate_loss(net: nn.Module, data: DeviceData, precision: str) -> float:
         idx = torch.arange(start, min(start + EVAL_BATCH_SIZE, n), device=data.device)
         xb, yb = data.batch(data.x_val, data.y_val, idx)  # (B, L, F), (B, H)
         with autocast_context(data.device, precision):
-            pred = net(xb)  # (B, H)
-        total += torch.sum((pred.float() - yb) ** 2)
-    return float(total) / (n * data.y_val.shape[1])
+            total += quantile_loss(net, xb, yb) * len(idx)
+    return float(total) / n
 
 
 def train_one_epoch(
@@ -339,8 +352,7 @@ def train_one_epoch(
         idx = perm[start : start + config.batch_size]
         xb, yb = data.batch(data.x_train, data.y_train, idx)  # (B, L, F), (B, H)
         with autocast_context(data.device, precision):
-            pred = net(xb)  # (B, H)
-        loss = nn.functional.mse_loss(pred.float(), yb)
+            loss = quantile_loss(net, xb, yb)  # (), float32: the head's output is cast up before the loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -469,15 +481,14 @@ def _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path,
     )
 
 
-@torch.no_grad()
-def fit_shrinkage(net: nn.Module, x_val: np.ndarray, y_val: np.ndarray) -> tuple[float, ...]:
-    """Per-horizon least-squares multiplier in [0, 1] of the network's output, fit on validation data.
+def fit_shrinkage(net: GRUForecaster, x_val: np.ndarray, y_val: np.ndarray) -> tuple[float, ...]:
+    """Per-horizon least-squares multiplier in [0, 1] of the network's median, fit on validation data.
 
     It blends the model with the naive forecast (multiplier 0 = naive) so that a network without real
-    skill falls back to "tomorrow = today" instead of adding noise to it.
+    skill falls back to "tomorrow = today" instead of adding noise to it. Batched, without autograd.
     """
-    net.eval()
-    pred = net(torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32))).double().numpy()  # (N, H)
+    q, _ = predict_batched(net, x_val)  # (N, H, Q)
+    pred = q[:, :, median_index(net.config.quantiles)]  # (N, H)
     y = np.asarray(y_val, dtype=np.float64)
     num = np.sum(pred * y, axis=0)
     den = np.sum(pred * pred, axis=0)
