@@ -36,16 +36,9 @@ from tasks.tracking import run_url, use_tracking
 from tasks.window import SplitDates, WindowConfig, WindowDataset, build_window_dataset, read_split, training_rows
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles
 from tickerflow_model.forecaster import Forecaster
-from tickerflow_model.metrics import (
-    DISTRIBUTION_NAMES,
-    METRIC_NAMES,
-    distribution_terms,
-    drift_forecast,
-    naive_scale,
-    point_terms,
-    seasonal_naive_forecast,
-)
+from tickerflow_model.metrics import DISTRIBUTION_NAMES, METRIC_NAMES, drift_forecast, naive_scale, seasonal_naive_forecast
 from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
+from tickerflow_model.scoring import grouped_metrics
 
 CHAMPION = "champion"
 # forecaster name -> column of the predictions frame holding its point forecast
@@ -227,64 +220,11 @@ def score_champion(
     return point, np.log(q_price / predictions["base_price"].to_numpy()[:, None])
 
 
-def score_terms(
-    predictions: pd.DataFrame, names: list[str], quantiles: dict[str, np.ndarray], levels
-) -> pd.DataFrame:
-    """Per-forecast terms of every metric, one block of rows per forecaster, stacked: (rows * F, ...)."""
-    actual_pct = 100.0 * np.log(predictions["actual"].to_numpy() / predictions["base_price"].to_numpy())
-    blocks = []
-    for name in names:
-        terms = point_terms(predictions[COLUMN[name]], predictions["actual"], predictions["base_price"], predictions["mase_scale"])
-        if name in quantiles:
-            terms.update(distribution_terms(100.0 * quantiles[name], actual_pct, levels))
-        block = pd.DataFrame(terms)
-        block["forecaster"], block["ticker"], block["horizon"] = name, predictions["ticker"].to_numpy(), predictions["horizon"].to_numpy()
-        blocks.append(block)
-    return pd.concat(blocks, ignore_index=True)
-
-
-def _finish(means: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Group means -> metrics: RMSE is the root of the mean squared error; skill is vs naive in the same group."""
-    out = means.rename(columns={"se": "rmse"})
-    out["rmse"] = np.sqrt(out["rmse"])
-    naive = out.xs("naive", level="forecaster")["rmse"] if by else out.loc["naive", "rmse"]
-    ref = out.index.droplevel("forecaster").map(naive) if by else naive
-    ratio = out["rmse"].to_numpy() / np.asarray(ref, dtype=np.float64)
-    out["skill"] = np.where(np.asarray(ref) > 0, 1.0 - ratio, 0.0)
-    return out
-
-
-def metric_frames(
-    predictions: pd.DataFrame, names: list[str], quantiles: dict[str, np.ndarray] | None = None, levels=QUANTILE_LEVELS
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Overall, per ticker and per horizon step, each a frame indexed by (group..., forecaster)."""
-    terms = score_terms(predictions, names, quantiles or {}, levels)
-    cols = [c for c in terms.columns if c not in ("forecaster", "ticker", "horizon")]
-    # an ordered categorical keeps the forecasters in the given order inside every group
-    terms["forecaster"] = pd.Categorical(terms["forecaster"], categories=names, ordered=True)
-    frames = []
-    for by in ([], ["ticker"], ["horizon"]):
-        means = terms.groupby([*by, "forecaster"], sort=True, observed=True)[cols].mean()
-        frames.append(_finish(means, by))
-    return tuple(frames)
-
-
-def _as_dict(frame: pd.DataFrame) -> dict:
-    """forecaster -> metric -> value, without the metrics a forecaster does not have (NaN)."""
-    return {
-        str(name): {k: float(v) for k, v in row.items() if k in ALL_KEYS and np.isfinite(v)}
-        for name, row in frame.iterrows()
-    }
-
-
 def metric_tables(
     predictions: pd.DataFrame, names: list[str], quantiles: dict[str, np.ndarray] | None = None, levels=QUANTILE_LEVELS
 ) -> tuple[dict, dict, dict]:
-    """Overall, per ticker and per horizon step ("h1", "h2", ...) as nested dicts."""
-    overall, by_ticker, by_horizon = metric_frames(predictions, names, quantiles, levels)
-    per_ticker = {str(t): _as_dict(g.droplevel("ticker")) for t, g in by_ticker.groupby(level="ticker", sort=True)}
-    per_horizon = {f"h{h}": _as_dict(g.droplevel("horizon")) for h, g in by_horizon.groupby(level="horizon", sort=True)}
-    return _as_dict(overall), per_ticker, per_horizon
+    """Overall, per ticker and per horizon step ("h1", "h2", ...): forecaster -> metric -> value."""
+    return grouped_metrics(predictions, {n: COLUMN[n] for n in names}, quantiles or {}, levels)
 
 
 def usable_baselines(predictions: pd.DataFrame, quantiles: dict[str, np.ndarray]) -> list[str]:
