@@ -476,9 +476,8 @@ def evaluate(
     with tempfile.TemporaryDirectory() as tmp:
         write_reports(result, Path(tmp), config)
         client.log_artifacts(run_id, tmp, "evaluation")
-    with mlflow.start_run(run_id=run_id):
-        table = ticker_table(result)
-        mlflow.log_table(table.astype({k: float for k in ALL_KEYS}), artifact_file="evaluation/per_ticker_table.json")
+    # the MLflow UI shows a logged table in the run's evaluation view
+    client.log_table(run_id, ticker_table(result).astype({k: float for k in ALL_KEYS}), "evaluation/per_ticker_table.json")
     m = result.metrics
     logger.info(
         "test split, %d forecasts: model RMSE %.4f vs naive %.4f (skill %+.4f)%s%s",
