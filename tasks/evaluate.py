@@ -37,7 +37,7 @@ from tasks.window import SplitDates, WindowConfig, WindowDataset, build_window_d
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.metrics import DISTRIBUTION_NAMES, METRIC_NAMES, drift_forecast, naive_scale, seasonal_naive_forecast
-from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
+from tickerflow_model.quantiles import QUANTILE_LEVELS, median_index, quantile_columns
 from tickerflow_model.scoring import grouped_metrics
 
 CHAMPION = "champion"
@@ -150,7 +150,8 @@ def predict_test_split(
     horizon = dataset.spec.horizon
     levels = model_levels(forecaster)
     cum_q = forecaster.predict_quantiles(x)  # (N, H, Q)
-    cum = forecaster.predict_log_returns(x)  # (N, H)
+    # the point forecast is the median, as the served model's forecast_close (one pass of the network)
+    cum = cum_q[:, :, median_index(levels)]  # (N, H)
     col = dataset.price_column
     cut = split_dates_of(dataset)
     frames, dist = [], {name: [] for name in ("model", *DISTRIBUTION_BASELINES)}
