@@ -245,3 +245,31 @@ def test_inference_builds_no_autograd_graph_and_runs_in_batches(monkeypatch):
     assert len(seen) == 4 * 7 + 2 * 3
     assert all(grad is False and req is False and fn is None for grad, req, fn, _ in seen)
     assert max(n for *_, n in seen) <= 16
+
+
+# --- the point forecast's guard toward naive -----------------------------------------------------
+
+
+def test_shrinkage_keeps_a_real_signal_and_drops_noise_to_naive():
+    from tickerflow_model.trainer import shrinkage_from_predictions
+
+    rng = np.random.default_rng(4)
+    signal = rng.normal(size=(5000, 2))
+    y = 0.3 * signal + rng.normal(size=(5000, 2))  # step 1 and 2 both predictable by `signal`
+    kept = shrinkage_from_predictions(signal, y)
+    assert kept[0] == pytest.approx(0.3, abs=0.05) and kept[1] == pytest.approx(0.3, abs=0.05)
+    # all but unrelated to y: least squares still finds a small positive multiplier, insignificant
+    noise = rng.normal(size=5000) + 0.01 * y[:, 0]
+    assert np.sum(noise * y[:, 0]) / np.sum(noise**2) > 0
+    dropped = shrinkage_from_predictions(np.c_[noise, signal[:, 1]], y)
+    assert dropped[0] == 0.0 and dropped[1] > 0.2
+
+
+def test_diebold_mariano_sign_and_scale():
+    from tickerflow_model.trainer import diebold_mariano
+
+    rng = np.random.default_rng(5)
+    worse, better = rng.uniform(1, 2, 400), rng.uniform(0, 1, 400)
+    assert diebold_mariano(worse, better) > 10 and diebold_mariano(better, worse) < -10
+    same = rng.uniform(0, 1, 400)
+    assert abs(diebold_mariano(same, same + rng.normal(0, 1e-3, 400))) < 4
