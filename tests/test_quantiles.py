@@ -273,3 +273,14 @@ def test_diebold_mariano_sign_and_scale():
     assert diebold_mariano(worse, better) > 10 and diebold_mariano(better, worse) < -10
     same = rng.uniform(0, 1, 400)
     assert abs(diebold_mariano(same, same + rng.normal(0, 1e-3, 400))) < 4
+
+
+def test_forecast_frame_names_the_columns_a_feature_needs():
+    torch.manual_seed(0)
+    config = GRUConfig(input_size=2, hidden_size=8)
+    spec = ModelSpec(WindowSpec(12, 1, ("log_return", "hl_range")), config, Scaler((0.0, 0.02), (0.02, 0.01)), "close")
+    model = Forecaster(spec, GRUForecaster(config))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['high', 'low'\]"):
+        model.forecast_frame(prices_frame())
+    prices = prices_frame().assign(high=lambda f: f["close"] * 1.01, low=lambda f: f["close"] * 0.99)
+    assert (np.diff(model.forecast_frame(prices)[quantile_columns()].to_numpy(), axis=1) >= 0).all()
