@@ -9,7 +9,10 @@ untrained GRU (the network's cost is the same trained or not), it times:
 
 and counts the metric keys the MLflow run would get and the plots. Usage:
 
-    python bench/evaluate_scale.py [--tickers 50 400] [--days 2500]
+    python bench/evaluate_scale.py [--tickers 50 400] [--days 2500] [--threads 1]
+
+`--threads` sets torch's threads for inference (1 by default: on a busy 2-core box, threads that
+meet at a barrier after each GRU step cost far more than they give; see docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -63,7 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tickers", type=int, nargs="+", default=[50, 400])
     parser.add_argument("--days", type=int, default=2500)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"{'tickers':>8} {'rows':>10} {'test fcst':>10} {'predict s':>10} {'score s':>8} {'reports s':>10} {'keys':>5} {'plots':>6}")
     for n in args.tickers:
         prices = random_walk(n, args.days)

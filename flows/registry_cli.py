@@ -46,9 +46,11 @@ def models_listing(client, name: str) -> dict:
     return {"model": name, "versions": rows, "champion_history": champion_history(client, name)}
 
 
-def _num(value: str | None, fmt: str, width: int) -> str:
+def _num(value: str | None, spec: str) -> str:
+    """A tag's number formatted with `spec` (e.g. "+8.4f"), or a right-aligned dash when there is none."""
+    width = int("".join(c for c in spec.split(".")[0] if c.isdigit()))
     try:
-        return f"{float(value):{width}{fmt}}"
+        return format(float(value), spec)
     except (TypeError, ValueError):
         return f"{'-':>{width}}"
 
@@ -62,9 +64,9 @@ def format_listing(listing: dict) -> str:
     for r in listing["versions"]:
         broken = f"  NOT SCORABLE: {r['scoring_error']}" if r.get("scoring_error") else ""
         lines.append(
-            f"{r['version']:>7}  {r['forecaster']:<16} {','.join(r['aliases']) or '-':<20} {_num(r['test_rmse'], '.4f', 10)} "
-            f"{_num(r['test_pinball'], '.4f', 8)} {_num(r['test_coverage_80'], '.3f', 6)} {_num(r['test_coverage_90'], '.3f', 6)} "
-            f"{_num(r['skill_vs_naive'], '+.4f', 8)}  {r['gate'] or '-'}: {r['gate_reason'] or ''}{broken}"
+            f"{r['version']:>7}  {r['forecaster']:<16} {','.join(r['aliases']) or '-':<20} {_num(r['test_rmse'], '10.4f')} "
+            f"{_num(r['test_pinball'], '8.4f')} {_num(r['test_coverage_80'], '6.3f')} {_num(r['test_coverage_90'], '6.3f')} "
+            f"{_num(r['skill_vs_naive'], '+8.4f')}  {r['gate'] or '-'}: {r['gate_reason'] or ''}{broken}"
         )
     lines.append("\nchampion history (oldest first):")
     lines += [f"  {format_event(e)}" for e in listing["champion_history"]] or ["  (none)"]

@@ -164,6 +164,8 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     assert main(["models", "--model", "m"]) == 0
     text = capsys.readouterr().out
     assert "champion history" in text and "rollback v1 (was v3)  by ben" in text
+    v2_row = next(line for line in text.splitlines() if line.split()[:2] == ["2", "gru"])
+    assert "+0.0500" in v2_row and "0.6000" in v2_row  # skill and pinball of version 2
 
 
 def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_serves(
