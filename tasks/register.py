@@ -243,8 +243,7 @@ def rollback_champion(client: mlflow.MlflowClient, name: str, why: str, who: str
 def input_columns(forecaster: Forecaster) -> list[str]:
     """The columns the model reads; other columns in a caller's frame are ignored."""
     spec = forecaster.spec
-    volume = ["volume"] if "log_volume_change" in spec.window.features else []
-    return ["date", "ticker", spec.price_column] + volume
+    return ["date", "ticker", spec.price_column, *spec.window.columns]  # e.g. volume, high and low for their features
 
 
 def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:

@@ -226,3 +226,20 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
     assert listing["versions"][0]["scoring_error"].startswith("could not be loaded or run")
     assert main(["models", "--model", "m"]) == 0
     assert "NOT SCORABLE" in capsys.readouterr().out
+
+
+def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_path):
+    from tasks.register import log_pyfunc
+    from tasks.tracking import use_tracking
+
+    prices = make_prices(n_days=200, seed=1)
+    features = ("log_return", "hl_range", "log_volume_change")
+    dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50, features=features), "s", tmp_path / "w")
+    client = use_tracking()
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    version = log_pyfunc(untrained_forecaster(dataset, 1.0), prices, run_id, "m")
+
+    info = mlflow.models.get_model_info(f"models:/m/{version}")
+    assert info.signature.inputs.input_names() == ["date", "ticker", "close", "high", "low", "volume"]
+    out = mlflow.pyfunc.load_model(f"models:/m/{version}").predict(prices[["date", "ticker", "close", "high", "low", "volume"]])
+    assert sorted(out["ticker"].unique()) == ["AAA", "BBB"]
