@@ -95,7 +95,7 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
     print(f"\nmedian share of the naive-to-oracle gap closed: {statistics.median(closed):.1%} (bar: 50%)")
 
 
-def cmd_quantiles(seeds: list[int], features: list[str] | None) -> None:
+def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
     from tasks.evaluate import evaluate_forecaster
     from tasks.ingest import IngestConfig, read_prices
@@ -107,14 +107,14 @@ def cmd_quantiles(seeds: list[int], features: list[str] | None) -> None:
     logging.basicConfig(level=logging.WARNING)
     frame, source_hash, _, _ = read_prices(str(ROOT / IngestConfig().source))
     window = WindowConfig() if not features else WindowConfig(features=tuple(features))
-    print(f"features {list(window.features)}, TrainConfig defaults, seeds {seeds}")
+    print(f"features {list(window.features)}, TrainConfig defaults but cpu_threads={cpu_threads}, seeds {seeds}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="tf-quantiles-") as tmp:
         os.environ["TICKERFLOW_HOME"] = tmp  # checkpoints go here
         dataset = build_window_dataset(frame, window, source_hash, Path(tmp) / "windows")
         for seed in seeds:
             t0 = time.perf_counter()
-            model = fit_forecaster(dataset, TrainConfig(seed=seed), None, log)
+            model = fit_forecaster(dataset, TrainConfig(seed=seed, cpu_threads=cpu_threads), None, log)
             m = evaluate_forecaster(model, dataset, frame, None).metrics
             row = {
                 "seed": seed,
@@ -147,11 +147,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--days", type=int, default=2500, help="ar2: trading days per ticker")
     parser.add_argument("--features", nargs="+", default=None, help="quantiles: window features (default: WindowConfig's)")
+    parser.add_argument("--cpu-threads", type=int, default=0, help="quantiles: TrainConfig.cpu_threads (1 on a busy machine)")
     args, extra = parser.parse_known_args()
     if args.what == "sample":
         cmd_sample(args.seeds, extra)
     elif args.what == "quantiles":
-        cmd_quantiles(args.seeds, args.features)
+        cmd_quantiles(args.seeds, args.features, args.cpu_threads)
     else:
         cmd_ar2(args.seeds, args.days)
 

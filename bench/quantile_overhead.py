@@ -96,15 +96,16 @@ def main(argv=None) -> int:
     parser.add_argument("--windows", type=int, default=30_000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cpu-threads", type=int, default=0, help="TrainConfig.cpu_threads (1 on a busy machine)")
     args = parser.parse_args(argv)
-    config = TrainConfig(device="cpu")
+    config = TrainConfig(device="cpu", cpu_threads=args.cpu_threads)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     x_np, y_np = garch_windows(args.windows)
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     print(f"# quantile-head overhead: {args.windows} windows, lookback {LOOKBACK}, horizon 1, batch "
           f"{config.batch_size}, {args.epochs} epochs x {args.rounds} rounds, {device} ({os.uname().machine}), "
-          f"precision {precision}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+          f"precision {precision}, torch {torch.__version__}, threads {config.cpu_threads or torch.get_num_threads()}")
     seconds = {"p": [], "q": []}
     with intra_op_threads(device, config.cpu_threads):
         for rnd in range(args.rounds):
