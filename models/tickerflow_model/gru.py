@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -132,14 +133,12 @@ class GRUForecaster(nn.Module):
 INFERENCE_BATCH_SIZE = 8192
 
 
-def predict_batched(net: GRUForecaster, x, batch_size: int | None = None):
+def predict_batched(net: GRUForecaster, x: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Quantiles (N, H, Q) and scale (N, H), float64 numpy, in target units, for windows x (N, L, F).
 
     Batch by batch under inference mode: no autograd graph is kept, so memory is bounded by one batch
     (a strided window view is made contiguous one batch at a time), not by the number of windows.
     """
-    import numpy as np
-
     batch_size = batch_size or INFERENCE_BATCH_SIZE
     net.eval()
     device = next(net.parameters()).device
