@@ -2,6 +2,15 @@
 
     python bench/model_quality.py sample --seeds 0 1 2      # `tickerflow run --seed S --json`, fresh home each
     python bench/model_quality.py ar2 --seeds 0 1 2         # synthetic AR(2) log-returns with a known oracle
+    python bench/model_quality.py quantiles --seeds 0 1 2 [--features log_return abs_log_return ...]
+
+`quantiles` runs the core stages as plain functions (no Prefect, no MLflow): the sample is windowed
+with the default WindowConfig (or the given features), the GRU trained with the default TrainConfig
+per seed (fit_forecaster: training, shrinkage, conformal calibration), and the project's evaluation
+(tasks.evaluate.evaluate_forecaster) scores it with the distribution baselines on the same test
+windows. It prints, per seed and as medians, the mean pinball loss of the model and of
+static_quantile, rolling_quantile and ewma, the model's improvement over each, the 80%/90% coverage
+and the point skill vs naive.
 
 `sample` runs the default configuration end to end (one Prefect flow + MLflow run per seed, each in
 its own temporary TICKERFLOW_HOME) and prints each seed's skill vs naive, overall and per ticker, and
@@ -86,14 +95,64 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
     print(f"\nmedian share of the naive-to-oracle gap closed: {statistics.median(closed):.1%} (bar: 50%)")
 
 
+def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int) -> None:
+    sys.path[:0] = [str(ROOT), str(ROOT / "models")]
+    from tasks.evaluate import evaluate_forecaster
+    from tasks.ingest import IngestConfig, read_prices
+    from tasks.train import fit_forecaster
+    from tasks.window import WindowConfig, build_window_dataset
+    from tickerflow_model.trainer import TrainConfig
+
+    log = logging.getLogger("bench.quantiles")
+    logging.basicConfig(level=logging.WARNING)
+    frame, source_hash, _, _ = read_prices(str(ROOT / IngestConfig().source))
+    window = WindowConfig() if not features else WindowConfig(features=tuple(features))
+    print(f"features {list(window.features)}, TrainConfig defaults but cpu_threads={cpu_threads}, seeds {seeds}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tf-quantiles-") as tmp:
+        os.environ["TICKERFLOW_HOME"] = tmp  # checkpoints go here
+        dataset = build_window_dataset(frame, window, source_hash, Path(tmp) / "windows")
+        for seed in seeds:
+            t0 = time.perf_counter()
+            model = fit_forecaster(dataset, TrainConfig(seed=seed, cpu_threads=cpu_threads), None, log)
+            m = evaluate_forecaster(model, dataset, frame, None).metrics
+            row = {
+                "seed": seed,
+                "pinball": m["model"]["pinball"],
+                **{f"vs_{b}": 1 - m["model"]["pinball"] / m[b]["pinball"] for b in ("static_quantile", "rolling_quantile", "ewma")},
+                "coverage_80": m["model"]["coverage_80"],
+                "coverage_90": m["model"]["coverage_90"],
+                "skill": m["model"]["skill"],
+                "shrinkage": model.spec.shrinkage[0],
+            }
+            rows.append(row)
+            print(f"seed {seed}: pinball {row['pinball']:.4f} (static {m['static_quantile']['pinball']:.4f}, rolling "
+                  f"{m['rolling_quantile']['pinball']:.4f}, ewma {m['ewma']['pinball']:.4f}); better than static "
+                  f"{row['vs_static_quantile']:+.2%}, rolling {row['vs_rolling_quantile']:+.2%}, ewma {row['vs_ewma']:+.2%}; "
+                  f"coverage 80% {row['coverage_80']:.2%}, 90% {row['coverage_90']:.2%}; skill {row['skill']:+.5f} "
+                  f"(shrinkage {row['shrinkage']:.3f})  {time.perf_counter() - t0:.0f} s", flush=True)
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "seed"}
+    print(f"\nmedian over {len(rows)} seeds: pinball {med['pinball']:.4f}; better than static {med['vs_static_quantile']:+.2%}, "
+          f"rolling {med['vs_rolling_quantile']:+.2%}, ewma {med['vs_ewma']:+.2%}; coverage 80% {med['coverage_80']:.2%}, "
+          f"90% {med['coverage_90']:.2%}; skill {med['skill']:+.5f}")
+    worst = {k: (min if k.startswith("vs_") or k == "skill" else max)(r[k] for r in rows) for k in ("vs_static_quantile", "vs_ewma", "skill")}
+    cov = [abs(r[k] - nominal) for r in rows for k, nominal in (("coverage_80", 0.8), ("coverage_90", 0.9))]
+    print(f"worst seed: better than static {worst['vs_static_quantile']:+.2%}, ewma {worst['vs_ewma']:+.2%}, skill "
+          f"{worst['skill']:+.5f}; largest coverage gap {max(cov) * 100:.2f} points")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["sample", "ar2"])
+    parser.add_argument("what", choices=["sample", "ar2", "quantiles"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--days", type=int, default=2500, help="ar2: trading days per ticker")
+    parser.add_argument("--features", nargs="+", default=None, help="quantiles: window features (default: WindowConfig's)")
+    parser.add_argument("--cpu-threads", type=int, default=0, help="quantiles: TrainConfig.cpu_threads (1 on a busy machine)")
     args, extra = parser.parse_known_args()
     if args.what == "sample":
         cmd_sample(args.seeds, extra)
+    elif args.what == "quantiles":
+        cmd_quantiles(args.seeds, args.features, args.cpu_threads)
     else:
         cmd_ar2(args.seeds, args.days)
 

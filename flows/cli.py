@@ -84,16 +84,43 @@ def load_config(path: str | None, data: str | None, epochs: int | None, seed: in
     return PipelineConfig.model_validate(raw)
 
 
+POINT_COLUMNS = ["rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"]
+DISTRIBUTION_COLUMNS = ["pinball", "coverage_80", "coverage_90", "width_80", "width_90", "winkler_80", "winkler_90"]
+TICKERS_SHOWN = 5  # per-ticker rows: every ticker up to 2 * this many, else the best and the worst this many
+
+
+def shown_tickers(per_ticker: dict) -> list[str]:
+    """Tickers ranked by the model's pinball skill vs static_quantile (or RMSE skill): all, or the best and worst."""
+    def skill(by: dict) -> float:
+        model, static = by.get("model", {}), by.get("static_quantile", {})
+        if "pinball" in model and static.get("pinball", 0) > 0:
+            return 1.0 - model["pinball"] / static["pinball"]
+        return model.get("skill", 0.0)
+
+    ranked = sorted(per_ticker, key=lambda t: -skill(per_ticker[t]))
+    if len(ranked) <= 2 * TICKERS_SHOWN:
+        return sorted(ranked)
+    return ranked[:TICKERS_SHOWN] + ranked[-TICKERS_SHOWN:]
+
+
 def format_metrics(summary: dict) -> str:
-    order = ["rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"]
-    names = [n for n in order if n in summary["metrics"]["model"]]
-    rows = [("all", k, v) for k, v in summary["metrics"].items()]
-    rows += [(t, k, v) for t, by in sorted(summary.get("per_ticker", {}).items()) for k, v in by.items()]
+    """Overall and per-ticker metrics: point metrics in price units, distribution scores in % log return."""
+    metrics = summary["metrics"]
+    names = [c for c in POINT_COLUMNS + DISTRIBUTION_COLUMNS if any(c in m for m in metrics.values())]
+    per_ticker = summary.get("per_ticker", {})
+    tickers = shown_tickers(per_ticker)
+    rows = [("all", k, v) for k, v in metrics.items()]
+    rows += [(t, k, v) for t in tickers for k, v in per_ticker[t].items()]
     scope_w = max([len("scope")] + [len(r[0]) for r in rows])
     name_w = max([len("forecaster")] + [len(r[1]) for r in rows])
-    lines = [f"{'scope':<{scope_w}}  {'forecaster':<{name_w}}  " + "  ".join(f"{n:>{max(len(n), 9)}}" for n in names)]
+    width = {n: max(len(n), 9) for n in names}
+    lines = [f"{'scope':<{scope_w}}  {'forecaster':<{name_w}}  " + "  ".join(f"{n:>{width[n]}}" for n in names)]
     for scope, name, m in rows:
-        lines.append(f"{scope:<{scope_w}}  {name:<{name_w}}  " + "  ".join(f"{m[n]:>{max(len(n), 9)}.4f}" for n in names))
+        cells = [f"{m[n]:>{width[n]}.4f}" if n in m else f"{'-':>{width[n]}}" for n in names]
+        lines.append(f"{scope:<{scope_w}}  {name:<{name_w}}  " + "  ".join(cells))
+    if len(tickers) < len(per_ticker):
+        lines.append(f"(the {TICKERS_SHOWN} best and {TICKERS_SHOWN} worst of {len(per_ticker)} tickers by the model's skill; "
+                     "all of them: evaluation/metrics_per_ticker.csv in the MLflow run)")
     return "\n".join(lines)
 
 
@@ -108,8 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = train_pipeline.with_options(task_runner=runner_from_args(args))(config)
     print(format_metrics(summary))
     print(
-        f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   model {summary['model_name']} "
-        f"v{summary['model_version']}   promoted: {summary['promoted']} ({summary['reason']})\n"
+        f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
+        f"v{summary['model_version']} (gru)   promoted: {summary['promoted']}\n"
+        f"champion: v{summary['champion_version']} ({summary['champion_forecaster']}): {summary['reason']}\n"
         f"MLflow run: {summary['mlflow_run_url']}"
     )
     if args.json:

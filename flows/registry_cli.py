@@ -6,7 +6,7 @@ import argparse
 import json
 
 DEFAULT_MODEL = "tickerflow-gru"
-SHOWN_METRICS = ("test_model_rmse", "test_naive_rmse", "skill_vs_naive")
+SHOWN_METRICS = ("test_rmse", "test_pinball", "test_coverage_80", "test_coverage_90", "skill_vs_naive")
 
 
 def _client():
@@ -33,7 +33,11 @@ def models_listing(client, name: str) -> dict:
             "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version)),
             "created": mv.creation_timestamp,
             "run_id": mv.run_id,
+            # `gru` or a distribution baseline; versions from before the tag existed are GRUs
+            "forecaster": mv.tags.get("forecaster", "gru"),
             **{k: mv.tags.get(k) for k in SHOWN_METRICS},
+            # set by a training run that could not load or score this version as champion
+            "scoring_error": mv.tags.get("champion_scoring_error"),
             "gate": mv.tags.get("promotion"),
             "gate_reason": mv.tags.get("promotion_reason"),
         }
@@ -42,12 +46,27 @@ def models_listing(client, name: str) -> dict:
     return {"model": name, "versions": rows, "champion_history": champion_history(client, name)}
 
 
+def _num(value: str | None, spec: str) -> str:
+    """A tag's number formatted with `spec` (e.g. "+8.4f"), or a right-aligned dash when there is none."""
+    width = int("".join(c for c in spec.split(".")[0] if c.isdigit()))
+    try:
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return f"{'-':>{width}}"
+
+
 def format_listing(listing: dict) -> str:
-    lines = [f"model {listing['model']}", f"{'version':>7}  {'aliases':<22} {'test rmse':>10} {'naive rmse':>10} {'skill':>8}  gate"]
+    lines = [
+        f"model {listing['model']}",
+        f"{'version':>7}  {'forecaster':<16} {'aliases':<20} {'test rmse':>10} {'pinball':>8} {'cov80':>6} {'cov90':>6} "
+        f"{'skill':>8}  gate",
+    ]
     for r in listing["versions"]:
+        broken = f"  NOT SCORABLE: {r['scoring_error']}" if r.get("scoring_error") else ""
         lines.append(
-            f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {r['test_model_rmse'] or '-':>10.10} "
-            f"{r['test_naive_rmse'] or '-':>10.10} {r['skill_vs_naive'] or '-':>8.8}  {r['gate'] or '-'}: {r['gate_reason'] or ''}"
+            f"{r['version']:>7}  {r['forecaster']:<16} {','.join(r['aliases']) or '-':<20} {_num(r['test_rmse'], '10.4f')} "
+            f"{_num(r['test_pinball'], '8.4f')} {_num(r['test_coverage_80'], '6.3f')} {_num(r['test_coverage_90'], '6.3f')} "
+            f"{_num(r['skill_vs_naive'], '+8.4f')}  {r['gate'] or '-'}: {r['gate_reason'] or ''}{broken}"
         )
     lines.append("\nchampion history (oldest first):")
     lines += [f"  {format_event(e)}" for e in listing["champion_history"]] or ["  (none)"]

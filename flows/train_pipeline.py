@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.ui_labels import cross_link, tag_train_run, train_run_name
-from tasks.evaluate import Backtest, BacktestConfig, Evaluation, backtest, evaluate
+from tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
 from tasks.ingest import IngestConfig, ingest
 from tasks.redaction import redact_text, redact_uri
 from tasks.register import Registration, RegisterConfig, register
@@ -41,13 +41,14 @@ class PipelineConfig(BaseModel):
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     window: WindowConfig = Field(default_factory=WindowConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)  # fan charts: best/worst N, named tickers
     register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)  # walk-forward folds; 0 = off
 
     def flat_params(self) -> dict[str, str]:
         """`stage.field` -> value, for MLflow params."""
         out = {}
-        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("register", "register_"), ("backtest", "backtest")):
+        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"), ("register", "register_"), ("backtest", "backtest")):
             for key, value in asdict(getattr(self, attr)).items():
                 out[f"{stage}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
         return out
@@ -127,7 +128,10 @@ def finish_mlflow_run(
         "metrics": evaluation.metrics,
         "per_ticker": evaluation.per_ticker,
         "per_horizon": evaluation.per_horizon,
-        "champion_version": evaluation.champion_version,
+        "champion_version": registration.champion_version,
+        "champion_forecaster": registration.champion_forecaster,
+        "compared_champion_version": evaluation.champion_version,
+        "champion_not_compared": evaluation.champion_error,
         "backtest": None if folds is None else {"metrics": folds.metrics, "folds": folds.fold_rows()},
     }
 
@@ -156,7 +160,7 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     dataset = window(prices, config.window, raw.source_hash)
     log_dataset_lineage(dataset, run_id)
     model = train(dataset, config.train, run_id)
-    evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id)
+    evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id, config.evaluate)
     folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash, run_id)
     registration = register(model, evaluation, dataset, prices, config.register_, run_id)
     return finish_mlflow_run(run_id, evaluation, registration, folds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,13 @@ from tasks.retries import retry_unless
 from tasks.storage import tickerflow_home, write_file_atomic
 from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tickerflow_model.errors import ModelNotFound
+from tickerflow_model.baselines import BaselineForecaster
+from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
 
 FORECAST_EXPERIMENT = "tickerflow-forecasts"
-OUTPUT_COLUMNS = ["ticker", "date", "horizon", "forecast_close", "model_version"]
+# the quantile columns (q05 .. q95 by default, in price units) come between forecast_close and model_version
+OUTPUT_COLUMNS = ["ticker", "date", "horizon", "forecast_close", *quantile_columns(QUANTILE_LEVELS), "model_version"]
+QUANTILE_COLUMN = re.compile(r"q\d+")
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class ForecastConfig:
 
 @dataclass
 class ForecastBatch:
-    frame: pd.DataFrame  # OUTPUT_COLUMNS
+    frame: pd.DataFrame  # OUTPUT_COLUMNS (the quantile columns the model gives)
     skipped: dict[str, str] = field(default_factory=dict)  # ticker -> why it has no forecast
 
 
@@ -45,7 +50,17 @@ class LoadedModel:
 
     @property
     def min_rows(self) -> int:
-        return self.pyfunc.unwrap_python_model().forecaster.spec.window.lookback + 1
+        forecaster = self.pyfunc.unwrap_python_model().forecaster
+        if isinstance(forecaster, BaselineForecaster):
+            return forecaster.min_rows
+        return forecaster.spec.window.lookback + 1
+
+    @property
+    def no_forecast_reason(self) -> str:
+        forecaster = self.pyfunc.unwrap_python_model().forecaster
+        if isinstance(forecaster, BaselineForecaster) and forecaster.spec.name == "static_quantile":
+            return "not a ticker the static-quantile model was fit on"
+        return f"fewer than {self.min_rows} rows with a price, the model needs {self.min_rows}"
 
 
 def resolve_version(uri: str) -> str:
@@ -80,7 +95,7 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
     skipped = {t: f"{n} rows of history, the model needs {model.min_rows}" for t, n in dropped.items()}
     forecasts = model.pyfunc.predict(prices)
     for ticker in sorted(set(prices["ticker"].astype(str)) - set(forecasts["ticker"])):
-        skipped[ticker] = f"fewer than {model.min_rows} rows with a price, the model needs {model.min_rows}"
+        skipped[ticker] = model.no_forecast_reason
     # Validation refuses non-finite prices; this keeps any NaN/inf forecast out of the store all the same.
     numeric = forecasts.select_dtypes("number").drop(columns=["horizon"], errors="ignore")
     bad = ~np.isfinite(numeric.to_numpy(np.float64)).all(axis=1)
@@ -88,7 +103,8 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
         skipped[ticker] = "the model's forecast is not a finite number (check the ticker's recent prices)"
     forecasts = forecasts[~forecasts["ticker"].astype(str).isin(list(skipped))].reset_index(drop=True)
     forecasts["model_version"] = model.version
-    return ForecastBatch(forecasts[OUTPUT_COLUMNS], skipped)
+    quantiles = [c for c in forecasts.columns if QUANTILE_COLUMN.fullmatch(str(c))]
+    return ForecastBatch(forecasts[["ticker", "date", "horizon", "forecast_close", *quantiles, "model_version"]], skipped)
 
 
 @task(name="forecast")

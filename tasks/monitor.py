@@ -261,7 +261,8 @@ def champion_thresholds(client: mlflow.MlflowClient, name: str, version: str, co
         except (KeyError, ValueError):
             return None
 
-    skill, rmse = tag("skill_vs_naive"), tag("test_model_rmse")
+    # `test_rmse` is the version's own (a baseline champion's too); older versions only have the GRU's
+    skill, rmse = tag("skill_vs_naive"), tag("test_rmse") or tag("test_model_rmse")
     return Thresholds(
         min_skill=None if skill is None or config.skill_margin is None else skill - config.skill_margin,
         max_rmse=None if rmse is None or config.rmse_ratio is None else rmse * config.rmse_ratio,

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
@@ -33,7 +34,8 @@ from tasks.tracking import run_url, use_tracking
 from tasks.window import WindowDataset
 from tickerflow_model.errors import TickerflowError
 from tickerflow_model.forecaster import Forecaster
-from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, GRUPricePyfunc, _canonical
+from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster
+from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, GRUPricePyfunc, _canonical
 
 CHALLENGER = "challenger"
 MODEL_CODE = Path(tickerflow_model.__file__).parent
@@ -48,15 +50,35 @@ class ChampionMoved(RegistryError):
     """The champion is no longer the one a decision was made against: nothing was moved."""
 
 
+PRIMARY_SCORES = ("pinball", "winkler_80", "winkler_90")  # lower is better
+GRU = "gru"  # the `forecaster` tag of the GRU's versions; a baseline's versions carry the baseline's name
+FORECASTER_TAG = "forecaster"
+
+
 @dataclass(frozen=True)
 class RegisterConfig:
+    """The gate: the best forecaster by `primary_score` on the test windows becomes (or stays) champion.
+
+    A candidate (the GRU, each distribution baseline, the current champion) passes when its 80% and
+    90% interval coverage are within `coverage_tolerance` of nominal and its point skill vs naive is
+    at least `min_skill`. The best passing candidate wins; when none passes, the best by the primary
+    score still wins and the reason says which condition it missed. A challenger replaces the current
+    champion only when its score is lower by more than `min_improvement` (relative).
+    """
+
     model_name: str = "tickerflow-gru"
-    min_skill: float = 0.0  # a champion is never worse than "tomorrow = today" on the test split
-    min_improvement: float = 0.0  # relative RMSE gain over the current champion needed to replace it
+    primary_score: str = "pinball"
+    coverage_tolerance: float = 0.05  # 0.05: an 80% interval must cover between 75% and 85% of outcomes
+    min_skill: float = 0.0  # point forecast never worse than "tomorrow = today" on the test split
+    min_improvement: float = 0.0  # relative primary-score gain over the current champion needed to replace it
 
     def __post_init__(self) -> None:
         if not self.model_name.strip():
             raise ValueError("model_name must not be empty")
+        if self.primary_score not in PRIMARY_SCORES:
+            raise ValueError(f"primary_score must be one of {PRIMARY_SCORES}, got {self.primary_score!r}")
+        if not 0.0 <= self.coverage_tolerance <= 0.5:
+            raise ValueError(f"coverage_tolerance must be in [0, 0.5], got {self.coverage_tolerance}")
         if not -1.0 <= self.min_skill < 1.0:
             raise ValueError(f"min_skill must be in [-1, 1), got {self.min_skill}")
         if not 0.0 <= self.min_improvement < 1.0:
@@ -66,25 +88,88 @@ class RegisterConfig:
 @dataclass(frozen=True)
 class Registration:
     model_name: str
-    version: str
-    promoted: bool
+    version: str  # the GRU's version registered by this run
+    promoted: bool  # whether that version became champion
     reason: str
     model_uri: str
+    champion_version: str | None = None  # the champion after this run
+    champion_forecaster: str | None = None  # `gru` or a baseline's name
 
 
-def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> tuple[bool, str]:
-    """The gate: skill vs naive first, then the champion's RMSE on the same test windows."""
-    if evaluation.skill < config.min_skill:
-        return False, f"skill vs naive {evaluation.skill:+.4f} is below the minimum {config.min_skill:+.4f}"
-    if evaluation.champion_version is None:
-        return True, f"no champion yet; skill vs naive {evaluation.skill:+.4f} >= {config.min_skill:+.4f}"
-    champion = f"champion v{evaluation.champion_version}"
-    if "champion" not in evaluation.metrics:
-        return False, f"{champion} could not be scored on the same test windows; promote by hand if wanted"
-    new, old = evaluation.metrics["model"]["rmse"], evaluation.metrics["champion"]["rmse"]
-    if new < old * (1 - config.min_improvement):
-        return True, f"test RMSE {new:.4f} beats {champion} ({old:.4f}) by more than {config.min_improvement:.2%}"
-    return False, f"test RMSE {new:.4f} does not beat {champion} ({old:.4f}) by more than {config.min_improvement:.2%}"
+@dataclass(frozen=True)
+class GateDecision:
+    winner: str  # an evaluation forecaster: "model", a distribution baseline, or "champion"
+    reason: str
+    missed: dict[str, list[str]]  # candidate -> the conditions it missed (empty: it passes)
+    scores: dict[str, float]  # candidate -> primary score
+
+    @property
+    def forecaster(self) -> str:
+        """The winner's `forecaster` tag (None for the champion: read it from its version)."""
+        return GRU if self.winner == "model" else self.winner
+
+
+def candidates(evaluation: Evaluation, score: str) -> list[str]:
+    """The forecasters that could be champion: the GRU, the distribution baselines, the current champion."""
+    names = [n for n in evaluation.metrics if n == "model" or n == "champion" or n in DISTRIBUTION_BASELINES]
+    return [n for n in names if score in evaluation.metrics[n]]
+
+
+def missed_conditions(m: dict[str, float], config: RegisterConfig) -> list[str]:
+    out = []
+    for nominal in (0.80, 0.90):
+        key = f"coverage_{round(nominal * 100)}"
+        if key not in m:
+            out.append(f"no {nominal:.0%} interval")
+        elif abs(m[key] - nominal) > config.coverage_tolerance + 1e-12:
+            out.append(f"{nominal:.0%} coverage {m[key]:.1%} is outside {nominal:.0%} +/- {config.coverage_tolerance:.1%}")
+    if m.get("skill", -np.inf) < config.min_skill:
+        out.append(f"skill vs naive {m.get('skill', float('nan')):+.4f} is below the minimum {config.min_skill:+.4f}")
+    return out
+
+
+def label(name: str, evaluation: Evaluation) -> str:
+    if name == "model":
+        return "the GRU"
+    if name == "champion":
+        return f"champion v{evaluation.champion_version}"
+    return name
+
+
+def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> GateDecision:
+    """The gate: the best by the primary score among the candidates that meet the conditions."""
+    score = config.primary_score
+    names = candidates(evaluation, score)
+    if not names:  # nothing gives quantiles: the point forecast decides, by RMSE
+        score, names = "rmse", [n for n in ("model", "champion") if n in evaluation.metrics]
+    scores = {n: evaluation.metrics[n][score] for n in names}
+    missed = {n: missed_conditions(evaluation.metrics[n], config) for n in names}
+    passing = [n for n in names if not missed[n]]
+    best = min(passing or names, key=lambda n: (scores[n], n != "champion"))
+    ranking = ", ".join(f"{label(n, evaluation)} {scores[n]:.4f}" for n in sorted(names, key=scores.get))
+    not_compared = (
+        f"; champion v{evaluation.champion_version} was not compared: {evaluation.champion_error}"
+        if evaluation.champion_error else ""
+    )
+    if "champion" in names and best != "champion" and (not passing or "champion" in passing):
+        bar = scores["champion"] * (1 - config.min_improvement)
+        if not scores[best] < bar:
+            reason = (
+                f"champion v{evaluation.champion_version} stays: {label(best, evaluation)}'s {score} {scores[best]:.4f} does not "
+                f"beat its {scores['champion']:.4f} by more than {config.min_improvement:.2%} ({ranking})"
+            )
+            return GateDecision("champion", reason, missed, scores)
+    if passing:
+        reason = (
+            f"{label(best, evaluation)} has the best {score} of the forecasters that meet the gate "
+            f"({ranking}; coverage within +/-{config.coverage_tolerance:.1%}, skill >= {config.min_skill:+.4f})"
+        )
+    else:
+        reason = (
+            f"no forecaster meets every condition; {label(best, evaluation)} has the best {score} and is champion "
+            f"although {'; '.join(missed[best])} ({ranking})"
+        )
+    return GateDecision(best, reason + not_compared, missed, scores)
 
 
 # ---- champion history ---------------------------------------------------------------------------
@@ -224,8 +309,7 @@ def rollback_champion(client: mlflow.MlflowClient, name: str, why: str, who: str
 def input_columns(forecaster: Forecaster) -> list[str]:
     """The columns the model reads; other columns in a caller's frame are ignored."""
     spec = forecaster.spec
-    volume = ["volume"] if "log_volume_change" in spec.window.features else []
-    return ["date", "ticker", spec.price_column] + volume
+    return ["date", "ticker", spec.price_column, *spec.window.columns]  # e.g. volume, high and low for their features
 
 
 def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
@@ -251,16 +335,28 @@ def model_signature(example: pd.DataFrame, output: pd.DataFrame) -> ModelSignatu
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 
-def log_pyfunc(forecaster: Forecaster, prices: pd.DataFrame, run_id: str, model_name: str) -> str:
-    """Log the bundle (weights + spec) with its own code; register it. Returns the new version."""
-    example = input_example(prices, forecaster)
+def baseline_example(prices: pd.DataFrame, baseline: BaselineForecaster) -> pd.DataFrame:
+    """The few most recent rows of one ticker the baseline can forecast (for static: one it was fit on)."""
+    known = sorted(baseline.spec.static) if baseline.spec.static else sorted(prices["ticker"].astype(str).unique())
+    g = prices[prices["ticker"].astype(str) == known[0]].sort_values("date")
+    columns = ["date", "ticker", baseline.spec.price_column]
+    example = g[columns].tail(baseline.min_rows).reset_index(drop=True)
+    return example.astype({"ticker": str}).assign(date=example["date"].dt.strftime("%Y-%m-%d"))
+
+
+def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame, run_id: str, model_name: str) -> str:
+    """Log the bundle (weights + spec, or a baseline's spec) with its own code; register it. Returns the new version."""
+    if isinstance(forecaster, BaselineForecaster):
+        example, python_model = baseline_example(prices, forecaster), BaselinePyfunc()
+    else:
+        example, python_model = input_example(prices, forecaster), GRUPricePyfunc()
     output = forecaster.forecast_frame(_canonical(example))
     signature = model_signature(example, output)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         bundle = forecaster.save(Path(tmp) / BUNDLE_ARTIFACT)
         info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=GRUPricePyfunc(),
+            name="model" if python_model.__class__ is GRUPricePyfunc else f"baseline-{forecaster.spec.name}",
+            python_model=python_model,
             artifacts={BUNDLE_ARTIFACT: str(bundle)},
             code_paths=[str(MODEL_CODE)],
             signature=signature,
@@ -289,23 +385,51 @@ def git_commit() -> str | None:
 
 
 def version_tags(
-    evaluation: Evaluation, dataset: WindowDataset, run_id: str, promoted: bool, reason: str
+    evaluation: Evaluation, dataset: WindowDataset, run_id: str, promoted: bool, reason: str, forecaster: str = GRU
 ) -> dict[str, str]:
-    """Lineage, test metrics and the gate's decision, as model-version tags."""
+    """Lineage, which forecaster the version is, its test metrics and the gate's decision, as model-version tags."""
+    name = "model" if forecaster == GRU else forecaster
+    m = evaluation.metrics[name]
     tags = {
+        FORECASTER_TAG: forecaster,
         "mlflow_run_id": run_id,
         "dataset_id": dataset.dataset_id,
         "source_hash": str(dataset.manifest.get("source_hash", "")),
         "git_commit": git_commit() or "none",
         "prefect_flow_run_id": str(runtime.flow_run.id or ""),
-        "skill_vs_naive": f"{evaluation.skill:.6f}",
+        "skill_vs_naive": f"{m.get('skill', float('nan')):.6f}",
         "promotion": "promoted" if promoted else "rejected",
-        "promotion_reason": reason,
+        "promotion_reason": reason[:5000],
     }
-    for name, m in evaluation.metrics.items():
-        for key in ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"):
-            tags[f"test_{name}_{key}"] = f"{m[key]:.6f}"
+    # this version's own scores under plain names, every forecaster's for comparison
+    tags.update({f"test_{key}": f"{value:.6f}" for key, value in m.items()})
+    for other, scores in evaluation.metrics.items():
+        for key in ("rmse", "skill", "pinball", "coverage_80", "coverage_90"):
+            if key in scores:
+                tags[f"test_{other}_{key}"] = f"{scores[key]:.6f}"
     return tags
+
+
+def gate_markdown(decision: GateDecision, evaluation: Evaluation, config: RegisterConfig, headline: str, run_id: str) -> str:
+    """The Prefect artifact: the verdict, the reason, and each candidate against each condition."""
+    lines = [
+        f"# Promotion gate: {headline}", "", decision.reason, "",
+        f"| candidate | {config.primary_score} | coverage 80% | coverage 90% | skill vs naive | meets the gate |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in sorted(decision.scores, key=decision.scores.get):
+        m = evaluation.metrics[name]
+        verdict = "yes" if not decision.missed[name] else "no: " + "; ".join(decision.missed[name])
+        cov = lambda k: f"{m[k]:.1%}" if k in m else "-"  # noqa: E731
+        lines.append(
+            f"| {label(name, evaluation)} | {decision.scores[name]:.4f} | {cov('coverage_80')} | {cov('coverage_90')} "
+            f"| {m.get('skill', float('nan')):+.4f} | {verdict} |"
+        )
+    lines += [
+        "", f"Coverage tolerance +/-{config.coverage_tolerance:.1%}, minimum skill {config.min_skill:+.4f}, "
+        f"required gain over the champion {config.min_improvement:.2%}.", "", f"MLflow run: [{run_id}]({run_url(run_id)})",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 @task(name="register")
@@ -317,30 +441,59 @@ def register(
     config: RegisterConfig,
     run_id: str,
 ) -> Registration:
+    """Register the GRU as `challenger`; the gate's winner becomes (or stays) `champion`.
+
+    When a distribution baseline wins, it is registered as a version of the same model, tagged
+    `forecaster=<baseline>`, and becomes champion: the registry always has a champion to serve.
+    """
     logger = get_run_logger()
     client = use_tracking()
-    version = log_pyfunc(forecaster, prices, run_id, config.model_name)
-    promoted, reason = promotion_decision(evaluation, config)
-    for key, value in version_tags(evaluation, dataset, run_id, promoted, reason).items():
-        client.set_model_version_tag(config.model_name, version, key, value)
+    name = config.model_name
+    version = log_pyfunc(forecaster, prices, run_id, name)
+    decision = promotion_decision(evaluation, config)
+    promoted = decision.winner == "model"
+    for key, value in version_tags(evaluation, dataset, run_id, promoted, decision.reason).items():
+        client.set_model_version_tag(name, version, key, value)
     # aliases move only once the version is complete and tagged
-    client.set_registered_model_alias(config.model_name, CHALLENGER, version)
-    promoted, reason = apply_decision(
-        client, config.model_name, version, promoted, reason, evaluation.champion_version, f"train_pipeline run {run_id}"
-    )
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    who = f"train_pipeline run {run_id}"
+    expected = evaluation.champion_version  # the champion this decision was made against
+    reason = decision.reason
+    if decision.winner == "champion":
+        champion_version = current_champion(client, name) or str(evaluation.champion_version)
+        champion_forecaster = client.get_model_version(name, champion_version).tags.get(FORECASTER_TAG, GRU)
+        apply_decision(client, name, version, False, reason, expected, who)  # records the `keep`
+    else:
+        if decision.winner == "model":
+            candidate, candidate_forecaster = version, GRU
+        else:
+            baseline = evaluation.baselines[decision.winner]
+            candidate, candidate_forecaster = log_pyfunc(baseline, prices, run_id, name), decision.winner
+            tags = version_tags(evaluation, dataset, run_id, True, reason, forecaster=decision.winner)
+            for key, value in tags.items():
+                client.set_model_version_tag(name, candidate, key, value)
+        # compare-and-set: the alias moves only if the champion is still the one evaluated against
+        moved, reason = apply_decision(client, name, candidate, True, reason, expected, who)
+        promoted = promoted and moved
+        if moved:
+            champion_version, champion_forecaster = candidate, candidate_forecaster
+        else:
+            champion_version = current_champion(client, name) or ""
+            champion_forecaster = (
+                client.get_model_version(name, champion_version).tags.get(FORECASTER_TAG, GRU) if champion_version else ""
+            )
     client.set_tag(run_id, "promotion", "promoted" if promoted else "rejected")
-    client.set_tag(run_id, "promotion_reason", reason)
+    client.set_tag(run_id, "promotion_reason", reason[:5000])
+    client.set_tag(run_id, "champion_version", champion_version)
+    client.set_tag(run_id, "champion_forecaster", champion_forecaster)
     client.log_metric(run_id, "promoted", float(promoted))
-    verdict = "promoted to champion" if promoted else "not promoted"
-    logger.info("registered %s v%s as %s; %s: %s", config.model_name, version, CHALLENGER, verdict, reason)
+    headline = f"champion {name} v{champion_version} ({champion_forecaster})"
+    logger.info("registered %s v%s (gru) as %s; %s: %s", name, version, CHALLENGER, headline, reason)
     create_markdown_artifact(
         key="promotion-decision",
-        markdown=(
-            f"# Promotion gate: {config.model_name} v{version} {verdict}\n\n{reason}\n\n"
-            f"| gate | value |\n|---|---|\n| skill vs naive | {evaluation.skill:+.4f} (minimum {config.min_skill:+.4f}) |\n"
-            f"| champion scored | {evaluation.champion_version or 'none'} |\n"
-            f"| required RMSE gain | {config.min_improvement:.2%} |\n\nMLflow run: [{run_id}]({run_url(run_id)})\n"
-        ),
-        description="Whether this run's model became the champion, and why",
+        markdown=gate_markdown(decision, evaluation, config, headline, run_id),
+        description="Which forecaster is the champion after this run, and why",
     )
-    return Registration(config.model_name, version, promoted, reason, f"models:/{config.model_name}/{version}")
+    return Registration(
+        name, version, promoted, reason, f"models:/{name}/{version}", champion_version, champion_forecaster
+    )

@@ -27,6 +27,7 @@ from tasks.storage import home_subdir, stable_hash, write_file_atomic
 from tasks.tracking import home_lock, use_tracking
 from tasks.window import WindowDataset, read_split
 from tickerflow_model.forecaster import Forecaster, ModelSpec
+from tickerflow_model.quantiles import central_pairs
 from tickerflow_model.trainer import (
     EpochStats,
     TrainConfig,
@@ -181,26 +182,14 @@ def train_on_windows(
 
 
 def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | None, log, progress_stream=None) -> Forecaster:
-    """Plain function behind the task: train, fit the shrinkage toward naive, bundle a Forecaster."""
+    """Plain function behind the task: train, fit the shrinkage toward naive and the conformal
+    calibration on the validation split, bundle a Forecaster."""
     x_train, y_train, _ = read_split(dataset, "train")
     x_val, y_val, _ = read_split(dataset, "val")
     checkpoint_dir = checkpoint_dir_for(dataset, config)
     result = train_on_windows(x_train, y_train, x_val, y_val, config, checkpoint_dir, run_id, log, progress_stream)
     release_checkpoint_dir(checkpoint_dir)  # kept on failure: a later run may resume once this process is gone
     shrinkage = fit_shrinkage(result.net, x_val, y_val)
-    log.info(
-        "best epoch %d (val_loss %.5f) on %s (%s); validation shrinkage toward naive: %s",
-        result.best_epoch, result.best_val_loss, result.device, result.precision,
-        ", ".join(f"{a:.3f}" for a in shrinkage),
-    )
-    if run_id:
-        client = use_tracking()
-        client.log_metric(run_id, "best_val_loss", result.best_val_loss)
-        client.log_metric(run_id, "best_epoch", result.best_epoch)
-        for k, a in enumerate(shrinkage, start=1):
-            client.log_metric(run_id, f"shrinkage_h{k}", a)
-        client.set_tag(run_id, "train.device", result.device)
-        client.set_tag(run_id, "train.precision", result.precision)
     spec = ModelSpec(
         window=dataset.spec,
         gru=result.net.config,
@@ -208,7 +197,27 @@ def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | No
         price_column=dataset.price_column,
         shrinkage=shrinkage,
     )
-    return Forecaster(spec, result.net)
+    forecaster = Forecaster(spec, result.net).calibrate(x_val, y_val)
+    margins = forecaster.spec.calibration  # (H, P), widest interval first
+    pairs = central_pairs(spec.quantiles)
+    log.info(
+        "best epoch %d (val_loss %.5f) on %s (%s); validation shrinkage toward naive: %s; "
+        "conformal margins (volatility units) h1: %s",
+        result.best_epoch, result.best_val_loss, result.device, result.precision,
+        ", ".join(f"{a:.3f}" for a in shrinkage),
+        ", ".join(f"{cov:.0%} {m:+.3f}" for (_, _, cov), m in zip(pairs, margins[0])),
+    )
+    if run_id:
+        client = use_tracking()
+        client.log_metric(run_id, "best_val_loss", result.best_val_loss)
+        client.log_metric(run_id, "best_epoch", result.best_epoch)
+        for k, a in enumerate(shrinkage, start=1):
+            client.log_metric(run_id, f"shrinkage_h{k}", a)
+            for (_, _, cov), m in zip(pairs, margins[k - 1]):
+                client.log_metric(run_id, f"cqr_margin_{round(cov * 100)}_h{k}", m)
+        client.set_tag(run_id, "train.device", result.device)
+        client.set_tag(run_id, "train.precision", result.precision)
+    return forecaster
 
 
 # Retry what may pass on a second try (a dropped connection to the tracking server); a NaN loss,

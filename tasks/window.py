@@ -176,6 +176,8 @@ class TickerRows:
     dates: np.ndarray  # (T,) datetime64[ns]
     prices: np.ndarray  # (T,) float64, the chosen price column
     volume: np.ndarray | None  # (T,) float64 when a volume feature is configured
+    high: np.ndarray | None = None  # (T,) float64 when the range feature is configured
+    low: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.dates)
@@ -232,7 +234,7 @@ def assign_splits(dates: np.ndarray, base_index: np.ndarray, horizon: int, cut: 
 
 
 def _features(rows: TickerRows, spec: WindowSpec) -> np.ndarray:
-    return compute_features(rows.prices, rows.volume, spec.features)  # (T-1, F)
+    return compute_features(rows.prices, rows.volume, spec.features, rows.high, rows.low)  # (T-1, F)
 
 
 def training_rows(rows: TickerRows | pd.DataFrame, cut: SplitDates) -> int:
@@ -401,7 +403,7 @@ def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> 
     The canonical frame is already sorted by (ticker, date), so each ticker is a contiguous slice
     (a view, not a copy): memory stays bounded by one ticker's windows, not the whole input.
     """
-    needed = ["date", "ticker", price_col] + (["volume"] if "log_volume_change" in config.features else [])
+    needed = ["date", "ticker", price_col, *config.spec.columns]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise WindowError(f"the frame has no column(s) {missing} (columns: {list(frame.columns)})")
@@ -411,7 +413,7 @@ def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> 
         runs = _runs(frame)
     dates = frame["date"].to_numpy("datetime64[ns]")
     prices = frame[price_col].to_numpy(np.float64)
-    volume = frame["volume"].to_numpy(np.float64) if "volume" in needed else None
+    volume, high, low = (frame[c].to_numpy(np.float64) if c in needed else None for c in ("volume", "high", "low"))
     out = []
     for ticker, a, b in runs:
         if b - a < config.min_rows:
@@ -422,7 +424,12 @@ def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> 
                 f"ticker {ticker!r} has no usable {price_col} on {_date(dates[a + bad[0]])}; "
                 "validation should have stopped it"
             )
-        out.append(TickerRows(ticker, dates[a:b], prices[a:b], None if volume is None else volume[a:b]))
+        span = slice(a, b)
+        out.append(
+            TickerRows(
+                ticker, dates[span], prices[span], *(None if v is None else v[span] for v in (volume, high, low))
+            )
+        )
     return out
 
 

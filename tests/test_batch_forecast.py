@@ -13,7 +13,7 @@ from prefect.artifacts import Artifact
 from conftest import make_prices
 from flows.batch_forecast import batch_forecast
 from flows.cli import main
-from tasks.forecast import FORECAST_EXPERIMENT
+from tasks.forecast import FORECAST_EXPERIMENT, OUTPUT_COLUMNS
 from test_serving import champion  # noqa: F401 - module-scoped fixture: one registered champion
 
 pytestmark = pytest.mark.slow
@@ -38,11 +38,13 @@ def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(p
     result = batch_forecast(data=str(data), out=str(out))
 
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == ["ticker", "date", "horizon", "forecast_close", "model_version"]
+    assert list(frame.columns) == OUTPUT_COLUMNS  # ticker, date, horizon, forecast_close, q05 .. q95, model_version
     assert sorted(frame["ticker"].unique()) == ["AAA", "BBB"]
     assert (frame["model_version"] == str(champion_home.version)).all()
     expected = champion_home.forecaster.forecast_frame(recent)
     np.testing.assert_allclose(frame["forecast_close"], expected["forecast_close"], rtol=1e-6)
+    np.testing.assert_allclose(frame["q05"], expected["q05"], rtol=1e-6)
+    np.testing.assert_allclose(frame["q95"], expected["q95"], rtol=1e-6)
     assert frame["horizon"].tolist() == [1, 2, 3, 1, 2, 3]
     assert list(result["skipped"]) == ["CCC"] and "6 rows" in result["skipped"]["CCC"]
 

@@ -15,8 +15,17 @@ import torch
 from conftest import make_prices
 from tasks.tracking import experiment_id, use_tracking
 from tasks.train import fit_forecaster
-from tasks.evaluate import BacktestConfig, evaluate_forecaster, predict_test_split, walk_forward, write_reports
+from tasks.evaluate import (
+    BacktestConfig,
+    EvaluateConfig,
+    evaluate_forecaster,
+    predict_test_split,
+    walk_forward,
+    write_reports,
+)
 from tasks.window import WindowConfig, build_window_dataset
+from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
+from tickerflow_model.metrics import distribution_metrics
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.gru import GRUConfig, GRUForecaster
 from tickerflow_model.trainer import TrainConfig
@@ -53,7 +62,8 @@ def dataset(prices, tmp_path):
 
 
 def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, dataset):
-    preds = predict_test_split(untrained_forecaster(dataset, 1.0), dataset, prices)
+    forecaster = untrained_forecaster(dataset, 1.0)
+    preds, quantiles, _ = predict_test_split(forecaster, dataset, prices)
 
     n_test = dataset.manifest["counts"]["test"]
     assert len(preds) == n_test * CONFIG.horizon
@@ -73,26 +83,55 @@ def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, d
         assert rows["mase_scale"].iloc[0] == pytest.approx(np.mean(np.abs(np.diff(p[:140]))))
         # the test split lies after the training period
         assert rows["base_date"].min() > dates[139]
+        # the distribution baselines: the same quantiles as the core functions give for these base days
+        where = np.flatnonzero((preds["ticker"] == ticker).to_numpy())
+        base = np.searchsorted(dates, rows["base_date"].to_numpy()[:: CONFIG.horizon])
+        levels = forecaster.spec.quantiles
+        for name, q in (("static_quantile", static_quantile(p, base, 2, levels, fit_end=139)),
+                        ("rolling_quantile", rolling_quantile(p, base, 2, levels)), ("ewma", ewma(p, base, 2, levels))):
+            np.testing.assert_allclose(quantiles[name][where], q.reshape(-1, len(levels)))
+    # the model's quantiles are the forecaster's own, row for row
+    x_quantiles = forecaster.predict_quantiles(__import__("tasks.window", fromlist=["read_split"]).read_split(dataset, "test")[0])
+    np.testing.assert_allclose(quantiles["model"], x_quantiles.reshape(-1, x_quantiles.shape[-1]))
 
 
 def test_a_model_that_never_moves_scores_exactly_like_naive(prices, dataset):
     result = evaluate_forecaster(untrained_forecaster(dataset, 0.0), dataset, prices, champion_uri=None)
 
-    assert set(result.metrics) == {"model", "naive", "seasonal_naive", "drift"}
+    assert list(result.metrics) == ["model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES]
     assert result.skill == pytest.approx(0.0)
     for key in ("rmse", "mae", "mape", "smape", "mase"):
         assert result.metrics["model"][key] == pytest.approx(result.metrics["naive"][key])
     assert set(result.per_horizon) == {"h1", "h2"}
     assert set(result.per_ticker) == {"AAA", "BBB"}
-    keys = {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"}
+    point = {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"}
+    distribution = {"pinball", "coverage_80", "coverage_90", "width_80", "width_90", "winkler_80", "winkler_90"}
     for block in [result.metrics, *result.per_horizon.values(), *result.per_ticker.values()]:
-        for m in block.values():
-            assert set(m) == keys
+        for name, m in block.items():
+            assert set(m) == (point if name in ("naive", "seasonal_naive", "drift") else point | distribution), name
+    # a distribution baseline's point forecast is the last price
+    assert result.metrics["ewma"]["rmse"] == pytest.approx(result.metrics["naive"]["rmse"])
     # a random walk's one-step errors grow with the horizon
     assert result.per_horizon["h2"]["naive"]["rmse"] > result.per_horizon["h1"]["naive"]["rmse"]
     # skill vs naive is 1 - RMSE ratio wherever the metrics are
     drift = result.per_ticker["AAA"]["drift"]
     assert drift["skill"] == pytest.approx(1 - drift["rmse"] / result.per_ticker["AAA"]["naive"]["rmse"])
+
+
+def test_grouped_scores_equal_each_group_scored_on_its_own(prices, dataset):
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=None)
+    preds = result.predictions
+    y = 100 * np.log(preds["actual"] / preds["base_price"]).to_numpy()
+    for ticker, h in (("AAA", None), ("BBB", None), (None, 2)):
+        rows = (preds["ticker"] == ticker).to_numpy() if ticker else (preds["horizon"] == h).to_numpy()
+        block = result.per_ticker[ticker] if ticker else result.per_horizon[f"h{h}"]
+        for name in ("model", "ewma", "static_quantile"):
+            expected = distribution_metrics(100 * result.quantiles[name][rows], y[rows], result.levels)
+            for key, value in expected.items():
+                assert block[name][key] == pytest.approx(value), (ticker, h, name, key)
+        err = preds.loc[rows, "drift"] - preds.loc[rows, "actual"]
+        assert block["drift"]["rmse"] == pytest.approx(float(np.sqrt(np.mean(err**2))))
+        assert block["drift"]["skill"] == pytest.approx(1 - block["drift"]["rmse"] / block["naive"]["rmse"])
 
 
 def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(prices, dataset, mlflow_store):
@@ -102,38 +141,66 @@ def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(p
     model = untrained_forecaster(dataset, 1.0)
     result = evaluate_forecaster(model, dataset, prices, champion_uri=uri)
 
-    assert "champion" in result.metrics
+    assert "champion" in result.metrics and result.champion_error is None
     preds = result.predictions
-    own = champion.forecast_frame(prices, all_dates=True).set_index(["ticker", "base_date", "horizon"])["forecast_close"]
-    expected = own.reindex(pd.MultiIndex.from_frame(preds[["ticker", "base_date", "horizon"]])).to_numpy()
-    np.testing.assert_allclose(preds["champion"].to_numpy(), expected, rtol=1e-6)
+    own = champion.forecast_frame(prices, all_dates=True).set_index(["ticker", "base_date", "horizon"])
+    keys = pd.MultiIndex.from_frame(preds[["ticker", "base_date", "horizon"]])
+    np.testing.assert_allclose(preds["champion"].to_numpy(), own["forecast_close"].reindex(keys).to_numpy(), rtol=1e-6)
+    q50 = np.log(own["q50"].reindex(keys).to_numpy() / preds["base_price"].to_numpy())
+    np.testing.assert_allclose(result.quantiles["champion"][:, 3], q50, rtol=1e-6, atol=1e-12)
     assert result.metrics["champion"]["rmse"] != pytest.approx(result.metrics["model"]["rmse"])
+    assert result.metrics["champion"]["pinball"] != pytest.approx(result.metrics["model"]["pinball"])
 
 
 def test_a_champion_that_cannot_score_every_window_is_not_compared(prices, dataset, mlflow_store):
-    first_test_base = predict_test_split(untrained_forecaster(dataset, 0.0), dataset, prices)["base_date"].min()
+    first_test_base = predict_test_split(untrained_forecaster(dataset, 0.0), dataset, prices)[0]["base_date"].min()
     lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3  # longer than the history there
     uri = register_champion(untrained_forecaster(dataset, 1.0, lookback=lookback), prices, "long")
 
     result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=uri)
 
     assert "champion" not in result.metrics and "champion" not in result.predictions
+    assert "forecasts only" in result.champion_error
 
 
-def test_reports_hold_the_tables_predictions_and_plots(prices, dataset, tmp_path):
+def test_a_champion_that_cannot_be_loaded_is_recorded_and_skipped(prices, dataset, mlflow_store, tf_home):
+    uri = register_champion(untrained_forecaster(dataset, 1.0, seed=3), prices, "broken")
+    (stored,) = tf_home.rglob("weights.pt")  # the registered version's weights in the artifact store
+    stored.write_bytes(b"not a torch file")
+
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=uri)
+
+    assert "champion" not in result.metrics and result.skill is not None
+    assert result.champion_error.startswith("could not be loaded or run:"), result.champion_error
+
+
+def test_reports_hold_the_tables_predictions_overview_and_fan_charts(tmp_path):
+    prices = make_prices(n_days=200, tickers=("AAA", "BBB", "CCC", "DDD", "EEE"), seed=3)
+    dataset = build_window_dataset(prices, CONFIG, "src", tmp_path / "windows")
     result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=None)
-    write_reports(result, tmp_path / "report")
+    write_reports(result, tmp_path / "report", EvaluateConfig(fan_charts=1, fan_chart_tickers=("CCC", "ZZZ")))
 
     out = tmp_path / "report"
     assert json.loads((out / "metrics.json").read_text())["skill_vs_naive"] == pytest.approx(result.skill)
     table = pd.read_csv(out / "metrics.csv")
-    assert {"all", "h1", "h2", "AAA", "BBB"} == set(table["scope"])
+    assert {"all", "h1", "h2", "AAA", "BBB", "CCC", "DDD", "EEE"} == set(table["scope"])
+    per_ticker = pd.read_parquet(out / "metrics_per_ticker.parquet")
+    assert len(per_ticker) == 5 * len(result.metrics)
+    ewma_aaa = per_ticker[(per_ticker["ticker"] == "AAA") & (per_ticker["forecaster"] == "ewma")]
+    assert ewma_aaa["pinball"].item() == pytest.approx(result.per_ticker["AAA"]["ewma"]["pinball"])
     preds = pd.read_parquet(out / "test_predictions.parquet")
-    assert {"ticker", "date", "horizon", "forecast", "actual", "naive"} <= set(preds.columns)
+    assert {"ticker", "date", "horizon", "forecast", "actual", "naive", "q05", "q50", "q95"} <= set(preds.columns)
+    assert (preds[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].diff(axis=1).iloc[:, 1:] >= 0).all().all()
     assert len(preds) == result.n_windows
+    # the best and the worst ticker by the model's skill, then the one named (an unknown name is ignored)
+    ranking = list(result.ticker_ranking().index)
+    expected = [ranking[0], ranking[-1]] + (["CCC"] if "CCC" not in (ranking[0], ranking[-1]) else [])
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["error_histogram.png", "forecast_000_AAA.png", "forecast_001_BBB.png"]
+    assert pngs == sorted(["overview.png"] + [f"fan_{i:03d}_{t}.png" for i, t in enumerate(expected)])
     assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    markdown = (out / "metrics.md").read_text()
+    assert f"| {ranking[0]} | model |" in markdown and f"| {ranking[-1]} | model |" in markdown
+    assert not any(f"| {t} | model |" in markdown for t in ranking[1:-1])  # only the top and bottom tickers
 
 
 BACKTEST = BacktestConfig(folds=2, step=30)
@@ -237,35 +304,61 @@ def test_the_model_closes_at_least_half_the_gap_between_naive_and_the_ar2_oracle
     assert result["gap_closed"] >= 0.5, result
 
 
-def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(
-    prefect_harness, prices, dataset, mlflow_store
-):
-    from prefect.artifacts import Artifact
+def run_evaluate_task(prices, root, client):
     from prefect.logging import disable_run_logger
 
-    from flows.train_pipeline import finish_mlflow_run
     from tasks.evaluate import evaluate
+
+    dataset = build_window_dataset(prices, CONFIG, "src", root)
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    with disable_run_logger():
+        result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, "no-champion-yet", run_id, EvaluateConfig(fan_charts=2))
+    return result, run_id
+
+
+def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(prefect_harness, prices, mlflow_store, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.train_pipeline import finish_mlflow_run
     from tasks.register import Registration
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
-    run_id = client.create_run(experiment_id(client)).info.run_id
-    with disable_run_logger():
-        result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, "no-champion-yet", run_id)
-        summary = finish_mlflow_run.fn(run_id, result, Registration("m", "1", False, "because", "models:/m/1"))
+    result, run_id = run_evaluate_task(prices, tmp_path / "w", client)
+    summary = finish_mlflow_run.fn(run_id, result, Registration("m", "1", False, "because", "models:/m/1", "2", "ewma"))
 
     metrics = client.get_run(run_id).data.metrics
     assert metrics["test_skill_vs_naive"] == pytest.approx(result.skill)
     assert metrics["test_drift_skill"] == pytest.approx(result.metrics["drift"]["skill"])
-    assert "test_AAA_seasonal_naive_mase" in metrics and "test_h2_model_smape" in metrics
+    assert metrics["test_ewma_pinball"] == pytest.approx(result.metrics["ewma"]["pinball"])
+    assert metrics["test_h2_model_coverage_80"] == pytest.approx(result.per_horizon["h2"]["model"]["coverage_80"])
+    assert not any(k.startswith("test_AAA") for k in metrics)  # per-ticker figures are a table, not metric keys
     logged = {f.path for f in client.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/metrics.csv", "evaluation/metrics.json", "evaluation/test_predictions.parquet",
-            "evaluation/error_histogram.png", "evaluation/forecast_000_AAA.png"} <= logged
+            "evaluation/metrics_per_ticker.csv", "evaluation/metrics_per_ticker.parquet",
+            "evaluation/per_ticker_table.json", "evaluation/overview.png"} <= logged
+    table = client.load_table(experiment_id(client), "evaluation/per_ticker_table.json", run_ids=[run_id])
+    assert set(table["ticker"]) == {"AAA", "BBB"} and "pinball" in table.columns
     markdown = Artifact.get("test-metrics").data
-    assert f"runs:/{run_id}" in markdown and "seasonal_naive" in markdown and f"{result.skill:+.4f}" in markdown
+    assert f"runs:/{run_id}" in markdown and "static_quantile" in markdown and f"{result.skill:+.4f}" in markdown
 
-    # the --json summary: every forecaster with the same keys, and the gate's decision
+    # the --json summary: point metrics for all, distribution scores for the model and each distribution baseline
     decoded = json.loads(json.dumps(summary, default=str))
-    assert set(decoded["metrics"]) == {"model", "naive", "seasonal_naive", "drift"}
-    assert len({frozenset(m) for m in decoded["metrics"].values()}) == 1
+    assert set(decoded["metrics"]) == {"model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES}
+    for name in ("model", *DISTRIBUTION_BASELINES):
+        assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90", "rmse", "skill"} <= set(decoded["metrics"][name])
     assert decoded["promoted"] is False and decoded["reason"] == "because"
+    assert decoded["champion_forecaster"] == "ewma" and decoded["champion_version"] == "2"
     assert decoded["skill_vs_naive"] == pytest.approx(result.skill)
+
+
+def test_a_run_with_50_tickers_logs_as_many_metric_keys_as_one_with_5(prefect_harness, mlflow_store, tmp_path):
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    counts = {}
+    for n in (5, 50):
+        prices = make_prices(n_days=120, tickers=tuple(f"T{i:02d}" for i in range(n)), seed=n)
+        _, run_id = run_evaluate_task(prices, tmp_path / f"w{n}", client)
+        keys = client.get_run(run_id).data.metrics
+        fans = [f for f in client.list_artifacts(run_id, "evaluation") if f.path.endswith(".png") and "/fan_" in f.path]
+        counts[n] = (sorted(keys), len(fans))
+    assert counts[5][0] == counts[50][0] and len(counts[5][0]) <= 200
+    assert counts[5][1] == counts[50][1] == 4  # the 2 best and the 2 worst tickers

@@ -1,4 +1,4 @@
-"""The GRU module: config rejection, output shape, determinism under a seed."""
+"""The GRU module: config rejection, output shape (quantiles per horizon step), determinism under a seed."""
 
 from __future__ import annotations
 
@@ -27,10 +27,13 @@ def test_config_rejects_bad_values_naming_them(bad, named):
 
 
 @pytest.mark.parametrize("batch, lookback, features, horizon", [(1, 5, 1, 1), (7, 60, 2, 5)])
-def test_output_is_one_value_per_horizon_step(batch, lookback, features, horizon):
-    net = GRUForecaster(GRUConfig(input_size=features, hidden_size=8, num_layers=2, horizon=horizon))
-    out = net(torch.randn(batch, lookback, features))  # (B, L, F) -> (B, H)
-    assert out.shape == (batch, horizon)
+def test_output_is_one_set_of_quantiles_per_horizon_step(batch, lookback, features, horizon):
+    config = GRUConfig(input_size=features, hidden_size=8, num_layers=2, horizon=horizon)
+    net = GRUForecaster(config)
+    out = net(torch.randn(batch, lookback, features))  # (B, L, F) -> (B, H, Q)
+    assert out.shape == (batch, horizon, len(config.quantiles))
+    z, scale = net.standardized(torch.randn(batch, lookback, features))
+    assert z.shape == out.shape and scale.shape == (batch, horizon) and (scale > 0).all()
 
 
 def test_output_reads_the_last_time_step_of_each_window_only_forward_in_time():

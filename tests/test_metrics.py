@@ -83,3 +83,56 @@ def test_drift_extrapolates_the_average_past_change():
     np.testing.assert_allclose(drift_forecast(p, np.array([3, 3]), np.array([1, 2])), [18.0, 20.0])
     # only history up to the base day counts: from p0=10 to p1=11 is +1 per step
     np.testing.assert_allclose(drift_forecast(p, np.array([1]), np.array([1])), [12.0])
+
+
+# ---- distribution scores ----------------------------------------------------------------------------
+from tickerflow_model.metrics import distribution_metrics, distribution_terms, interval_index, pinball, winkler  # noqa: E402
+
+LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
+
+
+def test_pinball_by_hand():
+    # y = 1: above q = 0 at tau 0.1 costs 0.1 * 1; below q = 3 at tau 0.9 costs 0.1 * 2
+    assert pinball(np.array([0.0, 3.0]), np.array(1.0), (0.1, 0.9)) == pytest.approx((0.1 * 1 + 0.1 * 2) / 2)
+    # the median's loss is half the absolute error
+    assert pinball(np.array([[2.0]]), np.array([5.0]), (0.5,))[0] == pytest.approx(1.5)
+    # per forecast: (n, Q) -> (n,)
+    q = np.array([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]])
+    np.testing.assert_allclose(pinball(q, np.array([0.0, 2.0]), (0.25, 0.5, 0.75)),
+                               [(0.25 * 1 + 0 + 0.25 * 1) / 3, (0.25 * 3 + 0.5 * 2 + 0.75 * 1) / 3])
+
+
+def test_winkler_is_width_plus_two_over_alpha_times_the_miss():
+    lower, upper = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0])
+    y = np.array([0.0, 1.5, -3.0])
+    # alpha = 0.2 -> 2 / alpha = 10
+    np.testing.assert_allclose(winkler(lower, upper, y, 0.8), [2.0, 2.0 + 10 * 0.5, 2.0 + 10 * 2.0])
+
+
+def test_coverage_width_and_interval_scores_by_hand():
+    q = np.array([[-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]] * 4)  # q10 = -2, q90 = 2; q05 = -3, q95 = 3
+    y = np.array([0.0, 2.5, -4.0, 2.0])
+    m = distribution_metrics(q, y, LEVELS)
+    assert m["coverage_80"] == pytest.approx(2 / 4)  # 0 and 2 (the bound counts as inside)
+    assert m["coverage_90"] == pytest.approx(3 / 4)  # -4 is outside q05
+    assert m["width_80"] == pytest.approx(4.0) and m["width_90"] == pytest.approx(6.0)
+    assert m["winkler_80"] == pytest.approx(4.0 + 10 * (0.5 + 2.0) / 4)
+    assert m["winkler_90"] == pytest.approx(6.0 + 20 * 1.0 / 4)
+    assert m["pinball"] == pytest.approx(float(np.mean(pinball(q, y, LEVELS))))
+    assert set(distribution_terms(q, y, LEVELS)) == set(m)
+
+
+def test_interval_needs_its_levels():
+    assert interval_index(LEVELS, 0.8) == (1, 5)
+    with pytest.raises(ValueError, match="90% interval needs the levels 0.05 and 0.95"):
+        interval_index((0.1, 0.5, 0.9), 0.9)
+
+
+def test_the_true_quantiles_score_best():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0.0, 1.0, 20_000)
+    z = np.array([-1.6449, -1.2816, -0.6745, 0.0, 0.6745, 1.2816, 1.6449])
+    true = distribution_metrics(np.tile(z, (len(y), 1)), y, LEVELS)
+    wide = distribution_metrics(np.tile(2 * z, (len(y), 1)), y, LEVELS)
+    assert true["pinball"] < wide["pinball"] and true["winkler_80"] < wide["winkler_80"]
+    assert abs(true["coverage_80"] - 0.8) < 0.01 and wide["coverage_80"] > 0.95

@@ -41,9 +41,13 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
     assert run.data.params["train.epochs"] == "2"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
     assert "test_model_rmse" in run.data.metrics and "test_naive_rmse" in run.data.metrics
-    # the first version of a model with skill >= 0 becomes champion; otherwise the gate says why
-    champion_expected = summary["skill_vs_naive"] >= 0
-    assert summary["promoted"] is champion_expected
+    # a champion always exists after a run: the GRU (version 1) or the best baseline (version 2)
+    for name in ("model", "static_quantile", "rolling_quantile", "ewma"):
+        assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90"} <= set(summary["metrics"][name])
+    champion = client.get_model_version_by_alias("tickerflow-gru", "champion")
+    assert str(champion.version) == summary["champion_version"]
+    assert champion.tags["forecaster"] == summary["champion_forecaster"]
+    assert summary["promoted"] is (summary["champion_forecaster"] == "gru")
 
     # written datasets: the window dataset with its manifest
     manifests = list((tf_home / "windows").glob("*/manifest.json"))
@@ -63,7 +67,7 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
     for shadow in ("models", "tasks", "tickerflow_model"):
         (tmp_path / "user" / shadow).mkdir(parents=True)
         (tmp_path / "user" / shadow / "__init__.py").write_text("raise ImportError('user package')\n")
-    uri = f"models:/tickerflow-gru/{summary['model_version']}"
+    uri = "models:/tickerflow-gru@champion"
     script = textwrap.dedent(
         f"""
         import sys
@@ -85,13 +89,46 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
     proc = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = pd.read_json(tmp_path / "out.json", orient="records")
-    assert list(out.columns) == ["ticker", "date", "horizon", "forecast_close"]
+    assert list(out.columns) == ["ticker", "date", "horizon", "forecast_close", "q05", "q10", "q25", "q50", "q75", "q90", "q95"]
     assert sorted(out["ticker"]) == ["AAPL", "MSFT"]
     last = recent.sort_values("date").groupby("ticker")["adj_close"].last()
     for row in out.itertuples():
         # a one-day forecast of a large-cap stock lies within 20% of the last price
         assert 0.8 * last[row.ticker] < row.forecast_close < 1.2 * last[row.ticker]
         assert pd.Timestamp(row.date) > pd.Timestamp(recent["date"].max())
+
+
+def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_it(
+    prefect_harness, mlflow_store, tf_home, tmp_path
+):
+    from conftest import make_prices
+    from flows.batch_forecast import batch_forecast
+    from tasks.forecast import OUTPUT_COLUMNS
+    from tickerflow_model.baselines import DISTRIBUTION_BASELINES
+
+    # i.i.d. returns of constant volatility: nothing to learn, the training period's quantiles are the truth
+    prices = make_prices(n_days=900, tickers=("AAA", "BBB", "CCC"), seed=21)
+    data = tmp_path / "random_walk.csv"
+    prices.to_csv(data, index=False)
+    config = PipelineConfig.model_validate(
+        {"ingest": {"source": str(data)}, "window": {"lookback": 20}, "train": {"epochs": 1, "batch_size": 256}}
+    )
+
+    summary = train_pipeline(config)
+
+    assert summary["champion_forecaster"] in DISTRIBUTION_BASELINES and summary["promoted"] is False
+    assert (summary["model_version"], summary["champion_version"]) == ("1", "2")
+    client = mlflow.MlflowClient(mlflow_store)
+    assert client.get_model_version_by_alias("tickerflow-gru", "champion").tags["forecaster"] == summary["champion_forecaster"]
+
+    recent = tmp_path / "recent.csv"
+    prices.groupby("ticker").tail(40).to_csv(recent, index=False)
+    result = batch_forecast(data=str(recent), out=str(tmp_path / "forecasts.parquet"))
+    frame = pd.read_parquet(tmp_path / "forecasts.parquet")
+    assert list(frame.columns) == OUTPUT_COLUMNS and result["model_version"] == "2"
+    assert sorted(frame["ticker"].unique()) == ["AAA", "BBB", "CCC"]
+    q = frame[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy()
+    assert (q[:, 1:] >= q[:, :-1]).all() and (q[:, 0] < frame["forecast_close"]).all() and (q[:, -1] > frame["forecast_close"]).all()
 
 
 def test_missing_required_column_fails_cleanly_and_writes_nothing(

@@ -19,36 +19,69 @@ from test_evaluate import untrained_forecaster
 KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
 
 
-def evaluation(model_rmse: float, naive_rmse: float = 1.0, champion_rmse: float | None = None, champion_version=None) -> Evaluation:
-    def block(rmse):
-        return {k: (rmse if k == "rmse" else 1 - rmse / naive_rmse if k == "skill" else 0.5) for k in KEYS}
-
-    metrics = {"model": block(model_rmse), "naive": block(naive_rmse)}
-    if champion_rmse is not None:
-        metrics["champion"] = block(champion_rmse)
-    return Evaluation(metrics, {}, {}, 1 - model_rmse / naive_rmse, 10, champion_version)
+def scores(pinball: float, skill: float = 0.0, cov80: float = 0.80, cov90: float = 0.90) -> dict:
+    point = {k: (1.0 - skill if k == "rmse" else skill if k == "skill" else 0.5) for k in KEYS}
+    return {**point, "pinball": pinball, "coverage_80": cov80, "coverage_90": cov90, "width_80": 2.0, "width_90": 3.0}
 
 
-def test_gate_rejects_a_model_worse_than_naive():
-    promoted, reason = promotion_decision(evaluation(1.02), RegisterConfig())
-    assert not promoted and "below the minimum" in reason and "-0.0200" in reason
+def evaluation(champion_version=None, champion_error=None, **forecasters) -> Evaluation:
+    """An evaluation whose naive has RMSE 1; `model=scores(...)`, `ewma=scores(...)`, `champion=scores(...)`."""
+    metrics = {"naive": {k: (1.0 if k == "rmse" else 0.0 if k == "skill" else 0.5) for k in KEYS}, **forecasters}
+    skill = metrics.get("model", {}).get("skill", 0.0)
+    return Evaluation(metrics, {}, {}, skill, 10, champion_version, champion_error=champion_error)
 
 
-def test_gate_promotes_the_first_model_that_is_not_worse_than_naive():
-    promoted, reason = promotion_decision(evaluation(0.99), RegisterConfig())
-    assert promoted and "no champion yet" in reason
-    # a configured minimum skill raises the bar
-    assert not promotion_decision(evaluation(0.99), RegisterConfig(min_skill=0.05))[0]
+def test_gate_picks_the_best_primary_score_among_the_forecasters_that_pass():
+    decision = promotion_decision(
+        evaluation(model=scores(0.50), static_quantile=scores(0.60), ewma=scores(0.55)), RegisterConfig()
+    )
+    assert decision.winner == "model" and decision.forecaster == "gru"
+    assert "the GRU has the best pinball" in decision.reason
+    # the GRU scores better but its 80% interval covers 70%: outside +/-5 points, so the best passing one wins
+    decision = promotion_decision(
+        evaluation(model=scores(0.50, cov80=0.70), static_quantile=scores(0.60), ewma=scores(0.55)), RegisterConfig()
+    )
+    assert decision.winner == "ewma" and decision.forecaster == "ewma"
+    assert decision.missed["model"] == ["80% coverage 70.0% is outside 80% +/- 5.0%"]
+    # ...unless the tolerance allows it
+    assert promotion_decision(
+        evaluation(model=scores(0.50, cov80=0.70), ewma=scores(0.55)), RegisterConfig(coverage_tolerance=0.10)
+    ).winner == "model"
+
+
+def test_gate_keeps_point_skill_as_a_second_condition():
+    ev = evaluation(model=scores(0.50, skill=-0.02), ewma=scores(0.55))
+    decision = promotion_decision(ev, RegisterConfig())
+    assert decision.winner == "ewma" and "skill vs naive -0.0200 is below the minimum +0.0000" in decision.missed["model"][0]
+    assert promotion_decision(ev, RegisterConfig(min_skill=-0.05)).winner == "model"
+
+
+def test_when_nothing_passes_the_best_score_still_wins_and_the_reason_names_what_it_missed():
+    decision = promotion_decision(
+        evaluation(model=scores(0.50, cov90=0.70), ewma=scores(0.55, cov80=0.60)), RegisterConfig()
+    )
+    assert decision.winner == "model"
+    assert "no forecaster meets every condition" in decision.reason
+    assert "90% coverage 70.0% is outside 90% +/- 5.0%" in decision.reason
 
 
 def test_gate_compares_with_the_champion_on_the_same_windows_with_a_margin():
     config = RegisterConfig(min_improvement=0.01)
-    assert promotion_decision(evaluation(0.95, champion_rmse=0.97, champion_version="3"), config)[0]
-    promoted, reason = promotion_decision(evaluation(0.965, champion_rmse=0.97, champion_version="3"), config)
-    assert not promoted and "champion v3" in reason and "does not beat" in reason
-    # a champion that could not be scored on the same windows is never silently replaced
-    promoted, reason = promotion_decision(evaluation(0.5, champion_version="3"), config)
-    assert not promoted and "could not be scored" in reason
+    assert promotion_decision(evaluation("3", model=scores(0.50), champion=scores(0.52)), config).winner == "model"
+    decision = promotion_decision(evaluation("3", model=scores(0.515), champion=scores(0.52)), config)
+    assert decision.winner == "champion" and "champion v3 stays" in decision.reason
+    # a champion that does not pass the conditions is replaced by one that does
+    decision = promotion_decision(evaluation("3", model=scores(0.60), champion=scores(0.40, cov80=0.5)), config)
+    assert decision.winner == "model"
+    # a champion that could not be scored is not a candidate; the reason says why
+    decision = promotion_decision(evaluation("3", "could not be loaded or run: OSError: gone", model=scores(0.5)), config)
+    assert decision.winner == "model" and "champion v3 was not compared: could not be loaded" in decision.reason
+
+
+def test_gate_scores_by_the_declared_primary_score():
+    ev = evaluation(model={**scores(0.50), "winkler_80": 9.0}, ewma={**scores(0.55), "winkler_80": 8.0})
+    assert promotion_decision(ev, RegisterConfig()).winner == "model"
+    assert promotion_decision(ev, RegisterConfig(primary_score="winkler_80")).winner == "ewma"
 
 
 def test_register_config_names_bad_values():
@@ -56,6 +89,10 @@ def test_register_config_names_bad_values():
         RegisterConfig(min_improvement=-0.1)
     with pytest.raises(ValueError, match="model_name"):
         RegisterConfig(model_name=" ")
+    with pytest.raises(ValueError, match="primary_score must be one of .* got 'crps'"):
+        RegisterConfig(primary_score="crps")
+    with pytest.raises(ValueError, match="coverage_tolerance must be in \\[0, 0.5\\], got 0.7"):
+        RegisterConfig(coverage_tolerance=0.7)
 
 
 def test_champion_stack_replays_promotions_and_rollbacks():
@@ -76,17 +113,19 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
         with disable_run_logger():
             return register.fn(forecaster, ev, dataset, prices, config, run_id), run_id
 
-    first, run1 = register_run(evaluation(0.9))
-    second, run2 = register_run(evaluation(0.95, champion_rmse=0.9, champion_version="1"))
-    third, _ = register_run(evaluation(0.8, champion_rmse=0.9, champion_version="1"))
+    first, run1 = register_run(evaluation(model=scores(0.5, skill=0.01)))
+    second, run2 = register_run(evaluation("1", model=scores(0.6, skill=0.05), champion=scores(0.5)))
+    third, _ = register_run(evaluation("1", model=scores(0.4, skill=0.02), champion=scores(0.5)))
     assert (first.promoted, second.promoted, third.promoted) == (True, False, True)
+    assert (second.champion_version, second.champion_forecaster) == ("1", "gru")
 
     v2 = client.get_model_version("m", "2")
     assert v2.tags["dataset_id"] == dataset.dataset_id and v2.tags["source_hash"] == "srchash"
     assert v2.tags["mlflow_run_id"] == run2 and "prefect_flow_run_id" in v2.tags and v2.tags["git_commit"]
     assert float(v2.tags["skill_vs_naive"]) == pytest.approx(0.05)
     assert float(v2.tags["test_model_rmse"]) == pytest.approx(0.95)
-    assert v2.tags["promotion"] == "rejected" and "does not beat champion v1" in v2.tags["promotion_reason"]
+    assert float(v2.tags["test_pinball"]) == pytest.approx(0.6) and v2.tags["forecaster"] == "gru"
+    assert v2.tags["promotion"] == "rejected" and "champion v1 has the best pinball" in v2.tags["promotion_reason"]
     assert client.get_run(run2).data.tags["promotion"] == "rejected"
     assert client.get_run(run2).data.metrics["promoted"] == 0.0
     aliases = {a: str(client.get_model_version_by_alias("m", a).version) for a in ("champion", "challenger")}
@@ -126,6 +165,85 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     assert main(["models", "--model", "m"]) == 0
     text = capsys.readouterr().out
     assert "champion history" in text and "rollback v1 (was v3)  by ben" in text
+    v2_row = next(line for line in text.splitlines() if line.split()[:2] == ["2", "gru"])
+    assert "+0.0500" in v2_row and "0.6000" in v2_row  # skill and pinball of version 2
+
+
+def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_serves(
+    prefect_harness, mlflow_store, tmp_path, capsys
+):
+    from tasks.evaluate import evaluate_forecaster
+    from tickerflow_model.quantiles import quantile_columns
+
+    prices = make_prices(n_days=200, seed=1)
+    dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
+    forecaster = untrained_forecaster(dataset, 0.5)
+    ev = evaluate_forecaster(forecaster, dataset, prices, champion_uri=None)
+    ev.metrics["model"]["pinball"] = 10 * max(ev.metrics[b]["pinball"] for b in ev.baselines)  # the GRU loses
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    with disable_run_logger():
+        reg = register.fn(forecaster, ev, dataset, prices, RegisterConfig(model_name="m", coverage_tolerance=0.5), run_id)
+
+    winner = min(ev.baselines, key=lambda b: ev.metrics[b]["pinball"])
+    assert not reg.promoted and (reg.version, reg.champion_version, reg.champion_forecaster) == ("1", "2", winner)
+    champion = client.get_model_version_by_alias("m", "champion")
+    assert str(champion.version) == "2" and champion.tags["forecaster"] == winner
+    assert float(champion.tags["test_pinball"]) == pytest.approx(ev.metrics[winner]["pinball"], abs=1e-6)
+    assert client.get_model_version("m", "1").tags["forecaster"] == "gru"
+    assert str(client.get_model_version_by_alias("m", "challenger").version) == "1"
+    assert client.get_run(run_id).data.tags["champion_forecaster"] == winner
+
+    out = mlflow.pyfunc.load_model("models:/m@champion").predict(prices)
+    assert list(out.columns) == ["ticker", "date", "horizon", "forecast_close", *quantile_columns()]
+    assert (out[quantile_columns()].diff(axis=1).iloc[:, 1:] >= 0).all().all()
+
+    assert main(["models", "--model", "m", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(v["version"], v["forecaster"]) for v in listing["versions"]] == [("2", winner), ("1", "gru")]
+    assert main(["models", "--model", "m"]) == 0
+    assert winner in capsys.readouterr().out
+
+
+def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflow_store, tmp_path, tf_home, capsys):
+    from tasks.evaluate import evaluate
+
+    prices = make_prices(n_days=200, seed=1)
+    dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    first = client.create_run(experiment_id(client)).info.run_id
+    with disable_run_logger():
+        register.fn(untrained_forecaster(dataset, 0.5), evaluation(model=scores(0.5)), dataset, prices,
+                    RegisterConfig(model_name="m"), first)
+        (stored,) = tf_home.rglob("weights.pt")
+        stored.write_bytes(b"broken")  # the champion's weights are gone bad
+        second = client.create_run(experiment_id(client)).info.run_id
+        result = evaluate.fn(untrained_forecaster(dataset, 0.5, seed=1), dataset, prices, "m", second)
+
+    assert result.champion_error and "champion" not in result.metrics
+    assert client.get_run(second).data.tags["champion_not_compared"].startswith("v1: could not be loaded")
+    assert main(["models", "--model", "m", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert listing["versions"][0]["scoring_error"].startswith("could not be loaded or run")
+    assert main(["models", "--model", "m"]) == 0
+    assert "NOT SCORABLE" in capsys.readouterr().out
+
+
+def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_path):
+    from tasks.register import log_pyfunc
+    from tasks.tracking import use_tracking
+
+    prices = make_prices(n_days=200, seed=1)
+    features = ("log_return", "hl_range", "log_volume_change")
+    dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50, features=features), "s", tmp_path / "w")
+    client = use_tracking()
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    version = log_pyfunc(untrained_forecaster(dataset, 1.0), prices, run_id, "m")
+
+    info = mlflow.models.get_model_info(f"models:/m/{version}")
+    assert info.signature.inputs.input_names() == ["date", "ticker", "close", "high", "low", "volume"]
+    out = mlflow.pyfunc.load_model(f"models:/m/{version}").predict(prices[["date", "ticker", "close", "high", "low", "volume"]])
+    assert sorted(out["ticker"].unique()) == ["AAA", "BBB"]
 
 
 def _model_with_versions(client, tmp_path, n: int) -> None:

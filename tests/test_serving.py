@@ -22,6 +22,7 @@ from tasks.register import log_pyfunc
 from tasks.tracking import experiment_id, use_tracking
 from tasks.window import WindowConfig, build_window_dataset
 from test_evaluate import untrained_forecaster
+from tickerflow_model.quantiles import quantile_columns
 
 MODEL = "tickerflow-gru"
 SERVER_DEADLINE_S = 180  # mlflow + uvicorn start-up on a loaded 2-core machine
@@ -100,7 +101,10 @@ def test_mlflow_models_serve_forecasts_the_champion_over_http(champion, tmp_path
         log.close()
 
     expected = champion.forecaster.forecast_frame(recent)
-    assert list(served.columns) == ["ticker", "date", "horizon", "forecast_close"]
+    qcols = quantile_columns()
+    assert list(served.columns) == ["ticker", "date", "horizon", "forecast_close", *qcols]
+    np.testing.assert_allclose(served[qcols].to_numpy(), expected[qcols].to_numpy(), rtol=1e-6)
+    assert (np.diff(served[qcols].to_numpy(), axis=1) >= 0).all()  # monotone, in price units
     assert len(served) == 2 * 3  # two tickers, horizon 3
     assert served["horizon"].tolist() == expected["horizon"].tolist()
     assert served["ticker"].tolist() == expected["ticker"].tolist()

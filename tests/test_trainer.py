@@ -148,8 +148,8 @@ def test_early_stopping_restores_the_best_epochs_weights():
     assert result.history[-1].val_loss > result.best_val_loss
     # the returned network reproduces the best epoch's validation loss, not the last epoch's
     with torch.no_grad():
-        pred = result.net(torch.from_numpy(xv))  # (M, 1)
-    assert float(torch.mean((pred - torch.from_numpy(yv)) ** 2)) == pytest.approx(result.best_val_loss, rel=1e-5)
+        val_pinball = trainer.quantile_loss(result.net, torch.from_numpy(xv), torch.from_numpy(yv))
+    assert float(val_pinball) == pytest.approx(result.best_val_loss, rel=1e-5)
 
 
 def test_learning_rate_drops_on_a_plateau():

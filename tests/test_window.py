@@ -165,9 +165,33 @@ def test_volume_feature_and_too_little_history(tf_home):
         build_window_dataset(_frame(), WindowConfig(min_history=700), "s", tf_home / "w")
 
 
+def test_spread_features_are_the_size_of_the_move_and_the_days_range():
+    prices = np.array([100.0, 110.0, 99.0, 99.0])
+    high = np.array([101.0, 112.0, 105.0, 99.5])
+    low = np.array([99.0, 100.0, 98.0, 98.5])
+    feats = compute_features(prices, None, ("log_return", "abs_log_return", "hl_range"), high, low)  # (3, 3)
+    r = np.diff(np.log(prices))
+    np.testing.assert_allclose(feats[:, 0], r)
+    np.testing.assert_allclose(feats[:, 1], np.abs(r))
+    # row t describes day t+1: its own range, nothing from a later day
+    np.testing.assert_allclose(feats[:, 2], np.log(high[1:] / low[1:]))
+    with pytest.raises(ValueError, match="'hl_range' needs high and low"):
+        compute_features(prices, None, ("log_return", "hl_range"))
+
+
+def test_range_feature_windows_and_a_missing_column_named(tf_home):
+    cfg = WindowConfig(lookback=10, horizon=2, min_history=100, features=("log_return", "abs_log_return", "hl_range"))
+    assert cfg.spec.columns == ("high", "low")
+    x, _, _ = read_split(build_window_dataset(_frame(), cfg, "s", tf_home / "w"), "val")
+    assert x.shape[1:] == (10, 3) and np.isfinite(x).all()
+    with pytest.raises(WindowError, match=r"no column\(s\) \['high', 'low'\]"):
+        build_window_dataset(_frame().drop(columns=["high", "low"]), cfg, "s2", tf_home / "w")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
+        ({"features": ("log_return", "range")}, "features must be a non-empty subset of .* got \\('log_return', 'range'\\)"),
         ({"lookback": 1}, "lookback must be >= 2, got 1"),
         ({"horizon": 0}, "horizon must be >= 1, got 0"),
         ({"price": "open"}, "price must be one of .* got 'open'"),

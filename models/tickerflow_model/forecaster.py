@@ -7,14 +7,16 @@ MLflow, no I/O beyond reading/writing the bundle folder it is given.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .gru import GRUConfig, GRUForecaster
+from .calibration import apply_cqr, fit_cqr_margins
+from .gru import GRUConfig, GRUForecaster, predict_batched
+from .quantiles import median_index, quantile_columns
 from .windows import Scaler, WindowSpec, all_input_windows, compute_features
 
 SPEC_FILE = "spec.json"
@@ -31,6 +33,24 @@ class ModelSpec:
     price_column: str = "close"
     # Per-horizon multiplier in [0, 1] fit on the validation split: 0 means "fall back to naive".
     shrinkage: tuple[float, ...] = (1.0,)
+    # Conformal margins (H rows, one per central interval, widest first) fit on the validation split,
+    # in units of each window's volatility scale; empty: uncalibrated.
+    calibration: tuple[tuple[float, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.shrinkage) != self.gru.horizon:
+            raise ValueError(f"shrinkage needs one value per horizon step ({self.gru.horizon}), got {self.shrinkage}")
+        n_pairs = self.gru.n_quantiles // 2
+        if self.calibration and (
+            len(self.calibration) != self.gru.horizon or any(len(row) != n_pairs for row in self.calibration)
+        ):
+            raise ValueError(
+                f"calibration needs {self.gru.horizon} row(s) of {n_pairs} margin(s), got {self.calibration}"
+            )
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return self.gru.quantiles
 
     def to_dict(self) -> dict:
         return {
@@ -39,16 +59,18 @@ class ModelSpec:
             "scaler": self.scaler.to_dict(),
             "price_column": self.price_column,
             "shrinkage": list(self.shrinkage),
+            "calibration": [list(row) for row in self.calibration],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(
             window=WindowSpec.from_dict(d["window"]),
-            gru=GRUConfig(**d["gru"]),
+            gru=GRUConfig.from_dict(d["gru"]),
             scaler=Scaler.from_dict(d["scaler"]),
             price_column=d["price_column"],
             shrinkage=tuple(float(v) for v in d["shrinkage"]),
+            calibration=tuple(tuple(float(v) for v in row) for row in d.get("calibration", [])),
         )
 
 
@@ -74,25 +96,54 @@ class Forecaster:
         return cls(spec, net)
 
     # ---- numeric ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict_log_returns(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Scaled windows (N, L, F) -> cumulative log-returns (N, H), shrinkage applied."""
-        outs = []
-        for start in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32))
-            outs.append(self.net(xb).numpy())  # (B, H)
-        scaled = np.concatenate(outs) if outs else np.empty((0, self.spec.window.horizon), np.float32)
-        return scaled.astype(np.float64) * np.asarray(self.spec.shrinkage) * self.spec.scaler.target_scale
+    def _located(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network quantiles (N, H, Q) moved so that the median is the shrunk point forecast, and scale (N, H).
+
+        Target units (the scaler's); batched under inference mode.
+        """
+        q, scale = predict_batched(self.net, x)  # (N, H, Q), (N, H)
+        m = median_index(self.spec.quantiles)
+        shrink = np.asarray(self.spec.shrinkage)  # (H,)
+        # the whole distribution moves with its median: the point forecast stays its q50
+        return q - ((1.0 - shrink) * q[:, :, m])[:, :, None], scale
+
+    def predict_quantiles(self, x: np.ndarray) -> np.ndarray:
+        """Scaled windows (N, L, F) -> calibrated quantiles (N, H, Q) of the cumulative log return.
+
+        Non-decreasing along Q (the network's construction, kept by the calibration).
+        """
+        q, scale = self._located(x)
+        if self.spec.calibration:
+            q = apply_cqr(q, scale, np.asarray(self.spec.calibration), self.spec.quantiles)
+        return q * self.spec.scaler.target_scale
+
+    def predict_log_returns(self, x: np.ndarray) -> np.ndarray:
+        """Scaled windows (N, L, F) -> point forecast (N, H): cumulative log return, 0 = naive.
+
+        It is the median (q50) of `predict_quantiles`, shrunk toward naive.
+        """
+        q, _ = self._located(x)
+        return q[:, :, median_index(self.spec.quantiles)] * self.spec.scaler.target_scale
+
+    def calibrate(self, x_val: np.ndarray, y_val: np.ndarray) -> "Forecaster":
+        """This forecaster with CQR margins fit on validation windows x (N, L, F), scaled targets y (N, H)."""
+        q, scale = self._located(x_val)
+        margins = fit_cqr_margins(q, y_val, scale, self.spec.quantiles)  # (H, P)
+        spec = replace(self.spec, calibration=tuple(tuple(float(v) for v in row) for row in margins))
+        return Forecaster(spec, self.net)
 
     def forecast_frame(self, prices: pd.DataFrame, all_dates: bool = False) -> pd.DataFrame:
-        """Raw prices in the canonical long format -> `ticker, date, horizon, forecast_close`.
+        """Raw prices in the canonical long format -> `ticker, date, horizon, forecast_close, q05 ... q95`.
+
+        The quantile columns are prices (base price * exp(quantile of the cumulative log return)),
+        non-decreasing from q05 to q95; `forecast_close` is the q50 column.
 
         With `all_dates`, forecasts are made from every day with a full window behind it (a
         backtest), and the frame also carries `base_date`, the last day the forecast could see.
         """
         spec = self.spec
         price_col = _pick_price_column(prices, spec.price_column)
-        missing = [c for c in ("ticker", "date") if c not in prices.columns]
+        missing = [c for c in ("ticker", "date", *spec.window.columns) if c not in prices.columns]
         if missing:
             raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
         frames = []
@@ -102,11 +153,12 @@ class Forecaster:
             if len(g) < lookback + 1:
                 continue  # too little history: no complete window
             p = g[price_col].to_numpy(np.float64)
-            vol = g["volume"].to_numpy(np.float64) if "volume" in g.columns else None
-            feats = spec.scaler.transform(compute_features(p, vol, spec.window.features))  # (T-1, F)
-            x = all_input_windows(feats, lookback) if all_dates else feats[-lookback:][None]  # (N, L, F)
+            vol, high, low = (g[c].to_numpy(np.float64) if c in g.columns else None for c in ("volume", "high", "low"))
+            feats = spec.scaler.transform(compute_features(p, vol, spec.window.features, high, low))  # (T-1, F)
+            x = all_input_windows(feats, lookback) if all_dates else feats[-lookback:][None]  # (N, L, F) view
             base_idx = np.arange(lookback, len(p)) if all_dates else np.array([len(p) - 1])
-            cum = self.predict_log_returns(x)  # (N, H)
+            quant = self.predict_quantiles(x)  # (N, H, Q), batched
+            cum = quant[:, :, median_index(spec.quantiles)]  # (N, H): the point forecast is the q50
             base_price = p[base_idx]
             base_dates = pd.to_datetime(g["date"].to_numpy()[base_idx])
             n = len(base_idx)
@@ -118,6 +170,10 @@ class Forecaster:
                     "date": _add_business_days(base_rep, steps),
                     "horizon": steps.astype(np.int64),
                     "forecast_close": (base_price[:, None] * np.exp(cum)).reshape(-1),
+                    **{
+                        name: (base_price[:, None] * np.exp(quant[:, :, j])).reshape(-1)
+                        for j, name in enumerate(quantile_columns(spec.quantiles))
+                    },
                 }
             )
             if all_dates:

@@ -94,3 +94,90 @@ def drift_forecast(history: np.ndarray, base_index: np.ndarray, horizon: np.ndar
     last = history[base_index]
     slope = np.divide(last - history[0], base_index, out=np.zeros_like(last), where=base_index > 0)
     return last + horizon * slope
+
+
+# ---- distribution scores -------------------------------------------------------------------------
+# Units: every distribution score is computed on cumulative log returns in percent,
+# y = 100 * log(actual / base_price), and quantiles q likewise. A log return in percent is close to the
+# percent change of the price for daily moves, so a ticker at $5 and one at $500 weigh the same, and
+# a width of 3.1 reads as "the interval spans about 3.1% of the price".
+DISTRIBUTION_NAMES = (
+    "pinball", "coverage_80", "coverage_90", "width_80", "width_90", "winkler_80", "winkler_90",
+)
+INTERVALS = (0.80, 0.90)  # nominal coverage of the central intervals scored (q10-q90 and q05-q95)
+
+
+def pinball(quantiles: np.ndarray, actual: np.ndarray, levels) -> np.ndarray:
+    """Pinball loss of each forecast, averaged over the levels: (..., Q), (...) -> (...).
+
+    For level tau and quantile q the loss is tau * (y - q) when y >= q and (1 - tau) * (q - y) when
+    y < q; it is minimised in expectation by the true tau-quantile (Koenker & Bassett, 1978).
+    """
+    tau = np.asarray(levels, dtype=np.float64)  # (Q,)
+    diff = np.asarray(actual, dtype=np.float64)[..., None] - np.asarray(quantiles, dtype=np.float64)  # (..., Q)
+    return np.mean(np.maximum(tau * diff, (tau - 1.0) * diff), axis=-1)
+
+
+def interval_index(levels, coverage: float) -> tuple[int, int]:
+    """Indices of the levels that bound the central interval of nominal `coverage` (0.8 -> q10, q90)."""
+    levels = [float(q) for q in levels]
+    lo, hi = (1.0 - coverage) / 2.0, (1.0 + coverage) / 2.0
+    try:
+        return (
+            next(i for i, q in enumerate(levels) if abs(q - lo) < 1e-9),
+            next(i for i, q in enumerate(levels) if abs(q - hi) < 1e-9),
+        )
+    except StopIteration:
+        raise ValueError(f"the {coverage:.0%} interval needs the levels {lo:g} and {hi:g}, got {levels}") from None
+
+
+def winkler(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, coverage: float) -> np.ndarray:
+    """Interval (Winkler) score of each central interval: its width plus 2/alpha times any miss.
+
+    With alpha = 1 - coverage: (u - l) + 2/alpha * (l - y) if y < l, + 2/alpha * (y - u) if y > u
+    (Winkler, 1972; Gneiting & Raftery, 2007, eq. 43). Lower is better; a proper score for the
+    alpha/2 and 1 - alpha/2 quantiles.
+    """
+    alpha = 1.0 - coverage
+    below = np.maximum(lower - actual, 0.0)
+    above = np.maximum(actual - upper, 0.0)
+    return (upper - lower) + (2.0 / alpha) * (below + above)
+
+
+def distribution_terms(quantiles: np.ndarray, actual: np.ndarray, levels) -> dict[str, np.ndarray]:
+    """Per-forecast terms whose means are the DISTRIBUTION_NAMES scores: (n, Q), (n,) -> name -> (n,).
+
+    Every score is a plain mean of these terms, so a group's score (a ticker, a horizon step, the
+    whole split) is one grouped mean over rows, for any number of groups at once.
+    """
+    q = np.asarray(quantiles, dtype=np.float64)
+    y = np.asarray(actual, dtype=np.float64)
+    out = {"pinball": pinball(q, y, levels)}
+    for coverage in INTERVALS:
+        i, j = interval_index(levels, coverage)
+        lower, upper = q[..., i], q[..., j]
+        tag = f"{round(coverage * 100):d}"
+        out[f"coverage_{tag}"] = ((y >= lower) & (y <= upper)).astype(np.float64)
+        out[f"width_{tag}"] = upper - lower
+        out[f"winkler_{tag}"] = winkler(lower, upper, y, coverage)
+    return out
+
+
+def distribution_metrics(quantiles: np.ndarray, actual: np.ndarray, levels) -> dict[str, float]:
+    """All of DISTRIBUTION_NAMES for one set of forecasts (quantiles and actuals in the same units)."""
+    return {k: float(np.mean(v)) for k, v in distribution_terms(quantiles, actual, levels).items()}
+
+
+def point_terms(forecast: np.ndarray, actual: np.ndarray, base: np.ndarray, mase_scale) -> dict[str, np.ndarray]:
+    """Per-forecast terms behind METRIC_NAMES (rmse is the root of the mean of `se`)."""
+    forecast, actual, base = (np.asarray(a, dtype=np.float64) for a in (forecast, actual, base))
+    err = forecast - actual
+    denom = np.abs(forecast) + np.abs(actual)
+    return {
+        "se": np.square(err),
+        "mae": np.abs(err),
+        "mape": 100.0 * np.abs(err / actual),
+        "smape": 100.0 * np.divide(2.0 * np.abs(err), denom, out=np.zeros_like(denom), where=denom > 0),
+        "mase": np.abs(err) / np.asarray(mase_scale, dtype=np.float64),
+        "directional_accuracy": (np.sign(forecast - base) == np.sign(actual - base)).astype(np.float64),
+    }

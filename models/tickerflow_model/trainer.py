@@ -1,4 +1,8 @@
-"""The training loop: mini-batch Adam on MSE, early stopping, atomic per-epoch checkpoints, resume.
+"""The training loop: mini-batch Adam on the pinball loss, early stopping, atomic per-epoch checkpoints, resume.
+
+The loss is the mean pinball (multi-quantile) loss of the network's quantiles, in units of each
+window's volatility scale (see `gru.py`): every window weighs the same whatever the market's mood,
+and the validation loss that drives early stopping is the same quantity.
 
 Plain PyTorch: no Prefect, no MLflow, no progress-bar library. The caller observes training through
 the `on_epoch`, `on_batch` and `on_resume` callbacks and decides how to report it.
@@ -23,7 +27,8 @@ import torch
 from torch import nn
 
 from .errors import TickerflowError
-from .gru import GRUConfig, GRUForecaster
+from .gru import GRUConfig, GRUForecaster, predict_batched
+from .quantiles import QUANTILE_LEVELS, median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -62,6 +67,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     cpu_threads: int = 0
+    # Levels of the predicted quantiles: increasing, symmetric around 0.5, including it.
+    quantiles: tuple[float, ...] = QUANTILE_LEVELS
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -93,6 +100,7 @@ class TrainConfig:
             num_layers=self.num_layers,
             dropout=self.dropout,
             horizon=horizon,
+            quantiles=tuple(self.quantiles),
         )
 
     def to_dict(self) -> dict:
@@ -330,7 +338,13 @@ def resume_from(ckpt: dict, net, optimizer, scheduler, shuffle_gen) -> LoopState
 # One epoch
 
 
-@torch.no_grad()
+def quantile_loss(net: GRUForecaster, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean pinball loss of the net's quantiles for windows x (B, L, F) and targets y (B, H), standardized units."""
+    z, scale = net.standardized(x)  # (B, H, Q), (B, H)
+    return pinball_loss(z, y / scale, net.config.quantiles)
+
+
+@torch.inference_mode()
 def evaluate_loss(net: nn.Module, data: DeviceData, precision: str) -> float:
     net.eval()
     total = torch.zeros((), device=data.device)
@@ -339,9 +353,8 @@ def evaluate_loss(net: nn.Module, data: DeviceData, precision: str) -> float:
         idx = torch.arange(start, min(start + EVAL_BATCH_SIZE, n), device=data.device)
         xb, yb = data.batch(data.x_val, data.y_val, idx)  # (B, L, F), (B, H)
         with autocast_context(data.device, precision):
-            pred = net(xb)  # (B, H)
-        total += torch.sum((pred.float() - yb) ** 2)
-    return float(total) / (n * data.y_val.shape[1])
+            total += quantile_loss(net, xb, yb) * len(idx)
+    return float(total) / n
 
 
 def train_one_epoch(
@@ -362,8 +375,7 @@ def train_one_epoch(
         idx = perm[start : start + config.batch_size]
         xb, yb = data.batch(data.x_train, data.y_train, idx)  # (B, L, F), (B, H)
         with autocast_context(data.device, precision):
-            pred = net(xb)  # (B, H)
-        loss = nn.functional.mse_loss(pred.float(), yb)
+            loss = quantile_loss(net, xb, yb)  # (), float32: the head's output is cast up before the loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -505,17 +517,49 @@ def _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path,
     )
 
 
-@torch.no_grad()
-def fit_shrinkage(net: nn.Module, x_val: np.ndarray, y_val: np.ndarray) -> tuple[float, ...]:
-    """Per-horizon least-squares multiplier in [0, 1] of the network's output, fit on validation data.
+def fit_shrinkage(net: GRUForecaster, x_val: np.ndarray, y_val: np.ndarray) -> tuple[float, ...]:
+    """Per-horizon multiplier in [0, 1] of the network's median toward naive, fit on validation data.
 
-    It blends the model with the naive forecast (multiplier 0 = naive) so that a network without real
-    skill falls back to "tomorrow = today" instead of adding noise to it.
+    Batched, without autograd; see `shrinkage_from_predictions` for the rule.
     """
-    net.eval()
-    pred = net(torch.from_numpy(np.ascontiguousarray(x_val, dtype=np.float32))).double().numpy()  # (N, H)
-    y = np.asarray(y_val, dtype=np.float64)
+    q, _ = predict_batched(net, x_val)  # (N, H, Q)
+    return shrinkage_from_predictions(q[:, :, median_index(net.config.quantiles)], y_val)
+
+
+# One-sided 5% level of the normal distribution: the median must beat naive at this confidence.
+SHRINKAGE_Z = 1.645
+
+
+def shrinkage_from_predictions(pred: np.ndarray, y: np.ndarray, z_crit: float = SHRINKAGE_Z) -> tuple[float, ...]:
+    """Least-squares multiplier in [0, 1] per horizon step, kept only where it beats naive significantly.
+
+    The multiplier blends the point forecast with naive (0 = "tomorrow = today"). With it alone, a
+    network without real skill still gets a small positive multiplier from validation noise, and adds
+    that noise to the test forecasts (skill slightly below 0). So a Diebold-Mariano test on validation
+    (squared-error differential against naive, Newey-West variance with h-1 lags for the overlapping
+    h-step windows) must reject "no better than naive" at one-sided 5%, or the step falls back to naive.
+
+    Args:
+        pred: the network's point forecasts (N, H); y: the outcomes (N, H), same units.
+    """
+    pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
     num = np.sum(pred * y, axis=0)
     den = np.sum(pred * pred, axis=0)
-    alpha = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    return tuple(float(a) for a in np.clip(alpha, 0.0, 1.0))
+    alpha = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), 0.0, 1.0)  # (H,)
+    for k in range(pred.shape[1]):
+        if alpha[k] > 0 and diebold_mariano(y[:, k] ** 2, (y[:, k] - alpha[k] * pred[:, k]) ** 2, lags=k) <= z_crit:
+            alpha[k] = 0.0
+    return tuple(float(a) for a in alpha)
+
+
+def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, lags: int = 0) -> float:
+    """DM statistic of mean(loss_a - loss_b): > 0 when b is better. Bartlett-weighted (Newey-West) variance."""
+    d = np.asarray(loss_a, np.float64) - np.asarray(loss_b, np.float64)
+    n = len(d)
+    if n < 2:
+        return 0.0
+    dc = d - d.mean()
+    var = np.dot(dc, dc) / n
+    for lag in range(1, min(lags, n - 1) + 1):
+        var += 2 * (1 - lag / (lags + 1)) * np.dot(dc[lag:], dc[:-lag]) / n
+    return float(d.mean() / np.sqrt(var / n)) if var > 0 else 0.0

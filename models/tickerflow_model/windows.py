@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-FEATURES = ("log_return", "log_volume_change")
+FEATURES = ("log_return", "abs_log_return", "hl_range", "log_volume_change")
+# Columns of the canonical frame each feature reads besides the price.
+FEATURE_COLUMNS = {"log_return": (), "abs_log_return": (), "hl_range": ("high", "low"), "log_volume_change": ("volume",)}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class WindowSpec:
     @property
     def n_features(self) -> int:
         return len(self.features)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns of the canonical frame, besides the price, that the features read."""
+        return tuple(dict.fromkeys(c for f in self.features for c in FEATURE_COLUMNS[f]))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "features": list(self.features)}
@@ -69,13 +76,37 @@ class Scaler:
         return cls(mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]))
 
 
-def compute_features(prices: np.ndarray, volume: np.ndarray | None, features: tuple[str, ...]) -> np.ndarray:
-    """Row t holds the features of day t+1 (day 0 has no previous close). (T,) -> (T-1, F)."""
+def compute_features(
+    prices: np.ndarray,
+    volume: np.ndarray | None,
+    features: tuple[str, ...],
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+) -> np.ndarray:
+    """Row t holds the features of day t+1 (day 0 has no previous close). (T,) -> (T-1, F).
+
+    Every feature of day t+1 is known at that day's close: a window ending on its base date reads
+    nothing later.
+    - log_return: log(p[t+1] / p[t]);
+    - abs_log_return: its absolute value (the size of the move, whatever its sign: carries the spread);
+    - hl_range: log(high / low) of day t+1, the day's range (a less noisy volatility estimate than
+      one close-to-close return; a ratio within one day, so a split adjustment does not change it);
+    - log_volume_change: log(1 + volume[t+1]) - log(1 + volume[t]).
+    """
     prices = np.asarray(prices, dtype=np.float64)
+    log_return = np.diff(np.log(prices))
     cols = []
     for name in features:
         if name == "log_return":
-            cols.append(np.diff(np.log(prices)))
+            cols.append(log_return)
+        elif name == "abs_log_return":
+            cols.append(np.abs(log_return))
+        elif name == "hl_range":
+            if high is None or low is None:
+                raise ValueError("feature 'hl_range' needs high and low columns")
+            hl = np.log(np.asarray(high, dtype=np.float64)[1:] / np.asarray(low, dtype=np.float64)[1:])
+            # a missing or inverted high/low (a data gap) reads as "no range" rather than poisoning the window
+            cols.append(np.where(np.isfinite(hl) & (hl >= 0), hl, 0.0))
         elif name == "log_volume_change":
             if volume is None:
                 raise ValueError("feature 'log_volume_change' needs a volume column")

@@ -1,0 +1,238 @@
+"""Distribution baselines: quantiles of the cumulative log return from a ticker's own past prices.
+
+Each baseline turns one ticker's price series `p` (T,) and the indices of the base days (n,) into
+quantiles of log(p[b + h] / p[b]) for h = 1..H at the given levels: an (n, H, Q) array, the same
+shape and meaning as the GRU's `predict_quantiles`. Only prices up to each base day are read.
+
+- `static_quantile`: empirical quantiles of the ticker's h-day returns over its training period.
+- `rolling_quantile`: empirical quantiles of the h-day returns in the 250 days up to the base day.
+- `ewma`: RiskMetrics (J.P. Morgan, 1996) exponentially weighted volatility with lambda = 0.94,
+  zero mean, Gaussian quantiles; the h-day quantile scales the one-day volatility by sqrt(h) (the
+  square-root-of-time rule, exact for independent returns).
+
+For h > 1 the empirical baselines use overlapping h-day cumulative returns log(p[t] / p[t - h]).
+`BaselineForecaster` wraps one of them behind the same `forecast_frame` as the GRU's `Forecaster`,
+so a baseline can be registered, served and become the champion.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from .quantiles import QUANTILE_LEVELS, quantile_columns
+
+DISTRIBUTION_BASELINES = ("static_quantile", "rolling_quantile", "ewma")
+ROLLING_DAYS = 250
+EWMA_LAMBDA = 0.94
+# Fewer past returns than this make a quantile estimate noise: the baseline gives NaN there.
+MIN_RETURNS = 20
+SPEC_FILE = "baseline.json"
+
+
+def cumulative_log_returns(prices: np.ndarray, h: int) -> np.ndarray:
+    """c[t] = log(p[t] / p[t - h]), the h-day return ending on day t; NaN for t < h. (T,) -> (T,)"""
+    logp = np.log(np.asarray(prices, dtype=np.float64))
+    out = np.full(logp.shape, np.nan)
+    out[h:] = logp[h:] - logp[:-h]
+    return out
+
+
+def empirical_quantiles(samples: np.ndarray, levels) -> np.ndarray:
+    """Row-wise quantiles of samples padded with NaN: (n, W) -> (n, Q); NaN where a row has < MIN_RETURNS.
+
+    numpy's default ("linear", Hyndman & Fan type 7) interpolation, vectorised across rows: each row
+    is sorted (NaN last) and read at position tau * (k - 1) of its k valid values.
+    """
+    tau = np.asarray(levels, dtype=np.float64)  # (Q,)
+    ordered = np.sort(samples, axis=1)  # (n, W), NaN at the end of each row
+    k = np.sum(~np.isnan(samples), axis=1)  # (n,)
+    pos = tau[None, :] * np.maximum(k - 1, 0)[:, None]  # (n, Q)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(k - 1, 0)[:, None])
+    frac = pos - lo
+    out = np.take_along_axis(ordered, lo, 1) * (1 - frac) + np.take_along_axis(ordered, hi, 1) * frac
+    out[k < MIN_RETURNS] = np.nan
+    return out
+
+
+def static_fit(prices: np.ndarray, horizon: int, levels, fit_end: int) -> np.ndarray:
+    """Quantiles of each h-day return ending on days up to `fit_end` (the training period): (H, Q)."""
+    out = np.empty((horizon, len(levels)))
+    for h in range(1, horizon + 1):
+        c = cumulative_log_returns(prices[: fit_end + 1], h)[h:]
+        out[h - 1] = empirical_quantiles(c[None, :], levels)[0]
+    return out
+
+
+def static_quantile(prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, fit_end: int) -> np.ndarray:
+    """The training period's quantiles for every base day: (n, H, Q). No base day may precede `fit_end`."""
+    base_idx = np.asarray(base_idx)
+    if len(base_idx) and base_idx.min() < fit_end:
+        raise ValueError(f"static quantiles fit up to day {fit_end} cannot forecast from the earlier day {base_idx.min()}")
+    return np.broadcast_to(static_fit(prices, horizon, levels, fit_end), (len(base_idx), horizon, len(levels))).copy()
+
+
+def rolling_quantile(
+    prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, window: int = ROLLING_DAYS
+) -> np.ndarray:
+    """Quantiles of the h-day returns ending in the `window` days up to each base day: (n, H, Q).
+
+    A base day with less history uses what there is (at least MIN_RETURNS returns, else NaN).
+    """
+    base_idx = np.asarray(base_idx)
+    out = np.empty((len(base_idx), horizon, len(levels)))
+    for h in range(1, horizon + 1):
+        padded = np.concatenate([np.full(window - 1, np.nan), cumulative_log_returns(prices, h)])  # (T + W - 1,)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, window)  # (T, W): row t = c[t - W + 1 .. t]
+        out[:, h - 1] = empirical_quantiles(windows[base_idx], levels)
+    return out
+
+
+def ewma(prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, lam: float = EWMA_LAMBDA) -> np.ndarray:
+    """RiskMetrics EWMA volatility, Gaussian quantiles scaled by sqrt(h): (n, H, Q).
+
+    sigma^2 on base day b is the exponentially weighted mean of the squared one-day returns up to
+    and including b (weights lam^i, normalised over the returns there are, which replaces the
+    recursion's arbitrary start value); the mean return is taken as zero, as RiskMetrics does.
+    """
+    base_idx = np.asarray(base_idx)
+    r = np.diff(np.log(np.asarray(prices, dtype=np.float64)))  # (T-1,): r[t-1] ends on day t
+    var = pd.Series(np.square(r)).ewm(alpha=1.0 - lam, adjust=True, min_periods=MIN_RETURNS).mean().to_numpy()
+    var = np.concatenate([[np.nan], var])  # (T,): var[t] uses returns ending on days <= t
+    sigma = np.sqrt(var[base_idx])  # (n,)
+    z = np.array([NormalDist().inv_cdf(float(q)) for q in levels])  # (Q,)
+    steps = np.sqrt(np.arange(1, horizon + 1, dtype=np.float64))  # (H,)
+    return sigma[:, None, None] * steps[None, :, None] * z[None, None, :]
+
+
+def baseline_quantiles(
+    name: str, prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, fit_end: int
+) -> np.ndarray:
+    """Dispatch by name; `fit_end` is the last training-period day (used by static_quantile only)."""
+    if name == "static_quantile":
+        return static_quantile(prices, base_idx, horizon, levels, fit_end)
+    if name == "rolling_quantile":
+        return rolling_quantile(prices, base_idx, horizon, levels)
+    if name == "ewma":
+        return ewma(prices, base_idx, horizon, levels)
+    raise ValueError(f"unknown distribution baseline {name!r}; known: {DISTRIBUTION_BASELINES}")
+
+
+# ---- a servable baseline -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BaselineSpec:
+    """What a baseline forecast needs: which baseline, its levels and, for static, each ticker's fit."""
+
+    name: str
+    horizon: int
+    price_column: str = "close"
+    levels: tuple[float, ...] = QUANTILE_LEVELS
+    static: dict[str, list[list[float]]] = field(default_factory=dict)  # ticker -> (H, Q) log-return quantiles
+
+    def __post_init__(self) -> None:
+        if self.name not in DISTRIBUTION_BASELINES:
+            raise ValueError(f"unknown distribution baseline {self.name!r}; known: {DISTRIBUTION_BASELINES}")
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+
+
+class BaselineForecaster:
+    """A distribution baseline with the GRU Forecaster's `forecast_frame`: prices in, quantiles in prices out.
+
+    Its point forecast (`forecast_close`) is the last price, the naive forecast: the baselines
+    forecast the spread, not the direction. `static_quantile` serves the quantiles fit on each
+    ticker's training period and gives no forecast for a ticker it was not fit on.
+    """
+
+    def __init__(self, spec: BaselineSpec) -> None:
+        self.spec = spec
+
+    @classmethod
+    def fit(
+        cls, name: str, histories: dict[str, np.ndarray], train_rows: dict[str, int], horizon: int,
+        levels=QUANTILE_LEVELS, price_column: str = "close",
+    ) -> "BaselineForecaster":
+        """`histories`: ticker -> prices in date order; `train_rows`: ticker -> days in its training period."""
+        static = {}
+        if name == "static_quantile":
+            for ticker, p in histories.items():
+                fit = static_fit(p, horizon, levels, train_rows[ticker] - 1)
+                if np.isfinite(fit).all():
+                    static[str(ticker)] = fit.tolist()
+        return cls(BaselineSpec(name, horizon, price_column, tuple(float(q) for q in levels), static))
+
+    @property
+    def min_rows(self) -> int:
+        """Rows of history one forecast needs."""
+        return 1 if self.spec.name == "static_quantile" else MIN_RETURNS + self.spec.horizon
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SPEC_FILE).write_text(json.dumps({**asdict(self.spec), "levels": list(self.spec.levels)}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "BaselineForecaster":
+        d = json.loads((Path(folder) / SPEC_FILE).read_text())
+        return cls(BaselineSpec(d["name"], int(d["horizon"]), d["price_column"], tuple(d["levels"]), d["static"]))
+
+    def quantiles(self, ticker: str, prices: np.ndarray, base_idx: np.ndarray) -> np.ndarray:
+        """(n, H, Q) cumulative log-return quantiles for one ticker's base days."""
+        spec = self.spec
+        if spec.name == "static_quantile":
+            fit = np.asarray(spec.static.get(str(ticker), np.nan), dtype=np.float64)
+            return np.broadcast_to(fit, (len(base_idx), spec.horizon, len(spec.levels))).copy()
+        return baseline_quantiles(spec.name, prices, base_idx, spec.horizon, spec.levels, fit_end=0)
+
+    def forecast_frame(self, prices: pd.DataFrame, all_dates: bool = False) -> pd.DataFrame:
+        """Raw prices (canonical long format) -> `ticker, date, horizon, forecast_close, q05 .. q95`.
+
+        With `all_dates`, forecasts from every day with enough history behind it, plus `base_date`.
+        """
+        from .forecaster import _add_business_days, _pick_price_column
+
+        spec = self.spec
+        price_col = _pick_price_column(prices, spec.price_column)
+        missing = [c for c in ("ticker", "date") if c not in prices.columns]
+        if missing:
+            raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
+        qcols = quantile_columns(spec.levels)
+        horizon, frames = spec.horizon, []
+        for ticker, g in prices.groupby("ticker", sort=True):
+            g = g.sort_values("date")
+            p = g[price_col].to_numpy(np.float64)
+            if len(p) < self.min_rows:
+                continue
+            base_idx = np.arange(self.min_rows - 1, len(p)) if all_dates else np.array([len(p) - 1])
+            q = self.quantiles(str(ticker), p, base_idx)  # (n, H, Q)
+            keep = np.isfinite(q).all(axis=(1, 2))
+            if not keep.any():
+                continue  # e.g. a ticker the static baseline was not fit on
+            base_idx, q = base_idx[keep], q[keep]
+            base_price = p[base_idx]
+            base_rep = np.repeat(pd.to_datetime(g["date"].to_numpy()[base_idx]), horizon)
+            steps = np.tile(np.arange(1, horizon + 1), len(base_idx))
+            out = pd.DataFrame(
+                {
+                    "ticker": str(ticker),
+                    "date": _add_business_days(base_rep, steps),
+                    "horizon": steps.astype(np.int64),
+                    "forecast_close": np.repeat(base_price, horizon),
+                }
+            )
+            prices_q = base_price[:, None, None] * np.exp(q)  # (n, H, Q)
+            for k, col in enumerate(qcols):
+                out[col] = prices_q[:, :, k].reshape(-1)
+            if all_dates:
+                out["base_date"] = base_rep
+            frames.append(out)
+        if not frames:
+            raise ValueError(f"no ticker has the {self.min_rows} rows of history the {spec.name} baseline needs")
+        return pd.concat(frames, ignore_index=True)

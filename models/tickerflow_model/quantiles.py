@@ -1,0 +1,73 @@
+"""Quantile levels, their column names, and the pinball (multi-quantile) loss.
+
+The network's distributional output is a set of quantiles of the cumulative log return at fixed
+levels. Everything that names a quantile column (forecast frames, the pyfunc output, metrics) goes
+through `quantile_column`, so there is one spelling of "q05".
+"""
+
+from __future__ import annotations
+
+QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
+
+
+def quantile_column(level: float) -> str:
+    """0.05 -> 'q05', 0.5 -> 'q50', 0.975 -> 'q975' (percent, two digits, decimals only when needed)."""
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"a quantile level must be in (0, 1), got {level!r}")
+    pct = round(float(level) * 100, 6)
+    if pct == int(pct):
+        return f"q{int(pct):02d}"
+    # 0.975 -> 97.5 -> 'q975', 0.025 -> 'q025': keeps the order of levels, a valid identifier
+    whole, frac = f"{pct:g}".split(".")
+    return f"q{int(whole):02d}{frac}"
+
+
+def quantile_columns(levels: tuple[float, ...] = QUANTILE_LEVELS) -> list[str]:
+    return [quantile_column(q) for q in levels]
+
+
+def validate_levels(levels) -> tuple[float, ...]:
+    """Strictly increasing levels in (0, 1), symmetric around 0.5 and including it -> a tuple.
+
+    Symmetry pairs every lower level with an upper one, so each pair is a central interval that
+    conformal calibration can adjust; the median anchors the non-crossing construction.
+    """
+    try:
+        out = tuple(float(q) for q in levels)
+    except (TypeError, ValueError):
+        raise ValueError(f"quantiles must be a sequence of numbers, got {levels!r}") from None
+    if not out or any(not 0.0 < q < 1.0 for q in out):
+        raise ValueError(f"quantiles must be levels in (0, 1), got {levels!r}")
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"quantiles must be strictly increasing, got {levels!r}")
+    if not any(abs(q - 0.5) < 1e-9 for q in out):
+        raise ValueError(f"quantiles must include the median 0.5, got {levels!r}")
+    if any(abs(a + b - 1.0) > 1e-9 for a, b in zip(out, reversed(out))):
+        raise ValueError(f"quantiles must be symmetric around 0.5 (each q with 1 - q), got {levels!r}")
+    if len({quantile_column(q) for q in out}) != len(out):
+        raise ValueError(f"quantiles {levels!r} give clashing column names")
+    return out
+
+
+def median_index(levels: tuple[float, ...]) -> int:
+    return min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
+
+
+def central_pairs(levels: tuple[float, ...]) -> list[tuple[int, int, float]]:
+    """(lower index, upper index, nominal coverage) of each central interval, widest first."""
+    m = median_index(levels)
+    return [(i, len(levels) - 1 - i, round(1.0 - 2.0 * levels[i], 12)) for i in range(m)]
+
+
+def pinball_loss(pred, target, levels):
+    """Mean pinball (quantile) loss over all elements and levels; torch tensors.
+
+    pred (..., Q) are quantiles at `levels`, target (...) the outcome. For level tau the loss of one
+    prediction is max(tau * (y - q), (tau - 1) * (y - q)): tau * (y - q) when the outcome lies
+    above the quantile, (1 - tau) * (q - y) when below.
+    """
+    import torch  # here, not at the top: column names and levels are used where torch is not needed
+
+    tau = torch.as_tensor(levels, dtype=pred.dtype, device=pred.device)  # (Q,)
+    diff = target.unsqueeze(-1) - pred  # (..., Q)
+    return torch.mean(torch.maximum(tau * diff, (tau - 1.0) * diff))

@@ -1,0 +1,38 @@
+"""The CLI's metrics table: point and distribution columns, every ticker or only the best and worst."""
+
+from __future__ import annotations
+
+from flows.cli import TICKERS_SHOWN, format_metrics
+
+
+def block(rmse: float, pinball: float | None = None) -> dict:
+    out = {"rmse": rmse, "skill": 1 - rmse}
+    if pinball is not None:
+        out.update({"pinball": pinball, "coverage_80": 0.8, "coverage_90": 0.9})
+    return out
+
+
+def summary(n_tickers: int) -> dict:
+    # the model's pinball improves on static_quantile by i% on ticker Ti
+    per_ticker = {f"T{i:02d}": {"model": block(1.0, 1 - i / 100), "naive": block(1.0), "static_quantile": block(1.0, 1.0)}
+                  for i in range(n_tickers)}
+    return {"metrics": {"model": block(0.9, 0.5), "naive": block(1.0), "static_quantile": block(1.0, 0.6)}, "per_ticker": per_ticker}
+
+
+def test_table_shows_distribution_scores_and_a_dash_where_a_forecaster_has_none():
+    lines = format_metrics(summary(3)).splitlines()
+    assert lines[0].split() == ["scope", "forecaster", "rmse", "skill", "pinball", "coverage_80", "coverage_90"]
+    naive = next(line for line in lines if line.split()[:2] == ["all", "naive"]).split()
+    assert naive[2:] == ["1.0000", "0.0000", "-", "-", "-"]
+    model = next(line for line in lines if line.split()[:2] == ["all", "model"]).split()
+    assert model[4] == "0.5000"
+    assert {line.split()[0] for line in lines[1:]} == {"all", "T00", "T01", "T02"}
+
+
+def test_many_tickers_show_only_the_best_and_the_worst():
+    text = format_metrics(summary(40))
+    scopes = {line.split()[0] for line in text.splitlines()[1:-1]}
+    best = {f"T{i:02d}" for i in range(40 - TICKERS_SHOWN, 40)}
+    worst = {f"T{i:02d}" for i in range(TICKERS_SHOWN)}
+    assert scopes == {"all"} | best | worst
+    assert "of 40 tickers" in text.splitlines()[-1]

@@ -1,0 +1,286 @@
+"""The quantile core: the pinball loss, level validation and column names, the non-crossing head,
+conformal calibration, the bundle round trip, and inference without autograd (no Prefect, no MLflow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import tickerflow_model.gru as gru_module
+from tickerflow_model.calibration import apply_cqr, fit_cqr_margins
+from tickerflow_model.forecaster import Forecaster, ModelSpec
+from tickerflow_model.gru import GRUConfig, GRUForecaster, ewma_volatility
+from tickerflow_model.quantiles import (
+    QUANTILE_LEVELS,
+    central_pairs,
+    pinball_loss,
+    quantile_column,
+    quantile_columns,
+    validate_levels,
+)
+from tickerflow_model.trainer import fit_shrinkage
+from tickerflow_model.windows import Scaler, WindowSpec
+
+# --- the pinball loss, by hand -----------------------------------------------------------------
+
+
+def test_pinball_loss_matches_hand_computed_values():
+    levels = (0.1, 0.5, 0.9)
+    pred = torch.tensor([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]])  # (2, Q)
+    # y = 0.5: above q10 and q50, below q90 -> 0.1*1.5, 0.5*0.5, 0.1*0.5 = 0.15, 0.25, 0.05
+    # y = -2:  below every quantile      -> 0.9*1,   0.5*2,   0.1*3   = 0.9,  1.0,  0.3
+    y = torch.tensor([0.5, -2.0])
+    expected = (0.15 + 0.25 + 0.05 + 0.9 + 1.0 + 0.3) / 6
+    assert float(pinball_loss(pred, y, levels)) == pytest.approx(expected, abs=1e-7)
+    # the median's pinball is half the absolute error
+    assert float(pinball_loss(torch.tensor([[2.0]]), torch.tensor([-1.0]), (0.5,))) == pytest.approx(1.5)
+
+
+def test_pinball_loss_is_minimized_by_the_true_quantile():
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.standard_normal(20_000))
+    grid = torch.linspace(0.8, 1.8, 101, dtype=torch.float64)
+    losses = [float(pinball_loss(torch.full((len(y), 1), float(g), dtype=torch.float64), y, (0.9,))) for g in grid]
+    best = float(grid[int(np.argmin(losses))])
+    assert best == pytest.approx(1.2816, abs=0.04)  # the 90% quantile of N(0, 1)
+
+
+# --- levels and names --------------------------------------------------------------------------
+
+
+def test_column_names_follow_the_levels():
+    assert quantile_columns(QUANTILE_LEVELS) == ["q05", "q10", "q25", "q50", "q75", "q90", "q95"]
+    assert quantile_column(0.975) == "q975" and quantile_column(0.025) == "q025"
+
+
+@pytest.mark.parametrize(
+    "levels, problem",
+    [
+        ((0.1, 0.9), "median"),
+        ((0.1, 0.5, 0.8), "symmetric"),
+        ((0.5, 0.1, 0.9), "increasing"),
+        ((0.0, 0.5, 1.0), r"\(0, 1\)"),
+        ("abc", "numbers"),
+    ],
+)
+def test_bad_levels_are_rejected_naming_the_problem(levels, problem):
+    with pytest.raises(ValueError, match=problem):
+        validate_levels(levels)
+    with pytest.raises(ValueError, match="quantiles"):
+        GRUConfig(quantiles=levels)
+
+
+def test_central_pairs_are_the_nested_intervals_widest_first():
+    assert central_pairs(QUANTILE_LEVELS) == [(0, 6, 0.9), (1, 5, 0.8), (2, 4, 0.5)]
+
+
+# --- the network -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quantiles_never_cross_for_random_inputs_and_random_weights(seed):
+    torch.manual_seed(seed)
+    net = GRUForecaster(GRUConfig(input_size=2, hidden_size=8, horizon=3))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 3.0)  # far from the initialization: large, arbitrary gaps and medians
+    x = torch.randn(64, 15, 2) * 10 ** torch.empty(64, 1, 1).uniform_(-3, 2)  # calm to wild windows
+    q = net(x)  # (B, H, Q)
+    assert q.shape == (64, 3, len(QUANTILE_LEVELS))
+    assert torch.isfinite(q).all()
+    assert (torch.diff(q, dim=-1) >= 0).all()
+
+
+def test_untrained_net_predicts_gaussian_quantiles_scaled_by_ewma_volatility():
+    torch.manual_seed(0)
+    net = GRUForecaster(GRUConfig(hidden_size=8, horizon=2))
+    with torch.no_grad():
+        net.head.weight.zero_()  # only the bias speaks: the starting point of training
+        x = torch.randn(4, 30, 1) * torch.tensor([0.5, 1.0, 2.0, 4.0])[:, None, None]
+        q = net(x)  # (4, 2, Q)
+    sigma = ewma_volatility(x[:, :, 0])  # (4,)
+    normal = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(QUANTILE_LEVELS))
+    expected = sigma[:, None, None] * torch.tensor([1.0, 2.0]).sqrt()[None, :, None] * normal  # (4, 2, Q)
+    torch.testing.assert_close(q, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_ewma_volatility_weights_recent_returns_more_and_reads_only_the_window():
+    calm_then_wild = torch.cat([torch.full((1, 30), 0.1), torch.full((1, 30), 2.0)], dim=1)
+    wild_then_calm = calm_then_wild.flip(-1)
+    r = calm_then_wild[0].double().numpy()
+    w = 0.94 ** np.arange(59, -1, -1)  # the newest return weighs 1, one day older 0.94, ...
+    assert float(ewma_volatility(calm_then_wild)) == pytest.approx(np.sqrt(np.sum(w * r**2) / w.sum()), rel=1e-5)
+    assert float(ewma_volatility(calm_then_wild)) > 1.8 > 0.8 > float(ewma_volatility(wild_then_calm))
+    assert float(ewma_volatility(torch.zeros(1, 10))) > 0  # a halted stock still has a finite scale
+
+
+# --- conformal calibration ---------------------------------------------------------------------
+
+
+def _coverage(q, y, lo, hi):
+    return float(np.mean((y >= q[:, :, lo]) & (y <= q[:, :, hi])))
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_calibration_moves_coverage_to_nominal_on_a_miscalibrated_model(factor):
+    """A model whose intervals are `factor` times the true ones: too narrow (0.5) or too wide (2)."""
+    rng = np.random.default_rng(1)
+    levels = QUANTILE_LEVELS
+    true_z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(levels)).numpy()  # (Q,)
+
+    def sample(n):
+        scale = np.exp(rng.normal(0, 0.5, size=(n, 2)))  # (n, H): heteroscedastic
+        y = rng.standard_normal((n, 2)) * scale  # (n, H)
+        q = factor * true_z[None, None, :] * scale[:, :, None]  # (n, H, Q)
+        return q, y, scale
+
+    q_cal, y_cal, s_cal = sample(4000)
+    q_test, y_test, s_test = sample(20_000)
+    margins = fit_cqr_margins(q_cal, y_cal, s_cal, levels)  # (H, P)
+    assert margins.shape == (2, 3)
+    assert (margins > 0).all() if factor < 1 else (margins < 0).all()
+    calibrated = apply_cqr(q_test, s_test, margins, levels)
+    for lo, hi, nominal in central_pairs(levels):
+        before, after = _coverage(q_test, y_test, lo, hi), _coverage(calibrated, y_test, lo, hi)
+        assert abs(before - nominal) > 0.05  # really miscalibrated
+        assert abs(after - nominal) < 0.015, (nominal, before, after)
+    assert (np.diff(calibrated, axis=-1) >= 0).all()
+
+
+def test_calibrated_quantiles_stay_monotone_whatever_the_margins():
+    rng = np.random.default_rng(2)
+    q = np.sort(rng.normal(size=(50, 1, 7)), axis=-1)  # (N, H, Q)
+    scale = rng.uniform(0.1, 3, size=(50, 1))
+    margins = np.array([[-5.0, 3.0, -4.0]])  # shrink the outer interval, widen the inner one
+    out = apply_cqr(q, scale, margins, QUANTILE_LEVELS)
+    assert (np.diff(out, axis=-1) >= 0).all()
+    np.testing.assert_array_equal(out[:, :, 3], q[:, :, 3])  # the median is not moved
+
+
+# --- the forecaster: bundle, point forecast, inference without autograd -------------------------
+
+
+def small_forecaster(seed=0, horizon=2, lookback=12, calibration=()):
+    torch.manual_seed(seed)
+    config = GRUConfig(input_size=2, hidden_size=8, horizon=horizon)
+    spec = ModelSpec(
+        window=WindowSpec(lookback=lookback, horizon=horizon, features=("log_return", "abs_log_return")),
+        gru=config,
+        scaler=Scaler(mean=(0.0, 0.01), std=(0.02, 0.015)),
+        price_column="close",
+        shrinkage=(0.5,) * horizon,
+        calibration=calibration,
+    )
+    return Forecaster(spec, GRUForecaster(config))
+
+
+def prices_frame(n_days=80, tickers=("AAA", "BBB"), seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2020-01-06", periods=n_days)
+    return pd.concat(
+        [
+            pd.DataFrame({"ticker": t, "date": dates, "close": 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n_days)))})
+            for t in tickers
+        ],
+        ignore_index=True,
+    )
+
+
+def test_bundle_round_trip_gives_identical_quantiles(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 12, 2)).astype(np.float32)
+    y = rng.normal(size=(40, 2)).astype(np.float32)
+    model = small_forecaster().calibrate(x, y)
+    assert len(model.spec.calibration) == 2 and model.spec.quantiles == QUANTILE_LEVELS
+    loaded = Forecaster.load(model.save(tmp_path / "bundle"))
+    assert loaded.spec == model.spec
+    np.testing.assert_array_equal(loaded.predict_quantiles(x), model.predict_quantiles(x))
+    np.testing.assert_array_equal(loaded.predict_log_returns(x), model.predict_log_returns(x))
+
+
+def test_point_forecast_is_the_shrunk_median_and_sits_on_q50():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 12, 2)).astype(np.float32)
+    model = small_forecaster(calibration=((0.3, -0.2, 0.1), (0.5, 0.0, -0.1)))
+    raw = model.net(torch.from_numpy(x)).detach().numpy()  # (N, H, Q) target units, unshrunk
+    point = model.predict_log_returns(x)
+    np.testing.assert_allclose(point, 0.5 * raw[:, :, 3] * 0.02, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(model.predict_quantiles(x)[:, :, 3], point, rtol=1e-12)
+
+
+def test_forecast_frame_has_monotone_quantile_columns_in_price_units():
+    model = small_forecaster()
+    prices = prices_frame()
+    out = model.forecast_frame(prices, all_dates=True)
+    cols = quantile_columns(QUANTILE_LEVELS)
+    assert list(out.columns[:4]) == ["ticker", "date", "horizon", "forecast_close"] and set(cols) <= set(out.columns)
+    values = out[cols].to_numpy()
+    assert (np.diff(values, axis=1) >= 0).all() and (values > 0).all()
+    np.testing.assert_allclose(out["forecast_close"], out["q50"], rtol=1e-12)
+    last = model.forecast_frame(prices)  # one forecast per ticker and step, from the last day
+    assert len(last) == 2 * 2 and set(cols) <= set(last.columns)
+
+
+def test_inference_builds_no_autograd_graph_and_runs_in_batches(monkeypatch):
+    model = small_forecaster()
+    assert all(p.requires_grad for p in model.net.parameters())
+    monkeypatch.setattr(gru_module, "INFERENCE_BATCH_SIZE", 16)
+    seen = []
+
+    def record(module, inputs, output):
+        seen.append((torch.is_grad_enabled(), output.requires_grad, output.grad_fn, len(inputs[0])))
+
+    model.net.head.register_forward_hook(record)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 12, 2)).astype(np.float32)
+    y = rng.normal(size=(100, 2)).astype(np.float32)
+    model.predict_quantiles(x)
+    model.predict_log_returns(x)
+    fit_shrinkage(model.net, x, y)
+    model.calibrate(x, y)
+    model.forecast_frame(prices_frame(n_days=60), all_dates=True)
+    # every path ran, batch by batch: 4 over 100 windows (7 batches each), 2 tickers x 48 windows (3 each)
+    assert len(seen) == 4 * 7 + 2 * 3
+    assert all(grad is False and req is False and fn is None for grad, req, fn, _ in seen)
+    assert max(n for *_, n in seen) <= 16
+
+
+# --- the point forecast's guard toward naive -----------------------------------------------------
+
+
+def test_shrinkage_keeps_a_real_signal_and_drops_noise_to_naive():
+    from tickerflow_model.trainer import shrinkage_from_predictions
+
+    rng = np.random.default_rng(4)
+    signal = rng.normal(size=(5000, 2))
+    y = 0.3 * signal + rng.normal(size=(5000, 2))  # step 1 and 2 both predictable by `signal`
+    kept = shrinkage_from_predictions(signal, y)
+    assert kept[0] == pytest.approx(0.3, abs=0.05) and kept[1] == pytest.approx(0.3, abs=0.05)
+    # all but unrelated to y: least squares still finds a small positive multiplier, insignificant
+    noise = rng.normal(size=5000) + 0.01 * y[:, 0]
+    assert np.sum(noise * y[:, 0]) / np.sum(noise**2) > 0
+    dropped = shrinkage_from_predictions(np.c_[noise, signal[:, 1]], y)
+    assert dropped[0] == 0.0 and dropped[1] > 0.2
+
+
+def test_diebold_mariano_sign_and_scale():
+    from tickerflow_model.trainer import diebold_mariano
+
+    rng = np.random.default_rng(5)
+    worse, better = rng.uniform(1, 2, 400), rng.uniform(0, 1, 400)
+    assert diebold_mariano(worse, better) > 10 and diebold_mariano(better, worse) < -10
+    same = rng.uniform(0, 1, 400)
+    assert abs(diebold_mariano(same, same + rng.normal(0, 1e-3, 400))) < 4
+
+
+def test_forecast_frame_names_the_columns_a_feature_needs():
+    torch.manual_seed(0)
+    config = GRUConfig(input_size=2, hidden_size=8)
+    spec = ModelSpec(WindowSpec(12, 1, ("log_return", "hl_range")), config, Scaler((0.0, 0.02), (0.02, 0.01)), "close")
+    model = Forecaster(spec, GRUForecaster(config))
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['high', 'low'\]"):
+        model.forecast_frame(prices_frame())
+    prices = prices_frame().assign(high=lambda f: f["close"] * 1.01, low=lambda f: f["close"] * 0.99)
+    assert (np.diff(model.forecast_frame(prices)[quantile_columns()].to_numpy(), axis=1) >= 0).all()
