@@ -294,9 +294,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns errors into exit codes
         if is_expected(exc):
-            print(f"tickerflow {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"tickerflow {args.command}: {type(exc).__name__}: {error_message(exc)}", file=sys.stderr)
             return EXIT_FAILED
         raise
+
+
+def error_message(exc: BaseException) -> str:
+    """The reason to print; a config that does not validate is one line naming each bad field."""
+    import pydantic
+
+    if isinstance(exc, pydantic.ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'config') or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+    return str(exc)
 
 
 if __name__ == "__main__":

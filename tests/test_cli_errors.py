@@ -139,6 +139,20 @@ def test_bad_runner_option_is_a_config_error(capsys):
     assert "ConfigError: n_workers" in capsys.readouterr().err
 
 
+def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
+    from flows.cli import main
+
+    assert main(["run", "--epochs", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]  # one line, whatever pydantic's own message looks like
+    assert err == "tickerflow run: ValidationError: train: epochs must be an integer >= 1, got 0"
+    config = tmp_path / "c.json"
+    config.write_text('{"window": {"lookback": 1}, "register": {"model_name": " "}}')
+    assert main(["run", "--config", str(config)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "window: lookback must be >= 2, got 1" in err and "register:" in err
+
+
 class _Fixed:
     """A parser stand-in returning prepared args whose command runs `func`."""
 
