@@ -25,7 +25,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from .quantiles import QUANTILE_LEVELS, quantile_columns
+from .quantiles import QUANTILE_LEVELS
 
 DISTRIBUTION_BASELINES = ("static_quantile", "rolling_quantile", "ewma")
 ROLLING_DAYS = 250
@@ -196,15 +196,14 @@ class BaselineForecaster:
 
         With `all_dates`, forecasts from every day with enough history behind it, plus `base_date`.
         """
-        from .forecaster import _add_business_days, _pick_price_column
+        from .forecaster import _pick_price_column, forecast_rows
 
         spec = self.spec
         price_col = _pick_price_column(prices, spec.price_column)
         missing = [c for c in ("ticker", "date") if c not in prices.columns]
         if missing:
             raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
-        qcols = quantile_columns(spec.levels)
-        horizon, frames = spec.horizon, []
+        frames = []
         for ticker, g in prices.groupby("ticker", sort=True):
             g = g.sort_values("date")
             p = g[price_col].to_numpy(np.float64)
@@ -216,22 +215,8 @@ class BaselineForecaster:
             if not keep.any():
                 continue  # e.g. a ticker the static baseline was not fit on
             base_idx, q = base_idx[keep], q[keep]
-            base_price = p[base_idx]
-            base_rep = np.repeat(pd.to_datetime(g["date"].to_numpy()[base_idx]), horizon)
-            steps = np.tile(np.arange(1, horizon + 1), len(base_idx))
-            out = pd.DataFrame(
-                {
-                    "ticker": str(ticker),
-                    "date": _add_business_days(base_rep, steps),
-                    "horizon": steps.astype(np.int64),
-                    "forecast_close": np.repeat(base_price, horizon),
-                }
-            )
-            prices_q = base_price[:, None, None] * np.exp(q)  # (n, H, Q)
-            for k, col in enumerate(qcols):
-                out[col] = prices_q[:, :, k].reshape(-1)
-            if all_dates:
-                out["base_date"] = base_rep
+            # a baseline's point forecast is the last price: a cumulative log return of 0
+            out = forecast_rows(str(ticker), g["date"].to_numpy()[base_idx], p[base_idx], np.zeros(q.shape[:2]), q, spec.levels, all_dates)
             frames.append(out)
         if not frames:
             raise ValueError(f"no ticker has the {self.min_rows} rows of history the {spec.name} baseline needs")

@@ -147,7 +147,7 @@ class Forecaster:
         if missing:
             raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
         frames = []
-        lookback, horizon = spec.window.lookback, spec.window.horizon
+        lookback = spec.window.lookback
         for ticker, g in prices.groupby("ticker", sort=True):
             g = g.sort_values("date")
             if len(g) < lookback + 1:
@@ -159,29 +159,39 @@ class Forecaster:
             base_idx = np.arange(lookback, len(p)) if all_dates else np.array([len(p) - 1])
             quant = self.predict_quantiles(x)  # (N, H, Q), batched
             cum = quant[:, :, median_index(spec.quantiles)]  # (N, H): the point forecast is the q50
-            base_price = p[base_idx]
-            base_dates = pd.to_datetime(g["date"].to_numpy()[base_idx])
-            n = len(base_idx)
-            steps = np.tile(np.arange(1, horizon + 1), n)
-            base_rep = np.repeat(base_dates, horizon)
-            out = pd.DataFrame(
-                {
-                    "ticker": str(ticker),
-                    "date": _add_business_days(base_rep, steps),
-                    "horizon": steps.astype(np.int64),
-                    "forecast_close": (base_price[:, None] * np.exp(cum)).reshape(-1),
-                    **{
-                        name: (base_price[:, None] * np.exp(quant[:, :, j])).reshape(-1)
-                        for j, name in enumerate(quantile_columns(spec.quantiles))
-                    },
-                }
-            )
-            if all_dates:
-                out["base_date"] = base_rep
-            frames.append(out)
+            frames.append(forecast_rows(str(ticker), g["date"].to_numpy()[base_idx], p[base_idx], cum, quant, spec.quantiles, all_dates))
         if not frames:
             raise ValueError(f"no ticker has the {lookback + 1} rows of history a forecast needs")
         return pd.concat(frames, ignore_index=True)
+
+
+def forecast_rows(
+    ticker: str, base_dates: np.ndarray, base_price: np.ndarray, point: np.ndarray, quant: np.ndarray,
+    levels: tuple[float, ...], all_dates: bool,
+) -> pd.DataFrame:
+    """One ticker's forecasts in price units, one row per base day and horizon step.
+
+    `point` (N, H) and `quant` (N, H, Q) are cumulative log returns from each base day (N,); every
+    forecaster (the GRU, a baseline) turns its arrays into the same columns here.
+    """
+    n, horizon = quant.shape[:2]
+    steps = np.tile(np.arange(1, horizon + 1), n)  # (N*H,)
+    base_rep = np.repeat(pd.to_datetime(base_dates), horizon)  # (N*H,)
+    out = pd.DataFrame(
+        {
+            "ticker": ticker,
+            "date": _add_business_days(base_rep, steps),
+            "horizon": steps.astype(np.int64),
+            "forecast_close": (base_price[:, None] * np.exp(point)).reshape(-1),
+            **{
+                name: (base_price[:, None] * np.exp(quant[:, :, j])).reshape(-1)
+                for j, name in enumerate(quantile_columns(levels))
+            },
+        }
+    )
+    if all_dates:
+        out["base_date"] = base_rep
+    return out
 
 
 def _pick_price_column(prices: pd.DataFrame, wanted: str) -> str:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.integration.support import ROOT, run_cli
+from tickerflow_model.quantiles import quantile_columns
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,7 @@ def test_training_deployment_runs_on_a_worker_and_registers_a_champion(
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
-    assert list(forecasts.columns) == ["ticker", "date", "horizon", "forecast_close"]
+    assert list(forecasts.columns) == ["ticker", "date", "horizon", "forecast_close", *quantile_columns()]
     assert sorted(forecasts["ticker"]) == ["AAPL", "MSFT"]
     assert (forecasts["date"] > recent["date"].max()).all()
 
