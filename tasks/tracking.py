@@ -111,16 +111,19 @@ def initialise_store(uri: str) -> None:
     _initialised_stores.add(uri)
 
 
-def process_tags() -> dict[str, str]:
-    """Who runs this MLflow run: lets a later run tell whether its process is gone."""
+def this_process() -> dict:
+    """pid, host and start time: together they name a process even after its pid is reused."""
     import socket
 
     import psutil
 
-    return {
-        RUN_PID_TAG: str(os.getpid()), RUN_HOST_TAG: socket.gethostname(),
-        RUN_STARTED_TAG: repr(psutil.Process().create_time()),
-    }
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+
+
+def process_tags() -> dict[str, str]:
+    """Who runs this MLflow run: lets a later run tell whether its process is gone."""
+    me = this_process()
+    return {RUN_PID_TAG: str(me["pid"]), RUN_HOST_TAG: me["host"], RUN_STARTED_TAG: repr(me["started"])}
 
 
 def process_alive(pid: int, host: str, started: float | None = None) -> bool:

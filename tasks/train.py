@@ -9,8 +9,6 @@ unthrottled.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import time
 import uuid
@@ -24,7 +22,7 @@ from prefect.logging import get_run_logger
 
 from tasks.retries import retry_unless
 from tasks.storage import home_subdir, stable_hash, write_file_atomic
-from tasks.tracking import home_lock, use_tracking
+from tasks.tracking import home_lock, process_alive, this_process, use_tracking
 from tasks.window import WindowDataset, read_split
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.quantiles import central_pairs
@@ -46,22 +44,11 @@ GPU_CONCURRENCY_LIMIT = "gpu"
 OWNER_FILE = "owner.json"
 
 
-def this_process() -> dict:
-    """pid, host and start time: together they name a process even after its pid is reused."""
-    import psutil
-
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
-
-
 def owner_is_alive(owner: dict) -> bool:
-    """Whether the process that wrote `owner` still runs (on another host: assume it does)."""
-    import psutil
-
-    if owner.get("host") != socket.gethostname():
-        return True
+    """Whether the process that wrote `owner` (see `this_process`) still runs (on another host: assume it does)."""
     try:
-        return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner.get("started", 0))) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, TypeError, ValueError):
+        return process_alive(int(owner["pid"]), owner["host"], float(owner["started"]))
+    except (KeyError, TypeError, ValueError):  # a malformed owner file names no live process
         return False
 
 

@@ -12,7 +12,8 @@ import pytest
 from flows.cli import main
 from tasks.forecast_store import ForecastStoreConfig
 from tasks.retention import RetentionConfig, run_gc
-from tasks.train import OWNER_FILE, this_process
+from tasks.tracking import this_process
+from tasks.train import OWNER_FILE
 
 HOUR = 3600
 
