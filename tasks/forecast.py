@@ -18,7 +18,7 @@ from prefect.logging import get_run_logger
 
 from tasks.redaction import redact_uri
 from tasks.retries import retry_unless
-from tasks.storage import tickerflow_home, write_file_atomic
+from tasks.storage import tickerflow_home, write_bytes_atomic, write_file_atomic
 from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.baselines import BaselineForecaster
@@ -130,22 +130,16 @@ def output_location(out: str) -> str:
 
 
 def write_parquet_atomic(frame: pd.DataFrame, out: str) -> str:
-    """Readers see the old file or the new one, never half of one.
-
-    Local paths are written aside and renamed; object stores (`s3://`, `gs://`, ...) get the whole
-    file in one PUT, which they publish atomically.
-    """
+    """Readers see the old file or the new one, never half of one (see `write_bytes_atomic`)."""
     location = output_location(out)
-    if location.startswith("file://") or "://" not in location:
-        path = Path(location.removeprefix("file://")).resolve()
-        return str(write_file_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False)))
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
+    if location.startswith("file://") or "://" not in location:
+        path = Path(location.removeprefix("file://")).resolve()
+        write_file_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        return str(path)
     fs, path = fsspec.core.url_to_fs(location)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, buffer.getvalue())
+    write_bytes_atomic(fs, path, buffer.getvalue())
     return location
 
 

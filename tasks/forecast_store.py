@@ -1,7 +1,7 @@
 """The forecast store: every batch forecast, appended to a partitioned Parquet dataset.
 
 Layout: `<root>/base_date=YYYY-MM-DD/model=<name>.v<version>.parquet`, one file per (base day, model version),
-written aside and renamed, so a rerun of the same day replaces its file instead of duplicating rows.
+written atomically (`tasks.storage.write_bytes_atomic`), so a rerun of the same day replaces its file instead of duplicating rows.
 The root is `TICKERFLOW_HOME/forecast_store` unless `uri` names another (any fsspec URI: s3://...).
 Each row: `ticker, base_date, price_column, base_close, date, horizon, forecast_close[, q05..q95], model_name,
 model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, never path fragments.
@@ -10,7 +10,6 @@ model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, ne
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 from prefect import runtime, task
 from prefect.logging import get_run_logger
 
-from tasks.storage import home_subdir
+from tasks.storage import home_subdir, write_bytes_atomic
 from tickerflow_model.live import QUANTILE_COLUMNS
 
 STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,
@@ -78,10 +77,9 @@ def append_rows(rows: pd.DataFrame, config: ForecastStoreConfig) -> list[str]:
         model = f"{part['model_name'].iloc[0]}.v{part['model_version'].iloc[0] or 'none'}"
         version = re.sub(r"[^0-9A-Za-z_.-]", "_", model)
         final = f"{folder}/model={version}.parquet"
-        tmp = f"{folder}/.model={version}.parquet.tmp-{uuid.uuid4().hex[:8]}"
-        with fs.open(tmp, "wb") as fh:
-            pq.write_table(pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False), fh)
-        fs.mv(tmp, final)
+        buffer = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(part.reset_index(drop=True), preserve_index=False), buffer)
+        write_bytes_atomic(fs, final, buffer.getvalue().to_pybytes())
         written.append(final)
     return written
 

@@ -85,3 +85,20 @@ def write_file_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_bytes_atomic(fs, path: str, data: bytes) -> None:
+    """Write `data` to `path` on an fsspec filesystem so readers see the old file or the new one.
+
+    Local files are written aside and renamed; object stores (`s3://`, `gs://`, ...) get the whole file
+    in one PUT, which they publish atomically.
+    """
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        write_file_atomic(Path(path), lambda tmp: tmp.write_bytes(data))
+        return
+    parent = path.rsplit("/", 1)[0] if "/" in path else ""
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, data)
