@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
-from tasks.evaluate import (  # noqa: E402
+from tickerflow.tasks.evaluate import (  # noqa: E402
     evaluate_forecaster,
     metric_tables,
     mlflow_metrics,
@@ -38,7 +38,7 @@ from tasks.evaluate import (  # noqa: E402
     usable_baselines,
     write_reports,
 )
-from tasks.window import WindowConfig, build_window_dataset  # noqa: E402
+from tickerflow.tasks.window import WindowConfig, build_window_dataset  # noqa: E402
 from tickerflow_model.forecaster import Forecaster, ModelSpec  # noqa: E402
 from tickerflow_model.gru import GRUConfig, GRUForecaster  # noqa: E402
 

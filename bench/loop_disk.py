@@ -49,9 +49,9 @@ def main() -> None:
     os.environ["TICKERFLOW_HOME"] = str(home)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
 
-    from flows.cli import start_prefect_api
-    from flows.replay import replay
-    from flows.train_pipeline import PipelineConfig
+    from tickerflow.flows.cli import start_prefect_api
+    from tickerflow.flows.replay import replay
+    from tickerflow.flows.train_pipeline import PipelineConfig
 
     history = 300
     prices = synthetic(history + args.days)

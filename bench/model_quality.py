@@ -43,7 +43,7 @@ def run_sample(seed: int, extra: list[str]) -> tuple[dict, float]:
         env.pop("MLFLOW_TRACKING_URI", None)
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "run", "--seed", str(seed), "--json", *extra],
+            [sys.executable, "-m", "tickerflow.flows.cli", "run", "--seed", str(seed), "--json", *extra],
             cwd=ROOT, env=env, capture_output=True, text=True,
         )
         seconds = time.perf_counter() - t0
@@ -97,10 +97,10 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
 
 def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
-    from tasks.evaluate import evaluate_forecaster
-    from tasks.ingest import IngestConfig, read_prices
-    from tasks.train import fit_forecaster
-    from tasks.window import WindowConfig, build_window_dataset
+    from tickerflow.tasks.evaluate import evaluate_forecaster
+    from tickerflow.tasks.ingest import IngestConfig, read_prices
+    from tickerflow.tasks.train import fit_forecaster
+    from tickerflow.tasks.window import WindowConfig, build_window_dataset
     from tickerflow_model.trainer import TrainConfig
 
     log = logging.getLogger("bench.quantiles")

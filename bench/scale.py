@@ -67,7 +67,7 @@ def child_report(run_id: str) -> dict:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from tasks.tracking import use_tracking
+    from tickerflow.tasks.tracking import use_tracking
 
     client = use_tracking()
     run = client.get_run(run_id)
@@ -114,7 +114,7 @@ def run_child(data: Path, epochs: int, home: Path, extra: list[str]) -> tuple[di
     script = (
         "import json, sys\n"
         "sys.path[:0] = [sys.argv[1], sys.argv[1] + '/models', sys.argv[1] + '/bench']\n"
-        "from flows.cli import main\n"
+        "from tickerflow.flows.cli import main\n"
         "import io, contextlib\n"
         "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out):\n"

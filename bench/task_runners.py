@@ -51,8 +51,8 @@ def main() -> None:
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.runners import RunnerConfig, build_task_runner
-    from tasks.window import WindowConfig, window
+    from tickerflow.flows.runners import RunnerConfig, build_task_runner
+    from tickerflow.tasks.window import WindowConfig, window
 
     # the frame is built inside the flow: as a flow parameter it would be sent to the API as JSON
     @flow(name="bench-window")

@@ -162,7 +162,7 @@ def bare_loop(x, y, xv, yv, epochs: int, batch_size: int, device: torch.device, 
 def project_stage(x, y, xv, yv, config: TrainConfig, workdir: Path) -> dict:
     import mlflow
 
-    from tasks.train import gpu_slot, train_on_windows
+    from tickerflow.tasks.train import gpu_slot, train_on_windows
 
     store = workdir / f"mlflow-{config.batch_size}.db"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"

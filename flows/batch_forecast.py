@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.ui_labels import forecast_run_name, tag_forecast_run
-from tasks.forecast import ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
-from tasks.forecast_store import ForecastStoreConfig, append_forecasts
-from tasks.ingest import IngestConfig, ingest
-from tasks.monitor import MonitorConfig, check_degradation, log_live_metrics, model_identity, price_column_of, score_live
-from tasks.retention import RetentionConfig, collect_garbage
-from tasks.tracking import end_flow_runs
-from tasks.validate import ValidateConfig, require_valid, validate
+from tickerflow.flows.ui_labels import forecast_run_name, tag_forecast_run
+from tickerflow.tasks.forecast import ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
+from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_forecasts
+from tickerflow.tasks.ingest import IngestConfig, ingest
+from tickerflow.tasks.monitor import MonitorConfig, check_degradation, log_live_metrics, model_identity, price_column_of, score_live
+from tickerflow.tasks.retention import RetentionConfig, collect_garbage
+from tickerflow.tasks.tracking import end_flow_runs
+from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
 
 
 def _fail_mlflow_runs(flow, flow_run, state) -> None:

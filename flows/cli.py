@@ -63,7 +63,7 @@ def start_prefect_api() -> None:
 
 
 def load_config(path: str | None, data: str | None, epochs: int | None, seed: int | None):
-    from flows.train_pipeline import PipelineConfig
+    from tickerflow.flows.train_pipeline import PipelineConfig
 
     raw: dict = {}
     if path:
@@ -72,7 +72,7 @@ def load_config(path: str | None, data: str | None, epochs: int | None, seed: in
     raw["ingest"].setdefault("source", str(SAMPLE_DATA))
     if data:
         raw["ingest"]["source"] = data
-    from tasks.redaction import hold
+    from tickerflow.tasks.redaction import hold
 
     # Credentials in the URI stay in this process: the flow's parameter (stored by Prefect, logged to
     # MLflow) is the redacted form, and ingest asks for the full one back.
@@ -128,8 +128,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.data, args.epochs, args.seed)
     if args.ticker:  # the symbol of a single-ticker file (one without a ticker column)
         config = config.model_copy(update={"ingest": dataclasses.replace(config.ingest, ticker=args.ticker)})
-    from flows.runners import runner_from_args
-    from flows.train_pipeline import train_pipeline
+    from tickerflow.flows.runners import runner_from_args
+    from tickerflow.flows.train_pipeline import train_pipeline
 
     start_prefect_api()
     summary = train_pipeline.with_options(task_runner=runner_from_args(args))(config)
@@ -146,9 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    from flows.batch_forecast import batch_forecast
+    from tickerflow.flows.batch_forecast import batch_forecast
 
-    from tasks.redaction import hold
+    from tickerflow.tasks.redaction import hold
 
     # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
     out = args.out if "://" in args.out else str(Path(args.out).expanduser().resolve())
@@ -170,7 +170,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from tickerflow_model.errors import ConfigError
 
-    from flows.replay import replay
+    from tickerflow.flows.replay import replay
 
     for name in ("start", "end"):
         try:
@@ -199,8 +199,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from tickerflow_model.errors import ConfigError
-    from tasks.forecast_store import ForecastStoreConfig
-    from tasks.retention import RetentionConfig, run_gc
+    from tickerflow.tasks.forecast_store import ForecastStoreConfig
+    from tickerflow.tasks.retention import RetentionConfig, run_gc
 
     raw = _read_config_file(args.config) if args.config else {}
     try:
@@ -219,8 +219,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flows.ops_cli import add_parsers
-    from flows.runners import add_runner_arguments
+    from tickerflow.flows.ops_cli import add_parsers
+    from tickerflow.flows.runners import add_runner_arguments
 
     parser = argparse.ArgumentParser(prog="tickerflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
 
     add_parsers(sub)  # serve, ui
-    from flows import registry_cli
+    from tickerflow.flows import registry_cli
 
     registry_cli.add_parsers(sub)  # promote, rollback, models
     return parser
@@ -272,7 +272,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     Only the project's own error types (and pydantic's, for a config that does not validate): a bug that
     raises ValueError or OSError keeps its traceback.
     """
-    from flows.console_logging import expected_error_types
+    from tickerflow.flows.console_logging import expected_error_types
 
     return expected_error_types()
 
@@ -284,7 +284,7 @@ LONG_RUNNING = {"serve"}
 def main(argv: list[str] | None = None) -> int:
     _quiet_telemetry()
     args = build_parser().parse_args(argv)
-    from flows.console_logging import is_expected, quiet_expected_errors_on_console
+    from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console
 
     quiet_expected_errors_on_console(with_reason=args.command in LONG_RUNNING)
     try:

@@ -158,8 +158,8 @@ def mlflow_server(host: str, port: int, backend_store_uri: str, artifacts_destin
 
 def embedded_mlflow_store() -> tuple[str, Path]:
     """(backend store URI, artifact folder) the embedded runs use: see tasks/tracking.py."""
-    from tasks.storage import home_subdir
-    from tasks.tracking import tracking_uri
+    from tickerflow.tasks.storage import home_subdir
+    from tickerflow.tasks.tracking import tracking_uri
 
     return tracking_uri(), home_subdir("mlartifacts")
 
@@ -219,11 +219,11 @@ def is_loopback(host: str) -> bool:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from tasks.storage import home_subdir
+    from tickerflow.tasks.storage import home_subdir
 
     backend, artifacts = embedded_mlflow_store()
     if backend.startswith(("http://", "https://")):
-        from tasks.redaction import redact_uri
+        from tickerflow.tasks.redaction import redact_uri
 
         print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
               "Unset it to browse the local store.", file=sys.stderr)
@@ -279,7 +279,8 @@ class DeploymentSpec:
 
     @property
     def module(self) -> str:
-        return self.entrypoint.split(":", 1)[0].removesuffix(".py").replace("/", ".")
+        # flows/x.py is installed as tickerflow.flows.x: import it by that name, never as a top-level `flows`
+        return "tickerflow." + self.entrypoint.split(":", 1)[0].removesuffix(".py").replace("/", ".")
 
     @property
     def flow_attribute(self) -> str:
@@ -393,7 +394,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_NOT_STARTED
-        from tasks.storage import home_subdir
+        from tickerflow.tasks.storage import home_subdir
 
         server = prefect_server(LOOPBACK, args.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
         print(f"{NO_SCHEDULER}\nStarting a local Prefect server at {server.url} (log {server.log_path}) ...", flush=True)

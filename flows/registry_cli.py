@@ -10,7 +10,7 @@ SHOWN_METRICS = ("test_rmse", "test_pinball", "test_coverage_80", "test_coverage
 
 
 def _client():
-    from tasks.tracking import use_tracking
+    from tickerflow.tasks.tracking import use_tracking
 
     return use_tracking()
 
@@ -22,7 +22,7 @@ def format_event(event: dict) -> str:
 
 def models_listing(client, name: str) -> dict:
     """Versions (newest first) with aliases, test metrics and the gate's verdict, plus the champion history."""
-    from tasks.register import champion_history
+    from tickerflow.tasks.register import champion_history
 
     # search_model_versions leaves aliases empty; the registered model maps alias -> version
     aliases = client.get_registered_model(name).aliases
@@ -74,7 +74,7 @@ def format_listing(listing: dict) -> str:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from tasks.register import promote_version
+    from tickerflow.tasks.register import promote_version
 
     event = promote_version(_client(), args.model, str(args.version), args.reason, args.by)
     print(f"{args.model}: {format_event(event)}")
@@ -84,7 +84,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from tasks.register import rollback_champion
+    from tickerflow.tasks.register import rollback_champion
 
     event = rollback_champion(_client(), args.model, args.reason, args.by)
     print(f"{args.model}: {format_event(event)}")

@@ -19,15 +19,15 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from flows.batch_forecast import batch_forecast
-from flows.train_pipeline import PipelineConfig, train_pipeline
-from tasks.forecast_store import ForecastStoreConfig
-from tasks.ingest import IngestConfig, load_prices
-from tasks.monitor import MonitorConfig
-from tasks.register import current_champion
-from tasks.retention import RetentionConfig
-from tasks.storage import home_subdir, write_file_atomic
-from tasks.tracking import use_tracking
+from tickerflow.flows.batch_forecast import batch_forecast
+from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
+from tickerflow.tasks.forecast_store import ForecastStoreConfig
+from tickerflow.tasks.ingest import IngestConfig, load_prices
+from tickerflow.tasks.monitor import MonitorConfig
+from tickerflow.tasks.register import current_champion
+from tickerflow.tasks.retention import RetentionConfig
+from tickerflow.tasks.storage import home_subdir, write_file_atomic
+from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.errors import ConfigError, TickerflowError
 
 

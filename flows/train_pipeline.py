@@ -19,17 +19,17 @@ from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.ui_labels import cross_link, tag_train_run, train_run_name
-from tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
-from tasks.ingest import IngestConfig, ingest
-from tasks.redaction import redact_text, redact_uri
-from tasks.register import Registration, RegisterConfig, register
-from tasks.tracking import (
+from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
+from tickerflow.tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
+from tickerflow.tasks.ingest import IngestConfig, ingest
+from tickerflow.tasks.redaction import redact_text, redact_uri
+from tickerflow.tasks.register import Registration, RegisterConfig, register
+from tickerflow.tasks.tracking import (
     PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
 )
-from tasks.train import TrainConfig, train
-from tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
-from tasks.window import WindowConfig, WindowDataset, window
+from tickerflow.tasks.train import TrainConfig, train
+from tickerflow.tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
+from tickerflow.tasks.window import WindowConfig, WindowDataset, window
 
 
 class PipelineConfig(BaseModel):

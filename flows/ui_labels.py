@@ -17,8 +17,8 @@ from prefect import runtime
 from prefect.artifacts import create_link_artifact
 from prefect.settings import PREFECT_UI_URL
 
-from tasks.register import RegisterConfig
-from tasks.tracking import run_url, use_tracking
+from tickerflow.tasks.register import RegisterConfig
+from tickerflow.tasks.tracking import run_url, use_tracking
 
 PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
 MLFLOW_RUN_ARTIFACT = "mlflow-run"
@@ -66,7 +66,7 @@ def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
 
 def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model label) of a batch_forecast run's parameters."""
-    from tasks.forecast import ForecastConfig
+    from tickerflow.tasks.forecast import ForecastConfig
 
     return data_label(parameters.get("data", "")), model_label(parameters.get("model_uri") or ForecastConfig.model_uri)
 

@@ -31,9 +31,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from tasks.storage import stable_hash
-from tasks.tracking import run_url, use_tracking
-from tasks.window import SplitDates, WindowConfig, WindowDataset, build_window_dataset, read_split, training_rows
+from tickerflow.tasks.storage import stable_hash
+from tickerflow.tasks.tracking import run_url, use_tracking
+from tickerflow.tasks.window import SplitDates, WindowConfig, WindowDataset, build_window_dataset, read_split, training_rows
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.metrics import DISTRIBUTION_NAMES, METRIC_NAMES, drift_forecast, naive_scale, seasonal_naive_forecast
@@ -566,7 +566,7 @@ def walk_forward(
     root: Path, log,
 ) -> Backtest:
     """Plain function behind the task: per fold, truncate, window, train, evaluate; pool the forecasts."""
-    from tasks.train import fit_forecaster  # training is only needed when a backtest runs
+    from tickerflow.tasks.train import fit_forecaster  # training is only needed when a backtest runs
 
     days = np.unique(prices["date"].to_numpy("datetime64[ns]"))
     folds = []

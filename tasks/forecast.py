@@ -16,10 +16,10 @@ from prefect import runtime, task
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
-from tasks.redaction import redact_uri
-from tasks.retries import retry_unless
-from tasks.storage import tickerflow_home, write_bytes_atomic, write_file_atomic
-from tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tickerflow.tasks.redaction import redact_uri
+from tickerflow.tasks.retries import retry_unless
+from tickerflow.tasks.storage import tickerflow_home, write_bytes_atomic, write_file_atomic
+from tickerflow.tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from prefect import runtime, task
 from prefect.logging import get_run_logger
 
-from tasks.storage import home_subdir, write_bytes_atomic
+from tickerflow.tasks.storage import home_subdir, write_bytes_atomic
 from tickerflow_model.live import QUANTILE_COLUMNS
 
 STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,

@@ -32,9 +32,9 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from tickerflow_model.errors import ConfigError, TickerflowError
-from tasks.redaction import redact_text, redact_uri, reveal
-from tasks.retries import retry_unless
-from tasks.storage import atomic_directory, home_subdir
+from tickerflow.tasks.redaction import redact_text, redact_uri, reveal
+from tickerflow.tasks.retries import retry_unless
+from tickerflow.tasks.storage import atomic_directory, home_subdir
 
 CANONICAL = ["date", "ticker", "open", "high", "low", "close", "volume", "adj_close"]
 # A price is required too: `close` or `adj_close`, whichever the file has (see PRICES).

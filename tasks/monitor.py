@@ -25,8 +25,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from tasks.forecast_store import ForecastStoreConfig, read_store
-from tasks.tracking import experiment_id, run_url, use_tracking
+from tickerflow.tasks.forecast_store import ForecastStoreConfig, read_store
+from tickerflow.tasks.tracking import experiment_id, run_url, use_tracking
 from tickerflow_model.live import (
     NOMINAL_COVERAGE,
     Thresholds,

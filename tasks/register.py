@@ -29,9 +29,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 import tickerflow_model
-from tasks.evaluate import CHAMPION, Evaluation
-from tasks.tracking import run_url, use_tracking
-from tasks.window import WindowDataset
+from tickerflow.tasks.evaluate import CHAMPION, Evaluation
+from tickerflow.tasks.tracking import run_url, use_tracking
+from tickerflow.tasks.window import WindowDataset
 from tickerflow_model.errors import TickerflowError
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster
@@ -225,8 +225,8 @@ def record_decision(client: mlflow.MlflowClient, name: str, event: dict) -> None
 
 def registry_lock(name: str):
     """Serialises champion moves of one model between processes sharing this home (one machine)."""
-    from tasks.storage import stable_hash
-    from tasks.tracking import home_lock
+    from tickerflow.tasks.storage import stable_hash
+    from tickerflow.tasks.tracking import home_lock
 
     return home_lock(f"registry-{stable_hash(name)}")
 

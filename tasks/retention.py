@@ -24,11 +24,11 @@ import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks.forecast import FORECAST_EXPERIMENT
-from tasks.forecast_store import ForecastStoreConfig, partitions, store_location
-from tasks.storage import home_subdir, tickerflow_home
-from tasks.tracking import EXPERIMENT, reap_stale_runs, use_tracking
-from tasks.train import OWNER_FILE, owner_is_alive, read_owner
+from tickerflow.tasks.forecast import FORECAST_EXPERIMENT
+from tickerflow.tasks.forecast_store import ForecastStoreConfig, partitions, store_location
+from tickerflow.tasks.storage import home_subdir, tickerflow_home
+from tickerflow.tasks.tracking import EXPERIMENT, reap_stale_runs, use_tracking
+from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import os
 import mlflow
 from mlflow.entities import RunStatus
 
-from tasks.redaction import redact_uri
-from tasks.storage import home_subdir
+from tickerflow.tasks.redaction import redact_uri
+from tickerflow.tasks.storage import home_subdir
 
 EXPERIMENT = "tickerflow"
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"

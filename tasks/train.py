@@ -20,10 +20,10 @@ from prefect import task
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
-from tasks.retries import retry_unless
-from tasks.storage import home_subdir, stable_hash, write_file_atomic
-from tasks.tracking import home_lock, process_alive, this_process, use_tracking
-from tasks.window import WindowDataset, read_split
+from tickerflow.tasks.retries import retry_unless
+from tickerflow.tasks.storage import home_subdir, stable_hash, write_file_atomic
+from tickerflow.tasks.tracking import home_lock, process_alive, this_process, use_tracking
+from tickerflow.tasks.window import WindowDataset, read_split
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.quantiles import central_pairs
 from tickerflow_model.trainer import (

@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from tickerflow_model.errors import TickerflowError
-from tasks.storage import home_subdir, stable_hash, tickerflow_home
+from tickerflow.tasks.storage import home_subdir, stable_hash, tickerflow_home
 
 # Letters, digits and the punctuation real symbols use (BRK.B, ^GSPC, EURUSD=X, RDS-A); no '/', no
 # '..'-only names, no spaces: symbols are data, and this keeps them printable in reports.

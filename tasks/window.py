@@ -40,7 +40,7 @@ from prefect import task, unmapped
 from prefect.logging import get_run_logger
 
 from tickerflow_model.errors import TickerflowError
-from tasks.storage import atomic_directory, commit_directory, home_subdir, scratch_directory, stable_hash, tickerflow_home
+from tickerflow.tasks.storage import atomic_directory, commit_directory, home_subdir, scratch_directory, stable_hash, tickerflow_home
 from tickerflow_model.windows import (
     FEATURES,
     Scaler,

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 DRIVER = r"""
 import json, os, sys
-from flows.cli import main
+from tickerflow.flows.cli import main
 
 commands = json.loads(open(sys.argv[1]).read())
 results = {}

@@ -11,9 +11,9 @@ import pytest
 from prefect.artifacts import Artifact
 
 from conftest import make_prices
-from flows.batch_forecast import batch_forecast
-from flows.cli import main
-from tasks.forecast import FORECAST_EXPERIMENT, OUTPUT_COLUMNS
+from tickerflow.flows.batch_forecast import batch_forecast
+from tickerflow.flows.cli import main
+from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, OUTPUT_COLUMNS
 from test_serving import champion  # noqa: F401 - module-scoped fixture: one registered champion
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import logging
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
 
-from flows.console_logging import ExpectedErrorFilter, _TrimmingFormatter, is_expected
-from tasks.ingest import IngestError
-from tasks.validate import ValidationFailed
+from tickerflow.flows.console_logging import ExpectedErrorFilter, _TrimmingFormatter, is_expected
+from tickerflow.tasks.ingest import IngestError
+from tickerflow.tasks.validate import ValidationFailed
 from tickerflow_model.errors import ConfigError, TickerflowError
 from tickerflow_model.trainer import TrainingError
 
@@ -96,7 +96,7 @@ def test_builtin_errors_are_bugs(exc):
 
 def test_a_bug_raising_valueerror_keeps_its_traceback(monkeypatch):
     """The CLI boundary re-raises what is not the project's own error type."""
-    from flows import cli
+    from tickerflow.flows import cli
 
     def buggy(args):
         raise ValueError("an internal bug")
@@ -109,7 +109,7 @@ def test_a_bug_raising_valueerror_keeps_its_traceback(monkeypatch):
 
 
 def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
-    from flows import cli
+    from tickerflow.flows import cli
 
     def failing(args):
         raise IngestError("prices.csv: no date column")
@@ -121,7 +121,7 @@ def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
 
 
 def test_bad_config_file_is_a_config_error(tmp_path, capsys):
-    from flows.cli import main
+    from tickerflow.flows.cli import main
 
     bad = tmp_path / "c.yaml"
     bad.write_text("train: [unclosed\n")
@@ -133,14 +133,14 @@ def test_bad_config_file_is_a_config_error(tmp_path, capsys):
 
 
 def test_bad_runner_option_is_a_config_error(capsys):
-    from flows.cli import main
+    from tickerflow.flows.cli import main
 
     assert main(["run", "--runner", "thread", "--dask-workers", "2"]) == 1
     assert "ConfigError: n_workers" in capsys.readouterr().err
 
 
 def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
-    from flows.cli import main
+    from tickerflow.flows.cli import main
 
     assert main(["run", "--epochs", "0"]) == 1
     err = capsys.readouterr().err.strip()

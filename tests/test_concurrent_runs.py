@@ -9,7 +9,7 @@ import re
 import mlflow
 import pytest
 
-from tasks.register import champion_history, champion_stack
+from tickerflow.tasks.register import champion_history, champion_stack
 from test_resume import TICKERFLOW, cli_env, finish, start, summary_of
 
 pytestmark = pytest.mark.slow

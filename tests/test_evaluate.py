@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import make_prices
-from tasks.tracking import experiment_id, use_tracking
-from tasks.train import fit_forecaster
-from tasks.evaluate import (
+from tickerflow.tasks.tracking import experiment_id, use_tracking
+from tickerflow.tasks.train import fit_forecaster
+from tickerflow.tasks.evaluate import (
     BacktestConfig,
     EvaluateConfig,
     evaluate_forecaster,
@@ -23,7 +23,7 @@ from tasks.evaluate import (
     walk_forward,
     write_reports,
 )
-from tasks.window import WindowConfig, build_window_dataset
+from tickerflow.tasks.window import WindowConfig, build_window_dataset
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
 from tickerflow_model.metrics import distribution_metrics
 from tickerflow_model.forecaster import Forecaster, ModelSpec
@@ -44,7 +44,7 @@ def untrained_forecaster(dataset, shrinkage: float, seed: int = 0, lookback: int
 
 
 def register_champion(forecaster, prices, name: str) -> str:
-    from tasks.register import log_pyfunc
+    from tickerflow.tasks.register import log_pyfunc
 
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id  # artifacts under the test's home
@@ -91,7 +91,7 @@ def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, d
                         ("rolling_quantile", rolling_quantile(p, base, 2, levels)), ("ewma", ewma(p, base, 2, levels))):
             np.testing.assert_allclose(quantiles[name][where], q.reshape(-1, len(levels)))
     # the model's quantiles are the forecaster's own, row for row
-    x_quantiles = forecaster.predict_quantiles(__import__("tasks.window", fromlist=["read_split"]).read_split(dataset, "test")[0])
+    x_quantiles = forecaster.predict_quantiles(__import__("tickerflow.tasks.window", fromlist=["read_split"]).read_split(dataset, "test")[0])
     np.testing.assert_allclose(quantiles["model"], x_quantiles.reshape(-1, x_quantiles.shape[-1]))
 
 
@@ -307,7 +307,7 @@ def test_the_model_closes_at_least_half_the_gap_between_naive_and_the_ar2_oracle
 def run_evaluate_task(prices, root, client):
     from prefect.logging import disable_run_logger
 
-    from tasks.evaluate import evaluate
+    from tickerflow.tasks.evaluate import evaluate
 
     dataset = build_window_dataset(prices, CONFIG, "src", root)
     run_id = client.create_run(experiment_id(client)).info.run_id
@@ -319,8 +319,8 @@ def run_evaluate_task(prices, root, client):
 def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(prefect_harness, prices, mlflow_store, tmp_path):
     from prefect.artifacts import Artifact
 
-    from flows.train_pipeline import finish_mlflow_run
-    from tasks.register import Registration
+    from tickerflow.flows.train_pipeline import finish_mlflow_run
+    from tickerflow.tasks.register import Registration
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     result, run_id = run_evaluate_task(prices, tmp_path / "w", client)

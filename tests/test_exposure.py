@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from conftest import make_prices
-from tasks.ingest import IngestError, read_prices
-from tasks.redaction import hold, redact_text, redact_uri, reveal
+from tickerflow.tasks.ingest import IngestError, read_prices
+from tickerflow.tasks.redaction import hold, redact_text, redact_uri, reveal
 
 SECRET = "s3cr3t-pa55"
 TOKEN = "AKIAEXAMPLESIG123"
@@ -99,7 +99,7 @@ def test_refused_credentials_are_a_clear_error_without_the_secret(price_server):
 
 
 def test_cli_config_carries_only_the_redacted_source():
-    from flows.cli import load_config
+    from tickerflow.flows.cli import load_config
 
     uri = f"https://ana:{SECRET}@data.example.com/prices.csv?sig={TOKEN}"
     config = load_config(None, uri, None, None)
@@ -113,8 +113,8 @@ def test_mlflow_params_and_tags_never_hold_credentials(prefect_harness, mlflow_s
     import mlflow
     from prefect import flow
 
-    from flows.train_pipeline import PipelineConfig, start_mlflow_run
-    from tasks.ingest import IngestConfig
+    from tickerflow.flows.train_pipeline import PipelineConfig, start_mlflow_run
+    from tickerflow.tasks.ingest import IngestConfig
 
     uri = f"https://ana:{SECRET}@data.example.com/prices.csv?X-Amz-Signature={TOKEN}"
 
@@ -130,7 +130,7 @@ def test_mlflow_params_and_tags_never_hold_credentials(prefect_harness, mlflow_s
 
 
 def test_run_url_redacts_a_tracking_uri_with_credentials(monkeypatch):
-    import tasks.tracking as tracking
+    import tickerflow.tasks.tracking as tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ana:{SECRET}@mlflow.example.com/")
     fake = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(info=SimpleNamespace(experiment_id="7")))
@@ -139,7 +139,7 @@ def test_run_url_redacts_a_tracking_uri_with_credentials(monkeypatch):
 
 
 def test_local_dask_cluster_dashboard_binds_loopback():
-    from flows.runners import RunnerConfig, build_task_runner
+    from tickerflow.flows.runners import RunnerConfig, build_task_runner
 
     runner = build_task_runner(RunnerConfig(kind="dask", n_workers=1))
     assert runner.cluster_kwargs["dashboard_address"].startswith("127.0.0.1:")
@@ -147,14 +147,14 @@ def test_local_dask_cluster_dashboard_binds_loopback():
 
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("10.1.2.3", False)])
 def test_is_loopback(host, loopback):
-    from flows.ops_cli import is_loopback
+    from tickerflow.flows.ops_cli import is_loopback
 
     assert is_loopback(host) is loopback
 
 
 @pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("127.0.0.1", False)])
 def test_ui_on_a_non_loopback_host_warns_about_authentication(host, warned, monkeypatch, capsys):
-    import flows.ops_cli as ops_cli
+    import tickerflow.flows.ops_cli as ops_cli
 
     class NotStarted:
         url = "http://x"
@@ -171,7 +171,7 @@ def test_ui_on_a_non_loopback_host_warns_about_authentication(host, warned, monk
 
 # ---- forecast output --------------------------------------------------------------------------------
 def test_forecasts_go_to_an_fsspec_uri_and_relative_paths_under_home(tf_home):
-    from tasks.forecast import write_parquet_atomic
+    from tickerflow.tasks.forecast import write_parquet_atomic
 
     frame = pd.DataFrame({"ticker": ["AAA"], "forecast_close": [1.5]})
     written = write_parquet_atomic(frame, "memory://bucket/daily/x.parquet")
@@ -183,7 +183,7 @@ def test_forecasts_go_to_an_fsspec_uri_and_relative_paths_under_home(tf_home):
 
 
 def test_non_finite_forecasts_are_never_written():
-    from tasks.forecast import LoadedModel, forecast_batch
+    from tickerflow.tasks.forecast import LoadedModel, forecast_batch
 
     class Model:
         def predict(self, prices):
@@ -199,7 +199,7 @@ def test_non_finite_forecasts_are_never_written():
 
 
 def test_ui_does_not_print_tracking_credentials(monkeypatch, capsys):
-    import flows.ops_cli as ops_cli
+    import tickerflow.flows.ops_cli as ops_cli
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ana:{SECRET}@mlflow.example.com")
     args = SimpleNamespace(host="127.0.0.1", prefect_port=1, mlflow_port=2, startup_timeout=1.0)
@@ -209,6 +209,6 @@ def test_ui_does_not_print_tracking_credentials(monkeypatch, capsys):
 
 
 def test_run_names_of_a_presigned_url_carry_no_token():
-    from flows.ui_labels import data_label
+    from tickerflow.flows.ui_labels import data_label
 
     assert data_label(f"https://***@h.example/prices/daily.csv?X-Amz-Signature={TOKEN}") == "daily"

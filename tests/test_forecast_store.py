@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.forecast_store import ForecastStoreConfig, append_rows, read_store, store_rows
+from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_rows, read_store, store_rows
 
 
 def batch(base: str, value: float, quantiles: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -43,7 +43,7 @@ def test_append_read_and_rerun_of_a_day(uri, tf_home):
     (["--start", "2024-01-01", "--end", "2024-01-31", "--retrain-every", "-2"], "--retrain-every must be >= 0"),
 ])
 def test_replay_rejects_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
-    from flows.cli import main
+    from tickerflow.flows.cli import main
 
     assert main(["replay", "--data", str(tmp_path / "p.csv"), *argv]) == 1
     err = capsys.readouterr().err

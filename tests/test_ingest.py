@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.states import Failed
 
-from tasks.ingest import (
+from tickerflow.tasks.ingest import (
     IngestConfig,
     IngestError,
     detect_layout,
@@ -115,8 +115,8 @@ def test_one_ticker_for_many_single_ticker_files_is_refused(tmp_path):
 
 
 def test_cli_ticker_flag_reaches_the_ingest_config(monkeypatch, small_sample_csv):
-    import flows.train_pipeline as pipeline
-    from flows.cli import main
+    import tickerflow.flows.train_pipeline as pipeline
+    from tickerflow.flows.cli import main
 
     seen = {}
 
@@ -214,7 +214,7 @@ def test_transient_errors_are_retried_but_bad_input_is_not():
 
 
 def test_ingest_task_retries_a_flaky_read_but_not_a_bad_file(prefect_harness, monkeypatch, small_sample_csv, tmp_path):
-    import tasks.ingest as ingest_mod
+    import tickerflow.tasks.ingest as ingest_mod
     from prefect import flow
 
     real, calls = ingest_mod.read_file, []

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.ingest import IngestConfig, IngestError, parse_dates, read_prices
+from tickerflow.tasks.ingest import IngestConfig, IngestError, parse_dates, read_prices
 
 
 def _csv(tmp_path, text: str, name: str = "p.csv"):
@@ -121,7 +121,7 @@ def test_limits_are_validated_in_the_config(field, value):
 
 
 def test_inf_prices_fail_validation(tmp_path):
-    from tasks.validate import ValidateConfig, check_prices
+    from tickerflow.tasks.validate import ValidateConfig, check_prices
 
     frame, _, _, _ = read_prices(_csv(tmp_path, "Date,Ticker,Close\n2020-01-02,AAA,1\n2020-01-03,AAA,inf\n"))
     report = check_prices(frame, ValidateConfig(), 1, tmp_path / "docs")

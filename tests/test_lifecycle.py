@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import mlflow
 import psutil
 
-from tasks.tracking import KILLED_REASON_TAG, RUN_HOST_TAG, RUN_PID_TAG, RUN_STARTED_TAG, end_flow_runs, experiment_id, reap_stale_runs, use_tracking
-from tasks.train import OWNER_FILE, TrainConfig, checkpoint_dir_for, release_checkpoint_dir
+from tickerflow.tasks.tracking import KILLED_REASON_TAG, RUN_HOST_TAG, RUN_PID_TAG, RUN_STARTED_TAG, end_flow_runs, experiment_id, reap_stale_runs, use_tracking
+from tickerflow.tasks.train import OWNER_FILE, TrainConfig, checkpoint_dir_for, release_checkpoint_dir
 
 
 def live_process() -> subprocess.Popen:
@@ -88,7 +88,7 @@ def test_two_processes_on_a_fresh_home_both_create_the_mlflow_store(tmp_path):
     home = tmp_path / "fresh"
     env = {**os.environ, "TICKERFLOW_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    code = "from tasks.tracking import experiment_id, use_tracking; c = use_tracking(); print(experiment_id(c))"
+    code = "from tickerflow.tasks.tracking import experiment_id, use_tracking; c = use_tracking(); print(experiment_id(c))"
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
@@ -98,8 +98,8 @@ def test_two_processes_on_a_fresh_home_both_create_the_mlflow_store(tmp_path):
 def test_both_flows_end_their_mlflow_runs_killed_on_crash_and_cancel(mlflow_store):
     from prefect.states import Cancelled, Crashed
 
-    from flows.batch_forecast import batch_forecast
-    from flows.train_pipeline import train_pipeline
+    from tickerflow.flows.batch_forecast import batch_forecast
+    from tickerflow.flows.train_pipeline import train_pipeline
 
     client = use_tracking()
     for flow in (train_pipeline, batch_forecast):

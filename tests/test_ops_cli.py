@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flows import ops_cli
-from flows.cli import build_parser
-from flows.ops_cli import (
+from tickerflow.flows import ops_cli
+from tickerflow.flows.cli import build_parser
+from tickerflow.flows.ops_cli import (
     DEPLOYMENTS_FILE,
     ROOT,
     DeploymentSpec,
@@ -24,8 +24,8 @@ from flows.ops_cli import (
     merge_parameters,
     run_until_signalled,
 )
-from flows.runners import RunnerConfig, build_task_runner, runner_from_args
-from flows.ui_labels import data_label, forecast_labels, model_label, train_labels
+from tickerflow.flows.runners import RunnerConfig, build_task_runner, runner_from_args
+from tickerflow.flows.ui_labels import data_label, forecast_labels, model_label, train_labels
 
 
 # --- deployments/prefect.yaml -----------------------------------------------------------------------
@@ -49,7 +49,7 @@ def test_prefect_yaml_defines_the_two_scheduled_deployments_on_a_process_pool():
 def test_entrypoints_import_and_their_parameters_validate_against_the_flows():
     from prefect import Flow
 
-    from flows.train_pipeline import PipelineConfig
+    from tickerflow.flows.train_pipeline import PipelineConfig
 
     specs = {s.name: s for s in load_deployment_specs()}
     for spec in specs.values():
@@ -62,7 +62,7 @@ def test_entrypoints_import_and_their_parameters_validate_against_the_flows():
     assert (ROOT / config.ingest.source).is_file()
     assert (ROOT / specs["forecast-daily"].parameters["data"]).is_file()
     # train-weekly also starts on the event forecast-daily emits when the champion degrades
-    from tasks.monitor import DEGRADED_EVENT
+    from tickerflow.tasks.monitor import DEGRADED_EVENT
 
     (trigger,) = to_runner_deployment(specs["train-weekly"], None, {}).triggers
     assert trigger.expect == {DEGRADED_EVENT} and trigger.posture == "Reactive"
@@ -98,7 +98,7 @@ def test_serve_without_an_api_url_says_no_scheduler_runs_instead_of_idling(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(tmp_path / "home"))
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "serve", "--no-server"],
+        [sys.executable, "-m", "tickerflow.flows.cli", "serve", "--no-server"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == ops_cli.EXIT_NOT_STARTED
@@ -139,7 +139,7 @@ def test_data_label_names_the_source_without_path_or_unsafe_characters(source, l
 
 
 def test_labels_read_parameters_from_a_config_object_or_deployment_json():
-    from flows.train_pipeline import PipelineConfig
+    from tickerflow.flows.train_pipeline import PipelineConfig
 
     config = PipelineConfig.model_validate({"ingest": {"source": "/d/small.csv"}, "register": {"model_name": "m1"}})
     assert train_labels({"config": config}) == ("small", "m1")

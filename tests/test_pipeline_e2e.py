@@ -12,8 +12,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from flows.cli import main
-from flows.train_pipeline import PipelineConfig, train_pipeline
+from tickerflow.flows.cli import main
+from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -102,8 +102,8 @@ def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_
     prefect_harness, mlflow_store, tf_home, tmp_path
 ):
     from conftest import make_prices
-    from flows.batch_forecast import batch_forecast
-    from tasks.forecast import OUTPUT_COLUMNS
+    from tickerflow.flows.batch_forecast import batch_forecast
+    from tickerflow.tasks.forecast import OUTPUT_COLUMNS
     from tickerflow_model.baselines import DISTRIBUTION_BASELINES
 
     # i.i.d. returns of constant volatility: nothing to learn, the training period's quantiles are the truth

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
 
-from flows.cli import main
-from flows.replay import replay
-from flows.train_pipeline import PipelineConfig
-from tasks.forecast_store import ForecastStoreConfig, read_store
-from tasks.monitor import MONITOR_EXPERIMENT, MonitorConfig
+from tickerflow.flows.cli import main
+from tickerflow.flows.replay import replay
+from tickerflow.flows.train_pipeline import PipelineConfig
+from tickerflow.tasks.forecast_store import ForecastStoreConfig, read_store
+from tickerflow.tasks.monitor import MONITOR_EXPERIMENT, MonitorConfig
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import pytest
 from prefect.logging import disable_run_logger
 
 from conftest import make_prices
-from flows.cli import main
-from tasks.evaluate import Evaluation
-from tasks.tracking import experiment_id
-from tasks.register import RegisterConfig, champion_history, champion_stack, promotion_decision, register
-from tasks.window import WindowConfig, build_window_dataset
+from tickerflow.flows.cli import main
+from tickerflow.tasks.evaluate import Evaluation
+from tickerflow.tasks.tracking import experiment_id
+from tickerflow.tasks.register import RegisterConfig, champion_history, champion_stack, promotion_decision, register
+from tickerflow.tasks.window import WindowConfig, build_window_dataset
 from test_evaluate import untrained_forecaster
 
 KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
@@ -172,7 +172,7 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
 def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_serves(
     prefect_harness, mlflow_store, tmp_path, capsys
 ):
-    from tasks.evaluate import evaluate_forecaster
+    from tickerflow.tasks.evaluate import evaluate_forecaster
     from tickerflow_model.quantiles import quantile_columns
 
     prices = make_prices(n_days=200, seed=1)
@@ -206,7 +206,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
 
 
 def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflow_store, tmp_path, tf_home, capsys):
-    from tasks.evaluate import evaluate
+    from tickerflow.tasks.evaluate import evaluate
 
     prices = make_prices(n_days=200, seed=1)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
@@ -230,8 +230,8 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
 
 
 def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_path):
-    from tasks.register import log_pyfunc
-    from tasks.tracking import use_tracking
+    from tickerflow.tasks.register import log_pyfunc
+    from tickerflow.tasks.tracking import use_tracking
 
     prices = make_prices(n_days=200, seed=1)
     features = ("log_return", "hl_range", "log_volume_change")
@@ -253,7 +253,7 @@ def _model_with_versions(client, tmp_path, n: int) -> None:
 
 
 def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tmp_path):
-    from tasks.register import ChampionMoved, move_champion
+    from tickerflow.tasks.register import ChampionMoved, move_champion
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     _model_with_versions(client, tmp_path, 3)
@@ -272,7 +272,7 @@ def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tm
 def test_moves_at_once_each_get_their_own_history_entry(mlflow_store, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks.register import history_key, move_champion
+    from tickerflow.tasks.register import history_key, move_champion
 
     keys = [history_key() for _ in range(200)]
     assert len(set(keys)) == 200 and keys == sorted(keys)

@@ -9,11 +9,11 @@ import time
 import mlflow
 import pytest
 
-from flows.cli import main
-from tasks.forecast_store import ForecastStoreConfig
-from tasks.retention import RetentionConfig, run_gc
-from tasks.tracking import this_process
-from tasks.train import OWNER_FILE
+from tickerflow.flows.cli import main
+from tickerflow.tasks.forecast_store import ForecastStoreConfig
+from tickerflow.tasks.retention import RetentionConfig, run_gc
+from tickerflow.tasks.tracking import this_process
+from tickerflow.tasks.train import OWNER_FILE
 
 HOUR = 3600
 
@@ -34,7 +34,7 @@ def test_gc_removes_only_what_nothing_needs(tf_home, mlflow_store, tmp_path, cap
         client.create_model_version("m", source=(tmp_path / "model").as_uri(), tags={"dataset_id": ds, "source_hash": src})
     client.set_registered_model_alias("m", "champion", "1")
     client.set_registered_model_alias("m", "challenger", "2")
-    from tasks.tracking import experiment_id
+    from tickerflow.tasks.tracking import experiment_id
 
     running = client.create_run(experiment_id(client), tags={"dataset_id": "ds-running"}).info.run_id  # RUNNING
 

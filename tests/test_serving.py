@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from conftest import make_prices
-from tasks.register import log_pyfunc
-from tasks.tracking import experiment_id, use_tracking
-from tasks.window import WindowConfig, build_window_dataset
+from tickerflow.tasks.register import log_pyfunc
+from tickerflow.tasks.tracking import experiment_id, use_tracking
+from tickerflow.tasks.window import WindowConfig, build_window_dataset
 from test_evaluate import untrained_forecaster
 from tickerflow_model.quantiles import quantile_columns
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from prefect.logging import disable_run_logger
 
-import tasks.window as window_mod
-from tasks.ingest import load_prices, write_snapshot
-from tasks.storage import atomic_directory, home_subdir, stable_hash
-from tasks.window import (
+import tickerflow.tasks.window as window_mod
+from tickerflow.tasks.ingest import load_prices, write_snapshot
+from tickerflow.tasks.storage import atomic_directory, home_subdir, stable_hash
+from tickerflow.tasks.window import (
     WindowConfig,
     build_window_dataset,
     commit_windows,
@@ -125,7 +125,7 @@ def test_ticker_symbols_are_data_never_paths(tf_home, tmp_path):
 
 
 def test_write_file_atomic_keeps_the_old_file_when_a_write_fails(tmp_path):
-    from tasks.storage import write_file_atomic
+    from tickerflow.tasks.storage import write_file_atomic
 
     target = tmp_path / "out" / "forecasts.parquet"
     write_file_atomic(target, lambda tmp: tmp.write_bytes(b"first"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlflow
 
-from tasks.tracking import tracking_uri, use_tracking
+from tickerflow.tasks.tracking import tracking_uri, use_tracking
 
 
 def test_home_store_follows_tickerflow_home_even_after_mlflow_exported_it(tmp_path, monkeypatch, mlflow_store):
@@ -21,7 +21,7 @@ def test_a_user_set_tracking_uri_wins(monkeypatch):
 
 
 def test_experiment_artifacts_live_under_the_home(tf_home, mlflow_store):
-    from tasks.tracking import experiment_id
+    from tickerflow.tasks.tracking import experiment_id
 
     client = use_tracking()
     exp = client.get_experiment(experiment_id(client))

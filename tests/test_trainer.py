@@ -306,7 +306,7 @@ def test_resume_after_early_stopping_state_is_kept(tmp_path):
 
 def fake_dataset(monkeypatch, dataset_id="ds-test"):
     """A WindowDataset stand-in whose splits come from `split()` instead of Parquet files."""
-    import tasks.train as train_task
+    import tickerflow.tasks.train as train_task
 
     x, y, xv, yv = split()
     arrays = {"train": (x, y, None), "val": (xv, yv, None)}
@@ -332,8 +332,8 @@ class RecordingLog:
 
 
 def test_every_epoch_is_logged_to_mlflow_with_its_step(monkeypatch, mlflow_store):
-    from tasks.train import fit_forecaster
-    from tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tasks.train import fit_forecaster
+    from tickerflow.tasks.tracking import experiment_id, use_tracking
 
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
@@ -355,8 +355,8 @@ def test_every_epoch_is_logged_to_mlflow_with_its_step(monkeypatch, mlflow_store
 
 
 def test_the_task_says_it_resumes_and_logs_only_the_remaining_epochs(monkeypatch, mlflow_store):
-    from tasks.train import checkpoint_dir_for, fit_forecaster
-    from tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tasks.train import checkpoint_dir_for, fit_forecaster
+    from tickerflow.tasks.tracking import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)
     x, y, xv, yv = split()
@@ -386,7 +386,7 @@ class FakeTerminal:
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_progress_bar_only_on_a_terminal(tty):
-    from tasks.train import ProgressBar
+    from tickerflow.tasks.train import ProgressBar
 
     stream = FakeTerminal(tty)
     bar = ProgressBar(epochs=2, stream=stream)
@@ -400,7 +400,7 @@ def test_progress_bar_only_on_a_terminal(tty):
 
 
 def test_gpu_slot_is_taken_only_on_cuda(monkeypatch):
-    import tasks.train as train_task
+    import tickerflow.tasks.train as train_task
 
     taken = []
     monkeypatch.setattr(train_task, "concurrency", lambda name, occupy: taken.append((name, occupy)) or "slot")
@@ -425,8 +425,8 @@ def test_a_missing_gpu_limit_warns_and_lets_training_run(prefect_harness, caplog
 def test_a_retried_train_task_resumes_from_the_checkpoint(monkeypatch, mlflow_store, prefect_harness):
     from prefect import flow
 
-    import tasks.train as train_task
-    from tasks.tracking import experiment_id, use_tracking
+    import tickerflow.tasks.train as train_task
+    from tickerflow.tasks.tracking import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)
     real_metrics = train_task.epoch_metrics
@@ -458,7 +458,7 @@ def test_a_retried_train_task_resumes_from_the_checkpoint(monkeypatch, mlflow_st
 def test_a_training_error_is_not_retried(monkeypatch, mlflow_store, prefect_harness):
     from prefect import flow
 
-    import tasks.train as train_task
+    import tickerflow.tasks.train as train_task
 
     dataset = fake_dataset(monkeypatch, dataset_id="ds-nan")
     calls = []

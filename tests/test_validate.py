@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.ingest import load_prices
-from tasks.validate import (
+from tickerflow.tasks.ingest import load_prices
+from tickerflow.tasks.validate import (
     WARNING,
     ValidateConfig,
     ValidationFailed,
@@ -165,7 +165,7 @@ def test_config_rejects_bad_thresholds():
 def test_cli_run_on_a_bad_file_exits_nonzero_with_the_summary_and_writes_nothing(
     prefect_harness, mlflow_store, tf_home, tmp_path, capsys
 ):
-    from flows.cli import main
+    from tickerflow.flows.cli import main
 
     bad = make_prices(300, tickers=("AAA", "BBB"))
     row = bad.index[bad["ticker"] == "BBB"][100]

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from conftest import make_prices
-from tasks import validate as validate_mod
-from tasks.validate import ValidateConfig, validate, validation_id
+from tickerflow.tasks import validate as validate_mod
+from tickerflow.tasks.validate import ValidateConfig, validate, validation_id
 
 
 def test_the_cached_report_does_not_carry_the_frame():

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.window import (
+from tickerflow.tasks.window import (
     SPLITS,
     WindowConfig,
     WindowError,
@@ -213,8 +213,8 @@ def test_flow_fans_out_per_part_matches_the_plain_path_and_reruns_cached(prefect
 
     from prefect import flow
 
-    import tasks.validate as validate_mod
-    import tasks.window as window_mod
+    import tickerflow.tasks.validate as validate_mod
+    import tickerflow.tasks.window as window_mod
 
     # every final task state, as the task engine sets it (the API records states asynchronously)
     seen: list[tuple[str, str]] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
+from tickerflow.flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
 from tests.integration.support import LOOPBACK, PrefectAPI, free_port
 
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores

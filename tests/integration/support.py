@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from flows.ops_cli import ROOT
+from tickerflow.flows.ops_cli import ROOT
 
 LOOPBACK = "127.0.0.1"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

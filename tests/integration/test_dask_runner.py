@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.runners import RunnerConfig, build_task_runner
-from flows.train_pipeline import PipelineConfig, train_pipeline
+from tickerflow.flows.runners import RunnerConfig, build_task_runner
+from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -150,7 +150,7 @@ def test_a_degradation_event_starts_train_weekly_through_its_trigger(deployed, p
     train = deployed["train-weekly"]
     before = {r["id"] for r in prefect_api.flow_runs_of(train["id"])}
     emit = (
-        "import pandas as pd; from tasks.monitor import Degradation, MonitorConfig, emit_degraded; "
+        "import pandas as pd; from tickerflow.tasks.monitor import Degradation, MonitorConfig, emit_degraded; "
         "print(emit_degraded(Degradation('tickerflow-gru', '7', 3, True, latest={'live_rmse': 2.0}, reasons='live_rmse 2.0 > 1.5'), "
         "pd.Timestamp('2024-03-01'), MonitorConfig()))"
     )

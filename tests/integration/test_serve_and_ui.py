@@ -16,7 +16,7 @@ import httpx
 import mlflow
 import pytest
 
-from flows.ops_cli import ROOT, http_ok
+from tickerflow.flows.ops_cli import ROOT, http_ok
 from tests.integration.support import TERMINAL, free_port
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "tickerflow.flows.cli", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
