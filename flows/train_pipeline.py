@@ -5,20 +5,16 @@ One Prefect flow run is one MLflow run: the config goes in as params, the flow-r
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.data.dataset_source_registry import resolve_dataset_source
-from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag
 from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
 from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
 from tickerflow.tasks.ingest import IngestConfig, ingest
@@ -28,8 +24,8 @@ from tickerflow.tasks.tracking import (
     PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
 )
 from tickerflow.tasks.train import TrainConfig, train
-from tickerflow.tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
-from tickerflow.tasks.window import WindowConfig, WindowDataset, window
+from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
+from tickerflow.tasks.window import WindowConfig, window
 
 
 class PipelineConfig(BaseModel):
@@ -49,9 +45,24 @@ class PipelineConfig(BaseModel):
         """`stage.field` -> value, for MLflow params."""
         out = {}
         for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"), ("register", "register_"), ("backtest", "backtest")):
-            for key, value in asdict(getattr(self, attr)).items():
+            for key, value in _flat(_fields(getattr(self, attr))).items():
                 out[f"{stage}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
         return out
+
+
+def _fields(config) -> dict:
+    return config.model_dump() if isinstance(config, BaseModel) else asdict(config)
+
+
+def _flat(fields: dict, prefix: str = "") -> dict:
+    """Nested configs (train.gru) as dotted keys: train.gru.hidden_size."""
+    out = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 @task(name="start-mlflow-run")
@@ -73,41 +84,6 @@ def start_mlflow_run(config: PipelineConfig) -> str:
     client.log_batch(run.info.run_id, params=params)
     cross_link(run.info.run_id)
     return run.info.run_id
-
-
-@task(name="log-validation")
-def log_validation(report: ValidationReport, run_id: str) -> None:
-    """Data Docs go to MLflow whether the data passed or not, once per validation id: a later run of the
-    same validation links to the run that holds them (tag `validation.data_docs_run`) instead of
-    copying them again."""
-    client = use_tracking()
-    validation = Path(report.docs_dir).parent.name  # validation/<validation id>/data_docs
-    holder = client.search_runs(
-        [experiment_id(client)], filter_string=f"tags.`validation.data_docs_of` = '{validation}'", max_results=1
-    )
-    if holder:
-        docs_run = holder[0].info.run_id
-    else:
-        client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
-        client.set_tag(run_id, "validation.data_docs_of", validation)
-        docs_run = run_id
-    client.set_tag(run_id, "validation.data_docs_run", docs_run)
-    client.set_tag(run_id, "validation_id", validation)
-    client.log_text(run_id, report.summary(), "validation/summary.txt")
-    client.set_tag(run_id, "validation", "passed" if report.success else "failed")
-
-
-@task(name="log-dataset-lineage")
-def log_dataset_lineage(dataset: WindowDataset, run_id: str) -> None:
-    """Record the window dataset (id = digest, folder = source) as the run's training input."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local files
-        source = resolve_dataset_source(Path(dataset.path).as_uri())
-    entity = MetaDataset(source, name=f"windows-{dataset.dataset_id}", digest=dataset.dataset_id)._to_mlflow_entity()
-    client = use_tracking()
-    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
-    client.set_tag(run_id, "dataset_id", dataset.dataset_id)
-    client.set_tag(run_id, "source_hash", dataset.manifest["source_hash"])
 
 
 @task(name="finish-mlflow-run")
@@ -159,7 +135,9 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     prices: pd.DataFrame = require_valid(report)
     dataset = window(prices, config.window, raw.source_hash)
     log_dataset_lineage(dataset, run_id)
-    model = train(dataset, config.train, run_id)
+    fit = train(dataset, config.train, on_epoch=epoch_reporter(run_id))
+    log_training(fit, run_id)
+    model = fit.forecaster
     evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id, config.evaluate)
     folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash, run_id)
     registration = register(model, evaluation, dataset, prices, config.register_, run_id)

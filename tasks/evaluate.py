@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -33,7 +33,8 @@ from prefect.logging import get_run_logger
 
 from tickerflow.tasks.storage import stable_hash
 from tickerflow.tasks.tracking import run_url, use_tracking
-from tickerflow.tasks.window import SplitDates, WindowConfig, WindowDataset, build_window_dataset, read_split, training_rows
+from tickerflow_model.splits import SplitDates, training_rows
+from tickerflow_model.window_dataset import WindowConfig, WindowDataset, build_window_dataset, read_split
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.metrics import DISTRIBUTION_NAMES, METRIC_NAMES, drift_forecast, naive_scale, seasonal_naive_forecast
@@ -546,7 +547,7 @@ def fold_window_config(base: WindowConfig, n_days: int, history_days: int) -> Wi
     """
     n_val = max(round(history_days * base.val_fraction / (base.train_fraction + base.val_fraction)), 1)
     n_train = history_days - n_val
-    return replace(base, train_fraction=(n_train + 0.5) / n_days, val_fraction=(n_val + 0.5) / n_days)
+    return base.updated(train_fraction=(n_train + 0.5) / n_days, val_fraction=(n_val + 0.5) / n_days)
 
 
 def fold_periods(days: np.ndarray, config: BacktestConfig) -> list[tuple[int, int]]:
@@ -566,7 +567,7 @@ def walk_forward(
     root: Path, log,
 ) -> Backtest:
     """Plain function behind the task: per fold, truncate, window, train, evaluate; pool the forecasts."""
-    from tickerflow.tasks.train import fit_forecaster  # training is only needed when a backtest runs
+    from tickerflow_model.fitting import fit_forecaster  # training is only needed when a backtest runs
 
     days = np.unique(prices["date"].to_numpy("datetime64[ns]"))
     folds = []
@@ -576,7 +577,7 @@ def walk_forward(
         fold_config = fold_window_config(window_config, end_idx + 1, cut_idx + 1)
         fold_hash = stable_hash({"source": source_hash, "until": str(days[end_idx])})
         dataset = build_window_dataset(seen, fold_config, fold_hash, root)
-        forecaster = fit_forecaster(dataset, train_config, None, log)
+        forecaster = fit_forecaster(dataset, train_config).forecaster
         evaluation = evaluate_forecaster(forecaster, dataset, seen, champion_uri=None)
         log.info("fold %d: history to %s, test to %s: skill vs naive %+.4f over %d forecasts",
                  k, str(days[cut_idx])[:10], str(days[end_idx])[:10], evaluation.skill, evaluation.n_windows)

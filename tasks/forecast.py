@@ -18,7 +18,8 @@ from prefect.logging import get_run_logger
 
 from tickerflow.tasks.redaction import redact_uri
 from tickerflow.tasks.retries import retry_unless
-from tickerflow.tasks.storage import tickerflow_home, write_bytes_atomic, write_file_atomic
+from tickerflow.tasks.storage import tickerflow_home
+from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow.tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.baselines import BaselineForecaster

@@ -1,7 +1,7 @@
 """The forecast store: every batch forecast, appended to a partitioned Parquet dataset.
 
 Layout: `<root>/base_date=YYYY-MM-DD/model=<name>.v<version>.parquet`, one file per (base day, model version),
-written atomically (`tasks.storage.write_bytes_atomic`), so a rerun of the same day replaces its file instead of duplicating rows.
+written atomically (`tickerflow_model.atomic_io.write_bytes_atomic`), so a rerun of the same day replaces its file instead of duplicating rows.
 The root is `TICKERFLOW_HOME/forecast_store` unless `uri` names another (any fsspec URI: s3://...).
 Each row: `ticker, base_date, price_column, base_close, date, horizon, forecast_close[, q05..q95], model_name,
 model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, never path fragments.
@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from prefect import runtime, task
 from prefect.logging import get_run_logger
 
-from tickerflow.tasks.storage import home_subdir, write_bytes_atomic
+from tickerflow.tasks.storage import home_subdir
+from tickerflow_model.atomic_io import write_bytes_atomic
 from tickerflow_model.live import QUANTILE_COLUMNS
 
 STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,

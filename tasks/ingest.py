@@ -30,8 +30,10 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
+from pydantic import Field, field_validator
 
-from tickerflow_model.errors import ConfigError, TickerflowError
+from tickerflow_model.config import Config
+from tickerflow_model.errors import TickerflowError
 from tickerflow.tasks.redaction import redact_text, redact_uri, reveal
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import atomic_directory, home_subdir
@@ -73,24 +75,29 @@ class SourceUnavailable(TickerflowError, OSError):
     """The source could not be reached this time (network, throttling, a server error); retried."""
 
 
-@dataclass(frozen=True)
-class IngestConfig:
-    source: str = "data/sample/stocks_daily_2000_2013.csv.gz"
-    # Ticker for single-ticker files (no ticker column); None: the file name, e.g. `AAPL.csv` -> AAPL.
-    ticker: str | None = None
-    # At most this many canonical rows (ticker-days) over all files; a wide file counts rows x tickers.
-    max_rows: int = MAX_ROWS
-    # At most this many bytes per file once decompressed (a .gz is checked as it inflates).
-    max_bytes: int = MAX_BYTES
+class IngestConfig(Config):
+    source: str = Field(
+        "data/sample/stocks_daily_2000_2013.csv.gz", description="A file, folder, glob or fsspec URI of price files."
+    )
+    ticker: str | None = Field(
+        None, description="Ticker of single-ticker files (no ticker column); unset: the file name, AAPL.csv -> AAPL."
+    )
+    max_rows: int = Field(MAX_ROWS, ge=1, description="Most canonical rows (ticker-days) over all files.")
+    max_bytes: int = Field(MAX_BYTES, ge=1, description="Most bytes per file once decompressed.")
 
-    def __post_init__(self) -> None:
-        if not str(self.source).strip():
-            raise ConfigError("ingest source must be a file, folder, glob or URI, got an empty string")
-        if self.ticker is not None and not self.ticker.strip():
-            raise ConfigError(f"ticker must be a non-empty symbol or None, got {self.ticker!r}")
-        for name in ("max_rows", "max_bytes"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"ingest.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+    @field_validator("source")
+    @classmethod
+    def _source_given(cls, source: str) -> str:
+        if not source.strip():
+            raise ValueError("ingest source must be a file, folder, glob or URI, got an empty string")
+        return source
+
+    @field_validator("ticker")
+    @classmethod
+    def _ticker_given(cls, ticker: str | None) -> str | None:
+        if ticker is not None and not ticker.strip():
+            raise ValueError(f"ticker must be a non-empty symbol or None, got {ticker!r}")
+        return ticker
 
 
 @dataclass(frozen=True)

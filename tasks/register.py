@@ -31,7 +31,7 @@ from prefect.logging import get_run_logger
 import tickerflow_model
 from tickerflow.tasks.evaluate import CHAMPION, Evaluation
 from tickerflow.tasks.tracking import run_url, use_tracking
-from tickerflow.tasks.window import WindowDataset
+from tickerflow_model.window_dataset import WindowDataset
 from tickerflow_model.errors import TickerflowError
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster

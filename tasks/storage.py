@@ -1,21 +1,31 @@
-"""Where tickerflow keeps its files, and how it writes them so a crash never leaves half a dataset.
+"""Where tickerflow keeps its files: one home folder, and folders under it that are never data.
 
 `TICKERFLOW_HOME` (default `~/.tickerflow`) holds raw snapshots, window datasets, checkpoints and,
-unless `MLFLOW_TRACKING_URI` is set, the MLflow SQLite database and artifacts.
+unless `MLFLOW_TRACKING_URI` is set, the MLflow SQLite database and artifacts. How files are written
+so a crash never leaves half of one is the core's (`tickerflow_model.atomic_io`); the stages that
+write under the home import those helpers from here with it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+
+from tickerflow_model.atomic_io import (
+    atomic_directory,
+    commit_directory,
+    scratch_directory,
+    stable_hash,
+    write_bytes_atomic,
+    write_file_atomic,
+)
 
 DEFAULT_HOME = "~/.tickerflow"
+
+__all__ = [
+    "DEFAULT_HOME", "tickerflow_home", "home_subdir", "atomic_directory", "commit_directory", "scratch_directory",
+    "stable_hash", "write_bytes_atomic", "write_file_atomic",
+]
 
 
 def tickerflow_home() -> Path:
@@ -29,76 +39,3 @@ def home_subdir(*parts: str) -> Path:
     if home != path and home not in path.parents:
         raise ValueError(f"refusing to use {path}: it is outside TICKERFLOW_HOME ({home})")
     return path
-
-
-def stable_hash(obj: object, length: int = 16) -> str:
-    """Content hash of a JSON-serialisable object (key order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def scratch_directory(final: Path) -> Path:
-    """A new, empty, hidden folder beside `final` to build it in (same filesystem, so rename is atomic)."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    scratch = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    scratch.mkdir()
-    return scratch
-
-
-def commit_directory(scratch: Path, final: Path) -> None:
-    """Rename a finished scratch folder into place; an existing `final` is replaced, never merged."""
-    final = Path(final)
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, trash)
-        os.replace(scratch, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(scratch, final)
-
-
-@contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a scratch folder beside `final`; rename it into place only if the block succeeds.
-
-    Readers only ever see `final` complete or absent. An existing `final` is replaced.
-    """
-    scratch = scratch_directory(final)
-    try:
-        yield scratch
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    commit_directory(scratch, final)
-
-
-def write_file_atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    """`write(tmp)` a hidden file beside `path`, then rename it into place: readers see the old file or
-    the new one, never half of one; a failed write leaves no temporary file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_bytes_atomic(fs, path: str, data: bytes) -> None:
-    """Write `data` to `path` on an fsspec filesystem so readers see the old file or the new one.
-
-    Local files are written aside and renamed; object stores (`s3://`, `gs://`, ...) get the whole file
-    in one PUT, which they publish atomically.
-    """
-    from fsspec.implementations.local import LocalFileSystem
-
-    if isinstance(fs, LocalFileSystem):
-        write_file_atomic(Path(path), lambda tmp: tmp.write_bytes(data))
-        return
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, data)

@@ -1,4 +1,5 @@
-"""Train: fit the GRU on the window dataset, every epoch logged to MLflow and to the Prefect logs.
+"""Train stage: fit the forecaster on the window dataset (`tickerflow_model.fitting`), each epoch in the
+Prefect logs and handed to the caller's `on_epoch` (the flow reports it to MLflow).
 
 On CUDA the training holds one slot of the Prefect global concurrency limit `gpu`, so scheduled runs
 on one machine queue for the GPU instead of fighting over its memory. Create the limit once per
@@ -10,33 +11,25 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
-import mlflow
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import home_subdir, stable_hash, write_file_atomic
-from tickerflow.tasks.tracking import home_lock, process_alive, this_process, use_tracking
-from tickerflow.tasks.window import WindowDataset, read_split
-from tickerflow_model.forecaster import Forecaster, ModelSpec
+from tickerflow.tasks.tracking import home_lock, process_alive, this_process
+from tickerflow_model.fitting import FitResult, fit_forecaster
 from tickerflow_model.quantiles import central_pairs
-from tickerflow_model.trainer import (
-    EpochStats,
-    TrainConfig,
-    TrainingError,
-    TrainResult,
-    fit_shrinkage,
-    resolve_device,
-    train_model,
-)
+from tickerflow_model.trainer import EpochStats, TrainConfig, TrainingError, resolve_device
+from tickerflow_model.window_dataset import WindowDataset
 
-__all__ = ["TrainConfig", "train", "checkpoint_dir_for", "release_checkpoint_dir", "fit_forecaster", "train_on_windows", "GPU_CONCURRENCY_LIMIT"]
+__all__ = ["TrainConfig", "FitResult", "train", "checkpoint_dir_for", "release_checkpoint_dir", "GPU_CONCURRENCY_LIMIT"]
 
 GPU_CONCURRENCY_LIMIT = "gpu"
 
@@ -122,89 +115,21 @@ class ProgressBar:
             self.bar = None
 
 
-def epoch_metrics(s: EpochStats) -> dict[str, float]:
-    return {
-        "train_loss": s.train_loss,
-        "val_loss": s.val_loss,
-        "lr": s.lr,
-        "epoch_seconds": s.epoch_seconds,
-        "samples_per_second": s.samples_per_second,
-    }
-
-
-def train_on_windows(
-    x_train, y_train, x_val, y_val, config: TrainConfig, checkpoint_dir: Path, run_id: str | None, log,
-    progress_stream=None,
-) -> TrainResult:
-    """The train stage's loop as the pipeline runs it: per-epoch MLflow metrics (step=epoch), a log line
-    per epoch, a progress bar on a terminal, the `gpu` slot on CUDA, checkpoints in `checkpoint_dir`."""
-    client = use_tracking() if run_id else None
-    bar = ProgressBar(config.epochs, progress_stream)
-
-    def on_epoch(s: EpochStats) -> None:
-        log.info(
-            "epoch %d/%d train_loss=%.5f val_loss=%.5f lr=%.2e %.1fs %.0f samples/s%s",
-            s.epoch, config.epochs, s.train_loss, s.val_loss, s.lr, s.epoch_seconds,
-            s.samples_per_second, " *best*" if s.best else "",
-        )
-        bar.on_epoch(s)
-        if client:
-            now = int(time.time() * 1000)
-            client.log_batch(
-                run_id,
-                metrics=[mlflow.entities.Metric(k, float(v), now, s.epoch) for k, v in epoch_metrics(s).items()],
-            )
-
-    def on_resume(epoch: int) -> None:
-        log.warning("resuming from epoch %d (checkpoint of an unfinished run with the same data and config)", epoch)
-
-    try:
-        with gpu_slot(config):
-            return train_model(
-                x_train, y_train, x_val, y_val, config,
-                checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, on_resume=on_resume, on_batch=bar.on_batch,
-            )
-    finally:
-        bar.close()
-
-
-def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | None, log, progress_stream=None) -> Forecaster:
-    """Plain function behind the task: train, fit the shrinkage toward naive and the conformal
-    calibration on the validation split, bundle a Forecaster."""
-    x_train, y_train, _ = read_split(dataset, "train")
-    x_val, y_val, _ = read_split(dataset, "val")
-    checkpoint_dir = checkpoint_dir_for(dataset, config)
-    result = train_on_windows(x_train, y_train, x_val, y_val, config, checkpoint_dir, run_id, log, progress_stream)
-    release_checkpoint_dir(checkpoint_dir)  # kept on failure: a later run may resume once this process is gone
-    shrinkage = fit_shrinkage(result.net, x_val, y_val)
-    spec = ModelSpec(
-        window=dataset.spec,
-        gru=result.net.config,
-        scaler=dataset.scaler,
-        price_column=dataset.price_column,
-        shrinkage=shrinkage,
+def epoch_line(s: EpochStats, epochs: int) -> str:
+    return (
+        f"epoch {s.epoch}/{epochs} train_loss={s.train_loss:.5f} val_loss={s.val_loss:.5f} lr={s.lr:.2e} "
+        f"{s.epoch_seconds:.1f}s {s.samples_per_second:.0f} samples/s" + (" *best*" if s.best else "")
     )
-    forecaster = Forecaster(spec, result.net).calibrate(x_val, y_val)
-    margins = forecaster.spec.calibration  # (H, P), widest interval first
-    pairs = central_pairs(spec.quantiles)
-    log.info(
-        "best epoch %d (val_loss %.5f) on %s (%s); validation shrinkage toward naive: %s; "
-        "conformal margins (volatility units) h1: %s",
-        result.best_epoch, result.best_val_loss, result.device, result.precision,
-        ", ".join(f"{a:.3f}" for a in shrinkage),
-        ", ".join(f"{cov:.0%} {m:+.3f}" for (_, _, cov), m in zip(pairs, margins[0])),
+
+
+def fit_line(result: FitResult) -> str:
+    pairs = central_pairs(result.forecaster.spec.quantiles)
+    return (
+        f"best epoch {result.best_epoch} (val_loss {result.best_val_loss:.5f}) on {result.device} ({result.precision}); "
+        f"validation shrinkage toward naive: {', '.join(f'{a:.3f}' for a in result.shrinkage)}; "
+        "conformal margins (volatility units) h1: "
+        + ", ".join(f"{cov:.0%} {m:+.3f}" for (_, _, cov), m in zip(pairs, result.margins[0]))
     )
-    if run_id:
-        client = use_tracking()
-        client.log_metric(run_id, "best_val_loss", result.best_val_loss)
-        client.log_metric(run_id, "best_epoch", result.best_epoch)
-        for k, a in enumerate(shrinkage, start=1):
-            client.log_metric(run_id, f"shrinkage_h{k}", a)
-            for (_, _, cov), m in zip(pairs, margins[k - 1]):
-                client.log_metric(run_id, f"cqr_margin_{round(cov * 100)}_h{k}", m)
-        client.set_tag(run_id, "train.device", result.device)
-        client.set_tag(run_id, "train.precision", result.precision)
-    return forecaster
 
 
 # Retry what may pass on a second try (a dropped connection to the tracking server); a NaN loss,
@@ -212,7 +137,35 @@ def fit_forecaster(dataset: WindowDataset, config: TrainConfig, run_id: str | No
 is_transient = retry_unless(TrainingError, ValueError)
 
 
-# A retry continues from the last epoch's checkpoint (same data and config, same folder).
-@task(name="train", retries=1, retry_delay_seconds=0, retry_condition_fn=is_transient)
-def train(dataset: WindowDataset, config: TrainConfig, run_id: str) -> Forecaster:
-    return fit_forecaster(dataset, config, run_id, get_run_logger())
+# A retry continues from the last epoch's checkpoint (same data and config, same folder). No cache:
+# the callback is a live reporter, not an input that identifies a result.
+@task(name="train", retries=1, retry_delay_seconds=0, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def train(
+    dataset: WindowDataset, config: TrainConfig, on_epoch: Callable[[EpochStats], None] | None = None,
+    progress_stream=None,
+) -> FitResult:
+    """Fit the forecaster: a log line per epoch, a progress bar on a terminal, `on_epoch(stats)` after
+    each epoch, the `gpu` slot on CUDA, checkpoints that a later run resumes if this one dies."""
+    log = get_run_logger()
+    bar = ProgressBar(config.epochs, progress_stream)
+
+    def epoch_done(s: EpochStats) -> None:
+        log.info("%s", epoch_line(s, config.epochs))
+        bar.on_epoch(s)
+        if on_epoch is not None:
+            on_epoch(s)
+
+    def resumed(epoch: int) -> None:
+        log.warning("resuming from epoch %d (checkpoint of an unfinished run with the same data and config)", epoch)
+
+    checkpoint_dir = checkpoint_dir_for(dataset, config)
+    try:
+        with gpu_slot(config):
+            result = fit_forecaster(
+                dataset, config, checkpoint_dir=checkpoint_dir, on_epoch=epoch_done, on_batch=bar.on_batch, on_resume=resumed,
+            )
+    finally:
+        bar.close()
+    release_checkpoint_dir(checkpoint_dir)  # kept on failure: a later run may resume once this process is gone
+    log.info("%s", fit_line(result))
+    return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,7 +24,9 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from pydantic import Field
 
+from tickerflow_model.config import Config
 from tickerflow_model.errors import TickerflowError
 from tickerflow.tasks.storage import home_subdir, stable_hash, tickerflow_home
 
@@ -49,25 +51,16 @@ class ValidationFailed(TickerflowError, ValueError):
     """Critical expectations failed; the message lists each one with counts and example rows."""
 
 
-@dataclass(frozen=True)
-class ValidateConfig:
-    ticker_pattern: str = TICKER_PATTERN
-    # |log(p_t / p_{t-1})| above this is reported: 0.25 is a 22% fall or a 28% rise in a day, rare
-    # for a listed stock and typical of an unadjusted split or a bad tick.
-    max_abs_log_return: float = 0.25
-    # More identical consecutive prices than this is reported as stale data.
-    max_identical_run: int = 5
-    # More missing business days than this between two rows of a ticker is reported as a gap
-    # (holidays count as business days, so a few are normal).
-    max_gap_business_days: int = 5
-
-    def __post_init__(self) -> None:
-        if not self.max_abs_log_return > 0:
-            raise ValueError(f"max_abs_log_return must be > 0, got {self.max_abs_log_return}")
-        if self.max_identical_run < 1:
-            raise ValueError(f"max_identical_run must be >= 1, got {self.max_identical_run}")
-        if self.max_gap_business_days < 0:
-            raise ValueError(f"max_gap_business_days must be >= 0, got {self.max_gap_business_days}")
+class ValidateConfig(Config):
+    ticker_pattern: str = Field(TICKER_PATTERN, min_length=1, description="Regex every ticker symbol must match.")
+    # 0.25 is a 22% fall or a 28% rise in a day, rare for a listed stock and typical of an unadjusted
+    # split or a bad tick.
+    max_abs_log_return: float = Field(0.25, gt=0, description="|log(p_t / p_{t-1})| above this is reported.")
+    max_identical_run: int = Field(5, ge=1, description="More identical consecutive prices than this is stale data.")
+    # Holidays count as business days, so a few are normal.
+    max_gap_business_days: int = Field(
+        5, ge=0, description="More missing business days than this between two rows of a ticker is a gap."
+    )
 
 
 @dataclass
@@ -247,8 +240,9 @@ def _examples(frame: pd.DataFrame, result: dict, columns: list[str]) -> list[dic
     return out
 
 
-def run_suite(frame: pd.DataFrame, config: ValidateConfig, docs_dir: Path) -> tuple[list[Failure], int, str]:
-    """Run the suite through a GX checkpoint that also writes Data Docs into `docs_dir`."""
+def run_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, docs_dir: Path) -> ValidationReport:
+    """Run the suite through a GX checkpoint that also writes Data Docs into `docs_dir`; then the checks
+    GX cannot see (rows that arrived out of order) and the tickers too short to window (dropped)."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     checked = add_check_columns(frame) if {"ticker", "date"} <= set(frame.columns) else frame
     ctx = gx.get_context(mode="ephemeral")
@@ -294,7 +288,7 @@ def run_suite(frame: pd.DataFrame, config: ValidateConfig, docs_dir: Path) -> tu
                 )
             )
     index = ctx.build_data_docs(site_names=["tickerflow"])["tickerflow"]
-    return failures, evaluated, index
+    return verdict(frame, failures, evaluated, min_rows, docs_dir, index)
 
 
 def order_failure(frame: pd.DataFrame) -> Failure | None:
@@ -311,9 +305,10 @@ def drop_short_tickers(frame: pd.DataFrame, min_rows: int) -> tuple[pd.DataFrame
     return frame[~frame["ticker"].isin(list(short))].reset_index(drop=True), short
 
 
-def check_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, docs_dir: Path) -> ValidationReport:
-    """Plain function behind the task: run the suite, then drop tickers too short to window."""
-    failures, evaluated, index = run_suite(frame, config, docs_dir)
+def verdict(
+    frame: pd.DataFrame, failures: list[Failure], evaluated: int, min_rows: int, docs_dir: Path, docs_index: str
+) -> ValidationReport:
+    """The suite's failures plus the order check; tickers too short to window dropped unless already failed."""
     order = order_failure(frame)
     evaluated += 1
     if order is not None:
@@ -332,12 +327,12 @@ def check_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, doc
             )
         )
     success = not any(f.severity == CRITICAL for f in failures)
-    return ValidationReport(success, kept, failures, evaluated, dropped, str(docs_dir), index)
+    return ValidationReport(success, kept, failures, evaluated, dropped, str(docs_dir), docs_index)
 
 
 # ---- Prefect ---------------------------------------------------------------------------------------
 def validation_id(source_hash: str, config: ValidateConfig, min_rows: int) -> str:
-    return stable_hash({"source": source_hash, "validate": asdict(config), "min_rows": min_rows, "suite": SUITE_VERSION})
+    return stable_hash({"source": source_hash, "validate": config.model_dump(), "min_rows": min_rows, "suite": SUITE_VERSION})
 
 
 def _cache_key(task_ctx, params: dict) -> str:
@@ -359,7 +354,7 @@ CACHE_EXPIRATION = timedelta(days=30)
 def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
     """Run the GX gate; always writes Data Docs and a summary artifact. Raising is left to `require_valid`."""
     logger = get_run_logger()
-    report = check_prices(frame, config, min_rows, docs_dir_for(source_hash, config, min_rows))
+    report = run_suite(frame, config, min_rows, docs_dir_for(source_hash, config, min_rows))
     if report.dropped_tickers:
         logger.warning(
             "dropped ticker(s) with fewer than %d rows: %s",

@@ -9,19 +9,13 @@ import pandas as pd
 import pytest
 from prefect.logging import disable_run_logger
 
-import tickerflow.tasks.window as window_mod
-from tickerflow.tasks.ingest import load_prices, write_snapshot
-from tickerflow.tasks.storage import atomic_directory, home_subdir, stable_hash
-from tickerflow.tasks.window import (
-    WindowConfig,
-    build_window_dataset,
-    commit_windows,
-    load_window_dataset,
-    plan_windows,
-    read_split,
-    write_window_part,
-)
+import tickerflow_model.window_dataset as window_mod
 from tests.conftest import make_prices
+from tickerflow.tasks.ingest import load_prices, write_snapshot
+from tickerflow.tasks.storage import home_subdir
+from tickerflow.tasks.window import commit_windows, plan_windows, write_window_part
+from tickerflow_model.atomic_io import atomic_directory, stable_hash
+from tickerflow_model.window_dataset import WindowConfig, build_window_dataset, load_window_dataset, read_split
 
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part
 ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")
@@ -84,15 +78,15 @@ def test_mapped_window_tasks_publish_nothing_until_commit(tf_home):
     """Mapped part tasks write into a hidden scratch folder; only the commit task's rename publishes it."""
     frame = make_prices(300, tickers=("AAA", "BBB"))
     plan = plan_windows.fn(frame, CONFIG, "src")
-    slices = {rows.ticker: rows for rows in window_mod.ticker_slices(frame, plan.price_column, CONFIG)}
+    aaa, bbb = window_mod.part_groups(frame, plan)
     assert plan.parts == (("AAA",), ("BBB",))
-    first = write_window_part.fn([slices["AAA"]], 0, plan)
+    first = write_window_part.fn(aaa, 0, plan)
 
     # a run that dies here (the second part's task failed) left no dataset a later run would trust
     assert load_window_dataset(tf_home / "windows" / plan.dataset_id) is None
     assert os.path.basename(plan.scratch).startswith(".")
 
-    second = write_window_part.fn([slices["BBB"]], 1, plan)
+    second = write_window_part.fn(bbb, 1, plan)
     with disable_run_logger():
         ds = commit_windows.fn(plan, [first, second])
     assert load_window_dataset(tf_home / "windows" / plan.dataset_id).manifest == ds.manifest
@@ -125,7 +119,7 @@ def test_ticker_symbols_are_data_never_paths(tf_home, tmp_path):
 
 
 def test_write_file_atomic_keeps_the_old_file_when_a_write_fails(tmp_path):
-    from tickerflow.tasks.storage import write_file_atomic
+    from tickerflow_model.atomic_io import write_file_atomic
 
     target = tmp_path / "out" / "forecasts.parquet"
     write_file_atomic(target, lambda tmp: tmp.write_bytes(b"first"))

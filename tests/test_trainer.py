@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import replace
 from types import SimpleNamespace
 
 import mlflow
@@ -24,7 +23,7 @@ from tickerflow_model.trainer import (
 )
 from tickerflow_model.windows import Scaler, WindowSpec
 
-TINY = TrainConfig(epochs=4, batch_size=32, hidden_size=8, num_layers=1, patience=10, lr=5e-3, seed=7)
+TINY = TrainConfig(epochs=4, batch_size=32, gru={"hidden_size": 8, "num_layers": 1}, patience=10, lr=5e-3, seed=7)
 
 
 def tiny_data(n=160, lookback=10, seed=0, sign=1.0):
@@ -66,20 +65,30 @@ def losses(history):
         ("cpu_threads", -2),
         ("device", "tpu"),
         ("precision", "fp16"),
-        ("hidden_size", 0),
-        ("num_layers", 0),
-        ("dropout", 1.0),
+        ("gru.hidden_size", 0),
+        ("gru.num_layers", 0),
+        ("gru.dropout", 1.0),
     ],
 )
 def test_config_rejects_bad_values_naming_field_and_value(field, value):
-    with pytest.raises(ValueError, match=field) as info:
-        TrainConfig(**{field: value})
+    outer, _, inner = field.partition(".")
+    with pytest.raises(ValueError, match=re.escape(field)) as info:
+        TrainConfig(**{outer: {inner: value} if inner else value})
     assert str(value) in str(info.value)
 
 
 def test_horizon_zero_is_rejected_by_the_model_config():
-    with pytest.raises(ValueError, match="horizon must be a positive integer, got 0"):
-        TrainConfig().gru_config(input_size=1, horizon=0)
+    with pytest.raises(ValueError, match=r"horizon\n +Input should be greater than or equal to 1 .*input_value=0"):
+        TrainConfig().net_config(input_size=1, horizon=0)
+
+
+def test_the_network_is_a_nested_config_sized_by_the_data():
+    config = TrainConfig(gru={"hidden_size": 16, "num_layers": 1})
+    assert config.gru.hidden_size == 16 and config.gru.num_layers == 1
+    net = config.net_config(input_size=3, horizon=5)
+    assert (net.input_size, net.horizon, net.hidden_size) == (3, 5, 16)
+    with pytest.raises(ValueError, match=r"hidden_size\n +Extra inputs are not permitted"):
+        TrainConfig(hidden_size=16)  # the network's fields live under `gru`, not beside it
 
 
 def test_defaults_are_valid_and_explicit_precision_is_honoured():
@@ -95,7 +104,7 @@ def test_cuda_requested_without_cuda_is_a_training_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(TrainingError, match="'cuda' requested but CUDA is not available"):
-        train_model(*split(), replace(TINY, device="cuda"))
+        train_model(*split(), TINY.updated(device="cuda"))
 
 
 def test_empty_splits_are_rejected_with_the_counts():
@@ -109,25 +118,25 @@ def test_empty_splits_are_rejected_with_the_counts():
 
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 def test_same_seed_gives_identical_losses_and_weights(precision):
-    config = replace(TINY, precision=precision)
+    config = TINY.updated(precision=precision)
     a = train_model(*split(), config)
     b = train_model(*split(), config)
     assert losses(a.history) == losses(b.history)
     for k, v in weights(a).items():
         assert torch.equal(v, weights(b)[k]), k
-    c = train_model(*split(), replace(config, seed=8))
+    c = train_model(*split(), config.updated(seed=8))
     assert losses(c.history) != losses(a.history)
 
 
 def test_training_learns_the_signal():
-    result = train_model(*split(), replace(TINY, epochs=15))
+    result = train_model(*split(), TINY.updated(epochs=15))
     assert result.history[-1].train_loss < 0.5 * result.history[0].train_loss
     assert result.best_val_loss == min(h.val_loss for h in result.history)
 
 
 def test_cpu_thread_setting_is_restored_after_training():
     before = torch.get_num_threads()
-    train_model(*split(), replace(TINY, epochs=1, cpu_threads=1))
+    train_model(*split(), TINY.updated(epochs=1, cpu_threads=1))
     assert torch.get_num_threads() == before
 
 
@@ -138,7 +147,7 @@ def test_early_stopping_restores_the_best_epochs_weights():
     # Validation targets are the negation of the training rule: the better the fit, the worse val gets.
     x, y = tiny_data(160)
     xv, yv = tiny_data(48, seed=1, sign=-1.0)
-    config = replace(TINY, epochs=20, patience=2, precision="fp32")
+    config = TINY.updated(epochs=20, patience=2, precision="fp32")
     result = train_model(x, y, xv, yv, config)
 
     assert result.stopped_early
@@ -155,7 +164,7 @@ def test_early_stopping_restores_the_best_epochs_weights():
 def test_learning_rate_drops_on_a_plateau():
     x, y = tiny_data(160)
     xv, yv = tiny_data(48, seed=1, sign=-1.0)
-    result = train_model(x, y, xv, yv, replace(TINY, epochs=8, patience=8, lr_patience=1, lr_factor=0.5))
+    result = train_model(x, y, xv, yv, TINY.updated(epochs=8, patience=8, lr_patience=1, lr_factor=0.5))
     lrs = [h.lr for h in result.history]
     assert lrs[0] == TINY.lr and min(lrs) < TINY.lr
 
@@ -291,7 +300,7 @@ def test_resume_after_early_stopping_state_is_kept(tmp_path):
     # Interrupted while the patience counter runs: the resumed run stops at the same epoch.
     x, y = tiny_data(160)
     xv, yv = tiny_data(48, seed=1, sign=-1.0)
-    config = replace(TINY, epochs=20, patience=2)
+    config = TINY.updated(epochs=20, patience=2)
     straight = train_model(x, y, xv, yv, config)
     stop = straight.best_epoch + 1
     with pytest.raises(Interrupt):
@@ -306,11 +315,11 @@ def test_resume_after_early_stopping_state_is_kept(tmp_path):
 
 def fake_dataset(monkeypatch, dataset_id="ds-test"):
     """A WindowDataset stand-in whose splits come from `split()` instead of Parquet files."""
-    import tickerflow.tasks.train as train_task
+    import tickerflow_model.fitting as fitting
 
     x, y, xv, yv = split()
     arrays = {"train": (x, y, None), "val": (xv, yv, None)}
-    monkeypatch.setattr(train_task, "read_split", lambda dataset, name: arrays[name])
+    monkeypatch.setattr(fitting, "read_split", lambda dataset, name: arrays[name])
     return SimpleNamespace(
         dataset_id=dataset_id,
         spec=WindowSpec(lookback=10, horizon=1),
@@ -331,41 +340,75 @@ class RecordingLog:
     info = warning = _record
 
 
-def test_every_epoch_is_logged_to_mlflow_with_its_step(monkeypatch, mlflow_store):
-    from tickerflow.tasks.train import fit_forecaster
+def recording_log(monkeypatch) -> RecordingLog:
+    import tickerflow.tasks.train as train_task
+
+    log = RecordingLog()
+    monkeypatch.setattr(train_task, "get_run_logger", lambda: log)
+    return log
+
+
+def test_every_epoch_reaches_mlflow_with_its_step_and_the_fit_after_it(monkeypatch, mlflow_store):
+    from tickerflow.flows.reporting import epoch_reporter, log_training
     from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow_model.fitting import fit_forecaster
 
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
-    log = RecordingLog()
-    model = fit_forecaster(fake_dataset(monkeypatch), TINY, run_id, log)
+    seen_during_training = []
+    report = epoch_reporter(run_id)
 
+    def on_epoch(s):
+        report(s)  # live: the epoch is in MLflow before the next one starts
+        seen_during_training.append(len(client.get_metric_history(run_id, "val_loss")))
+
+    result = fit_forecaster(fake_dataset(monkeypatch), TINY, on_epoch=on_epoch)
+    log_training.fn(result, run_id)
+
+    assert seen_during_training == [1, 2, 3, 4]
     client = mlflow.MlflowClient(mlflow_store)
     for name in ("train_loss", "val_loss", "lr", "epoch_seconds", "samples_per_second"):
         history = client.get_metric_history(run_id, name)
         assert [m.step for m in history] == [1, 2, 3, 4], name
         assert all(np.isfinite(m.value) for m in history)
     run = client.get_run(run_id)
-    assert run.data.metrics["best_epoch"] >= 1 and "shrinkage_h1" in run.data.metrics
-    assert run.data.tags["train.device"] == "cpu"
-    assert len(model.spec.shrinkage) == 1
+    assert run.data.metrics["best_epoch"] == result.best_epoch >= 1
+    assert run.data.metrics["best_val_loss"] == pytest.approx(result.best_val_loss)
+    assert run.data.metrics["shrinkage_h1"] == pytest.approx(result.shrinkage[0])
+    assert run.data.metrics["cqr_margin_90_h1"] == pytest.approx(result.margins[0][0])
+    assert {"cqr_margin_80_h1", "cqr_margin_50_h1"} <= set(run.data.metrics)
+    assert run.data.tags["train.device"] == "cpu" and run.data.tags["train.precision"] == result.precision
+    assert len(result.forecaster.spec.shrinkage) == 1
+
+
+def test_the_task_logs_a_line_per_epoch_and_the_fit(monkeypatch, tf_home):
+    import tickerflow.tasks.train as train_task
+
+    log = recording_log(monkeypatch)
+    epochs = []
+    result = train_task.train.fn(fake_dataset(monkeypatch), TINY, on_epoch=lambda s: epochs.append(s.epoch))
+    assert epochs == [1, 2, 3, 4]
     epoch_lines = [line for line in log.lines if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/4", "2/4", "3/4", "4/4"]
     assert all("val_loss=" in line and "samples/s" in line for line in epoch_lines)
+    assert log.lines[-1].startswith(f"best epoch {result.best_epoch} ") and "conformal margins" in log.lines[-1]
 
 
-def test_the_task_says_it_resumes_and_logs_only_the_remaining_epochs(monkeypatch, mlflow_store):
-    from tickerflow.tasks.train import checkpoint_dir_for, fit_forecaster
+def test_the_task_says_it_resumes_and_reports_only_the_remaining_epochs(monkeypatch, mlflow_store):
+    import tickerflow.tasks.train as train_task
+    from tickerflow.flows.reporting import epoch_reporter
     from tickerflow.tasks.tracking import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)
     x, y, xv, yv = split()
     with pytest.raises(Interrupt):
-        train_model(x, y, xv, yv, TINY, checkpoint_dir=checkpoint_dir_for(dataset, TINY), on_epoch=interrupt_after(3))
+        train_model(
+            x, y, xv, yv, TINY, checkpoint_dir=train_task.checkpoint_dir_for(dataset, TINY), on_epoch=interrupt_after(3)
+        )
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
-    log = RecordingLog()
-    fit_forecaster(dataset, TINY, run_id, log)
+    log = recording_log(monkeypatch)
+    train_task.train.fn(dataset, TINY, on_epoch=epoch_reporter(run_id))
     assert [line for line in log.lines if "resuming" in line][0].startswith("resuming from epoch 3 ")
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [4]
 
@@ -390,7 +433,7 @@ def test_progress_bar_only_on_a_terminal(tty):
 
     stream = FakeTerminal(tty)
     bar = ProgressBar(epochs=2, stream=stream)
-    result = train_model(*split(), replace(TINY, epochs=2), on_batch=bar.on_batch, on_epoch=bar.on_epoch)
+    result = train_model(*split(), TINY.updated(epochs=2), on_batch=bar.on_batch, on_epoch=bar.on_epoch)
     bar.close()
     assert len(result.history) == 2
     if tty:
@@ -404,7 +447,7 @@ def test_gpu_slot_is_taken_only_on_cuda(monkeypatch):
 
     taken = []
     monkeypatch.setattr(train_task, "concurrency", lambda name, occupy: taken.append((name, occupy)) or "slot")
-    assert train_task.gpu_slot(replace(TINY, device="cpu")) is not None and taken == []
+    assert train_task.gpu_slot(TINY.updated(device="cpu")) is not None and taken == []
     monkeypatch.setattr(train_task, "resolve_device", lambda name: torch.device("cuda"))
     assert train_task.gpu_slot(TINY) == "slot"
     assert taken == [("gpu", 1)]
@@ -428,29 +471,30 @@ def test_a_retried_train_task_resumes_from_the_checkpoint(monkeypatch, mlflow_st
     import tickerflow.tasks.train as train_task
     from tickerflow.tasks.tracking import experiment_id, use_tracking
 
+    import tickerflow_model.fitting as fitting
+    from tickerflow.flows.reporting import epoch_reporter
+
     dataset = fake_dataset(monkeypatch)
-    real_metrics = train_task.epoch_metrics
+    resumed = []
+    monkeypatch.setattr(fitting, "train_model", _record_resume(fitting.train_model, resumed))
+    client = use_tracking()
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    report = epoch_reporter(run_id)
     failed = []
 
-    def flaky_metrics(s):
+    def flaky_report(s):
         if s.epoch == 2 and not failed:  # the tracking server drops the connection once, after epoch 2
             failed.append(s.epoch)
             raise ConnectionError("tracking server went away")
-        return real_metrics(s)
-
-    monkeypatch.setattr(train_task, "epoch_metrics", flaky_metrics)
-    resumed = []
-    monkeypatch.setattr(train_task, "train_model", _record_resume(train_task.train_model, resumed))
-    client = use_tracking()
-    run_id = client.create_run(experiment_id(client)).info.run_id
+        report(s)
 
     @flow
     def train_once():
-        return train_task.train(dataset, TINY, run_id)
+        return train_task.train(dataset, TINY, on_epoch=flaky_report)
 
-    model = train_once()
+    fit = train_once()
     assert failed == [2] and resumed == [2]
-    assert model.net.config.hidden_size == TINY.hidden_size
+    assert fit.forecaster.net.config.hidden_size == TINY.gru.hidden_size
     # epoch 2's metrics were lost with the connection; the retry logged the epochs it trained
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 3, 4]
 
@@ -460,6 +504,8 @@ def test_a_training_error_is_not_retried(monkeypatch, mlflow_store, prefect_harn
 
     import tickerflow.tasks.train as train_task
 
+    import tickerflow_model.fitting as fitting
+
     dataset = fake_dataset(monkeypatch, dataset_id="ds-nan")
     calls = []
 
@@ -467,11 +513,11 @@ def test_a_training_error_is_not_retried(monkeypatch, mlflow_store, prefect_harn
         calls.append(1)
         raise TrainingError("non-finite loss at epoch 1")
 
-    monkeypatch.setattr(train_task, "train_model", nan_training)
+    monkeypatch.setattr(fitting, "train_model", nan_training)
 
     @flow
     def train_once():
-        return train_task.train(dataset, TINY, None)
+        return train_task.train(dataset, TINY)
 
     with pytest.raises(TrainingError, match="epoch 1"):
         train_once()

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickerflow.tasks.window import (
+from tests.conftest import make_prices
+from tickerflow_model.window_dataset import (
     SPLITS,
     WindowConfig,
     WindowError,
     build_window_dataset,
     read_split,
 )
-from tests.conftest import make_prices
 from tickerflow_model.windows import compute_features, fit_scaler, make_windows
 
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
@@ -191,14 +191,17 @@ def test_range_feature_windows_and_a_missing_column_named(tf_home):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"features": ("log_return", "range")}, "features must be a non-empty subset of .* got \\('log_return', 'range'\\)"),
-        ({"lookback": 1}, "lookback must be >= 2, got 1"),
-        ({"horizon": 0}, "horizon must be >= 1, got 0"),
-        ({"price": "open"}, "price must be one of .* got 'open'"),
-        ({"train_fraction": 0.9, "val_fraction": 0.2}, "sum below 1, got 0.9 and 0.2"),
-        ({"purge_gap": -1}, "purge_gap must be >= 0, got -1"),
-        ({"compression": "zip"}, "compression must be one of .* got 'zip'"),
-        ({"part_rows": 0}, "part_rows must be >= 1, got 0"),
+        ({"features": ("log_return", "range")}, r"features\.1\n +Input should be 'log_return', .* input_value='range'"),
+        ({"features": ("abs_log_return",)}, r"the first feature must be 'log_return', got \('abs_log_return',\)"),
+        ({"features": ()}, r"features\n +Tuple should have at least 1 item"),
+        ({"lookback": 1}, r"lookback\n +Input should be greater than or equal to 2 .*input_value=1\b"),
+        ({"horizon": 0}, r"horizon\n +Input should be greater than or equal to 1 .*input_value=0\b"),
+        ({"price": "open"}, r"price\n +Input should be 'auto', 'close' or 'adj_close' .*input_value='open'"),
+        ({"train_fraction": 0.9, "val_fraction": 0.2}, "train_fraction and val_fraction must sum below 1 .* got 0.9 and 0.2"),
+        ({"purge_gap": -1}, r"purge_gap\n +Input should be greater than or equal to 0 .*input_value=-1"),
+        ({"compression": "zip"}, r"compression\n +Input should be .*input_value='zip'"),
+        ({"part_rows": 0}, r"part_rows\n +Input should be greater than or equal to 1 .*input_value=0\b"),
+        ({"lookbak": 5}, r"lookbak\n +Extra inputs are not permitted"),
     ],
 )
 def test_config_names_the_bad_value(kwargs, message):

@@ -16,13 +16,13 @@ of the cumulative log return to day t+k (in the window dataset's target units). 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
+from .config import Config
 from .quantiles import QUANTILE_LEVELS, median_index, validate_levels
 
 EWMA_LAMBDA = 0.94
@@ -31,30 +31,29 @@ EWMA_LAMBDA = 0.94
 MIN_VOL = 1e-3
 
 
-@dataclass(frozen=True)
-class GRUConfig:
-    input_size: int = 1
-    hidden_size: int = 64
-    num_layers: int = 2
-    dropout: float = 0.0
-    horizon: int = 1
-    quantiles: tuple[float, ...] = QUANTILE_LEVELS
+class GRUConfig(Config):
+    """The network's shape. `input_size` and `horizon` follow the window dataset it is trained on."""
 
-    def __post_init__(self) -> None:
-        for name in ("input_size", "hidden_size", "num_layers", "horizon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        object.__setattr__(self, "quantiles", validate_levels(self.quantiles))
+    input_size: int = Field(1, ge=1, description="Features per day (set from the window dataset when training).")
+    hidden_size: int = Field(64, ge=1, description="Units of each GRU layer.")
+    num_layers: int = Field(2, ge=1, description="Stacked GRU layers.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout between GRU layers (none with one layer).")
+    horizon: int = Field(1, ge=1, description="Steps ahead (set from the window dataset when training).")
+    quantiles: tuple[float, ...] = Field(
+        QUANTILE_LEVELS, description="Predicted quantile levels: increasing, symmetric around 0.5, including it."
+    )
+
+    @field_validator("quantiles", mode="before")
+    @classmethod
+    def _valid_levels(cls, levels) -> tuple[float, ...]:
+        return validate_levels(levels)
 
     @property
     def n_quantiles(self) -> int:
         return len(self.quantiles)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "quantiles": list(self.quantiles)}
+        return {**self.model_dump(), "quantiles": list(self.quantiles)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "GRUConfig":

@@ -20,18 +20,19 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
+from .config import Config
 from .errors import TickerflowError
 from .gru import GRUConfig, GRUForecaster, predict_batched
-from .quantiles import QUANTILE_LEVELS, median_index, pinball_loss
+from .quantiles import median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
-PRECISIONS = ("auto", "fp32", "bf16")
 # The dataset stays on the GPU only while it takes at most this share of the free device memory.
 RESIDENT_SHARE_OF_FREE_MEMORY = 0.5
 EVAL_BATCH_SIZE = 8192
@@ -41,8 +42,7 @@ class TrainingError(TickerflowError, RuntimeError):
     """Training cannot go on (non-finite loss, out of memory); the checkpoint is kept."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that shapes a training run; part of the checkpoint key, so a change trains afresh.
 
     `precision="auto"` trains under bf16 autocast on CUDA and on CPUs with native bf16 matrix
@@ -52,59 +52,26 @@ class TrainConfig:
     barrier after each of them wait for each other's time slices.
     """
 
-    epochs: int = 20
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    patience: int = 5
-    lr_patience: int = 2
-    lr_factor: float = 0.5
-    hidden_size: int = 64
-    num_layers: int = 2
-    dropout: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    cpu_threads: int = 0
-    # Levels of the predicted quantiles: increasing, symmetric around 0.5, including it.
-    quantiles: tuple[float, ...] = QUANTILE_LEVELS
+    epochs: int = Field(20, ge=1, description="Most epochs to train.")
+    batch_size: int = Field(1024, ge=1, description="Windows per optimizer step.")
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam's learning rate.")
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="Adam's L2 penalty.")
+    grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False, description="Gradient norm clip; 0 turns it off.")
+    patience: int = Field(5, ge=1, description="Epochs without a better validation loss before stopping.")
+    lr_patience: int = Field(2, ge=0, description="Epochs without improvement before the learning rate drops.")
+    lr_factor: float = Field(0.5, gt=0, lt=1, description="Factor the learning rate drops by.")
+    seed: int = Field(0, ge=0, description="Seed of every random number generator training uses.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the hardware has it.")
+    cpu_threads: int = Field(0, ge=0, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
+    gru: GRUConfig = Field(default_factory=GRUConfig, description="The network; its sizes follow the windows.")
 
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("lr_patience", "cpu_threads", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not self.grad_clip >= 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 turns clipping off), got {self.grad_clip!r}")
-        if not 0 < self.lr_factor < 1:
-            raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        self.gru_config(1, 1)  # rejects hidden_size / num_layers / dropout early, naming the value
-
-    def gru_config(self, input_size: int, horizon: int) -> GRUConfig:
-        return GRUConfig(
-            input_size=input_size,
-            hidden_size=self.hidden_size,
-            num_layers=self.num_layers,
-            dropout=self.dropout,
-            horizon=horizon,
-            quantiles=tuple(self.quantiles),
-        )
+    def net_config(self, input_size: int, horizon: int) -> GRUConfig:
+        """The network for windows of `input_size` features and `horizon` steps."""
+        return self.gru.updated(input_size=input_size, horizon=horizon)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
 @dataclass
@@ -403,6 +370,7 @@ def train_model(
     x_val: np.ndarray,
     y_val: np.ndarray,
     config: TrainConfig,
+    *,
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
@@ -426,79 +394,70 @@ def train_model(
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir else None
-    with intra_op_threads(device, config.cpu_threads):
-        try:
-            return _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path, on_epoch, on_resume, on_batch)
-        except torch.cuda.OutOfMemoryError as exc:
-            kept = f"; the last finished epoch's checkpoint is kept at {ckpt_path}" if ckpt_path else ""
-            raise TrainingError(
-                f"out of GPU memory on {device} with batch_size={config.batch_size}, hidden_size="
-                f"{config.hidden_size}, {len(x_train)} training windows; lower train.batch_size{kept}"
-            ) from exc
+    net_config = config.net_config(input_size=x_train.shape[2], horizon=y_train.shape[1])
 
-
-def _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path, on_epoch, on_resume, on_batch):
     def fresh():
         seed_everything(config.seed)
-        net = GRUForecaster(config.gru_config(x_train.shape[2], y_train.shape[1])).to(device)
+        net = GRUForecaster(net_config).to(device)
         optimizer = _make_optimizer(net, config, device)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
         )
         return net, optimizer, scheduler, torch.Generator().manual_seed(config.seed)
 
-    net, optimizer, scheduler, shuffle_gen = fresh()
-    data = place_data(x_train, y_train, x_val, y_val, device)
+    with intra_op_threads(device, config.cpu_threads), out_of_memory_as_training_error(device, config, len(x_train), ckpt_path):
+        net, optimizer, scheduler, shuffle_gen = fresh()
+        data = place_data(x_train, y_train, x_val, y_val, device)
 
-    state = LoopState()
-    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
-    if ckpt is not None and not ckpt.get("finished", False):
-        try:
-            state = resume_from(ckpt, net, optimizer, scheduler, shuffle_gen)
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            # A checkpoint of another model shape (or an older layout): its state does not fit this model.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            warnings.warn(
-                f"checkpoint {ckpt_path} does not fit this model ({first}); training afresh", stacklevel=2
-            )
-            net, optimizer, scheduler, shuffle_gen = fresh()
-            state = LoopState()
-        else:
-            if on_resume:
-                on_resume(state.epoch)
-    resumed_from = state.epoch
+        state = LoopState()
+        ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+        if ckpt is not None and not ckpt.get("finished", False):
+            try:
+                state = resume_from(ckpt, net, optimizer, scheduler, shuffle_gen)
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                # A checkpoint of another model shape (or an older layout): its state does not fit this model.
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                warnings.warn(
+                    f"checkpoint {ckpt_path} does not fit this model ({first}); training afresh", stacklevel=2
+                )
+                net, optimizer, scheduler, shuffle_gen = fresh()
+                state = LoopState()
+            else:
+                if on_resume:
+                    on_resume(state.epoch)
+        resumed_from = state.epoch
 
-    n = len(data.x_train)
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        if state.bad_epochs >= config.patience:
-            break
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=shuffle_gen).to(device)  # (N,)
-        batch_cb = (lambda b, nb, e=epoch: on_batch(e, b, nb)) if on_batch else None
-        train_loss = train_one_epoch(net, optimizer, data, perm, config, precision, batch_cb)
-        val_loss = evaluate_loss(net, data, precision)
-        seconds = time.perf_counter() - t0
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            kept = f"; the checkpoint of epoch {epoch - 1} is kept at {ckpt_path}" if ckpt_path and epoch > 1 else ""
-            raise TrainingError(
-                f"non-finite loss at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss}): "
-                f"lower train.lr or check the input windows{kept}"
-            )
-        lr_now = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_loss)
-        improved = val_loss < state.best_val
-        if improved:
-            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            state.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        else:
-            state.bad_epochs += 1
-        stats = EpochStats(epoch, train_loss, val_loss, lr_now, seconds, n / seconds, improved)
-        state.history.append(stats)
-        state.epoch = epoch
-        if ckpt_path:
-            save_epoch_checkpoint(ckpt_path, state, net, optimizer, scheduler, shuffle_gen)
-        if on_epoch:
-            on_epoch(stats)
+        n = len(data.x_train)
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+            if state.bad_epochs >= config.patience:
+                break
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=shuffle_gen).to(device)  # (N,)
+            batch_cb = (lambda b, nb, e=epoch: on_batch(e, b, nb)) if on_batch else None
+            train_loss = train_one_epoch(net, optimizer, data, perm, config, precision, batch_cb)
+            val_loss = evaluate_loss(net, data, precision)
+            seconds = time.perf_counter() - t0
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                kept = f"; the checkpoint of epoch {epoch - 1} is kept at {ckpt_path}" if ckpt_path and epoch > 1 else ""
+                raise TrainingError(
+                    f"non-finite loss at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss}): "
+                    f"lower train.lr or check the input windows{kept}"
+                )
+            lr_now = optimizer.param_groups[0]["lr"]
+            scheduler.step(val_loss)
+            improved = val_loss < state.best_val
+            if improved:
+                state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+                state.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            else:
+                state.bad_epochs += 1
+            stats = EpochStats(epoch, train_loss, val_loss, lr_now, seconds, n / seconds, improved)
+            state.history.append(stats)
+            state.epoch = epoch
+            if ckpt_path:
+                save_epoch_checkpoint(ckpt_path, state, net, optimizer, scheduler, shuffle_gen)
+            if on_epoch:
+                on_epoch(stats)
 
     net.load_state_dict(state.best_state)  # restore the best epoch's weights
     net = net.cpu().eval()
@@ -515,6 +474,20 @@ def _train(x_train, y_train, x_val, y_val, config, device, precision, ckpt_path,
         precision=precision,
         stopped_early=state.bad_epochs >= config.patience,
     )
+
+
+@contextmanager
+def out_of_memory_as_training_error(
+    device: torch.device, config: TrainConfig, n_windows: int, ckpt_path: Path | None) -> Iterator[None]:
+    """A CUDA out-of-memory error becomes a TrainingError that says what to lower."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        kept = f"; the last finished epoch's checkpoint is kept at {ckpt_path}" if ckpt_path else ""
+        raise TrainingError(
+            f"out of GPU memory on {device} with batch_size={config.batch_size}, hidden_size="
+            f"{config.gru.hidden_size}, {n_windows} training windows; lower train.batch_size{kept}"
+        ) from exc
 
 
 def fit_shrinkage(net: GRUForecaster, x_val: np.ndarray, y_val: np.ndarray) -> tuple[float, ...]:

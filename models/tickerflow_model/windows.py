@@ -8,34 +8,37 @@ has to learn deviations from it; predicting scaled levels is what makes tutorial
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import Field, field_validator
 
-FEATURES = ("log_return", "abs_log_return", "hl_range", "log_volume_change")
+from .config import Config
+
+Feature = Literal["log_return", "abs_log_return", "hl_range", "log_volume_change"]
+FEATURES: tuple[str, ...] = get_args(Feature)
 # Columns of the canonical frame each feature reads besides the price.
 FEATURE_COLUMNS = {"log_return": (), "abs_log_return": (), "hl_range": ("high", "low"), "log_volume_change": ("volume",)}
 
 
-@dataclass(frozen=True)
-class WindowSpec:
+class WindowSpec(Config):
     """What one window looks like; travels with every registered model."""
 
-    lookback: int = 60
-    horizon: int = 1
-    features: tuple[str, ...] = ("log_return",)
+    lookback: int = Field(60, ge=2, description="Days of features each window reads.")
+    horizon: int = Field(1, ge=1, description="Business days ahead the model forecasts (1..horizon).")
+    features: tuple[Feature, ...] = Field(
+        ("log_return",), min_length=1, description=f"Features per day; the first is log_return. Any of {FEATURES}."
+    )
 
-    def __post_init__(self) -> None:
-        if self.lookback < 2:
-            raise ValueError(f"lookback must be >= 2, got {self.lookback}")
-        if self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
-        unknown = [f for f in self.features if f not in FEATURES]
-        if not self.features or unknown:
-            raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {self.features}")
-        if self.features[0] != "log_return":
-            raise ValueError(f"the first feature must be 'log_return', got {self.features}")
+    @field_validator("features")
+    @classmethod
+    def _log_return_first(cls, features: tuple[str, ...]) -> tuple[str, ...]:
+        # the target scale and the volatility standardization read feature 0 as the day's log return
+        if features[0] != "log_return":
+            raise ValueError(f"the first feature must be 'log_return', got {features}")
+        return features
 
     @property
     def n_features(self) -> int:
@@ -46,8 +49,13 @@ class WindowSpec:
         """Columns of the canonical frame, besides the price, that the features read."""
         return tuple(dict.fromkeys(c for f in self.features for c in FEATURE_COLUMNS[f]))
 
+    @property
+    def spec(self) -> "WindowSpec":
+        """Just the window's shape (a subclass may carry more)."""
+        return WindowSpec(lookback=self.lookback, horizon=self.horizon, features=self.features)
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "features": list(self.features)}
+        return {**self.model_dump(), "features": list(self.features)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "WindowSpec":
