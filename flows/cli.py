@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -127,7 +126,7 @@ def format_metrics(summary: dict) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.data, args.epochs, args.seed)
     if args.ticker:  # the symbol of a single-ticker file (one without a ticker column)
-        config = config.model_copy(update={"ingest": dataclasses.replace(config.ingest, ticker=args.ticker)})
+        config = config.model_copy(update={"ingest": config.ingest.updated(ticker=args.ticker)})
     from tickerflow.flows.runners import runner_from_args
     from tickerflow.flows.train_pipeline import train_pipeline
 
@@ -182,7 +181,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.data, args.epochs, args.seed)
     if args.ticker:
-        config = config.model_copy(update={"ingest": dataclasses.replace(config.ingest, ticker=args.ticker)})
+        config = config.model_copy(update={"ingest": config.ingest.updated(ticker=args.ticker)})
     start_prefect_api()
     result = replay(data=config.ingest.source, start=args.start, end=args.end, retrain_every=args.retrain_every, config=config)
     for day in result["days"]:

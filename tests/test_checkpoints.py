@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 import numpy as np
@@ -44,7 +43,7 @@ def test_a_checkpoint_with_pickled_objects_is_not_loaded(tmp_path):
 
 def test_a_checkpoint_of_another_model_shape_trains_afresh_with_a_warning(tmp_path):
     path = _interrupted_checkpoint(tmp_path)
-    wider = dataclasses.replace(TINY, hidden_size=12)
+    wider = TINY.updated(gru=TINY.gru.updated(hidden_size=12))
     with pytest.warns(UserWarning, match="does not fit this model"):
         result = train_model(*split(), wider, checkpoint_dir=path.parent)
     assert result.resumed_from_epoch == 0 and len(result.history) == wider.epochs

@@ -14,7 +14,7 @@ import torch
 
 from conftest import make_prices
 from tickerflow.tasks.tracking import experiment_id, use_tracking
-from tickerflow.tasks.train import fit_forecaster
+from tickerflow_model.fitting import fit_forecaster
 from tickerflow.tasks.evaluate import (
     BacktestConfig,
     EvaluateConfig,
@@ -23,7 +23,7 @@ from tickerflow.tasks.evaluate import (
     walk_forward,
     write_reports,
 )
-from tickerflow.tasks.window import WindowConfig, build_window_dataset
+from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
 from tickerflow_model.metrics import distribution_metrics
 from tickerflow_model.forecaster import Forecaster, ModelSpec
@@ -37,7 +37,7 @@ CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50)
 def untrained_forecaster(dataset, shrinkage: float, seed: int = 0, lookback: int | None = None) -> Forecaster:
     """A random tiny GRU; shrinkage 0 makes it exactly the naive forecast."""
     torch.manual_seed(seed)
-    spec = dataset.spec if lookback is None else WindowSpec(lookback, dataset.spec.horizon, dataset.spec.features)
+    spec = dataset.spec if lookback is None else WindowSpec(lookback=lookback, horizon=dataset.spec.horizon, features=dataset.spec.features)
     gru = GRUConfig(input_size=spec.n_features, hidden_size=4, num_layers=1, horizon=spec.horizon)
     model_spec = ModelSpec(spec, gru, dataset.scaler, dataset.price_column, (shrinkage,) * spec.horizon)
     return Forecaster(model_spec, GRUForecaster(gru))
@@ -91,7 +91,7 @@ def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, d
                         ("rolling_quantile", rolling_quantile(p, base, 2, levels)), ("ewma", ewma(p, base, 2, levels))):
             np.testing.assert_allclose(quantiles[name][where], q.reshape(-1, len(levels)))
     # the model's quantiles are the forecaster's own, row for row
-    x_quantiles = forecaster.predict_quantiles(__import__("tickerflow.tasks.window", fromlist=["read_split"]).read_split(dataset, "test")[0])
+    x_quantiles = forecaster.predict_quantiles(__import__("tickerflow_model.window_dataset", fromlist=["read_split"]).read_split(dataset, "test")[0])
     np.testing.assert_allclose(quantiles["model"], x_quantiles.reshape(-1, x_quantiles.shape[-1]))
 
 
@@ -204,7 +204,7 @@ def test_reports_hold_the_tables_predictions_overview_and_fan_charts(tmp_path):
 
 
 BACKTEST = BacktestConfig(folds=2, step=30)
-TINY_TRAIN = TrainConfig(epochs=2, hidden_size=4, num_layers=1, batch_size=64, seed=0, device="cpu")
+TINY_TRAIN = TrainConfig(epochs=2, gru={"hidden_size": 4, "num_layers": 1}, batch_size=64, seed=0, device="cpu")
 
 
 def run_walk_forward(prices, source_hash, root):
@@ -287,7 +287,7 @@ def ar2_gap_closed(n_days: int, train_config: TrainConfig, root: Path, seed: int
     """Train on AR(2) prices; -> RMSE of naive, model and oracle on the test split and the share of the gap closed."""
     prices = ar2_prices(n_days, seed=seed)
     dataset = build_window_dataset(prices, WindowConfig(lookback=20, min_history=100), f"ar2-{seed}", root)
-    forecaster = fit_forecaster(dataset, train_config, None, logging.getLogger("ar2"))
+    forecaster = fit_forecaster(dataset, train_config).forecaster
     preds = evaluate_forecaster(forecaster, dataset, prices, champion_uri=None).predictions
     rmse = {n: float(np.sqrt(np.mean((preds[c] - preds["actual"]) ** 2))) for n, c in (("naive", "naive"), ("model", "forecast"))}
     rmse["oracle"] = float(np.sqrt(np.mean((ar2_oracle(preds, prices) - preds["actual"]) ** 2)))
@@ -297,7 +297,7 @@ def ar2_gap_closed(n_days: int, train_config: TrainConfig, root: Path, seed: int
 
 @pytest.mark.slow
 def test_the_model_closes_at_least_half_the_gap_between_naive_and_the_ar2_oracle(tmp_path):
-    config = TrainConfig(epochs=8, hidden_size=16, num_layers=1, batch_size=128, lr=3e-3, seed=0, device="cpu")
+    config = TrainConfig(epochs=8, gru={"hidden_size": 16, "num_layers": 1}, batch_size=128, lr=3e-3, seed=0, device="cpu")
     result = ar2_gap_closed(1200, config, tmp_path / "w")
 
     assert result["oracle"] < result["naive"]  # the data has something to learn

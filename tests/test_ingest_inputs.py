@@ -116,14 +116,14 @@ def test_a_5000_ticker_wide_file_is_a_legitimate_universe(tmp_path):
 
 @pytest.mark.parametrize("field, value", [("max_rows", 0), ("max_bytes", -1)])
 def test_limits_are_validated_in_the_config(field, value):
-    with pytest.raises(ValueError, match=f"ingest.{field} must be an integer >= 1, got {value}"):
+    with pytest.raises(ValueError, match=f"{field}\n +Input should be greater than or equal to 1 .*input_value={value}"):
         IngestConfig(**{field: value})
 
 
 def test_inf_prices_fail_validation(tmp_path):
-    from tickerflow.tasks.validate import ValidateConfig, check_prices
+    from tickerflow.tasks.validate import ValidateConfig, run_suite
 
     frame, _, _, _ = read_prices(_csv(tmp_path, "Date,Ticker,Close\n2020-01-02,AAA,1\n2020-01-03,AAA,inf\n"))
-    report = check_prices(frame, ValidateConfig(), 1, tmp_path / "docs")
+    report = run_suite(frame, ValidateConfig(), 1, tmp_path / "docs")
     assert not report.success
     assert any(f.column == "close" and "close=inf" in f.line() for f in report.critical)

@@ -39,7 +39,7 @@ def regime_shift_prices(seed: int = 3) -> pd.DataFrame:
 
 CONFIG = PipelineConfig.model_validate({
     "window": {"lookback": 10, "min_history": 100},
-    "train": {"epochs": 2, "hidden_size": 8, "num_layers": 1, "batch_size": 256, "seed": 1},
+    "train": {"epochs": 2, "gru": {"hidden_size": 8, "num_layers": 1}, "batch_size": 256, "seed": 1},
     "register": {"min_skill": -1.0},  # the test needs a champion; the gate is not under test
 })
 MONITOR = MonitorConfig(windows=(3, 10), min_days=2, rule_window=3, days_in_row=2, skill_margin=None, rmse_ratio=1.5)

@@ -59,7 +59,7 @@ def test_trained_model_is_calibrated_and_beats_static_quantiles_on_garch_returns
     spec, scaler, data, static_q = garch_split
     (x, y), (xv, yv), (xt, yt) = data["train"], data["val"], data["test"]
     scale = scaler.target_scale
-    config = TrainConfig(epochs=6, batch_size=128, hidden_size=16, num_layers=1, patience=6, seed=0,
+    config = TrainConfig(epochs=6, batch_size=128, gru={"hidden_size": 16, "num_layers": 1}, patience=6, seed=0,
                          device="cpu", precision="fp32")
     result = train_model(x, (y / scale).astype(np.float32), xv, (yv / scale).astype(np.float32), config)
     model_spec = ModelSpec(spec, result.net.config, scaler, "close",

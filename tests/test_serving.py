@@ -20,7 +20,7 @@ import pytest
 from conftest import make_prices
 from tickerflow.tasks.register import log_pyfunc
 from tickerflow.tasks.tracking import experiment_id, use_tracking
-from tickerflow.tasks.window import WindowConfig, build_window_dataset
+from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 from test_evaluate import untrained_forecaster
 from tickerflow_model.quantiles import quantile_columns
 

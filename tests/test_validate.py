@@ -12,7 +12,7 @@ from tickerflow.tasks.validate import (
     WARNING,
     ValidateConfig,
     ValidationFailed,
-    check_prices,
+    run_suite,
     require_valid,
 )
 from tests.conftest import make_prices
@@ -81,7 +81,7 @@ def test_each_critical_expectation_stops_a_crafted_bad_file(case, tmp_path, tf_h
     clean = make_prices(300, tickers=("AAA", "BBB"))
     frame = _bad_file(tmp_path, mutate)
 
-    report = check_prices(frame, ValidateConfig(), MIN_ROWS, tf_home / "validation" / "docs")
+    report = run_suite(frame, ValidateConfig(), MIN_ROWS, tf_home / "validation" / "docs")
 
     assert not report.success
     failed = {(f.expectation, f.column): f for f in report.critical}
@@ -102,7 +102,7 @@ def test_each_critical_expectation_stops_a_crafted_bad_file(case, tmp_path, tf_h
 
 def test_missing_price_and_wrong_types_are_critical(tf_home):
     frame = make_prices(300).drop(columns=["close"]).assign(volume=lambda f: f["volume"].astype(str))
-    report = check_prices(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
+    report = run_suite(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
     failed = {(f.expectation, f.column) for f in report.critical}
     assert ("expect_column_to_exist", "close") in failed
     assert ("expect_column_values_to_be_in_type_list", "volume") in failed
@@ -110,7 +110,7 @@ def test_missing_price_and_wrong_types_are_critical(tf_home):
 
 def test_clean_frame_with_only_the_required_columns_passes(tf_home):
     frame = make_prices(300)[["date", "ticker", "close"]]
-    report = check_prices(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
+    report = run_suite(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
     assert report.success and report.failures == [], report.summary()
     assert (tf_home / "docs" / "index.html").is_file()
     pd.testing.assert_frame_equal(require_valid.fn(report), frame)
@@ -129,7 +129,7 @@ def test_warnings_are_reported_with_examples_and_the_run_continues(tmp_path, tf_
     bbb_dates = clean.loc[clean["ticker"] == "BBB", "date"].dt.date.astype(str).tolist()
     frame = _bad_file(tmp_path, mutate)
 
-    report = check_prices(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
+    report = run_suite(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
 
     assert report.success, report.summary()
     assert report.critical == []
@@ -148,7 +148,7 @@ def test_warnings_are_reported_with_examples_and_the_run_continues(tmp_path, tf_
 
 def test_short_tickers_are_dropped_and_named(tf_home):
     frame = pd.concat([make_prices(300, tickers=("AAA",)), make_prices(196, tickers=("FB",), seed=1)], ignore_index=True)
-    report = check_prices(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
+    report = run_suite(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
     assert report.success
     assert report.dropped_tickers == {"FB": 196}
     assert set(report.frame["ticker"]) == {"AAA"}
@@ -156,10 +156,12 @@ def test_short_tickers_are_dropped_and_named(tf_home):
 
 
 def test_config_rejects_bad_thresholds():
-    with pytest.raises(ValueError, match="max_abs_log_return must be > 0, got -1"):
+    with pytest.raises(ValueError, match=r"max_abs_log_return\n +Input should be greater than 0 .*input_value=-1"):
         ValidateConfig(max_abs_log_return=-1)
-    with pytest.raises(ValueError, match="max_identical_run must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"max_identical_run\n +Input should be greater than or equal to 1 .*input_value=0"):
         ValidateConfig(max_identical_run=0)
+    with pytest.raises(ValueError, match=r"max_gap_business_days\n +Input should be greater than or equal to 0"):
+        ValidateConfig(max_gap_business_days=-1)
 
 
 def test_cli_run_on_a_bad_file_exits_nonzero_with_the_summary_and_writes_nothing(
