@@ -36,7 +36,7 @@ def _kill_mlflow_runs(flow, flow_run, state) -> None:
     on_failure=[_fail_mlflow_runs], on_crashed=[_kill_mlflow_runs], on_cancellation=[_kill_mlflow_runs], log_prints=True,
 )
 def batch_forecast(
-    data: str = IngestConfig.source,
+    data: str = IngestConfig().source,
     out: str = "forecasts.parquet",
     model_uri: str = ForecastConfig.model_uri,
     store: ForecastStoreConfig = ForecastStoreConfig(),
