@@ -13,12 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
 
+from tickerflow import environment
+
 # Before anything imports Prefect or MLflow: no telemetry, no network dry-runs.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+environment.apply()
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 

@@ -17,6 +17,8 @@ import mlflow
 import pytest
 import torch
 
+from tickerflow import environment
+
 pytestmark = pytest.mark.slow
 
 EPOCHS = 12
@@ -31,13 +33,9 @@ def cli_env(home: Path) -> dict[str, str]:
     env.update(
         TICKERFLOW_HOME=str(home),
         PREFECT_HOME=str(home / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        DO_NOT_TRACK="1",
-        MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true",
-        GIT_PYTHON_REFRESH="quiet",
     )
-    return env
+    return dict(environment.apply(env))
 
 
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
