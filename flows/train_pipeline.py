@@ -6,7 +6,6 @@ One Prefect flow run is one MLflow run: the config goes in as params, the flow-r
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from tickerflow.config_values import as_dict
 from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
 from tickerflow.tasks.ingest import IngestConfig, ingest
@@ -37,20 +37,35 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
-    window: WindowConfig = Field(default_factory=WindowConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)  # fan charts: best/worst N, named tickers
-    register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
-    backtest: BacktestConfig = Field(default_factory=BacktestConfig)  # walk-forward folds; 0 = off
+    ingest: IngestConfig = Field(
+        default_factory=IngestConfig, description="Where the prices come from (file, folder, glob or URI) and read limits")
+    validate_: ValidateConfig = Field(
+        default_factory=ValidateConfig, alias="validate", description="Data checks that must pass before anything is trained")
+    window: WindowConfig = Field(
+        default_factory=WindowConfig, description="Sliding windows: lookback, horizon, chronological splits and purge gap")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="The GRU and its training: epochs, batch size, learning rate, seed, device")
+    evaluate: EvaluateConfig = Field(
+        default_factory=EvaluateConfig, description="Test-set evaluation: fan charts of the best/worst N and named tickers")
+    register_: RegisterConfig = Field(
+        default_factory=RegisterConfig, alias="register", description="Registered model name and the champion gate")
+    backtest: BacktestConfig = Field(
+        default_factory=BacktestConfig, description="Walk-forward folds after the main split (0 folds: off)")
 
     def flat_params(self) -> dict[str, str]:
-        """`stage.field` -> value, for MLflow params."""
-        out = {}
-        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"), ("register", "register_"), ("backtest", "backtest")):
-            for key, value in asdict(getattr(self, attr)).items():
-                out[f"{stage}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
+        """`stage.field` (nested: `stage.part.field`) -> value, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def add(prefix: str, values: dict[str, Any]) -> None:
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    add(f"{prefix}.{key}", value)
+                else:
+                    out[f"{prefix}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
+
+        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"),
+                            ("register", "register_"), ("backtest", "backtest")):
+            add(stage, as_dict(getattr(self, attr)))
         return out
 
 
