@@ -150,7 +150,6 @@ def build_app() -> typer.Typer:
     """The `tickerflow` app. Option defaults and bounds come from the config models, so building it imports
     the flows (and with them Prefect and MLflow): call it after `environment.apply()`."""
     import inspect
-    from datetime import datetime
 
     from tickerflow.config_values import field_default
     from tickerflow.flows import ops_cli, registry_cli
@@ -174,9 +173,6 @@ def build_app() -> typer.Typer:
     ConfigFile = Annotated[str | None, typer.Option("--config", help="JSON or YAML file with a PipelineConfig: sections "
                                                      "ingest, validate, window, train, evaluate, register, backtest")]
     Json = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line of stdout")]
-
-    def day(text: str):
-        return typer.Option(formats=["%Y-%m-%d"], help=f"{text}, YYYY-MM-DD")
 
     app = typer.Typer(
         name="tickerflow", help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
@@ -250,18 +246,29 @@ def build_app() -> typer.Typer:
     @app.command()
     def replay(
         data: Annotated[str, typer.Option(help="prices covering the range (and the history before it)")],
-        start: Annotated[datetime, day("first day")],
-        end: Annotated[datetime, day("last day")],
-        retrain_every: Annotated[int, typer.Option(min=0, help="train every N trading days (0: only when there is no champion)")
+        start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
+        end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
+        retrain_every: Annotated[int, typer.Option(help="train every N trading days (0: only when there is no champion)")
                                  ] = inspect.signature(replay_flow.fn).parameters["retrain_every"].default,
         config: ConfigFile = None, ticker: Ticker = None, epochs: Epochs = None, seed: Seed = None,
         json_summary: Json = False,
     ) -> int:
         """Run the daily forecast flow as of each trading day of a date range."""
+        import pandas as pd
+
+        from tickerflow_model.errors import ConfigError
+
+        for name, value in (("start", start), ("end", end)):
+            try:
+                pd.Timestamp(value)
+            except ValueError:
+                raise ConfigError(f"--{name} must be a date (YYYY-MM-DD), got {value!r}") from None
+        if retrain_every < 0:
+            raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {retrain_every}")
         pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
         start_prefect_api()
-        result = replay_flow(data=pipeline_config.ingest.source, start=start.date().isoformat(), end=end.date().isoformat(),
-                             retrain_every=retrain_every, config=pipeline_config)
+        result = replay_flow(data=pipeline_config.ingest.source, start=start, end=end, retrain_every=retrain_every,
+                             config=pipeline_config)
         for day in result["days"]:
             print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
                   f"days past a threshold {day['degraded_days']}")

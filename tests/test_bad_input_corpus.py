@@ -22,7 +22,7 @@ import yaml
 from tickerflow import environment
 
 from bad_inputs import SMALL_LIMITS, write_corpus
-from test_serving import MODEL, champion  # noqa: F401 - module-scoped fixture: one registered champion
+from tiny_models import MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 

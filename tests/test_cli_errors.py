@@ -130,8 +130,7 @@ def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
         (["run", "--runner", "ray"], "'--runner'"),  # one of its choices
         (["run", "--bogus"], "--bogus"),  # no such option
         (["forecast", "--out", "y.parquet"], "'--data'"),  # a required option
-        (["replay", "--data", "x.csv", "--start", "2013-13-01", "--end", "2013-12-31"], "'--start'"),  # a date
-        (["replay", "--data", "x.csv", "--start", "2013-01-01", "--end", "2013-12-31", "--retrain-every", "-1"],
+        (["replay", "--data", "x.csv", "--start", "2013-01-01", "--end", "2013-12-31", "--retrain-every", "1.5"],
          "'--retrain-every'"),
     ],
 )

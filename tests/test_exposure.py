@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_prices
+from price_frames import make_prices
 from tickerflow.tasks.ingest import IngestError, read_prices
 from tickerflow.tasks.redaction import hold, redact_text, redact_uri, reveal
 

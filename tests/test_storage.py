@@ -21,7 +21,7 @@ from tickerflow.tasks.window import (
     read_split,
     write_window_part,
 )
-from tests.conftest import make_prices
+from price_frames import make_prices
 
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part
 ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")

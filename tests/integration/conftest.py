@@ -17,7 +17,7 @@ import pytest
 
 from tickerflow import environment
 from tickerflow.flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
-from tests.integration.support import LOOPBACK, PrefectAPI, free_port
+from integration.support import LOOPBACK, PrefectAPI, free_port
 
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
 STOP_SECONDS = 5.0  # after the tests, a server's graceful shutdown is not what is under test

@@ -18,7 +18,7 @@ import pytest
 
 from tickerflow import environment
 from tickerflow.flows.ops_cli import ROOT, http_ok
-from tests.integration.support import TERMINAL, free_port
+from integration.support import TERMINAL, free_port
 
 pytestmark = pytest.mark.integration
 
