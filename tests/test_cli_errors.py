@@ -196,3 +196,23 @@ class _Failed(str):
 
     def __repr__(self) -> str:
         return f"Failed({str.__repr__(self)})"
+
+
+def test_the_cli_applies_the_environment_before_prefect_or_mlflow_is_imported():
+    """main() applies tickerflow.environment first; that only works while importing the CLI module (and
+    `python -m tickerflow`'s package) imports neither Prefect nor MLflow."""
+    import subprocess
+    import sys
+
+    code = "import sys, tickerflow, tickerflow.flows.cli; print(sorted({'prefect', 'mlflow'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_environment_defaults_never_override_what_is_set():
+    from tickerflow import environment
+
+    env = environment.apply({"DO_NOT_TRACK": "0"})
+    assert env["DO_NOT_TRACK"] == "0" and env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert set(environment.DEFAULTS) <= set(env)
