@@ -164,8 +164,10 @@ def test_ui_on_a_non_loopback_host_warns_about_authentication(host, warned, monk
 
     monkeypatch.setattr(ops_cli, "prefect_server", lambda *a, **k: NotStarted())
     monkeypatch.setattr(ops_cli, "mlflow_server", lambda *a, **k: NotStarted())
-    assert ops_cli.ui(host=host, prefect_port=1, mlflow_port=2, startup_timeout=1.0) != 0
-    assert ("no authentication" in capsys.readouterr().err) is warned
+    assert ops_cli.ui(host=host, prefect_port=1, mlflow_port=2, startup_timeout=1.0) == ops_cli.EXIT_NOT_STARTED
+    err = capsys.readouterr().err
+    assert ("no authentication" in err) is warned
+    assert err.splitlines()[-1] == "tickerflow ui: not started in this test"
 
 
 # ---- forecast output --------------------------------------------------------------------------------
