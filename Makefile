@@ -4,12 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Telemetry that tries the network on start-up stays off.
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export DO_NOT_TRACK ?= 1
-export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK ?= true
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
-export GIT_PYTHON_REFRESH ?= quiet
+# Telemetry stays off without an environment block here: the CLI's main() and the tests' conftest apply
+# tickerflow/environment.py before anything imports Prefect or MLflow.
 
 .PHONY: install run test test-fast bench clean
 

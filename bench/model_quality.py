@@ -32,14 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from tickerflow import environment
+
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
 
 
 def run_sample(seed: int, extra: list[str]) -> tuple[dict, float]:
     with tempfile.TemporaryDirectory(prefix="tf-quality-") as home:
-        env = {**os.environ, "TICKERFLOW_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "DO_NOT_TRACK": "1", "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
+        env = environment.apply({**os.environ, "TICKERFLOW_HOME": home})
         env.pop("MLFLOW_TRACKING_URI", None)
         t0 = time.perf_counter()
         proc = subprocess.run(

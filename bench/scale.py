@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tickerflow import environment
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -104,10 +106,8 @@ def run_child(data: Path, epochs: int, home: Path, extra: list[str]) -> tuple[di
         **os.environ,
         "TICKERFLOW_HOME": str(home / "tf"),
         "PREFECT_HOME": str(prefect_home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
     }
+    environment.apply(env)
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
         env.pop(var, None)
     report = home / "report.json"

@@ -25,8 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
+from tickerflow import environment  # noqa: E402
+
+environment.apply()
 
 sys.path.insert(0, str(ROOT / "bench"))
 from windowing import synthetic_prices  # noqa: E402

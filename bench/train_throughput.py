@@ -31,10 +31,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+from tickerflow import environment
+
+environment.apply()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -1,24 +1,30 @@
-"""`tickerflow` command line: run the pipeline, forecast from the registry."""
+"""`tickerflow`: one Typer app. Train (`run`), forecast, replay and tidy the home (`gc`); run the
+deployments (`serve`) and the UIs (`ui`); read and move the champion (`models`, `promote`, `rollback`).
 
-from __future__ import annotations
+Nothing heavy is imported here at module level: `main` first applies the environment defaults (telemetry
+off) and only then builds the app, whose option defaults are read from the config models.
+"""
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from tickerflow import environment
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
 EXIT_FAILED = 1
 
-
-def _quiet_telemetry() -> None:
-    # Both try the network on start-up; a pipeline on an air-gapped box must not.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# CLI option -> the PipelineConfig field it sets (dotted, by the names a --config file uses). The one place
+# to change when a stage config changes shape; the option's help shows that field's default.
+CONFIG_OPTIONS: dict[str, str] = {
+    "data": "ingest.source",
+    "ticker": "ingest.ticker",
+    "epochs": "train.epochs",
+    "seed": "train.seed",
+}
 
 
 def _read_config_file(path: str) -> dict:
@@ -41,6 +47,45 @@ def _read_config_file(path: str) -> dict:
     return raw
 
 
+def _set_field(raw: dict, dotted: str, value: Any) -> None:
+    from tickerflow_model.errors import ConfigError
+
+    *sections, name = dotted.split(".")
+    for section in sections:
+        raw = raw.setdefault(section, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config section {section} must be a mapping of settings, got {type(raw).__name__}")
+    raw[name] = value
+
+
+def _lookup(raw: dict, dotted: str) -> Any:
+    """The value at `dotted` in a nested mapping, None when any part of the path is missing."""
+    for name in dotted.split("."):
+        if not isinstance(raw, dict) or name not in raw:
+            return None
+        raw = raw[name]
+    return raw
+
+
+def load_config(path: str | None = None, **options: Any):
+    """The PipelineConfig of a `--config` file (optional) with the CLI options that were given (not None)
+    set on top; `options` are keys of CONFIG_OPTIONS. Bounds are checked by the config models."""
+    from tickerflow.flows.train_pipeline import PipelineConfig
+    from tickerflow.tasks.redaction import hold
+
+    raw = _read_config_file(path) if path else {}
+    source = CONFIG_OPTIONS["data"]
+    if options.get("data") is None and _lookup(raw, source) is None:
+        options["data"] = str(SAMPLE_DATA)  # the bundled sample, whichever folder the command runs from
+    for option, value in options.items():
+        if value is not None:
+            _set_field(raw, CONFIG_OPTIONS[option], value)
+    # Credentials in the URI stay in this process: the flow's parameter (stored by Prefect, logged to
+    # MLflow) is the redacted form, and ingest asks for the full one back.
+    _set_field(raw, source, hold(str(_lookup(raw, source))))
+    return PipelineConfig.model_validate(raw)
+
+
 def start_prefect_api() -> None:
     """Without PREFECT_API_URL, start Prefect's temporary server now, under a lock on PREFECT_HOME.
 
@@ -59,28 +104,6 @@ def start_prefect_api() -> None:
     home.mkdir(parents=True, exist_ok=True)
     with FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600):
         SubprocessASGIServer().start()
-
-
-def load_config(path: str | None, data: str | None, epochs: int | None, seed: int | None):
-    from tickerflow.flows.train_pipeline import PipelineConfig
-
-    raw: dict = {}
-    if path:
-        raw = _read_config_file(path)
-    raw.setdefault("ingest", {})
-    raw["ingest"].setdefault("source", str(SAMPLE_DATA))
-    if data:
-        raw["ingest"]["source"] = data
-    from tickerflow.tasks.redaction import hold
-
-    # Credentials in the URI stay in this process: the flow's parameter (stored by Prefect, logged to
-    # MLflow) is the redacted form, and ingest asks for the full one back.
-    raw["ingest"]["source"] = hold(str(raw["ingest"]["source"]))
-    if epochs is not None:
-        raw.setdefault("train", {})["epochs"] = epochs
-    if seed is not None:
-        raw.setdefault("train", {})["seed"] = seed
-    return PipelineConfig.model_validate(raw)
 
 
 POINT_COLUMNS = ["rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"]
@@ -123,157 +146,166 @@ def format_metrics(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.data, args.epochs, args.seed)
-    if args.ticker:  # the symbol of a single-ticker file (one without a ticker column)
-        config = config.model_copy(update={"ingest": config.ingest.updated(ticker=args.ticker)})
-    from tickerflow.flows.runners import runner_from_args
-    from tickerflow.flows.train_pipeline import train_pipeline
+def build_app() -> typer.Typer:
+    """The `tickerflow` app. Option defaults and bounds come from the config models, so building it imports
+    the flows (and with them Prefect and MLflow): call it after `environment.apply()`."""
+    import inspect
 
-    start_prefect_api()
-    summary = train_pipeline.with_options(task_runner=runner_from_args(args))(config)
-    print(format_metrics(summary))
-    print(
-        f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
-        f"v{summary['model_version']} (gru)   promoted: {summary['promoted']}\n"
-        f"champion: v{summary['champion_version']} ({summary['champion_forecaster']}): {summary['reason']}\n"
-        f"MLflow run: {summary['mlflow_run_url']}"
+    from tickerflow.config_values import field_default
+    from tickerflow.flows import ops_cli, registry_cli
+    from tickerflow.flows.replay import replay as replay_flow
+    from tickerflow.flows.runners import LOCAL_WORKERS, RUNNER_KINDS, RunnerConfig
+    from tickerflow.flows.train_pipeline import PipelineConfig
+    from tickerflow.tasks.forecast import ForecastConfig
+
+    defaults = PipelineConfig().model_dump(by_alias=True)
+
+    def sets(option: str, text: str, shown: str | None = None):
+        """An option that sets a PipelineConfig field: not given, the field keeps its default or --config's value."""
+        dotted = CONFIG_OPTIONS[option]
+        default = shown if shown is not None else _lookup(defaults, dotted)
+        return typer.Option(f"--{option}", help=f"{text} (sets {dotted})", show_default=str(default))
+
+    Data = Annotated[str | None, sets("data", "file, folder, glob or fsspec URI of prices", "the bundled sample")]
+    Ticker = Annotated[str | None, sets("ticker", "ticker of a single-ticker file without a ticker column", "the file name")]
+    Epochs = Annotated[int | None, sets("epochs", "training epochs")]
+    Seed = Annotated[int | None, sets("seed", "random seed of the training run")]
+    ConfigFile = Annotated[str | None, typer.Option("--config", help="JSON or YAML file with a PipelineConfig: sections "
+                                                     "ingest, validate, window, train, evaluate, register, backtest")]
+    Json = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line of stdout")]
+
+    app = typer.Typer(
+        name="tickerflow", help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
+        pretty_exceptions_enable=False,  # a bug's traceback stays a plain one
     )
-    if args.json:
-        print(json.dumps(summary, default=str))
-    return 0
 
+    @app.command()
+    def run(
+        data: Data = None, config: ConfigFile = None, ticker: Ticker = None, epochs: Epochs = None, seed: Seed = None,
+        runner: Annotated[Literal[RUNNER_KINDS], typer.Option(
+            help="task runner of the per-ticker fan-out: a thread pool or Dask", rich_help_panel="Task runner")
+        ] = field_default(RunnerConfig, "kind"),
+        dask_address: Annotated[str | None, typer.Option(
+            help="scheduler of a running Dask cluster, e.g. tcp://HOST:8786", rich_help_panel="Task runner")] = None,
+        dask_workers: Annotated[int | None, typer.Option(
+            help="workers of a temporary local Dask cluster", show_default=str(LOCAL_WORKERS), rich_help_panel="Task runner")
+        ] = None,
+        json_summary: Json = False,
+    ) -> int:
+        """Run the training pipeline once: ingest, validate, window, train, evaluate, register."""
+        from tickerflow.flows.runners import build_task_runner
+        from tickerflow.flows.train_pipeline import train_pipeline
 
-def cmd_forecast(args: argparse.Namespace) -> int:
-    from tickerflow.flows.batch_forecast import batch_forecast
+        task_runner = build_task_runner(RunnerConfig(kind=runner, address=dask_address, n_workers=dask_workers))
+        pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
+        start_prefect_api()
+        summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
+        print(format_metrics(summary))
+        print(
+            f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
+            f"v{summary['model_version']} (gru)   promoted: {summary['promoted']}\n"
+            f"champion: v{summary['champion_version']} ({summary['champion_forecaster']}): {summary['reason']}\n"
+            f"MLflow run: {summary['mlflow_run_url']}"
+        )
+        if json_summary:
+            print(json.dumps(summary, default=str))
+        return 0
 
-    from tickerflow.tasks.redaction import hold
+    @app.command()
+    def forecast(
+        data: Annotated[str, typer.Option(help="recent prices: file, folder, glob or fsspec URI")],
+        out: Annotated[str, typer.Option(help="output Parquet file (relative to this folder) or fsspec URI")],
+        model_uri: Annotated[str | None, typer.Option(
+            help="registered model to forecast with", show_default=field_default(ForecastConfig, "model_uri"))] = None,
+        json_summary: Json = False,
+    ) -> int:
+        """Forecast the next days from a registered model."""
+        from tickerflow.flows.batch_forecast import batch_forecast
+        from tickerflow.tasks.redaction import hold
 
-    # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
-    out = args.out if "://" in args.out else str(Path(args.out).expanduser().resolve())
-    kwargs = {"data": hold(args.data), "out": out}
-    if args.model_uri:
-        kwargs["model_uri"] = args.model_uri
-    start_prefect_api()
-    result = batch_forecast(**kwargs)
-    print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
-    for ticker, why in result.get("skipped", {}).items():
-        print(f"skipped {ticker}: {why}")
-    if args.json:
-        print(json.dumps(result, default=str))
-    return 0
+        # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
+        target = out if "://" in out else str(Path(out).expanduser().resolve())
+        kwargs = {"data": hold(data), "out": target}
+        if model_uri:
+            kwargs["model_uri"] = model_uri
+        start_prefect_api()
+        result = batch_forecast(**kwargs)
+        print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
+        for skipped, why in result.get("skipped", {}).items():
+            print(f"skipped {skipped}: {why}")
+        if json_summary:
+            print(json.dumps(result, default=str))
+        return 0
 
+    app.command("serve")(ops_cli.serve)
+    app.command("ui")(ops_cli.ui)
+    app.command("models")(registry_cli.models)
+    app.command("promote")(registry_cli.promote)
+    app.command("rollback")(registry_cli.rollback)
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    import pandas as pd
+    @app.command()
+    def replay(
+        data: Annotated[str, typer.Option(help="prices covering the range (and the history before it)")],
+        start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
+        end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
+        retrain_every: Annotated[int, typer.Option(help="train every N trading days (0: only when there is no champion)")
+                                 ] = inspect.signature(replay_flow.fn).parameters["retrain_every"].default,
+        config: ConfigFile = None, ticker: Ticker = None, epochs: Epochs = None, seed: Seed = None,
+        json_summary: Json = False,
+    ) -> int:
+        """Run the daily forecast flow as of each trading day of a date range."""
+        import pandas as pd
 
-    from tickerflow_model.errors import ConfigError
+        from tickerflow_model.errors import ConfigError
 
-    from tickerflow.flows.replay import replay
+        for name, value in (("start", start), ("end", end)):
+            try:
+                pd.Timestamp(value)
+            except ValueError:
+                raise ConfigError(f"--{name} must be a date (YYYY-MM-DD), got {value!r}") from None
+        if retrain_every < 0:
+            raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {retrain_every}")
+        pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
+        start_prefect_api()
+        result = replay_flow(data=pipeline_config.ingest.source, start=start, end=end, retrain_every=retrain_every,
+                             config=pipeline_config)
+        for day in result["days"]:
+            print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
+                  f"days past a threshold {day['degraded_days']}")
+        print(f"\n{len(result['days'])} days replayed, {len(result['retrains'])} training run(s), "
+              f"{len(result['degraded_events'])} degradation event(s)")
+        for event in result["degraded_events"]:
+            print(f"degraded on {event['day']}: v{event['model_version']}: {event['reasons']}")
+        if json_summary:
+            print(json.dumps(result, default=str))
+        return 0
 
-    for name in ("start", "end"):
+    @app.command()
+    def gc(
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be removed and what is kept, remove nothing")] = False,
+        config: Annotated[str | None, typer.Option("--config", help="JSON or YAML file with `retention` (and `forecast_store`) sections")] = None,
+    ) -> int:
+        """Remove what no model version, recent run or running flow needs from the home."""
+        from tickerflow.tasks.forecast_store import ForecastStoreConfig
+        from tickerflow.tasks.retention import RetentionConfig, run_gc
+        from tickerflow_model.errors import ConfigError
+
+        raw = _read_config_file(config) if config else {}
         try:
-            pd.Timestamp(getattr(args, name))
-        except ValueError:
-            raise ConfigError(f"--{name} must be a date (YYYY-MM-DD), got {getattr(args, name)!r}") from None
-    if args.retrain_every < 0:
-        raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {args.retrain_every}")
+            retention, store = RetentionConfig(**raw.get("retention", {})), ForecastStoreConfig(**raw.get("forecast_store", {}))
+        except (TypeError, ValueError) as exc:  # an unknown key, or a value out of bounds
+            raise ConfigError(f"{config}: {error_message(exc)}") from None
+        plan = run_gc(retention, store, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        for removal in plan.removals:
+            print(f"{verb} {removal.path} ({removal.bytes / 1e6:.2f} MB): {removal.reason}")
+        if dry_run:
+            for path, why in plan.kept.items():
+                print(f"keep {path}: {why}")
+        print(f"{verb} {len(plan.removals)} item(s), {plan.bytes / 1e6:.2f} MB; {len(plan.forecast_runs)} batch-forecast MLflow run(s)")
+        return 0
 
-    config = load_config(args.config, args.data, args.epochs, args.seed)
-    if args.ticker:
-        config = config.model_copy(update={"ingest": config.ingest.updated(ticker=args.ticker)})
-    start_prefect_api()
-    result = replay(data=config.ingest.source, start=args.start, end=args.end, retrain_every=args.retrain_every, config=config)
-    for day in result["days"]:
-        print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
-              f"days past a threshold {day['degraded_days']}")
-    print(f"\n{len(result['days'])} days replayed, {len(result['retrains'])} training run(s), "
-          f"{len(result['degraded_events'])} degradation event(s)")
-    for event in result["degraded_events"]:
-        print(f"degraded on {event['day']}: v{event['model_version']}: {event['reasons']}")
-    if args.json:
-        print(json.dumps(result, default=str))
-    return 0
-
-
-def cmd_gc(args: argparse.Namespace) -> int:
-    from tickerflow_model.errors import ConfigError
-    from tickerflow.tasks.forecast_store import ForecastStoreConfig
-    from tickerflow.tasks.retention import RetentionConfig, run_gc
-
-    raw = _read_config_file(args.config) if args.config else {}
-    try:
-        retention, store = RetentionConfig(**raw.get("retention", {})), ForecastStoreConfig(**raw.get("forecast_store", {}))
-    except (TypeError, ValueError) as exc:  # an unknown key, or a value out of bounds
-        raise ConfigError(f"{args.config}: {exc}") from None
-    plan = run_gc(retention, store, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    for removal in plan.removals:
-        print(f"{verb} {removal.path} ({removal.bytes / 1e6:.2f} MB): {removal.reason}")
-    if args.dry_run:
-        for path, why in plan.kept.items():
-            print(f"keep {path}: {why}")
-    print(f"{verb} {len(plan.removals)} item(s), {plan.bytes / 1e6:.2f} MB; {len(plan.forecast_runs)} batch-forecast MLflow run(s)")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from tickerflow.flows.ops_cli import add_parsers
-    from tickerflow.flows.runners import add_runner_arguments
-
-    parser = argparse.ArgumentParser(prog="tickerflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run the training pipeline once")
-    run.add_argument("--data", help="file, folder, glob or fsspec URI of prices (default: bundled sample)")
-    run.add_argument("--config", help="JSON or YAML file with a PipelineConfig")
-    run.add_argument("--ticker", help="ticker of a single-ticker file without a ticker column (default: file name)")
-    run.add_argument("--epochs", type=int, help="override train.epochs")
-    run.add_argument("--seed", type=int, help="override train.seed")
-    run.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
-    add_runner_arguments(run)
-    run.set_defaults(func=cmd_run)
-
-    fc = sub.add_parser("forecast", help="forecast the next days from a registered model")
-    fc.add_argument("--data", required=True, help="recent prices: file, folder, glob or fsspec URI")
-    fc.add_argument("--model-uri", help="default: models:/tickerflow-gru@champion")
-    fc.add_argument("--out", required=True, help="output Parquet file")
-    fc.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
-    fc.set_defaults(func=cmd_forecast)
-
-    rp = sub.add_parser("replay", help="run the daily forecast flow as of each trading day of a date range")
-    rp.add_argument("--data", required=True, help="prices covering the range (and the history before it)")
-    rp.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
-    rp.add_argument("--end", required=True, help="last day, YYYY-MM-DD")
-    rp.add_argument("--retrain-every", type=int, default=0, help="train every N trading days (default 0: only when there is no champion)")
-    rp.add_argument("--config", help="JSON or YAML file with a PipelineConfig for the training runs")
-    rp.add_argument("--ticker", help="ticker of a single-ticker file without a ticker column")
-    rp.add_argument("--epochs", type=int, help="override train.epochs")
-    rp.add_argument("--seed", type=int, help="override train.seed")
-    rp.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
-    rp.set_defaults(func=cmd_replay)
-
-    gc = sub.add_parser("gc", help="remove what no model version, recent run or running flow needs from the home")
-    gc.add_argument("--dry-run", action="store_true", help="list what would be removed and what is kept, remove nothing")
-    gc.add_argument("--config", help="JSON or YAML file with `retention` (and `forecast_store`) sections")
-    gc.set_defaults(func=cmd_gc)
-
-    add_parsers(sub)  # serve, ui
-    from tickerflow.flows import registry_cli
-
-    registry_cli.add_parsers(sub)  # promote, rollback, models
-    return parser
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """Failures a user can act on: reported in one line (or the validation summary), no traceback.
-
-    Only the project's own error types (and pydantic's, for a config that does not validate): a bug that
-    raises ValueError or OSError keeps its traceback.
-    """
-    from tickerflow.flows.console_logging import expected_error_types
-
-    return expected_error_types()
+    return app
 
 
 # A long-running command keeps an expected failure's reason in its console log; the others print it last.
@@ -281,19 +313,28 @@ LONG_RUNNING = {"serve"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_telemetry()
-    args = build_parser().parse_args(argv)
+    """The `tickerflow` command: returns its exit code. A user's mistake is one line on stderr, no traceback."""
+    environment.apply()  # before anything imports Prefect or MLflow
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in args if not a.startswith("-")), "")
+    prefix = f"tickerflow {command}".rstrip()
     from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console
 
-    quiet_expected_errors_on_console(with_reason=args.command in LONG_RUNNING)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
+        cli = typer.main.get_command(build_app())
+        quiet_expected_errors_on_console(with_reason=command in LONG_RUNNING)
+        return cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
+    except typer.TyperException as exc:  # a usage error: an unknown option, a value of the wrong type
+        message = " ".join(exc.format_message().split())
+        if message:  # (none when the help was shown instead)
+            print(f"{prefix}: {message}", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_FAILED)
+    except (KeyboardInterrupt, typer.Abort):
         print("tickerflow: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns errors into exit codes
         if is_expected(exc):
-            print(f"tickerflow {args.command}: {type(exc).__name__}: {error_message(exc)}", file=sys.stderr)
+            print(f"{prefix}: {type(exc).__name__}: {error_message(exc)}", file=sys.stderr)
             return EXIT_FAILED
         raise
 

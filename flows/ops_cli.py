@@ -5,40 +5,66 @@
 ephemeral API runs no scheduler), so without `PREFECT_API_URL` it says so and starts one on loopback.
 
 `ui` starts `prefect server start` and `mlflow server` on loopback over the stores the embedded runs
-use: Prefect's `$PREFECT_HOME/prefect.db` and MLflow's `$TICKERFLOW_HOME/mlflow.db` with the artifacts
-in `$TICKERFLOW_HOME/mlartifacts`, so earlier runs and models appear. Ctrl-C stops both.
+use (`$PREFECT_HOME/prefect.db`; `$TICKERFLOW_HOME/mlflow.db` and `mlartifacts`), so earlier runs and
+models appear. Ctrl-C or SIGTERM stops both.
+
+The servers are the projects' own commands, judged by their own health endpoints. Prefect's
+`SubprocessASGIServer` (the one-shot commands' temporary API) serves no UI, runs no scheduler and binds
+127.0.0.1 only, so it fits neither command; what is left here is start, wait for health, stop the process
+group (`mlflow server` runs uvicorn as a child of its own).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
+import typer
+from pydantic import Field
+
+from tickerflow import environment
+from tickerflow.config_values import field_default
+from tickerflow_model.config import Config
 from tickerflow_model.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS_FILE = ROOT / "deployments" / "prefect.yaml"
 LOOPBACK = "127.0.0.1"
-PREFECT_PORT = 4200
-MLFLOW_PORT = 5000
-STARTUP_SECONDS = 120.0  # a cold `prefect server start` migrates its database first; 2 busy cores are slow
 STOP_SECONDS = 20.0
 EXIT_NOT_STARTED = 2
 
 
+class ServerOptions(Config):
+    """Where `ui` and `serve` start their servers."""
+
+    host: str = Field(LOOPBACK, description="address to bind the servers to (loopback: only this machine)")
+    prefect_port: int = Field(4200, ge=1, le=65535, description="port of the Prefect server (UI and API)")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="port of the MLflow tracking server and UI")
+    # a cold `prefect server start` migrates its database first; 2 busy cores are slow
+    startup_timeout: float = Field(120.0, gt=0, description="seconds a server may take to answer its health check")
+
+
+def _option(name: str, **kwargs: Any) -> Any:
+    """A Typer option documented by ServerOptions' field `name`."""
+    return typer.Option(help=ServerOptions.model_fields[name].description, **kwargs)
+
+
+def _default(name: str) -> Any:
+    return field_default(ServerOptions, name)
+
+
 class ServerError(RuntimeError):
-    """A server did not come up (or died): the message names it and shows the end of its log."""
+    """A server did not come up (or died): one line naming it, the last line of its log and the log file."""
 
 
 # --- servers as child processes -----------------------------------------------------------------
@@ -58,70 +84,57 @@ class Server:
 
     def start(self) -> "Server":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it open for its lifetime
-        try:
+        merged = {**os.environ, **self.env}
+        env = environment.apply({k: v for k, v in merged.items() if v is not None})
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.child_environment(), start_new_session=True,
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, process_group=0,
             )
-        finally:
-            log.close()
         return self
 
-    def child_environment(self) -> dict[str, str]:
-        merged = {**os.environ, **self.env}
-        return {k: v for k, v in merged.items() if v is not None}
-
-    def log_tail(self, chars: int = 3000) -> str:
+    def failure(self, what: str) -> str:
+        """`what`, the last line of the server's log, and where the log is: one line."""
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
-            return ""
+            lines = []
+        last = f": {lines[-1].strip()}" if lines else ""
+        return f"{self.name} {what}{last} (log {self.log_path})"
 
-    def wait_healthy(self, timeout: float = STARTUP_SECONDS) -> None:
-        """Poll the health endpoint until it answers 200; fail early if the process exits."""
+    def wait_healthy(self, timeout: float) -> None:
+        """Poll the health endpoint until it answers 200; fail at once if the process exits."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while not http_ok(self.health_url):
             if self.process is not None and self.process.poll() is not None:
-                raise ServerError(
-                    f"{self.name} exited with code {self.process.returncode} before serving {self.url}; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            if http_ok(self.health_url):
-                return
+                raise ServerError(self.failure(f"exited with code {self.process.returncode} before serving {self.url}"))
+            if time.monotonic() > deadline:
+                raise ServerError(self.failure(f"did not answer {self.health_url} within {timeout:.0f}s"))
             time.sleep(0.25)  # polling interval, not synchronisation: the loop checks the real condition
-        raise ServerError(f"{self.name} did not answer {self.health_url} within {timeout:.0f}s; log {self.log_path}:\n{self.log_tail()}")
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = STOP_SECONDS) -> int | None:
-        """SIGTERM the whole process group, wait, SIGKILL what is left. Returns the exit code."""
+        """SIGTERM the process group, wait, then SIGKILL what is left of it. Returns the exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            _signal_group(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        _signal_group(self.process.pid, signal.SIGKILL)  # workers the server left behind in its group
+        _signal_group(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+        _signal_group(self.process.pid, signal.SIGKILL)  # a hung server, or workers it left in its group
+        self.process.wait()
         return self.process.returncode
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs we built
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
         return False
 
 
@@ -131,10 +144,7 @@ def prefect_server(host: str, port: int, log_dir: Path, env: dict[str, str | Non
     return Server(
         name="Prefect server",
         command=[sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-        url=url,
-        health_url=f"{url}/api/health",
-        log_path=log_dir / f"prefect-server-{port}.log",
-        env={"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", **(env or {})},
+        url=url, health_url=f"{url}/api/health", log_path=log_dir / f"prefect-server-{port}.log", env=env or {},
     )
 
 
@@ -144,15 +154,10 @@ def mlflow_server(host: str, port: int, backend_store_uri: str, artifacts_destin
     return Server(
         name="MLflow server",
         command=[
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(artifacts_destination),
-            "--host", host, "--port", str(port), "--workers", "1",
+            sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(artifacts_destination), "--host", host, "--port", str(port), "--workers", "1",
         ],
-        url=url,
-        health_url=f"{url}/health",
-        log_path=log_dir / f"mlflow-server-{port}.log",
-        env={"MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"},
+        url=url, health_url=f"{url}/health", log_path=log_dir / f"mlflow-server-{port}.log",
     )
 
 
@@ -164,34 +169,43 @@ def embedded_mlflow_store() -> tuple[str, Path]:
     return tracking_uri(), home_subdir("mlartifacts")
 
 
-class _Stop(Exception):
-    """Raised from the signal handler to leave the wait loop."""
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a service manager, `kill`) stops the servers the way Ctrl-C does."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def start_all(servers: list[Server], timeout: float) -> None:
+    """Start the servers side by side, then wait for each; stop them all if one fails or on Ctrl-C."""
+    started: list[Server] = []
+    try:
+        with sigterm_as_interrupt():
+            for server in servers:
+                started.append(server.start())
+            for server in started:
+                server.wait_healthy(timeout)
+    except BaseException:
+        stop_all(started)
+        raise
 
 
 def run_until_signalled(servers: list[Server]) -> int:
-    """Block until SIGINT/SIGTERM (-> 0) or until a server dies (-> 1); stop every server either way."""
-
-    def handler(signum, frame):
-        raise _Stop(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    code = 0
+    """Block until Ctrl-C or SIGTERM (-> 0) or until a server dies (-> 1); stop every server either way."""
     try:
-        while True:
-            dead = [s for s in servers if not s.running()]
-            if dead:
-                s = dead[0]
-                print(f"tickerflow: {s.name} exited with code {s.process.returncode}; log {s.log_path}:\n{s.log_tail(1500)}", file=sys.stderr)
-                code = 1
-                break
-            time.sleep(0.5)  # a supervisor's poll; the signal handler interrupts it at once
-    except _Stop as stop:
-        print(f"tickerflow: {stop}: stopping {', '.join(s.name for s in servers)}", flush=True)
+        with sigterm_as_interrupt():
+            while not (dead := [s for s in servers if not s.running()]):
+                time.sleep(0.5)  # a supervisor's poll; a signal interrupts it at once
+        print(f"tickerflow: {dead[0].failure(f'exited with code {dead[0].process.returncode}')}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tickerflow: stopping {', '.join(s.name for s in servers)}", flush=True)
+        return 0
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
         stop_all(servers)
-    return code
 
 
 def stop_all(servers: list[Server]) -> None:
@@ -218,9 +232,16 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
+def ui(
+    host: Annotated[str, _option("host")] = _default("host"),
+    prefect_port: Annotated[int, _option("prefect_port")] = _default("prefect_port"),
+    mlflow_port: Annotated[int, _option("mlflow_port")] = _default("mlflow_port"),
+    startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
+) -> int:
+    """Prefect UI + MLflow UI on loopback, over the stores the runs used. Ctrl-C stops both."""
     from tickerflow.tasks.storage import home_subdir
 
+    options = ServerOptions(host=host, prefect_port=prefect_port, mlflow_port=mlflow_port, startup_timeout=startup_timeout)
     backend, artifacts = embedded_mlflow_store()
     if backend.startswith(("http://", "https://")):
         from tickerflow.tasks.redaction import redact_uri
@@ -228,9 +249,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
               "Unset it to browse the local store.", file=sys.stderr)
         return EXIT_NOT_STARTED
-    if not is_loopback(args.host):
+    if not is_loopback(options.host):
         print(
-            f"tickerflow ui: warning: binding to {args.host}: the Prefect and MLflow servers have no authentication; "
+            f"tickerflow ui: warning: binding to {options.host}: the Prefect and MLflow servers have no authentication; "
             "anyone who can reach this address can read and change runs, models and deployments. "
             "Put them behind an authenticating proxy, or keep the default loopback address.",
             file=sys.stderr, flush=True,
@@ -238,24 +259,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
     artifacts.mkdir(parents=True, exist_ok=True)
     log_dir = home_subdir("logs")
     # The UI's own API calls must reach this server, not a PREFECT_API_URL set for something else.
-    prefect = prefect_server(args.host, args.prefect_port, log_dir, env={"PREFECT_API_URL": None, "PREFECT_UI_API_URL": None})
-    mlflow_srv = mlflow_server(args.host, args.mlflow_port, backend, artifacts, log_dir)
-    servers: list[Server] = []
+    prefect = prefect_server(options.host, options.prefect_port, log_dir, env={"PREFECT_API_URL": None, "PREFECT_UI_API_URL": None})
+    mlflow_srv = mlflow_server(options.host, options.mlflow_port, backend, artifacts, log_dir)
     try:
-        for server in (prefect, mlflow_srv):
-            servers.append(server.start())
-        for server in servers:
-            server.wait_healthy(args.startup_timeout)
-    except (ServerError, OSError, KeyboardInterrupt) as exc:
-        stop_all(servers)
-        if isinstance(exc, KeyboardInterrupt):
-            return 130
+        start_all([prefect, mlflow_srv], options.startup_timeout)
+    except (ServerError, OSError) as exc:
         print(f"tickerflow ui: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     print(f"Prefect UI: {prefect.url}", flush=True)
     print(f"MLflow UI:  {mlflow_srv.url}", flush=True)
     print(f"(MLflow store {backend}, artifacts {artifacts}; logs in {log_dir}). Ctrl-C stops both.", flush=True)
-    return run_until_signalled(servers)
+    return run_until_signalled([prefect, mlflow_srv])
 
 
 # --- tickerflow serve -----------------------------------------------------------------------------
@@ -374,40 +388,54 @@ NO_SCHEDULER = (
 )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def serve(
+    file: Annotated[Path, typer.Option(help="prefect.yaml to read", show_default="the project's deployments/prefect.yaml")
+                    ] = DEPLOYMENTS_FILE,
+    only: Annotated[list[str] | None, typer.Option(metavar="NAME", help="serve only this deployment (repeatable)")] = None,
+    interval: Annotated[float | None, typer.Option(help="run every N seconds instead of the cron schedules (to try it out)")
+                        ] = None,
+    params: Annotated[str | None, typer.Option(
+        help='JSON merged into every deployment\'s parameters, e.g. \'{"config": {"train": {"epochs": 2}}}\'')] = None,
+    no_server: Annotated[bool, typer.Option("--no-server",
+                                            help="without PREFECT_API_URL, explain and exit instead of starting a local server")
+                         ] = False,
+    prefect_port: Annotated[int, _option("prefect_port")] = _default("prefect_port"),
+    startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
+) -> int:
+    """Run the deployments of prefect.yaml on their schedules, in this process."""
+    options = ServerOptions(prefect_port=prefect_port, startup_timeout=startup_timeout)
     try:
-        overrides = json.loads(args.params) if args.params else {}
+        overrides = json.loads(params) if params else {}
     except ValueError as exc:
-        raise ConfigError(f"--params must be a JSON object, got {args.params!r}: {exc}") from exc
+        raise ConfigError(f"--params must be a JSON object, got {params!r}: {exc}") from exc
     if not isinstance(overrides, dict):
-        raise ConfigError(f"--params must be a JSON object, got {args.params!r}")
-    if args.interval is not None and args.interval <= 0:
-        raise ConfigError(f"--interval must be a positive number of seconds, got {args.interval}")
-    specs = load_deployment_specs(Path(args.file), args.only)
+        raise ConfigError(f"--params must be a JSON object, got {params!r}")
+    if interval is not None and interval <= 0:
+        raise ConfigError(f"--interval must be a positive number of seconds, got {interval}")
+    specs = load_deployment_specs(Path(file), only)
     server: Server | None = None
     api_url = configured_api_url()
     if not api_url:
-        if args.no_server:
+        if no_server:
             print(
-                f"{NO_SCHEDULER}\nStart a server (`prefect server start --host {LOOPBACK} --port {PREFECT_PORT}`), "
-                f"then `export PREFECT_API_URL=http://{LOOPBACK}:{PREFECT_PORT}/api` and run `tickerflow serve` again.",
+                f"{NO_SCHEDULER}\nStart a server (`prefect server start --host {LOOPBACK} --port {options.prefect_port}`), "
+                f"then `export PREFECT_API_URL=http://{LOOPBACK}:{options.prefect_port}/api` and run `tickerflow serve` again.",
                 file=sys.stderr,
             )
             return EXIT_NOT_STARTED
         from tickerflow.tasks.storage import home_subdir
 
-        server = prefect_server(LOOPBACK, args.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
+        server = prefect_server(LOOPBACK, options.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
         print(f"{NO_SCHEDULER}\nStarting a local Prefect server at {server.url} (log {server.log_path}) ...", flush=True)
         try:
-            server.start().wait_healthy(args.startup_timeout)
-        except ServerError as exc:
-            server.stop()
+            start_all([server], options.startup_timeout)
+        except (ServerError, OSError) as exc:
             print(f"tickerflow serve: {exc}", file=sys.stderr)
             return EXIT_NOT_STARTED
         api_url = f"{server.url}/api"
         print(f"Prefect UI: {server.url}", flush=True)
     try:
-        return serve_deployments(specs, api_url, args.interval, overrides)
+        return serve_deployments(specs, api_url, interval, overrides)
     except KeyboardInterrupt:  # Ctrl-C is how a long-running serve is meant to end
         print("tickerflow serve: stopped", flush=True)
         return 0
@@ -430,26 +458,3 @@ def serve_deployments(specs: list[DeploymentSpec], api_url: str, interval: float
         # one flow run at a time: two trainings on one machine only slow each other down
         serve(*deployments, limit=1, print_starting_message=True)
     return 0
-
-
-# --- argument parsing -----------------------------------------------------------------------------
-
-
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    """Add `serve` and `ui` to the `tickerflow` command line."""
-    serve = subparsers.add_parser("serve", help="run the deployments of prefect.yaml on their schedules, in this process")
-    serve.add_argument("--file", default=str(DEPLOYMENTS_FILE), help="prefect.yaml to read (default: the project's)")
-    serve.add_argument("--only", action="append", metavar="NAME", help="serve only this deployment (repeatable)")
-    serve.add_argument("--interval", type=float, help="run every N seconds instead of the cron schedules (to try it out)")
-    serve.add_argument("--params", help='JSON merged into every deployment\'s parameters, e.g. \'{"config": {"train": {"epochs": 2}}}\'')
-    serve.add_argument("--no-server", action="store_true", help="without PREFECT_API_URL, explain and exit instead of starting a local server")
-    serve.add_argument("--prefect-port", type=int, default=PREFECT_PORT, help="port of the local server started without PREFECT_API_URL")
-    serve.add_argument("--startup-timeout", type=float, default=STARTUP_SECONDS, help=argparse.SUPPRESS)
-    serve.set_defaults(func=cmd_serve)
-
-    ui = subparsers.add_parser("ui", help="Prefect UI + MLflow UI on loopback, over the stores the runs used")
-    ui.add_argument("--host", default=LOOPBACK, help="address to bind both servers to (default: loopback only)")
-    ui.add_argument("--prefect-port", type=int, default=PREFECT_PORT)
-    ui.add_argument("--mlflow-port", type=int, default=MLFLOW_PORT)
-    ui.add_argument("--startup-timeout", type=float, default=STARTUP_SECONDS, help=argparse.SUPPRESS)
-    ui.set_defaults(func=cmd_ui)

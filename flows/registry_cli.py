@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from typing import Annotated
 
-DEFAULT_MODEL = "tickerflow-gru"
+import typer
+
+from tickerflow.config_values import field_default
+from tickerflow.tasks.register import RegisterConfig
+
+DEFAULT_MODEL = field_default(RegisterConfig, "model_name")
 SHOWN_METRICS = ("test_rmse", "test_pinball", "test_coverage_80", "test_coverage_90", "skill_vs_naive")
 
 
@@ -73,43 +78,42 @@ def format_listing(listing: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
+Model = Annotated[str, typer.Option(help="registered model name")]
+By = Annotated[str | None, typer.Option(help="who (recorded in the registry)", show_default="$TICKERFLOW_USER or the login name")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON as the last line of stdout")]
+
+
+def promote(
+    version: Annotated[int, typer.Option(help="model version to promote")],
+    reason: Annotated[str, typer.Option(help="why (recorded in the registry)")] = "promoted by hand",
+    by: By = None, model: Model = DEFAULT_MODEL, json_summary: Json = False,
+) -> int:
+    """Make a registered version the champion."""
     from tickerflow.tasks.register import promote_version
 
-    event = promote_version(_client(), args.model, str(args.version), args.reason, args.by)
-    print(f"{args.model}: {format_event(event)}")
-    if args.json:
+    event = promote_version(_client(), model, str(version), reason, by)
+    print(f"{model}: {format_event(event)}")
+    if json_summary:
         print(json.dumps(event))
     return 0
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
+def rollback(
+    reason: Annotated[str, typer.Option(help="why (recorded in the registry)")] = "rolled back by hand",
+    by: By = None, model: Model = DEFAULT_MODEL, json_summary: Json = False,
+) -> int:
+    """Make the previous champion the champion again."""
     from tickerflow.tasks.register import rollback_champion
 
-    event = rollback_champion(_client(), args.model, args.reason, args.by)
-    print(f"{args.model}: {format_event(event)}")
-    if args.json:
+    event = rollback_champion(_client(), model, reason, by)
+    print(f"{model}: {format_event(event)}")
+    if json_summary:
         print(json.dumps(event))
     return 0
 
 
-def cmd_models(args: argparse.Namespace) -> int:
-    listing = models_listing(_client(), args.model)
-    print(json.dumps(listing, default=str) if args.json else format_listing(listing))
+def models(model: Model = DEFAULT_MODEL, json_summary: Json = False) -> int:
+    """List versions, aliases, metrics and the champion history."""
+    listing = models_listing(_client(), model)
+    print(json.dumps(listing, default=str) if json_summary else format_listing(listing))
     return 0
-
-
-def add_parsers(subparsers) -> None:
-    """Add `promote`, `rollback` and `models` to the `tickerflow` command."""
-    promote = subparsers.add_parser("promote", help="make a registered version the champion")
-    promote.add_argument("--version", required=True, type=int, help="model version to promote")
-    promote.add_argument("--reason", default="promoted by hand", help="why (recorded in the registry)")
-    rollback = subparsers.add_parser("rollback", help="make the previous champion the champion again")
-    rollback.add_argument("--reason", default="rolled back by hand", help="why (recorded in the registry)")
-    models = subparsers.add_parser("models", help="list versions, aliases, metrics and the champion history")
-    for p, func in ((promote, cmd_promote), (rollback, cmd_rollback), (models, cmd_models)):
-        p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
-        p.add_argument("--json", action="store_true", help="print JSON as the last line of stdout")
-        if p is not models:
-            p.add_argument("--by", help="who (default: $TICKERFLOW_USER or the login name)")
-        p.set_defaults(func=func)

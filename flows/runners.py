@@ -7,7 +7,6 @@ directly run in the flow's own process either way. Building a runner connects to
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
 RUNNER_KINDS = ("thread", "dask")
 # A free port on loopback for the temporary local cluster's dashboard.
 LOCAL_DASHBOARD = "127.0.0.1:0"
+LOCAL_WORKERS = 2  # processes of the temporary local cluster when n_workers is not given
 
 
 @dataclass(frozen=True)
@@ -60,19 +60,5 @@ def build_task_runner(config: RunnerConfig) -> TaskRunner:
         return DaskTaskRunner(address=config.address)
     # Loopback only: LocalCluster's dashboard would otherwise listen on 0.0.0.0:8787, unauthenticated.
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": config.n_workers or 2, "processes": True, "dashboard_address": LOCAL_DASHBOARD}
-    )
-
-
-def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("task runner (per-ticker fan-out)")
-    group.add_argument("--runner", choices=RUNNER_KINDS, default="thread", help="thread pool (default) or Dask")
-    group.add_argument("--dask-address", help="scheduler of a running Dask cluster, e.g. tcp://HOST:8786")
-    group.add_argument("--dask-workers", type=int, help="workers of a temporary local Dask cluster (default 2)")
-
-
-def runner_from_args(args: argparse.Namespace) -> TaskRunner:
-    """The task runner the `run` command's flags ask for; bad combinations raise ConfigError."""
-    return build_task_runner(
-        RunnerConfig(kind=args.runner, address=args.dask_address, n_workers=args.dask_workers)
+        cluster_kwargs={"n_workers": config.n_workers or LOCAL_WORKERS, "processes": True, "dashboard_address": LOCAL_DASHBOARD}
     )

@@ -5,7 +5,6 @@ One Prefect flow run is one MLflow run: the config goes in as params, the flow-r
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import mlflow
@@ -14,6 +13,7 @@ from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
+from tickerflow.config_values import as_dict
 from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
 from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
@@ -33,36 +33,36 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
-    window: WindowConfig = Field(default_factory=WindowConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)  # fan charts: best/worst N, named tickers
-    register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
-    backtest: BacktestConfig = Field(default_factory=BacktestConfig)  # walk-forward folds; 0 = off
+    ingest: IngestConfig = Field(
+        default_factory=IngestConfig, description="Where the prices come from (file, folder, glob or URI) and read limits")
+    validate_: ValidateConfig = Field(
+        default_factory=ValidateConfig, alias="validate", description="Data checks that must pass before anything is trained")
+    window: WindowConfig = Field(
+        default_factory=WindowConfig, description="Sliding windows: lookback, horizon, chronological splits and purge gap")
+    train: TrainConfig = Field(
+        default_factory=TrainConfig, description="The GRU and its training: epochs, batch size, learning rate, seed, device")
+    evaluate: EvaluateConfig = Field(
+        default_factory=EvaluateConfig, description="Test-set evaluation: fan charts of the best/worst N and named tickers")
+    register_: RegisterConfig = Field(
+        default_factory=RegisterConfig, alias="register", description="Registered model name and the champion gate")
+    backtest: BacktestConfig = Field(
+        default_factory=BacktestConfig, description="Walk-forward folds after the main split (0 folds: off)")
 
     def flat_params(self) -> dict[str, str]:
-        """`stage.field` -> value, for MLflow params."""
-        out = {}
-        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"), ("register", "register_"), ("backtest", "backtest")):
-            for key, value in _flat(_fields(getattr(self, attr))).items():
-                out[f"{stage}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
+        """`stage.field` (nested: `stage.part.field`) -> value, for MLflow params."""
+        out: dict[str, str] = {}
+
+        def add(prefix: str, values: dict[str, Any]) -> None:
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    add(f"{prefix}.{key}", value)
+                else:
+                    out[f"{prefix}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
+
+        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"),
+                            ("register", "register_"), ("backtest", "backtest")):
+            add(stage, as_dict(getattr(self, attr)))
         return out
-
-
-def _fields(config) -> dict:
-    return config.model_dump() if isinstance(config, BaseModel) else asdict(config)
-
-
-def _flat(fields: dict, prefix: str = "") -> dict:
-    """Nested configs (train.gru) as dotted keys: train.gru.hidden_size."""
-    out = {}
-    for key, value in fields.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 @task(name="start-mlflow-run")

@@ -17,6 +17,7 @@ from prefect import runtime
 from prefect.artifacts import create_link_artifact
 from prefect.settings import PREFECT_UI_URL
 
+from tickerflow.config_values import field_default
 from tickerflow.tasks.register import RegisterConfig
 from tickerflow.tasks.tracking import run_url, use_tracking
 
@@ -60,7 +61,7 @@ def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model name) of a train_pipeline run's parameters."""
     config = _as_dict(parameters.get("config"))
     source = (config.get("ingest") or {}).get("source", "")
-    model = (config.get("register") or config.get("register_") or {}).get("model_name", RegisterConfig.model_name)
+    model = (config.get("register") or config.get("register_") or {}).get("model_name") or field_default(RegisterConfig, "model_name")
     return data_label(source), model
 
 
@@ -68,7 +69,7 @@ def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model label) of a batch_forecast run's parameters."""
     from tickerflow.tasks.forecast import ForecastConfig
 
-    return data_label(parameters.get("data", "")), model_label(parameters.get("model_uri") or ForecastConfig.model_uri)
+    return data_label(parameters.get("data", "")), model_label(parameters.get("model_uri") or field_default(ForecastConfig, "model_uri"))
 
 
 def train_run_name() -> str:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import pytest
+
+from price_frames import make_prices  # noqa: F401 - also where older test modules found it
+from tickerflow import environment
+from tiny_models import MODEL, untrained_forecaster
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
 
 # Before anything imports Prefect or MLflow: no telemetry, no network dry-runs.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+environment.apply()
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
@@ -78,26 +78,28 @@ def small_sample_csv(tmp_path, sample_frame) -> Path:
     return path
 
 
-def make_prices(n_days: int = 400, tickers=("AAA", "BBB"), seed: int = 0) -> pd.DataFrame:
-    """A canonical long frame of random-walk prices with consistent OHLCV."""
-    rng = np.random.default_rng(seed)
-    dates = pd.bdate_range("2015-01-01", periods=n_days)
-    frames = []
-    for i, t in enumerate(tickers):
-        close = 50.0 * (i + 1) * np.exp(np.cumsum(rng.normal(0, 0.01, n_days)))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "date": dates,
-                    "ticker": t,
-                    "open": close * 0.999,
-                    "high": close * 1.01,
-                    "low": close * 0.99,
-                    "close": close,
-                    "volume": rng.integers(1_000, 10_000, n_days).astype(float),
-                }
-            )
-        )
-    out = pd.concat(frames, ignore_index=True)
-    out["ticker"] = out["ticker"].astype("string")
-    return out
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
+    """A store with one registered version (a tiny untrained GRU, horizon 3) holding the champion alias."""
+    from tickerflow.tasks.register import log_pyfunc
+    from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tasks.window import WindowConfig, build_window_dataset
+
+    home = tmp_path_factory.mktemp("champion-home")
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TICKERFLOW_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        prices = make_prices(n_days=200, tickers=("AAA", "BBB"), seed=5)
+        dataset = build_window_dataset(prices, WindowConfig(lookback=10, horizon=3, min_history=50), "s", home / "w")
+        forecaster = untrained_forecaster(dataset, 1.0, seed=11)
+        client = use_tracking()
+        run_id = client.create_run(experiment_id(client)).info.run_id
+        version = log_pyfunc(forecaster, prices, run_id, MODEL)
+        client.set_registered_model_alias(MODEL, "champion", version)
+        # MLflow exports the URIs it was pointed at; later tests must not inherit this store
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            os.environ.pop(name, None)
+    return SimpleNamespace(
+        uri=f"sqlite:///{home / 'mlflow.db'}", home=home, prices=prices, forecaster=forecaster, version=version
+    )

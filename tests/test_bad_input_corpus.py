@@ -19,8 +19,10 @@ import mlflow
 import pytest
 import yaml
 
+from tickerflow import environment
+
 from bad_inputs import SMALL_LIMITS, write_corpus
-from test_serving import MODEL, champion  # noqa: F401 - module-scoped fixture: one registered champion
+from tiny_models import MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,11 +60,9 @@ FORECAST_CASES = ("empty.csv", "binary.csv", "alias_price_close.csv", "inf_price
 def _env(home: Path, prefect_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
     env.update(
-        TICKERFLOW_HOME=str(home), PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1", MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
-        PREFECT_LOGGING_COLORS="false", COLUMNS="200",
+        TICKERFLOW_HOME=str(home), PREFECT_HOME=str(prefect_home), PREFECT_LOGGING_COLORS="false", COLUMNS="200",
     )
-    return env
+    return dict(environment.apply(env))
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_prices
+from price_frames import make_prices
 from tickerflow_model.baselines import (
     MIN_RETURNS,
     BaselineForecaster,

@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
 
-from conftest import make_prices
+from price_frames import make_prices
 from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.flows.cli import main
 from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, OUTPUT_COLUMNS
-from test_serving import champion  # noqa: F401 - module-scoped fixture: one registered champion
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_trainer import TINY, split
+from tiny_models import TINY, split
 from tickerflow_model.trainer import CHECKPOINT_FILE, load_checkpoint, train_model
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
@@ -94,30 +95,66 @@ def test_builtin_errors_are_bugs(exc):
     assert not is_expected(exc)
 
 
+def _forecast_raising(monkeypatch, exc: Exception) -> None:
+    """`tickerflow forecast` whose flow raises `exc` (no Prefect API started)."""
+    from tickerflow.flows import batch_forecast, cli
+
+    def failing(**kwargs):
+        raise exc
+
+    monkeypatch.setattr(cli, "start_prefect_api", lambda: None)
+    monkeypatch.setattr(batch_forecast, "batch_forecast", failing)
+
+
 def test_a_bug_raising_valueerror_keeps_its_traceback(monkeypatch):
     """The CLI boundary re-raises what is not the project's own error type."""
     from tickerflow.flows import cli
 
-    def buggy(args):
-        raise ValueError("an internal bug")
-
-    parser = cli.build_parser()
-    args = parser.parse_args(["forecast", "--data", "x.csv", "--out", "y.parquet"])
-    monkeypatch.setattr(cli, "build_parser", lambda: _Fixed(args, buggy))
+    _forecast_raising(monkeypatch, ValueError("an internal bug"))
     with pytest.raises(ValueError, match="an internal bug"):
-        cli.main([])
+        cli.main(["forecast", "--data", "x.csv", "--out", "y.parquet"])
 
 
 def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
     from tickerflow.flows import cli
 
-    def failing(args):
-        raise IngestError("prices.csv: no date column")
-
-    args = cli.build_parser().parse_args(["forecast", "--data", "x.csv", "--out", "y.parquet"])
-    monkeypatch.setattr(cli, "build_parser", lambda: _Fixed(args, failing))
-    assert cli.main([]) == 1
+    _forecast_raising(monkeypatch, IngestError("prices.csv: no date column"))
+    assert cli.main(["forecast", "--data", "x.csv", "--out", "y.parquet"]) == 1
     assert capsys.readouterr().err.strip() == "tickerflow forecast: IngestError: prices.csv: no date column"
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["run", "--epochs", "x"], "'--epochs'"),  # the option's type
+        (["run", "--runner", "ray"], "'--runner'"),  # one of its choices
+        (["run", "--bogus"], "--bogus"),  # no such option
+        (["forecast", "--out", "y.parquet"], "'--data'"),  # a required option
+        (["replay", "--data", "x.csv", "--start", "2013-01-01", "--end", "2013-12-31", "--retrain-every", "1.5"],
+         "'--retrain-every'"),
+    ],
+)
+def test_a_bad_option_value_is_refused_by_name_in_one_line(argv, named, capsys):
+    from tickerflow.flows.cli import main
+
+    assert main(argv) == 2  # a usage error, before anything runs
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith(f"tickerflow {argv[0]}: ") and named in err
+    assert "Traceback" not in err
+
+
+def test_help_shows_the_config_models_defaults(capsys):
+    from tickerflow.config_values import field_default
+    from tickerflow.flows.cli import main
+    from tickerflow.flows.ops_cli import ServerOptions
+    from tickerflow.tasks.train import TrainConfig
+
+    def help_text(command: str) -> str:
+        assert main([command, "--help"]) == 0
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())  # without the help's box
+
+    assert f"(sets train.epochs) [default: ({field_default(TrainConfig, 'epochs')})]" in help_text("run")
+    assert f"[default: {field_default(ServerOptions, 'mlflow_port')}]" in help_text("ui")
 
 
 def test_bad_config_file_is_a_config_error(tmp_path, capsys):
@@ -145,23 +182,13 @@ def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
     assert main(["run", "--epochs", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err]  # one line, whatever pydantic's own message looks like
-    assert err == "tickerflow run: ValidationError: train: epochs must be an integer >= 1, got 0"
+    assert err.startswith("tickerflow run: ValidationError: train")
+    assert re.search(r"epochs.*(>= 1|greater than or equal to 1)", err)
     config = tmp_path / "c.json"
     config.write_text('{"window": {"lookback": 1}, "register": {"model_name": " "}}')
     assert main(["run", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "window: lookback must be >= 2, got 1" in err and "register:" in err
-
-
-class _Fixed:
-    """A parser stand-in returning prepared args whose command runs `func`."""
-
-    def __init__(self, args, func) -> None:
-        args.func = func
-        self.args = args
-
-    def parse_args(self, argv):
-        return self.args
+    assert len(err.splitlines()) == 1 and "window" in err and "lookback" in err and "register" in err
 
 
 class _Failed(str):
@@ -169,3 +196,23 @@ class _Failed(str):
 
     def __repr__(self) -> str:
         return f"Failed({str.__repr__(self)})"
+
+
+def test_the_cli_applies_the_environment_before_prefect_or_mlflow_is_imported():
+    """main() applies tickerflow.environment first; that only works while importing the CLI module (and
+    `python -m tickerflow`'s package) imports neither Prefect nor MLflow."""
+    import subprocess
+    import sys
+
+    code = "import sys, tickerflow, tickerflow.flows.cli; print(sorted({'prefect', 'mlflow'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_environment_defaults_never_override_what_is_set():
+    from tickerflow import environment
+
+    env = environment.apply({"DO_NOT_TRACK": "0"})
+    assert env["DO_NOT_TRACK"] == "0" and env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert set(environment.DEFAULTS) <= set(env)

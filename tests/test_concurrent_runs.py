@@ -10,7 +10,7 @@ import mlflow
 import pytest
 
 from tickerflow.tasks.register import champion_history, champion_stack
-from test_resume import TICKERFLOW, cli_env, finish, start, summary_of
+from cli_processes import TICKERFLOW, cli_env, finish, start, summary_of
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import make_prices
+from price_frames import make_prices
 from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow_model.fitting import fit_forecaster
 from tickerflow.tasks.evaluate import (
@@ -26,21 +26,10 @@ from tickerflow.tasks.evaluate import (
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
 from tickerflow_model.metrics import distribution_metrics
-from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.gru import GRUConfig, GRUForecaster
 from tickerflow_model.trainer import TrainConfig
-from tickerflow_model.windows import WindowSpec
+from tiny_models import untrained_forecaster
 
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50)
-
-
-def untrained_forecaster(dataset, shrinkage: float, seed: int = 0, lookback: int | None = None) -> Forecaster:
-    """A random tiny GRU; shrinkage 0 makes it exactly the naive forecast."""
-    torch.manual_seed(seed)
-    spec = dataset.spec if lookback is None else WindowSpec(lookback=lookback, horizon=dataset.spec.horizon, features=dataset.spec.features)
-    gru = GRUConfig(input_size=spec.n_features, hidden_size=4, num_layers=1, horizon=spec.horizon)
-    model_spec = ModelSpec(spec, gru, dataset.scaler, dataset.price_column, (shrinkage,) * spec.horizon)
-    return Forecaster(model_spec, GRUForecaster(gru))
 
 
 def register_champion(forecaster, prices, name: str) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_prices
+from price_frames import make_prices
 from tickerflow.tasks.ingest import IngestError, read_prices
 from tickerflow.tasks.redaction import hold, redact_text, redact_uri, reveal
 
@@ -102,7 +102,7 @@ def test_cli_config_carries_only_the_redacted_source():
     from tickerflow.flows.cli import load_config
 
     uri = f"https://ana:{SECRET}@data.example.com/prices.csv?sig={TOKEN}"
-    config = load_config(None, uri, None, None)
+    config = load_config(None, data=uri)
     dumped = config.model_dump_json()
     assert SECRET not in dumped and TOKEN not in dumped
     assert reveal(config.ingest.source) == uri
@@ -164,9 +164,10 @@ def test_ui_on_a_non_loopback_host_warns_about_authentication(host, warned, monk
 
     monkeypatch.setattr(ops_cli, "prefect_server", lambda *a, **k: NotStarted())
     monkeypatch.setattr(ops_cli, "mlflow_server", lambda *a, **k: NotStarted())
-    args = SimpleNamespace(host=host, prefect_port=1, mlflow_port=2, startup_timeout=1.0)
-    assert ops_cli.cmd_ui(args) != 0
-    assert ("no authentication" in capsys.readouterr().err) is warned
+    assert ops_cli.ui(host=host, prefect_port=1, mlflow_port=2, startup_timeout=1.0) == ops_cli.EXIT_NOT_STARTED
+    err = capsys.readouterr().err
+    assert ("no authentication" in err) is warned
+    assert err.splitlines()[-1] == "tickerflow ui: not started in this test"
 
 
 # ---- forecast output --------------------------------------------------------------------------------
@@ -202,8 +203,7 @@ def test_ui_does_not_print_tracking_credentials(monkeypatch, capsys):
     import tickerflow.flows.ops_cli as ops_cli
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ana:{SECRET}@mlflow.example.com")
-    args = SimpleNamespace(host="127.0.0.1", prefect_port=1, mlflow_port=2, startup_timeout=1.0)
-    assert ops_cli.cmd_ui(args) != 0
+    assert ops_cli.ui(host="127.0.0.1", prefect_port=1, mlflow_port=2, startup_timeout=1.0) != 0
     err = capsys.readouterr().err
     assert SECRET not in err and "https://***@mlflow.example.com" in err
 

@@ -22,7 +22,7 @@ from tickerflow.tasks.ingest import (
     retry_unless_bad_input,
     write_snapshot,
 )
-from tests.conftest import make_prices
+from price_frames import make_prices
 
 LONG_ALIASES = [
     # (date, ticker, close, adj close, volume) as people's files spell them

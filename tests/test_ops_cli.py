@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tickerflow.flows import ops_cli
-from tickerflow.flows.cli import build_parser
 from tickerflow.flows.ops_cli import (
     DEPLOYMENTS_FILE,
     ROOT,
@@ -24,7 +23,7 @@ from tickerflow.flows.ops_cli import (
     merge_parameters,
     run_until_signalled,
 )
-from tickerflow.flows.runners import RunnerConfig, build_task_runner, runner_from_args
+from tickerflow.flows.runners import RunnerConfig, build_task_runner
 from tickerflow.flows.ui_labels import data_label, forecast_labels, model_label, train_labels
 
 
@@ -107,17 +106,18 @@ def test_serve_without_an_api_url_says_no_scheduler_runs_instead_of_idling(tmp_p
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("options", "message"),
     [
-        (["serve", "--interval", "0"], "--interval must be a positive number of seconds, got 0.0"),
-        (["serve", "--params", "[1]"], "--params must be a JSON object, got '\\[1\\]'"),
-        (["serve", "--only", "nightly"], "no deployment named nightly"),
+        ({"interval": 0.0}, "--interval must be a positive number of seconds, got 0.0"),
+        ({"params": "[1]"}, "--params must be a JSON object, got '\\[1\\]'"),
+        ({"only": ["nightly"]}, "no deployment named nightly"),
+        ({"prefect_port": 70000}, "prefect_port"),
     ],
 )
-def test_serve_rejects_bad_arguments_before_starting_anything(argv, message):
-    args = build_parser().parse_args(argv)
+def test_serve_rejects_bad_arguments_before_starting_anything(options, message, monkeypatch):
+    monkeypatch.setattr(ops_cli, "prefect_server", lambda *a, **k: pytest.fail("a server was started"))
     with pytest.raises(ValueError, match=message):
-        args.func(args)
+        ops_cli.serve(**options)
 
 
 # --- flow-run names and tags ------------------------------------------------------------------------
@@ -155,9 +155,8 @@ def test_run_command_builds_the_requested_task_runner():
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    parse = build_parser().parse_args
-    assert isinstance(runner_from_args(parse(["run"])), ThreadPoolTaskRunner)
-    remote = runner_from_args(parse(["run", "--runner", "dask", "--dask-address", "tcp://10.0.0.5:8786"]))
+    assert isinstance(build_task_runner(RunnerConfig()), ThreadPoolTaskRunner)
+    remote = build_task_runner(RunnerConfig(kind="dask", address="tcp://10.0.0.5:8786"))
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
     local = build_task_runner(RunnerConfig(kind="dask", n_workers=3))
     assert local.address is None and local.cluster_kwargs["n_workers"] == 3
@@ -189,9 +188,10 @@ def _python_server(tmp_path: Path, code: str, name: str = "toy server") -> Serve
 
 
 def test_a_server_that_dies_while_starting_is_reported_with_its_log(tmp_path):
-    server = _python_server(tmp_path, "import sys; print('port already in use'); sys.exit(3)").start()
-    with pytest.raises(ServerError, match=r"(?s)toy server exited with code 3.*port already in use"):
+    server = _python_server(tmp_path, "import sys; print('starting'); print('port already in use'); sys.exit(3)").start()
+    with pytest.raises(ServerError, match=r"toy server exited with code 3 .*: port already in use \(log .*toy.log\)") as err:
         server.wait_healthy(timeout=60)
+    assert "\n" not in str(err.value)  # one line: the server, its last words, where the rest is
 
 
 def _alive(pid: int) -> bool:

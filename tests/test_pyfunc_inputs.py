@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_serving import MODEL, champion  # noqa: F401 - module-scoped fixture: one registered champion
+from tiny_models import MODEL
 
 
 @pytest.fixture(scope="module")

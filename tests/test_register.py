@@ -8,13 +8,13 @@ import mlflow
 import pytest
 from prefect.logging import disable_run_logger
 
-from conftest import make_prices
+from price_frames import make_prices
 from tickerflow.flows.cli import main
 from tickerflow.tasks.evaluate import Evaluation
 from tickerflow.tasks.tracking import experiment_id
 from tickerflow.tasks.register import RegisterConfig, champion_history, champion_stack, promotion_decision, register
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
-from test_evaluate import untrained_forecaster
+from tiny_models import untrained_forecaster
 
 KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
 

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,43 +16,12 @@ import mlflow
 import pytest
 import torch
 
+from cli_processes import TICKERFLOW, cli_env, finish, start, summary_of
+
 pytestmark = pytest.mark.slow
 
 EPOCHS = 12
 START_DEADLINE_S = 240  # Prefect start-up, MLflow migrations, ingest, validation, windowing on a busy box
-RUN_TIMEOUT_S = 300
-TICKERFLOW = Path(sys.executable).with_name("tickerflow")
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    (home / "prefect").mkdir(parents=True, exist_ok=True)  # the ephemeral API fails without it
-    env.update(
-        TICKERFLOW_HOME=str(home),
-        PREFECT_HOME=str(home / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-        DO_NOT_TRACK="1",
-        MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true",
-        GIT_PYTHON_REFRESH="quiet",
-    )
-    return env
-
-
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    # Its own session, so SIGKILL reaches the ephemeral Prefect server it starts as well.
-    return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def finish(proc: subprocess.Popen, log: Path) -> str:
-    try:
-        proc.wait(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    out = log.read_text(errors="replace")
-    assert proc.returncode == 0, out[-3000:]
-    return out
 
 
 def wait_for_checkpoint(home: Path, proc: subprocess.Popen, log: Path) -> Path:
@@ -68,11 +36,6 @@ def wait_for_checkpoint(home: Path, proc: subprocess.Popen, log: Path) -> Path:
         time.sleep(0.05)  # polling interval of an observation loop, not a synchronisation guess
     os.killpg(proc.pid, signal.SIGKILL)
     pytest.fail(f"no checkpoint within {START_DEADLINE_S}s:\n{log.read_text()[-3000:]}")
-
-
-def summary_of(out: str) -> dict:
-    """The --json summary line (log lines from stderr may follow it in the merged output)."""
-    return json.loads([line for line in out.splitlines() if line.startswith('{"mlflow_run_id"')][-1])
 
 
 def test_sigkilled_run_resumes_from_its_checkpoint_and_the_next_run_starts_afresh(

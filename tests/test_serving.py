@@ -3,52 +3,26 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_prices
+from price_frames import make_prices
 from tickerflow.tasks.register import log_pyfunc
 from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
-from test_evaluate import untrained_forecaster
+from tiny_models import MODEL, untrained_forecaster
 from tickerflow_model.quantiles import quantile_columns
 
-MODEL = "tickerflow-gru"
 SERVER_DEADLINE_S = 180  # mlflow + uvicorn start-up on a loaded 2-core machine
-
-
-@pytest.fixture(scope="module")
-def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
-    """A store with one registered version (a tiny untrained GRU, horizon 3) holding the champion alias."""
-    home = tmp_path_factory.mktemp("champion-home")
-    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TICKERFLOW_HOME", str(home))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        prices = make_prices(n_days=200, tickers=("AAA", "BBB"), seed=5)
-        dataset = build_window_dataset(prices, WindowConfig(lookback=10, horizon=3, min_history=50), "s", home / "w")
-        forecaster = untrained_forecaster(dataset, 1.0, seed=11)
-        client = use_tracking()
-        run_id = client.create_run(experiment_id(client)).info.run_id
-        version = log_pyfunc(forecaster, prices, run_id, MODEL)
-        client.set_registered_model_alias(MODEL, "champion", version)
-        # MLflow exports the URIs it was pointed at; later tests must not inherit this store
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            os.environ.pop(name, None)
-    return SimpleNamespace(
-        uri=f"sqlite:///{home / 'mlflow.db'}", home=home, prices=prices, forecaster=forecaster, version=version
-    )
 
 
 def free_port() -> int:

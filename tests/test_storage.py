@@ -10,7 +10,7 @@ import pytest
 from prefect.logging import disable_run_logger
 
 import tickerflow_model.window_dataset as window_mod
-from tests.conftest import make_prices
+from price_frames import make_prices
 from tickerflow.tasks.ingest import load_prices, write_snapshot
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.window import commit_windows, plan_windows, write_window_part

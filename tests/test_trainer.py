@@ -22,22 +22,7 @@ from tickerflow_model.trainer import (
     train_model,
 )
 from tickerflow_model.windows import Scaler, WindowSpec
-
-TINY = TrainConfig(epochs=4, batch_size=32, gru={"hidden_size": 8, "num_layers": 1}, patience=10, lr=5e-3, seed=7)
-
-
-def tiny_data(n=160, lookback=10, seed=0, sign=1.0):
-    """Windows whose target is a learnable function of the inputs (sign=-1 flips it)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, lookback, 1)).astype(np.float32)  # (N, L, F)
-    y = (sign * (0.8 * x[:, -1, :] - 0.4 * x[:, -2, :])).astype(np.float32)  # (N, 1)
-    return x, y
-
-
-def split(n_train=160, n_val=48):
-    x, y = tiny_data(n_train + n_val)
-    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-
+from tiny_models import TINY, split, tiny_data
 
 def weights(result):
     return {k: v.clone() for k, v in result.net.state_dict().items()}

@@ -15,7 +15,7 @@ from tickerflow.tasks.validate import (
     run_suite,
     require_valid,
 )
-from tests.conftest import make_prices
+from price_frames import make_prices
 
 MIN_ROWS = 252
 

@@ -16,6 +16,7 @@ from tickerflow_model.window_dataset import (
     build_window_dataset,
     read_split,
 )
+from price_frames import make_prices
 from tickerflow_model.windows import compute_features, fit_scaler, make_windows
 
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)

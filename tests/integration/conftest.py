@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tickerflow import environment
 from tickerflow.flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
-from tests.integration.support import LOOPBACK, PrefectAPI, free_port
+from integration.support import LOOPBACK, PrefectAPI, free_port
 
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
 STOP_SECONDS = 5.0  # after the tests, a server's graceful shutdown is not what is under test
@@ -110,14 +111,10 @@ def child_env(prefect_srv, mlflow_srv, prefect_home, ops_home) -> dict[str, str]
         PREFECT_HOME=str(prefect_home),
         PREFECT_API_URL=f"{prefect_srv.url}/api",
         PREFECT_UI_URL=prefect_srv.url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
         MLFLOW_TRACKING_URI=mlflow_srv.url,
-        MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK="true",
         TICKERFLOW_HOME=str(ops_home),
-        GIT_PYTHON_REFRESH="quiet",
     )
-    return env
+    return dict(environment.apply(env))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.integration.support import ROOT, run_cli
+from integration.support import ROOT, run_cli
 from tickerflow_model.quantiles import quantile_columns
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,9 @@ import httpx
 import mlflow
 import pytest
 
+from tickerflow import environment
 from tickerflow.flows.ops_cli import ROOT, http_ok
-from tests.integration.support import TERMINAL, free_port
+from integration.support import TERMINAL, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -87,8 +88,8 @@ def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migr
     (tmp_path / "prefect").mkdir()
     shutil.copy(migrated_prefect_db, tmp_path / "prefect" / "prefect.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(tmp_path / "home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(tmp_path / "home"))
+    environment.apply(env)
     log = tmp_path / "serve.log"
     proc = start_cli(["serve", "--only", "forecast-daily", "--prefect-port", str(port)], env, log)
     api = f"http://127.0.0.1:{port}/api"
@@ -114,8 +115,8 @@ def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_ml
     mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").create_experiment("earlier-runs")
     prefect_port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(home),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1")
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(home))
+    environment.apply(env)
     log = tmp_path / "ui.log"
     proc = start_cli(["ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)], env, log)
     prefect_url, mlflow_url = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"

@@ -1,0 +1,31 @@
+"""Synthetic price frames for tests: random walks in the canonical long layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def make_prices(n_days: int = 400, tickers=("AAA", "BBB"), seed: int = 0) -> pd.DataFrame:
+    """A canonical long frame of random-walk prices with consistent OHLCV."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2015-01-01", periods=n_days)
+    frames = []
+    for i, t in enumerate(tickers):
+        close = 50.0 * (i + 1) * np.exp(np.cumsum(rng.normal(0, 0.01, n_days)))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": dates,
+                    "ticker": t,
+                    "open": close * 0.999,
+                    "high": close * 1.01,
+                    "low": close * 0.99,
+                    "close": close,
+                    "volume": rng.integers(1_000, 10_000, n_days).astype(float),
+                }
+            )
+        )
+    out = pd.concat(frames, ignore_index=True)
+    out["ticker"] = out["ticker"].astype("string")
+    return out

@@ -1,0 +1,64 @@
+"""PipelineConfig is the flow's parameter: its JSON schema is the Prefect UI form, its flat params go to MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from pydantic import BaseModel
+
+from tickerflow.config_values import as_dict, field_default
+from tickerflow.flows.train_pipeline import PipelineConfig
+
+STAGES = ("ingest", "validate", "window", "train", "evaluate", "register", "backtest")
+
+
+def stage_field(schema: dict, stage: str, name: str) -> dict:
+    """The schema of `stage.name`, following the stage's `$ref` into `$defs`."""
+    ref = schema["properties"][stage]
+    ref = ref.get("$ref") or ref["allOf"][0]["$ref"]
+    return schema["$defs"][ref.rsplit("/", 1)[-1]]["properties"][name]
+
+
+def test_every_stage_is_described_for_the_prefect_form():
+    properties = PipelineConfig.model_json_schema()["properties"]
+    assert set(properties) == set(STAGES)
+    assert all(properties[stage].get("description") for stage in STAGES)
+
+
+@pytest.mark.parametrize(
+    ("stage", "name", "minimum"),
+    [("train", "epochs", 1), ("window", "lookback", 2), ("ingest", "max_rows", 1), ("ingest", "max_bytes", 1)],
+)
+def test_the_schema_carries_the_stage_configs_bounds(stage, name, minimum):
+    """The form refuses what the flow would refuse. Holds once the stage configs are pydantic models with
+    Field bounds; a dataclass's checks live in __post_init__, where no schema can see them."""
+    field = stage_field(PipelineConfig.model_json_schema(), stage, name)
+    assert field.get("minimum") == minimum or field.get("exclusiveMinimum") == minimum - 1
+
+
+def test_flat_params_name_every_field_of_every_logged_stage():
+    config = PipelineConfig()
+    params = config.flat_params()
+    assert params["train.epochs"] == str(config.train.epochs)
+    assert params["ingest.source"] == config.ingest.source
+    assert {key.split(".", 1)[0] for key in params} == {"ingest", "window", "train", "evaluate", "register", "backtest"}
+    assert not any(value.startswith("{") for value in params.values())  # nested configs are flattened, not repr'd
+
+
+def test_config_values_read_pydantic_models_and_dataclasses_alike():
+    @dataclasses.dataclass
+    class Old:
+        epochs: int = 3
+        tickers: list = dataclasses.field(default_factory=list)
+
+    class New(BaseModel):
+        epochs: int = 3
+        old: Old = Old()
+
+    assert as_dict(Old()) == {"epochs": 3, "tickers": []}
+    assert as_dict(New()) == {"epochs": 3, "old": {"epochs": 3, "tickers": []}}
+    assert field_default(Old, "epochs") == field_default(New, "epochs") == 3
+    assert field_default(Old, "tickers") == []
+    with pytest.raises(TypeError):
+        as_dict({"epochs": 3})

@@ -1,0 +1,40 @@
+"""Tiny models and data the tests share: a random (untrained) GRU forecaster, a small trainer config and
+windows with a learnable signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tickerflow_model.forecaster import Forecaster, ModelSpec
+from tickerflow_model.names import MODEL_NAME
+from tickerflow_model.gru import GRUConfig, GRUForecaster
+from tickerflow_model.trainer import TrainConfig
+from tickerflow_model.windows import WindowSpec
+
+MODEL = MODEL_NAME  # the registered name of the `champion` fixture's model
+
+
+def untrained_forecaster(dataset, shrinkage: float, seed: int = 0, lookback: int | None = None) -> Forecaster:
+    """A random tiny GRU; shrinkage 0 makes it exactly the naive forecast."""
+    torch.manual_seed(seed)
+    spec = dataset.spec if lookback is None else WindowSpec(lookback=lookback, horizon=dataset.spec.horizon, features=dataset.spec.features)
+    gru = GRUConfig(input_size=spec.n_features, hidden_size=4, num_layers=1, horizon=spec.horizon)
+    model_spec = ModelSpec(spec, gru, dataset.scaler, dataset.price_column, (shrinkage,) * spec.horizon)
+    return Forecaster(model_spec, GRUForecaster(gru))
+
+
+TINY = TrainConfig(epochs=4, batch_size=32, gru={"hidden_size": 8, "num_layers": 1}, patience=10, lr=5e-3, seed=7)
+
+
+def tiny_data(n=160, lookback=10, seed=0, sign=1.0):
+    """Windows whose target is a learnable function of the inputs (sign=-1 flips it)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, lookback, 1)).astype(np.float32)  # (N, L, F)
+    y = (sign * (0.8 * x[:, -1, :] - 0.4 * x[:, -2, :])).astype(np.float32)  # (N, 1)
+    return x, y
+
+
+def split(n_train=160, n_val=48):
+    x, y = tiny_data(n_train + n_val)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]

@@ -1,0 +1,32 @@
+"""The environment every tickerflow process starts from: defaults, never overrides of what the user set.
+
+Prefect and MLflow read these when they are imported or start a server, so `apply()` runs before either
+is imported: first thing in the CLI's `main`, at the top of the tests' conftest and of each benchmark.
+A child process gets them through `apply(its_env)`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+DEFAULTS: dict[str, str] = {
+    # Both try the network on start-up; a pipeline on an air-gapped machine must not. Prefect's analytics
+    # also print a harmless "database is locked" traceback when several processes start at once.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    # MLflow otherwise dry-runs pip against the package index for every logged model.
+    "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+    # The temporary Prefect API migrates its database on first start: 20 s is too short on busy cores.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # MLflow imports GitPython, which warns at import when no git executable is found.
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+
+
+def apply(env: MutableMapping[str, str] | None = None) -> MutableMapping[str, str]:
+    """Set each default that `env` (this process's environment unless given) does not set; returns `env`."""
+    target = os.environ if env is None else env
+    for name, value in DEFAULTS.items():
+        target.setdefault(name, value)
+    return target
