@@ -101,7 +101,7 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
 def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_it(
     prefect_harness, mlflow_store, tf_home, tmp_path
 ):
-    from conftest import make_prices
+    from price_frames import make_prices
     from tickerflow.flows.batch_forecast import batch_forecast
     from tickerflow.tasks.forecast import OUTPUT_COLUMNS
     from tickerflow_model.baselines import DISTRIBUTION_BASELINES

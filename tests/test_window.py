@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import make_prices
+
 from tickerflow_model.window_dataset import (
     SPLITS,
     WindowConfig,
