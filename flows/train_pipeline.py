@@ -20,16 +20,20 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
 from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
-from tickerflow.tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
+from tickerflow.flows.reporting import log_backtest, log_evaluation, log_registration
+from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
 from tickerflow.tasks.ingest import IngestConfig, ingest
 from tickerflow.tasks.redaction import redact_text, redact_uri
-from tickerflow.tasks.register import Registration, RegisterConfig, register
+from tickerflow.tasks.register import Registration, register
 from tickerflow.tasks.tracking import (
     PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
 )
 from tickerflow.tasks.train import TrainConfig, train
 from tickerflow.tasks.validate import ValidateConfig, ValidationReport, require_valid, validate
 from tickerflow.tasks.window import WindowConfig, WindowDataset, window
+from tickerflow_model.backtest import Backtest, BacktestConfig
+from tickerflow_model.evaluation import EvaluateConfig, Evaluation
+from tickerflow_model.gate import RegisterConfig
 
 
 class PipelineConfig(BaseModel):
@@ -49,7 +53,9 @@ class PipelineConfig(BaseModel):
         """`stage.field` -> value, for MLflow params."""
         out = {}
         for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"), ("register", "register_"), ("backtest", "backtest")):
-            for key, value in asdict(getattr(self, attr)).items():
+            stage_config = getattr(self, attr)
+            values = stage_config.model_dump() if isinstance(stage_config, BaseModel) else asdict(stage_config)
+            for key, value in values.items():
                 out[f"{stage}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
         return out
 
@@ -160,7 +166,12 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     dataset = window(prices, config.window, raw.source_hash)
     log_dataset_lineage(dataset, run_id)
     model = train(dataset, config.train, run_id)
-    evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id, config.evaluate)
-    folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash, run_id)
+    champion = load_champion(config.register_.model_name)
+    evaluation = evaluate(model, dataset, prices, champion)
+    log_evaluation(evaluation, config.register_.model_name, config.evaluate, run_id)
+    folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash)
+    log_backtest(folds, run_id)
+    # the one stage that sees the run: it logs the model into it to register a version
     registration = register(model, evaluation, dataset, prices, config.register_, run_id)
+    log_registration(registration, evaluation, config.register_, run_id)
     return finish_mlflow_run(run_id, evaluation, registration, folds)

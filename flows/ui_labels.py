@@ -60,7 +60,7 @@ def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model name) of a train_pipeline run's parameters."""
     config = _as_dict(parameters.get("config"))
     source = (config.get("ingest") or {}).get("source", "")
-    model = (config.get("register") or config.get("register_") or {}).get("model_name", RegisterConfig.model_name)
+    model = (config.get("register") or config.get("register_") or {}).get("model_name", RegisterConfig().model_name)
     return data_label(source), model
 
 
@@ -68,7 +68,7 @@ def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model label) of a batch_forecast run's parameters."""
     from tickerflow.tasks.forecast import ForecastConfig
 
-    return data_label(parameters.get("data", "")), model_label(parameters.get("model_uri") or ForecastConfig.model_uri)
+    return data_label(parameters.get("data", "")), model_label(parameters.get("model_uri") or ForecastConfig().model_uri)
 
 
 def train_run_name() -> str:
