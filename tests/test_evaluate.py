@@ -363,3 +363,15 @@ def test_a_run_with_50_tickers_logs_as_many_metric_keys_as_one_with_5(prefect_ha
         counts[n] = (sorted(keys), len(fans))
     assert counts[5][0] == counts[50][0] and len(counts[5][0]) <= 200
     assert counts[5][1] == counts[50][1] == 4  # the 2 best and the 2 worst tickers
+
+
+def test_the_numeric_core_imports_neither_prefect_nor_mlflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tickerflow_model.evaluation, tickerflow_model.backtest, tickerflow_model.gate, tickerflow_model.live; "
+        "print(sorted(m for m in ('prefect', 'mlflow', 'tickerflow.tasks', 'tickerflow.flows') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
