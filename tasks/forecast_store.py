@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Annotated
 
 import fsspec
 import pandas as pd
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import runtime, task
 from prefect.logging import get_run_logger
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tickerflow.tasks.storage import home_subdir, write_bytes_atomic
 from tickerflow_model.config import Config
@@ -33,9 +32,14 @@ _PARTITION = re.compile(r"base_date=(\d{4}-\d{2}-\d{2})$")
 class ForecastStoreConfig(Config):
     """Where the forecast store lives."""
 
-    uri: Annotated[str, Field(pattern=r"\S")] | None = Field(
-        None, description="any fsspec URI or folder; unset: TICKERFLOW_HOME/forecast_store"
-    )
+    uri: str | None = Field(None, description="any fsspec URI or folder; unset: TICKERFLOW_HOME/forecast_store")
+
+    @field_validator("uri")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank (leave it unset for the home folder)")
+        return value
 
 
 def store_location(config: ForecastStoreConfig) -> tuple[fsspec.AbstractFileSystem, str]:

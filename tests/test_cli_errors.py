@@ -150,7 +150,7 @@ def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
     config.write_text('{"window": {"lookback": 1}, "register": {"model_name": " "}}')
     assert main(["run", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "window: lookback must be >= 2, got 1" in err and "register:" in err
+    assert len(err.splitlines()) == 1 and "window: lookback must be >= 2, got 1" in err and "register.model_name: must not be blank" in err
 
 
 class _Fixed:

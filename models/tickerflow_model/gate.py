@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .baselines import DISTRIBUTION_BASELINES
 from .config import Config
@@ -27,7 +27,7 @@ class RegisterConfig(Config):
     champion only when its score is lower by more than `min_improvement` (relative).
     """
 
-    model_name: str = Field(MODEL_NAME, pattern=r"\S", description="the registered model's name")
+    model_name: str = Field(MODEL_NAME, min_length=1, description="the registered model's name")
     primary_score: Literal[PRIMARY_SCORES] = Field("pinball", description="the score the gate ranks by (lower is better)")
     coverage_tolerance: float = Field(
         0.05, ge=0.0, le=0.5, description="0.05: an 80% interval must cover between 75% and 85% of outcomes"
@@ -38,6 +38,13 @@ class RegisterConfig(Config):
     min_improvement: float = Field(
         0.0, ge=0.0, lt=1.0, description="relative primary-score gain over the current champion needed to replace it"
     )
+
+    @field_validator("model_name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 @dataclass(frozen=True)
