@@ -30,13 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
-from tickerflow.tasks.evaluate import (  # noqa: E402
+from tickerflow.flows.reporting import mlflow_metrics, write_reports  # noqa: E402
+from tickerflow_model.evaluation import (  # noqa: E402
     evaluate_forecaster,
     metric_tables,
-    mlflow_metrics,
     predict_test_split,
     usable_baselines,
-    write_reports,
 )
 from tickerflow.tasks.window import WindowConfig, build_window_dataset  # noqa: E402
 from tickerflow_model.forecaster import Forecaster, ModelSpec  # noqa: E402
@@ -81,7 +80,7 @@ def main() -> None:
             names = ["model"] + usable_baselines(predictions, quantiles)
             metric_tables(predictions, names, {k: v for k, v in quantiles.items() if k in names}, forecaster.spec.quantiles)
             t2 = time.perf_counter()
-            result = evaluate_forecaster(forecaster, dataset, prices, champion_uri=None)
+            result = evaluate_forecaster(forecaster, dataset, prices)
             t3 = time.perf_counter()
             plots = write_reports(result, Path(tmp) / "report")
             t4 = time.perf_counter()

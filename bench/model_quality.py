@@ -7,7 +7,7 @@
 `quantiles` runs the core stages as plain functions (no Prefect, no MLflow): the sample is windowed
 with the default WindowConfig (or the given features), the GRU trained with the default TrainConfig
 per seed (fit_forecaster: training, shrinkage, conformal calibration), and the project's evaluation
-(tasks.evaluate.evaluate_forecaster) scores it with the distribution baselines on the same test
+(tickerflow_model.evaluation.evaluate_forecaster) scores it with the distribution baselines on the same test
 windows. It prints, per seed and as medians, the mean pinball loss of the model and of
 static_quantile, rolling_quantile and ewma, the model's improvement over each, the 80%/90% coverage
 and the point skill vs naive.
@@ -98,7 +98,7 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
 
 def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
-    from tickerflow.tasks.evaluate import evaluate_forecaster
+    from tickerflow_model.evaluation import evaluate_forecaster
     from tickerflow.tasks.ingest import IngestConfig, read_prices
     from tickerflow.tasks.train import fit_forecaster
     from tickerflow.tasks.window import WindowConfig, build_window_dataset

@@ -14,7 +14,7 @@ from __future__ import annotations
 from prefect import flow
 
 from tickerflow.flows.ui_labels import forecast_run_name, tag_forecast_run
-from tickerflow.tasks.forecast import ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
+from tickerflow.tasks.forecast import DEFAULT_MODEL_URI, ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
 from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_forecasts
 from tickerflow.tasks.ingest import IngestConfig, ingest
 from tickerflow.tasks.monitor import MonitorConfig, check_degradation, log_live_metrics, model_identity, price_column_of, score_live
@@ -38,7 +38,7 @@ def _kill_mlflow_runs(flow, flow_run, state) -> None:
 def batch_forecast(
     data: str = IngestConfig().source,
     out: str = "forecasts.parquet",
-    model_uri: str = ForecastConfig.model_uri,
+    model_uri: str = DEFAULT_MODEL_URI,
     store: ForecastStoreConfig = ForecastStoreConfig(),
     monitor: MonitorConfig = MonitorConfig(),
     retention: RetentionConfig = RetentionConfig(),

@@ -26,7 +26,8 @@ from tickerflow.tasks.ingest import IngestConfig, load_prices
 from tickerflow.tasks.monitor import MonitorConfig
 from tickerflow.tasks.register import current_champion
 from tickerflow.tasks.retention import RetentionConfig
-from tickerflow.tasks.storage import home_subdir, write_file_atomic
+from tickerflow.tasks.storage import home_subdir
+from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.errors import ConfigError, TickerflowError
 

@@ -16,16 +16,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from tickerflow.config_values import as_dict
 from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
 from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
-from tickerflow.tasks.evaluate import Backtest, BacktestConfig, EvaluateConfig, Evaluation, backtest, evaluate
+from tickerflow.flows.reporting import log_backtest, log_evaluation, log_registration
+from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
 from tickerflow.tasks.ingest import IngestConfig, ingest
 from tickerflow.tasks.redaction import redact_text, redact_uri
-from tickerflow.tasks.register import Registration, RegisterConfig, register
+from tickerflow.tasks.register import Registration, register
 from tickerflow.tasks.tracking import (
     PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
 )
 from tickerflow.tasks.train import TrainConfig, train
 from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
 from tickerflow.tasks.window import WindowConfig, window
+from tickerflow_model.backtest import Backtest, BacktestConfig
+from tickerflow_model.evaluation import EvaluateConfig, Evaluation
+from tickerflow_model.gate import RegisterConfig
 
 
 class PipelineConfig(BaseModel):
@@ -138,7 +142,12 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     fit = train(dataset, config.train, on_epoch=epoch_reporter(run_id))
     log_training(fit, run_id)
     model = fit.forecaster
-    evaluation = evaluate(model, dataset, prices, config.register_.model_name, run_id, config.evaluate)
-    folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash, run_id)
+    champion = load_champion(config.register_.model_name)
+    evaluation = evaluate(model, dataset, prices, champion)
+    log_evaluation(evaluation, config.register_.model_name, config.evaluate, run_id)
+    folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash)
+    log_backtest(folds, run_id)
+    # the one stage that sees the run: it logs the model into it to register a version
     registration = register(model, evaluation, dataset, prices, config.register_, run_id)
+    log_registration(registration, evaluation, config.register_, run_id)
     return finish_mlflow_run(run_id, evaluation, registration, folds)

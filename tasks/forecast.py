@@ -15,13 +15,16 @@ import pandas as pd
 from prefect import runtime, task
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
+from pydantic import Field
 
 from tickerflow.tasks.redaction import redact_uri
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import tickerflow_home
 from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow.tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tickerflow_model.config import Config
 from tickerflow_model.errors import ModelNotFound
+from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
 
@@ -31,10 +34,12 @@ OUTPUT_COLUMNS = ["ticker", "date", "horizon", "forecast_close", *quantile_colum
 QUANTILE_COLUMN = re.compile(r"q\d+")
 
 
-@dataclass(frozen=True)
-class ForecastConfig:
-    model_uri: str = "models:/tickerflow-gru@champion"
-    out: str = "forecasts.parquet"
+DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
+
+
+class ForecastConfig(Config):
+    model_uri: str = Field(DEFAULT_MODEL_URI, min_length=1, description="the model to forecast with")
+    out: str = Field("forecasts.parquet", min_length=1, description="where the forecast Parquet file is written")
 
 
 @dataclass

@@ -10,7 +10,6 @@ model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, ne
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import fsspec
@@ -19,9 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import runtime, task
 from prefect.logging import get_run_logger
+from pydantic import Field, field_validator
 
 from tickerflow.tasks.storage import home_subdir
 from tickerflow_model.atomic_io import write_bytes_atomic
+from tickerflow_model.config import Config
 from tickerflow_model.live import QUANTILE_COLUMNS
 
 STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,
@@ -29,15 +30,17 @@ STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "h
 _PARTITION = re.compile(r"base_date=(\d{4}-\d{2}-\d{2})$")
 
 
-@dataclass(frozen=True)
-class ForecastStoreConfig:
-    """uri: where the store lives (None: `TICKERFLOW_HOME/forecast_store`)."""
+class ForecastStoreConfig(Config):
+    """Where the forecast store lives."""
 
-    uri: str | None = None
+    uri: str | None = Field(None, description="any fsspec URI or folder; unset: TICKERFLOW_HOME/forecast_store")
 
-    def __post_init__(self) -> None:
-        if self.uri is not None and not self.uri.strip():
-            raise ValueError("forecast store uri must not be empty (leave it unset for the home folder)")
+    @field_validator("uri")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank (leave it unset for the home folder)")
+        return value
 
 
 def store_location(config: ForecastStoreConfig) -> tuple[fsspec.AbstractFileSystem, str]:

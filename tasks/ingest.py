@@ -36,7 +36,8 @@ from tickerflow_model.config import Config
 from tickerflow_model.errors import TickerflowError
 from tickerflow.tasks.redaction import redact_text, redact_uri, reveal
 from tickerflow.tasks.retries import retry_unless
-from tickerflow.tasks.storage import atomic_directory, home_subdir
+from tickerflow.tasks.storage import home_subdir
+from tickerflow_model.atomic_io import atomic_directory
 
 CANONICAL = ["date", "ticker", "open", "high", "low", "close", "volume", "adj_close"]
 # A price is required too: `close` or `adj_close`, whichever the file has (see PRICES).

@@ -18,60 +18,61 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Self
 
 import mlflow
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from pydantic import Field, model_validator
 
 from tickerflow.tasks.forecast_store import ForecastStoreConfig, read_store
 from tickerflow.tasks.tracking import experiment_id, run_url, use_tracking
+from tickerflow_model.config import Config
 from tickerflow_model.live import (
+    LIVE_METRICS,
     NOMINAL_COVERAGE,
     Thresholds,
-    breaches,
-    join_realized,
     rolling_live_metrics,
-    trailing_streak,
+    rule_state,
+    score_stored,
+    thresholds_from_test,
 )
 
 MONITOR_EXPERIMENT = "tickerflow-monitoring"
 DEGRADED_EVENT = "tickerflow.champion.degraded"
-METRIC_NAMES = ("live_rmse", "live_mae", "live_skill", "live_pinball", "live_coverage_80", "live_coverage_90")
 
 
-@dataclass(frozen=True)
-class MonitorConfig:
+class MonitorConfig(Config):
     """Live scoring and the degradation rule. A threshold set to None is not checked."""
 
-    windows: tuple[int, ...] = (20, 60)  # rolling windows, in scored days
-    min_days: int = 5  # a window reports once it holds this many scored days
-    rule_window: int = 20  # the window the degradation rule watches
-    days_in_row: int = 3  # scored days in a row past a threshold before the event fires
-    skill_margin: float | None = 0.05  # live skill below (champion's test skill - margin)
-    rmse_ratio: float | None = 1.5  # live RMSE above ratio x the champion's test RMSE
-    coverage_tolerance: float | None = 0.10  # |live coverage - nominal| above this
-    lookback_days: int = 400  # only forecasts made in the last N calendar days are scored
+    windows: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        (20, 60), min_length=1, description="rolling windows, in scored days"
+    )
+    min_days: int = Field(5, ge=1, description="a window reports once it holds this many scored days (<= the smallest window)")
+    rule_window: int = Field(20, ge=1, description="the window the degradation rule watches (one of `windows`)")
+    days_in_row: int = Field(3, ge=1, description="scored days in a row past a threshold before the event fires")
+    skill_margin: Annotated[float, Field(ge=0, lt=2)] | None = Field(
+        0.05, description="degraded: live skill below the champion's test skill minus this margin"
+    )
+    rmse_ratio: Annotated[float, Field(gt=1)] | None = Field(
+        1.5, description="degraded: live RMSE above this ratio times the champion's test RMSE"
+    )
+    coverage_tolerance: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        0.10, description="degraded: live interval coverage further than this from nominal"
+    )
+    lookback_days: int = Field(400, ge=1, description="only forecasts made in the last N calendar days are scored (>= the largest window)")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "windows", tuple(int(w) for w in self.windows))
-        if not self.windows or any(w < 1 for w in self.windows):
-            raise ValueError(f"monitor windows must be positive numbers of days, got {self.windows}")
-        if not 1 <= self.min_days <= min(self.windows):
-            raise ValueError(f"monitor min_days must be in [1, {min(self.windows)}] (the smallest window), got {self.min_days}")
+    @model_validator(mode="after")
+    def _fits_the_windows(self) -> Self:
+        if self.min_days > min(self.windows):
+            raise ValueError(f"min_days must be at most the smallest of windows {self.windows}, got {self.min_days}")
         if self.rule_window not in self.windows:
-            raise ValueError(f"monitor rule_window {self.rule_window} must be one of the windows {self.windows}")
-        if self.days_in_row < 1:
-            raise ValueError(f"monitor days_in_row must be >= 1, got {self.days_in_row}")
-        if self.skill_margin is not None and not 0 <= self.skill_margin < 2:
-            raise ValueError(f"monitor skill_margin must be in [0, 2), got {self.skill_margin}")
-        if self.rmse_ratio is not None and self.rmse_ratio <= 1:
-            raise ValueError(f"monitor rmse_ratio must be > 1, got {self.rmse_ratio}")
-        if self.coverage_tolerance is not None and not 0 < self.coverage_tolerance < 1:
-            raise ValueError(f"monitor coverage_tolerance must be in (0, 1), got {self.coverage_tolerance}")
+            raise ValueError(f"rule_window {self.rule_window} must be one of windows {self.windows}")
         if self.lookback_days < max(self.windows):
-            raise ValueError(f"monitor lookback_days must be >= the largest window ({max(self.windows)}), got {self.lookback_days}")
+            raise ValueError(f"lookback_days must be >= the largest of windows {self.windows}, got {self.lookback_days}")
+        return self
 
 
 @dataclass
@@ -124,23 +125,11 @@ def live_scores(prices: pd.DataFrame, store: ForecastStoreConfig, config: Monito
     as_of = pd.to_datetime(prices["date"]).max() if len(prices) else None
     since = None if as_of is None else as_of - pd.Timedelta(days=config.lookback_days)
     stored = read_store(store, since)
-    empty = rolling_live_metrics(stored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
     if stored.empty or as_of is None:
+        empty = rolling_live_metrics(stored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
         return LiveScores(empty, 0, as_of)
-    if "price_column" not in stored.columns:
-        stored = stored.assign(price_column="close")
-    parts = []
-    for column, rows in stored.groupby(stored["price_column"].fillna("close"), sort=True):
-        column = column if column in prices.columns else "close"
-        parts.append(join_realized(rows, prices[["ticker", "date", column]].rename(columns={column: "close"})))
-    scored = pd.concat(parts, ignore_index=True)
-    scored = scored[scored["date"] <= as_of]
-    frames = []
-    for name, g in scored.groupby("model_name", sort=True):
-        m = rolling_live_metrics(g, config.windows, config.min_days)
-        frames.append(m.assign(model_name=name))
-    metrics = pd.concat(frames, ignore_index=True) if frames else empty
-    return LiveScores(metrics, len(scored), as_of)
+    metrics, scored = score_stored(stored, prices, as_of, config.windows, config.min_days)
+    return LiveScores(metrics, scored, as_of)
 
 
 @task(name="score-live-forecasts")
@@ -173,7 +162,7 @@ def log_version_metrics(client: mlflow.MlflowClient, run_id: str, metrics: pd.Da
     now = int(time.time() * 1000)
     values = [
         mlflow.entities.Metric(f"{name}_{int(row['window'])}d", float(row[name]), now, step_of(row["day"]))
-        for _, row in new.iterrows() for name in METRIC_NAMES
+        for _, row in new.iterrows() for name in LIVE_METRICS
         if name in row and row[name] is not None and not math.isnan(float(row[name]))
     ]
     for start in range(0, len(values), 1000):  # MLflow's batch limit
@@ -242,7 +231,7 @@ def live_markdown(metrics: pd.DataFrame, name: str, version: str, rows: int = 15
     head = f"# Live performance: {name} v{version}\n\n"
     if metrics.empty:
         return head + "No stored forecast of this version has a realized close yet."
-    cols = [c for c in METRIC_NAMES if c in metrics.columns and metrics[c].notna().any()]
+    cols = [c for c in LIVE_METRICS if c in metrics.columns and metrics[c].notna().any()]
     wide = metrics.pivot_table(index="day", columns="window", values=cols).sort_index().tail(rows)
     header = "| day | " + " | ".join(f"{c} ({w}d)" for c, w in wide.columns) + " |"
     lines = [header, "|" + "---|" * (len(wide.columns) + 1)]
@@ -263,11 +252,7 @@ def champion_thresholds(client: mlflow.MlflowClient, name: str, version: str, co
 
     # `test_rmse` is the version's own (a baseline champion's too); older versions only have the GRU's
     skill, rmse = tag("skill_vs_naive"), tag("test_rmse") or tag("test_model_rmse")
-    return Thresholds(
-        min_skill=None if skill is None or config.skill_margin is None else skill - config.skill_margin,
-        max_rmse=None if rmse is None or config.rmse_ratio is None else rmse * config.rmse_ratio,
-        coverage_tolerance=config.coverage_tolerance,
-    )
+    return thresholds_from_test(skill, rmse, config.skill_margin, config.rmse_ratio, config.coverage_tolerance)
 
 
 def emit_degraded(d: Degradation, as_of: pd.Timestamp, config: MonitorConfig) -> str | None:
@@ -301,19 +286,15 @@ def check_degradation(scores: LiveScores, name: str, version: str, config: Monit
     if mine.empty:
         logger.info("no live %d-day window for %s v%s yet", config.rule_window, name, version)
         return result
-    flagged = breaches(mine.sort_values("day").reset_index(drop=True), thresholds)
-    result.streak = trailing_streak(flagged["breached"])
-    last = flagged.iloc[-1]
-    result.latest = {k: float(last[k]) for k in METRIC_NAMES if k in last and pd.notna(last[k])}
-    result.latest["day"] = f"{last['day']:%Y-%m-%d}"
-    result.reasons = last["reasons"]
+    state = rule_state(mine, thresholds)
+    result.streak, result.latest, result.reasons = state.streak, state.latest, state.reasons
     result.degraded = result.streak >= config.days_in_row
     if not result.degraded:
         logger.info("champion %s v%s live: %s (%d day(s) past a threshold)", name, version, result.latest, result.streak)
         return result
     # once per streak: the streak's first day is remembered on the monitoring run
     run_id = monitoring_run(client, name, version)
-    streak_start = f"{flagged['day'].iloc[len(flagged) - result.streak]:%Y-%m-%d}"
+    streak_start = f"{state.streak_start:%Y-%m-%d}"
     if client.get_run(run_id).data.tags.get("degraded.streak_start") == streak_start:
         logger.warning("champion %s v%s still degraded (%s); event already emitted for this streak", name, version, result.reasons)
         return result

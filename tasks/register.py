@@ -15,26 +15,27 @@ import os
 import subprocess
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from prefect import runtime, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 import tickerflow_model
-from tickerflow.tasks.evaluate import CHAMPION, Evaluation
-from tickerflow.tasks.tracking import run_url, use_tracking
+from tickerflow.tasks.tracking import use_tracking
+from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.window_dataset import WindowDataset
 from tickerflow_model.errors import TickerflowError
+from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.forecaster import Forecaster
-from tickerflow_model.baselines import DISTRIBUTION_BASELINES, BaselineForecaster
+from tickerflow_model.gate import GRU, GateDecision, RegisterConfig, promotion_decision
+from tickerflow_model.metrics import HEADLINE_METRICS
+from tickerflow_model.names import CHAMPION_ALIAS as CHAMPION
 from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, GRUPricePyfunc, _canonical
 
 CHALLENGER = "challenger"
@@ -50,39 +51,7 @@ class ChampionMoved(RegistryError):
     """The champion is no longer the one a decision was made against: nothing was moved."""
 
 
-PRIMARY_SCORES = ("pinball", "winkler_80", "winkler_90")  # lower is better
-GRU = "gru"  # the `forecaster` tag of the GRU's versions; a baseline's versions carry the baseline's name
 FORECASTER_TAG = "forecaster"
-
-
-@dataclass(frozen=True)
-class RegisterConfig:
-    """The gate: the best forecaster by `primary_score` on the test windows becomes (or stays) champion.
-
-    A candidate (the GRU, each distribution baseline, the current champion) passes when its 80% and
-    90% interval coverage are within `coverage_tolerance` of nominal and its point skill vs naive is
-    at least `min_skill`. The best passing candidate wins; when none passes, the best by the primary
-    score still wins and the reason says which condition it missed. A challenger replaces the current
-    champion only when its score is lower by more than `min_improvement` (relative).
-    """
-
-    model_name: str = "tickerflow-gru"
-    primary_score: str = "pinball"
-    coverage_tolerance: float = 0.05  # 0.05: an 80% interval must cover between 75% and 85% of outcomes
-    min_skill: float = 0.0  # point forecast never worse than "tomorrow = today" on the test split
-    min_improvement: float = 0.0  # relative primary-score gain over the current champion needed to replace it
-
-    def __post_init__(self) -> None:
-        if not self.model_name.strip():
-            raise ValueError("model_name must not be empty")
-        if self.primary_score not in PRIMARY_SCORES:
-            raise ValueError(f"primary_score must be one of {PRIMARY_SCORES}, got {self.primary_score!r}")
-        if not 0.0 <= self.coverage_tolerance <= 0.5:
-            raise ValueError(f"coverage_tolerance must be in [0, 0.5], got {self.coverage_tolerance}")
-        if not -1.0 <= self.min_skill < 1.0:
-            raise ValueError(f"min_skill must be in [-1, 1), got {self.min_skill}")
-        if not 0.0 <= self.min_improvement < 1.0:
-            raise ValueError(f"min_improvement must be in [0, 1), got {self.min_improvement}")
 
 
 @dataclass(frozen=True)
@@ -94,82 +63,11 @@ class Registration:
     model_uri: str
     champion_version: str | None = None  # the champion after this run
     champion_forecaster: str | None = None  # `gru` or a baseline's name
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    winner: str  # an evaluation forecaster: "model", a distribution baseline, or "champion"
-    reason: str
-    missed: dict[str, list[str]]  # candidate -> the conditions it missed (empty: it passes)
-    scores: dict[str, float]  # candidate -> primary score
+    decision: GateDecision | None = field(default=None, repr=False)  # the gate's verdict on every candidate
 
     @property
-    def forecaster(self) -> str:
-        """The winner's `forecaster` tag (None for the champion: read it from its version)."""
-        return GRU if self.winner == "model" else self.winner
-
-
-def candidates(evaluation: Evaluation, score: str) -> list[str]:
-    """The forecasters that could be champion: the GRU, the distribution baselines, the current champion."""
-    names = [n for n in evaluation.metrics if n == "model" or n == "champion" or n in DISTRIBUTION_BASELINES]
-    return [n for n in names if score in evaluation.metrics[n]]
-
-
-def missed_conditions(m: dict[str, float], config: RegisterConfig) -> list[str]:
-    out = []
-    for nominal in (0.80, 0.90):
-        key = f"coverage_{round(nominal * 100)}"
-        if key not in m:
-            out.append(f"no {nominal:.0%} interval")
-        elif abs(m[key] - nominal) > config.coverage_tolerance + 1e-12:
-            out.append(f"{nominal:.0%} coverage {m[key]:.1%} is outside {nominal:.0%} +/- {config.coverage_tolerance:.1%}")
-    if m.get("skill", -np.inf) < config.min_skill:
-        out.append(f"skill vs naive {m.get('skill', float('nan')):+.4f} is below the minimum {config.min_skill:+.4f}")
-    return out
-
-
-def label(name: str, evaluation: Evaluation) -> str:
-    if name == "model":
-        return "the GRU"
-    if name == "champion":
-        return f"champion v{evaluation.champion_version}"
-    return name
-
-
-def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> GateDecision:
-    """The gate: the best by the primary score among the candidates that meet the conditions."""
-    score = config.primary_score
-    names = candidates(evaluation, score)
-    if not names:  # nothing gives quantiles: the point forecast decides, by RMSE
-        score, names = "rmse", [n for n in ("model", "champion") if n in evaluation.metrics]
-    scores = {n: evaluation.metrics[n][score] for n in names}
-    missed = {n: missed_conditions(evaluation.metrics[n], config) for n in names}
-    passing = [n for n in names if not missed[n]]
-    best = min(passing or names, key=lambda n: (scores[n], n != "champion"))
-    ranking = ", ".join(f"{label(n, evaluation)} {scores[n]:.4f}" for n in sorted(names, key=scores.get))
-    not_compared = (
-        f"; champion v{evaluation.champion_version} was not compared: {evaluation.champion_error}"
-        if evaluation.champion_error else ""
-    )
-    if "champion" in names and best != "champion" and (not passing or "champion" in passing):
-        bar = scores["champion"] * (1 - config.min_improvement)
-        if not scores[best] < bar:
-            reason = (
-                f"champion v{evaluation.champion_version} stays: {label(best, evaluation)}'s {score} {scores[best]:.4f} does not "
-                f"beat its {scores['champion']:.4f} by more than {config.min_improvement:.2%} ({ranking})"
-            )
-            return GateDecision("champion", reason, missed, scores)
-    if passing:
-        reason = (
-            f"{label(best, evaluation)} has the best {score} of the forecasters that meet the gate "
-            f"({ranking}; coverage within +/-{config.coverage_tolerance:.1%}, skill >= {config.min_skill:+.4f})"
-        )
-    else:
-        reason = (
-            f"no forecaster meets every condition; {label(best, evaluation)} has the best {score} and is champion "
-            f"although {'; '.join(missed[best])} ({ranking})"
-        )
-    return GateDecision(best, reason + not_compared, missed, scores)
+    def headline(self) -> str:
+        return f"champion {self.model_name} v{self.champion_version} ({self.champion_forecaster})"
 
 
 # ---- champion history ---------------------------------------------------------------------------
@@ -225,7 +123,7 @@ def record_decision(client: mlflow.MlflowClient, name: str, event: dict) -> None
 
 def registry_lock(name: str):
     """Serialises champion moves of one model between processes sharing this home (one machine)."""
-    from tickerflow.tasks.storage import stable_hash
+    from tickerflow_model.atomic_io import stable_hash
     from tickerflow.tasks.tracking import home_lock
 
     return home_lock(f"registry-{stable_hash(name)}")
@@ -404,32 +302,10 @@ def version_tags(
     # this version's own scores under plain names, every forecaster's for comparison
     tags.update({f"test_{key}": f"{value:.6f}" for key, value in m.items()})
     for other, scores in evaluation.metrics.items():
-        for key in ("rmse", "skill", "pinball", "coverage_80", "coverage_90"):
+        for key in HEADLINE_METRICS:
             if key in scores:
                 tags[f"test_{other}_{key}"] = f"{scores[key]:.6f}"
     return tags
-
-
-def gate_markdown(decision: GateDecision, evaluation: Evaluation, config: RegisterConfig, headline: str, run_id: str) -> str:
-    """The Prefect artifact: the verdict, the reason, and each candidate against each condition."""
-    lines = [
-        f"# Promotion gate: {headline}", "", decision.reason, "",
-        f"| candidate | {config.primary_score} | coverage 80% | coverage 90% | skill vs naive | meets the gate |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in sorted(decision.scores, key=decision.scores.get):
-        m = evaluation.metrics[name]
-        verdict = "yes" if not decision.missed[name] else "no: " + "; ".join(decision.missed[name])
-        cov = lambda k: f"{m[k]:.1%}" if k in m else "-"  # noqa: E731
-        lines.append(
-            f"| {label(name, evaluation)} | {decision.scores[name]:.4f} | {cov('coverage_80')} | {cov('coverage_90')} "
-            f"| {m.get('skill', float('nan')):+.4f} | {verdict} |"
-        )
-    lines += [
-        "", f"Coverage tolerance +/-{config.coverage_tolerance:.1%}, minimum skill {config.min_skill:+.4f}, "
-        f"required gain over the champion {config.min_improvement:.2%}.", "", f"MLflow run: [{run_id}]({run_url(run_id)})",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 @task(name="register")
@@ -482,18 +358,8 @@ def register(
             champion_forecaster = (
                 client.get_model_version(name, champion_version).tags.get(FORECASTER_TAG, GRU) if champion_version else ""
             )
-    client.set_tag(run_id, "promotion", "promoted" if promoted else "rejected")
-    client.set_tag(run_id, "promotion_reason", reason[:5000])
-    client.set_tag(run_id, "champion_version", champion_version)
-    client.set_tag(run_id, "champion_forecaster", champion_forecaster)
-    client.log_metric(run_id, "promoted", float(promoted))
-    headline = f"champion {name} v{champion_version} ({champion_forecaster})"
-    logger.info("registered %s v%s (gru) as %s; %s: %s", name, version, CHALLENGER, headline, reason)
-    create_markdown_artifact(
-        key="promotion-decision",
-        markdown=gate_markdown(decision, evaluation, config, headline, run_id),
-        description="Which forecaster is the champion after this run, and why",
+    registration = Registration(
+        name, version, promoted, reason, f"models:/{name}/{version}", champion_version, champion_forecaster, decision
     )
-    return Registration(
-        name, version, promoted, reason, f"models:/{name}/{version}", champion_version, champion_forecaster
-    )
+    logger.info("registered %s v%s (gru) as %s; %s: %s", name, version, CHALLENGER, registration.headline, reason)
+    return registration

@@ -2,8 +2,7 @@
 
 `TICKERFLOW_HOME` (default `~/.tickerflow`) holds raw snapshots, window datasets, checkpoints and,
 unless `MLFLOW_TRACKING_URI` is set, the MLflow SQLite database and artifacts. How files are written
-so a crash never leaves half of one is the core's (`tickerflow_model.atomic_io`); the stages that
-write under the home import those helpers from here with it.
+so a crash never leaves half of one is the core's (`tickerflow_model.atomic_io`).
 """
 
 from __future__ import annotations
@@ -11,22 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tickerflow_model.atomic_io import (
-    atomic_directory,
-    commit_directory,
-    scratch_directory,
-    stable_hash,
-    write_bytes_atomic,
-    write_file_atomic,
-)
-
 DEFAULT_HOME = "~/.tickerflow"
-
-__all__ = [
-    "DEFAULT_HOME", "tickerflow_home", "home_subdir", "atomic_directory", "commit_directory", "scratch_directory",
-    "stable_hash", "write_bytes_atomic", "write_file_atomic",
-]
-
 
 def tickerflow_home() -> Path:
     return Path(os.environ.get("TICKERFLOW_HOME", DEFAULT_HOME)).expanduser().resolve()

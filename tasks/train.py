@@ -22,7 +22,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from tickerflow.tasks.retries import retry_unless
-from tickerflow.tasks.storage import home_subdir, stable_hash, write_file_atomic
+from tickerflow.tasks.storage import home_subdir
+from tickerflow_model.atomic_io import stable_hash, write_file_atomic
 from tickerflow.tasks.tracking import home_lock, process_alive, this_process
 from tickerflow_model.fitting import FitResult, fit_forecaster
 from tickerflow_model.quantiles import central_pairs

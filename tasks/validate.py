@@ -28,7 +28,8 @@ from pydantic import Field
 
 from tickerflow_model.config import Config
 from tickerflow_model.errors import TickerflowError
-from tickerflow.tasks.storage import home_subdir, stable_hash, tickerflow_home
+from tickerflow.tasks.storage import home_subdir, tickerflow_home
+from tickerflow_model.atomic_io import stable_hash
 
 # Letters, digits and the punctuation real symbols use (BRK.B, ^GSPC, EURUSD=X, RDS-A); no '/', no
 # '..'-only names, no spaces: symbols are data, and this keeps them printable in reports.

@@ -83,7 +83,7 @@ def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
     """A store with one registered version (a tiny untrained GRU, horizon 3) holding the champion alias."""
     from tickerflow.tasks.register import log_pyfunc
     from tickerflow.tasks.tracking import experiment_id, use_tracking
-    from tickerflow.tasks.window import WindowConfig, build_window_dataset
+    from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 
     home = tmp_path_factory.mktemp("champion-home")
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")

@@ -14,17 +14,13 @@ import torch
 
 from price_frames import make_prices
 from tickerflow.tasks.tracking import experiment_id, use_tracking
+from tickerflow.flows.reporting import write_reports
+from tickerflow.tasks.evaluate import load_version
+from tickerflow_model.backtest import BacktestConfig, walk_forward
 from tickerflow_model.fitting import fit_forecaster
-from tickerflow.tasks.evaluate import (
-    BacktestConfig,
-    EvaluateConfig,
-    evaluate_forecaster,
-    predict_test_split,
-    walk_forward,
-    write_reports,
-)
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
+from tickerflow_model.evaluation import EvaluateConfig, evaluate_forecaster, predict_test_split
 from tickerflow_model.metrics import distribution_metrics
 from tickerflow_model.trainer import TrainConfig
 from tiny_models import untrained_forecaster
@@ -85,7 +81,7 @@ def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, d
 
 
 def test_a_model_that_never_moves_scores_exactly_like_naive(prices, dataset):
-    result = evaluate_forecaster(untrained_forecaster(dataset, 0.0), dataset, prices, champion_uri=None)
+    result = evaluate_forecaster(untrained_forecaster(dataset, 0.0), dataset, prices)
 
     assert list(result.metrics) == ["model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES]
     assert result.skill == pytest.approx(0.0)
@@ -108,7 +104,7 @@ def test_a_model_that_never_moves_scores_exactly_like_naive(prices, dataset):
 
 
 def test_grouped_scores_equal_each_group_scored_on_its_own(prices, dataset):
-    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=None)
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices)
     preds = result.predictions
     y = 100 * np.log(preds["actual"] / preds["base_price"]).to_numpy()
     for ticker, h in (("AAA", None), ("BBB", None), (None, 2)):
@@ -128,7 +124,7 @@ def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(p
     uri = register_champion(champion, prices, "fair")
 
     model = untrained_forecaster(dataset, 1.0)
-    result = evaluate_forecaster(model, dataset, prices, champion_uri=uri)
+    result = evaluate_forecaster(model, dataset, prices, load_version(uri, "1"))
 
     assert "champion" in result.metrics and result.champion_error is None
     preds = result.predictions
@@ -146,7 +142,7 @@ def test_a_champion_that_cannot_score_every_window_is_not_compared(prices, datas
     lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3  # longer than the history there
     uri = register_champion(untrained_forecaster(dataset, 1.0, lookback=lookback), prices, "long")
 
-    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=uri)
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_version(uri, "1"))
 
     assert "champion" not in result.metrics and "champion" not in result.predictions
     assert "forecasts only" in result.champion_error
@@ -157,7 +153,7 @@ def test_a_champion_that_cannot_be_loaded_is_recorded_and_skipped(prices, datase
     (stored,) = tf_home.rglob("weights.pt")  # the registered version's weights in the artifact store
     stored.write_bytes(b"not a torch file")
 
-    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=uri)
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_version(uri, "1"))
 
     assert "champion" not in result.metrics and result.skill is not None
     assert result.champion_error.startswith("could not be loaded or run:"), result.champion_error
@@ -166,7 +162,7 @@ def test_a_champion_that_cannot_be_loaded_is_recorded_and_skipped(prices, datase
 def test_reports_hold_the_tables_predictions_overview_and_fan_charts(tmp_path):
     prices = make_prices(n_days=200, tickers=("AAA", "BBB", "CCC", "DDD", "EEE"), seed=3)
     dataset = build_window_dataset(prices, CONFIG, "src", tmp_path / "windows")
-    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, champion_uri=None)
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices)
     write_reports(result, tmp_path / "report", EvaluateConfig(fan_charts=1, fan_chart_tickers=("CCC", "ZZZ")))
 
     out = tmp_path / "report"
@@ -231,10 +227,12 @@ def test_walk_forward_folds_expand_and_never_train_on_anything_after_their_cutof
 
 
 def test_backtest_config_and_too_short_history_are_named():
-    with pytest.raises(ValueError, match="folds must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match="(?s)folds.*greater than or equal to 0"):
         BacktestConfig(folds=-1)
-    with pytest.raises(ValueError, match="step must be an integer >= 2"):
+    with pytest.raises(ValueError, match="(?s)step.*greater than or equal to 2"):
         BacktestConfig(folds=1, step=1)
+    with pytest.raises(ValueError, match="(?s)folds.*valid integer"):
+        BacktestConfig(folds=True)  # a flag is not a number of folds
     with pytest.raises(ValueError, match="need more than 300 trading days, the data has 260"):
         walk_forward(make_prices(n_days=260), WindowConfig(), TINY_TRAIN, BacktestConfig(folds=10, step=30), "x",
                      Path("unused"), logging.getLogger("t"))  # fails before writing anything
@@ -277,7 +275,7 @@ def ar2_gap_closed(n_days: int, train_config: TrainConfig, root: Path, seed: int
     prices = ar2_prices(n_days, seed=seed)
     dataset = build_window_dataset(prices, WindowConfig(lookback=20, min_history=100), f"ar2-{seed}", root)
     forecaster = fit_forecaster(dataset, train_config).forecaster
-    preds = evaluate_forecaster(forecaster, dataset, prices, champion_uri=None).predictions
+    preds = evaluate_forecaster(forecaster, dataset, prices).predictions
     rmse = {n: float(np.sqrt(np.mean((preds[c] - preds["actual"]) ** 2))) for n, c in (("naive", "naive"), ("model", "forecast"))}
     rmse["oracle"] = float(np.sqrt(np.mean((ar2_oracle(preds, prices) - preds["actual"]) ** 2)))
     rmse["gap_closed"] = (rmse["naive"] - rmse["model"]) / (rmse["naive"] - rmse["oracle"])
@@ -296,12 +294,15 @@ def test_the_model_closes_at_least_half_the_gap_between_naive_and_the_ar2_oracle
 def run_evaluate_task(prices, root, client):
     from prefect.logging import disable_run_logger
 
-    from tickerflow.tasks.evaluate import evaluate
+    from tickerflow.flows.reporting import log_evaluation
+    from tickerflow.tasks.evaluate import evaluate, load_champion
 
     dataset = build_window_dataset(prices, CONFIG, "src", root)
     run_id = client.create_run(experiment_id(client)).info.run_id
     with disable_run_logger():
-        result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, "no-champion-yet", run_id, EvaluateConfig(fan_charts=2))
+        champion = load_champion.fn("no-champion-yet")
+        result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, champion)
+        log_evaluation.fn(result, "no-champion-yet", EvaluateConfig(fan_charts=2), run_id)
     return result, run_id
 
 
@@ -351,3 +352,15 @@ def test_a_run_with_50_tickers_logs_as_many_metric_keys_as_one_with_5(prefect_ha
         counts[n] = (sorted(keys), len(fans))
     assert counts[5][0] == counts[50][0] and len(counts[5][0]) <= 200
     assert counts[5][1] == counts[50][1] == 4  # the 2 best and the 2 worst tickers
+
+
+def test_the_numeric_core_imports_neither_prefect_nor_mlflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tickerflow_model.evaluation, tickerflow_model.backtest, tickerflow_model.gate, tickerflow_model.live; "
+        "print(sorted(m for m in ('prefect', 'mlflow', 'tickerflow.tasks', 'tickerflow.flows') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

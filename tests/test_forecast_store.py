@@ -48,3 +48,9 @@ def test_replay_rejects_bad_arguments_in_one_line(argv, message, tmp_path, capsy
     assert main(["replay", "--data", str(tmp_path / "p.csv"), *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_blank_store_uri_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match="(?s)uri.*must not be blank"):
+        ForecastStoreConfig(uri="  ")
+    assert ForecastStoreConfig().uri is None  # unset: the home folder

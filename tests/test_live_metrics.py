@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickerflow_model.live import Thresholds, breaches, join_realized, rolling_live_metrics, trailing_streak
+from tickerflow_model.live import (
+    Thresholds, breaches, join_realized, rolling_live_metrics, rule_state, score_stored, thresholds_from_test, trailing_streak,
+)
 
 
 def forecasts(days: int, quantiles: bool = False, version: str = "3") -> pd.DataFrame:
@@ -65,3 +67,33 @@ def test_a_breach_streak_counts_consecutive_days_at_the_end():
     assert trailing_streak(flagged["breached"]) == 4
     assert trailing_streak(breaches(metrics, Thresholds(min_skill=-0.35))["breached"]) == 1
     assert trailing_streak(breaches(metrics, Thresholds())["breached"]) == 0
+
+
+def test_rule_state_names_the_streak_its_first_day_and_the_last_figures():
+    days = pd.bdate_range("2024-03-01", periods=5)
+    metrics = pd.DataFrame({"day": days, "live_skill": [0.1, -0.2, 0.0, -0.3, -0.4], "live_rmse": [1.0, 1.0, 3.0, 1.0, 1.0]})
+    state = rule_state(metrics.iloc[::-1], Thresholds(min_skill=-0.1, max_rmse=2.0))  # any row order
+    assert state.streak == 4 and state.streak_start == days[1]
+    assert state.latest == {"live_skill": -0.4, "live_rmse": 1.0, "day": "2024-03-07"}
+    assert "live_skill -0.4000 < -0.1000" in state.reasons
+    assert rule_state(metrics, Thresholds()).streak_start is None
+
+
+def test_thresholds_come_from_the_test_figures_and_a_missing_one_switches_its_rule_off():
+    t = thresholds_from_test(0.02, 2.0, skill_margin=0.05, rmse_ratio=1.5, coverage_tolerance=0.1)
+    assert (t.min_skill, t.max_rmse, t.coverage_tolerance) == (pytest.approx(-0.03), 3.0, 0.1)
+    t = thresholds_from_test(None, 2.0, skill_margin=0.05, rmse_ratio=None, coverage_tolerance=None)
+    assert (t.min_skill, t.max_rmse, t.coverage_tolerance) == (None, None, None)
+
+
+def test_stored_forecasts_are_scored_against_the_price_they_forecast_up_to_the_day_given():
+    stored = pd.concat([
+        forecasts(4, version="1").assign(model_name="m", price_column="close"),
+        forecasts(4, version="2").assign(model_name="m", price_column="adj_close"),
+    ])
+    prices = closes([101.0] * 4).assign(adj_close=103.0)
+    metrics, scored = score_stored(stored, prices, pd.Timestamp("2024-01-04"), windows=(2,), min_days=1)
+    assert scored == 6  # 3 days with a close up to the 4th, for each version
+    last = metrics.sort_values("day").groupby("model_version").last()["live_rmse"].to_dict()
+    assert last == {"1": 0.0, "2": 2.0}
+    assert set(metrics["model_name"]) == {"m"}

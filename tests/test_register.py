@@ -10,9 +10,11 @@ from prefect.logging import disable_run_logger
 
 from price_frames import make_prices
 from tickerflow.flows.cli import main
-from tickerflow.tasks.evaluate import Evaluation
+from tickerflow.flows.reporting import log_registration
+from tickerflow.tasks.register import champion_history, champion_stack, register
 from tickerflow.tasks.tracking import experiment_id
-from tickerflow.tasks.register import RegisterConfig, champion_history, champion_stack, promotion_decision, register
+from tickerflow_model.evaluation import Evaluation, evaluate_forecaster
+from tickerflow_model.gate import RegisterConfig, promotion_decision
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 from tiny_models import untrained_forecaster
 
@@ -85,14 +87,17 @@ def test_gate_scores_by_the_declared_primary_score():
 
 
 def test_register_config_names_bad_values():
-    with pytest.raises(ValueError, match="min_improvement.*-0.1"):
+    with pytest.raises(ValueError, match="(?s)min_improvement.*greater than or equal to 0.*-0.1"):
         RegisterConfig(min_improvement=-0.1)
     with pytest.raises(ValueError, match="model_name"):
         RegisterConfig(model_name=" ")
-    with pytest.raises(ValueError, match="primary_score must be one of .* got 'crps'"):
+    with pytest.raises(ValueError, match="(?s)primary_score.*'pinball', 'winkler_80' or 'winkler_90'.*crps"):
         RegisterConfig(primary_score="crps")
-    with pytest.raises(ValueError, match="coverage_tolerance must be in \\[0, 0.5\\], got 0.7"):
+    with pytest.raises(ValueError, match="(?s)coverage_tolerance.*less than or equal to 0.5.*0.7"):
         RegisterConfig(coverage_tolerance=0.7)
+    with pytest.raises(ValueError, match="(?s)min_skill.*less than 1"):
+        RegisterConfig(min_skill=1.0)
+    assert RegisterConfig().updated(min_skill=-0.5).min_skill == -0.5
 
 
 def test_champion_stack_replays_promotions_and_rollbacks():
@@ -111,7 +116,9 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     def register_run(ev: Evaluation):
         run_id = client.create_run(experiment_id(client)).info.run_id
         with disable_run_logger():
-            return register.fn(forecaster, ev, dataset, prices, config, run_id), run_id
+            registration = register.fn(forecaster, ev, dataset, prices, config, run_id)
+            log_registration.fn(registration, ev, config, run_id)
+            return registration, run_id
 
     first, run1 = register_run(evaluation(model=scores(0.5, skill=0.01)))
     second, run2 = register_run(evaluation("1", model=scores(0.6, skill=0.05), champion=scores(0.5)))
@@ -172,18 +179,19 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
 def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_serves(
     prefect_harness, mlflow_store, tmp_path, capsys
 ):
-    from tickerflow.tasks.evaluate import evaluate_forecaster
     from tickerflow_model.quantiles import quantile_columns
 
     prices = make_prices(n_days=200, seed=1)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
     forecaster = untrained_forecaster(dataset, 0.5)
-    ev = evaluate_forecaster(forecaster, dataset, prices, champion_uri=None)
+    ev = evaluate_forecaster(forecaster, dataset, prices)
     ev.metrics["model"]["pinball"] = 10 * max(ev.metrics[b]["pinball"] for b in ev.baselines)  # the GRU loses
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     run_id = client.create_run(experiment_id(client)).info.run_id
     with disable_run_logger():
-        reg = register.fn(forecaster, ev, dataset, prices, RegisterConfig(model_name="m", coverage_tolerance=0.5), run_id)
+        config = RegisterConfig(model_name="m", coverage_tolerance=0.5)
+        reg = register.fn(forecaster, ev, dataset, prices, config, run_id)
+        log_registration.fn(reg, ev, config, run_id)
 
     winner = min(ev.baselines, key=lambda b: ev.metrics[b]["pinball"])
     assert not reg.promoted and (reg.version, reg.champion_version, reg.champion_forecaster) == ("1", "2", winner)
@@ -206,7 +214,9 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
 
 
 def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflow_store, tmp_path, tf_home, capsys):
-    from tickerflow.tasks.evaluate import evaluate
+    from tickerflow.flows.reporting import log_evaluation
+    from tickerflow.tasks.evaluate import evaluate, load_champion
+    from tickerflow_model.evaluation import EvaluateConfig
 
     prices = make_prices(n_days=200, seed=1)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
@@ -218,7 +228,8 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
         (stored,) = tf_home.rglob("weights.pt")
         stored.write_bytes(b"broken")  # the champion's weights are gone bad
         second = client.create_run(experiment_id(client)).info.run_id
-        result = evaluate.fn(untrained_forecaster(dataset, 0.5, seed=1), dataset, prices, "m", second)
+        result = evaluate.fn(untrained_forecaster(dataset, 0.5, seed=1), dataset, prices, load_champion.fn("m"))
+        log_evaluation.fn(result, "m", EvaluateConfig(), second)
 
     assert result.champion_error and "champion" not in result.metrics
     assert client.get_run(second).data.tags["champion_not_compared"].startswith("v1: could not be loaded")

@@ -15,11 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from price_frames import make_prices
-from tickerflow.tasks.register import log_pyfunc
-from tickerflow.tasks.tracking import experiment_id, use_tracking
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
-from tiny_models import MODEL, untrained_forecaster
+from tiny_models import MODEL
 from tickerflow_model.quantiles import quantile_columns
 
 SERVER_DEADLINE_S = 180  # mlflow + uvicorn start-up on a loaded 2-core machine

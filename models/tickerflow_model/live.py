@@ -127,3 +127,61 @@ def trailing_streak(breached: pd.Series) -> int:
     """How many of the last values in a row are True."""
     values = breached.to_numpy(bool)[::-1]
     return int(np.argmin(values)) if not values.all() else len(values)
+
+
+LIVE_METRICS = POINT_METRICS + QUANTILE_METRICS  # what a monitoring run logs, per window
+
+
+def score_stored(stored: pd.DataFrame, prices: pd.DataFrame, as_of, windows: tuple[int, ...], min_days: int) -> tuple[pd.DataFrame, int]:
+    """Stored forecasts whose target day has a close in `prices` (up to `as_of`), scored per model.
+
+    Each stored row is scored against the price column it forecast (`price_column`; `close` when the
+    store predates it or `prices` lacks it). -> (rolling_live_metrics with `model_name`, forecasts scored).
+    """
+    if "price_column" not in stored.columns:
+        stored = stored.assign(price_column="close")
+    parts = []
+    for column, rows in stored.groupby(stored["price_column"].fillna("close"), sort=True):
+        column = column if column in prices.columns else "close"
+        parts.append(join_realized(rows, prices[["ticker", "date", column]].rename(columns={column: "close"})))
+    scored = pd.concat(parts, ignore_index=True)
+    scored = scored[scored["date"] <= as_of]
+    frames = [
+        rolling_live_metrics(g, windows, min_days).assign(model_name=name)
+        for name, g in scored.groupby("model_name", sort=True)
+    ]
+    empty = rolling_live_metrics(stored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
+    return (pd.concat(frames, ignore_index=True) if frames else empty), len(scored)
+
+
+def thresholds_from_test(
+    test_skill: float | None, test_rmse: float | None, skill_margin: float | None, rmse_ratio: float | None,
+    coverage_tolerance: float | None,
+) -> Thresholds:
+    """The rule's thresholds from the champion's own test figures; a missing figure or margin turns its rule off."""
+    return Thresholds(
+        min_skill=None if test_skill is None or skill_margin is None else test_skill - skill_margin,
+        max_rmse=None if test_rmse is None or rmse_ratio is None else test_rmse * rmse_ratio,
+        coverage_tolerance=coverage_tolerance,
+    )
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """Where one version's rule window stands on its last scored day."""
+
+    streak: int  # scored days in a row, up to the last, past a threshold
+    streak_start: pd.Timestamp | None  # the first day of that streak (None: no streak)
+    latest: dict  # the last day's live figures, and `day`
+    reasons: str  # which threshold(s) the last day crossed
+
+
+def rule_state(metrics: pd.DataFrame, thresholds: Thresholds) -> RuleState:
+    """`metrics`: one version, one window, one row per day (any order)."""
+    flagged = breaches(metrics.sort_values("day").reset_index(drop=True), thresholds)
+    streak = trailing_streak(flagged["breached"])
+    last = flagged.iloc[-1]
+    latest = {k: float(last[k]) for k in LIVE_METRICS if k in last and pd.notna(last[k])}
+    latest["day"] = f"{last['day']:%Y-%m-%d}"
+    start = flagged["day"].iloc[len(flagged) - streak] if streak else None
+    return RuleState(streak, start, latest, last["reasons"])

@@ -106,6 +106,16 @@ DISTRIBUTION_NAMES = (
 )
 INTERVALS = (0.80, 0.90)  # nominal coverage of the central intervals scored (q10-q90 and q05-q95)
 
+# ---- which names are reported where: one list each, used by evaluation, registration and the CLI ------
+# every metric a forecaster can have, in report order (skill: 1 - RMSE / RMSE of naive in the same group)
+METRIC_KEYS = METRIC_NAMES + ("skill",) + DISTRIBUTION_NAMES
+# the headline figures: each forecaster's on a registered version's tags (`test_<forecaster>_<metric>`)
+HEADLINE_METRICS = ("rmse", "skill", "pinball", "coverage_80", "coverage_90")
+# per horizon step, the model's figures that get a metric key of their own (the full table is an artifact)
+HORIZON_METRICS = HEADLINE_METRICS + ("width_80", "width_90")
+# scores the promotion gate may rank by (lower is better)
+PRIMARY_SCORES = ("pinball", "winkler_80", "winkler_90")
+
 
 def pinball(quantiles: np.ndarray, actual: np.ndarray, levels) -> np.ndarray:
     """Pinball loss of each forecast, averaged over the levels: (..., Q), (...) -> (...).

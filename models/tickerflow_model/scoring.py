@@ -13,9 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .metrics import DISTRIBUTION_NAMES, METRIC_NAMES, distribution_terms, point_terms
-
-METRIC_KEYS = METRIC_NAMES + ("skill",) + DISTRIBUTION_NAMES
+from .metrics import METRIC_KEYS, distribution_terms, point_terms
 
 
 def score_terms(
