@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--skip-read", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--skip-val", action="store_true", help="skip the validation-pass comparisons")
+    parser.add_argument("--stub-net", action="store_true",
+                        help="the test split's network pass returns fixed quantiles (memory of the rest, fast)")
     parser.add_argument("--compare-threads", action="store_true", help="also time one val pass at 1 thread")
     args = parser.parse_args()
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
@@ -150,9 +153,19 @@ def main() -> None:
         with autocast_context(torch.device("cpu"), "bf16"):
             return one_pass()
 
-    forecaster = step("fit_shrinkage + calibrate (2 val passes)", two_passes)
-    step("one val pass (fp32)", one_pass)
-    step("one val pass (bf16 autocast)", one_pass_bf16)
+    if args.skip_val:
+        spec = ModelSpec(window=ds.spec, gru=net.config, scaler=ds.scaler, price_column=ds.price_column,
+                         shrinkage=(0.0,) * ds.spec.horizon)
+        forecaster = Forecaster(spec, net)
+    else:
+        forecaster = step("fit_shrinkage + calibrate (2 val passes)", two_passes)
+        step("one val pass (fp32)", one_pass)
+        step("one val pass (bf16 autocast)", one_pass_bf16)
+    if args.stub_net:
+        from statistics import NormalDist
+
+        z = np.array([NormalDist().inv_cdf(q) for q in forecaster.spec.quantiles]) * 0.01
+        forecaster.predict_quantiles = lambda x: np.broadcast_to(z, (len(x), ds.spec.horizon, len(z))).copy()
     if args.compare_threads:
         torch.set_num_threads(1)
         step("one val pass (fp32, 1 thread)", one_pass)
@@ -170,6 +183,17 @@ def main() -> None:
         print(s.getvalue())
     names = ["model"] + usable_baselines(preds, quantiles)
     step("metric_tables", metric_tables, preds, names, {n: q for n, q in quantiles.items() if n in names})
+    from tickerflow.tasks.evaluate import Evaluation, prediction_frame, ticker_table
+
+    overall, per_ticker, per_horizon = metric_tables(preds, names, {n: q for n, q in quantiles.items() if n in names})
+    ev = Evaluation(overall, per_ticker, per_horizon, overall["model"]["skill"], len(preds), predictions=preds,
+                    quantiles={n: q for n, q in quantiles.items() if n in names}, baselines=fitted)
+    frame = step("prediction_frame", prediction_frame, ev)
+    step("test_predictions.parquet", frame.to_parquet, "/tmp/scale_steps_preds.parquet", index=False)
+    step("ticker_table", ticker_table, ev)
+    import pickle
+
+    step("pickle the Evaluation (what a cache key / result would)", pickle.dumps, ev)
 
 
 if __name__ == "__main__":
