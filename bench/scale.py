@@ -98,7 +98,9 @@ def child_report(run_id: str) -> dict:
     }
 
 
-def run_child(data: Path, epochs: int, home: Path, extra: list[str]) -> tuple[dict, float, float]:
+def run_child(
+    data: Path, epochs: int, home: Path, extra: list[str], probe: bool = False, cprofile: bool = False
+) -> tuple[dict, float, float]:
     """`tickerflow run` in a child process -> (its report, wall seconds, peak RSS in GiB)."""
     prefect_home = home / "prefect"
     prefect_home.mkdir(parents=True)
@@ -114,12 +116,17 @@ def run_child(data: Path, epochs: int, home: Path, extra: list[str]) -> tuple[di
     script = (
         "import json, sys\n"
         "sys.path[:0] = [sys.argv[1], sys.argv[1] + '/models', sys.argv[1] + '/bench']\n"
-        "from tickerflow.flows.cli import main\n"
-        "import io, contextlib\n"
+        + ("import stage_probe\nstage_probe.install(sys.argv[2] + '.probe.json')\n" if probe else "")
+        + "from tickerflow.flows.cli import main\n"
+        + ("stage_probe.mark('cli imported')\n" if probe else "")
+        + "import io, contextlib\n"
         "out = io.StringIO()\n"
-        "with contextlib.redirect_stdout(out):\n"
+        + ("import cProfile\nprof = cProfile.Profile()\nprof.enable()\n" if cprofile else "")
+        + "with contextlib.redirect_stdout(out):\n"
         "    code = main(sys.argv[3:])\n"
-        "sys.stdout.write(out.getvalue())\n"
+        + ("prof.disable()\nprof.dump_stats(sys.argv[2] + '.cprofile')\n" if cprofile else "")
+        + ("stage_probe.mark('flow returned')\n" if probe else "")
+        + "sys.stdout.write(out.getvalue())\n"
         "if code:\n"
         "    sys.exit(code)\n"
         "summary = json.loads(out.getvalue().strip().splitlines()[-1])\n"
@@ -130,6 +137,7 @@ def run_child(data: Path, epochs: int, home: Path, extra: list[str]) -> tuple[di
     command = [sys.executable, "-c", script, str(ROOT), str(report),
                "run", "--data", str(data), "--epochs", str(epochs), "--json", *extra]
     start = time.perf_counter()
+    run_child.popen_wall = time.time()
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log = home / "run.log"
     with open(log, "wb") as fh:
@@ -149,6 +157,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=2500)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="keep the data, homes and log in this folder")
+    parser.add_argument("--probe", action="store_true",
+                        help="per-stage seconds, RSS and high-water mark from inside the run (bench/stage_probe.py)")
+    parser.add_argument("--cprofile", action="store_true", help="cProfile the CLI call; stats in the run folder")
     parser.add_argument("extra", nargs="*", help="more `tickerflow run` arguments, after --")
     args = parser.parse_args()
 
@@ -161,7 +172,7 @@ def main() -> None:
         print(f"generated {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows "
               f"in {time.perf_counter() - t0:.1f} s -> {data.stat().st_size / 2**20:.1f} MiB")
     home = Path(tempfile.mkdtemp(prefix="run-", dir=base))
-    report, wall, peak_gib = run_child(data, args.epochs, home, args.extra)
+    report, wall, peak_gib = run_child(data, args.epochs, home, args.extra, args.probe, args.cprofile)
 
     epochs = report["epoch_seconds"]
     around = wall - sum(epochs)
@@ -176,6 +187,15 @@ def main() -> None:
     print(f"peak RSS of the run process: {peak_gib:.2f} GiB")
     print(f"MLflow run: {report['metric_keys']} metric keys, {report['artifacts']} artifact files "
           f"({report['evaluation_artifacts']} entries under evaluation/)")
+    if args.probe:
+        from stage_probe import report as probe_report
+
+        print(probe_report(home / "report.json.probe.json", wall, run_child.popen_wall))
+    if args.cprofile:
+        import pstats
+
+        print(f"cProfile stats: {home / 'report.json.cprofile'}")
+        pstats.Stats(str(home / "report.json.cprofile")).sort_stats("cumulative").print_stats(40)
     if not args.keep:
         import shutil
 
