@@ -24,7 +24,7 @@ from tickerflow import environment
 from bad_inputs import SMALL_LIMITS, write_corpus
 from tiny_models import MODEL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DRIVER = r"""
 import json, os, sys

@@ -1,0 +1,165 @@
+"""Evaluation: baselines on the same windows, per-ticker/per-horizon tables, fair champion scoring, reports."""
+from __future__ import annotations
+import json
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from price_frames import make_prices
+from tickerflow.tasks.tracking import experiment_id, use_tracking
+from tickerflow.flows.reporting import write_reports
+from tickerflow.tasks.evaluate import load_version
+from tickerflow_model.backtest import BacktestConfig
+from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+from tickerflow_model.baselines import DISTRIBUTION_BASELINES
+from tickerflow_model.evaluation import EvaluateConfig, evaluate_forecaster, predict_test_split
+from tickerflow_model.trainer import TrainConfig
+from tiny_models import untrained_forecaster
+CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50)
+def register_champion(forecaster, prices, name: str) -> str:
+    from tickerflow.tasks.register import log_pyfunc
+
+    client = use_tracking()
+    run_id = client.create_run(experiment_id(client)).info.run_id  # artifacts under the test's home
+    return f"models:/{name}/{log_pyfunc(forecaster, prices, run_id, name)}"
+@pytest.fixture
+def prices() -> pd.DataFrame:
+    return make_prices(n_days=200, tickers=("AAA", "BBB"), seed=3)
+@pytest.fixture
+def dataset(prices, tmp_path):
+    return build_window_dataset(prices, CONFIG, "src", tmp_path / "windows")
+BACKTEST = BacktestConfig(folds=2, step=30)
+TINY_TRAIN = TrainConfig(epochs=2, gru={"hidden_size": 4, "num_layers": 1}, batch_size=64, seed=0, device="cpu")
+# ---- quality bar: a learnable AR(2) in the log-returns --------------------------------------------------
+AR2_PHI = (0.5, -0.3)
+AR2_SIGMA = 0.01
+def run_evaluate_task(prices, root, client):
+    from prefect.logging import disable_run_logger
+
+    from tickerflow.flows.reporting import log_evaluation
+    from tickerflow.tasks.evaluate import evaluate, load_champion
+
+    dataset = build_window_dataset(prices, CONFIG, "src", root)
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    with disable_run_logger():
+        champion = load_champion.fn("no-champion-yet")
+        result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, champion)
+        log_evaluation.fn(result, "no-champion-yet", EvaluateConfig(fan_charts=2), run_id)
+    return result, run_id
+
+
+def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(prices, dataset, mlflow_store):
+    champion = untrained_forecaster(dataset, 1.0, seed=7, lookback=5)
+    uri = register_champion(champion, prices, "fair")
+
+    model = untrained_forecaster(dataset, 1.0)
+    result = evaluate_forecaster(model, dataset, prices, load_version(uri, "1"))
+
+    assert "champion" in result.metrics and result.champion_error is None
+    preds = result.predictions
+    own = champion.forecast_frame(prices, all_dates=True).set_index(["ticker", "base_date", "horizon"])
+    keys = pd.MultiIndex.from_frame(preds[["ticker", "base_date", "horizon"]])
+    np.testing.assert_allclose(preds["champion"].to_numpy(), own["forecast_close"].reindex(keys).to_numpy(), rtol=1e-6)
+    q50 = np.log(own["q50"].reindex(keys).to_numpy() / preds["base_price"].to_numpy())
+    np.testing.assert_allclose(result.quantiles["champion"][:, 3], q50, rtol=1e-6, atol=1e-12)
+    assert result.metrics["champion"]["rmse"] != pytest.approx(result.metrics["model"]["rmse"])
+    assert result.metrics["champion"]["pinball"] != pytest.approx(result.metrics["model"]["pinball"])
+
+
+def test_a_champion_that_cannot_score_every_window_is_not_compared(prices, dataset, mlflow_store):
+    first_test_base = predict_test_split(untrained_forecaster(dataset, 0.0), dataset, prices)[0]["base_date"].min()
+    lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3  # longer than the history there
+    uri = register_champion(untrained_forecaster(dataset, 1.0, lookback=lookback), prices, "long")
+
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_version(uri, "1"))
+
+    assert "champion" not in result.metrics and "champion" not in result.predictions
+    assert "forecasts only" in result.champion_error
+
+
+def test_a_champion_that_cannot_be_loaded_is_recorded_and_skipped(prices, dataset, mlflow_store, tf_home):
+    uri = register_champion(untrained_forecaster(dataset, 1.0, seed=3), prices, "broken")
+    (stored,) = tf_home.rglob("weights.pt")  # the registered version's weights in the artifact store
+    stored.write_bytes(b"not a torch file")
+
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_version(uri, "1"))
+
+    assert "champion" not in result.metrics and result.skill is not None
+    assert result.champion_error.startswith("could not be loaded or run:"), result.champion_error
+
+
+def test_reports_hold_the_tables_predictions_overview_and_fan_charts(tmp_path):
+    prices = make_prices(n_days=200, tickers=("AAA", "BBB", "CCC", "DDD", "EEE"), seed=3)
+    dataset = build_window_dataset(prices, CONFIG, "src", tmp_path / "windows")
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices)
+    write_reports(result, tmp_path / "report", EvaluateConfig(fan_charts=1, fan_chart_tickers=("CCC", "ZZZ")))
+
+    out = tmp_path / "report"
+    assert json.loads((out / "metrics.json").read_text())["skill_vs_naive"] == pytest.approx(result.skill)
+    table = pd.read_csv(out / "metrics.csv")
+    assert {"all", "h1", "h2", "AAA", "BBB", "CCC", "DDD", "EEE"} == set(table["scope"])
+    per_ticker = pd.read_parquet(out / "metrics_per_ticker.parquet")
+    assert len(per_ticker) == 5 * len(result.metrics)
+    ewma_aaa = per_ticker[(per_ticker["ticker"] == "AAA") & (per_ticker["forecaster"] == "ewma")]
+    assert ewma_aaa["pinball"].item() == pytest.approx(result.per_ticker["AAA"]["ewma"]["pinball"])
+    preds = pd.read_parquet(out / "test_predictions.parquet")
+    assert {"ticker", "date", "horizon", "forecast", "actual", "naive", "q05", "q50", "q95"} <= set(preds.columns)
+    assert (preds[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].diff(axis=1).iloc[:, 1:] >= 0).all().all()
+    assert len(preds) == result.n_windows
+    # the best and the worst ticker by the model's skill, then the one named (an unknown name is ignored)
+    ranking = list(result.ticker_ranking().index)
+    expected = [ranking[0], ranking[-1]] + (["CCC"] if "CCC" not in (ranking[0], ranking[-1]) else [])
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(["overview.png"] + [f"fan_{i:03d}_{t}.png" for i, t in enumerate(expected)])
+    assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    markdown = (out / "metrics.md").read_text()
+    assert f"| {ranking[0]} | model |" in markdown and f"| {ranking[-1]} | model |" in markdown
+    assert not any(f"| {t} | model |" in markdown for t in ranking[1:-1])  # only the top and bottom tickers
+
+
+def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(prefect_harness, prices, mlflow_store, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from tickerflow.flows.train_pipeline import finish_mlflow_run
+    from tickerflow.tasks.register import Registration
+
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    result, run_id = run_evaluate_task(prices, tmp_path / "w", client)
+    summary = finish_mlflow_run.fn(run_id, result, Registration("m", "1", False, "because", "models:/m/1", "2", "ewma"))
+
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["test_skill_vs_naive"] == pytest.approx(result.skill)
+    assert metrics["test_drift_skill"] == pytest.approx(result.metrics["drift"]["skill"])
+    assert metrics["test_ewma_pinball"] == pytest.approx(result.metrics["ewma"]["pinball"])
+    assert metrics["test_h2_model_coverage_80"] == pytest.approx(result.per_horizon["h2"]["model"]["coverage_80"])
+    assert not any(k.startswith("test_AAA") for k in metrics)  # per-ticker figures are a table, not metric keys
+    logged = {f.path for f in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/metrics.csv", "evaluation/metrics.json", "evaluation/test_predictions.parquet",
+            "evaluation/metrics_per_ticker.csv", "evaluation/metrics_per_ticker.parquet",
+            "evaluation/per_ticker_table.json", "evaluation/overview.png"} <= logged
+    table = client.load_table(experiment_id(client), "evaluation/per_ticker_table.json", run_ids=[run_id])
+    assert set(table["ticker"]) == {"AAA", "BBB"} and "pinball" in table.columns
+    markdown = Artifact.get("test-metrics").data
+    assert f"runs:/{run_id}" in markdown and "static_quantile" in markdown and f"{result.skill:+.4f}" in markdown
+
+    # the --json summary: point metrics for all, distribution scores for the model and each distribution baseline
+    decoded = json.loads(json.dumps(summary, default=str))
+    assert set(decoded["metrics"]) == {"model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES}
+    for name in ("model", *DISTRIBUTION_BASELINES):
+        assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90", "rmse", "skill"} <= set(decoded["metrics"][name])
+    assert decoded["promoted"] is False and decoded["reason"] == "because"
+    assert decoded["champion_forecaster"] == "ewma" and decoded["champion_version"] == "2"
+    assert decoded["skill_vs_naive"] == pytest.approx(result.skill)
+
+
+def test_a_run_with_50_tickers_logs_as_many_metric_keys_as_one_with_5(prefect_harness, mlflow_store, tmp_path):
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    counts = {}
+    for n in (5, 50):
+        prices = make_prices(n_days=120, tickers=tuple(f"T{i:02d}" for i in range(n)), seed=n)
+        _, run_id = run_evaluate_task(prices, tmp_path / f"w{n}", client)
+        keys = client.get_run(run_id).data.metrics
+        fans = [f for f in client.list_artifacts(run_id, "evaluation") if f.path.endswith(".png") and "/fan_" in f.path]
+        counts[n] = (sorted(keys), len(fans))
+    assert counts[5][0] == counts[50][0] and len(counts[5][0]) <= 200
+    assert counts[5][1] == counts[50][1] == 4  # the 2 best and the 2 worst tickers
