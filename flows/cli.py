@@ -164,7 +164,9 @@ def build_app() -> typer.Typer:
         """An option that sets a PipelineConfig field: not given, the field keeps its default or --config's value."""
         dotted = CONFIG_OPTIONS[option]
         default = shown if shown is not None else _lookup(defaults, dotted)
-        return typer.Option(f"--{option}", help=f"{text} (sets {dotted})", show_default=str(default))
+        # The option's own default is None (not given: --config's value or the field's default stands), so the
+        # field's default goes into the help text rather than show_default, which click would put in parentheses.
+        return typer.Option(f"--{option}", help=f"{text} (sets {dotted}; default: {default})", show_default=False)
 
     Data = Annotated[str | None, sets("data", "file, folder, glob or fsspec URI of prices", "the bundled sample")]
     Ticker = Annotated[str | None, sets("ticker", "ticker of a single-ticker file without a ticker column", "the file name")]
@@ -188,7 +190,7 @@ def build_app() -> typer.Typer:
         dask_address: Annotated[str | None, typer.Option(
             help="scheduler of a running Dask cluster, e.g. tcp://HOST:8786", rich_help_panel="Task runner")] = None,
         dask_workers: Annotated[int | None, typer.Option(
-            help="workers of a temporary local Dask cluster", show_default=str(LOCAL_WORKERS), rich_help_panel="Task runner")
+            help=f"workers of a temporary local Dask cluster (default: {LOCAL_WORKERS})", show_default=False, rich_help_panel="Task runner")
         ] = None,
         json_summary: Json = False,
     ) -> int:
@@ -344,8 +346,11 @@ def error_message(exc: BaseException) -> str:
     import pydantic
 
     if isinstance(exc, pydantic.ValidationError):
+        def got(e: dict) -> str:  # the value the user gave, unless it is a whole section
+            return "" if isinstance(e.get("input"), dict) or "input" not in e else f" (got {e['input']!r})"
+
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'config') or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'config') or 'config'}: {e['msg'].removeprefix('Value error, ')}{got(e)}"
             for e in exc.errors()
         )
     return str(exc)

@@ -153,7 +153,7 @@ def test_help_shows_the_config_models_defaults(capsys):
         assert main([command, "--help"]) == 0
         return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())  # without the help's box
 
-    assert f"(sets train.epochs) [default: ({field_default(TrainConfig, 'epochs')})]" in help_text("run")
+    assert f"(sets train.epochs; default: {field_default(TrainConfig, 'epochs')})" in help_text("run")
     assert f"[default: {field_default(ServerOptions, 'mlflow_port')}]" in help_text("ui")
 
 
