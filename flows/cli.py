@@ -106,20 +106,14 @@ def start_prefect_api() -> None:
         SubprocessASGIServer().start()
 
 
-POINT_COLUMNS = ["rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"]
-DISTRIBUTION_COLUMNS = ["pinball", "coverage_80", "coverage_90", "width_80", "width_90", "winkler_80", "winkler_90"]
 TICKERS_SHOWN = 5  # per-ticker rows: every ticker up to 2 * this many, else the best and the worst this many
 
 
 def shown_tickers(per_ticker: dict) -> list[str]:
-    """Tickers ranked by the model's pinball skill vs static_quantile (or RMSE skill): all, or the best and worst."""
-    def skill(by: dict) -> float:
-        model, static = by.get("model", {}), by.get("static_quantile", {})
-        if "pinball" in model and static.get("pinball", 0) > 0:
-            return 1.0 - model["pinball"] / static["pinball"]
-        return model.get("skill", 0.0)
+    """Tickers ranked by the model's skill (as the evaluation ranks them): all, or the best and the worst."""
+    from tickerflow_model.evaluation import rank_tickers
 
-    ranked = sorted(per_ticker, key=lambda t: -skill(per_ticker[t]))
+    ranked = list(rank_tickers(per_ticker).index)
     if len(ranked) <= 2 * TICKERS_SHOWN:
         return sorted(ranked)
     return ranked[:TICKERS_SHOWN] + ranked[-TICKERS_SHOWN:]
@@ -127,8 +121,10 @@ def shown_tickers(per_ticker: dict) -> list[str]:
 
 def format_metrics(summary: dict) -> str:
     """Overall and per-ticker metrics: point metrics in price units, distribution scores in % log return."""
+    from tickerflow_model.metrics import METRIC_KEYS
+
     metrics = summary["metrics"]
-    names = [c for c in POINT_COLUMNS + DISTRIBUTION_COLUMNS if any(c in m for m in metrics.values())]
+    names = [c for c in METRIC_KEYS if any(c in m for m in metrics.values())]
     per_ticker = summary.get("per_ticker", {})
     tickers = shown_tickers(per_ticker)
     rows = [("all", k, v) for k, v in metrics.items()]

@@ -9,9 +9,11 @@ import typer
 
 from tickerflow.config_values import field_default
 from tickerflow.tasks.register import RegisterConfig
+from tickerflow_model.metrics import HEADLINE_METRICS
 
 DEFAULT_MODEL = field_default(RegisterConfig, "model_name")
-SHOWN_METRICS = ("test_rmse", "test_pinball", "test_coverage_80", "test_coverage_90", "skill_vs_naive")
+# the version tags `tickerflow models` shows: the headline test scores, with skill under its own tag
+SHOWN_METRICS = tuple(f"test_{m}" for m in HEADLINE_METRICS if m != "skill") + ("skill_vs_naive",)
 
 
 def _client():

@@ -56,6 +56,20 @@ class EvaluateConfig(Config):
         return value
 
 
+def ticker_skill(by_forecaster: dict[str, dict[str, float]]) -> float:
+    """One ticker's model skill: 1 - pinball / pinball of static_quantile when both exist, else RMSE skill vs naive."""
+    model = by_forecaster.get("model", {})
+    static = by_forecaster.get("static_quantile", {})
+    if "pinball" in model and static.get("pinball", 0) > 0:
+        return 1.0 - model["pinball"] / static["pinball"]
+    return model.get("skill", np.nan)
+
+
+def rank_tickers(per_ticker: dict[str, dict[str, dict[str, float]]]) -> pd.Series:
+    """ticker -> skill, best first (tickers without a score last)."""
+    return pd.Series({t: ticker_skill(by) for t, by in per_ticker.items()}, dtype=float).sort_values(ascending=False)
+
+
 @dataclass
 class Champion:
     """The registry's champion as evaluation sees it: loaded (anything with the pyfunc `predict`), or why not."""
@@ -95,15 +109,8 @@ class Evaluation:
         return [{"scope": s, "forecaster": n, **m} for s, by_name in scopes for n, m in by_name.items()]
 
     def ticker_ranking(self) -> pd.Series:
-        """Tickers, best first, by the model's skill: pinball vs static_quantile when both exist, else RMSE vs naive."""
-        def score(by: dict) -> float:
-            model = by.get("model", {})
-            static = by.get("static_quantile", {})
-            if "pinball" in model and static.get("pinball", 0) > 0:
-                return 1.0 - model["pinball"] / static["pinball"]
-            return model.get("skill", np.nan)
-
-        return pd.Series({t: score(by) for t, by in self.per_ticker.items()}, dtype=float).sort_values(ascending=False)
+        """Tickers, best first, by the model's skill (`ticker_skill`)."""
+        return rank_tickers(self.per_ticker)
 
     def ticker_table(self) -> pd.DataFrame:
         """One row per ticker and forecaster with every metric (NaN where a forecaster has none)."""
