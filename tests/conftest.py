@@ -12,7 +12,7 @@ import pytest
 
 from price_frames import make_prices  # noqa: F401 - also where older test modules found it
 from tickerflow import environment
-from tiny_models import MODEL, untrained_forecaster
+from tiny_models import EVAL_WINDOWS, MODEL, untrained_forecaster
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
@@ -103,3 +103,17 @@ def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
     return SimpleNamespace(
         uri=f"sqlite:///{home / 'mlflow.db'}", home=home, prices=prices, forecaster=forecaster, version=version
     )
+
+
+@pytest.fixture
+def prices() -> pd.DataFrame:
+    """Two tickers, 200 days: what the evaluation tests score."""
+    return make_prices(n_days=200, tickers=("AAA", "BBB"), seed=3)
+
+
+@pytest.fixture
+def dataset(prices, tmp_path):
+    """`prices` windowed with EVAL_WINDOWS."""
+    from tickerflow_model.window_dataset import build_window_dataset
+
+    return build_window_dataset(prices, EVAL_WINDOWS, "src", tmp_path / "windows")

@@ -29,3 +29,11 @@ def make_prices(n_days: int = 400, tickers=("AAA", "BBB"), seed: int = 0) -> pd.
     out = pd.concat(frames, ignore_index=True)
     out["ticker"] = out["ticker"].astype("string")
     return out
+
+
+def staggered_prices() -> pd.DataFrame:
+    """Three tickers; CCC starts late, so its history begins after the training period."""
+    early = make_prices(600, tickers=("AAA", "BBB"))
+    late = make_prices(600, tickers=("CCC",), seed=3)
+    late = late[late["date"] >= early["date"].iloc[450]]
+    return pd.concat([early, late], ignore_index=True)

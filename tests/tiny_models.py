@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tickerflow_model.backtest import BacktestConfig
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.names import MODEL_NAME
 from tickerflow_model.gru import GRUConfig, GRUForecaster
+from tickerflow_model.names import MODEL_NAME
 from tickerflow_model.trainer import TrainConfig
+from tickerflow_model.window_dataset import WindowConfig
 from tickerflow_model.windows import WindowSpec
 
 MODEL = MODEL_NAME  # the registered name of the `champion` fixture's model
@@ -38,3 +40,21 @@ def tiny_data(n=160, lookback=10, seed=0, sign=1.0):
 def split(n_train=160, n_val=48):
     x, y = tiny_data(n_train + n_val)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+# the evaluation tests' windows, walk-forward folds and a training run small enough for a test
+EVAL_WINDOWS = WindowConfig(lookback=10, horizon=2, min_history=50)
+BACKTEST = BacktestConfig(folds=2, step=30)
+TINY_TRAIN = TrainConfig(epochs=2, gru={"hidden_size": 4, "num_layers": 1}, batch_size=64, seed=0, device="cpu")
+
+
+class Interrupt(Exception):
+    """Stands in for the process dying between epochs."""
+
+
+def interrupt_after(epoch):
+    def on_epoch(stats):
+        if stats.epoch == epoch:
+            raise Interrupt
+
+    return on_epoch

@@ -1,10 +1,14 @@
-"""Storage: the home folder boundary, atomic datasets, and ticker symbols that never become paths."""
+"""Atomic writes (core): a dataset or file is whole or absent, and content hashes are stable."""
+
 from __future__ import annotations
+
 import pytest
+
 import tickerflow_model.window_dataset as window_mod
 from price_frames import make_prices
 from tickerflow_model.atomic_io import atomic_directory, stable_hash
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part
 ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")
 

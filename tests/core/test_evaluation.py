@@ -1,35 +1,40 @@
-"""Evaluation: baselines on the same windows, per-ticker/per-horizon tables, fair champion scoring, reports."""
+"""Evaluation (core): baselines on the same windows, grouped scores, the walk-forward backtest, the AR(2) bar."""
+
 from __future__ import annotations
+
 import logging
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from price_frames import make_prices
 from tickerflow_model.backtest import BacktestConfig, walk_forward
-from tickerflow_model.fitting import fit_forecaster
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split
+from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.metrics import distribution_metrics
 from tickerflow_model.trainer import TrainConfig
-from tiny_models import untrained_forecaster
-CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50)
-@pytest.fixture
-def prices() -> pd.DataFrame:
-    return make_prices(n_days=200, tickers=("AAA", "BBB"), seed=3)
-@pytest.fixture
-def dataset(prices, tmp_path):
-    return build_window_dataset(prices, CONFIG, "src", tmp_path / "windows")
-BACKTEST = BacktestConfig(folds=2, step=30)
-TINY_TRAIN = TrainConfig(epochs=2, gru={"hidden_size": 4, "num_layers": 1}, batch_size=64, seed=0, device="cpu")
+from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+from tiny_models import BACKTEST, EVAL_WINDOWS, TINY_TRAIN, untrained_forecaster
+
+CONFIG = EVAL_WINDOWS
+
+
+
+
 def run_walk_forward(prices, source_hash, root):
     log = logging.getLogger("test-backtest")
     return walk_forward(prices, WindowConfig(lookback=10, min_history=50), TINY_TRAIN, BACKTEST, source_hash, root, log)
+
+
 # ---- quality bar: a learnable AR(2) in the log-returns --------------------------------------------------
 AR2_PHI = (0.5, -0.3)
 AR2_SIGMA = 0.01
+
+
 def ar2_prices(n_days: int, tickers=("AR1", "AR2", "AR3"), seed: int = 0) -> pd.DataFrame:
     """Prices whose daily log-returns follow r[t] = 0.5 r[t-1] - 0.3 r[t-2] + N(0, 0.01^2)."""
     rng = np.random.default_rng(seed)
@@ -43,6 +48,8 @@ def ar2_prices(n_days: int, tickers=("AR1", "AR2", "AR3"), seed: int = 0) -> pd.
         frame = make_prices(n_days, (ticker,), seed=seed + i)
         frames.append(frame.assign(open=close, high=close * 1.01, low=close * 0.99, close=close))
     return pd.concat(frames, ignore_index=True)
+
+
 def ar2_oracle(predictions: pd.DataFrame, prices: pd.DataFrame) -> np.ndarray:
     """The conditional mean of the next close given the two last returns (horizon 1)."""
     out = np.empty(len(predictions))
@@ -53,6 +60,8 @@ def ar2_oracle(predictions: pd.DataFrame, prices: pd.DataFrame) -> np.ndarray:
         mean_return = AR2_PHI[0] * (logp[t] - logp[t - 1]) + AR2_PHI[1] * (logp[t - 1] - logp[t - 2])
         out[(predictions["ticker"] == ticker).to_numpy()] = np.exp(logp[t] + mean_return + AR2_SIGMA**2 / 2)
     return out
+
+
 def ar2_gap_closed(n_days: int, train_config: TrainConfig, root: Path, seed: int = 0) -> dict[str, float]:
     """Train on AR(2) prices; -> RMSE of naive, model and oracle on the test split and the share of the gap closed."""
     prices = ar2_prices(n_days, seed=seed)

@@ -1,17 +1,11 @@
-"""The promotion gate's both outcomes, version tags, and the champion history through promote/rollback."""
+"""The promotion gate (core): the best forecaster by the declared score, its conditions, and its reasons."""
+
 from __future__ import annotations
+
 import pytest
-from tickerflow_model.evaluation import Evaluation
+
+from gate_scores import evaluation, scores
 from tickerflow_model.gate import RegisterConfig, promotion_decision
-KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
-def scores(pinball: float, skill: float = 0.0, cov80: float = 0.80, cov90: float = 0.90) -> dict:
-    point = {k: (1.0 - skill if k == "rmse" else skill if k == "skill" else 0.5) for k in KEYS}
-    return {**point, "pinball": pinball, "coverage_80": cov80, "coverage_90": cov90, "width_80": 2.0, "width_90": 3.0}
-def evaluation(champion_version=None, champion_error=None, **forecasters) -> Evaluation:
-    """An evaluation whose naive has RMSE 1; `model=scores(...)`, `ewma=scores(...)`, `champion=scores(...)`."""
-    metrics = {"naive": {k: (1.0 if k == "rmse" else 0.0 if k == "skill" else 0.5) for k in KEYS}, **forecasters}
-    skill = metrics.get("model", {}).get("skill", 0.0)
-    return Evaluation(metrics, {}, {}, skill, 10, champion_version, champion_error=champion_error)
 
 
 def test_gate_picks_the_best_primary_score_among_the_forecasters_that_pass():

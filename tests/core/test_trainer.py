@@ -1,10 +1,14 @@
-"""The training loop: config rejection, determinism, early stopping, NaN/OOM errors, checkpoints, resume,
-and the train task's observability (per-epoch MLflow metrics, progress bar, GPU concurrency slot)."""
+"""The training loop (core, no Prefect): config rejection, determinism, early stopping, NaN/OOM errors,
+checkpoints and an exact resume."""
+
 from __future__ import annotations
+
 import re
+
 import numpy as np
 import pytest
 import torch
+
 import tickerflow_model.trainer as trainer
 from tickerflow_model.trainer import (
     CHECKPOINT_FILE,
@@ -14,11 +18,17 @@ from tickerflow_model.trainer import (
     resolve_precision,
     train_model,
 )
-from tiny_models import TINY, split, tiny_data
+from tiny_models import TINY, Interrupt, interrupt_after, split, tiny_data
+
+
 def weights(result):
     return {k: v.clone() for k, v in result.net.state_dict().items()}
+
+
 def losses(history):
     return [(h.epoch, h.train_loss, h.val_loss, h.lr, h.best) for h in history]
+
+
 def failing_epoch(monkeypatch, at_call: int, outcome):
     """Make the `at_call`-th epoch return `outcome` (a value) or raise it (an exception)."""
     real = trainer.train_one_epoch
@@ -34,14 +44,8 @@ def failing_epoch(monkeypatch, at_call: int, outcome):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_one_epoch", wrapped)
-class Interrupt(Exception):
-    """Stands in for the process dying between epochs."""
-def interrupt_after(epoch):
-    def on_epoch(stats):
-        if stats.epoch == epoch:
-            raise Interrupt
 
-    return on_epoch
+
 
 
 @pytest.mark.parametrize(

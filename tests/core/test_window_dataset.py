@@ -1,9 +1,14 @@
-"""Window: shapes, the chronological split without leakage, the manifest, determinism, Prefect fan-out and cache."""
+"""Windows (core): shapes, the chronological split without leakage, the manifest, determinism, features."""
+
 from __future__ import annotations
+
 import json
+
 import numpy as np
 import pandas as pd
 import pytest
+
+from price_frames import staggered_prices
 from tickerflow_model.window_dataset import (
     SPLITS,
     WindowConfig,
@@ -11,15 +16,13 @@ from tickerflow_model.window_dataset import (
     build_window_dataset,
     read_split,
 )
-from price_frames import make_prices
 from tickerflow_model.windows import compute_features, fit_scaler, make_windows
+
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
-def _frame() -> pd.DataFrame:
-    """Three tickers; CCC starts late, so its history begins after the training period."""
-    early = make_prices(600, tickers=("AAA", "BBB"))
-    late = make_prices(600, tickers=("CCC",), seed=3)
-    late = late[late["date"] >= early["date"].iloc[450]]
-    return pd.concat([early, late], ignore_index=True)
+
+
+
+
 def _target_dates(frame: pd.DataFrame, index: pd.DataFrame, horizon: int) -> pd.DataFrame:
     """First/last target day of each window, looked up in its ticker's own calendar."""
     rows = []
@@ -47,7 +50,7 @@ def test_make_windows_shapes_and_targets():
 
 
 def test_split_has_purge_gaps_and_no_window_crosses_a_period(tf_home):
-    frame = _frame()
+    frame = staggered_prices()
     ds = build_window_dataset(frame, CONFIG, "src", tf_home / "windows")
     cut = ds.manifest["split_dates"]
     train_end, val_end = np.datetime64(cut["train_end"]), np.datetime64(cut["val_end"])
@@ -70,7 +73,7 @@ def test_split_has_purge_gaps_and_no_window_crosses_a_period(tf_home):
 
 def test_scaler_and_training_windows_do_not_depend_on_later_data(tf_home):
     """Rewrite everything after the training period: if anything leaked, training data would change."""
-    frame = _frame()
+    frame = staggered_prices()
     ds = build_window_dataset(frame, CONFIG, "src", tf_home / "a")
     train_end = np.datetime64(ds.manifest["split_dates"]["train_end"])
     later = frame["date"] > train_end
@@ -99,7 +102,7 @@ def test_scaler_and_training_windows_do_not_depend_on_later_data(tf_home):
 
 
 def test_manifest_describes_the_dataset(tf_home):
-    frame = _frame()
+    frame = staggered_prices()
     ds = build_window_dataset(frame, CONFIG, "abc123", tf_home / "windows")
     manifest = json.loads((tf_home / "windows" / ds.dataset_id / "manifest.json").read_text())
 
@@ -125,7 +128,7 @@ def test_manifest_describes_the_dataset(tf_home):
 
 
 def test_same_input_gives_the_same_bytes_and_an_existing_dataset_is_reused(tf_home):
-    frame = _frame()
+    frame = staggered_prices()
     a = build_window_dataset(frame, CONFIG, "src", tf_home / "a")
     shuffled = frame.sample(frac=1, random_state=1)  # not in canonical order: sorted on the way in
     b = build_window_dataset(shuffled, CONFIG, "src", tf_home / "b")
@@ -139,21 +142,21 @@ def test_same_input_gives_the_same_bytes_and_an_existing_dataset_is_reused(tf_ho
 
 
 def test_price_choice_defaults_to_adjusted(tf_home):
-    frame = _frame().assign(adj_close=lambda f: f["close"] / 3)
+    frame = staggered_prices().assign(adj_close=lambda f: f["close"] / 3)
     auto = build_window_dataset(frame, CONFIG, "s", tf_home / "w")
     close = build_window_dataset(frame, WindowConfig(**{**CONFIG.to_dict(), "price": "close"}), "s", tf_home / "w")
     assert auto.price_column == "adj_close" and close.price_column == "close"
     np.testing.assert_allclose(read_split(auto, "test")[2]["base_price"] * 3, read_split(close, "test")[2]["base_price"])
     with pytest.raises(WindowError, match="price column 'adj_close' requested"):
-        build_window_dataset(_frame(), WindowConfig(price="adj_close"), "s", tf_home / "w")
+        build_window_dataset(staggered_prices(), WindowConfig(price="adj_close"), "s", tf_home / "w")
 
 
 def test_volume_feature_and_too_little_history(tf_home):
     cfg = WindowConfig(lookback=10, horizon=2, min_history=100, features=("log_return", "log_volume_change"))
-    x, _, _ = read_split(build_window_dataset(_frame(), cfg, "s", tf_home / "w"), "val")
+    x, _, _ = read_split(build_window_dataset(staggered_prices(), cfg, "s", tf_home / "w"), "val")
     assert x.shape[1:] == (10, 2)
     with pytest.raises(WindowError, match="no ticker has the 700 rows"):
-        build_window_dataset(_frame(), WindowConfig(min_history=700), "s", tf_home / "w")
+        build_window_dataset(staggered_prices(), WindowConfig(min_history=700), "s", tf_home / "w")
 
 
 def test_spread_features_are_the_size_of_the_move_and_the_days_range():
@@ -173,10 +176,10 @@ def test_spread_features_are_the_size_of_the_move_and_the_days_range():
 def test_range_feature_windows_and_a_missing_column_named(tf_home):
     cfg = WindowConfig(lookback=10, horizon=2, min_history=100, features=("log_return", "abs_log_return", "hl_range"))
     assert cfg.spec.columns == ("high", "low")
-    x, _, _ = read_split(build_window_dataset(_frame(), cfg, "s", tf_home / "w"), "val")
+    x, _, _ = read_split(build_window_dataset(staggered_prices(), cfg, "s", tf_home / "w"), "val")
     assert x.shape[1:] == (10, 3) and np.isfinite(x).all()
     with pytest.raises(WindowError, match=r"no column\(s\) \['high', 'low'\]"):
-        build_window_dataset(_frame().drop(columns=["high", "low"]), cfg, "s2", tf_home / "w")
+        build_window_dataset(staggered_prices().drop(columns=["high", "low"]), cfg, "s2", tf_home / "w")
 
 
 @pytest.mark.parametrize(

@@ -1,38 +1,39 @@
-"""Evaluation: baselines on the same windows, per-ticker/per-horizon tables, fair champion scoring, reports."""
+"""The evaluate stage: fair champion scoring from the registry, reports, and the MLflow/Prefect records."""
+
 from __future__ import annotations
+
 import json
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+
 from price_frames import make_prices
-from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow.flows.reporting import write_reports
 from tickerflow.tasks.evaluate import load_version
-from tickerflow_model.backtest import BacktestConfig
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES
 from tickerflow_model.evaluation import EvaluateConfig, evaluate_forecaster, predict_test_split
-from tickerflow_model.trainer import TrainConfig
-from tiny_models import untrained_forecaster
-CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50)
+from tickerflow_model.window_dataset import build_window_dataset
+from tiny_models import EVAL_WINDOWS, untrained_forecaster
+
+CONFIG = EVAL_WINDOWS
+
+
 def register_champion(forecaster, prices, name: str) -> str:
     from tickerflow.tasks.register import log_pyfunc
 
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id  # artifacts under the test's home
     return f"models:/{name}/{log_pyfunc(forecaster, prices, run_id, name)}"
-@pytest.fixture
-def prices() -> pd.DataFrame:
-    return make_prices(n_days=200, tickers=("AAA", "BBB"), seed=3)
-@pytest.fixture
-def dataset(prices, tmp_path):
-    return build_window_dataset(prices, CONFIG, "src", tmp_path / "windows")
-BACKTEST = BacktestConfig(folds=2, step=30)
-TINY_TRAIN = TrainConfig(epochs=2, gru={"hidden_size": 4, "num_layers": 1}, batch_size=64, seed=0, device="cpu")
+
+
 # ---- quality bar: a learnable AR(2) in the log-returns --------------------------------------------------
 AR2_PHI = (0.5, -0.3)
 AR2_SIGMA = 0.01
+
+
 def run_evaluate_task(prices, root, client):
     from prefect.logging import disable_run_logger
 

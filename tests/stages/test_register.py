@@ -1,9 +1,14 @@
-"""The promotion gate's both outcomes, version tags, and the champion history through promote/rollback."""
+"""The register stage: versions with lineage, a baseline as champion, compare-and-set moves, the champion history."""
+
 from __future__ import annotations
+
 import json
+
 import mlflow
 import pytest
 from prefect.logging import disable_run_logger
+
+from gate_scores import evaluation, scores
 from price_frames import make_prices
 from tickerflow.flows.cli import main
 from tickerflow.flows.reporting import log_registration
@@ -13,15 +18,8 @@ from tickerflow_model.evaluation import Evaluation, evaluate_forecaster
 from tickerflow_model.gate import RegisterConfig
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 from tiny_models import untrained_forecaster
-KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
-def scores(pinball: float, skill: float = 0.0, cov80: float = 0.80, cov90: float = 0.90) -> dict:
-    point = {k: (1.0 - skill if k == "rmse" else skill if k == "skill" else 0.5) for k in KEYS}
-    return {**point, "pinball": pinball, "coverage_80": cov80, "coverage_90": cov90, "width_80": 2.0, "width_90": 3.0}
-def evaluation(champion_version=None, champion_error=None, **forecasters) -> Evaluation:
-    """An evaluation whose naive has RMSE 1; `model=scores(...)`, `ewma=scores(...)`, `champion=scores(...)`."""
-    metrics = {"naive": {k: (1.0 if k == "rmse" else 0.0 if k == "skill" else 0.5) for k in KEYS}, **forecasters}
-    skill = metrics.get("model", {}).get("skill", 0.0)
-    return Evaluation(metrics, {}, {}, skill, 10, champion_version, champion_error=champion_error)
+
+
 def _model_with_versions(client, tmp_path, n: int) -> None:
     client.create_registered_model("cas")
     for _ in range(n):

@@ -1,18 +1,25 @@
-"""Storage: the home folder boundary, atomic datasets, and ticker symbols that never become paths."""
+"""The home folder: its boundary, mapped window tasks that publish at commit, ticker symbols never paths."""
+
 from __future__ import annotations
+
 import os
+
 import numpy as np
 import pandas as pd
 import pytest
 from prefect.logging import disable_run_logger
+
 import tickerflow_model.window_dataset as window_mod
 from price_frames import make_prices
 from tickerflow.tasks.ingest import load_prices, write_snapshot
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.window import commit_windows, plan_windows, write_window_part
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset, load_window_dataset, read_split
+
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part
 ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")
+
+
 def _all_files(root) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 

@@ -1,26 +1,23 @@
-"""The training loop: config rejection, determinism, early stopping, NaN/OOM errors, checkpoints, resume,
-and the train task's observability (per-epoch MLflow metrics, progress bar, GPU concurrency slot)."""
+"""The train stage: per-epoch reporting, log lines and the progress bar, the GPU slot, retries that resume."""
+
 from __future__ import annotations
+
 import logging
 from types import SimpleNamespace
+
 import mlflow
 import numpy as np
 import pytest
 import torch
+
 from tickerflow_model.trainer import (
     TrainingError,
     train_model,
 )
 from tickerflow_model.windows import Scaler, WindowSpec
-from tiny_models import TINY, split
-class Interrupt(Exception):
-    """Stands in for the process dying between epochs."""
-def interrupt_after(epoch):
-    def on_epoch(stats):
-        if stats.epoch == epoch:
-            raise Interrupt
+from tiny_models import TINY, Interrupt, interrupt_after, split
 
-    return on_epoch
+
 def fake_dataset(monkeypatch, dataset_id="ds-test"):
     """A WindowDataset stand-in whose splits come from `split()` instead of Parquet files."""
     import tickerflow_model.fitting as fitting
@@ -34,6 +31,8 @@ def fake_dataset(monkeypatch, dataset_id="ds-test"):
         scaler=Scaler(mean=(0.0,), std=(0.01,)),
         price_column="close",
     )
+
+
 class RecordingLog:
     """Stands in for the Prefect run logger: keeps each formatted line."""
 
@@ -44,12 +43,16 @@ class RecordingLog:
         self.lines.append(msg % args)
 
     info = warning = _record
+
+
 def recording_log(monkeypatch) -> RecordingLog:
     import tickerflow.tasks.train as train_task
 
     log = RecordingLog()
     monkeypatch.setattr(train_task, "get_run_logger", lambda: log)
     return log
+
+
 class FakeTerminal:
     def __init__(self, tty):
         self.tty, self.text = tty, ""
@@ -62,6 +65,8 @@ class FakeTerminal:
 
     def flush(self):
         pass
+
+
 def _record_resume(train_model_fn, resumed):
     def wrapped(*args, on_resume=None, **kwargs):
         def note(epoch):
@@ -180,10 +185,9 @@ def test_a_retried_train_task_resumes_from_the_checkpoint(monkeypatch, mlflow_st
     from prefect import flow
 
     import tickerflow.tasks.train as train_task
-    from tickerflow.tasks.tracking import experiment_id, use_tracking
-
     import tickerflow_model.fitting as fitting
     from tickerflow.flows.reporting import epoch_reporter
+    from tickerflow.tasks.tracking import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)
     resumed = []
@@ -214,7 +218,6 @@ def test_a_training_error_is_not_retried(monkeypatch, mlflow_store, prefect_harn
     from prefect import flow
 
     import tickerflow.tasks.train as train_task
-
     import tickerflow_model.fitting as fitting
 
     dataset = fake_dataset(monkeypatch, dataset_id="ds-nan")

@@ -1,19 +1,19 @@
-"""Window: shapes, the chronological split without leakage, the manifest, determinism, Prefect fan-out and cache."""
+"""The window stage: the Prefect fan-out per part writes what the plain path writes, and reruns from cache."""
+
 from __future__ import annotations
+
 import pandas as pd
+
+from price_frames import staggered_prices
 from tickerflow_model.window_dataset import (
     SPLITS,
     WindowConfig,
     build_window_dataset,
 )
-from price_frames import make_prices
+
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
-def _frame() -> pd.DataFrame:
-    """Three tickers; CCC starts late, so its history begins after the training period."""
-    early = make_prices(600, tickers=("AAA", "BBB"))
-    late = make_prices(600, tickers=("CCC",), seed=3)
-    late = late[late["date"] >= early["date"].iloc[450]]
-    return pd.concat([early, late], ignore_index=True)
+
+
 
 
 def test_flow_fans_out_per_part_matches_the_plain_path_and_reruns_cached(prefect_harness, tf_home, monkeypatch):
@@ -40,7 +40,7 @@ def test_flow_fans_out_per_part_matches_the_plain_path_and_reruns_cached(prefect
         seen.clear()
         return out
 
-    frame = _frame()
+    frame = staggered_prices()
 
     @flow
     def stages(frame: pd.DataFrame):
