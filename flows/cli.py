@@ -346,7 +346,7 @@ def error_message(exc: BaseException) -> str:
             return "" if isinstance(e.get("input"), dict) or "input" not in e else f" (got {e['input']!r})"
 
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'config') or 'config'}: {e['msg'].removeprefix('Value error, ')}{got(e)}"
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'config') or exc.title}: {e['msg'].removeprefix('Value error, ')}{got(e)}"
             for e in exc.errors()
         )
     return str(exc)

@@ -7,10 +7,11 @@ directly run in the flow's own process either way. Building a runner connects to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from tickerflow_model.errors import ConfigError
+from pydantic import Field, field_validator, model_validator
+
+from tickerflow_model.config import Config
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
@@ -21,32 +22,32 @@ LOCAL_DASHBOARD = "127.0.0.1:0"
 LOCAL_WORKERS = 2  # processes of the temporary local cluster when n_workers is not given
 
 
-@dataclass(frozen=True)
-class RunnerConfig:
+class RunnerConfig(Config):
     """`kind="thread"`: a pool of `max_workers` threads (None: Prefect's default).
 
     `kind="dask"`: the Dask scheduler at `address` (e.g. `tcp://10.0.0.5:8786`), or, with no address,
     a temporary local cluster of `n_workers` processes that lives as long as the flow run.
     """
 
-    kind: str = "thread"
-    address: str | None = None
-    n_workers: int | None = None
-    max_workers: int | None = None
+    kind: Literal[RUNNER_KINDS] = Field("thread", description="thread pool or Dask cluster")
+    address: str | None = Field(None, description="Dask scheduler, tcp://HOST:PORT")
+    n_workers: int | None = Field(None, ge=1, description="processes of a temporary local Dask cluster")
+    max_workers: int | None = Field(None, ge=1, description="threads of the thread pool (None: Prefect's default)")
 
-    def __post_init__(self) -> None:
-        if self.kind not in RUNNER_KINDS:
-            raise ConfigError(f"task runner kind must be one of {', '.join(RUNNER_KINDS)}, got {self.kind!r}")
+    @field_validator("address")
+    @classmethod
+    def _looks_like_a_uri(cls, address: str | None) -> str | None:
+        if address is not None and "://" not in address:
+            raise ValueError(f"dask scheduler address must look like tcp://HOST:PORT, got {address!r}")
+        return address
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind(self) -> "RunnerConfig":
         if self.address is not None and self.kind != "dask":
-            raise ConfigError(f"a scheduler address ({self.address!r}) only applies to the dask runner, not {self.kind!r}")
-        if self.address is not None and "://" not in self.address:
-            raise ConfigError(f"dask scheduler address must look like tcp://HOST:PORT, got {self.address!r}")
-        for name in ("n_workers", "max_workers"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
+            raise ValueError(f"address ({self.address!r}) only applies to the dask runner, not {self.kind!r}")
         if self.n_workers is not None and (self.kind != "dask" or self.address is not None):
-            raise ConfigError("n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address")
+            raise ValueError("n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address")
+        return self
 
 
 def build_task_runner(config: RunnerConfig) -> TaskRunner:

@@ -168,7 +168,7 @@ def test_run_command_builds_the_requested_task_runner():
         ({"kind": "ray"}, "'ray'"),
         ({"kind": "thread", "address": "tcp://h:1"}, "only applies to the dask runner"),
         ({"kind": "dask", "address": "h:1"}, "tcp://HOST:PORT, got 'h:1'"),
-        ({"kind": "dask", "n_workers": 0}, "n_workers must be >= 1, got 0"),
+        ({"kind": "dask", "n_workers": 0}, "n_workers\n  Input should be greater than or equal to 1"),
         ({"kind": "dask", "address": "tcp://h:1", "n_workers": 2}, "without an address"),
     ],
 )
