@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from prefect import flow
 
+from tickerflow.flows.reporting import log_live_metrics, log_validation, publish_forecasts
 from tickerflow.flows.ui_labels import forecast_run_name, tag_forecast_run
-from tickerflow.tasks.forecast import DEFAULT_MODEL_URI, ForecastConfig, forecast_prices, load_model, publish_forecasts, write_forecasts
+from tickerflow.tasks.forecast import DEFAULT_MODEL_URI, ForecastConfig, forecast_prices, load_model, write_forecasts
 from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_forecasts
 from tickerflow.tasks.ingest import IngestConfig, ingest
-from tickerflow.tasks.monitor import MonitorConfig, check_degradation, log_live_metrics, model_identity, price_column_of, score_live
+from tickerflow.tasks.monitor import MonitorConfig, check_degradation, model_identity, price_column_of, score_live
 from tickerflow.tasks.retention import RetentionConfig, collect_garbage
 from tickerflow.tasks.tracking import end_flow_runs
 from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
@@ -49,9 +50,10 @@ def batch_forecast(
     live = score_live(raw.frame, store, monitor)
     model = load_model(config)
     name, forecaster = model_identity(model)
-    log_live_metrics(live, name, model.version)
-    degradation = check_degradation(live, name, model.version, monitor)
+    monitoring_runs = log_live_metrics(live, name, model.version)
+    degradation = check_degradation(live, name, model.version, monitor, monitoring_runs)
     report = validate(raw.frame, ValidateConfig(), model.min_rows, raw.source_hash)
+    log_validation(report)
     prices = require_valid(report)
     forecasts = forecast_prices(model, prices, report.dropped_tickers)
     result = write_forecasts(forecasts, model, config)

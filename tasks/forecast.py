@@ -1,10 +1,13 @@
-"""Forecast with a registered model: load it from the registry, forecast, write Parquet atomically, publish."""
+"""Forecast with a registered model: load it from the registry, forecast, write Parquet atomically.
+
+The batch's MLflow run (experiment `tickerflow-forecasts`) and its Prefect table are the daily flow's
+reporting (`publish_forecasts` in `tickerflow.flows.reporting`).
+"""
 
 from __future__ import annotations
 
 import io
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,8 +15,7 @@ import fsspec
 import mlflow
 import numpy as np
 import pandas as pd
-from prefect import runtime, task
-from prefect.artifacts import create_table_artifact
+from prefect import task
 from prefect.logging import get_run_logger
 from pydantic import Field
 
@@ -21,7 +23,7 @@ from tickerflow.tasks.redaction import redact_uri
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import tickerflow_home
 from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
-from tickerflow.tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.config import Config
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
@@ -161,41 +163,3 @@ def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastCo
         "model_uri": model.uri,
         "model_version": model.version,
     }
-
-
-@task(name="publish-forecasts")
-def publish_forecasts(batch: ForecastBatch, result: dict, source: str) -> dict:
-    """One MLflow run per batch (in its own experiment) holding the Parquet; a Prefect table artifact."""
-    client = use_tracking()
-    run = client.create_run(
-        experiment_id(client, FORECAST_EXPERIMENT),
-        tags={
-            PREFECT_FLOW_RUN_TAG: str(runtime.flow_run.id or ""),
-            "model_uri": result["model_uri"],
-            "model_version": result["model_version"],
-            "data.source": redact_uri(source),
-            "skipped_tickers": ", ".join(f"{t} ({why})" for t, why in batch.skipped.items())[:5000] or "none",
-        },
-    )
-    run_id = run.info.run_id
-    client.log_metric(run_id, "forecast_rows", len(batch.frame))
-    client.log_metric(run_id, "tickers_forecast", len(result["tickers"]))
-    client.log_metric(run_id, "tickers_skipped", len(batch.skipped))
-    if "://" in result["out"]:  # a remote output: the run keeps a copy of what was written
-        with tempfile.TemporaryDirectory() as tmp, fsspec.open(result["out"], "rb") as src:
-            local = Path(tmp) / Path(result["out"].split("?", 1)[0]).name
-            local.write_bytes(src.read())
-            client.log_artifact(run_id, str(local), "forecasts")
-    else:
-        client.log_artifact(run_id, result["out"], "forecasts")
-    end_run(run_id, failed=False)
-    table = batch.frame.assign(date=batch.frame["date"].dt.strftime("%Y-%m-%d"), forecast_close=batch.frame["forecast_close"].round(4))
-    create_table_artifact(
-        key="batch-forecast",
-        table=table.to_dict(orient="records"),
-        description=(
-            f"Forecasts of {result['model_uri']} (version {result['model_version']}); MLflow run {run_url(run_id)}; "
-            f"skipped: {', '.join(batch.skipped) or 'none'}"
-        ),
-    )
-    return {**result, "mlflow_run_id": run_id}

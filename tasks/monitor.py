@@ -1,8 +1,8 @@
-"""Live monitoring: score stored forecasts against the closes that arrived, log it, and say when it degrades.
+"""Live monitoring: score stored forecasts against the closes that arrived, and say when the champion degrades.
 
-MLflow: one experiment (`tickerflow-monitoring`), one run per model version (tags `model_name`,
-`model_version`). Metrics are named `<metric>_<window>d` (`live_rmse_20d`, `live_skill_60d`,
-`live_coverage_80_20d`, ...), logged with step = the scored day as the integer YYYYMMDD, each day once.
+The scores are logged by the daily flow's reporting (`log_live_metrics` in `tickerflow.flows.reporting`):
+one monitoring run per model version in the `tickerflow-monitoring` experiment, whose ids it hands back
+(`version_key` -> run id); the degradation check keeps its once-per-streak mark on that run.
 
 Degradation: a rolling metric of the champion over `rule_window` days crossing its threshold on
 `days_in_row` scored days in a row emits the Prefect event `tickerflow.champion.degraded` (once per
@@ -13,26 +13,19 @@ or live interval coverage further than `coverage_tolerance` from nominal.
 
 from __future__ import annotations
 
-import math
-import tempfile
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Self
 
 import mlflow
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from pydantic import Field, model_validator
 
 from tickerflow.tasks.forecast_store import ForecastStoreConfig, read_store
-from tickerflow.tasks.tracking import experiment_id, run_url, use_tracking
+from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.config import Config
 from tickerflow_model.live import (
-    LIVE_METRICS,
-    NOMINAL_COVERAGE,
     Thresholds,
     rolling_live_metrics,
     rule_state,
@@ -115,9 +108,9 @@ def model_identity(model) -> tuple[str, str]:
     return name, tags.get("forecaster", "gru")
 
 
-def step_of(day: pd.Timestamp) -> int:
-    """The MLflow step of a day: YYYYMMDD as an integer (sortable, readable on the axis)."""
-    return int(pd.Timestamp(day).strftime("%Y%m%d"))
+def version_key(name: str, version: str) -> str:
+    """How a model version is named in the monitoring runs `log_live_metrics` returns: `NAME/vN`."""
+    return f"{name}/v{version}"
 
 
 def live_scores(prices: pd.DataFrame, store: ForecastStoreConfig, config: MonitorConfig) -> LiveScores:
@@ -140,104 +133,6 @@ def score_live(prices: pd.DataFrame, store: ForecastStoreConfig, config: Monitor
         "n/a" if scores.as_of is None else scores.as_of.date(),
     )
     return scores
-
-
-def monitoring_run(client: mlflow.MlflowClient, name: str, version: str) -> str:
-    """The monitoring run of one model version (created on first use)."""
-    exp = experiment_id(client, MONITOR_EXPERIMENT)
-    found = client.search_runs(
-        [exp], filter_string=f"tags.model_name = '{name}' and tags.model_version = '{version}'", max_results=1
-    )
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(exp, run_name=f"live {name} v{version}", tags={"model_name": name, "model_version": version})
-    client.set_terminated(run.info.run_id, "FINISHED")  # a ledger, not a process: metrics are added day by day
-    return run.info.run_id
-
-
-def log_version_metrics(client: mlflow.MlflowClient, run_id: str, metrics: pd.DataFrame) -> int:
-    """Log the days not logged yet (tag `live.last_step`); returns how many metric values were logged."""
-    last = int(client.get_run(run_id).data.tags.get("live.last_step", "0"))
-    new = metrics[metrics["day"].map(step_of) > last]
-    now = int(time.time() * 1000)
-    values = [
-        mlflow.entities.Metric(f"{name}_{int(row['window'])}d", float(row[name]), now, step_of(row["day"]))
-        for _, row in new.iterrows() for name in LIVE_METRICS
-        if name in row and row[name] is not None and not math.isnan(float(row[name]))
-    ]
-    for start in range(0, len(values), 1000):  # MLflow's batch limit
-        client.log_batch(run_id, metrics=values[start : start + 1000])
-    if len(new):
-        client.set_tag(run_id, "live.last_step", str(step_of(new["day"].max())))
-    return len(values)
-
-
-def plot_live(metrics: pd.DataFrame, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    has_cov = "live_coverage_80" in metrics.columns and metrics["live_coverage_80"].notna().any()
-    fig, axes = plt.subplots(2 if has_cov else 1, 1, figsize=(9, 5 if has_cov else 3), sharex=True, squeeze=False)
-    for window, g in metrics.groupby("window"):
-        axes[0, 0].plot(g["day"], g["live_skill"], label=f"live skill, {window} days")
-        if has_cov:
-            for name, nominal in NOMINAL_COVERAGE.items():
-                axes[1, 0].plot(g["day"], g[name], label=f"{name.removeprefix('live_')}, {window} days")
-    axes[0, 0].axhline(0, color="grey", lw=0.8)
-    axes[0, 0].set_ylabel("skill vs naive")
-    axes[0, 0].legend(fontsize=8)
-    axes[0, 0].set_title(title)
-    if has_cov:
-        for nominal in NOMINAL_COVERAGE.values():
-            axes[1, 0].axhline(nominal, color="grey", lw=0.8, ls="--")
-        axes[1, 0].set_ylabel("interval coverage")
-        axes[1, 0].legend(fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-@task(name="log-live-metrics")
-def log_live_metrics(scores: LiveScores, champion_name: str, champion_version: str) -> dict[str, str]:
-    """Per model version: its monitoring run gets the new days; the champion's plot and a keyed artifact."""
-    client = use_tracking()
-    runs = {}
-    for (name, version), g in scores.metrics.groupby(["model_name", "model_version"], sort=True):
-        run_id = monitoring_run(client, name, version)
-        log_version_metrics(client, run_id, g)
-        runs[f"{name}/v{version}"] = run_id
-    mine = scores.metrics[
-        (scores.metrics["model_name"] == champion_name) & (scores.metrics["model_version"] == champion_version)
-    ] if len(scores.metrics) else scores.metrics
-    link = ""
-    if len(mine):
-        run_id = runs[f"{champion_name}/v{champion_version}"]
-        with tempfile.TemporaryDirectory() as tmp:
-            png = plot_live(mine, Path(tmp) / "live_performance.png", f"{champion_name} v{champion_version}: live performance")
-            client.log_artifact(run_id, str(png), "live")
-        link = f"\n\nPlot of live skill and coverage over time: `live/live_performance.png` in MLflow run [{run_id}]({run_url(run_id)})."
-    create_markdown_artifact(
-        key="live-performance", markdown=live_markdown(mine, champion_name, champion_version) + link,
-        description=f"Live metrics of {champion_name} v{champion_version} on the closes that followed its forecasts",
-    )
-    return runs
-
-
-def live_markdown(metrics: pd.DataFrame, name: str, version: str, rows: int = 15) -> str:
-    head = f"# Live performance: {name} v{version}\n\n"
-    if metrics.empty:
-        return head + "No stored forecast of this version has a realized close yet."
-    cols = [c for c in LIVE_METRICS if c in metrics.columns and metrics[c].notna().any()]
-    wide = metrics.pivot_table(index="day", columns="window", values=cols).sort_index().tail(rows)
-    header = "| day | " + " | ".join(f"{c} ({w}d)" for c, w in wide.columns) + " |"
-    lines = [header, "|" + "---|" * (len(wide.columns) + 1)]
-    for day, row in wide.iterrows():
-        lines.append(f"| {day:%Y-%m-%d} | " + " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in row) + " |")
-    return head + "\n".join(lines)
 
 
 def champion_thresholds(client: mlflow.MlflowClient, name: str, version: str, config: MonitorConfig) -> Thresholds:
@@ -272,8 +167,14 @@ def emit_degraded(d: Degradation, as_of: pd.Timestamp, config: MonitorConfig) ->
 
 
 @task(name="check-degradation")
-def check_degradation(scores: LiveScores, name: str, version: str, config: MonitorConfig) -> Degradation:
-    """Emit `tickerflow.champion.degraded` when the champion's rule window breaches for N days in a row."""
+def check_degradation(
+    scores: LiveScores, name: str, version: str, config: MonitorConfig, monitoring_runs: dict[str, str]
+) -> Degradation:
+    """Emit `tickerflow.champion.degraded` when the champion's rule window breaches for N days in a row.
+
+    `monitoring_runs` (`version_key` -> run id) holds the run of every version with live metrics,
+    the champion's among them whenever there is a window to check.
+    """
     logger = get_run_logger()
     if not name or not version:
         logger.info("the model is not a registered version: no degradation rule to check")
@@ -293,7 +194,7 @@ def check_degradation(scores: LiveScores, name: str, version: str, config: Monit
         logger.info("champion %s v%s live: %s (%d day(s) past a threshold)", name, version, result.latest, result.streak)
         return result
     # once per streak: the streak's first day is remembered on the monitoring run
-    run_id = monitoring_run(client, name, version)
+    run_id = monitoring_runs[version_key(name, version)]
     streak_start = f"{state.streak_start:%Y-%m-%d}"
     if client.get_run(run_id).data.tags.get("degraded.streak_start") == streak_start:
         logger.warning("champion %s v%s still degraded (%s); event already emitted for this streak", name, version, result.reasons)

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from pydantic import Field
 
@@ -353,7 +352,7 @@ CACHE_EXPIRATION = timedelta(days=30)
 
 @task(name="validate", cache_key_fn=_cache_key, cache_expiration=CACHE_EXPIRATION)
 def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
-    """Run the GX gate; always writes Data Docs and a summary artifact. Raising is left to `require_valid`."""
+    """Run the GX gate; always writes Data Docs. Raising is left to `require_valid`, reporting to the flow."""
     logger = get_run_logger()
     report = run_suite(frame, config, min_rows, docs_dir_for(source_hash, config, min_rows))
     if report.dropped_tickers:
@@ -369,7 +368,6 @@ def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, 
         "%d expectations evaluated: %d critical failure(s), %d warning(s); Data Docs: %s",
         report.evaluated, len(report.critical), len(report.warnings), report.docs_index,
     )
-    create_markdown_artifact(key="validation-summary", markdown=report.markdown(), description="GX validation")
     return report
 
 

@@ -56,6 +56,8 @@ def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(p
     assert [f.path for f in client.list_artifacts(run.info.run_id, "forecasts")] == ["forecasts/forecasts.parquet"]
     artifact = Artifact.get("batch-forecast")
     assert artifact is not None and artifact.type == "table" and "AAA" in str(artifact.data)
+    summary = Artifact.get("validation-summary")  # the daily flow reports its validation too
+    assert summary is not None and "CCC" in str(summary.data)
 
 
 def test_no_usable_ticker_is_a_clear_error_and_writes_nothing(prefect_harness, champion_home, tmp_path, capsys):
