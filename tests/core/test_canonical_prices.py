@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tickerflow_model.canonical_prices import IngestError, detect_layout, parse_dates
+from tickerflow_model.canonical_prices import IngestError, detect_layout, parse_dates, wall_clock
 
 @pytest.mark.parametrize(
     "written, day",
@@ -55,3 +55,18 @@ def test_mixed_formats_are_named_as_such():
 def test_missing_price_names_the_file_and_columns():
     with pytest.raises(IngestError, match=r"x\.csv: missing required column 'close' or 'adj_close'.*'Open'"):
         detect_layout(["Date", "Ticker", "Open", "Volume"], "x.csv")
+
+
+@pytest.mark.parametrize(
+    "written, kept",
+    [
+        ("2020-01-02T00:00+09:00", "2020-01-02T00:00"),
+        ("2020-01-02 16:00:00-0500", "2020-01-02 16:00:00"),
+        ("2020-01-02T23:30Z", "2020-01-02T23:30"),
+        ("2020-01-02 16:00 gmt", "2020-01-02 16:00"),
+        ("2020-01-02", "2020-01-02"),  # no time of day: a trailing '-02' is the day, not an offset
+    ],
+)
+def test_wall_clock_drops_only_an_offset_after_a_time_of_day(written, kept):
+    # the registered model's date parsing uses this too, so serving keeps the same day as ingest
+    assert wall_clock(pd.Series([written], dtype="string")).tolist() == [kept]
