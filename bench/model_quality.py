@@ -99,7 +99,8 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
 def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
     from tickerflow_model.evaluation import evaluate_forecaster
-    from tickerflow.tasks.ingest import IngestConfig, read_prices
+    from tickerflow.tasks.ingest import IngestConfig
+    from tickerflow_model.price_files import read_prices
     from tickerflow.tasks.train import fit_forecaster
     from tickerflow.tasks.window import WindowConfig, build_window_dataset
     from tickerflow_model.trainer import TrainConfig

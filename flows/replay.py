@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
 from tickerflow.tasks.forecast_store import ForecastStoreConfig
-from tickerflow.tasks.ingest import IngestConfig, load_prices
+from tickerflow.tasks.ingest import IngestConfig
 from tickerflow.tasks.monitor import MonitorConfig
 from tickerflow.tasks.register import current_champion
 from tickerflow.tasks.retention import RetentionConfig
@@ -30,6 +30,7 @@ from tickerflow.tasks.storage import home_subdir
 from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.errors import ConfigError, TickerflowError
+from tickerflow_model.price_files import load_prices
 
 
 def replay_days(prices: pd.DataFrame, start: str, end: str) -> list[pd.Timestamp]:

@@ -62,7 +62,7 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def sample_frame() -> pd.DataFrame:
-    from tickerflow.tasks.ingest import load_prices
+    from tickerflow_model.price_files import load_prices
 
     frame, _, _ = load_prices(str(SAMPLE))
     return frame

@@ -10,6 +10,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 from .baselines import BaselineForecaster
+from .canonical_prices import wall_clock
 from .forecaster import Forecaster
 
 BUNDLE_ARTIFACT = "bundle"
@@ -59,11 +60,7 @@ def _dates(values: pd.Series) -> pd.Series:
         return values.dt.tz_localize(None)
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         return values
-    text = values.astype("string").str.strip()
-    # drop a trailing offset after a time of day, so mixed offsets parse and the written day is kept
-    text = text.str.replace(r"(?<=\d)\s*(?:Z|UTC|[+-]\d{2}(?::?\d{2})?)$", "", regex=True).where(
-        text.str.contains(":", regex=False).fillna(False), text
-    )
+    text = wall_clock(values.astype("string").str.strip())  # the day as written, as ingest reads it
     try:
         return pd.to_datetime(text, format="ISO8601")
     except (ValueError, TypeError) as exc:

@@ -10,7 +10,7 @@ import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
 
 from tickerflow.flows.console_logging import ExpectedErrorFilter, _TrimmingFormatter, is_expected
-from tickerflow.tasks.ingest import IngestError
+from tickerflow_model.price_files import IngestError
 from tickerflow.tasks.validate import ValidationFailed
 from tickerflow_model.errors import ConfigError, TickerflowError
 from tickerflow_model.trainer import TrainingError

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from price_frames import make_prices
-from tickerflow.tasks.ingest import IngestError, read_prices
+from tickerflow_model.price_files import IngestError, read_prices
 from tickerflow.tasks.redaction import hold, redact_text, redact_uri, reveal
 
 SECRET = "s3cr3t-pa55"

@@ -11,7 +11,8 @@ from prefect.logging import disable_run_logger
 
 import tickerflow_model.window_dataset as window_mod
 from price_frames import make_prices
-from tickerflow.tasks.ingest import load_prices, write_snapshot
+from tickerflow.tasks.ingest import write_snapshot
+from tickerflow_model.price_files import load_prices
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.window import commit_windows, plan_windows, write_window_part
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset, load_window_dataset, read_split

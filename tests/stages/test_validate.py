@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tickerflow.tasks.ingest import load_prices
+from tickerflow_model.price_files import load_prices
 from tickerflow.tasks.validate import (
     WARNING,
     ValidateConfig,
