@@ -71,7 +71,7 @@ def load_config(path: str | None = None, **options: Any):
     """The PipelineConfig of a `--config` file (optional) with the CLI options that were given (not None)
     set on top; `options` are keys of CONFIG_OPTIONS. Bounds are checked by the config models."""
     from tickerflow.flows.train_pipeline import PipelineConfig
-    from tickerflow.tasks.redaction import hold
+    from tickerflow_model.redaction import hold
 
     raw = _read_config_file(path) if path else {}
     source = CONFIG_OPTIONS["data"]
@@ -219,7 +219,7 @@ def build_app() -> typer.Typer:
     ) -> int:
         """Forecast the next days from a registered model."""
         from tickerflow.flows.batch_forecast import batch_forecast
-        from tickerflow.tasks.redaction import hold
+        from tickerflow_model.redaction import hold
 
         # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
         target = out if "://" in out else str(Path(out).expanduser().resolve())

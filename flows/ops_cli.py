@@ -244,7 +244,7 @@ def ui(
     options = ServerOptions(host=host, prefect_port=prefect_port, mlflow_port=mlflow_port, startup_timeout=startup_timeout)
     backend, artifacts = embedded_mlflow_store()
     if backend.startswith(("http://", "https://")):
-        from tickerflow.tasks.redaction import redact_uri
+        from tickerflow_model.redaction import redact_uri
 
         print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
               "Unset it to browse the local store.", file=sys.stderr)

@@ -28,7 +28,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, ForecastBatch
 from tickerflow.tasks.monitor import MONITOR_EXPERIMENT, LiveScores, version_key
-from tickerflow.tasks.redaction import redact_uri
+from tickerflow_model.redaction import redact_uri
 from tickerflow.tasks.register import Registration
 from tickerflow.tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tickerflow.tasks.validate import ValidationReport

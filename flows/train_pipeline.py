@@ -19,7 +19,7 @@ from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.flows.reporting import log_backtest, log_evaluation, log_registration
 from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
 from tickerflow.tasks.ingest import IngestConfig, ingest
-from tickerflow.tasks.redaction import redact_text, redact_uri
+from tickerflow_model.redaction import redact_text, redact_uri
 from tickerflow.tasks.register import Registration, register
 from tickerflow.tasks.tracking import (
     PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,

@@ -19,7 +19,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 from pydantic import Field
 
-from tickerflow.tasks.redaction import redact_uri
+from tickerflow_model.redaction import redact_uri
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import tickerflow_home
 from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic

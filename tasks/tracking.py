@@ -11,7 +11,7 @@ import os
 import mlflow
 from mlflow.entities import RunStatus
 
-from tickerflow.tasks.redaction import redact_uri
+from tickerflow_model.redaction import redact_uri
 from tickerflow.tasks.storage import home_subdir
 
 EXPERIMENT = "tickerflow"

@@ -14,7 +14,7 @@ import pytest
 
 from price_frames import make_prices
 from tickerflow_model.price_files import IngestError, read_prices
-from tickerflow.tasks.redaction import hold, redact_text, redact_uri, reveal
+from tickerflow_model.redaction import hold, redact_text, redact_uri, reveal
 
 SECRET = "s3cr3t-pa55"
 TOKEN = "AKIAEXAMPLESIG123"
