@@ -107,8 +107,8 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from tickerflow.tasks.evaluate import metric_tables, predict_test_split, usable_baselines
-    from tickerflow.tasks.window import load_window_dataset, read_split
+    from tickerflow_model.evaluation import Evaluation, metric_tables, predict_test_split, usable_baselines
+    from tickerflow_model.window_dataset import load_window_dataset, read_split
     from tickerflow_model.forecaster import Forecaster, ModelSpec
     from tickerflow_model.gru import GRUForecaster, predict_batched
     from tickerflow_model.trainer import TrainConfig, autocast_context, fit_shrinkage, shrinkage_from_predictions
@@ -136,7 +136,7 @@ def main() -> None:
 
     config = TrainConfig()
     torch.manual_seed(0)
-    net = GRUForecaster(config.gru_config(ds.spec.n_features, ds.spec.horizon)).eval()
+    net = GRUForecaster(config.net_config(ds.spec.n_features, ds.spec.horizon)).eval()
     threads = torch.get_num_threads()
 
     def two_passes():
@@ -183,14 +183,13 @@ def main() -> None:
         print(s.getvalue())
     names = ["model"] + usable_baselines(preds, quantiles)
     step("metric_tables", metric_tables, preds, names, {n: q for n, q in quantiles.items() if n in names})
-    from tickerflow.tasks.evaluate import Evaluation, prediction_frame, ticker_table
 
     overall, per_ticker, per_horizon = metric_tables(preds, names, {n: q for n, q in quantiles.items() if n in names})
     ev = Evaluation(overall, per_ticker, per_horizon, overall["model"]["skill"], len(preds), predictions=preds,
                     quantiles={n: q for n, q in quantiles.items() if n in names}, baselines=fitted)
-    frame = step("prediction_frame", prediction_frame, ev)
+    frame = step("prediction_frame", ev.prediction_frame)
     step("test_predictions.parquet", frame.to_parquet, "/tmp/scale_steps_preds.parquet", index=False)
-    step("ticker_table", ticker_table, ev)
+    step("ticker_table", ev.ticker_table)
     import pickle
 
     step("pickle the Evaluation (what a cache key / result would)", pickle.dumps, ev)
