@@ -37,7 +37,7 @@ from tickerflow_model.evaluation import (  # noqa: E402
     predict_test_split,
     usable_baselines,
 )
-from tickerflow.tasks.window import WindowConfig, build_window_dataset  # noqa: E402
+from tickerflow_model.window_dataset import WindowConfig, build_window_dataset  # noqa: E402
 from tickerflow_model.forecaster import Forecaster, ModelSpec  # noqa: E402
 from tickerflow_model.gru import GRUConfig, GRUForecaster  # noqa: E402
 

@@ -59,7 +59,7 @@ def main() -> None:
     days = sorted(prices["date"].unique())[history:]
     config = PipelineConfig.model_validate({
         "window": {"lookback": 20, "min_history": 150},
-        "train": {"epochs": 2, "hidden_size": 16, "num_layers": 1, "batch_size": 256},
+        "train": {"epochs": 2, "batch_size": 256, "gru": {"hidden_size": 16, "num_layers": 1}},
         "register": {"min_skill": -1.0},
     })
     start_prefect_api()

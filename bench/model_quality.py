@@ -100,12 +100,11 @@ def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
     from tickerflow_model.evaluation import evaluate_forecaster
     from tickerflow.tasks.ingest import IngestConfig
+    from tickerflow_model.fitting import fit_forecaster
     from tickerflow_model.price_files import read_prices
-    from tickerflow.tasks.train import fit_forecaster
-    from tickerflow.tasks.window import WindowConfig, build_window_dataset
+    from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
     from tickerflow_model.trainer import TrainConfig
 
-    log = logging.getLogger("bench.quantiles")
     logging.basicConfig(level=logging.WARNING)
     frame, source_hash, _, _ = read_prices(str(ROOT / IngestConfig().source))
     window = WindowConfig() if not features else WindowConfig(features=tuple(features))
@@ -116,7 +115,7 @@ def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int
         dataset = build_window_dataset(frame, window, source_hash, Path(tmp) / "windows")
         for seed in seeds:
             t0 = time.perf_counter()
-            model = fit_forecaster(dataset, TrainConfig(seed=seed, cpu_threads=cpu_threads), None, log)
+            model = fit_forecaster(dataset, TrainConfig(seed=seed, cpu_threads=cpu_threads)).forecaster
             m = evaluate_forecaster(model, dataset, frame, None).metrics
             row = {
                 "seed": seed,

@@ -112,9 +112,9 @@ def main(argv=None) -> int:
             for which in ("p", "q") if rnd % 2 == 0 else ("q", "p"):
                 torch.manual_seed(0)
                 if which == "p":
-                    net, loss_fn = PointGRU(config.hidden_size, config.num_layers, 1), point_loss
+                    net, loss_fn = PointGRU(config.gru.hidden_size, config.gru.num_layers, 1), point_loss
                 else:
-                    net, loss_fn = GRUForecaster(config.gru_config(1, 1)), quantile_loss
+                    net, loss_fn = GRUForecaster(config.net_config(1, 1)), quantile_loss
                 s = epoch_seconds(net, loss_fn, x, y, config, device, precision, args.epochs)
                 seconds[which] += s
                 print(f"round {rnd + 1} ({which}): " + ", ".join(f"{v:.2f}" for v in s) + " s per epoch", flush=True)

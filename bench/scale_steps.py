@@ -5,10 +5,9 @@
 For each step: seconds and the process's peak RSS *during that step* (VmHWM is reset before it through
 /proc/self/clear_refs), above the RSS the step started from. Steps:
 
-- read_split of train / val / test as the project does it, and a lean variant that copies each part's
-  x and y straight into arrays allocated once (no combined Arrow column, no second copy);
-- the validation forward passes: fit_shrinkage + calibrate (two passes, as now) vs one pass; fp32 vs
-  bf16 autocast; torch's threads as set vs 1;
+- read_split of train / val, with and without the index frame;
+- the validation forward passes: fit_shrinkage + calibrate (two passes, as the fit once did) vs one
+  pass (as fit_forecaster does now); fp32 vs bf16 autocast; torch's threads as set vs 1;
 - the test split's predictions and baselines (predict_test_split) and the metric tables, with a cProfile
   of predict_test_split's top functions (--profile).
 """
@@ -58,38 +57,6 @@ def step(label: str, fn, *args, **kwargs):
     return out
 
 
-def read_split_lean(dataset, split: str, with_index: bool = True):
-    """x (N, L, F) and y (N, H) filled part by part: peak = the arrays + one part's Arrow table."""
-    import pyarrow.parquet as pq
-
-    spec = dataset.spec
-    n = dataset.manifest["counts"][split]
-    x = np.empty((n, spec.lookback, spec.n_features), np.float32)
-    y = np.empty((n, spec.horizon), np.float32)
-    flat_x, flat_y = x.reshape(n, -1), y.reshape(n, -1)
-    index = []
-    pos = 0
-    for path in dataset.part_files(split):
-        table = pq.read_table(path, columns=["x", "y", *(["ticker", "base_date", "base_price"] if with_index else [])])
-        k = table.num_rows
-        for col, out in (("x", flat_x), ("y", flat_y)):
-            at = pos
-            for chunk in table.column(col).chunks:
-                values = chunk.flatten().to_numpy(zero_copy_only=False)
-                out[at : at + len(chunk)] = values.reshape(len(chunk), -1)
-                at += len(chunk)
-        if with_index:
-            index.append(table.select(["ticker", "base_date", "base_price"]).to_pandas())
-        pos += k
-        del table
-    assert pos == n
-    if with_index:
-        import pandas as pd
-
-        return x, y, pd.concat(index, ignore_index=True)
-    return x, y, None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, required=True)
@@ -107,8 +74,8 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from tickerflow.tasks.evaluate import metric_tables, predict_test_split, usable_baselines
-    from tickerflow.tasks.window import load_window_dataset, read_split
+    from tickerflow_model.evaluation import Evaluation, metric_tables, predict_test_split, usable_baselines
+    from tickerflow_model.window_dataset import load_window_dataset, read_split
     from tickerflow_model.forecaster import Forecaster, ModelSpec
     from tickerflow_model.gru import GRUForecaster, predict_batched
     from tickerflow_model.trainer import TrainConfig, autocast_context, fit_shrinkage, shrinkage_from_predictions
@@ -126,17 +93,15 @@ def main() -> None:
         print(f"  {split}: x is {mib:.0f} MiB as float32")
 
     if not args.skip_read:
-        out = step("read_split(train) as now", read_split, ds, "train")
+        out = step("read_split(train), index too", read_split, ds, "train")
         del out
-        out = step("read_split_lean(train), index too", read_split_lean, ds, "train")
+        out = step("read_split(train), no index (as the fit reads it)", read_split, ds, "train", with_index=False)
         del out
-        out = step("read_split_lean(train), no index", read_split_lean, ds, "train", False)
-        del out
-    x_val, y_val, _ = step("read_split(val) as now", read_split, ds, "val")
+    x_val, y_val, _ = step("read_split(val), no index", read_split, ds, "val", with_index=False)
 
     config = TrainConfig()
     torch.manual_seed(0)
-    net = GRUForecaster(config.gru_config(ds.spec.n_features, ds.spec.horizon)).eval()
+    net = GRUForecaster(config.net_config(ds.spec.n_features, ds.spec.horizon)).eval()
     threads = torch.get_num_threads()
 
     def two_passes():
@@ -183,14 +148,13 @@ def main() -> None:
         print(s.getvalue())
     names = ["model"] + usable_baselines(preds, quantiles)
     step("metric_tables", metric_tables, preds, names, {n: q for n, q in quantiles.items() if n in names})
-    from tickerflow.tasks.evaluate import Evaluation, prediction_frame, ticker_table
 
     overall, per_ticker, per_horizon = metric_tables(preds, names, {n: q for n, q in quantiles.items() if n in names})
     ev = Evaluation(overall, per_ticker, per_horizon, overall["model"]["skill"], len(preds), predictions=preds,
                     quantiles={n: q for n, q in quantiles.items() if n in names}, baselines=fitted)
-    frame = step("prediction_frame", prediction_frame, ev)
+    frame = step("prediction_frame", ev.prediction_frame)
     step("test_predictions.parquet", frame.to_parquet, "/tmp/scale_steps_preds.parquet", index=False)
-    step("ticker_table", ticker_table, ev)
+    step("ticker_table", ev.ticker_table)
     import pickle
 
     step("pickle the Evaluation (what a cache key / result would)", pickle.dumps, ev)

@@ -94,42 +94,42 @@ def install(out: str | Path, interval: float = 0.1) -> None:
 
     mark("train_pipeline imported")
     for name in ("start_mlflow_run", "ingest", "validate", "log_validation", "require_valid", "window",
-                 "log_dataset_lineage", "train", "evaluate", "backtest", "register", "finish_mlflow_run"):
+                 "log_dataset_lineage", "train", "log_training", "load_champion", "evaluate", "log_evaluation",
+                 "backtest", "log_backtest", "register", "log_registration", "finish_mlflow_run"):
         _patch(tp, name)
 
+    import tickerflow.flows.reporting as rep
     import tickerflow.tasks.window as w
+    import tickerflow_model.window_dataset as wd
 
-    _patch(w, "ticker_slices", "window.ticker_slices")
+    _patch(wd, "ticker_slices", "window.ticker_slices")
     # tasks called through .with_options(...): observe the function inside the task instead
     for task_, label in ((w.plan_windows, "window.plan"), (w.write_window_part, "window.write_part"),
                          (w.commit_windows, "window.commit")):
         task_.fn = wrap(task_.fn, label)
 
     import tickerflow.tasks.train as t
+    import tickerflow_model.fitting as fit
 
-    _patch(t, "read_split", "train.read_split")
-    _patch(t, "train_on_windows", "train.loop (epochs)")
-    _patch(t, "fit_shrinkage", "train.fit_shrinkage")
+    _patch(fit, "read_split", "train.read_split")
+    _patch(fit, "train_model", "train.loop (epochs)")
+    _patch(fit, "predict_batched", "train.validation pass")
     _patch(t, "checkpoint_dir_for", "train.checkpoint_dir_for")
     from tickerflow_model.forecaster import Forecaster
 
-    Forecaster.calibrate = wrap(Forecaster.calibrate, "train.calibrate")
+    Forecaster.calibrated_on = wrap(Forecaster.calibrated_on, "train.calibrate")
     Forecaster.predict_quantiles = wrap(Forecaster.predict_quantiles, "predict_quantiles")
 
-    import tickerflow.tasks.evaluate as e
+    import tickerflow_model.evaluation as e
 
     _patch(e, "read_split", "evaluate.read_split")
     _patch(e, "ticker_histories", "evaluate.ticker_histories")
-    _patch(e, "champion_uri_for", "evaluate.champion_uri_for")
     _patch(e, "predict_test_split", "evaluate.predict_test_split")
     _patch(e, "metric_tables", "evaluate.metric_tables")
-    _patch(e, "write_reports", "evaluate.write_reports")
     _patch(e, "usable_baselines", "evaluate.usable_baselines")
-    import tickerflow_model.baselines as b
-
     _patch(e, "baseline_quantiles", "evaluate.baseline_quantiles")
     e.BaselineForecaster.fit = wrap(e.BaselineForecaster.fit, "evaluate.BaselineForecaster.fit")
-    del b
+    _patch(rep, "write_reports", "log_evaluation.write_reports")
 
     threading.Thread(target=_sampler, args=(interval,), daemon=True).start()
 

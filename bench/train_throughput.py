@@ -4,9 +4,9 @@
 
 (a) the tutorial loop: nn.GRU(1, 64, 2, batch_first=True) + Linear on the last step, fp32, Adam, MSE, the
     project's default batch size, tensors already in memory (on the device for CUDA), no framework.
-(b) the project's train stage as the pipeline runs it (tasks.train.train_on_windows): default TrainConfig
-    for the device, per-epoch MLflow metrics into a temporary SQLite store, a checkpoint per epoch, the
-    per-epoch log line and (on a terminal) the progress bar.
+(b) the project's training as the train stage runs it (tickerflow_model.trainer.train_model with the
+    stage's callbacks): default TrainConfig for the device, per-epoch MLflow metrics into a temporary
+    SQLite store, a checkpoint per epoch, the per-epoch log line and (on a terminal) the progress bar.
 
 Both time an epoch as one pass over the training windows plus the validation loss, and report
 samples/s = training windows / epoch seconds (median over epochs), the wall-clock rate over the whole
@@ -28,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from tickerflow import environment
@@ -161,7 +160,9 @@ def bare_loop(x, y, xv, yv, epochs: int, batch_size: int, device: torch.device, 
 def project_stage(x, y, xv, yv, config: TrainConfig, workdir: Path) -> dict:
     import mlflow
 
-    from tickerflow.tasks.train import gpu_slot, train_on_windows
+    from tickerflow.flows.reporting import epoch_metrics
+    from tickerflow.tasks.train import ProgressBar, epoch_line, gpu_slot
+    from tickerflow_model.trainer import train_model
 
     store = workdir / f"mlflow-{config.batch_size}.db"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
@@ -174,7 +175,20 @@ def project_stage(x, y, xv, yv, config: TrainConfig, workdir: Path) -> dict:
     with gpu_slot(config):  # on CUDA: connect to Prefect before the clock starts, as the pipeline has
         pass
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = train_on_windows(x, y, xv, yv, config, workdir / f"ckpt-{config.batch_size}", run_id, log, sys.stderr)
+    bar = ProgressBar(config.epochs, sys.stderr)
+
+    def on_epoch(s) -> None:  # what the train stage and the flow's reporter do after each epoch
+        log.info("%s", epoch_line(s, config.epochs))
+        bar.on_epoch(s)
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, s.epoch) for k, v in epoch_metrics(s).items()])
+
+    try:
+        result = train_model(
+            x, y, xv, yv, config, checkpoint_dir=workdir / f"ckpt-{config.batch_size}", on_epoch=on_epoch, on_batch=bar.on_batch
+        )
+    finally:
+        bar.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     logged = [m.step for m in client.get_metric_history(run_id, "samples_per_second")]
     assert logged == list(range(1, config.epochs + 1)), logged  # every epoch reached MLflow
@@ -220,12 +234,12 @@ def main(argv=None) -> int:
     default_threads = torch.get_num_threads()
     config = TrainConfig(device=str(device), epochs=args.epochs, patience=args.epochs + 1)
     if args.cpu_threads is not None:
-        config = replace(config, cpu_threads=args.cpu_threads)
+        config = config.updated(cpu_threads=args.cpu_threads)
     batch = config.batch_size
     n_val = max(args.windows // 5, 1000)
     x_all, y_all = synthetic_windows(args.windows + n_val, LOOKBACK)
     x, y, xv, yv = x_all[: args.windows], y_all[: args.windows], x_all[args.windows :], y_all[args.windows :]
-    flops = train_flops_per_sample(LOOKBACK, FEATURES, config.hidden_size, config.num_layers, HORIZON)
+    flops = train_flops_per_sample(LOOKBACK, FEATURES, config.gru.hidden_size, config.gru.num_layers, HORIZON)
 
     print(f"# train throughput: {args.windows} training + {n_val} validation windows, lookback {LOOKBACK}, "
           f"{args.epochs} epochs, batch {batch}")
@@ -267,7 +281,7 @@ def main(argv=None) -> int:
         if args.extra_batch_size:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            c = project_stage(x, y, xv, yv, replace(config, batch_size=args.extra_batch_size), Path(tmp) / "extra")
+            c = project_stage(x, y, xv, yv, config.updated(batch_size=args.extra_batch_size), Path(tmp) / "extra")
             c["mem"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
             runs["c"].append(c)
 

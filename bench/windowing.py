@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
-from tickerflow.tasks.window import SPLITS, WindowConfig, build_window_dataset, ticker_slices  # noqa: E402
+from tickerflow_model.window_dataset import SPLITS, WindowConfig, build_window_dataset, ticker_slices  # noqa: E402
 from tickerflow_model.windows import compute_features, make_windows  # noqa: E402
 
 

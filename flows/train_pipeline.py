@@ -143,7 +143,7 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     log_training(fit, run_id)
     model = fit.forecaster
     champion = load_champion(config.register_.model_name)
-    evaluation = evaluate(model, dataset, prices, champion)
+    evaluation = evaluate(model, dataset, prices, champion, config.train.cpu_threads)
     log_evaluation(evaluation, config.register_.model_name, config.evaluate, run_id)
     folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash)
     log_backtest(folds, run_id)

@@ -50,9 +50,12 @@ def load_champion(model_name: str) -> Champion | None:
 
 
 @task(name="evaluate")
-def evaluate(forecaster: Forecaster, dataset, prices: pd.DataFrame, champion: Champion | None) -> Evaluation:
+def evaluate(
+    forecaster: Forecaster, dataset, prices: pd.DataFrame, champion: Champion | None, cpu_threads: int = 0
+) -> Evaluation:
+    """Score the forecaster on the test split; its network runs under `cpu_threads` (the training's cap)."""
     logger = get_run_logger()
-    result = evaluate_forecaster(forecaster, dataset, prices, champion)
+    result = evaluate_forecaster(forecaster, dataset, prices, champion, cpu_threads)
     if result.champion_error:
         logger.warning("champion v%s is not compared: %s", result.champion_version, result.champion_error)
     m = result.metrics

@@ -92,7 +92,7 @@ def walk_forward(
         fold_hash = stable_hash({"source": source_hash, "until": str(days[end_idx])})
         dataset = build_window_dataset(seen, fold_config, fold_hash, root)
         forecaster = fit_forecaster(dataset, train_config).forecaster
-        evaluation = evaluate_forecaster(forecaster, dataset, seen)
+        evaluation = evaluate_forecaster(forecaster, dataset, seen, cpu_threads=train_config.cpu_threads)
         log.info("fold %d: history to %s, test to %s: skill vs naive %+.4f over %d forecasts",
                  k, str(days[cut_idx])[:10], str(days[end_idx])[:10], evaluation.skill, evaluation.n_windows)
         folds.append(Fold(k, pd.Timestamp(days[cut_idx]), pd.Timestamp(days[end_idx]), evaluation, forecaster))

@@ -22,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from pydantic import Field, field_validator
 
 from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles
 from .config import Config
 from .forecaster import Forecaster
+from .gru import intra_op_threads
 from .metrics import METRIC_KEYS, drift_forecast, naive_scale, seasonal_naive_forecast
 from .quantiles import QUANTILE_LEVELS, median_index, quantile_columns
 from .scoring import grouped_metrics
@@ -187,6 +189,20 @@ def ticker_histories(prices: pd.DataFrame, split: TestSplit) -> dict[str, pd.Dat
     }
 
 
+def ticker_runs(tickers: pd.Series) -> dict[str, slice]:
+    """Each ticker's rows of a window index: one contiguous run per ticker, the dataset being in ticker order.
+
+    Found in one pass over the column (run boundaries of its codes), not by a scan of it per ticker.
+    """
+    codes, names = pd.factorize(tickers)
+    starts = np.flatnonzero(np.diff(codes, prepend=-1))  # (runs,) first row of each run
+    ends = np.r_[starts[1:], len(codes)]
+    runs = {str(names[codes[a]]): slice(int(a), int(b)) for a, b in zip(starts, ends)}
+    if len(runs) != len(starts):
+        raise ValueError("a ticker's test windows are not one contiguous run: the window dataset is not in ticker order")
+    return runs
+
+
 def model_levels(forecaster) -> tuple[float, ...]:
     return tuple(getattr(forecaster.spec, "quantiles", QUANTILE_LEVELS))
 
@@ -201,28 +217,30 @@ def predict_test_split(
     the static quantiles come from each ticker's training period (the rows the scaler was fit on).
     """
     split = test_split(dataset)
-    index, horizon = split.index, split.horizon
+    horizon = split.horizon
     levels = model_levels(forecaster)
     cum_q = forecaster.predict_quantiles(split.x)  # (N, H, Q)
     # the point forecast is the median, as the served model's forecast_close (one pass of the network)
     cum = cum_q[:, :, median_index(levels)]  # (N, H)
     col = split.price_column
+    runs = ticker_runs(split.index["ticker"])
+    base_dates = split.index["base_date"].to_numpy("datetime64[ns]")  # (N,)
     frames, dist = [], {name: [] for name in ("model", *DISTRIBUTION_BASELINES)}
     histories, train_rows = {}, {}
     for ticker, hist in ticker_histories(prices, split).items():
-        rows = np.flatnonzero(index["ticker"].to_numpy() == ticker)
-        if len(rows) == 0:
+        if ticker not in runs:
             continue
+        rows = runs[ticker]  # a slice: the ticker's test windows, in date order
         p = hist[col].to_numpy(np.float64)
         dates = hist["date"].to_numpy("datetime64[ns]")
-        wanted = index["base_date"].to_numpy("datetime64[ns]")[rows]
+        wanted = base_dates[rows]
         base_idx = np.minimum(np.searchsorted(dates, wanted), len(dates) - 1)  # (n,)
         if not np.array_equal(dates[base_idx], wanted) or base_idx.max() + horizon >= len(dates):
             raise ValueError(f"the prices given for {ticker!r} are not the ones its test windows were built from")
         # the ticker's days in the training period: a prefix, the dates being sorted
         n_train = int(np.searchsorted(dates, split.train_end, side="right"))
         histories[ticker], train_rows[ticker] = p, n_train
-        steps = np.tile(np.arange(1, horizon + 1), len(rows))  # (n*H,)
+        steps = np.tile(np.arange(1, horizon + 1), len(wanted))  # (n*H,)
         b = np.repeat(base_idx, horizon)  # (n*H,)
         frames.append(
             pd.DataFrame(
@@ -314,16 +332,21 @@ def usable_baselines(predictions: pd.DataFrame, quantiles: dict[str, np.ndarray]
 
 
 def evaluate_forecaster(
-    forecaster: Forecaster, dataset, prices: pd.DataFrame, champion: Champion | None = None
+    forecaster: Forecaster, dataset, prices: pd.DataFrame, champion: Champion | None = None, cpu_threads: int = 0
 ) -> Evaluation:
-    """Score `forecaster`, the usable baselines and `champion` (None: there is none) on `dataset`'s test split."""
-    predictions, quantiles, fitted = predict_test_split(forecaster, dataset, prices)
+    """Score `forecaster`, the usable baselines and `champion` (None: there is none) on `dataset`'s test split.
+
+    The networks run under `cpu_threads` intra-op threads (0: torch's setting), as training does.
+    """
+    with intra_op_threads(torch.device("cpu"), cpu_threads):
+        predictions, quantiles, fitted = predict_test_split(forecaster, dataset, prices)
     levels = model_levels(forecaster)
     names = ["model"] + usable_baselines(predictions, quantiles)
     quantiles = {n: q for n, q in quantiles.items() if n in names}
     champion_error = None
     if champion is not None:
-        champion_error = add_champion(champion, prices, predictions, quantiles, levels)
+        with intra_op_threads(torch.device("cpu"), cpu_threads):
+            champion_error = add_champion(champion, prices, predictions, quantiles, levels)
         if champion_error is None:
             names.append(CHAMPION)
     overall, per_ticker, per_horizon = metric_tables(predictions, names, quantiles, levels)

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from .forecaster import Forecaster, ModelSpec
-from .trainer import EpochStats, TrainConfig, fit_shrinkage, train_model
+from .gru import intra_op_threads, predict_batched
+from .quantiles import median_index
+from .trainer import EpochStats, TrainConfig, shrinkage_from_predictions, train_model
 from .window_dataset import WindowDataset, read_split
 
 
@@ -49,21 +53,26 @@ def fit_forecaster(
 ) -> FitResult:
     """Train on the train split (early stopping on val), then fit the shrinkage toward naive and the
     conformal calibration on the validation split. Callbacks as in `train_model`."""
-    x_train, y_train, _ = read_split(dataset, "train")
-    x_val, y_val, _ = read_split(dataset, "val")
+    x_train, y_train, _ = read_split(dataset, "train", with_index=False)
+    x_val, y_val, _ = read_split(dataset, "val", with_index=False)
     result = train_model(
         x_train, y_train, x_val, y_val, config,
         checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, on_batch=on_batch, on_resume=on_resume,
     )
+    del x_train, y_train  # the validation pass below needs only the validation windows
+    net = result.net  # on the CPU, in eval mode
+    # One pass of the network over the validation windows serves both the shrinkage and the calibration.
+    with intra_op_threads(torch.device("cpu"), config.cpu_threads):
+        net_q, net_scale = predict_batched(net, x_val)  # (M, H, Q), (M, H)
     spec = ModelSpec(
         window=dataset.spec,
-        gru=result.net.config,
+        gru=net.config,
         scaler=dataset.scaler,
         price_column=dataset.price_column,
-        shrinkage=fit_shrinkage(result.net, x_val, y_val),
+        shrinkage=shrinkage_from_predictions(net_q[:, :, median_index(net.config.quantiles)], y_val),
     )
     return FitResult(
-        forecaster=Forecaster(spec, result.net).calibrate(x_val, y_val),
+        forecaster=Forecaster(spec, net).calibrated_on(net_q, net_scale, y_val),
         best_epoch=result.best_epoch,
         best_val_loss=result.best_val_loss,
         device=result.device,

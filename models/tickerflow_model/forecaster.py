@@ -101,7 +101,10 @@ class Forecaster:
 
         Target units (the scaler's); batched under inference mode.
         """
-        q, scale = predict_batched(self.net, x)  # (N, H, Q), (N, H)
+        return self._shrunk(*predict_batched(self.net, x))  # (N, H, Q), (N, H)
+
+    def _shrunk(self, q: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's quantiles (N, H, Q) moved so that the median is the shrunk point forecast; scale (N, H)."""
         m = median_index(self.spec.quantiles)
         shrink = np.asarray(self.spec.shrinkage)  # (H,)
         # the whole distribution moves with its median: the point forecast stays its q50
@@ -127,7 +130,12 @@ class Forecaster:
 
     def calibrate(self, x_val: np.ndarray, y_val: np.ndarray) -> "Forecaster":
         """This forecaster with CQR margins fit on validation windows x (N, L, F), scaled targets y (N, H)."""
-        q, scale = self._located(x_val)
+        return self.calibrated_on(*predict_batched(self.net, x_val), y_val)
+
+    def calibrated_on(self, net_q: np.ndarray, net_scale: np.ndarray, y_val: np.ndarray) -> "Forecaster":
+        """`calibrate` from the network's own output on the validation windows, `predict_batched(self.net, x_val)`:
+        quantiles (N, H, Q) and scale (N, H), for a caller that already ran that pass."""
+        q, scale = self._shrunk(net_q, net_scale)
         margins = fit_cqr_margins(q, y_val, scale, self.spec.quantiles)  # (H, P)
         spec = replace(self.spec, calibration=tuple(tuple(float(v) for v in row) for row in margins))
         return Forecaster(spec, self.net)

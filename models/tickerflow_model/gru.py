@@ -16,6 +16,9 @@ of the cumulative log return to day t+k (in the window dataset's target units). 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 import torch
 from pydantic import Field, field_validator
@@ -130,6 +133,24 @@ class GRUForecaster(nn.Module):
 
 
 INFERENCE_BATCH_SIZE = 8192
+
+
+@contextmanager
+def intra_op_threads(device: torch.device, n: int) -> Iterator[None]:
+    """Cap torch's CPU threads to `n` (0: leave torch's setting) for a block, then give the process its setting back.
+
+    Training and inference both run under it: the GRU's per-step ops are small, and on a machine whose
+    cores are busy with other work, threads that meet at a barrier after each of them wait for each
+    other's time slices.
+    """
+    before = torch.get_num_threads()
+    if device.type == "cpu" and n > 0 and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def predict_batched(net: GRUForecaster, x: np.ndarray, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:

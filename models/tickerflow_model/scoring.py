@@ -17,25 +17,17 @@ from .metrics import METRIC_KEYS, distribution_terms, point_terms
 
 
 def score_terms(
-    predictions: pd.DataFrame, point_columns: dict[str, str], quantiles: dict[str, np.ndarray], levels
-) -> pd.DataFrame:
-    """Per-forecast terms of every metric, one block of rows per forecaster, stacked: (rows * F, terms).
+    predictions: pd.DataFrame, column: str, quantiles: np.ndarray | None, levels
+) -> dict[str, np.ndarray]:
+    """One forecaster's per-forecast terms of every metric: name -> (rows,).
 
-    `point_columns`: forecaster -> column of its point forecast (in this order); a forecaster in
-    `quantiles` also gets the distribution terms, on log returns in percent.
+    `column`: the predictions column of its point forecast; with `quantiles` (rows, Q) it also gets the
+    distribution terms, on log returns in percent.
     """
-    actual_pct = 100.0 * np.log(predictions["actual"].to_numpy() / predictions["base_price"].to_numpy())
-    blocks = []
-    for name, column in point_columns.items():
-        terms = point_terms(predictions[column], predictions["actual"], predictions["base_price"], predictions["mase_scale"])
-        if name in quantiles:
-            terms.update(distribution_terms(100.0 * quantiles[name], actual_pct, levels))
-        block = pd.DataFrame(terms)
-        block["forecaster"], block["ticker"], block["horizon"] = name, predictions["ticker"].to_numpy(), predictions["horizon"].to_numpy()
-        blocks.append(block)
-    terms = pd.concat(blocks, ignore_index=True)
-    # an ordered categorical keeps the forecasters in the given order inside every group
-    terms["forecaster"] = pd.Categorical(terms["forecaster"], categories=list(point_columns), ordered=True)
+    actual, base = predictions["actual"].to_numpy(np.float64), predictions["base_price"].to_numpy(np.float64)
+    terms = point_terms(predictions[column], actual, base, predictions["mase_scale"])
+    if quantiles is not None:
+        terms.update(distribution_terms(100.0 * quantiles, 100.0 * np.log(actual / base), levels))
     return terms
 
 
@@ -52,13 +44,45 @@ def _finish(means: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 def metric_frames(
     predictions: pd.DataFrame, point_columns: dict[str, str], quantiles: dict[str, np.ndarray], levels
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Overall, per ticker and per horizon step, each a frame indexed by (group..., forecaster). Needs `naive`."""
-    terms = score_terms(predictions, point_columns, quantiles, levels)
-    cols = [c for c in terms.columns if c not in ("forecaster", "ticker", "horizon")]
+    """Overall, per ticker and per horizon step, each a frame indexed by (group..., forecaster). Needs `naive`.
+
+    Every forecaster's terms are written into preallocated float64 arrays (terms, forecasters x rows)
+    and grouped by integer codes: no per-forecaster frames, no stacked copy of them, no column of
+    per-row ticker strings. The groups, the order of the rows in each and the block layout are those
+    of one grouped mean over all forecasters' stacked terms, so the means are the same to the last bit.
+    """
+    names, n = list(point_columns), len(predictions)
+    # (terms, F*rows) per kind, forecaster blocks in the given order; NaN where a forecaster has no such term.
+    # The names and order of the terms are those the term functions give (on one dummy forecast).
+    one = np.ones(1)
+    kinds = {"point": list(point_terms(one, one, one, one))}
+    if any(name in quantiles for name in names):
+        kinds["distribution"] = list(distribution_terms(np.zeros((1, len(levels))), one, levels))
+    terms = {kind: np.full((len(keys), len(names) * n), np.nan) for kind, keys in kinds.items()}
+    for f, name in enumerate(names):
+        for key, values in score_terms(predictions, point_columns[name], quantiles.get(name), levels).items():
+            kind = "point" if key in kinds["point"] else "distribution"
+            terms[kind][kinds[kind].index(key), f * n : (f + 1) * n] = values
+    # One float block per kind of term, laid out as stacking the forecasters' frames laid them out: pandas'
+    # compensated grouped sum rounds the last bit differently for another block layout.
+    frame = pd.concat(
+        [pd.DataFrame(terms[kind].T, columns=keys, copy=False) for kind, keys in kinds.items()], axis=1
+    )
+    forecaster = np.repeat(np.arange(len(names)), n)  # (F*rows,) position in `names`
     frames = []
-    for by in ([], ["ticker"], ["horizon"]):
-        means = terms.groupby([*by, "forecaster"], sort=True, observed=True)[cols].mean()
-        frames.append(_finish(means, by))
+    for by in (None, "ticker", "horizon"):
+        if by is None:
+            means = frame.groupby(forecaster, sort=True).mean()
+            means.index = pd.Index(np.asarray(names, dtype=object)[means.index.to_numpy()], name="forecaster")
+        else:
+            codes, labels = pd.factorize(predictions[by], sort=True)  # (rows,), sorted labels
+            means = frame.groupby([np.tile(codes, len(names)), forecaster], sort=True).mean()
+            means.index = pd.MultiIndex.from_arrays(
+                [labels[means.index.get_level_values(0).to_numpy()],
+                 np.asarray(names, dtype=object)[means.index.get_level_values(1).to_numpy()]],
+                names=[by, "forecaster"],
+            )
+        frames.append(_finish(means, [] if by is None else [by]))
     return tuple(frames)
 
 

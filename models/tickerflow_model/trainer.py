@@ -29,7 +29,7 @@ from torch import nn
 
 from .config import Config
 from .errors import TickerflowError
-from .gru import GRUConfig, GRUForecaster, predict_batched
+from .gru import GRUConfig, GRUForecaster, intra_op_threads, predict_batched
 from .quantiles import median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -47,7 +47,8 @@ class TrainConfig(Config):
 
     `precision="auto"` trains under bf16 autocast on CUDA and on CPUs with native bf16 matrix
     instructions (AVX512-BF16 / AMX), fp32 elsewhere. `cpu_threads` sets torch's intra-op threads while
-    training on CPU (0 keeps torch's own setting, one per core). On a machine whose cores are busy with
+    training on CPU and while the fit and the evaluation run the network over a whole split (0 keeps
+    torch's own setting, one per core). On a machine whose cores are busy with
     other work, 1 is much faster: the GRU's per-step ops are small, and threads that must meet at a
     barrier after each of them wait for each other's time slices.
     """
@@ -129,19 +130,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def autocast_context(device: torch.device, precision: str):
     """bf16 autocast: GRU/Linear matmuls in bf16; weights, loss and optimizer state stay fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-@contextmanager
-def intra_op_threads(device: torch.device, n: int) -> Iterator[None]:
-    """Cap torch's CPU threads for the duration of training, then give the process its setting back."""
-    before = torch.get_num_threads()
-    if device.type == "cpu" and n > 0 and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:

@@ -24,7 +24,7 @@ def fake_dataset(monkeypatch, dataset_id="ds-test"):
 
     x, y, xv, yv = split()
     arrays = {"train": (x, y, None), "val": (xv, yv, None)}
-    monkeypatch.setattr(fitting, "read_split", lambda dataset, name: arrays[name])
+    monkeypatch.setattr(fitting, "read_split", lambda dataset, name, with_index=True: arrays[name])
     return SimpleNamespace(
         dataset_id=dataset_id,
         spec=WindowSpec(lookback=10, horizon=1),
