@@ -26,17 +26,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def status() -> tuple[float, float]:
-    rss = hwm = 0.0
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1]) / 1024
-    return rss, hwm
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stage_probe import memory_status as status  # noqa: E402 - (VmRSS, VmHWM) in MiB, one reader for both benches
 
 
 def reset_peak() -> None:

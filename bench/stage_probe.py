@@ -32,7 +32,7 @@ _lock = threading.Lock()
 _marks: list[tuple[str, float]] = []
 
 
-def _status() -> tuple[float, float]:
+def memory_status() -> tuple[float, float]:
     """(VmRSS, VmHWM) of this process in MiB."""
     rss = hwm = 0.0
     with open("/proc/self/status") as fh:
@@ -55,7 +55,7 @@ def mark(label: str) -> None:
 
 def _sampler(interval: float) -> None:
     while True:
-        rss, _ = _status()
+        rss, _ = memory_status()
         with _lock:
             label = _stack[-1] if _stack else "(outside)"
             if rss > _peak_by_label.get(label, 0.0):
@@ -66,7 +66,7 @@ def _sampler(interval: float) -> None:
 def wrap(fn, label: str):
     @functools.wraps(fn)
     def probed(*args, **kwargs):
-        rss0, hwm0 = _status()
+        rss0, hwm0 = memory_status()
         t0 = now()
         with _lock:
             _stack.append(label)
@@ -75,7 +75,7 @@ def wrap(fn, label: str):
         finally:
             with _lock:
                 _stack.remove(label) if label in _stack else None
-            rss1, hwm1 = _status()
+            rss1, hwm1 = memory_status()
             _records.append({
                 "label": label, "start": t0, "end": now(), "rss_in": rss0, "rss_out": rss1,
                 "hwm_in": hwm0, "hwm_out": hwm1, "depth": len(_stack),
@@ -134,7 +134,7 @@ def install(out: str | Path, interval: float = 0.1) -> None:
     threading.Thread(target=_sampler, args=(interval,), daemon=True).start()
 
     def dump() -> None:
-        rss, hwm = _status()
+        rss, hwm = memory_status()
         Path(out).write_text(json.dumps({
             "marks": _marks + [("exit", now())], "records": _records, "peak_by_label": _peak_by_label,
             "final_rss": rss, "final_hwm": hwm, "t0_wall": T0_WALL,
