@@ -217,3 +217,12 @@ def test_environment_defaults_never_override_what_is_set():
     env = environment.apply({"DO_NOT_TRACK": "0"})
     assert env["DO_NOT_TRACK"] == "0" and env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert set(environment.DEFAULTS) <= set(env)
+
+
+def test_epochs_0_is_refused_naming_epochs_in_one_line(capsys):
+    from tickerflow.flows.cli import main
+
+    assert main(["run", "--epochs", "0"]) == 1  # the bound is TrainConfig's Field(ge=1); nothing runs
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "train.epochs" in err and "greater than or equal to 1 (got 0)" in err
+    assert "Traceback" not in err
