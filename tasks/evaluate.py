@@ -21,6 +21,7 @@ from tickerflow_model.evaluation import Champion, Evaluation, evaluate_forecaste
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.names import CHAMPION_ALIAS
 
+
 def champion_of(model_name: str) -> Champion | None:
     """The registry's champion of `model_name`, loaded; None when there is none.
 

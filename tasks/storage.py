@@ -12,6 +12,7 @@ from pathlib import Path
 
 DEFAULT_HOME = "~/.tickerflow"
 
+
 def tickerflow_home() -> Path:
     return Path(os.environ.get("TICKERFLOW_HOME", DEFAULT_HOME)).expanduser().resolve()
 
