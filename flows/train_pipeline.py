@@ -13,7 +13,6 @@ from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from tickerflow.config_values import as_dict
 from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
 from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.flows.reporting import log_backtest, log_evaluation, log_registration
@@ -65,7 +64,7 @@ class PipelineConfig(BaseModel):
 
         for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"),
                             ("register", "register_"), ("backtest", "backtest")):
-            add(stage, as_dict(getattr(self, attr)))
+            add(stage, getattr(self, attr).model_dump())
         return out
 
 
