@@ -5,7 +5,9 @@ Nothing heavy is imported here at module level: `main` first applies the environ
 off) and only then builds the app, whose option defaults are read from the config models.
 """
 
+import atexit
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,24 +88,75 @@ def load_config(path: str | None = None, **options: Any):
     return PipelineConfig.model_validate(raw)
 
 
-def start_prefect_api() -> None:
-    """Without PREFECT_API_URL, start Prefect's temporary server now, under a lock on PREFECT_HOME.
+FLOW_COMMANDS = {"run", "forecast", "replay"}  # the commands that run a flow on Prefect's API
+_api_start: list = []  # [thread, errors] of the start begun by begin_prefect_api, until it is waited for
+
+
+def _needs_temporary_server() -> bool:
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
+
+
+def _start_temporary_server() -> None:
+    """Start Prefect's temporary server under a lock on PREFECT_HOME.
 
     Its first start migrates `$PREFECT_HOME/prefect.db`; two processes migrating one new database at
-    once fail in alembic ("Online migration expected to match one row"). Started here, one at a time,
-    the flows of this process then use the same server.
+    once fail in alembic ("Online migration expected to match one row"). Started one at a time, the
+    flows of this process then use the same server.
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
     from filelock import FileLock
     from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_HOME
 
+    from tickerflow.flows.console_logging import quiet_temporary_server_notices
+
+    quiet_temporary_server_notices()
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
     with FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600):
         SubprocessASGIServer().start()
+
+
+def begin_prefect_api() -> None:
+    """Without PREFECT_API_URL, begin starting Prefect's temporary server in a background thread.
+
+    The server boots in a subprocess (its imports, and the migrations of a new database); meanwhile this
+    process imports torch, MLflow and the pipeline. `start_prefect_api` waits for it before a flow runs.
+    """
+    if _api_start or not _needs_temporary_server():
+        return
+    import threading
+
+    from filelock import FileLock  # noqa: F401 - imported here, so the thread only starts and waits
+    from prefect.server.api.server import SubprocessASGIServer  # noqa: F401
+
+    from tickerflow.flows import console_logging  # noqa: F401
+
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            _start_temporary_server()
+        except BaseException as exc:  # noqa: BLE001 - handed to start_prefect_api, which raises it
+            errors.append(exc)
+
+    thread = threading.Thread(target=start, name="tickerflow-prefect-api-start", daemon=True)
+    thread.start()
+    _api_start[:] = [thread, errors]
+
+
+def start_prefect_api() -> None:
+    """Without PREFECT_API_URL, make sure Prefect's temporary server is up: wait for the start that
+    `begin_prefect_api` began, or start it now."""
+    if _api_start:
+        thread, errors = _api_start
+        thread.join()
+        _api_start.clear()
+        if errors:
+            raise errors[0]
+    elif _needs_temporary_server():
+        _start_temporary_server()
 
 
 TICKERS_SHOWN = 5  # per-ticker rows: every ticker up to 2 * this many, else the best and the worst this many
@@ -319,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console
 
     try:
+        if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
+            begin_prefect_api()  # its boot overlaps the imports that building the app makes
         cli = typer.main.get_command(build_app())
         quiet_expected_errors_on_console(with_reason=command in LONG_RUNNING)
         return cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
@@ -335,6 +390,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prefix}: {type(exc).__name__}: {error_message(exc)}", file=sys.stderr)
             return EXIT_FAILED
         raise
+
+
+def entry() -> None:
+    """The `tickerflow` console script and `python -m tickerflow`: `main()`, then a quick exit.
+
+    Python's exit handlers all run: they drain Prefect's log and event workers, stop its temporary
+    server and flush logging. Only the interpreter's teardown is skipped, which frees the objects of
+    torch, MLflow, Prefect and Great Expectations one by one: seconds of every command.
+    """
+    status = {"code": EXIT_FAILED}  # an exception that escapes main() exits 1, as Python's own exit does
+    atexit.register(_exit_now, status)  # registered first, so it runs after every other exit handler
+    try:
+        status["code"] = main()
+    except SystemExit as exc:
+        status["code"] = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    sys.exit(status["code"])
+
+
+def _exit_now(status: dict) -> None:
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be written to it
+            pass
+    os._exit(status["code"])
 
 
 def error_message(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from prefect import task
+from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 from pydantic import Field
 
@@ -350,7 +351,7 @@ def docs_dir_for(source_hash: str, config: ValidateConfig, min_rows: int) -> Pat
 CACHE_EXPIRATION = timedelta(days=30)
 
 
-@task(name="validate", cache_key_fn=_cache_key, cache_expiration=CACHE_EXPIRATION)
+@task(name="validate", cache_policy=CachePolicy.from_cache_key_fn(_cache_key), cache_expiration=CACHE_EXPIRATION)
 def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
     """Run the GX gate; always writes Data Docs. Raising is left to `require_valid`, reporting to the flow."""
     logger = get_run_logger()

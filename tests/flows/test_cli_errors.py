@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import logging
 import re
 
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
+
+from tickerflow import environment
 
 from tickerflow.flows.console_logging import ExpectedErrorFilter, _TrimmingFormatter, is_expected
 from tickerflow_model.price_files import IngestError
@@ -102,6 +107,7 @@ def _forecast_raising(monkeypatch, exc: Exception) -> None:
     def failing(**kwargs):
         raise exc
 
+    monkeypatch.setattr(cli, "begin_prefect_api", lambda: None)
     monkeypatch.setattr(cli, "start_prefect_api", lambda: None)
     monkeypatch.setattr(batch_forecast, "batch_forecast", failing)
 
@@ -226,3 +232,92 @@ def test_epochs_0_is_refused_naming_epochs_in_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "train.epochs" in err and "greater than or equal to 1 (got 0)" in err
     assert "Traceback" not in err
+
+
+def test_no_task_hashes_its_inputs_for_a_prefect_cache_but_the_keyed_caches_stay():
+    """Every task of the flows runs under NO_CACHE (an environment default): Prefect computes no cache key
+    from the price frames and evaluations the tasks take. The validation and the window dataset keep
+    their own keys, and importing the flows warns of nothing."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+    from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+
+    import tickerflow.flows
+    import tickerflow.tasks
+
+    found = {}
+    for package in (tickerflow.flows, tickerflow.tasks):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            found.update({t.name: t for t in vars(module).values() if isinstance(t, Task)})
+    keyed = {"validate", "window-plan", "window-part", "window-commit"}
+    assert keyed | {"evaluate", "register", "log-evaluation", "finish-mlflow-run"} <= set(found)
+    assert all(isinstance(found[name].cache_policy, CacheKeyFnPolicy) for name in keyed)
+    assert [name for name, t in found.items() if name not in keyed and t.cache_policy is not NO_CACHE] == []
+
+    imported = subprocess.run(
+        [sys.executable, "-c", "import tickerflow.flows.train_pipeline, tickerflow.flows.batch_forecast"],
+        env=environment.apply(dict(os.environ)), capture_output=True, text=True, timeout=300,
+    )
+    assert imported.returncode == 0 and "cache" not in imported.stderr.lower(), imported.stderr
+
+
+def test_the_server_start_begun_before_the_imports_is_waited_for_and_its_error_raised(monkeypatch):
+    import threading
+
+    from tickerflow.flows import cli
+
+    began, release, done = threading.Event(), threading.Event(), []
+
+    def slow_start():
+        began.set()
+        release.wait(10)
+        done.append(threading.current_thread().name)
+
+    monkeypatch.setattr(cli, "_api_start", [])  # none begun by an earlier test's main()
+    monkeypatch.setattr(cli, "_needs_temporary_server", lambda: True)
+    monkeypatch.setattr(cli, "_start_temporary_server", slow_start)
+    cli.begin_prefect_api()
+    assert began.wait(10) and done == []  # it runs in the background while the caller goes on
+    release.set()
+    cli.start_prefect_api()  # waits for it
+    assert done == ["tickerflow-prefect-api-start"] and not cli._api_start
+
+    def failing_start():
+        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+
+    monkeypatch.setattr(cli, "_start_temporary_server", failing_start)
+    cli.begin_prefect_api()
+    with pytest.raises(RuntimeError, match="Timed out"):  # raised where a flow would have needed the server
+        cli.start_prefect_api()
+    assert not cli._api_start
+
+
+@pytest.mark.parametrize("args, begins", [
+    (["run", "--epochs", "0"], True),  # begun before the app is built, whatever comes after
+    (["forecast", "--help"], False),
+    (["models", "--help"], False),
+])
+def test_main_begins_the_server_start_only_for_commands_that_run_a_flow(monkeypatch, args, begins):
+    from tickerflow.flows import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "begin_prefect_api", lambda: calls.append(args[0]))
+    cli.main(args)
+    assert calls == ([args[0]] if begins else [])
+
+
+def test_the_console_script_exits_with_mains_code_and_keeps_its_output():
+    """`python -m tickerflow` (the console script's `entry`) skips the interpreter's teardown: the exit
+    code and everything printed still arrive."""
+    env = environment.apply(dict(os.environ))
+    ok = subprocess.run([sys.executable, "-m", "tickerflow", "run", "--help"], env=env, capture_output=True,
+                        text=True, timeout=300)
+    assert ok.returncode == 0 and "--epochs" in ok.stdout and ok.stdout.endswith("\n")
+    bad = subprocess.run([sys.executable, "-m", "tickerflow", "run", "--epochs", "0"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1  # the temporary server was begun for `run`: its notices are not shown either
+    assert bad.stderr.strip().splitlines() == [
+        "tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1 (got 0)"]
