@@ -89,72 +89,92 @@ def load_config(path: str | None = None, **options: Any):
 
 
 FLOW_COMMANDS = {"run", "forecast", "replay"}  # the commands that run a flow on Prefect's API
-_api_start: list = []  # [thread, errors] of the start begun by begin_prefect_api, until it is waited for
+_api_start: list = []  # [thread, outcome] of the start begun by begin_prefect_api, until it is waited for
+SERVER_START_ATTEMPTS = 3  # a free port can be taken by another process before the server binds it
 
 
 def _needs_temporary_server() -> bool:
+    """No Prefect API configured (PREFECT_API_URL, from the environment or the active profile)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
 
 
-def _start_temporary_server() -> None:
-    """Start Prefect's temporary server under a lock on PREFECT_HOME.
-
-    Its first start migrates `$PREFECT_HOME/prefect.db`; two processes migrating one new database at
-    once fail in alembic ("Online migration expected to match one row"). Started one at a time, the
-    flows of this process then use the same server.
-    """
+def _migration_lock():
+    """Two processes that start a server on one new `$PREFECT_HOME/prefect.db` at once both migrate it,
+    and one fails in alembic ("Online migration expected to match one row"): one start at a time."""
     from filelock import FileLock
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_HOME
 
-    from tickerflow.flows.console_logging import quiet_temporary_server_notices
-
-    quiet_temporary_server_notices()
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600):
+    return FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600)
+
+
+def _start_temporary_server() -> None:
+    """Prefect's own start of its temporary server (this process then uses it), under the migration lock."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with _migration_lock():
         SubprocessASGIServer().start()
 
 
 def begin_prefect_api() -> None:
-    """Without PREFECT_API_URL, begin starting Prefect's temporary server in a background thread.
+    """In a fresh process about to run a flow, with no Prefect API configured: begin starting Prefect's
+    temporary API server in a background thread. `start_prefect_api` waits for it.
 
-    The server boots in a subprocess (its imports, and the migrations of a new database); meanwhile this
-    process imports torch, MLflow and the pipeline. `start_prefect_api` waits for it before a flow runs.
+    It is the server Prefect starts for itself on first use (`ops_cli.temporary_prefect_api`), begun before
+    the pipeline's imports rather than after them: its boot (a subprocess: imports, and the migrations
+    of a new database) on one core overlaps those imports on the other, and this process never imports
+    Prefect's server code. A process that has imported Prefect already keeps Prefect's own start.
     """
-    if _api_start or not _needs_temporary_server():
+    if _api_start or "prefect" in sys.modules or not _needs_temporary_server():
         return
     import threading
 
-    from filelock import FileLock  # noqa: F401 - imported here, so the thread only starts and waits
-    from prefect.server.api.server import SubprocessASGIServer  # noqa: F401
+    from tickerflow.flows.ops_cli import ServerError, temporary_prefect_api
+    from tickerflow.tasks.storage import home_subdir
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-    from tickerflow.flows import console_logging  # noqa: F401
-
-    errors: list[BaseException] = []
+    timeout = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    outcome: dict = {}
 
     def start() -> None:
         try:
-            _start_temporary_server()
+            with _migration_lock():
+                for attempt in range(1, SERVER_START_ATTEMPTS + 1):
+                    server = temporary_prefect_api(home_subdir("logs")).start()
+                    atexit.register(server.stop)
+                    try:
+                        server.wait_healthy(timeout)
+                    except ServerError:
+                        if server.running() or attempt == SERVER_START_ATTEMPTS:
+                            raise
+                        continue  # it exited at once: its port was taken meanwhile, so try another
+                    outcome["api_url"] = f"{server.url}/api"
+                    return
         except BaseException as exc:  # noqa: BLE001 - handed to start_prefect_api, which raises it
-            errors.append(exc)
+            outcome["error"] = exc
 
     thread = threading.Thread(target=start, name="tickerflow-prefect-api-start", daemon=True)
     thread.start()
-    _api_start[:] = [thread, errors]
+    _api_start[:] = [thread, outcome]
 
 
 def start_prefect_api() -> None:
-    """Without PREFECT_API_URL, make sure Prefect's temporary server is up: wait for the start that
-    `begin_prefect_api` began, or start it now."""
+    """Without a Prefect API configured, make sure this process has one: wait for the server that
+    `begin_prefect_api` began and point this process (and the processes it starts, such as Dask workers)
+    at it, or let Prefect start its own temporary server now."""
     if _api_start:
-        thread, errors = _api_start
+        thread, outcome = _api_start
         thread.join()
         _api_start.clear()
-        if errors:
-            raise errors[0]
+        if "error" in outcome:
+            raise outcome["error"]
+        from prefect.context import refresh_global_settings_context
+
+        os.environ["PREFECT_API_URL"] = outcome["api_url"]
+        refresh_global_settings_context()  # Prefect read its settings at import: read them again
     elif _needs_temporary_server():
         _start_temporary_server()
 

@@ -117,16 +117,3 @@ def quiet_expected_errors_on_console(with_reason: bool = False) -> None:
         handler.addFilter(ExpectedErrorFilter(with_reason))
         handler.setFormatter(_TrimmingFormatter(handler.formatter))
 
-
-def _not_a_temporary_server_notice(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith(("Starting temporary server", "Stopping temporary server"))
-
-
-def quiet_temporary_server_notices() -> None:
-    """Drop Prefect's "Starting/Stopping temporary server on http://127.0.0.1:PORT" lines (idempotent).
-
-    The CLI starts that server for every flow-running command, before it has read its options, so a
-    command refused for a bad option would print the notice after its one-line error. The server is an
-    implementation detail of one process (it serves no UI); `tickerflow ui` runs a real one.
-    """
-    logging.getLogger("prefect").addFilter(_not_a_temporary_server_notice)

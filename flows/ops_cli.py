@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -374,6 +375,30 @@ def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides
         description=spec.description,
         schedules=schedules,
     )
+
+
+def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
+    """The API server Prefect starts for itself when none is configured (`SubprocessASGIServer`): its API
+    app under uvicorn on 127.0.0.1, no UI, with this process's Prefect settings; its database is
+    `$PREFECT_HOME/prefect.db`. On a free port unless one is given."""
+    import prefect
+    from prefect.settings import get_current_settings
+
+    if port is None:
+        with contextlib.closing(socket.socket()) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+    url = f"http://{LOOPBACK}:{port}"
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+               "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port),
+               "--log-level", "error", "--lifespan", "on"]
+    env = {
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_API_URL": None,
+    }
+    return Server(name="Prefect's temporary API", command=command, url=url, health_url=f"{url}/api/health",
+                  log_path=log_dir / "prefect-temporary-api.log", env=env)
 
 
 def configured_api_url() -> str | None:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .config import Config
 from .errors import TickerflowError
-from .gru import INFERENCE_BATCH_SIZE, GRUConfig, GRUForecaster, intra_op_threads, predict_batched
+from .gru import INFERENCE_BATCH_SIZE, GRUConfig, GRUForecaster, intra_op_threads, predict_batched, run_batches
 from .quantiles import median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -308,25 +308,29 @@ class ValidationPass:
     scale: np.ndarray  # (M, H) float32
 
 
-@torch.inference_mode()
 def validation_pass(net: GRUForecaster, data: DeviceData) -> ValidationPass:
     """The validation loss and the network's quantiles on the validation windows, in fp32 whatever the
     training precision: early stopping picks the epoch whose network, as it is served, scores best, and
     that epoch's predictions calibrate it without another pass. The batches and the arithmetic are those
-    of `predict_batched`, so the predictions are the ones it would give on the same device."""
+    of `predict_batched` (`run_batches`), so the predictions are the ones it would give on the same device."""
     net.eval()
     n = len(data.x_val)
     horizon, n_q = net.config.horizon, net.config.n_quantiles
     q_out = np.empty((n, horizon, n_q), np.float32)
     s_out = np.empty((n, horizon), np.float32)
-    total = torch.zeros((), device=data.device)
-    for start in range(0, n, INFERENCE_BATCH_SIZE):
-        stop = min(start + INFERENCE_BATCH_SIZE, n)
+    batch_losses: dict[int, torch.Tensor] = {}
+
+    def step(start: int, stop: int) -> None:
         xb, yb = data.batch(data.x_val, data.y_val, torch.arange(start, stop, device=data.device))  # (B, L, F), (B, H)
         z, scale = net.standardized(xb)  # (B, H, Q), (B, H)
-        total += pinball_loss(z, yb / scale, net.config.quantiles) * (stop - start)
+        batch_losses[start] = pinball_loss(z, yb / scale, net.config.quantiles) * (stop - start)
         q_out[start:stop] = (z * scale[:, :, None]).cpu().numpy()
         s_out[start:stop] = scale.cpu().numpy()
+
+    run_batches(n, INFERENCE_BATCH_SIZE, step, data.device)
+    total = torch.zeros((), device=data.device)
+    for start in sorted(batch_losses):  # summed in batch order, whichever thread computed each
+        total += batch_losses[start]
     return ValidationPass(float(total) / n, q_out, s_out)
 
 

@@ -4,6 +4,7 @@ bounded-memory scoring each give exactly what the code they replaced gave (no Pr
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from price_frames import make_prices
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split, ticker_runs
 from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.gru import predict_batched
+from tickerflow_model.gru import GRUConfig, GRUForecaster, predict_batched
 from tickerflow_model.metrics import distribution_terms, point_terms
 from tickerflow_model.quantiles import QUANTILE_LEVELS, pinball_loss
 from tickerflow_model.scoring import _finish, metric_frames
@@ -226,3 +227,26 @@ def test_scores_equal_those_of_one_grouped_mean_over_every_forecasters_terms(wit
         assert list(after.index) == list(before.index)
         assert list(after.columns) == list(before.columns)
         np.testing.assert_array_equal(after.to_numpy(), before.to_numpy())
+
+
+def test_inference_threads_each_run_their_own_batches_and_give_the_one_thread_numbers(monkeypatch):
+    torch.manual_seed(0)
+    net = GRUForecaster(GRUConfig(input_size=2, horizon=2, hidden_size=16))
+    x = np.random.default_rng(1).normal(size=(300, 12, 2)).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = predict_batched(net, x, batch_size=32)
+        torch.set_num_threads(3)
+        seen = []
+        net.head.register_forward_hook(
+            lambda module, inputs, output: seen.append((threading.current_thread().name, torch.get_num_threads())))
+        shared = predict_batched(net, x, batch_size=32)
+        assert torch.get_num_threads() == 3  # given back
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(shared[0], alone[0])
+    np.testing.assert_array_equal(shared[1], alone[1])
+    # 10 batches over 3 Python threads of one intra-op thread each
+    assert len(seen) == 10 and {n for _, n in seen} == {1}
+    assert {name for name, _ in seen} == {"tickerflow-inference-0", "tickerflow-inference-1", "tickerflow-inference-2"}

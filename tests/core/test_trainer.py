@@ -290,5 +290,6 @@ def test_the_validation_pass_builds_no_autograd_graph_and_runs_in_inference_batc
 
     monkeypatch.setattr(trainer, "validation_pass", watched)
     result = train_model(*split(n_val=40), TINY.updated(epochs=2))
-    assert seen == [(False, False, 16), (False, False, 16), (False, False, 8)] * 2  # 40 windows, each epoch
+    # 40 windows, each epoch (in whichever order the inference threads take them)
+    assert sorted(seen) == sorted([(False, False, 16), (False, False, 16), (False, False, 8)] * 2)
     assert result.val_predictions[0].shape == (40, 1, len(TINY.gru.quantiles))

@@ -9,6 +9,7 @@ import sys
 import logging
 import re
 
+import httpx
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
 
@@ -264,35 +265,44 @@ def test_no_task_hashes_its_inputs_for_a_prefect_cache_but_the_keyed_caches_stay
     assert imported.returncode == 0 and "cache" not in imported.stderr.lower(), imported.stderr
 
 
-def test_the_server_start_begun_before_the_imports_is_waited_for_and_its_error_raised(monkeypatch):
-    import threading
+EARLY_START = """
+import os, sys
+from tickerflow import environment
+environment.apply()
+from tickerflow.flows import cli, ops_cli
+if sys.argv[1] == "fail":  # a server that exits at once, as one whose port was taken does
+    real = ops_cli.temporary_prefect_api
+    ops_cli.temporary_prefect_api = lambda log_dir: ops_cli.Server(
+        **{**real(log_dir).__dict__, "command": [sys.executable, "-c", "raise SystemExit(3)"], "process": None})
+cli.begin_prefect_api()
+import httpx
+from prefect.settings import PREFECT_API_URL
+try:
+    cli.start_prefect_api()
+except ops_cli.ServerError as exc:
+    print("error:", exc)
+    raise SystemExit(0)
+print(PREFECT_API_URL.value() == os.environ["PREFECT_API_URL"], httpx.get(PREFECT_API_URL.value() + "/health").status_code,
+      "prefect.server.api.server" in sys.modules, PREFECT_API_URL.value())
+"""
 
-    from tickerflow.flows import cli
 
-    began, release, done = threading.Event(), threading.Event(), []
-
-    def slow_start():
-        began.set()
-        release.wait(10)
-        done.append(threading.current_thread().name)
-
-    monkeypatch.setattr(cli, "_api_start", [])  # none begun by an earlier test's main()
-    monkeypatch.setattr(cli, "_needs_temporary_server", lambda: True)
-    monkeypatch.setattr(cli, "_start_temporary_server", slow_start)
-    cli.begin_prefect_api()
-    assert began.wait(10) and done == []  # it runs in the background while the caller goes on
-    release.set()
-    cli.start_prefect_api()  # waits for it
-    assert done == ["tickerflow-prefect-api-start"] and not cli._api_start
-
-    def failing_start():
-        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
-
-    monkeypatch.setattr(cli, "_start_temporary_server", failing_start)
-    cli.begin_prefect_api()
-    with pytest.raises(RuntimeError, match="Timed out"):  # raised where a flow would have needed the server
-        cli.start_prefect_api()
-    assert not cli._api_start
+@pytest.mark.parametrize("outcome", ["up", "fail"])
+def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stops_with_it(tmp_path, outcome):
+    env = environment.apply({k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
+    env.update(TICKERFLOW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
+    done = subprocess.run([sys.executable, "-c", EARLY_START, outcome], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    if outcome == "fail":  # three ports tried, then one line naming the server, its exit and its log
+        assert done.stdout.startswith("error: Prefect's temporary API exited with code 3 before serving http://127.0.0.1:")
+        assert str(tmp_path / "home" / "logs" / "prefect-temporary-api.log") in done.stdout
+        return
+    same, status, imported_server_code, url = done.stdout.split()
+    # Prefect's settings in this process point at it, it answered, and its code was never imported here
+    assert (same, status, imported_server_code) == ("True", "200", "False")
+    with pytest.raises(httpx.HTTPError):  # the server went with the process
+        httpx.get(url + "/health", timeout=5)
 
 
 @pytest.mark.parametrize("args, begins", [
