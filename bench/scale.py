@@ -91,7 +91,12 @@ def child_report(run_id: str) -> dict:
         return n
 
     epochs = [m.value for m in client.get_metric_history(run_id, "epoch_seconds")]
+    from tickerflow.tasks.storage import home_subdir
+
+    manifest = json.loads(home_subdir("windows", run.data.tags["dataset_id"], "manifest.json").read_text())
     return {
+        "windows": manifest["counts"],
+        "params": run.data.params,
         "stages": stages,
         "metric_keys": len(run.data.metrics),
         "artifacts": count_files(),
@@ -171,12 +176,34 @@ def run_child(
 def warm_up(env: dict) -> None:
     """What a home holds after its first run: Prefect's and MLflow's databases, created and migrated."""
     script = (
-        "from tickerflow.flows.cli import start_prefect_api\n"
+        "from tickerflow.flows.cli import prefect_api\n"
         "from tickerflow.tasks.tracking import use_tracking\n"
-        "start_prefect_api()\n"
-        "use_tracking().search_experiments()\n"
+        "with prefect_api():\n"
+        "    use_tracking().search_experiments()\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, capture_output=True)
+
+
+def throughput(report: dict, epochs: list[float]) -> str:
+    """Training samples/s of the run's epochs, and their FLOP rate as a share of this CPU's matmul peaks,
+    measured now, after the run, in this process (torch's default threads)."""
+    import torch
+    from train_throughput import matmul_peak_gflops, train_flops_per_sample
+
+    p, n = report["params"], report["windows"]
+    features = len(json.loads(p["window.features"].replace("'", '"')))
+    horizon, quantiles = int(p["window.horizon"]), len(json.loads(p["train.gru.quantiles"]))
+    # the network reads each feature plus the first one in volatility units (gru.GRUForecaster.standardized)
+    forward = train_flops_per_sample(int(p["window.lookback"]), features + 1, int(p["train.gru.hidden_size"]),
+                                     int(p["train.gru.num_layers"]), horizon * quantiles) / 3
+    epoch = float(np.median(epochs))
+    gflops = (3 * forward * n["train"] + forward * n["val"]) / epoch / 1e9  # training passes + validation pass
+    cpu = torch.device("cpu")
+    fp32, bf16 = matmul_peak_gflops(cpu), matmul_peak_gflops(cpu, torch.bfloat16)
+    return (f"training: {n['train'] / epoch:,.0f} samples/s ({n['train']:,} training and {n['val']:,} validation "
+            f"windows per {epoch:.1f} s epoch, {forward / 1e6:.2f} MFLOP per forward pass): {gflops:.1f} GFLOP/s = "
+            f"{gflops / fp32:.1%} of this CPU's fp32 matmul peak ({fp32:.0f} GFLOP/s) and {gflops / bf16:.1%} of "
+            f"its bf16 peak ({bf16:.0f} GFLOP/s), measured after the run")
 
 
 def main() -> None:
@@ -221,6 +248,7 @@ def main() -> None:
     print(f"peak RSS of the run process: {peak_gib:.2f} GiB")
     print(f"MLflow run: {report['metric_keys']} metric keys, {report['artifacts']} artifact files "
           f"({report['evaluation_artifacts']} entries under evaluation/)")
+    print(throughput(report, epochs))
     if args.probe:
         from stage_probe import report as probe_report
 

@@ -9,8 +9,9 @@ import atexit
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 import typer
 
@@ -121,7 +122,7 @@ def _start_temporary_server() -> None:
 
 def begin_prefect_api() -> None:
     """In a fresh process about to run a flow, with no Prefect API configured: begin starting Prefect's
-    temporary API server in a background thread. `start_prefect_api` waits for it.
+    temporary API server in a background thread. `prefect_api` waits for it.
 
     It is the server Prefect starts for itself on first use (`ops_cli.temporary_prefect_api`), begun before
     the pipeline's imports rather than after them: its boot (a subprocess: imports, and the migrations
@@ -153,7 +154,7 @@ def begin_prefect_api() -> None:
                         continue  # it exited at once: its port was taken meanwhile, so try another
                     outcome["api_url"] = f"{server.url}/api"
                     return
-        except BaseException as exc:  # noqa: BLE001 - handed to start_prefect_api, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to prefect_api, which raises it
             outcome["error"] = exc
 
     thread = threading.Thread(target=start, name="tickerflow-prefect-api-start", daemon=True)
@@ -161,22 +162,33 @@ def begin_prefect_api() -> None:
     _api_start[:] = [thread, outcome]
 
 
-def start_prefect_api() -> None:
-    """Without a Prefect API configured, make sure this process has one: wait for the server that
-    `begin_prefect_api` began and point this process (and the processes it starts, such as Dask workers)
-    at it, or let Prefect start its own temporary server now."""
-    if _api_start:
-        thread, outcome = _api_start
-        thread.join()
-        _api_start.clear()
-        if "error" in outcome:
-            raise outcome["error"]
-        from prefect.context import refresh_global_settings_context
+@contextmanager
+def prefect_api() -> Iterator[None]:
+    """A Prefect API for the flows run in the block. When none is configured: the server that
+    `begin_prefect_api` began (waited for; this process, and the processes it starts, such as Dask
+    workers, are pointed at it), or else the temporary server Prefect starts for itself, now.
 
-        os.environ["PREFECT_API_URL"] = outcome["api_url"]
-        refresh_global_settings_context()  # Prefect read its settings at import: read them again
-    elif _needs_temporary_server():
-        _start_temporary_server()
+    The flow runs on the server begun here send no heartbeats: that server lives only as long as this
+    process, so nothing could act on a missed heartbeat, and the heartbeat thread's one-second sleeps
+    held the end of every flow run by up to a second.
+    """
+    if not _api_start:
+        if _needs_temporary_server():
+            _start_temporary_server()
+        yield
+        return
+    thread, outcome = _api_start
+    thread.join()
+    _api_start.clear()
+    if "error" in outcome:
+        raise outcome["error"]
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import temporary_settings
+
+    os.environ["PREFECT_API_URL"] = outcome["api_url"]
+    refresh_global_settings_context()  # Prefect read its settings at import: read them again
+    with temporary_settings(updates={"api.url": outcome["api_url"], "flows.heartbeat_frequency": None}):
+        yield
 
 
 TICKERS_SHOWN = 5  # per-ticker rows: every ticker up to 2 * this many, else the best and the worst this many
@@ -269,8 +281,8 @@ def build_app() -> typer.Typer:
 
         task_runner = build_task_runner(RunnerConfig(kind=runner, address=dask_address, n_workers=dask_workers))
         pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
-        start_prefect_api()
-        summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
+        with prefect_api():
+            summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
         print(format_metrics(summary))
         print(
             f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
@@ -299,8 +311,8 @@ def build_app() -> typer.Typer:
         kwargs = {"data": hold(data), "out": target}
         if model_uri:
             kwargs["model_uri"] = model_uri
-        start_prefect_api()
-        result = batch_forecast(**kwargs)
+        with prefect_api():
+            result = batch_forecast(**kwargs)
         print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
         for skipped, why in result.get("skipped", {}).items():
             print(f"skipped {skipped}: {why}")
@@ -337,9 +349,9 @@ def build_app() -> typer.Typer:
         if retrain_every < 0:
             raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {retrain_every}")
         pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
-        start_prefect_api()
-        result = replay_flow(data=pipeline_config.ingest.source, start=start, end=end, retrain_every=retrain_every,
-                             config=pipeline_config)
+        with prefect_api():
+            result = replay_flow(data=pipeline_config.ingest.source, start=start, end=end, retrain_every=retrain_every,
+                                 config=pipeline_config)
         for day in result["days"]:
             print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
                   f"days past a threshold {day['degraded_days']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -109,7 +110,7 @@ def _forecast_raising(monkeypatch, exc: Exception) -> None:
         raise exc
 
     monkeypatch.setattr(cli, "begin_prefect_api", lambda: None)
-    monkeypatch.setattr(cli, "start_prefect_api", lambda: None)
+    monkeypatch.setattr(cli, "prefect_api", contextlib.nullcontext)
     monkeypatch.setattr(batch_forecast, "batch_forecast", failing)
 
 
@@ -276,14 +277,15 @@ if sys.argv[1] == "fail":  # a server that exits at once, as one whose port was 
         **{**real(log_dir).__dict__, "command": [sys.executable, "-c", "raise SystemExit(3)"], "process": None})
 cli.begin_prefect_api()
 import httpx
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, get_current_settings
 try:
-    cli.start_prefect_api()
+    with cli.prefect_api():
+        url, beats = PREFECT_API_URL.value(), get_current_settings().flows.heartbeat_frequency
 except ops_cli.ServerError as exc:
     print("error:", exc)
     raise SystemExit(0)
-print(PREFECT_API_URL.value() == os.environ["PREFECT_API_URL"], httpx.get(PREFECT_API_URL.value() + "/health").status_code,
-      "prefect.server.api.server" in sys.modules, PREFECT_API_URL.value())
+print(url == os.environ["PREFECT_API_URL"] == PREFECT_API_URL.value(), httpx.get(url + "/health").status_code,
+      "prefect.server.api.server" in sys.modules, beats, url)
 """
 
 
@@ -298,9 +300,10 @@ def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stop
         assert done.stdout.startswith("error: Prefect's temporary API exited with code 3 before serving http://127.0.0.1:")
         assert str(tmp_path / "home" / "logs" / "prefect-temporary-api.log") in done.stdout
         return
-    same, status, imported_server_code, url = done.stdout.split()
-    # Prefect's settings in this process point at it, it answered, and its code was never imported here
-    assert (same, status, imported_server_code) == ("True", "200", "False")
+    same, status, imported_server_code, heartbeats, url = done.stdout.split()
+    # Prefect's settings in this process point at it, it answered, its code was never imported here, and
+    # the flow runs on it send no heartbeats
+    assert (same, status, imported_server_code, heartbeats) == ("True", "200", "False", "None")
     with pytest.raises(httpx.HTTPError):  # the server went with the process
         httpx.get(url + "/health", timeout=5)
 
