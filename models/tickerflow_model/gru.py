@@ -156,6 +156,26 @@ def intra_op_threads(device: torch.device, n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the operating system (glibc's `malloc_trim`; a no-op where
+    there is none). Worker threads allocate in arenas of their own, so without it the memory the calling
+    thread freed (a training step's activations) stays resident beside what the workers take."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def _libc():
+    if not hasattr(_libc, "handle"):
+        import ctypes
+
+        try:
+            _libc.handle = ctypes.CDLL(None)
+        except OSError:  # no C library to load symbols from
+            _libc.handle = None
+    return _libc.handle
+
+
 def run_batches(n: int, batch_size: int, step: Callable[[int, int], None], device: torch.device) -> None:
     """Call `step(start, stop)` for every batch of rows [0, n), under inference mode.
 
@@ -180,6 +200,7 @@ def run_batches(n: int, batch_size: int, step: Callable[[int, int], None], devic
     if workers <= 1:
         work(starts)
     else:
+        release_free_heap()
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
