@@ -48,7 +48,7 @@ def main() -> None:
     os.environ["TICKERFLOW_HOME"] = str(home)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
 
-    from tickerflow.flows.cli import start_prefect_api
+    from tickerflow.flows.cli import prefect_api
     from tickerflow.flows.replay import replay
     from tickerflow.flows.train_pipeline import PipelineConfig
 
@@ -62,15 +62,15 @@ def main() -> None:
         "train": {"epochs": 2, "batch_size": 256, "gru": {"hidden_size": 16, "num_layers": 1}},
         "register": {"min_skill": -1.0},
     })
-    start_prefect_api()
-    print(f"gc after each day: {not args.no_gc}; home {home}")
-    print(f"{'days':>5} {'home MB':>9} {'seconds':>8}")
-    t0 = time.perf_counter()
-    for start in range(0, args.days, args.every):
-        chunk = days[start : start + args.every]
-        replay(data=str(data), start=f"{chunk[0]:%Y-%m-%d}", end=f"{chunk[-1]:%Y-%m-%d}", config=config, gc=not args.no_gc)
-        print(f"{start + len(chunk):>5} {du(home) / 1e6:>9.2f} {time.perf_counter() - t0:>8.0f}", flush=True)
-
+    with prefect_api():
+        print(f"gc after each day: {not args.no_gc}; home {home}")
+        print(f"{'days':>5} {'home MB':>9} {'seconds':>8}")
+        t0 = time.perf_counter()
+        for start in range(0, args.days, args.every):
+            chunk = days[start : start + args.every]
+            replay(data=str(data), start=f"{chunk[0]:%Y-%m-%d}", end=f"{chunk[-1]:%Y-%m-%d}", config=config,
+                   gc=not args.no_gc)
+            print(f"{start + len(chunk):>5} {du(home) / 1e6:>9.2f} {time.perf_counter() - t0:>8.0f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -7,10 +7,12 @@
 The universe is written once as a long Parquet file (date, ticker, OHLCV, adjusted close) of GARCH(1,1)
 log returns, so its volatility clusters like real prices. Then `tickerflow run --data FILE --epochs E
 --json` runs in a child process with a fresh TICKERFLOW_HOME and PREFECT_HOME (the CLI a user runs;
-Prefect's ephemeral API, MLflow on SQLite). The child reports, after the flow returns and from the same
-process: each task run's duration from the Prefect API, the MLflow run's metric keys and artifact files,
-and the per-epoch `epoch_seconds` the trainer logged. The parent adds the wall time from process start to
-exit and the child's peak RSS (`wait4`).
+Prefect's ephemeral API, MLflow on SQLite; `--warm-home` first creates the two databases, as a home that
+has run before holds them). The child exits as the console script does (`cli.entry`). It reports, after
+the flow returns and from the same process: each task run's duration from the Prefect API, the MLflow
+run's metric keys and artifact files, and the per-epoch `epoch_seconds` the trainer logged. The parent
+adds the wall time from process start to exit, less the child's own queries for that report, and the
+child's peak RSS (`wait4`).
 
 Prints per-stage seconds, the training epochs, "work around training" = wall - sum(epoch seconds), its
 ratio to one training epoch, the peak RSS, and the number of metric keys and artifacts.
@@ -89,7 +91,12 @@ def child_report(run_id: str) -> dict:
         return n
 
     epochs = [m.value for m in client.get_metric_history(run_id, "epoch_seconds")]
+    from tickerflow.tasks.storage import home_subdir
+
+    manifest = json.loads(home_subdir("windows", run.data.tags["dataset_id"], "manifest.json").read_text())
     return {
+        "windows": manifest["counts"],
+        "params": run.data.params,
         "stages": stages,
         "metric_keys": len(run.data.metrics),
         "artifacts": count_files(),
@@ -99,7 +106,8 @@ def child_report(run_id: str) -> dict:
 
 
 def run_child(
-    data: Path, epochs: int, home: Path, extra: list[str], probe: bool = False, cprofile: bool = False
+    data: Path, epochs: int, home: Path, extra: list[str], probe: bool = False, cprofile: bool = False,
+    warm: bool = False,
 ) -> tuple[dict, float, float]:
     """`tickerflow run` in a child process -> (its report, wall seconds, peak RSS in GiB)."""
     prefect_home = home / "prefect"
@@ -114,16 +122,22 @@ def run_child(
         env.pop(var, None)
     report = home / "report.json"
     script = (
-        "import json, sys\n"
+        "import atexit, json, sys, time\n"
         "sys.path[:0] = [sys.argv[1], sys.argv[1] + '/models', sys.argv[1] + '/bench']\n"
-        + ("import stage_probe\nstage_probe.install(sys.argv[2] + '.probe.json')\n" if probe else "")
-        + "from tickerflow.flows.cli import main\n"
+        # the console script's exit (cli.entry): every exit handler (the probe's too), then no teardown
+        "from tickerflow.flows import cli\n"
+        "status = {'code': 1}\n"
+        "atexit.register(cli._exit_now, status)\n"
+        # the probe imports the pipeline to wrap its stages: begin the server start first, as main() does
+        + ("from tickerflow import environment\nenvironment.apply()\ncli.begin_prefect_api()\n"
+           "import stage_probe\nstage_probe.install(sys.argv[2] + '.probe.json')\n" if probe else "")
         + ("stage_probe.mark('cli imported')\n" if probe else "")
         + "import io, contextlib\n"
         "out = io.StringIO()\n"
         + ("import cProfile\nprof = cProfile.Profile()\nprof.enable()\n" if cprofile else "")
         + "with contextlib.redirect_stdout(out):\n"
-        "    code = main(sys.argv[3:])\n"
+        "    status['code'] = code = cli.main(sys.argv[3:])\n"
+        "returned = time.time()\n"
         + ("prof.disable()\nprof.dump_stats(sys.argv[2] + '.cprofile')\n" if cprofile else "")
         + ("stage_probe.mark('flow returned')\n" if probe else "")
         + "sys.stdout.write(out.getvalue())\n"
@@ -132,10 +146,13 @@ def run_child(
         "summary = json.loads(out.getvalue().strip().splitlines()[-1])\n"
         "from scale import child_report\n"
         "rep = child_report(summary['mlflow_run_id'])\n"
+        "rep['main_returned'], rep['report_done'] = returned, time.time()\n"
         "open(sys.argv[2], 'w').write(json.dumps(rep))\n"
     )
     command = [sys.executable, "-c", script, str(ROOT), str(report),
                "run", "--data", str(data), "--epochs", str(epochs), "--json", *extra]
+    if warm:
+        warm_up(env)
     start = time.perf_counter()
     run_child.popen_wall = time.time()
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -144,11 +161,49 @@ def run_child(
         for chunk in iter(lambda: proc.stdout.read(65536), b""):
             fh.write(chunk)
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    ended = time.time()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"tickerflow run failed ({proc.returncode}); log {log}:\n{log.read_text()[-4000:]}")
-    return json.loads(report.read_text()), wall, usage.ru_maxrss / 2**20  # KiB -> GiB
+    rep = json.loads(report.read_text())
+    # process start to end, without the bench's own queries between the CLI's return and the exit
+    wall = (rep["main_returned"] - run_child.popen_wall) + (ended - rep["report_done"])
+    rep["bench_queries_seconds"] = rep["report_done"] - rep["main_returned"]
+    rep["exit_seconds"] = ended - rep["report_done"]
+    return rep, wall, usage.ru_maxrss / 2**20  # KiB -> GiB
+
+
+def warm_up(env: dict) -> None:
+    """What a home holds after its first run: Prefect's and MLflow's databases, created and migrated."""
+    script = (
+        "from tickerflow.flows.cli import prefect_api\n"
+        "from tickerflow.tasks.tracking import use_tracking\n"
+        "with prefect_api():\n"
+        "    use_tracking().search_experiments()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, capture_output=True)
+
+
+def throughput(report: dict, epochs: list[float]) -> str:
+    """Training samples/s of the run's epochs, and their FLOP rate as a share of this CPU's matmul peaks,
+    measured now, after the run, in this process (torch's default threads)."""
+    import torch
+    from train_throughput import matmul_peak_gflops, train_flops_per_sample
+
+    p, n = report["params"], report["windows"]
+    features = len(json.loads(p["window.features"].replace("'", '"')))
+    horizon, quantiles = int(p["window.horizon"]), len(json.loads(p["train.gru.quantiles"]))
+    # the network reads each feature plus the first one in volatility units (gru.GRUForecaster.standardized)
+    forward = train_flops_per_sample(int(p["window.lookback"]), features + 1, int(p["train.gru.hidden_size"]),
+                                     int(p["train.gru.num_layers"]), horizon * quantiles) / 3
+    epoch = float(np.median(epochs))
+    gflops = (3 * forward * n["train"] + forward * n["val"]) / epoch / 1e9  # training passes + validation pass
+    cpu = torch.device("cpu")
+    fp32, bf16 = matmul_peak_gflops(cpu), matmul_peak_gflops(cpu, torch.bfloat16)
+    return (f"training: {n['train'] / epoch:,.0f} samples/s ({n['train']:,} training and {n['val']:,} validation "
+            f"windows per {epoch:.1f} s epoch, {forward / 1e6:.2f} MFLOP per forward pass): {gflops:.1f} GFLOP/s = "
+            f"{gflops / fp32:.1%} of this CPU's fp32 matmul peak ({fp32:.0f} GFLOP/s) and {gflops / bf16:.1%} of "
+            f"its bf16 peak ({bf16:.0f} GFLOP/s), measured after the run")
 
 
 def main() -> None:
@@ -160,6 +215,9 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true",
                         help="per-stage seconds, RSS and high-water mark from inside the run (bench/stage_probe.py)")
     parser.add_argument("--cprofile", action="store_true", help="cProfile the CLI call; stats in the run folder")
+    parser.add_argument("--warm-home", action="store_true",
+                        help="create and migrate the home's Prefect and MLflow databases before the measured run, "
+                             "as a home that has run before holds them (default: a new, empty home)")
     parser.add_argument("extra", nargs="*", help="more `tickerflow run` arguments, after --")
     args = parser.parse_args()
 
@@ -172,7 +230,8 @@ def main() -> None:
         print(f"generated {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows "
               f"in {time.perf_counter() - t0:.1f} s -> {data.stat().st_size / 2**20:.1f} MiB")
     home = Path(tempfile.mkdtemp(prefix="run-", dir=base))
-    report, wall, peak_gib = run_child(data, args.epochs, home, args.extra, args.probe, args.cprofile)
+    report, wall, peak_gib = run_child(data, args.epochs, home, args.extra, args.probe, args.cprofile,
+                                       args.warm_home)
 
     epochs = report["epoch_seconds"]
     around = wall - sum(epochs)
@@ -182,11 +241,14 @@ def main() -> None:
     for name, seconds in sorted(report["stages"].items(), key=lambda kv: -kv[1]):
         print(f"  {name:<22} {seconds:8.1f}")
     print(f"training epochs (s): {', '.join(f'{s:.1f}' for s in epochs)}")
-    print(f"wall, process start to exit: {wall:.1f} s")
+    print(f"home: {'warm (databases created before the run)' if args.warm_home else 'new (first run)'}")
+    print(f"wall, process start to exit: {wall:.1f} s (of which the exit {report['exit_seconds']:.1f} s; "
+          f"the bench's own queries after the run, {report['bench_queries_seconds']:.1f} s, not counted)")
     print(f"work around training (wall - epochs): {around:.1f} s = {around / (sum(epochs) / len(epochs)):.2f}x one epoch")
     print(f"peak RSS of the run process: {peak_gib:.2f} GiB")
     print(f"MLflow run: {report['metric_keys']} metric keys, {report['artifacts']} artifact files "
           f"({report['evaluation_artifacts']} entries under evaluation/)")
+    print(throughput(report, epochs))
     if args.probe:
         from stage_probe import report as probe_report
 

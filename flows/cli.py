@@ -5,10 +5,13 @@ Nothing heavy is imported here at module level: `main` first applies the environ
 off) and only then builds the app, whose option defaults are read from the config models.
 """
 
+import atexit
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 import typer
 
@@ -86,24 +89,106 @@ def load_config(path: str | None = None, **options: Any):
     return PipelineConfig.model_validate(raw)
 
 
-def start_prefect_api() -> None:
-    """Without PREFECT_API_URL, start Prefect's temporary server now, under a lock on PREFECT_HOME.
+FLOW_COMMANDS = {"run", "forecast", "replay"}  # the commands that run a flow on Prefect's API
+_api_start: list = []  # [thread, outcome] of the start begun by begin_prefect_api, until it is waited for
+SERVER_START_ATTEMPTS = 3  # a free port can be taken by another process before the server binds it
 
-    Its first start migrates `$PREFECT_HOME/prefect.db`; two processes migrating one new database at
-    once fail in alembic ("Online migration expected to match one row"). Started here, one at a time,
-    the flows of this process then use the same server.
-    """
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
 
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return
+def _needs_temporary_server() -> bool:
+    """No Prefect API configured (PREFECT_API_URL, from the environment or the active profile)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
+
+
+def _migration_lock():
+    """Two processes that start a server on one new `$PREFECT_HOME/prefect.db` at once both migrate it,
+    and one fails in alembic ("Online migration expected to match one row"): one start at a time."""
     from filelock import FileLock
-    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_HOME
 
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600):
+    return FileLock(str(home / ".tickerflow-server-start.lock"), timeout=600)
+
+
+def _start_temporary_server() -> None:
+    """Prefect's own start of its temporary server (this process then uses it), under the migration lock."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with _migration_lock():
         SubprocessASGIServer().start()
+
+
+def begin_prefect_api() -> None:
+    """In a fresh process about to run a flow, with no Prefect API configured: begin starting Prefect's
+    temporary API server in a background thread. `prefect_api` waits for it.
+
+    It is the server Prefect starts for itself on first use (`ops_cli.temporary_prefect_api`), begun before
+    the pipeline's imports rather than after them: its boot (a subprocess: imports, and the migrations
+    of a new database) on one core overlaps those imports on the other, and this process never imports
+    Prefect's server code. A process that has imported Prefect already keeps Prefect's own start.
+    """
+    if _api_start or "prefect" in sys.modules or not _needs_temporary_server():
+        return
+    import threading
+
+    from tickerflow.flows.ops_cli import ServerError, temporary_prefect_api
+    from tickerflow.tasks.storage import home_subdir
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    timeout = float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    outcome: dict = {}
+
+    def start() -> None:
+        try:
+            with _migration_lock():
+                for attempt in range(1, SERVER_START_ATTEMPTS + 1):
+                    server = temporary_prefect_api(home_subdir("logs")).start()
+                    atexit.register(server.stop)
+                    try:
+                        server.wait_healthy(timeout)
+                    except ServerError:
+                        if server.running() or attempt == SERVER_START_ATTEMPTS:
+                            raise
+                        continue  # it exited at once: its port was taken meanwhile, so try another
+                    outcome["api_url"] = f"{server.url}/api"
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to prefect_api, which raises it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=start, name="tickerflow-prefect-api-start", daemon=True)
+    thread.start()
+    _api_start[:] = [thread, outcome]
+
+
+@contextmanager
+def prefect_api() -> Iterator[None]:
+    """A Prefect API for the flows run in the block. When none is configured: the server that
+    `begin_prefect_api` began (waited for; this process, and the processes it starts, such as Dask
+    workers, are pointed at it), or else the temporary server Prefect starts for itself, now.
+
+    The flow runs on the server begun here send no heartbeats: that server lives only as long as this
+    process, so nothing could act on a missed heartbeat, and the heartbeat thread's one-second sleeps
+    held the end of every flow run by up to a second.
+    """
+    if not _api_start:
+        if _needs_temporary_server():
+            _start_temporary_server()
+        yield
+        return
+    thread, outcome = _api_start
+    thread.join()
+    _api_start.clear()
+    if "error" in outcome:
+        raise outcome["error"]
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import temporary_settings
+
+    os.environ["PREFECT_API_URL"] = outcome["api_url"]
+    refresh_global_settings_context()  # Prefect read its settings at import: read them again
+    with temporary_settings(updates={"api.url": outcome["api_url"], "flows.heartbeat_frequency": None}):
+        yield
 
 
 TICKERS_SHOWN = 5  # per-ticker rows: every ticker up to 2 * this many, else the best and the worst this many
@@ -196,8 +281,8 @@ def build_app() -> typer.Typer:
 
         task_runner = build_task_runner(RunnerConfig(kind=runner, address=dask_address, n_workers=dask_workers))
         pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
-        start_prefect_api()
-        summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
+        with prefect_api():
+            summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
         print(format_metrics(summary))
         print(
             f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
@@ -226,8 +311,8 @@ def build_app() -> typer.Typer:
         kwargs = {"data": hold(data), "out": target}
         if model_uri:
             kwargs["model_uri"] = model_uri
-        start_prefect_api()
-        result = batch_forecast(**kwargs)
+        with prefect_api():
+            result = batch_forecast(**kwargs)
         print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
         for skipped, why in result.get("skipped", {}).items():
             print(f"skipped {skipped}: {why}")
@@ -264,9 +349,9 @@ def build_app() -> typer.Typer:
         if retrain_every < 0:
             raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {retrain_every}")
         pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
-        start_prefect_api()
-        result = replay_flow(data=pipeline_config.ingest.source, start=start, end=end, retrain_every=retrain_every,
-                             config=pipeline_config)
+        with prefect_api():
+            result = replay_flow(data=pipeline_config.ingest.source, start=start, end=end, retrain_every=retrain_every,
+                                 config=pipeline_config)
         for day in result["days"]:
             print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
                   f"days past a threshold {day['degraded_days']}")
@@ -319,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console
 
     try:
+        if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
+            begin_prefect_api()  # its boot overlaps the imports that building the app makes
         cli = typer.main.get_command(build_app())
         quiet_expected_errors_on_console(with_reason=command in LONG_RUNNING)
         return cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
@@ -335,6 +422,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{prefix}: {type(exc).__name__}: {error_message(exc)}", file=sys.stderr)
             return EXIT_FAILED
         raise
+
+
+def entry() -> None:
+    """The `tickerflow` console script and `python -m tickerflow`: `main()`, then a quick exit.
+
+    Python's exit handlers all run: they drain Prefect's log and event workers, stop its temporary
+    server and flush logging. Only the interpreter's teardown is skipped, which frees the objects of
+    torch, MLflow, Prefect and Great Expectations one by one: seconds of every command.
+    """
+    status = {"code": EXIT_FAILED}  # an exception that escapes main() exits 1, as Python's own exit does
+    atexit.register(_exit_now, status)  # registered first, so it runs after every other exit handler
+    try:
+        status["code"] = main()
+    except SystemExit as exc:
+        status["code"] = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    sys.exit(status["code"])
+
+
+def _exit_now(status: dict) -> None:
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be written to it
+            pass
+    os._exit(status["code"])
 
 
 def error_message(exc: BaseException) -> str:

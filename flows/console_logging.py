@@ -116,3 +116,4 @@ def quiet_expected_errors_on_console(with_reason: bool = False) -> None:
             continue
         handler.addFilter(ExpectedErrorFilter(with_reason))
         handler.setFormatter(_TrimmingFormatter(handler.formatter))
+

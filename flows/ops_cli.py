@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +82,9 @@ class Server:
     log_path: Path
     env: dict[str, str | None] = field(default_factory=dict, repr=False)  # None: unset it for the child
     process: subprocess.Popen | None = field(default=None, repr=False)
+    # False: the server stays in this process's group, so whatever kills the group (a SIGKILL sent to
+    # it, Ctrl-C in a terminal) reaches the server too, as for a server that belongs to one command.
+    own_process_group: bool = True
 
     def start(self) -> "Server":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,8 @@ class Server:
         env = environment.apply({k: v for k, v in merged.items() if v is not None})
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, process_group=0,
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                process_group=0 if self.own_process_group else None,
             )
         return self
 
@@ -118,6 +123,14 @@ class Server:
         """SIGTERM the process group, wait, then SIGKILL what is left of it. Returns the exit code."""
         if self.process is None:
             return None
+        if not self.own_process_group:
+            if self.process.poll() is None:
+                self.process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout)
+                self.process.kill()  # a hung server
+            self.process.wait()
+            return self.process.returncode
         _signal_group(self.process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
@@ -374,6 +387,30 @@ def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides
         description=spec.description,
         schedules=schedules,
     )
+
+
+def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
+    """The API server Prefect starts for itself when none is configured (`SubprocessASGIServer`): its API
+    app under uvicorn on 127.0.0.1, no UI, with this process's Prefect settings; its database is
+    `$PREFECT_HOME/prefect.db`. On a free port unless one is given."""
+    import prefect
+    from prefect.settings import get_current_settings
+
+    if port is None:
+        with contextlib.closing(socket.socket()) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+    url = f"http://{LOOPBACK}:{port}"
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+               "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port),
+               "--log-level", "error", "--lifespan", "on"]
+    env = {
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_API_URL": None,
+    }
+    return Server(name="Prefect's temporary API", command=command, url=url, health_url=f"{url}/api/health",
+                  log_path=log_dir / "prefect-temporary-api.log", env=env, own_process_group=False)
 
 
 def configured_api_url() -> str | None:

@@ -193,29 +193,26 @@ def write_reports(result: Evaluation, folder: Path, config: EvaluateConfig = Eva
     preds.to_parquet(folder / "test_predictions.parquet", index=False)
     plots = [overview_plot(result, folder / "overview.png")]
     # ticker symbols are data, never path fragments: only letters, digits and dashes reach a file name
-    by_ticker = dict(tuple(preds.groupby("ticker")))
     for i, ticker in enumerate(result.chart_tickers(config)):
         name = f"fan_{i:03d}_{re.sub(r'[^A-Za-z0-9-]', '_', ticker)[:40]}.png"
-        plots.append(fan_chart(by_ticker[ticker], ticker, result.levels, folder / name))
+        plots.append(fan_chart(preds[preds["ticker"] == ticker], ticker, result.levels, folder / name))
     return plots
 
 
-def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display on servers and workers)."""
-    import matplotlib
+def _figure(width: float, height: float, **subplots):
+    """A matplotlib Figure and its axes, without pyplot: no global figure registry and no backend to choose
+    (savefig renders with Agg), so no display is needed on servers and workers."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(**subplots)
 
 
 def fan_chart(preds: pd.DataFrame, ticker: str, levels, path: Path) -> Path:
     """Actual one-day-ahead prices with the model's median and its 50/80/90% bands, over the test period."""
-    plt = _pyplot()
     d = preds[preds["horizon"] == 1].sort_values("date")
     cols = dict(zip(levels, quantile_columns(levels)))
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = _figure(10, 4)
     for coverage, alpha in ((0.90, 0.15), (0.80, 0.25), (0.50, 0.35)):
         lo, hi = cols.get(round((1 - coverage) / 2, 4)), cols.get(round((1 + coverage) / 2, 4))
         if lo in d and hi in d:
@@ -225,22 +222,20 @@ def fan_chart(preds: pd.DataFrame, ticker: str, levels, path: Path) -> Path:
     ax.plot(d["date"], d["actual"], color="black", linewidth=0.9, label="actual")
     ax.set_title(f"{ticker}: one-day-ahead forecast distribution on the test split")
     ax.set_ylabel("price")
-    ax.legend()
-    fig.tight_layout()
+    ax.legend(loc="upper left")
+    fig.subplots_adjust(left=0.08, right=0.96, top=0.92, bottom=0.1)  # fixed margins: no layout pass
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
 
 
 def overview_plot(result: Evaluation, path: Path) -> Path:
     """Across tickers: the distribution of the model's skill, and the skill of each ticker, sorted."""
-    plt = _pyplot()
     ranking = result.ticker_ranking().dropna()
     uses_pinball = any(
         "pinball" in by.get("static_quantile", {}) and "pinball" in by.get("model", {}) for by in result.per_ticker.values()
     )
     label = "pinball skill vs static_quantile" if uses_pinball else "RMSE skill vs naive"
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (left, right) = _figure(12, 4, ncols=2)
     left.hist(ranking.to_numpy(), bins=min(40, max(5, len(ranking))), color="tab:blue")
     left.axvline(0.0, color="black", linewidth=0.8)
     left.set_xlabel(label)
@@ -251,9 +246,8 @@ def overview_plot(result: Evaluation, path: Path) -> Path:
     right.set_xlabel("tickers, best to worst" + ("" if len(ranking) > 30 else ": " + " ".join(ranking.index)))
     right.set_ylabel(label)
     right.set_title("skill by ticker")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.14, wspace=0.25)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
 
 
@@ -408,9 +402,8 @@ def log_version_metrics(client: mlflow.MlflowClient, run_id: str, metrics: pd.Da
 
 
 def plot_live(metrics: pd.DataFrame, path: Path, title: str) -> Path:
-    plt = _pyplot()
     has_cov = "live_coverage_80" in metrics.columns and metrics["live_coverage_80"].notna().any()
-    fig, axes = plt.subplots(2 if has_cov else 1, 1, figsize=(9, 5 if has_cov else 3), sharex=True, squeeze=False)
+    fig, axes = _figure(9, 5 if has_cov else 3, nrows=2 if has_cov else 1, sharex=True, squeeze=False)
     for window, g in metrics.groupby("window"):
         axes[0, 0].plot(g["day"], g["live_skill"], label=f"live skill, {window} days")
         if has_cov:
@@ -428,7 +421,6 @@ def plot_live(metrics: pd.DataFrame, path: Path, title: str) -> Path:
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 

@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, ConfigDict, Field
 
 from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
@@ -131,22 +132,25 @@ def _kill_mlflow_run(flow, flow_run, state) -> None:
     on_cancellation=[_kill_mlflow_run], log_prints=True,
 )
 def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
+    # opaque(...): Prefect passes the value but does not walk into it looking for futures and upstream
+    # runs. A window manifest or an evaluation of 400 tickers holds hundreds of thousands of nested
+    # values, which cost about half a second per task that takes one.
     run_id = start_mlflow_run(config)
     raw = ingest(config.ingest)
     report = validate(raw.frame, config.validate_, config.window.min_rows, raw.source_hash)
-    log_validation(report, run_id)
-    prices: pd.DataFrame = require_valid(report)
+    log_validation(opaque(report), run_id)
+    prices: pd.DataFrame = require_valid(opaque(report))
     dataset = window(prices, config.window, raw.source_hash)
-    log_dataset_lineage(dataset, run_id)
-    fit = train(dataset, config.train, on_epoch=epoch_reporter(run_id))
-    log_training(fit, run_id)
+    log_dataset_lineage(opaque(dataset), run_id)
+    fit = train(opaque(dataset), config.train, on_epoch=epoch_reporter(run_id))
+    log_training(opaque(fit), run_id)
     model = fit.forecaster
     champion = load_champion(config.register_.model_name)
-    evaluation = evaluate(model, dataset, prices, champion, config.train.cpu_threads)
-    log_evaluation(evaluation, config.register_.model_name, config.evaluate, run_id)
+    evaluation = evaluate(opaque(model), opaque(dataset), prices, opaque(champion), config.train.cpu_threads)
+    log_evaluation(opaque(evaluation), config.register_.model_name, config.evaluate, run_id)
     folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash)
-    log_backtest(folds, run_id)
+    log_backtest(opaque(folds), run_id)
     # the one stage that sees the run: it logs the model into it to register a version
-    registration = register(model, evaluation, dataset, prices, config.register_, run_id)
-    log_registration(registration, evaluation, config.register_, run_id)
-    return finish_mlflow_run(run_id, evaluation, registration, folds)
+    registration = register(opaque(model), opaque(evaluation), opaque(dataset), prices, config.register_, run_id)
+    log_registration(opaque(registration), opaque(evaluation), config.register_, run_id)
+    return finish_mlflow_run(run_id, opaque(evaluation), opaque(registration), opaque(folds))

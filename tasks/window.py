@@ -13,6 +13,7 @@ import hashlib
 
 import pandas as pd
 from prefect import task, unmapped
+from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 
 from tickerflow.tasks.storage import home_subdir, tickerflow_home
@@ -38,19 +39,23 @@ def _cache_key(task_ctx, params: dict) -> str:
     return f"tickerflow-window-{ds_id}-{home}-{task_ctx.task.name}-{params.get('index', '')}"
 
 
-@task(name="window-plan", cache_key_fn=_cache_key)
+# A policy rather than `cache_key_fn=`: tasks without one get NO_CACHE (tickerflow.environment).
+WINDOW_CACHE = CachePolicy.from_cache_key_fn(_cache_key)
+
+
+@task(name="window-plan", cache_policy=WINDOW_CACHE)
 def plan_windows(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> WindowPlan:
     """Choose the price, cut the calendar, fit the scaler on training rows; open a scratch folder."""
     return plan_window_dataset(frame, config, source_hash, home_subdir("windows"))
 
 
-@task(name="window-part", cache_key_fn=_cache_key)
+@task(name="window-part", cache_policy=WINDOW_CACHE)
 def write_window_part(group: list[TickerRows], index: int, plan: WindowPlan) -> list[dict]:
     """One mapped task: part `index` (a few whole tickers) of every split."""
     return write_part(group, index, plan)
 
 
-@task(name="window-commit", cache_key_fn=_cache_key)
+@task(name="window-commit", cache_policy=WINDOW_CACHE)
 def commit_windows(plan: WindowPlan, parts: list[list[dict]]) -> WindowDataset:
     """Manifest into the scratch folder, then one rename: the dataset appears complete or not at all."""
     dataset = commit_window_dataset(plan, parts)

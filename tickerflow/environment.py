@@ -19,6 +19,11 @@ DEFAULTS: dict[str, str] = {
     "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
     # The temporary Prefect API migrates its database on first start: 20 s is too short on busy cores.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    # Prefect's default cache policy hashes every task's inputs (cloudpickle of the price frame, the
+    # evaluation) to a cache key, on each call; tickerflow's tasks keep no Prefect cache (results are not
+    # persisted; the window dataset and the validation have their own), so the hashing is pure cost:
+    # about half a second per task that takes a million-row frame.
+    "PREFECT_TASKS_DEFAULT_NO_CACHE": "true",
     # MLflow imports GitPython, which warns at import when no git executable is found.
     "GIT_PYTHON_REFRESH": "quiet",
 }

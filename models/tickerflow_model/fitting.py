@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .forecaster import Forecaster, ModelSpec
@@ -59,11 +60,16 @@ def fit_forecaster(
         x_train, y_train, x_val, y_val, config,
         checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, on_batch=on_batch, on_resume=on_resume,
     )
-    del x_train, y_train  # the validation pass below needs only the validation windows
+    del x_train, y_train
     net = result.net  # on the CPU, in eval mode
-    # One pass of the network over the validation windows serves both the shrinkage and the calibration.
-    with intra_op_threads(torch.device("cpu"), config.cpu_threads):
-        net_q, net_scale = predict_batched(net, x_val)  # (M, H, Q), (M, H)
+    # One set of network predictions on the validation windows serves both the shrinkage and the
+    # calibration: the best epoch's own validation pass, or a pass now when that epoch was trained
+    # before a resume.
+    if result.val_predictions is not None:
+        net_q, net_scale = (a.astype(np.float64) for a in result.val_predictions)  # (M, H, Q), (M, H)
+    else:
+        with intra_op_threads(torch.device("cpu"), config.cpu_threads):
+            net_q, net_scale = predict_batched(net, x_val)
     spec = ModelSpec(
         window=dataset.spec,
         gru=net.config,

@@ -29,13 +29,12 @@ from torch import nn
 
 from .config import Config
 from .errors import TickerflowError
-from .gru import GRUConfig, GRUForecaster, intra_op_threads, predict_batched
+from .gru import INFERENCE_BATCH_SIZE, GRUConfig, GRUForecaster, intra_op_threads, predict_batched, run_batches
 from .quantiles import median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # The dataset stays on the GPU only while it takes at most this share of the free device memory.
 RESIDENT_SHARE_OF_FREE_MEMORY = 0.5
-EVAL_BATCH_SIZE = 8192
 
 
 class TrainingError(TickerflowError, RuntimeError):
@@ -96,6 +95,9 @@ class TrainResult:
     device: str = "cpu"
     precision: str = "fp32"
     stopped_early: bool = False
+    # The best epoch's quantiles (M, H, Q) and scale (M, H) on the validation windows, float32, as
+    # `predict_batched` gives them; None when that epoch was trained before a resume.
+    val_predictions: tuple[np.ndarray, np.ndarray] | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -299,17 +301,37 @@ def quantile_loss(net: GRUForecaster, x: torch.Tensor, y: torch.Tensor) -> torch
     return pinball_loss(z, y / scale, net.config.quantiles)
 
 
-@torch.inference_mode()
-def evaluate_loss(net: nn.Module, data: DeviceData, precision: str) -> float:
+@dataclass
+class ValidationPass:
+    loss: float  # mean pinball loss, standardized units
+    quantiles: np.ndarray  # (M, H, Q) float32, target units
+    scale: np.ndarray  # (M, H) float32
+
+
+def validation_pass(net: GRUForecaster, data: DeviceData) -> ValidationPass:
+    """The validation loss and the network's quantiles on the validation windows, in fp32 whatever the
+    training precision: early stopping picks the epoch whose network, as it is served, scores best, and
+    that epoch's predictions calibrate it without another pass. The batches and the arithmetic are those
+    of `predict_batched` (`run_batches`), so the predictions are the ones it would give on the same device."""
     net.eval()
-    total = torch.zeros((), device=data.device)
     n = len(data.x_val)
-    for start in range(0, n, EVAL_BATCH_SIZE):
-        idx = torch.arange(start, min(start + EVAL_BATCH_SIZE, n), device=data.device)
-        xb, yb = data.batch(data.x_val, data.y_val, idx)  # (B, L, F), (B, H)
-        with autocast_context(data.device, precision):
-            total += quantile_loss(net, xb, yb) * len(idx)
-    return float(total) / n
+    horizon, n_q = net.config.horizon, net.config.n_quantiles
+    q_out = np.empty((n, horizon, n_q), np.float32)
+    s_out = np.empty((n, horizon), np.float32)
+    batch_losses: dict[int, torch.Tensor] = {}
+
+    def step(start: int, stop: int) -> None:
+        xb, yb = data.batch(data.x_val, data.y_val, torch.arange(start, stop, device=data.device))  # (B, L, F), (B, H)
+        z, scale = net.standardized(xb)  # (B, H, Q), (B, H)
+        batch_losses[start] = pinball_loss(z, yb / scale, net.config.quantiles) * (stop - start)
+        q_out[start:stop] = (z * scale[:, :, None]).cpu().numpy()
+        s_out[start:stop] = scale.cpu().numpy()
+
+    run_batches(n, INFERENCE_BATCH_SIZE, step, data.device)
+    total = torch.zeros((), device=data.device)
+    for start in sorted(batch_losses):  # summed in batch order, whichever thread computed each
+        total += batch_losses[start]
+    return ValidationPass(float(total) / n, q_out, s_out)
 
 
 def train_one_epoch(
@@ -414,6 +436,7 @@ def train_model(
                 if on_resume:
                     on_resume(state.epoch)
         resumed_from = state.epoch
+        best_predictions = None  # of the best epoch, when it is trained in this call
 
         n = len(data.x_train)
         for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -423,7 +446,8 @@ def train_model(
             perm = torch.randperm(n, generator=shuffle_gen).to(device)  # (N,)
             batch_cb = (lambda b, nb, e=epoch: on_batch(e, b, nb)) if on_batch else None
             train_loss = train_one_epoch(net, optimizer, data, perm, config, precision, batch_cb)
-            val_loss = evaluate_loss(net, data, precision)
+            val = validation_pass(net, data)
+            val_loss = val.loss
             seconds = time.perf_counter() - t0
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 kept = f"; the checkpoint of epoch {epoch - 1} is kept at {ckpt_path}" if ckpt_path and epoch > 1 else ""
@@ -437,6 +461,7 @@ def train_model(
             if improved:
                 state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
                 state.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                best_predictions = (val.quantiles, val.scale)
             else:
                 state.bad_epochs += 1
             stats = EpochStats(epoch, train_loss, val_loss, lr_now, seconds, n / seconds, improved)
@@ -461,6 +486,7 @@ def train_model(
         device=str(device),
         precision=precision,
         stopped_early=state.bad_epochs >= config.patience,
+        val_predictions=best_predictions,
     )
 
 

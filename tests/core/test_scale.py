@@ -3,6 +3,9 @@ bounded-memory scoring each give exactly what the code they replaced gave (no Pr
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,9 +19,9 @@ from price_frames import make_prices
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split, ticker_runs
 from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.gru import predict_batched
+from tickerflow_model.gru import GRUConfig, GRUForecaster, predict_batched
 from tickerflow_model.metrics import distribution_terms, point_terms
-from tickerflow_model.quantiles import QUANTILE_LEVELS
+from tickerflow_model.quantiles import QUANTILE_LEVELS, pinball_loss
 from tickerflow_model.scoring import _finish, metric_frames
 from tickerflow_model.splits import WindowError
 from tickerflow_model.trainer import fit_shrinkage
@@ -84,7 +87,7 @@ def test_read_split_names_parts_that_disagree_with_the_manifest(dataset):
 # ---- 2 and 4. the fit: one validation pass, under the training's thread cap -------------------------
 
 
-def test_the_fit_runs_the_network_once_over_validation_and_gets_the_two_pass_numbers(dataset, monkeypatch):
+def test_the_fit_reuses_the_best_epochs_validation_pass_and_gets_the_numbers_of_a_fresh_pass(dataset, monkeypatch):
     passes = []
 
     def counted(net, x, *args, **kwargs):
@@ -92,17 +95,27 @@ def test_the_fit_runs_the_network_once_over_validation_and_gets_the_two_pass_num
         return predict_batched(net, x, *args, **kwargs)
 
     monkeypatch.setattr(fitting, "predict_batched", counted)
+    config = TINY.updated(epochs=2, cpu_threads=1, precision="bf16")  # trained under bf16 autocast
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        fit = fit_forecaster(dataset, TINY.updated(epochs=2, cpu_threads=1))
+        fit = fit_forecaster(dataset, config)
+        assert passes == []  # no pass after training: the best epoch's validation predictions serve
         assert torch.get_num_threads() == 2  # the process gets its setting back
+
+        # A fit whose best epoch was trained before a resume makes one pass, at the training's thread
+        # cap, and gets the same forecaster to the bit.
+        real_train_model = fitting.train_model
+        monkeypatch.setattr(fitting, "train_model",
+                            lambda *a, **k: dataclasses.replace(real_train_model(*a, **k), val_predictions=None))
+        refit = fit_forecaster(dataset, config)
     finally:
         torch.set_num_threads(before)
     n_val = dataset.manifest["counts"]["val"]
-    assert passes == [(n_val, 1)]  # one pass, shared by the shrinkage and the calibration, at 1 thread
+    assert passes == [(n_val, 1)]
+    assert refit.forecaster.spec == fit.forecaster.spec
 
-    # the two passes the fit used to make give the same numbers
+    # the same numbers as the separate shrinkage and calibration passes
     x_val, y_val, _ = read_split(dataset, "val")
     net = fit.forecaster.net
     shrinkage = fit_shrinkage(net, x_val, y_val)
@@ -110,6 +123,11 @@ def test_the_fit_runs_the_network_once_over_validation_and_gets_the_two_pass_num
     assert fit.shrinkage == shrinkage
     assert fit.forecaster.spec == Forecaster(spec, net).calibrate(x_val, y_val).spec
     assert fit.margins and len(fit.margins) == dataset.spec.horizon
+
+    # the validation loss that chose the epoch is the fp32 loss of the network as it is served
+    q, scale = predict_batched(net, x_val)
+    served = pinball_loss(torch.from_numpy(q / scale[:, :, None]), torch.from_numpy(y_val / scale), QUANTILE_LEVELS)
+    assert fit.best_val_loss == pytest.approx(float(served), rel=1e-6)
 
 
 def test_evaluation_runs_the_network_under_the_thread_cap(prices, dataset, monkeypatch):
@@ -209,3 +227,26 @@ def test_scores_equal_those_of_one_grouped_mean_over_every_forecasters_terms(wit
         assert list(after.index) == list(before.index)
         assert list(after.columns) == list(before.columns)
         np.testing.assert_array_equal(after.to_numpy(), before.to_numpy())
+
+
+def test_inference_threads_each_run_their_own_batches_and_give_the_one_thread_numbers(monkeypatch):
+    torch.manual_seed(0)
+    net = GRUForecaster(GRUConfig(input_size=2, horizon=2, hidden_size=16))
+    x = np.random.default_rng(1).normal(size=(300, 12, 2)).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = predict_batched(net, x, batch_size=32)
+        torch.set_num_threads(3)
+        seen = []
+        net.head.register_forward_hook(
+            lambda module, inputs, output: seen.append((threading.current_thread().name, torch.get_num_threads())))
+        shared = predict_batched(net, x, batch_size=32)
+        assert torch.get_num_threads() == 3  # given back
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(shared[0], alone[0])
+    np.testing.assert_array_equal(shared[1], alone[1])
+    # 10 batches over 3 Python threads of one intra-op thread each
+    assert len(seen) == 10 and {n for _, n in seen} == {1}
+    assert {name for name, _ in seen} == {"tickerflow-inference-0", "tickerflow-inference-1", "tickerflow-inference-2"}

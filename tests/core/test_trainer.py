@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import tickerflow_model.trainer as trainer
+from tickerflow_model.gru import predict_batched
 from tickerflow_model.trainer import (
     CHECKPOINT_FILE,
     TrainConfig,
@@ -265,3 +266,30 @@ def test_resume_after_early_stopping_state_is_kept(tmp_path):
     resumed = train_model(x, y, xv, yv, config, checkpoint_dir=tmp_path / "ck")
     assert losses(resumed.history) == losses(straight.history)
     assert resumed.best_epoch == straight.best_epoch
+    # The best epoch's validation predictions come back only when that epoch ran in this call, and they
+    # are the ones the served network gives.
+    assert resumed.val_predictions is None
+    quantiles, scale = straight.val_predictions
+    assert quantiles.dtype == np.float32
+    np.testing.assert_array_equal(quantiles.astype(np.float64), predict_batched(straight.net, xv)[0])
+    np.testing.assert_array_equal(scale.astype(np.float64), predict_batched(straight.net, xv)[1])
+
+
+def test_the_validation_pass_builds_no_autograd_graph_and_runs_in_inference_batches(monkeypatch):
+    monkeypatch.setattr(trainer, "INFERENCE_BATCH_SIZE", 16)
+    seen = []
+    real_pass = trainer.validation_pass
+
+    def watched(net, data):
+        handle = net.head.register_forward_hook(
+            lambda module, inputs, output: seen.append((torch.is_grad_enabled(), output.requires_grad, len(inputs[0]))))
+        try:
+            return real_pass(net, data)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(trainer, "validation_pass", watched)
+    result = train_model(*split(n_val=40), TINY.updated(epochs=2))
+    # 40 windows, each epoch (in whichever order the inference threads take them)
+    assert sorted(seen) == sorted([(False, False, 16), (False, False, 16), (False, False, 8)] * 2)
+    assert result.val_predictions[0].shape == (40, 1, len(TINY.gru.quantiles))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import subprocess
+import sys
 import logging
 import re
 
+import httpx
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
+
+from tickerflow import environment
 
 from tickerflow.flows.console_logging import ExpectedErrorFilter, _TrimmingFormatter, is_expected
 from tickerflow_model.price_files import IngestError
@@ -102,7 +109,8 @@ def _forecast_raising(monkeypatch, exc: Exception) -> None:
     def failing(**kwargs):
         raise exc
 
-    monkeypatch.setattr(cli, "start_prefect_api", lambda: None)
+    monkeypatch.setattr(cli, "begin_prefect_api", lambda: None)
+    monkeypatch.setattr(cli, "prefect_api", contextlib.nullcontext)
     monkeypatch.setattr(batch_forecast, "batch_forecast", failing)
 
 
@@ -226,3 +234,103 @@ def test_epochs_0_is_refused_naming_epochs_in_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "train.epochs" in err and "greater than or equal to 1 (got 0)" in err
     assert "Traceback" not in err
+
+
+def test_no_task_hashes_its_inputs_for_a_prefect_cache_but_the_keyed_caches_stay():
+    """Every task of the flows runs under NO_CACHE (an environment default): Prefect computes no cache key
+    from the price frames and evaluations the tasks take. The validation and the window dataset keep
+    their own keys, and importing the flows warns of nothing."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+    from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+
+    import tickerflow.flows
+    import tickerflow.tasks
+
+    found = {}
+    for package in (tickerflow.flows, tickerflow.tasks):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            found.update({t.name: t for t in vars(module).values() if isinstance(t, Task)})
+    keyed = {"validate", "window-plan", "window-part", "window-commit"}
+    assert keyed | {"evaluate", "register", "log-evaluation", "finish-mlflow-run"} <= set(found)
+    assert all(isinstance(found[name].cache_policy, CacheKeyFnPolicy) for name in keyed)
+    assert [name for name, t in found.items() if name not in keyed and t.cache_policy is not NO_CACHE] == []
+
+    imported = subprocess.run(
+        [sys.executable, "-c", "import tickerflow.flows.train_pipeline, tickerflow.flows.batch_forecast"],
+        env=environment.apply(dict(os.environ)), capture_output=True, text=True, timeout=300,
+    )
+    assert imported.returncode == 0 and "cache" not in imported.stderr.lower(), imported.stderr
+
+
+EARLY_START = """
+import os, sys
+from tickerflow import environment
+environment.apply()
+from tickerflow.flows import cli, ops_cli
+if sys.argv[1] == "fail":  # a server that exits at once, as one whose port was taken does
+    real = ops_cli.temporary_prefect_api
+    ops_cli.temporary_prefect_api = lambda log_dir: ops_cli.Server(
+        **{**real(log_dir).__dict__, "command": [sys.executable, "-c", "raise SystemExit(3)"], "process": None})
+cli.begin_prefect_api()
+import httpx
+from prefect.settings import PREFECT_API_URL, get_current_settings
+try:
+    with cli.prefect_api():
+        url, beats = PREFECT_API_URL.value(), get_current_settings().flows.heartbeat_frequency
+except ops_cli.ServerError as exc:
+    print("error:", exc)
+    raise SystemExit(0)
+print(url == os.environ["PREFECT_API_URL"] == PREFECT_API_URL.value(), httpx.get(url + "/health").status_code,
+      "prefect.server.api.server" in sys.modules, beats, url)
+"""
+
+
+@pytest.mark.parametrize("outcome", ["up", "fail"])
+def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stops_with_it(tmp_path, outcome):
+    env = environment.apply({k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
+    env.update(TICKERFLOW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
+    done = subprocess.run([sys.executable, "-c", EARLY_START, outcome], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    if outcome == "fail":  # three ports tried, then one line naming the server, its exit and its log
+        assert done.stdout.startswith("error: Prefect's temporary API exited with code 3 before serving http://127.0.0.1:")
+        assert str(tmp_path / "home" / "logs" / "prefect-temporary-api.log") in done.stdout
+        return
+    same, status, imported_server_code, heartbeats, url = done.stdout.split()
+    # Prefect's settings in this process point at it, it answered, its code was never imported here, and
+    # the flow runs on it send no heartbeats
+    assert (same, status, imported_server_code, heartbeats) == ("True", "200", "False", "None")
+    with pytest.raises(httpx.HTTPError):  # the server went with the process
+        httpx.get(url + "/health", timeout=5)
+
+
+@pytest.mark.parametrize("args, begins", [
+    (["run", "--epochs", "0"], True),  # begun before the app is built, whatever comes after
+    (["forecast", "--help"], False),
+    (["models", "--help"], False),
+])
+def test_main_begins_the_server_start_only_for_commands_that_run_a_flow(monkeypatch, args, begins):
+    from tickerflow.flows import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "begin_prefect_api", lambda: calls.append(args[0]))
+    cli.main(args)
+    assert calls == ([args[0]] if begins else [])
+
+
+def test_the_console_script_exits_with_mains_code_and_keeps_its_output():
+    """`python -m tickerflow` (the console script's `entry`) skips the interpreter's teardown: the exit
+    code and everything printed still arrive."""
+    env = environment.apply(dict(os.environ))
+    ok = subprocess.run([sys.executable, "-m", "tickerflow", "run", "--help"], env=env, capture_output=True,
+                        text=True, timeout=300)
+    assert ok.returncode == 0 and "--epochs" in ok.stdout and ok.stdout.endswith("\n")
+    bad = subprocess.run([sys.executable, "-m", "tickerflow", "run", "--epochs", "0"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1  # the temporary server was begun for `run`: its notices are not shown either
+    assert bad.stderr.strip().splitlines() == [
+        "tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1 (got 0)"]
