@@ -24,11 +24,18 @@ pytestmark = pytest.mark.integration
 
 
 def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """The command as a terminal starts it: its own process group, and SIGINT at its default action.
+    A background job of a non-interactive shell (how a CI script may start the suite) ignores SIGINT, and
+    an ignored signal stays ignored across exec: the command would never see the Ctrl-C sent below."""
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "tickerflow.flows.cli", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_sigint_default,
         )
+
+
+def _sigint_default() -> None:  # in the child, between fork and exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt(proc: subprocess.Popen, seconds: float = 90) -> int:
