@@ -11,7 +11,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 import typer
 
@@ -162,11 +162,30 @@ def begin_prefect_api() -> None:
     _api_start[:] = [thread, outcome]
 
 
+def _prepare_training_run() -> None:
+    """What a training run does anyway on its way to its first epoch, but that does not need Prefect's
+    API: import torch's compiler package (the optimizer's first use imports it: over a second), create
+    the local MLflow store (the first run on a home migrates its SQLite database), import matplotlib's
+    Figure (the report's charts)."""
+    import importlib
+
+    importlib.import_module("torch._dynamo")
+    from tickerflow.tasks.tracking import initialise_store, tracking_uri
+
+    initialise_store(tracking_uri())
+    importlib.import_module("matplotlib.figure")
+
+
 @contextmanager
-def prefect_api() -> Iterator[None]:
+def prefect_api(while_starting: Callable[[], None] | None = None) -> Iterator[None]:
     """A Prefect API for the flows run in the block. When none is configured: the server that
     `begin_prefect_api` began (waited for; this process, and the processes it starts, such as Dask
     workers, are pointed at it), or else the temporary server Prefect starts for itself, now.
+
+    `while_starting` is called when that server is still starting once this process is ready to run
+    the flow: on a new home the server's database migrations outlast this process's imports, and the
+    wait can do the run's own preparation. It is only a head start: the run meets any error it hits
+    again, in its own task, where the flow reports it.
 
     The flow runs on the server begun here send no heartbeats: that server lives only as long as this
     process, so nothing could act on a missed heartbeat, and the heartbeat thread's one-second sleeps
@@ -178,6 +197,11 @@ def prefect_api() -> Iterator[None]:
         yield
         return
     thread, outcome = _api_start
+    if while_starting is not None and thread.is_alive():
+        try:
+            while_starting()
+        except Exception:  # noqa: BLE001 - reported by the run itself, see above
+            pass
     thread.join()
     _api_start.clear()
     if "error" in outcome:
@@ -281,7 +305,7 @@ def build_app() -> typer.Typer:
 
         task_runner = build_task_runner(RunnerConfig(kind=runner, address=dask_address, n_workers=dask_workers))
         pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
-        with prefect_api():
+        with prefect_api(while_starting=_prepare_training_run):
             summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
         print(format_metrics(summary))
         print(

@@ -278,14 +278,22 @@ if sys.argv[1] == "fail":  # a server that exits at once, as one whose port was 
 cli.begin_prefect_api()
 import httpx
 from prefect.settings import PREFECT_API_URL, get_current_settings
+prepared = []
+
+def prepare():  # the run's preparation, while the server is still starting; its errors are the run's
+    prepared.append("api_url" not in cli._api_start[1])
+    cli._prepare_training_run()
+    raise RuntimeError("left to the run")
+
 try:
-    with cli.prefect_api():
+    with cli.prefect_api(while_starting=prepare):
         url, beats = PREFECT_API_URL.value(), get_current_settings().flows.heartbeat_frequency
 except ops_cli.ServerError as exc:
     print("error:", exc)
     raise SystemExit(0)
 print(url == os.environ["PREFECT_API_URL"] == PREFECT_API_URL.value(), httpx.get(url + "/health").status_code,
-      "prefect.server.api.server" in sys.modules, beats, url)
+      "prefect.server.api.server" in sys.modules, beats, prepared == [True], "torch._dynamo" in sys.modules,
+      os.path.exists(os.path.join(os.environ["TICKERFLOW_HOME"], "mlflow.db")), url)
 """
 
 
@@ -300,10 +308,13 @@ def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stop
         assert done.stdout.startswith("error: Prefect's temporary API exited with code 3 before serving http://127.0.0.1:")
         assert str(tmp_path / "home" / "logs" / "prefect-temporary-api.log") in done.stdout
         return
-    same, status, imported_server_code, heartbeats, url = done.stdout.split()
+    same, status, imported_server_code, heartbeats, *prepared, url = done.stdout.split()
     # Prefect's settings in this process point at it, it answered, its code was never imported here, and
     # the flow runs on it send no heartbeats
     assert (same, status, imported_server_code, heartbeats) == ("True", "200", "False", "None")
+    # the run's preparation was done once, while the server (on a new database) was still starting:
+    # torch's compiler package imported and the MLflow store created; its error did not escape
+    assert prepared == ["True", "True", "True"]
     with pytest.raises(httpx.HTTPError):  # the server went with the process
         httpx.get(url + "/health", timeout=5)
 
