@@ -1,10 +1,12 @@
 """Inference on CPU: one Python thread driving torch's OpenMP threads, against `predict_batched`'s worker
 threads (one per torch thread, each with one intra-op thread), same network and windows, one process.
 
-    .venv/bin/python bench/inference_threads.py [--windows 40960] [--rounds 3]
+    .venv/bin/python bench/inference_threads.py [--windows 40960] [--rounds 3] [--batch-sizes 256,512,1024,2048]
 
 Prints windows/s of each, per round (alternating order), their ratio, and whether the two gave the
-same numbers bit for bit. The network is the default quantile GRU (hidden 64, two layers), untrained.
+same numbers bit for bit; then `predict_batched`'s windows/s at each batch size (rounds in turn, the
+order of the sizes reversed every other round). The network is the default quantile GRU (hidden 64,
+two layers), untrained.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=40960)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-sizes", default="256,512,1024,2048", help="comma-separated; empty: skip the sweep")
     args = parser.parse_args()
     torch.manual_seed(0)
     net = gru.GRUForecaster(gru.GRUConfig(input_size=1, horizon=1)).eval()
@@ -63,6 +66,16 @@ def main() -> None:
         print(f"{name:<22} {statistics.median(values):>9,.0f} windows/s (rounds: {', '.join(f'{v:,.0f}' for v in values)})")
     ratio = statistics.median(rates["worker threads"]) / statistics.median(rates["one thread + OpenMP"])
     print(f"ratio worker threads / one thread: {ratio:.2f}x; same numbers bit for bit: {same}")
+    sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    by_size: dict[int, list[float]] = {b: [] for b in sizes}
+    for r in range(args.rounds):
+        for b in sizes if r % 2 == 0 else reversed(sizes):
+            t0 = time.perf_counter()
+            gru.predict_batched(net, x, batch_size=b)
+            by_size[b].append(args.windows / (time.perf_counter() - t0))
+    for b, values in by_size.items():
+        default = " (default on CPU)" if b == gru.INFERENCE_BATCH_SIZE else ""
+        print(f"batch {b:>5}: {statistics.median(values):>9,.0f} windows/s (rounds: {', '.join(f'{v:,.0f}' for v in values)}){default}")
 
 
 if __name__ == "__main__":

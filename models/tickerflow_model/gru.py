@@ -133,9 +133,16 @@ class GRUForecaster(nn.Module):
         return z * scale[:, :, None]  # (B, H, Q)
 
 
-# Windows per inference batch. The GRU's transient memory is about B x L x 5 x hidden x 4 bytes (gate
-# projections and outputs of a layer), 80 MB at 1024 x 60 x 64; larger batches are no faster on CPU.
-INFERENCE_BATCH_SIZE = 1024
+# Windows per inference batch on CPU. A batch's transient memory is about B x L x 5 x hidden x 4 bytes
+# (gate projections and outputs of a layer), 20 MB at 256 x 60 x 64. Batches of 128 to 512 ran about a
+# quarter faster than batches of 1024, and more so than larger ones (bench/inference_threads.py), a
+# layer's working set staying in the core's cache. An accelerator is fed larger batches.
+INFERENCE_BATCH_SIZE = 256
+DEVICE_INFERENCE_BATCH_SIZE = 8192
+
+
+def inference_batch_size(device: torch.device) -> int:
+    return INFERENCE_BATCH_SIZE if device.type == "cpu" else DEVICE_INFERENCE_BATCH_SIZE
 
 
 @contextmanager
@@ -235,5 +242,5 @@ def predict_batched(net: GRUForecaster, x: np.ndarray, batch_size: int | None = 
         q_out[start:stop] = (z * scale[:, :, None]).double().cpu().numpy()
         s_out[start:stop] = scale.double().cpu().numpy()
 
-    run_batches(len(x), batch_size or INFERENCE_BATCH_SIZE, step, device)
+    run_batches(len(x), batch_size or inference_batch_size(device), step, device)
     return q_out, s_out

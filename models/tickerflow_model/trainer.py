@@ -29,7 +29,7 @@ from torch import nn
 
 from .config import Config
 from .errors import TickerflowError
-from .gru import INFERENCE_BATCH_SIZE, GRUConfig, GRUForecaster, intra_op_threads, predict_batched, run_batches
+from .gru import GRUConfig, GRUForecaster, inference_batch_size, intra_op_threads, predict_batched, run_batches
 from .quantiles import median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -327,7 +327,7 @@ def validation_pass(net: GRUForecaster, data: DeviceData) -> ValidationPass:
         q_out[start:stop] = (z * scale[:, :, None]).cpu().numpy()
         s_out[start:stop] = scale.cpu().numpy()
 
-    run_batches(n, INFERENCE_BATCH_SIZE, step, data.device)
+    run_batches(n, inference_batch_size(data.device), step, data.device)
     total = torch.zeros((), device=data.device)
     for start in sorted(batch_losses):  # summed in batch order, whichever thread computed each
         total += batch_losses[start]

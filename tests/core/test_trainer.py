@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import tickerflow_model.gru as gru_module
 import tickerflow_model.trainer as trainer
 from tickerflow_model.gru import predict_batched
 from tickerflow_model.trainer import (
@@ -276,7 +277,7 @@ def test_resume_after_early_stopping_state_is_kept(tmp_path):
 
 
 def test_the_validation_pass_builds_no_autograd_graph_and_runs_in_inference_batches(monkeypatch):
-    monkeypatch.setattr(trainer, "INFERENCE_BATCH_SIZE", 16)
+    monkeypatch.setattr(gru_module, "INFERENCE_BATCH_SIZE", 16)
     seen = []
     real_pass = trainer.validation_pass
 
@@ -293,3 +294,9 @@ def test_the_validation_pass_builds_no_autograd_graph_and_runs_in_inference_batc
     # 40 windows, each epoch (in whichever order the inference threads take them)
     assert sorted(seen) == sorted([(False, False, 16), (False, False, 16), (False, False, 8)] * 2)
     assert result.val_predictions[0].shape == (40, 1, len(TINY.gru.quantiles))
+
+
+def test_an_accelerator_is_fed_larger_inference_batches_than_the_cpu():
+    cpu = gru_module.inference_batch_size(torch.device("cpu"))
+    assert cpu == gru_module.INFERENCE_BATCH_SIZE
+    assert gru_module.inference_batch_size(torch.device("cuda")) == gru_module.DEVICE_INFERENCE_BATCH_SIZE > cpu
