@@ -114,6 +114,10 @@ def install(out: str | Path, interval: float = 0.1) -> None:
     _patch(fit, "read_split", "train.read_split")
     _patch(fit, "train_model", "train.loop (epochs)")
     _patch(fit, "predict_batched", "train.validation pass")
+    import tickerflow_model.trainer as tr
+
+    _patch(tr, "train_one_epoch", "train.loop.training pass")
+    _patch(tr, "validation_pass", "train.loop.validation pass")
     _patch(t, "checkpoint_dir_for", "train.checkpoint_dir_for")
     from tickerflow_model.forecaster import Forecaster
 
