@@ -113,7 +113,7 @@ def install(out: str | Path, interval: float = 0.1) -> None:
 
     _patch(fit, "read_split", "train.read_split")
     _patch(fit, "train_model", "train.loop (epochs)")
-    _patch(fit, "predict_batched", "train.validation pass")
+    _patch(fit, "predict_batched", "train.validation pass after a resume")  # else the loop's own pass serves
     import tickerflow_model.trainer as tr
 
     _patch(tr, "train_one_epoch", "train.loop.training pass")

@@ -120,23 +120,22 @@ class Server:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = STOP_SECONDS) -> int | None:
-        """SIGTERM the process group, wait, then SIGKILL what is left of it. Returns the exit code."""
+        """SIGTERM the server, wait, then SIGKILL what is left of it. Returns the exit code."""
         if self.process is None:
             return None
-        if not self.own_process_group:
-            if self.process.poll() is None:
-                self.process.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout)
-                self.process.kill()  # a hung server
-            self.process.wait()
-            return self.process.returncode
-        _signal_group(self.process.pid, signal.SIGTERM)
+        self._signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
-        _signal_group(self.process.pid, signal.SIGKILL)  # a hung server, or workers it left in its group
+        self._signal(signal.SIGKILL)  # a hung server, or workers it left in its group
         self.process.wait()
         return self.process.returncode
+
+    def _signal(self, sig: int) -> None:
+        """To the server's own process group; to the server alone when it shares this process's group."""
+        if self.own_process_group:
+            _signal_group(self.process.pid, sig)
+        elif self.process.poll() is None:
+            self.process.send_signal(sig)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
