@@ -425,12 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in args if not a.startswith("-")), "")
     prefix = f"tickerflow {command}".rstrip()
-    from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console
+    from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console, redact_credentials_in_logs
 
     try:
         if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
             begin_prefect_api()  # its boot overlaps the imports that building the app makes
         cli = typer.main.get_command(build_app())
+        redact_credentials_in_logs()
         quiet_expected_errors_on_console(with_reason=command in LONG_RUNNING)
         return cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
     except typer.TyperException as exc:  # a usage error: an unknown option, a value of the wrong type
@@ -443,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns errors into exit codes
         if is_expected(exc):
-            print(f"{prefix}: {type(exc).__name__}: {error_message(exc)}", file=sys.stderr)
+            from tickerflow_model.redaction import redact_text
+
+            print(f"{prefix}: {type(exc).__name__}: {redact_text(error_message(exc))}", file=sys.stderr)
             return EXIT_FAILED
         raise
 

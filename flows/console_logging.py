@@ -117,3 +117,35 @@ def quiet_expected_errors_on_console(with_reason: bool = False) -> None:
         handler.addFilter(ExpectedErrorFilter(with_reason))
         handler.setFormatter(_TrimmingFormatter(handler.formatter))
 
+
+
+class RedactingFilter(logging.Filter):
+    """Handler filter: credentials in a record's message, traceback and chained causes are redacted
+    before the handler (Prefect's API log, the console) formats it. Errors of ours are redacted where
+    they are raised (`tickerflow_model.redaction.chained`); this catches what a library logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tickerflow_model.redaction import redact_text
+
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True
+
+
+def redact_credentials_in_logs() -> None:
+    """Put `RedactingFilter` first on every handler of every logger (idempotent). Call once Prefect is imported."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    handlers = list(logging.getLogger().handlers)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        handlers += getattr(logger, "handlers", [])
+    for handler in handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.filters.insert(0, RedactingFilter())

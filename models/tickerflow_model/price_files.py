@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from .canonical_prices import SUFFIXES, IngestError, harmonise, out_of_order_rows, to_canonical
 from .errors import TickerflowError
-from .redaction import redact_text, redact_uri, reveal
+from .redaction import chained, exception_chain, redact_text, redact_uri, reveal
 
 __all__ = [
     "MAX_BYTES", "MAX_ROWS", "IngestError", "SourceUnavailable", "load_prices", "read_file", "read_prices",
@@ -74,7 +74,11 @@ def _resolve_uri(source: str) -> list[str]:
             elif fs.exists(p):
                 files.append(p)
     except (ImportError, ValueError) as exc:  # unknown protocol, missing fsspec driver
-        raise IngestError(f"cannot open {redact_uri(source)}: {redact_text(exc)}") from exc
+        failure: BaseException | None = exc
+    else:
+        failure = None
+    if failure is not None:
+        raise chained(IngestError(f"cannot open {redact_uri(source)}: {redact_text(failure)}"), failure)
     if not files:
         raise IngestError(f"no CSV, CSV.gz or Parquet files at {redact_uri(source)}")
     return sorted(f if "://" in f else f"{protocol}://{f}" for f in files)
@@ -86,24 +90,55 @@ def _suffix_of(path: str) -> str:
     return next((x for x in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(x)), "")
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether the chain says the server could not be reached at all (refused, reset, timed out, no such
+    host), as opposed to a server that answered "no": fsspec's http reports both as FileNotFoundError."""
+    for e in exception_chain(exc):
+        if isinstance(e, (ConnectionError, TimeoutError)):
+            return True
+        if any(c.__name__ in ("ClientConnectionError", "ServerTimeoutError") for c in type(e).__mro__):
+            return True  # aiohttp's, without importing it here
+    return False
+
+
+def _read_failure(exc: BaseException, shown: str) -> TickerflowError:
+    """The error of ours that a failed read of `shown` becomes: bad input (never retried) or unavailable."""
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    if isinstance(exc, FileNotFoundError):
+        status = getattr(exc.__cause__, "status", None)  # fsspec's http reports any refused request as not found
+        if _unreachable(exc):
+            return SourceUnavailable(f"cannot reach {shown} (will retry): {_reason(exc)}")
+        if isinstance(status, int) and status != 404:
+            reason = getattr(exc.__cause__, "message", "") or ""
+            return IngestError(f"cannot read {shown}: HTTP {status} {redact_text(reason)}".rstrip())
+        return IngestError(f"data source not found: {shown}")
+    if isinstance(exc, (PermissionError, IsADirectoryError)) or (isinstance(status, int) and 400 <= status < 500):
+        return IngestError(f"cannot read {shown}: {redact_text(exc)}")
+    # a connection reset, a timeout, a 5xx: worth the task's retries
+    return SourceUnavailable(f"cannot read {shown} (will retry): {type(exc).__name__}: {redact_text(exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's type and message, redacted (ConnectionRefusedError: ... for a closed port)."""
+    inner = exc
+    while inner.__cause__ is not None or (inner.__context__ is not None and not inner.__suppress_context__):
+        inner = inner.__cause__ or inner.__context__
+    return f"{type(inner).__name__}: {redact_text(inner)}"[:300]
+
+
 def _read_limited(path: str, max_bytes: int) -> bytes:
     """The file's stored bytes, refusing a file larger than `max_bytes` without reading past it."""
     shown = redact_uri(path)
+    failure: BaseException | None = None
     try:
         with fsspec.open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)
-    except FileNotFoundError as exc:
-        status = getattr(exc.__cause__, "status", None)  # fsspec's http reports any refused request as not found
-        if isinstance(status, int) and status != 404:
-            reason = getattr(exc.__cause__, "message", "") or ""
-            raise IngestError(f"cannot read {shown}: HTTP {status} {reason}".rstrip()) from exc
-        raise IngestError(f"data source not found: {shown}") from exc
     except Exception as exc:  # noqa: BLE001 - fsspec backends raise their own types
-        status = getattr(exc, "status", None) or getattr(exc, "code", None)
-        if isinstance(exc, (PermissionError, IsADirectoryError)) or (isinstance(status, int) and 400 <= status < 500):
-            raise IngestError(f"cannot read {shown}: {redact_text(exc)}") from exc
-        # a connection reset, a timeout, a 5xx: worth the task's retries
-        raise SourceUnavailable(f"cannot read {shown} (will retry): {type(exc).__name__}: {redact_text(exc)}") from exc
+        failure = exc
+    if failure is not None:
+        # Raised here, outside the `except` block, so the original (whose message may quote the full URI)
+        # is not chained as __context__; its redacted copy is the cause.
+        raise chained(_read_failure(failure, shown), failure)
     if len(raw) > max_bytes:
         raise IngestError(f"{shown}: the file is larger than ingest.max_bytes ({max_bytes:,} bytes); raise the limit if it is genuine")
     return raw

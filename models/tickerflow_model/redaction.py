@@ -62,3 +62,57 @@ def hold(uri: str) -> str:
 def reveal(uri: str) -> str:
     """The full URI behind a redacted one held by this process; anything else unchanged."""
     return _held.get(uri, uri)
+
+
+# ---- exceptions ------------------------------------------------------------------------------------
+class RedactedError(Exception):
+    """Stands in, in an exception chain, for an exception whose message named a credential: it carries
+    the original's type name and redacted message, and its traceback."""
+
+
+def exception_chain(exc: BaseException | None) -> list[BaseException]:
+    """`exc` and every exception chained to it (`__cause__`, `__context__`), each once."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__]
+    return seen
+
+
+def leaks(exc: BaseException | None) -> bool:
+    """Whether `exc`, or any exception chained to it (`__cause__`, `__context__`), names a credential."""
+    return any(redact_text(text) != text for e in exception_chain(exc) for text in (str(e), repr(e)))
+
+
+def redacted_exception(exc: BaseException | None) -> BaseException | None:
+    """`exc` itself when nothing in its chain names a credential; else a copy of the chain whose every
+    exception is a `RedactedError` with the redacted message (types named, tracebacks kept), to chain
+    an error of ours to (`raise OurError(...) from redacted_exception(exc)`, outside the `except`
+    block, so that Python does not chain the original as `__context__`)."""
+    if exc is None or not leaks(exc):
+        return exc
+    copies: dict[int, BaseException] = {}
+
+    def copy(e: BaseException | None) -> BaseException | None:
+        if e is None:
+            return None
+        if id(e) not in copies:
+            stand_in = RedactedError(f"{type(e).__module__}.{type(e).__qualname__}: {redact_text(str(e))}")
+            copies[id(e)] = stand_in.with_traceback(e.__traceback__)
+            stand_in.__cause__, stand_in.__context__ = copy(e.__cause__), copy(e.__context__)
+            stand_in.__suppress_context__ = e.__suppress_context__
+        return copies[id(e)]
+
+    return copy(exc)
+
+
+def chained(error: BaseException, cause: BaseException | None) -> BaseException:
+    """`error` with `cause`, redacted, as its cause and no other context: `raise chained(err, exc)`."""
+    error.__cause__ = redacted_exception(cause)
+    error.__context__ = None
+    error.__suppress_context__ = True
+    return error
