@@ -8,7 +8,9 @@ off) and only then builds the app, whose option defaults are read from the confi
 import atexit
 import json
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Literal
@@ -427,28 +429,62 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"tickerflow {command}".rstrip()
     from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console, redact_credentials_in_logs
 
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main_thread:  # an orderly stop on SIGTERM, and on SIGINT unless it is ignored (a background job)
+        _received.clear()
+        previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
             begin_prefect_api()  # its boot overlaps the imports that building the app makes
         cli = typer.main.get_command(build_app())
         redact_credentials_in_logs()
         quiet_expected_errors_on_console(with_reason=command in LONG_RUNNING)
-        return cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
+        code = cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
     except typer.TyperException as exc:  # a usage error: an unknown option, a value of the wrong type
         message = " ".join(exc.format_message().split())
-        if message:  # (none when the help was shown instead)
+        if message and not _received:  # (none when the help was shown instead)
             print(f"{prefix}: {message}", file=sys.stderr)
-        return getattr(exc, "exit_code", EXIT_FAILED)
+        code = getattr(exc, "exit_code", EXIT_FAILED)
     except (KeyboardInterrupt, typer.Abort):
-        print("tickerflow: interrupted", file=sys.stderr)
-        return 130
+        code = 128 + signal.SIGINT
     except Exception as exc:  # noqa: BLE001 - the CLI boundary turns errors into exit codes
-        if is_expected(exc):
+        if not is_expected(exc) and not _received:
+            raise
+        if not _received:
             from tickerflow_model.redaction import redact_text
 
             print(f"{prefix}: {type(exc).__name__}: {redact_text(error_message(exc))}", file=sys.stderr)
-            return EXIT_FAILED
-        raise
+        code = EXIT_FAILED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if _received:  # whatever the stop unwound through (Typer turns KeyboardInterrupt into exit code 130)
+        sig = _received[0]
+        print(f"{prefix}: {'interrupted' if sig == signal.SIGINT else 'stopped'} by {signal.Signals(sig).name}", file=sys.stderr)
+        return 128 + sig
+    return code
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_received: list[int] = []  # the stop signals this command received, first first
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal received: unwound like Ctrl-C, so the flow run and its MLflow run are marked
+    stopped (`train_pipeline._kill_mlflow_run`) before the command ends. During a flow run Prefect's
+    own SIGTERM handler comes first (the run ends Crashed, then Cancelled by our hook) and hands the
+    signal on to this one."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> None:
+    _received.append(signum)
+    if len(_received) == 1:  # a second signal (`timeout` signals the command, then its group) adds nothing
+        raise Stopped(signum)
 
 
 def entry() -> None:
@@ -465,6 +501,11 @@ def entry() -> None:
     except SystemExit as exc:
         status["code"] = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         raise
+    finally:
+        # The outcome is recorded and printed: a second signal must not break the exit handlers (which
+        # stop the temporary API) with a traceback.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
     sys.exit(status["code"])
 
 

@@ -391,7 +391,11 @@ def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides
 def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
     """The API server Prefect starts for itself when none is configured (`SubprocessASGIServer`): its API
     app under uvicorn on 127.0.0.1, no UI, with this process's Prefect settings; its database is
-    `$PREFECT_HOME/prefect.db`. On a free port unless one is given."""
+    `$PREFECT_HOME/prefect.db`. On a free port unless one is given.
+
+    In a process group of its own, so that a signal to the command's group does not stop it before the
+    command has recorded its final state (the command stops it last); and it stops itself when this
+    process dies without stopping it (`flows/temporary_api.py`)."""
     import prefect
     from prefect.settings import get_current_settings
 
@@ -401,15 +405,15 @@ def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
             port = sock.getsockname()[1]
     url = f"http://{LOOPBACK}:{port}"
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-               "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port),
+               "tickerflow.flows.temporary_api:create_app", "--host", LOOPBACK, "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]
     env = {
         **get_current_settings().to_environment_variables(exclude_unset=True),
         "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-        "PREFECT_API_URL": None,
+        "PREFECT_API_URL": None, "TICKERFLOW_PARENT_PID": str(os.getpid()),
     }
     return Server(name="Prefect's temporary API", command=command, url=url, health_url=f"{url}/api/health",
-                  log_path=log_dir / "prefect-temporary-api.log", env=env, own_process_group=False)
+                  log_path=log_dir / "prefect-temporary-api.log", env=env)
 
 
 def configured_api_url() -> str | None:

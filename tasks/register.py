@@ -27,6 +27,7 @@ from prefect import runtime, task
 from prefect.logging import get_run_logger
 
 import tickerflow_model
+from tickerflow.tasks.interruptions import signals_held
 from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.window_dataset import WindowDataset
@@ -144,7 +145,7 @@ def move_champion(
     The history entry is written before the alias moves.
     """
     client.get_model_version(name, version)  # raises for an unknown version before anything moves
-    with registry_lock(name):
+    with signals_held(), registry_lock(name):
         current = current_champion(client, name)
         event = {"action": action, "version": str(version), "previous": current, "by": who or current_user(), "at": now_utc(), "why": why}
         if expected is not ANY_CHAMPION and current != expected:
@@ -262,6 +263,9 @@ def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame
             registered_model_name=model_name,
             pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={_version('torch')}", f"pandas=={pd.__version__}"],
         )
+    # Leaving `start_run` ended the run FINISHED; the flow ends it (FINISHED, FAILED, KILLED) when it ends,
+    # and a run stopped after this point must not read as finished.
+    mlflow.MlflowClient().update_run(run_id, status="RUNNING")
     return str(info.registered_model_version)
 
 
@@ -322,6 +326,14 @@ def register(
     When a distribution baseline wins, it is registered as a version of the same model, tagged
     `forecaster=<baseline>`, and becomes champion: the registry always has a champion to serve.
     """
+    with signals_held():  # a stop (SIGTERM, Ctrl-C) waits until the registry is complete
+        return _register(forecaster, evaluation, dataset, prices, config, run_id)
+
+
+def _register(
+    forecaster: Forecaster, evaluation: Evaluation, dataset: WindowDataset, prices: pd.DataFrame, config: RegisterConfig,
+    run_id: str,
+) -> Registration:
     logger = get_run_logger()
     client = use_tracking()
     name = config.model_name
