@@ -452,9 +452,14 @@ def main(argv: list[str] | None = None) -> int:
         if not is_expected(exc) and not _received:
             raise
         if not _received:
+            from tickerflow_model.errors import TickerflowError
             from tickerflow_model.redaction import redact_text
 
-            print(f"{prefix}: {type(exc).__name__}: {redact_text(error_message(exc))}", file=sys.stderr)
+            from tickerflow_model.errors import storage_failure, storage_message
+
+            storage = None if isinstance(exc, TickerflowError) else storage_failure(exc)
+            reason = storage_message(storage) if storage else f"{type(exc).__name__}: {error_message(exc)}"
+            print(f"{prefix}: {redact_text(reason)}", file=sys.stderr)
         code = EXIT_FAILED
     finally:
         for sig, handler in previous.items():

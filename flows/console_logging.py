@@ -14,7 +14,7 @@ import copy
 import logging
 import re
 
-from tickerflow_model.errors import TickerflowError
+from tickerflow_model.errors import TickerflowError, storage_failure
 
 # "Finished in state Failed('Task run encountered an exception IngestError: ...')" and the flow's
 # "Failed('Flow run encountered an exception: IngestError: ...')".
@@ -35,8 +35,8 @@ def expected_error_types() -> tuple[type[BaseException], ...]:
 def is_expected(exc: BaseException | None) -> bool:
     """A failure the user can act on. From MLflow only "no such model/version/run" counts: any other
     MlflowException may be a bug of ours and keeps its traceback."""
-    if isinstance(exc, expected_error_types()):
-        return True
+    if isinstance(exc, expected_error_types()) or storage_failure(exc) is not None:
+        return True  # (a storage that refuses a write: disk full, read-only, a file in the way)
     from mlflow.exceptions import MlflowException
 
     return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"

@@ -6,6 +6,9 @@ line and no traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class TickerflowError(Exception):
     """An expected failure whose message says what is wrong and what to do about it."""
@@ -17,3 +20,27 @@ class ConfigError(TickerflowError, ValueError):
 
 class ModelNotFound(TickerflowError, LookupError):
     """The registry has no model behind the URI asked for, or it cannot be loaded."""
+
+
+# errno values that say the storage refused a write (disk full, quota, read-only, no permission, a file
+# where a folder should be): the user can act on them, a retry cannot.
+STORAGE_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EEXIST", "EFBIG")
+    if hasattr(errno, name)
+)
+
+
+def storage_failure(exc: BaseException | None) -> OSError | None:
+    """The OSError naming a path that the storage refused, in `exc` or its chain; None if there is none."""
+    seen: list[BaseException] = []
+    while exc is not None and not any(exc is s for s in seen):
+        seen.append(exc)
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS and exc.filename:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def storage_message(error: OSError) -> str:
+    """One line naming the path: `No space left on device: /home/raw/...`."""
+    return f"{error.strerror or os.strerror(error.errno)}: {error.filename}"
