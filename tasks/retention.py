@@ -4,7 +4,7 @@ Kept: everything a registered model version, one of the last `keep_last_runs` tr
 running MLflow run names (its window dataset and raw snapshot), checkpoints of a live process, and
 anything younger than `grace_minutes` (a flow that is running right now may not have recorded what
 it uses yet). Removed otherwise: window datasets, raw snapshots, finished checkpoints (and those of
-a dead process after `resumable_hours`), Data Docs folders beyond the newest `keep_last_runs`,
+a dead process after `resumable_hours`), corrupt checkpoints, Data Docs folders beyond the newest `keep_last_runs`,
 batch-forecast MLflow runs beyond the newest `keep_forecast_runs` (with their artifacts), forecast
 store partitions older than `forecast_store_days`, server logs older than `log_max_age_days`, and
 scratch folders (`.*.tmp-*`, `.*.old-*`) older than `scratch_max_age_minutes`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,6 +32,7 @@ from tickerflow.tasks.storage import home_subdir, tickerflow_home
 from tickerflow.tasks.tracking import EXPERIMENT, reap_stale_runs, use_tracking
 from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
 from tickerflow_model.config import Config
+from tickerflow_model.trainer import CHECKPOINT_FILE, CORRUPT_SUFFIX
 
 
 class RetentionConfig(Config):
@@ -127,6 +129,15 @@ def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | No
             plan.kept[str(path)] = f"resumable for {config.resumable_hours:g} h after its process ended"
         else:
             consider(path, None, f"unfinished checkpoint of a process gone for over {config.resumable_hours:g} h")
+        if plan.removals and plan.removals[-1].path == str(path):
+            continue  # the whole folder goes
+        # A checkpoint that cannot be read never resumes anything: the ones a run set aside, and one that
+        # is not even a torch archive (writes are atomic, so a live run's checkpoint is always whole).
+        current = path / CHECKPOINT_FILE
+        broken = sorted(path.glob(f"{CHECKPOINT_FILE}{CORRUPT_SUFFIX}*"))
+        broken += [current] if current.is_file() and not zipfile.is_zipfile(current) else []
+        for file in broken:
+            plan.removals.append(Removal(str(file), "corrupt checkpoint", size_of(file)))
 
     root = home_subdir("validation")
     docs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []

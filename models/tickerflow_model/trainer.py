@@ -196,24 +196,43 @@ def _save_atomic(obj: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+CORRUPT_SUFFIX = ".corrupt"  # checkpoint.pt.corrupt-<UTC time>: a checkpoint that could not be read, set aside
+
+
 def load_checkpoint(path: Path) -> dict | None:
     """The checkpoint at `path`, loaded as tensors and plain values only (`weights_only=True`: no pickled
-    code runs from a file someone else could have put there). None when there is none, or when it was
-    written in an older format that held pickled objects (a warning says it is ignored)."""
+    code runs from a file someone else could have put there). None when there is none; when it was
+    written in an older format that held pickled objects (a warning says it is ignored); or when it
+    cannot be read at all: then it is renamed aside (`set_aside`) with a warning, and training starts
+    afresh instead of failing on it in every later run."""
     if not path.exists():
         return None
     try:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive: this is a damaged file
+            raise ValueError("not a checkpoint archive")
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not zipfile.is_zipfile(path):  # not a torch.save archive at all
-            raise TrainingError(f"checkpoint {path} cannot be read ({exc}); delete it to train afresh") from exc
+    except pickle.UnpicklingError:
         warnings.warn(
             f"checkpoint {path} holds pickled objects (an older format) and is not loaded; training afresh",
             stacklevel=2,
         )
         return None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise TrainingError(f"checkpoint {path} cannot be read ({exc}); delete it to train afresh") from exc
+    except ValueError as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside the same way
+        # PyTorch's own message advises retrying with weights_only=False, which is wrong for a damaged file
+        reason = f"{type(exc).__name__}" if "weights_only" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    aside = set_aside(path)
+    warnings.warn(f"checkpoint {path} cannot be read ({reason}); moved aside to {aside.name}, training afresh", stacklevel=2)
+    return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint out of the way (kept for a look; `tickerflow gc` removes it)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = path.with_name(f"{path.name}{CORRUPT_SUFFIX}-{stamp}-{os.getpid()}")
+    os.replace(path, aside)
+    return aside
 
 
 @dataclass

@@ -50,11 +50,16 @@ def test_a_checkpoint_of_another_model_shape_trains_afresh_with_a_warning(tmp_pa
     assert result.net.gru.hidden_size == 12
 
 
-def test_a_corrupt_checkpoint_is_still_a_clear_error(tmp_path):
-    from tickerflow_model.trainer import TrainingError
+def test_a_corrupt_checkpoint_is_moved_aside_and_training_starts_afresh(tmp_path):
+    from tickerflow_model.trainer import CORRUPT_SUFFIX
 
     path = tmp_path / "ck" / CHECKPOINT_FILE
     path.parent.mkdir()
     path.write_bytes(pickle.dumps("x")[:3])
-    with pytest.raises(TrainingError, match="cannot be read"):
-        load_checkpoint(path)
+    with pytest.warns(UserWarning, match="cannot be read .*moved aside") as caught:
+        result = train_model(*split(), TINY, checkpoint_dir=path.parent)
+    assert not any("weights_only" in str(w.message) for w in caught)  # PyTorch's advice is wrong for a damaged file
+    assert result.resumed_from_epoch == 0 and len(result.history) == TINY.epochs
+    (aside,) = path.parent.glob(f"{CHECKPOINT_FILE}{CORRUPT_SUFFIX}-*")
+    assert aside.read_bytes() == pickle.dumps("x")[:3]
+    assert torch.load(path, map_location="cpu", weights_only=True)["finished"] is True  # a new, whole checkpoint
