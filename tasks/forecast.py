@@ -87,12 +87,23 @@ def load_model(config: ForecastConfig) -> LoadedModel:
     use_tracking()
     try:
         version = resolve_version(config.model_uri)
-        model = mlflow.pyfunc.load_model(config.model_uri)
     except mlflow.exceptions.MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise  # the registry may be unreachable for a moment: retried
         raise ModelNotFound(
             f"no model at {config.model_uri}: {exc.message}; train one (`tickerflow run`) or pass --model-uri"
+        ) from exc
+    try:
+        model = mlflow.pyfunc.load_model(config.model_uri)
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        if isinstance(exc, mlflow.exceptions.MlflowException) and exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the registry or the artifact store may be unreachable for a moment: retried
+        reason = getattr(exc, "message", None) or str(exc)
+        if not version:  # not a registry URI: nothing says the model exists
+            raise ModelNotFound(f"no model at {config.model_uri}: {reason}; pass a --model-uri that exists") from exc
+        raise ModelNotFound(
+            f"{config.model_uri} is version {version} of the registry, but its files are missing ({reason}); "
+            "promote or roll back to a version that loads (`tickerflow models` lists them)"
         ) from exc
     get_run_logger().info("loaded %s (version %s)", config.model_uri, version or "n/a")
     return LoadedModel(config.model_uri, version, model)

@@ -184,7 +184,31 @@ def apply_decision(
     return True, reason
 
 
-def promote_version(client: mlflow.MlflowClient, name: str, version: str, why: str, who: str | None = None) -> dict:
+def load_error(name: str, version: str) -> str | None:
+    """Why version `version` of `name` cannot be loaded (its files missing or unreadable); None when it loads."""
+    try:
+        mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    except Exception as exc:  # noqa: BLE001 - whatever stops it loading stops it serving
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return message.strip().splitlines()[0][:300]
+    return None
+
+
+def require_loadable(name: str, version: str, verb: str, force: bool) -> None:
+    """Refuse to make a version champion that cannot serve, unless forced."""
+    if force:
+        return
+    why = load_error(name, version)
+    if why is not None:
+        raise RegistryError(
+            f"version {version} of {name!r} exists but cannot be loaded ({why}): its files are missing or unreadable; "
+            f"refusing to {verb} it (--force to {verb} it anyway)"
+        )
+
+
+def promote_version(
+    client: mlflow.MlflowClient, name: str, version: str, why: str, who: str | None = None, force: bool = False
+) -> dict:
     try:
         client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException as exc:
@@ -192,15 +216,19 @@ def promote_version(client: mlflow.MlflowClient, name: str, version: str, why: s
     current = current_champion(client, name)
     if current == str(version):
         raise RegistryError(f"version {version} of {name!r} is already the champion")
+    require_loadable(name, str(version), "promote", force)
     return move_champion(client, name, str(version), "promote", why, who, expected=current)
 
 
-def rollback_champion(client: mlflow.MlflowClient, name: str, why: str, who: str | None = None) -> dict:
+def rollback_champion(
+    client: mlflow.MlflowClient, name: str, why: str, who: str | None = None, force: bool = False
+) -> dict:
     """Back to the champion before the current one (repeatable: each rollback goes one further back)."""
     current = current_champion(client, name)
     stack = champion_stack(champion_history(client, name))
     if len(stack) < 2:
         raise RegistryError(f"model {name!r} has no previous champion to roll back to (history: {stack or 'empty'})")
+    require_loadable(name, stack[-2], "roll back to", force)
     return move_champion(client, name, stack[-2], "rollback", why, who, expected=current)
 
 
