@@ -7,6 +7,7 @@ off) and only then builds the app, whose option defaults are read from the confi
 
 import atexit
 import json
+import math
 import os
 import signal
 import sys
@@ -37,19 +38,50 @@ def _read_config_file(path: str) -> dict:
     from tickerflow_model.errors import ConfigError
 
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few settings")
+    text = decode_text(data, f"config file {path}")
     import yaml
 
     is_yaml = path.endswith((".yaml", ".yml"))
     try:
         raw = (yaml.safe_load(text) or {}) if is_yaml else json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid {'YAML' if is_yaml else 'JSON'}: {exc}") from exc
+        raise ConfigError(f"config file {path} is not valid {'YAML' if is_yaml else 'JSON'}: {str(exc)[:4 * QUOTED_CHARS]}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of stage -> settings, got {type(raw).__name__}")
     return raw
+
+
+MAX_CONFIG_BYTES = 1_000_000
+QUOTED_CHARS = 120  # the most of a user's value an error message repeats
+ERRORS_SHOWN = 4  # a config with more problems than this is named by its first few
+
+
+def decode_text(data: bytes, what: str) -> str:
+    """UTF-8 (with or without a BOM), or UTF-16 with its BOM; anything else is a ConfigError naming `what`."""
+    from tickerflow_model.errors import ConfigError
+
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} is not {encoding.upper().removesuffix('-SIG')} text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+
+
+def quoted(value: Any, limit: int = QUOTED_CHARS) -> str:
+    """repr(value), bounded: a YAML of a few hundred bytes can expand (aliases) into megabytes."""
+    import reprlib
+
+    short = reprlib.Repr()  # (Python 3.11's takes no keyword arguments)
+    short.maxlevel, short.maxdict, short.maxlist, short.maxtuple, short.maxset = 3, 8, 8, 8, 8
+    short.maxstring, short.maxother, short.maxlong = limit, limit, 40
+    text = short.repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def _set_field(raw: dict, dotted: str, value: Any) -> None:
@@ -230,6 +262,12 @@ def shown_tickers(per_ticker: dict) -> list[str]:
     return ranked[:TICKERS_SHOWN] + ranked[-TICKERS_SHOWN:]
 
 
+def metric_text(value: float) -> str:
+    """Four decimals, or four significant digits where decimals would hide the value (prices around
+    1e-300 have errors that small; a 0.0000 would read as a perfect score)."""
+    return f"{value:.4f}" if value == 0 or not math.isfinite(value) or 1e-3 <= abs(value) < 1e9 else f"{value:.4g}"
+
+
 def format_metrics(summary: dict) -> str:
     """Overall and per-ticker metrics: point metrics in price units, distribution scores in % log return."""
     from tickerflow_model.metrics import METRIC_KEYS
@@ -245,7 +283,7 @@ def format_metrics(summary: dict) -> str:
     width = {n: max(len(n), 9) for n in names}
     lines = [f"{'scope':<{scope_w}}  {'forecaster':<{name_w}}  " + "  ".join(f"{n:>{width[n]}}" for n in names)]
     for scope, name, m in rows:
-        cells = [f"{m[n]:>{width[n]}.4f}" if n in m else f"{'-':>{width[n]}}" for n in names]
+        cells = [f"{metric_text(m[n]):>{width[n]}}" if n in m else f"{'-':>{width[n]}}" for n in names]
         lines.append(f"{scope:<{scope_w}}  {name:<{name_w}}  " + "  ".join(cells))
     if len(tickers) < len(per_ticker):
         lines.append(f"(the {TICKERS_SHOWN} best and {TICKERS_SHOWN} worst of {len(per_ticker)} tickers by the model's skill; "
@@ -531,12 +569,14 @@ def error_message(exc: BaseException) -> str:
 
     if isinstance(exc, pydantic.ValidationError):
         def got(e: dict) -> str:  # the value the user gave, unless it is a whole section
-            return "" if isinstance(e.get("input"), dict) or "input" not in e else f" (got {e['input']!r})"
+            return "" if isinstance(e.get("input"), dict) or "input" not in e else f" (got {quoted(e['input'])})"
 
-        return "; ".join(
+        errors = exc.errors()
+        shown = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'] if p != 'config') or exc.title}: {e['msg'].removeprefix('Value error, ')}{got(e)}"
-            for e in exc.errors()
+            for e in errors[:ERRORS_SHOWN]
         )
+        return shown + (f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else "")
     return str(exc)
 
 

@@ -61,10 +61,10 @@ def evaluate(
         logger.warning("champion v%s is not compared: %s", result.champion_version, result.champion_error)
     m = result.metrics
     logger.info(
-        "test split, %d forecasts: model RMSE %.4f vs naive %.4f (skill %+.4f)%s%s",
+        "test split, %d forecasts: model RMSE %.4g vs naive %.4g (skill %+.4f)%s%s",
         result.n_windows, m["model"]["rmse"], m["naive"]["rmse"], result.skill,
-        f"; pinball {m['model']['pinball']:.4f}" if "pinball" in m["model"] else "",
-        f"; champion v{result.champion_version} RMSE {m['champion']['rmse']:.4f}" if "champion" in m else "",
+        f"; pinball {m['model']['pinball']:.4g}" if "pinball" in m["model"] else "",
+        f"; champion v{result.champion_version} RMSE {m['champion']['rmse']:.4g}" if "champion" in m else "",
     )
     return result
 

@@ -78,6 +78,15 @@ def write_corpus(root: Path) -> list[BadInput]:
     frame("integer_not_dates.csv", good.assign(Date=np.arange(len(good)) + 1000), "YYYYMMDD")
     text("duplicate_wide_header.csv", "Date,AAPL,MSFT,AAPL\n2020-01-02,1,2,3\n2020-01-03,1,2,3\n", "more than once", "AAPL")
     text("no_price.csv", "Date,Ticker,Volume\n2020-01-02,AAA,5\n", "close")
+    # A typo'd year among the others: refused, naming the ticker and the date (not only a gap warning).
+    frame("future_date.csv", good.assign(Date=good["Date"].where(good.index != 7, "2103-01-14")),
+          "ticker AAA", "2103-01-14", "after today")
+    # Two bars a day (intraday data): refused, not trained as separate days.
+    intraday = pd.concat([good.assign(Date=good["Date"] + " 09:30"), good.assign(Date=good["Date"] + " 16:00")])
+    frame("intraday.csv", intraday, "daily bars are expected", "AAA")
+    # UTF-16 text (Excel's "Unicode text") is decoded: the error is the file's real problem, not "binary".
+    (root / "utf16_no_price.csv").write_bytes("Date,Ticker,Volume\n2020-01-02,AAA,5\n".encode("utf-16"))
+    cases.append(BadInput("utf16_no_price.csv", root / "utf16_no_price.csv", ("close",)))
     mix = root / "adj_close_mix"
     mix.mkdir(exist_ok=True)
     good.assign(**{"Adj Close": good["Close"]}).to_csv(mix / "a.csv", index=False)

@@ -15,6 +15,7 @@ Reading the files themselves (sources, formats, limits) is `price_files.py`.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +245,41 @@ def to_canonical(frame: pd.DataFrame, origin: str, ticker: str | None = None) ->
         out = out[[c for c in CANONICAL if c in found]].copy()
         if layout == "single-ticker":
             out.insert(1, "ticker", ticker or ticker_from_name(origin))
-    return _typed(out.reset_index(drop=True), origin), layout
+    typed = _typed(out.reset_index(drop=True), origin)
+    refuse_future_dates(typed, origin)
+    refuse_intraday_bars(typed, origin)
+    return typed, layout
+
+
+def latest_valid_day(now: datetime | None = None) -> pd.Timestamp:
+    """Today where it is latest (UTC+14): no market has closed a day after it."""
+    now = now or datetime.now(timezone.utc)
+    return pd.Timestamp((now + timedelta(hours=14)).date())
+
+
+def refuse_future_dates(frame: pd.DataFrame, origin: str) -> None:
+    """A date after today is a typo (2103 for 2013) or a clock gone wrong; it never reaches training."""
+    latest = latest_valid_day()
+    late = frame["date"].dt.normalize() > latest
+    if late.any():
+        row = frame.loc[late, ["ticker", "date"]].iloc[0]
+        raise IngestError(
+            f"{origin}: ticker {row['ticker']} has a date after today, {row['date']:%Y-%m-%d} "
+            f"({int(late.sum()):,} row(s) after {latest:%Y-%m-%d}); dates must not lie in the future"
+        )
+
+
+def refuse_intraday_bars(frame: pd.DataFrame, origin: str) -> None:
+    """Several timestamps on one day for one ticker are intraday bars; every step of the model is a day."""
+    day = frame["date"].dt.normalize()
+    stamps = frame.assign(day=day).groupby(["ticker", "day"], sort=False)["date"].nunique()
+    several = stamps[stamps > 1]
+    if not several.empty:
+        (ticker, when), count = several.index[0], int(several.iloc[0])
+        raise IngestError(
+            f"{origin}: ticker {ticker} has {count} different timestamps on {when:%Y-%m-%d} "
+            f"({len(several):,} ticker-day(s) like it); daily bars are expected, one row per ticker per day"
+        )
 
 
 def out_of_order_rows(frame: pd.DataFrame) -> dict:

@@ -180,6 +180,8 @@ def _csv_header(data: bytes, shown: str) -> tuple[list[str], str]:
     """The header's column names and the delimiter (comma, or semicolon / tab / pipe when the header has no comma)."""
     head = data
     if b"\x00" in head:
+        if looks_utf16(head):  # (an uncompressed UTF-16 file is decoded before it gets here)
+            raise IngestError(f"{shown}: UTF-16 text inside a gzip file; save the CSV as UTF-8")
         raise IngestError(f"{shown}: binary content, not a CSV text file (expected CSV, CSV.gz or Parquet)")
     try:
         first = head.decode("utf-8-sig").splitlines()[0] if head.strip() else ""
@@ -190,6 +192,31 @@ def _csv_header(data: bytes, shown: str) -> tuple[list[str], str]:
     sep = "," if "," in first else next((d for d in (";", "\t", "|") if d in first), ",")
     names = [n.strip() for n in next(csv.reader([first], delimiter=sep))]
     return names, sep
+
+
+def looks_utf16(data: bytes) -> bool:
+    """A UTF-16 byte-order mark, or ASCII text with every other byte zero (UTF-16 without a mark)."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    sample = data[:256]
+    if len(sample) < 8:
+        return False
+    for zeros, text in ((sample[1::2], sample[0::2]), (sample[0::2], sample[1::2])):  # little-, big-endian
+        if zeros.count(0) == len(zeros) and 0 not in text:
+            return True
+    return False
+
+
+def utf16_as_utf8(raw: bytes, shown: str) -> bytes:
+    """UTF-16 text (Excel's "Unicode text", PowerShell's default) re-encoded as UTF-8 for the CSV reader."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-16-le" if raw[1] == 0 else "utf-16-be"
+    try:
+        return raw.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{shown}: looks like UTF-16 text but does not decode ({exc.reason} at byte {exc.start}); save the CSV as UTF-8") from None
 
 
 def _refuse_duplicates(names: list, shown: str) -> None:
@@ -213,9 +240,10 @@ def read_file(path: str, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -
         frame = _read_parquet(raw, shown, max_bytes, max_rows)
     else:
         gzipped = suffix == ".csv.gz" or raw[:2] == b"\x1f\x8b"
+        text = raw if gzipped or not looks_utf16(raw) else utf16_as_utf8(raw, shown)
 
         def stream():
-            return _gzip_stream(raw, shown, max_bytes) if gzipped else io.BytesIO(raw)
+            return _gzip_stream(raw, shown, max_bytes) if gzipped else io.BytesIO(text)
 
         with stream() as head:
             names, sep = _csv_header(head.read(65536), shown)

@@ -52,18 +52,18 @@ class TrainConfig(Config):
     barrier after each of them wait for each other's time slices.
     """
 
-    epochs: int = Field(20, ge=1, description="Most epochs to train.")
-    batch_size: int = Field(1024, ge=1, description="Windows per optimizer step.")
+    epochs: int = Field(20, ge=1, le=100_000, description="Most epochs to train.")
+    batch_size: int = Field(1024, ge=1, le=2**24, description="Windows per optimizer step.")
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam's learning rate.")
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="Adam's L2 penalty.")
     grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False, description="Gradient norm clip; 0 turns it off.")
-    patience: int = Field(5, ge=1, description="Epochs without a better validation loss before stopping.")
-    lr_patience: int = Field(2, ge=0, description="Epochs without improvement before the learning rate drops.")
+    patience: int = Field(5, ge=1, le=100_000, description="Epochs without a better validation loss before stopping.")
+    lr_patience: int = Field(2, ge=0, le=100_000, description="Epochs without improvement before the learning rate drops.")
     lr_factor: float = Field(0.5, gt=0, lt=1, description="Factor the learning rate drops by.")
     seed: int = Field(0, ge=0, description="Seed of every random number generator training uses.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the hardware has it.")
-    cpu_threads: int = Field(0, ge=0, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
+    cpu_threads: int = Field(0, ge=0, le=4096, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
     gru: GRUConfig = Field(default_factory=GRUConfig, description="The network; its sizes follow the windows.")
 
     def net_config(self, input_size: int, horizon: int) -> GRUConfig:
