@@ -54,13 +54,20 @@ def experiment_id(client: mlflow.MlflowClient, name: str = EXPERIMENT) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if not user_tracking_uri():
-        # a SQLite store would otherwise put artifacts in ./mlartifacts of whatever folder we run in
+    if not server_sets_artifact_root(tracking_uri()):
+        # A store opened directly (SQLite, PostgreSQL, a folder), ours or the user's, would otherwise put
+        # artifacts in ./mlruns or ./mlartifacts of whatever folder the command runs in.
         location = home_subdir("mlartifacts").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:
         return client.get_experiment_by_name(name).experiment_id  # created concurrently
+
+
+def server_sets_artifact_root(uri: str) -> bool:
+    """Whether the tracking URI is a server (it has its own default artifact root) rather than a store
+    this process writes itself."""
+    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "uc")
 
 
 def run_url(run_id: str) -> str:
