@@ -20,7 +20,7 @@ from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_forecast
 from tickerflow.tasks.ingest import IngestConfig, ingest
 from tickerflow.tasks.monitor import MonitorConfig, check_degradation, model_identity, price_column_of, score_live
 from tickerflow.tasks.retention import RetentionConfig, collect_garbage
-from tickerflow.tasks.tracking import end_flow_runs
+from tickerflow.tasks.tracking import end_flow_runs, end_stopped_flow_run
 from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
 
 
@@ -29,7 +29,7 @@ def _fail_mlflow_runs(flow, flow_run, state) -> None:
 
 
 def _kill_mlflow_runs(flow, flow_run, state) -> None:
-    end_flow_runs(str(flow_run.id), "KILLED", f"flow run {state.type.value.lower()}: {state.message or ''}")
+    end_stopped_flow_run(flow_run.id, state)
 
 
 @flow(

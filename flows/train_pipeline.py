@@ -22,7 +22,7 @@ from tickerflow.tasks.ingest import IngestConfig, ingest
 from tickerflow_model.redaction import redact_text, redact_uri
 from tickerflow.tasks.register import Registration, register
 from tickerflow.tasks.tracking import (
-    PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
+    PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, end_stopped_flow_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
 )
 from tickerflow.tasks.train import TrainConfig, train
 from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
@@ -122,27 +122,9 @@ def _fail_mlflow_run(flow, flow_run, state) -> None:
 
 
 def _kill_mlflow_run(flow, flow_run, state) -> None:
-    """On a crashed or cancelled flow run, mark its MLflow run KILLED, saying which. A run stopped by a
-    signal (SIGTERM from `timeout` or a scheduler, Ctrl-C) was cancelled, not crashed: its flow run is
-    marked Cancelled with the reason."""
-    reason = f"flow run {state.type.value.lower()}: {state.message or ''}"
-    if state.is_crashed() and stopped_by_signal(state.message or ""):
-        reason = f"stopped by a signal: {state.message}"
-        mark_cancelled(flow_run.id, reason)
-    end_flow_runs(str(flow_run.id), "KILLED", reason)
-
-
-def stopped_by_signal(message: str) -> bool:
-    """Prefect's crash message for a run stopped by SIGTERM or SIGINT (`prefect.states.exception_to_crashed_state`)."""
-    return message.startswith("Execution was aborted by") and message.rstrip(".").endswith("signal")
-
-
-def mark_cancelled(flow_run_id, reason: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelled
-
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+    """On a crashed or cancelled flow run, mark its MLflow run KILLED, saying which; a run stopped by a
+    signal is marked Cancelled (`tracking.end_stopped_flow_run`)."""
+    end_stopped_flow_run(flow_run.id, state)
 
 
 @flow(

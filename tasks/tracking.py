@@ -170,6 +170,26 @@ def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
     return [r.info.run_id for r in runs]
 
 
+def end_stopped_flow_run(flow_run_id, state) -> list[str]:
+    """A crashed or cancelled flow run's MLflow runs end KILLED with the reason. A run stopped by a
+    signal (SIGTERM from `timeout` or a scheduler, Ctrl-C), which Prefect reports as Crashed, was
+    cancelled: its flow run is marked Cancelled with the reason first."""
+    reason = f"flow run {state.type.value.lower()}: {state.message or ''}"
+    if state.is_crashed() and stopped_by_signal(state.message or ""):
+        reason = f"stopped by a signal: {state.message}"
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelled
+
+        with get_client(sync_client=True) as prefect:
+            prefect.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+    return end_flow_runs(str(flow_run_id), "KILLED", reason)
+
+
+def stopped_by_signal(message: str) -> bool:
+    """Prefect's crash message for a run stopped by SIGTERM or SIGINT (`prefect.states.exception_to_crashed_state`)."""
+    return message.startswith("Execution was aborted by") and message.rstrip(".").endswith("signal")
+
+
 def flow_run_is_final(flow_run_id: str) -> bool:
     """Whether Prefect reports the flow run in a terminal state (False when it cannot tell)."""
     if not flow_run_id:
