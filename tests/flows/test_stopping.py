@@ -76,12 +76,13 @@ def setup_run(tmp_path: Path, migrated_mlflow_db: Path, epochs: int) -> tuple[Pa
     return home, env, ["--config", str(config)]
 
 
-def one_stop_line(log: Path, rc: int) -> None:
+def one_stop_line(log: Path, rc: int, sig: signal.Signals = signal.SIGTERM) -> None:
     out = log.read_text(errors="replace")
     assert "Traceback" not in out, out[-3000:]
     said = [line for line in out.splitlines() if line.startswith("tickerflow run: ")]
-    assert said == ["tickerflow run: stopped by SIGTERM"], out[-3000:]
-    assert rc == 128 + signal.SIGTERM
+    verb = "interrupted" if sig == signal.SIGINT else "stopped"
+    assert said == [f"tickerflow run: {verb} by {sig.name}"], out[-3000:]
+    assert rc == 128 + sig
 
 
 def assert_run_recorded_as_stopped(home: Path) -> None:
@@ -109,8 +110,10 @@ def assert_registry_consistent(home: Path) -> list:
     return versions
 
 
-def test_sigterm_to_the_group_mid_training_stops_in_order(tmp_path, migrated_mlflow_db, small_sample_csv):
-    """`timeout` forwards a signal it receives to its command's whole group, as on its own expiry."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_group_mid_training_stops_in_order(sig, tmp_path, migrated_mlflow_db, small_sample_csv):
+    """`timeout` forwards a signal it receives to its command's whole group, as it sends its own on expiry
+    (SIGINT: Ctrl-C in a terminal reaches the whole foreground group the same way)."""
     home, env, config = setup_run(tmp_path, migrated_mlflow_db, epochs=50)
     log = tmp_path / "run.log"
     timeout = start(["timeout", "-s", "TERM", str(RUN_TIMEOUT_S), str(TICKERFLOW), "run", "--data",
@@ -118,9 +121,9 @@ def test_sigterm_to_the_group_mid_training_stops_in_order(tmp_path, migrated_mlf
     poll(lambda: list((home / "checkpoints").glob("*/checkpoint.pt")), timeout, log, "a checkpoint")
     processes = everything_of(timeout.pid)
     assert temporary_api(timeout.pid) is not None
-    timeout.send_signal(signal.SIGTERM)
+    timeout.send_signal(sig)
     timeout.wait(timeout=EXIT_S)
-    one_stop_line(log, timeout.returncode)
+    one_stop_line(log, timeout.returncode, sig)
     assert_all_gone(processes)
     assert_run_recorded_as_stopped(home)
     assert assert_registry_consistent(home) == []
