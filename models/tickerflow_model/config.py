@@ -3,7 +3,7 @@ and the Prefect UI form at once."""
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -21,8 +21,10 @@ class Config(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and _numeric(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"must be a number, not a boolean (got {str(value).lower()})")
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and _numeric(annotation):
+            kind = "number" if float in (annotation, *get_args(annotation)) else "integer"
+            raise ValueError(f"Input should be a valid {kind}, not a boolean (got {str(value).lower()})")
         return value
 
     @field_validator("*", mode="after")
@@ -39,8 +41,6 @@ class Config(BaseModel):
 
 def _numeric(annotation: Any) -> bool:
     """Whether a field's type is int or float (alone, optional, or in a union without bool)."""
-    from typing import get_args
-
     if annotation in (int, float):
         return True
     args = get_args(annotation)

@@ -21,10 +21,10 @@ def alias_bomb() -> str:
 
 
 CASES = {
-    "epochs_true.json": (json.dumps({"train": {"epochs": True}}), ("train.epochs", "not a boolean")),
+    "epochs_true.json": (json.dumps({"train": {"epochs": True}}), ("train.epochs", "valid integer, not a boolean")),
     "epochs_1e26.json": ('{"train": {"epochs": 1e26}}', ("train.epochs",)),
     "epochs_huge.json": (json.dumps({"train": {"epochs": 10**30}}), ("train.epochs", "less than or equal to 100000")),
-    "lr_true.yaml": ("train: {lr: yes}\n", ("train.lr", "not a boolean")),
+    "lr_true.yaml": ("train: {lr: yes}\n", ("train.lr", "valid number, not a boolean")),
     "seed_huge.yaml": (f"train: {{seed: {10**20}}}\n", ("train.seed", "at most")),
     "alias_bomb.yaml": (alias_bomb(), ("train.epochs", "more characters")),
 }
