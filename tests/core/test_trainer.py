@@ -220,11 +220,14 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one_intact(monke
     assert [p.name for p in (tmp_path / "ck").iterdir()] == [CHECKPOINT_FILE]  # no half-written file left behind
 
 
-def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path):
+def test_an_unreadable_checkpoint_is_set_aside_with_a_clear_warning(tmp_path):
+    """It used to stop every later run with the same data and config until someone deleted it by hand."""
     (tmp_path / "ck").mkdir()
     (tmp_path / "ck" / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(TrainingError, match=re.escape(f"checkpoint {tmp_path / 'ck' / CHECKPOINT_FILE} cannot be read")):
-        train_model(*split(), TINY, checkpoint_dir=tmp_path / "ck")
+    with pytest.warns(UserWarning, match=re.escape(f"checkpoint {tmp_path / 'ck' / CHECKPOINT_FILE} cannot be read")):
+        result = train_model(*split(), TINY, checkpoint_dir=tmp_path / "ck")
+    assert result.resumed_from_epoch == 0
+    assert [p.read_bytes() for p in (tmp_path / "ck").glob(f"{CHECKPOINT_FILE}.corrupt-*")] == [b"not a checkpoint"]
 
 
 def test_resumed_training_matches_uninterrupted_training_exactly(tmp_path):
