@@ -467,10 +467,12 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"tickerflow {command}".rstrip()
     from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console, redact_credentials_in_logs
 
-    in_main_thread = threading.current_thread() is threading.main_thread()
+    # The commands that run a flow stop in order on SIGTERM, and on SIGINT unless it is ignored (a background
+    # job); `serve` and `ui` are stopped by these signals as their normal end, and handle them themselves.
+    in_main_thread = threading.current_thread() is threading.main_thread() and command in FLOW_COMMANDS
     previous = {}
-    if in_main_thread:  # an orderly stop on SIGTERM, and on SIGINT unless it is ignored (a background job)
-        _received.clear()
+    _received.clear()
+    if in_main_thread:
         previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
