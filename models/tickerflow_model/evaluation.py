@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 
-from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles
+from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles, fit_garch
 from .config import Config
 from .forecaster import Forecaster
 from .gru import intra_op_threads
@@ -163,6 +163,7 @@ class TestSplit:
     price_column: str
     tickers: tuple[str, ...]
     train_end: np.datetime64  # the last day of the training period (MASE scale, static quantiles)
+    val_end: np.datetime64  # the last day of the validation period (the GARCH fit)
 
 
 def test_split(dataset) -> TestSplit:
@@ -171,6 +172,7 @@ def test_split(dataset) -> TestSplit:
     return TestSplit(
         x, index, dataset.spec.horizon, dataset.price_column, tuple(dataset.manifest["tickers"]),
         np.datetime64(dataset.manifest["split_dates"]["train_end"], "ns"),
+        np.datetime64(dataset.manifest["split_dates"]["val_end"], "ns"),
     )
 
 
@@ -226,7 +228,7 @@ def predict_test_split(
     runs = ticker_runs(split.index["ticker"])
     base_dates = split.index["base_date"].to_numpy("datetime64[ns]")  # (N,)
     frames, dist = [], {name: [] for name in ("model", *DISTRIBUTION_BASELINES)}
-    histories, train_rows = {}, {}
+    histories, train_rows, garch_fits = {}, {}, {}
     for ticker, hist in ticker_histories(prices, split).items():
         if ticker not in runs:
             continue
@@ -240,6 +242,8 @@ def predict_test_split(
         # the ticker's days in the training period: a prefix, the dates being sorted
         n_train = int(np.searchsorted(dates, split.train_end, side="right"))
         histories[ticker], train_rows[ticker] = p, n_train
+        # GARCH is fit on the training and validation periods: the data every other forecaster learnt from
+        garch_fits[ticker] = fit_garch(p, int(np.searchsorted(dates, split.val_end, side="right")) - 1)
         steps = np.tile(np.arange(1, horizon + 1), len(wanted))  # (n*H,)
         b = np.repeat(base_idx, horizon)  # (n*H,)
         frames.append(
@@ -261,12 +265,13 @@ def predict_test_split(
         )
         dist["model"].append(cum_q[rows].reshape(-1, len(levels)))  # (n*H, Q)
         for name in DISTRIBUTION_BASELINES:
-            q = baseline_quantiles(name, p, base_idx, horizon, levels, fit_end=n_train - 1)  # (n, H, Q)
+            q = baseline_quantiles(name, p, base_idx, horizon, levels, n_train - 1, garch_fits[ticker])  # (n, H, Q)
             dist[name].append(q.reshape(-1, len(levels)))
     predictions = pd.concat(frames, ignore_index=True)
     quantiles = {name: np.concatenate(parts) for name, parts in dist.items()}
     baselines = {
-        name: BaselineForecaster.fit(name, histories, train_rows, horizon, levels, col) for name in DISTRIBUTION_BASELINES
+        name: BaselineForecaster.fit(name, histories, train_rows, horizon, levels, col, garch_fits)
+        for name in DISTRIBUTION_BASELINES
     }
     return predictions, quantiles, baselines
 
