@@ -97,7 +97,7 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
     print(f"\nmedian share of the naive-to-oracle gap closed: {statistics.median(closed):.1%} (bar: 50%)")
 
 
-def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int) -> None:
+def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int, train: dict, data: str | None) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
     from tickerflow_model.evaluation import evaluate_forecaster
     from tickerflow.tasks.ingest import IngestConfig
@@ -107,16 +107,17 @@ def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int
     from tickerflow_model.trainer import TrainConfig
 
     logging.basicConfig(level=logging.WARNING)
-    frame, source_hash, _, _ = read_prices(str(ROOT / IngestConfig().source))
-    window = WindowConfig() if not features else WindowConfig(features=tuple(features))
-    print(f"features {list(window.features)}, TrainConfig defaults but cpu_threads={cpu_threads}, seeds {seeds}")
+    frame, source_hash, _, _ = read_prices(data or str(ROOT / IngestConfig().source))
+    window = (WindowConfig() if not features else WindowConfig(features=tuple(features))).for_data(frame)
+    print(f"data {data or 'the bundled sample'}: {frame['ticker'].nunique()} tickers, {len(frame)} rows; features "
+          f"{list(window.features)}, TrainConfig defaults but cpu_threads={cpu_threads} {train or ''}, seeds {seeds}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="tf-quantiles-") as tmp:
         os.environ["TICKERFLOW_HOME"] = tmp  # checkpoints go here
         dataset = build_window_dataset(frame, window, source_hash, Path(tmp) / "windows")
         for seed in seeds:
             t0 = time.perf_counter()
-            model = fit_forecaster(dataset, TrainConfig(seed=seed, cpu_threads=cpu_threads)).forecaster
+            model = fit_forecaster(dataset, TrainConfig(**{**train, "seed": seed, "cpu_threads": cpu_threads})).forecaster
             m = evaluate_forecaster(model, dataset, frame, None).metrics
             row = {
                 "seed": seed,
@@ -153,11 +154,13 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=2500, help="ar2: trading days per ticker")
     parser.add_argument("--features", nargs="+", default=None, help="quantiles: window features (default: WindowConfig's)")
     parser.add_argument("--cpu-threads", type=int, default=0, help="quantiles: TrainConfig.cpu_threads (1 on a busy machine)")
+    parser.add_argument("--train", type=json.loads, default={}, help='quantiles: TrainConfig fields as JSON, e.g. \'{"loss_weight": "return"}\'')
+    parser.add_argument("--data", default=None, help="quantiles: a price file or folder instead of the bundled sample")
     args, extra = parser.parse_known_args()
     if args.what == "sample":
         cmd_sample(args.seeds, extra)
     elif args.what == "quantiles":
-        cmd_quantiles(args.seeds, args.features, args.cpu_threads)
+        cmd_quantiles(args.seeds, args.features, args.cpu_threads, args.train, args.data)
     else:
         cmd_ar2(args.seeds, args.days)
 

@@ -308,8 +308,9 @@ def build_app() -> typer.Typer:
         with prefect_api(while_starting=_prepare_training_run):
             summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
         print(format_metrics(summary))
+        print("\n" + "\n".join(summary["versus"]))
         print(
-            f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
+            f"skill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
             f"v{summary['model_version']} (gru)   promoted: {summary['promoted']}\n"
             f"champion: v{summary['champion_version']} ({summary['champion_forecaster']}): {summary['reason']}\n"
             f"MLflow run: {summary['mlflow_run_url']}"

@@ -261,6 +261,8 @@ def evaluation_markdown(result: Evaluation, run_id: str, config: EvaluateConfig 
     return (
         f"# Test metrics\n\nSkill vs naive: **{result.skill:+.4f}** "
         f"(1 - RMSE_model / RMSE_naive) over {result.n_windows} forecasts.{champion}\n\n"
+        + "".join(f"- {line}\n" for line in result.versus_rivals())
+        + "\n"
         "Point metrics in price units; distribution scores (pinball, coverage, width, Winkler) on cumulative "
         "log returns in percent. Overall, then the best and worst tickers by the model's skill "
         f"(all {len(result.per_ticker)} tickers: `evaluation/metrics_per_ticker.csv` in the MLflow run).\n\n"

@@ -108,6 +108,7 @@ def finish_mlflow_run(
         "metrics": evaluation.metrics,
         "per_ticker": evaluation.per_ticker,
         "per_horizon": evaluation.per_horizon,
+        "versus": evaluation.versus_rivals(),
         "champion_version": registration.champion_version,
         "champion_forecaster": registration.champion_forecaster,
         "compared_champion_version": evaluation.champion_version,

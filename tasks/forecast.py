@@ -58,10 +58,7 @@ class LoadedModel:
 
     @property
     def min_rows(self) -> int:
-        forecaster = self.pyfunc.unwrap_python_model().forecaster
-        if isinstance(forecaster, BaselineForecaster):
-            return forecaster.min_rows
-        return forecaster.spec.window.lookback + 1
+        return self.pyfunc.unwrap_python_model().forecaster.min_rows
 
     @property
     def no_forecast_reason(self) -> str:

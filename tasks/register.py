@@ -207,7 +207,8 @@ def rollback_champion(client: mlflow.MlflowClient, name: str, why: str, who: str
 def input_columns(forecaster: Forecaster) -> list[str]:
     """The columns the model reads; other columns in a caller's frame are ignored."""
     spec = forecaster.spec
-    return ["date", "ticker", spec.price_column, *spec.window.columns]  # e.g. volume, high and low for their features
+    # e.g. volume, high and low for their features; the gap reads `close` even when the model's price is it
+    return list(dict.fromkeys(["date", "ticker", spec.price_column, *spec.window.columns]))
 
 
 def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
@@ -217,7 +218,7 @@ def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
     """
     ticker = sorted(prices["ticker"].unique())[0]
     g = prices[prices["ticker"] == ticker].sort_values("date")
-    example = g[input_columns(forecaster)].tail(forecaster.spec.window.lookback + 1).reset_index(drop=True)
+    example = g[input_columns(forecaster)].tail(forecaster.min_rows).reset_index(drop=True)
     return example.astype({"ticker": str}).assign(date=example["date"].dt.strftime("%Y-%m-%d"))
 
 
@@ -260,9 +261,17 @@ def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame
             signature=signature,
             input_example=example,
             registered_model_name=model_name,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={_version('torch')}", f"pandas=={pd.__version__}"],
+            pip_requirements=pip_requirements(forecaster),
         )
     return str(info.registered_model_version)
+
+
+def pip_requirements(forecaster: Forecaster | BaselineForecaster) -> list[str]:
+    """What the model's code imports, pinned to the versions it was logged with."""
+    needs = ["mlflow", "torch", "pandas"]
+    if isinstance(forecaster, BaselineForecaster) and forecaster.spec.name == "garch":
+        needs.append("arch")
+    return [f"{dist}=={_version(dist)}" for dist in needs]
 
 
 def _version(dist: str) -> str:

@@ -67,6 +67,29 @@ def ticker_skill(by_forecaster: dict[str, dict[str, float]]) -> float:
     return model.get("skill", np.nan)
 
 
+RIVALS = ("garch", "ewma")  # the classic volatility models the GRU is shown against, side by side
+
+
+def head_to_head(metrics: dict, per_ticker: dict, rival: str, score: str = "pinball") -> str | None:
+    """One line: the GRU's `score` against `rival`'s overall and on how many tickers it is the lower; None
+    when either has no such score."""
+    model, other = metrics.get("model", {}), metrics.get(rival, {})
+    if score not in model or score not in other:
+        return None
+    scored = [by for by in per_ticker.values() if score in by.get("model", {}) and score in by.get(rival, {})]
+    wins = sum(by["model"][score] < by[rival][score] for by in scored)
+    gain = 1.0 - model[score] / other[score] if other[score] > 0 else float("nan")
+    return (
+        f"the GRU vs {rival}: {score} {model[score]:.4f} vs {other[score]:.4f} ({gain:+.2%}), "
+        f"lower on {wins} of {len(scored)} tickers"
+    )
+
+
+def rival_lines(metrics: dict, per_ticker: dict) -> list[str]:
+    """`head_to_head` against each of RIVALS that was scored."""
+    return [line for rival in RIVALS if (line := head_to_head(metrics, per_ticker, rival)) is not None]
+
+
 def rank_tickers(per_ticker: dict[str, dict[str, dict[str, float]]]) -> pd.Series:
     """ticker -> skill, best first (tickers without a score last)."""
     return pd.Series({t: ticker_skill(by) for t, by in per_ticker.items()}, dtype=float).sort_values(ascending=False)
@@ -109,6 +132,16 @@ class Evaluation:
         """Overall, per horizon step and per ticker as flat records (for CSV and the MLflow table)."""
         scopes = [("all", self.metrics)] + sorted(self.per_horizon.items()) + sorted(self.per_ticker.items())
         return [{"scope": s, "forecaster": n, **m} for s, by_name in scopes for n, m in by_name.items()]
+
+    def versus_rivals(self) -> list[str]:
+        """The GRU against garch and ewma, overall and ticker by ticker (`rival_lines`)."""
+        return rival_lines(self.metrics, self.per_ticker)
+
+    @property
+    def garch_fallbacks(self) -> dict[str, str]:
+        """Tickers the garch baseline served EWMA for, and why its fit failed."""
+        garch = self.baselines.get("garch")
+        return {} if garch is None else dict(garch.spec.fallback)
 
     def ticker_ranking(self) -> pd.Series:
         """Tickers, best first, by the model's skill (`ticker_skill`)."""

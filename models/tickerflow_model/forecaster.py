@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,8 @@ import torch
 from .calibration import apply_cqr, fit_cqr_margins
 from .gru import GRUConfig, GRUForecaster, predict_batched
 from .quantiles import median_index, quantile_columns
-from .windows import Scaler, WindowSpec, all_input_windows, compute_features
+from .features import compute_features, market_features, market_on
+from .windows import Scaler, WindowSpec, all_input_windows
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.pt"
@@ -95,6 +97,11 @@ class Forecaster:
         net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         return cls(spec, net)
 
+    @property
+    def min_rows(self) -> int:
+        """Rows of one ticker a forecast needs: the lookback, the long-memory history before it, one close more."""
+        return self.spec.window.min_forecast_rows
+
     # ---- numeric ------------------------------------------------------------------------------
     def _located(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network quantiles (N, H, Q) moved so that the median is the shrunk point forecast, and scale (N, H).
@@ -140,6 +147,38 @@ class Forecaster:
         spec = replace(self.spec, calibration=tuple(tuple(float(v) for v in row) for row in margins))
         return Forecaster(spec, self.net)
 
+    def input_windows(
+        self, prices: pd.DataFrame, all_dates: bool = False
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per ticker with enough rows: (ticker, dates (T,), prices (T,), base indices (N,), scaled windows (N, L, F)).
+
+        The same features as the window dataset's (`compute_features`, the market from the whole frame
+        given): the last window only, or with `all_dates` one from every day with the history a
+        served forecast needs.
+        """
+        spec = self.spec
+        price_col = _pick_price_column(prices, spec.price_column)
+        missing = [c for c in ("ticker", "date", *spec.window.columns) if c not in prices.columns]
+        if missing:
+            raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
+        lookback, features = spec.window.lookback, spec.window.resolved_features
+        # the universe's market features come from the whole frame given, as they did from the training frame
+        market = market_features(prices, price_col) if spec.window.uses_market else None
+        first = self.min_rows - 1  # the first base day with a full window and its long-memory history
+        for ticker, g in prices.groupby("ticker", sort=True):
+            if len(g) < self.min_rows:
+                continue
+            g = g.sort_values("date")
+            dates = g["date"].to_numpy("datetime64[ns]")
+            p = g[price_col].to_numpy(np.float64)
+            columns = {c: g[c].to_numpy(np.float64) for c in spec.window.columns}
+            own_market = None if market is None else market_on(market, dates)
+            feats = spec.scaler.transform(compute_features(p, features, columns, own_market))  # (T-1, F)
+            if all_dates:
+                yield str(ticker), dates, p, np.arange(first, len(p)), all_input_windows(feats, lookback)[first - lookback :]
+            else:
+                yield str(ticker), dates, p, np.array([len(p) - 1]), feats[-lookback:][None]  # (1, L, F)
+
     def forecast_frame(self, prices: pd.DataFrame, all_dates: bool = False) -> pd.DataFrame:
         """Raw prices in the canonical long format -> `ticker, date, horizon, forecast_close, q05 ... q95`.
 
@@ -150,26 +189,13 @@ class Forecaster:
         backtest), and the frame also carries `base_date`, the last day the forecast could see.
         """
         spec = self.spec
-        price_col = _pick_price_column(prices, spec.price_column)
-        missing = [c for c in ("ticker", "date", *spec.window.columns) if c not in prices.columns]
-        if missing:
-            raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
         frames = []
-        lookback = spec.window.lookback
-        for ticker, g in prices.groupby("ticker", sort=True):
-            g = g.sort_values("date")
-            if len(g) < lookback + 1:
-                continue  # too little history: no complete window
-            p = g[price_col].to_numpy(np.float64)
-            vol, high, low = (g[c].to_numpy(np.float64) if c in g.columns else None for c in ("volume", "high", "low"))
-            feats = spec.scaler.transform(compute_features(p, vol, spec.window.features, high, low))  # (T-1, F)
-            x = all_input_windows(feats, lookback) if all_dates else feats[-lookback:][None]  # (N, L, F) view
-            base_idx = np.arange(lookback, len(p)) if all_dates else np.array([len(p) - 1])
+        for ticker, dates, p, base_idx, x in self.input_windows(prices, all_dates):
             quant = self.predict_quantiles(x)  # (N, H, Q), batched
             cum = quant[:, :, median_index(spec.quantiles)]  # (N, H): the point forecast is the q50
-            frames.append(forecast_rows(str(ticker), g["date"].to_numpy()[base_idx], p[base_idx], cum, quant, spec.quantiles, all_dates))
+            frames.append(forecast_rows(ticker, dates[base_idx], p[base_idx], cum, quant, spec.quantiles, all_dates))
         if not frames:
-            raise ValueError(f"no ticker has the {lookback + 1} rows of history a forecast needs")
+            raise ValueError(f"no ticker has the {self.min_rows} rows of history a forecast needs")
         return pd.concat(frames, ignore_index=True)
 
 
