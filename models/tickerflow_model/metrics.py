@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .quantiles import pinball
+
 METRIC_NAMES = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy")
 SEASON = 5  # business days in a week: "same day last week"
 
@@ -117,17 +119,6 @@ HORIZON_METRICS = HEADLINE_METRICS + ("width_80", "width_90")
 PRIMARY_SCORES = ("pinball", "winkler_80", "winkler_90")
 
 
-def pinball(quantiles: np.ndarray, actual: np.ndarray, levels) -> np.ndarray:
-    """Pinball loss of each forecast, averaged over the levels: (..., Q), (...) -> (...).
-
-    For level tau and quantile q the loss is tau * (y - q) when y >= q and (1 - tau) * (q - y) when
-    y < q; it is minimised in expectation by the true tau-quantile (Koenker & Bassett, 1978).
-    """
-    tau = np.asarray(levels, dtype=np.float64)  # (Q,)
-    diff = np.asarray(actual, dtype=np.float64)[..., None] - np.asarray(quantiles, dtype=np.float64)  # (..., Q)
-    return np.mean(np.maximum(tau * diff, (tau - 1.0) * diff), axis=-1)
-
-
 def interval_index(levels, coverage: float) -> tuple[int, int]:
     """Indices of the levels that bound the central interval of nominal `coverage` (0.8 -> q10, q90)."""
     levels = [float(q) for q in levels]
@@ -139,6 +130,21 @@ def interval_index(levels, coverage: float) -> tuple[int, int]:
         )
     except StopIteration:
         raise ValueError(f"the {coverage:.0%} interval needs the levels {lo:g} and {hi:g}, got {levels}") from None
+
+
+def require_scored_intervals(levels) -> tuple[float, ...]:
+    """`levels`, when they bound every central interval in INTERVALS (scoring, live coverage and the gate
+    read them); otherwise a ValueError naming the missing levels and the levels given."""
+    levels = tuple(float(q) for q in levels)
+    lacking = [c for c in INTERVALS if not all(any(abs(q - (1 + s * c) / 2) < 1e-9 for q in levels) for s in (-1, 1))]
+    if lacking:
+        bounds = sorted(round((1 + s * c) / 2, 12) for c in lacking for s in (-1, 1))
+        names = " and ".join(f"{c:.0%}" for c in lacking)
+        raise ValueError(
+            f"must include {', '.join(f'{q:g}' for q in bounds)} (the {names} central interval(s) that scoring and the "
+            f"gate read), got {list(levels)}"
+        )
+    return levels
 
 
 def winkler(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, coverage: float) -> np.ndarray:

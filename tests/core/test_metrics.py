@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -86,7 +87,10 @@ def test_drift_extrapolates_the_average_past_change():
 
 
 # ---- distribution scores ----------------------------------------------------------------------------
-from tickerflow_model.metrics import distribution_metrics, distribution_terms, interval_index, pinball, winkler  # noqa: E402
+from tickerflow_model.metrics import (  # noqa: E402
+    distribution_metrics, distribution_terms, interval_index, require_scored_intervals, winkler,
+)
+from tickerflow_model.quantiles import pinball  # noqa: E402
 
 LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
@@ -126,6 +130,18 @@ def test_interval_needs_its_levels():
     assert interval_index(LEVELS, 0.8) == (1, 5)
     with pytest.raises(ValueError, match="90% interval needs the levels 0.05 and 0.95"):
         interval_index((0.1, 0.5, 0.9), 0.9)
+
+
+@pytest.mark.parametrize("levels, missing", [
+    ((0.1, 0.5, 0.9), "0.05, 0.95"),
+    ((0.05, 0.25, 0.5, 0.75, 0.95), "0.1, 0.9"),
+    ((0.25, 0.5, 0.75), "0.05, 0.1, 0.9, 0.95"),
+])
+def test_levels_without_a_scored_interval_are_refused_naming_them(levels, missing):
+    with pytest.raises(ValueError, match=f"must include {missing}.*got {re.escape(str(list(levels)))}"):
+        require_scored_intervals(levels)
+    assert require_scored_intervals(LEVELS) == LEVELS
+    assert require_scored_intervals((0.025, 0.05, 0.1, 0.5, 0.9, 0.95, 0.975))  # more levels are fine
 
 
 def test_the_true_quantiles_score_best():

@@ -200,6 +200,17 @@ def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "window" in err and "lookback" in err and "register" in err
 
 
+def test_quantile_levels_that_scoring_cannot_use_are_refused_in_one_line_before_training(tmp_path, capsys):
+    from tickerflow.flows.cli import main
+
+    config = tmp_path / "c.json"
+    config.write_text('{"train": {"gru": {"quantiles": [0.25, 0.5, 0.75]}}}')
+    assert main(["run", "--config", str(config)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert "train: gru.quantiles must include 0.05, 0.1, 0.9, 0.95" in err and "got [0.25, 0.5, 0.75]" in err
+
+
 class _Failed(str):
     """Renders like Prefect's state: `Failed('message')`, the message quoted as repr() quotes it."""
 
