@@ -172,11 +172,6 @@ def make_windows(
     return x, y, base_index
 
 
-def last_windows(scaled_feats: np.ndarray, lookback: int) -> np.ndarray:
-    """The most recent complete window: (T-1, F) -> (1, L, F)."""
-    return scaled_feats[-lookback:][None, :, :]
-
-
 def all_input_windows(scaled_feats: np.ndarray, lookback: int) -> np.ndarray:
     """Every complete input window, including the last one (no target needed). (T-1, F) -> (N, L, F)."""
     return sliding_window_view(scaled_feats, lookback, axis=0).transpose(0, 2, 1)
