@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Telemetry stays off without an environment block here: the CLI's main() and the tests' conftest apply
 # tickerflow/environment.py before anything imports Prefect or MLflow.
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -21,7 +21,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/tickerflow run
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

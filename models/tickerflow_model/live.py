@@ -188,7 +188,7 @@ class RuleState:
 
     streak: int  # scored days in a row, up to the last, past a threshold
     streak_start: pd.Timestamp | None  # the first day of that streak (None: no streak)
-    latest: dict  # the last day's live figures, and `day`
+    latest: dict[str, float | str]  # the last day's live figures, and `day`
     reasons: str  # which threshold(s) the last day crossed
 
 
@@ -197,7 +197,7 @@ def rule_state(metrics: pd.DataFrame, thresholds: Thresholds) -> RuleState:
     flagged = breaches(metrics.sort_values("day").reset_index(drop=True), thresholds)
     streak = trailing_streak(flagged["breached"])
     last = flagged.iloc[-1]
-    latest = {k: float(last[k]) for k in LIVE_METRICS if k in last and pd.notna(last[k])}
+    latest: dict[str, float | str] = {k: float(last[k]) for k in LIVE_METRICS if k in last and pd.notna(last[k])}
     latest["day"] = f"{last['day']:%Y-%m-%d}"
     start = flagged["day"].iloc[len(flagged) - streak] if streak else None
     return RuleState(streak, start, latest, last["reasons"])
