@@ -260,7 +260,10 @@ def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame
             signature=signature,
             input_example=example,
             registered_model_name=model_name,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={_version('torch')}", f"pandas=={pd.__version__}"],
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}", f"torch=={_version('torch')}", f"pandas=={pd.__version__}",
+                f"exchange-calendars=={_version('exchange-calendars')}",  # the forecast's target days
+            ],
         )
     return str(info.registered_model_version)
 
