@@ -284,6 +284,8 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         name="tickerflow", help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
         pretty_exceptions_enable=False,  # a bug's traceback stays a plain one
+        # click's plain help: a flag reads `--json`, where Typer's rich panels print `--json <bool>`
+        rich_markup_mode=None,
     )
 
     @app.command()

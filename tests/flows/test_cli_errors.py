@@ -165,6 +165,21 @@ def test_help_shows_the_config_models_defaults(capsys):
     assert f"[default: {field_default(ServerOptions, 'mlflow_port')}]" in help_text("ui")
 
 
+@pytest.mark.parametrize("command, flags", [
+    ([], ["--help"]), (["run"], ["--json", "--help"]), (["forecast"], ["--json"]), (["gc"], ["--dry-run"]),
+    (["serve"], ["--no-server"]),
+])
+def test_flags_read_as_flags_in_the_help(command, flags, capsys):
+    from tickerflow.flows.cli import main
+
+    assert main([*command, "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for flag in flags:
+        (line,) = [line for line in lines if line.strip().startswith(flag + " ")]
+        assert "<bool>" not in line and "BOOLEAN" not in line, line  # `--json  print ...`, not `--json <bool>`
+    assert not [line for line in lines if "<bool>" in line]
+
+
 def test_bad_config_file_is_a_config_error(tmp_path, capsys):
     from tickerflow.flows.cli import main
 
