@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -239,8 +240,13 @@ def _add_business_days(dates: pd.DatetimeIndex, steps: np.ndarray, exchange: str
 @functools.lru_cache(maxsize=8)
 def _sessions(exchange: str, first_year: int, last_year: int) -> np.ndarray:
     """The sessions of `exchange` from `first_year` to `last_year`, clipped to what its calendar covers."""
-    import exchange_calendars  # here: 0.4 s to import, and only forecasts need it
-
+    try:
+        import exchange_calendars  # here: 0.4 s to import, and only forecasts need it
+    except ImportError:  # served where the model's pip requirements were not installed (--env-manager local)
+        logging.getLogger(__name__).warning(
+            "exchange-calendars is not installed: forecast dates are business days (Mon-Fri), not %s sessions", exchange
+        )
+        return np.array([], dtype="datetime64[D]")
     calendar_type = type(exchange_calendars.get_calendar(exchange))
     start, end = pd.Timestamp(f"{first_year}-01-01"), pd.Timestamp(f"{last_year}-12-31")
     lowest = calendar_type.bound_min()

@@ -40,3 +40,23 @@ def test_forecast_rows_carry_the_trading_day_targets():
     )
     assert frame["date"].dt.strftime("%Y-%m-%d").tolist() == ["2024-01-16", "2024-01-17"]
     assert frame["horizon"].tolist() == [1, 2]
+
+
+def test_without_exchange_calendars_installed_the_dates_are_business_days(monkeypatch):
+    import builtins
+
+    import tickerflow_model.forecaster as forecaster
+
+    real_import = builtins.__import__
+
+    def no_calendars(name, *args, **kwargs):
+        if name == "exchange_calendars":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_calendars)
+    forecaster._sessions.cache_clear()
+    try:
+        assert targets("2024-01-12", [1]) == ["2024-01-15"]  # the holiday itself: Mon-Fri knows no holidays
+    finally:
+        forecaster._sessions.cache_clear()
