@@ -284,7 +284,16 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         name="tickerflow", help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
         pretty_exceptions_enable=False,  # a bug's traceback stays a plain one
+        # click's plain help: a flag reads `--json`, where Typer's rich panels print `--json <bool>`
+        rich_markup_mode=None,
     )
+
+    @app.callback()
+    def options(
+        verbose: Annotated[bool, typer.Option(VERBOSE, help="run, forecast, replay: show Prefect's and MLflow's own "
+                                              "log lines and warnings too (given anywhere on the line)")] = False,
+    ) -> None:
+        """`--verbose` is taken off the line by main(); declared here so that --help lists it."""
 
     @app.command()
     def run(
@@ -418,22 +427,33 @@ def build_app() -> typer.Typer:
 
 # A long-running command keeps an expected failure's reason in its console log; the others print it last.
 LONG_RUNNING = {"serve"}
+VERBOSE = "--verbose"  # Prefect's and MLflow's own lines on the console too (run, forecast, replay)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The `tickerflow` command: returns its exit code. A user's mistake is one line on stderr, no traceback."""
     environment.apply()  # before anything imports Prefect or MLflow
     args = sys.argv[1:] if argv is None else list(argv)
+    verbose = VERBOSE in args  # anywhere on the line: `tickerflow run --verbose` as well as `tickerflow --verbose run`
+    args = [a for a in args if a != VERBOSE]
     command = next((a for a in args if not a.startswith("-")), "")
     prefix = f"tickerflow {command}".rstrip()
-    from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console
+    quiet = command in FLOW_COMMANDS and not verbose
+    if quiet:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read when MLflow draws a bar
+    from tickerflow.flows.console_logging import is_expected, quiet_console, quiet_expected_errors_on_console
 
     try:
         if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
             begin_prefect_api()  # its boot overlaps the imports that building the app makes
         cli = typer.main.get_command(build_app())
         quiet_expected_errors_on_console(with_reason=command in LONG_RUNNING)
-        return cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
+        undo_quiet = quiet_console() if quiet else None
+        try:
+            return cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
+        finally:
+            if undo_quiet:
+                undo_quiet()
     except typer.TyperException as exc:  # a usage error: an unknown option, a value of the wrong type
         message = " ".join(exc.format_message().split())
         if message:  # (none when the help was shown instead)

@@ -1,9 +1,11 @@
 """Register: log the pyfunc model, register a version as `challenger`, promote to `champion` if it earns it.
 
 Every move of the `champion` alias (the pipeline's gate, `tickerflow promote`, `tickerflow rollback`), and
-every gate decision that left it in place, is recorded as one registered-model tag
-`champion_history.<UTC time>-<random id>` holding who/when/why as JSON (moves also on the version itself),
-so the champion history can be read back from the registry alone. Moves are compare-and-set: a decision
+every gate decision that left it in place, is recorded as one finished MLflow run in the experiment
+`tickerflow-registry` (tags: model, action, version, previous, by, why, and the whole event as JSON), so the
+history is one table in the MLflow UI, read back from the tracking store alone, and the registered model's
+page stays short (moves are also on the version itself, three tags each). Homes from before kept the history
+as registered-model tags `champion_history.<UTC time>-<random id>`; those are still read. Moves are compare-and-set: a decision
 made against one champion never overwrites another that took its place meanwhile.
 """
 
@@ -27,7 +29,7 @@ from prefect import runtime, task
 from prefect.logging import get_run_logger
 
 import tickerflow_model
-from tickerflow.tasks.tracking import use_tracking
+from tickerflow.tasks.tracking import EXPERIMENT, experiment_id, use_tracking
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.window_dataset import WindowDataset
 from tickerflow_model.errors import TickerflowError
@@ -40,7 +42,12 @@ from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, GRUPricePyf
 
 CHALLENGER = "challenger"
 MODEL_CODE = Path(tickerflow_model.__file__).parent
-HISTORY_PREFIX = "champion_history."
+HISTORY_PREFIX = "champion_history."  # registered-model tags of the history in older homes
+REGISTRY_EXPERIMENT = f"{EXPERIMENT}-registry"  # one finished run per champion decision
+HISTORY_MODEL_TAG = "tickerflow.registered_model"
+HISTORY_MODEL_KEY_TAG = "tickerflow.registered_model_key"  # `_model_key(name)`, what the history is searched by
+HISTORY_KEY_TAG = "tickerflow.history_key"  # `history_key()`: orders the events
+HISTORY_EVENT_TAG = "tickerflow.event"  # the event as JSON
 
 
 class RegistryError(TickerflowError, ValueError):
@@ -87,8 +94,28 @@ def champion_history(client: mlflow.MlflowClient, name: str) -> list[dict]:
     pipeline's decisions that left it where it was (`keep`: the gate said no; `refused`: it moved since
     the evaluation)."""
     tags = client.get_registered_model(name).tags
-    keys = sorted(k for k in tags if k.startswith(HISTORY_PREFIX))  # time-ordered ids (see history_key)
-    return [json.loads(tags[k]) for k in keys]
+    # time-ordered ids (see history_key); the older homes' tag keys sort before the runs' keys
+    events = {k: tags[k] for k in tags if k.startswith(HISTORY_PREFIX)}
+    exp = client.get_experiment_by_name(REGISTRY_EXPERIMENT)
+    if exp is not None:
+        token = None
+        while True:
+            page = client.search_runs(
+                [exp.experiment_id], filter_string=f"tags.`{HISTORY_MODEL_KEY_TAG}` = '{_model_key(name)}'",
+                max_results=1000, page_token=token,
+            )
+            events.update({r.data.tags[HISTORY_KEY_TAG]: r.data.tags[HISTORY_EVENT_TAG] for r in page})
+            token = page.token
+            if not token:
+                break
+    return [json.loads(events[k]) for k in sorted(events)]
+
+
+def _model_key(name: str) -> str:
+    """The model's name as a filter-safe tag value (a name may hold quotes)."""
+    from tickerflow_model.atomic_io import stable_hash
+
+    return stable_hash(name)
 
 
 def champion_stack(history: list[dict]) -> list[str]:
@@ -118,7 +145,15 @@ def history_key() -> str:
 
 
 def record_decision(client: mlflow.MlflowClient, name: str, event: dict) -> None:
-    client.set_registered_model_tag(name, history_key(), json.dumps(event))
+    """One finished run in REGISTRY_EXPERIMENT: a row of the history table, never a tag on the model."""
+    key = history_key()
+    shown = {k: "" if event.get(k) is None else str(event[k])[:5000] for k in ("action", "version", "previous", "by", "why")}
+    run = client.create_run(
+        experiment_id(client, REGISTRY_EXPERIMENT),
+        run_name=f"{name}: {event['action']} v{event['version']}",
+        tags={HISTORY_MODEL_TAG: name, HISTORY_MODEL_KEY_TAG: _model_key(name), HISTORY_KEY_TAG: key, HISTORY_EVENT_TAG: json.dumps(event), **shown},
+    )
+    client.set_terminated(run.info.run_id)
 
 
 def registry_lock(name: str):
@@ -268,7 +303,7 @@ def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame
 
 def pip_requirements(forecaster: Forecaster | BaselineForecaster) -> list[str]:
     """What the model's code imports, pinned to the versions it was logged with."""
-    needs = ["mlflow", "torch", "pandas"]
+    needs = ["mlflow", "torch", "pandas", "exchange-calendars"]  # exchange-calendars: the forecast's target days
     if isinstance(forecaster, BaselineForecaster) and forecaster.spec.name == "garch":
         needs.append("arch")
     return [f"{dist}=={_version(dist)}" for dist in needs]

@@ -143,7 +143,9 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(pref
     table = client.load_table(experiment_id(client), "evaluation/per_ticker_table.json", run_ids=[run_id])
     assert set(table["ticker"]) == {"AAA", "BBB"} and "pinball" in table.columns
     markdown = Artifact.get("test-metrics").data
-    assert f"runs:/{run_id}" in markdown and "static_quantile" in markdown and f"{result.skill:+.4f}" in markdown
+    # an http link into the MLflow UI that `tickerflow ui` serves, not a runs:/ URI that no browser opens
+    assert f"(http://127.0.0.1:5000/#/experiments/{experiment_id(client)}/runs/{run_id})" in markdown
+    assert "runs:/" not in markdown and "static_quantile" in markdown and f"{result.skill:+.4f}" in markdown
 
     # the --json summary: point metrics for all, distribution scores for the model and each distribution baseline
     decoded = json.loads(json.dumps(summary, default=str))
