@@ -261,11 +261,11 @@ class BaselineForecaster:
                 if np.isfinite(fit).all():
                     static[str(ticker)] = fit.tolist()
         if name == "garch":
-            for ticker, fit in (garch_fits or {}).items():
-                if fit.params is None:
-                    fallback[str(ticker)] = str(fit.fallback)
+            for ticker, garch_fit in (garch_fits or {}).items():
+                if garch_fit.params is None:
+                    fallback[str(ticker)] = str(garch_fit.fallback)
                 else:
-                    params[str(ticker)] = dict(fit.params)
+                    params[str(ticker)] = dict(garch_fit.params)
         levels = tuple(float(q) for q in levels)
         return cls(BaselineSpec(name, horizon, price_column, levels, static, params, fallback))
 

@@ -9,7 +9,7 @@ has to learn deviations from it; predicting scaled levels is what makes tutorial
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from .features import FEATURE_COLUMNS, FEATURES, MARKET_FEATURES, Feature, auto_
 class WindowSpec(Config):
     """What one window looks like; travels with every registered model."""
 
-    lookback: int = Field(60, ge=2, description="Days of features each window reads.")
+    lookback: int = Field(30, ge=2, description="Days of features each window reads (the long-memory features reach further back).")
     horizon: int = Field(1, ge=1, description="Business days ahead the model forecasts (1..horizon).")
     features: tuple[Feature, ...] | Literal["auto"] = Field(
         "auto",
@@ -49,7 +49,7 @@ class WindowSpec(Config):
             raise ValueError("the window's features are 'auto': resolve them against the data first (for_data)")
         return tuple(self.features)
 
-    def for_data(self, frame: pd.DataFrame) -> "WindowSpec":
+    def for_data(self, frame: pd.DataFrame) -> Self:
         """This spec with `auto` features replaced by the ones the data supports (`auto_features`)."""
         return self if self.features != "auto" else self.updated(features=auto_features(frame))
 
