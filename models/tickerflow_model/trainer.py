@@ -1,8 +1,9 @@
 """The training loop: mini-batch Adam on the pinball loss, early stopping, atomic per-epoch checkpoints, resume.
 
-The loss is the mean pinball (multi-quantile) loss of the network's quantiles, in units of each
-window's volatility scale (see `gru.py`): every window weighs the same whatever the market's mood,
-and the validation loss that drives early stopping is the same quantity.
+The loss is the mean pinball (multi-quantile) loss of the network's quantiles (`loss_weight`): by
+default in the targets' own units, as the evaluation scores it, so turbulent windows weigh more; or
+in units of each window's volatility scale (see `gru.py`), every window weighing the same. The
+validation loss that drives early stopping is the same quantity.
 
 Plain PyTorch: no Prefect, no MLflow, no progress-bar library. The caller observes training through
 the `on_epoch`, `on_batch` and `on_resume` callbacks and decides how to report it.
@@ -65,7 +66,7 @@ class TrainConfig(Config):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the hardware has it.")
     cpu_threads: int = Field(0, ge=0, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
     loss_weight: Literal["volatility", "return"] = Field(
-        "volatility", description="Pinball loss in units of each window's volatility (equal weights) or of returns."
+        "return", description="Pinball loss in returns (as evaluated: turbulent windows weigh more) or volatility units."
     )
     gru: GRUConfig = Field(default_factory=GRUConfig, description="The network; its sizes follow the windows.")
 
