@@ -29,7 +29,7 @@ def champion_home(champion, monkeypatch):  # noqa: F811
 
 
 def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(prefect_harness, champion_home, tmp_path):
-    recent = champion_home.prices.groupby("ticker").tail(40)
+    recent = champion_home.prices.groupby("ticker").tail(champion_home.forecaster.min_rows + 3)
     short = make_prices(n_days=6, tickers=("CCC",), seed=9)
     data = tmp_path / "latest.csv"
     pd.concat([recent, short]).to_csv(data, index=False)

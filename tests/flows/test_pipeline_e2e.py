@@ -61,7 +61,7 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
 
     # the registered model loads in a process where tickerflow is not importable, next to a
     # user's own `models` and `tasks` packages, and returns forecasts in price units
-    recent = pd.read_csv(small_sample_csv).groupby("Ticker").tail(80)
+    recent = pd.read_csv(small_sample_csv).groupby("Ticker").tail(120)
     recent.columns = [c.lower().replace(" ", "_") for c in recent.columns]
     recent.to_csv(tmp_path / "recent.csv", index=False)
     for shadow in ("models", "tasks", "tickerflow_model"):
