@@ -2,30 +2,53 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip
+CONSTRAINTS := constraints.txt
+# `make run` installs the runtime only; `make test` adds the dev tools (pytest, ruff, mypy, moto, ...).
+# Both install from the same constraints file, so the two venvs hold the same versions of what they share.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 # Telemetry stays off without an environment block here: the CLI's main() and the tests' conftest apply
 # tickerflow/environment.py before anything imports Prefect or MLflow.
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install install-dev run test test-fast lint constraints bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
 
-install: $(STAMP)
+$(RUN_STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e .
+	touch $(RUN_STAMP)
 
-run: $(STAMP)
+# the dev install is a superset of the runtime one: it satisfies `make run` too
+$(TEST_STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(TEST_STAMP) $(RUN_STAMP)
+
+install: $(RUN_STAMP)
+
+install-dev: $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/tickerflow run
 
-test: $(STAMP)
+lint: $(TEST_STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -m "not integration and not slow"
 
+# after a change of dependencies in pyproject.toml: install, test, then record the versions that passed
+constraints: $(TEST_STAMP)
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(PIP) freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' | LC_ALL=C sort -f; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

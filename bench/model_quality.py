@@ -35,6 +35,7 @@ from pathlib import Path
 from tickerflow import environment
 
 ROOT = Path(__file__).resolve().parent.parent
+BASELINES = ("static_quantile", "rolling_quantile", "ewma", "garch")
 KEYS = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill")
 
 
@@ -96,7 +97,9 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
     print(f"\nmedian share of the naive-to-oracle gap closed: {statistics.median(closed):.1%} (bar: 50%)")
 
 
-def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int) -> None:
+def cmd_quantiles(
+    seeds: list[int], features: list[str] | None, cpu_threads: int, train: dict, data: str | None, window_fields: dict
+) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
     from tickerflow_model.evaluation import evaluate_forecaster
     from tickerflow.tasks.ingest import IngestConfig
@@ -106,39 +109,47 @@ def cmd_quantiles(seeds: list[int], features: list[str] | None, cpu_threads: int
     from tickerflow_model.trainer import TrainConfig
 
     logging.basicConfig(level=logging.WARNING)
-    frame, source_hash, _, _ = read_prices(str(ROOT / IngestConfig().source))
-    window = WindowConfig() if not features else WindowConfig(features=tuple(features))
-    print(f"features {list(window.features)}, TrainConfig defaults but cpu_threads={cpu_threads}, seeds {seeds}")
+    frame, source_hash, _, _ = read_prices(data or str(ROOT / IngestConfig().source))
+    window = WindowConfig(**window_fields, **({"features": tuple(features)} if features else {})).for_data(frame)
+    print(f"data {data or 'the bundled sample'}: {frame['ticker'].nunique()} tickers, {len(frame)} rows; features "
+          f"{list(window.features)}, lookback {window.lookback}, TrainConfig defaults but cpu_threads={cpu_threads} {train or ''}, seeds {seeds}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="tf-quantiles-") as tmp:
         os.environ["TICKERFLOW_HOME"] = tmp  # checkpoints go here
         dataset = build_window_dataset(frame, window, source_hash, Path(tmp) / "windows")
         for seed in seeds:
             t0 = time.perf_counter()
-            model = fit_forecaster(dataset, TrainConfig(seed=seed, cpu_threads=cpu_threads)).forecaster
+            fit = fit_forecaster(dataset, TrainConfig(**{**train, "seed": seed, "cpu_threads": cpu_threads}))
+            model = fit.forecaster
+            train_seconds = sum(e.epoch_seconds for e in fit.history)
             m = evaluate_forecaster(model, dataset, frame, None).metrics
             row = {
                 "seed": seed,
                 "pinball": m["model"]["pinball"],
-                **{f"vs_{b}": 1 - m["model"]["pinball"] / m[b]["pinball"] for b in ("static_quantile", "rolling_quantile", "ewma")},
+                **{f"vs_{b}": 1 - m["model"]["pinball"] / m[b]["pinball"] for b in BASELINES},
+                "vs_best": 1 - m["model"]["pinball"] / min(m["ewma"]["pinball"], m["garch"]["pinball"]),
                 "coverage_80": m["model"]["coverage_80"],
                 "coverage_90": m["model"]["coverage_90"],
                 "skill": m["model"]["skill"],
                 "shrinkage": model.spec.shrinkage[0],
+                "train_seconds": train_seconds,
             }
             rows.append(row)
-            print(f"seed {seed}: pinball {row['pinball']:.4f} (static {m['static_quantile']['pinball']:.4f}, rolling "
-                  f"{m['rolling_quantile']['pinball']:.4f}, ewma {m['ewma']['pinball']:.4f}); better than static "
-                  f"{row['vs_static_quantile']:+.2%}, rolling {row['vs_rolling_quantile']:+.2%}, ewma {row['vs_ewma']:+.2%}; "
+            print(f"seed {seed}: pinball {row['pinball']:.4f} (" + ", ".join(f"{b} {m[b]['pinball']:.4f}" for b in BASELINES)
+                  + "); better than " + ", ".join(f"{b} {row['vs_' + b]:+.2%}" for b in BASELINES)
+                  + f", the better of ewma and garch {row['vs_best']:+.2%}; "
                   f"coverage 80% {row['coverage_80']:.2%}, 90% {row['coverage_90']:.2%}; skill {row['skill']:+.5f} "
-                  f"(shrinkage {row['shrinkage']:.3f})  {time.perf_counter() - t0:.0f} s", flush=True)
+                  f"(shrinkage {row['shrinkage']:.3f}); training {len(fit.history)} epochs in {train_seconds:.1f} s, "
+                  f"{time.perf_counter() - t0:.0f} s in all", flush=True)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "seed"}
-    print(f"\nmedian over {len(rows)} seeds: pinball {med['pinball']:.4f}; better than static {med['vs_static_quantile']:+.2%}, "
-          f"rolling {med['vs_rolling_quantile']:+.2%}, ewma {med['vs_ewma']:+.2%}; coverage 80% {med['coverage_80']:.2%}, "
-          f"90% {med['coverage_90']:.2%}; skill {med['skill']:+.5f}")
-    worst = {k: (min if k.startswith("vs_") or k == "skill" else max)(r[k] for r in rows) for k in ("vs_static_quantile", "vs_ewma", "skill")}
+    print(f"\nmedian over {len(rows)} seeds: pinball {med['pinball']:.4f}; better than "
+          + ", ".join(f"{b} {med['vs_' + b]:+.2%}" for b in BASELINES)
+          + f", the better of ewma and garch {med['vs_best']:+.2%}; coverage 80% {med['coverage_80']:.2%}, "
+          f"90% {med['coverage_90']:.2%}; skill {med['skill']:+.5f}; training {med['train_seconds']:.1f} s")
+    worst = {k: (min if k.startswith("vs_") or k == "skill" else max)(r[k] for r in rows) for k in ("vs_static_quantile", "vs_ewma", "vs_garch", "vs_best", "skill")}
     cov = [abs(r[k] - nominal) for r in rows for k, nominal in (("coverage_80", 0.8), ("coverage_90", 0.9))]
-    print(f"worst seed: better than static {worst['vs_static_quantile']:+.2%}, ewma {worst['vs_ewma']:+.2%}, skill "
+    print(f"worst seed: better than static {worst['vs_static_quantile']:+.2%}, ewma {worst['vs_ewma']:+.2%}, garch "
+          f"{worst['vs_garch']:+.2%}, the better of the two {worst['vs_best']:+.2%}, skill "
           f"{worst['skill']:+.5f}; largest coverage gap {max(cov) * 100:.2f} points")
 
 
@@ -149,11 +160,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=2500, help="ar2: trading days per ticker")
     parser.add_argument("--features", nargs="+", default=None, help="quantiles: window features (default: WindowConfig's)")
     parser.add_argument("--cpu-threads", type=int, default=0, help="quantiles: TrainConfig.cpu_threads (1 on a busy machine)")
+    parser.add_argument("--train", type=json.loads, default={}, help='quantiles: TrainConfig fields as JSON, e.g. \'{"loss_weight": "return"}\'')
+    parser.add_argument("--window", type=json.loads, default={}, help='quantiles: WindowConfig fields as JSON, e.g. \'{"lookback": 60}\'')
+    parser.add_argument("--data", default=None, help="quantiles: a price file or folder instead of the bundled sample")
     args, extra = parser.parse_known_args()
     if args.what == "sample":
         cmd_sample(args.seeds, extra)
     elif args.what == "quantiles":
-        cmd_quantiles(args.seeds, args.features, args.cpu_threads)
+        cmd_quantiles(args.seeds, args.features, args.cpu_threads, args.train, args.data, args.window)
     else:
         cmd_ar2(args.seeds, args.days)
 

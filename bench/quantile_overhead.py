@@ -119,7 +119,7 @@ def main(argv=None) -> int:
                 seconds[which] += s
                 print(f"round {rnd + 1} ({which}): " + ", ".join(f"{v:.2f}" for v in s) + " s per epoch", flush=True)
     p, q = statistics.median(seconds["p"]), statistics.median(seconds["q"])
-    print(f"\n| model | median s/epoch | samples/s |\n|---|---|---|")
+    print("\n| model | median s/epoch | samples/s |\n|---|---|---|")
     print(f"| (p) point GRU, MSE | {p:.2f} | {args.windows / p:.0f} |")
     print(f"| (q) quantile GRU, pinball | {q:.2f} | {args.windows / q:.0f} |")
     print(f"\nratio (q)/(p) of median seconds per epoch: {q / p:.3f}")

@@ -153,7 +153,6 @@ def run_child(
                "run", "--data", str(data), "--epochs", str(epochs), "--json", *extra]
     if warm:
         warm_up(env)
-    start = time.perf_counter()
     run_child.popen_wall = time.time()
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     log = home / "run.log"

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
 from tickerflow_model.window_dataset import SPLITS, WindowConfig, build_window_dataset, ticker_slices  # noqa: E402
-from tickerflow_model.windows import compute_features, make_windows  # noqa: E402
+from tickerflow_model.features import compute_features  # noqa: E402
+from tickerflow_model.windows import make_windows  # noqa: E402
 
 
 def synthetic_prices(n_tickers: int, n_days: int, seed: int = 0) -> pd.DataFrame:
@@ -63,7 +64,7 @@ def synthetic_prices(n_tickers: int, n_days: int, seed: int = 0) -> pd.DataFrame
 
 
 def bench_config(lookback: int) -> WindowConfig:
-    return WindowConfig(lookback=lookback, horizon=1, min_history=lookback + 2)
+    return WindowConfig(lookback=lookback, horizon=1, min_history=lookback + 2, features=("log_return",))
 
 
 def scaled_series(frame: pd.DataFrame, config: WindowConfig) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -71,7 +72,7 @@ def scaled_series(frame: pd.DataFrame, config: WindowConfig) -> list[tuple[np.nd
     out = []
     for rows in ticker_slices(frame, "close", config):
         prices = rows.prices
-        feats = compute_features(prices, None, config.features)
+        feats = compute_features(prices, config.resolved_features)
         out.append((prices, ((feats - feats.mean()) / feats.std()).astype(np.float32)))
     return out
 

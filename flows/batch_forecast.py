@@ -57,7 +57,9 @@ def batch_forecast(
     prices = require_valid(report)
     forecasts = forecast_prices(model, prices, report.dropped_tickers)
     result = write_forecasts(forecasts, model, config)
-    append_forecasts(forecasts.frame, prices, name, model.version, forecaster, price_column_of(model, prices), store)
+    append_forecasts(
+        forecasts.frame, prices, name, model.version, forecaster, price_column_of(model, prices), forecasts.levels, store
+    )
     summary = publish_forecasts(forecasts, result, data)
     tidied = collect_garbage(retention, store) if gc else None
     return {**summary, "scored_forecasts": live.scored_forecasts, "degradation": degradation.__dict__, "gc": tidied}

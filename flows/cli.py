@@ -324,7 +324,16 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         name="tickerflow", help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
         pretty_exceptions_enable=False,  # a bug's traceback stays a plain one
+        # click's plain help: a flag reads `--json`, where Typer's rich panels print `--json <bool>`
+        rich_markup_mode=None,
     )
+
+    @app.callback()
+    def options(
+        verbose: Annotated[bool, typer.Option(VERBOSE, help="run, forecast, replay: show Prefect's and MLflow's own "
+                                              "log lines and warnings too (given anywhere on the line)")] = False,
+    ) -> None:
+        """`--verbose` is taken off the line by main(); declared here so that --help lists it."""
 
     @app.command()
     def run(
@@ -348,8 +357,9 @@ def build_app() -> typer.Typer:
         with prefect_api(while_starting=_prepare_training_run):
             summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
         print(format_metrics(summary))
+        print("\n" + "\n".join(summary["versus"]))
         print(
-            f"\nskill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
+            f"skill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
             f"v{summary['model_version']} (gru)   promoted: {summary['promoted']}\n"
             f"champion: v{summary['champion_version']} ({summary['champion_forecaster']}): {summary['reason']}\n"
             f"MLflow run: {summary['mlflow_run_url']}"
@@ -457,15 +467,26 @@ def build_app() -> typer.Typer:
 
 # A long-running command keeps an expected failure's reason in its console log; the others print it last.
 LONG_RUNNING = {"serve"}
+VERBOSE = "--verbose"  # Prefect's and MLflow's own lines on the console too (run, forecast, replay)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The `tickerflow` command: returns its exit code. A user's mistake is one line on stderr, no traceback."""
     environment.apply()  # before anything imports Prefect or MLflow
     args = sys.argv[1:] if argv is None else list(argv)
+    verbose = VERBOSE in args  # anywhere on the line: `tickerflow run --verbose` as well as `tickerflow --verbose run`
+    args = [a for a in args if a != VERBOSE]
     command = next((a for a in args if not a.startswith("-")), "")
     prefix = f"tickerflow {command}".rstrip()
-    from tickerflow.flows.console_logging import is_expected, quiet_expected_errors_on_console, redact_credentials_in_logs
+    quiet = command in FLOW_COMMANDS and not verbose
+    if quiet:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read when MLflow draws a bar
+    from tickerflow.flows.console_logging import (
+        is_expected,
+        quiet_console,
+        quiet_expected_errors_on_console,
+        redact_credentials_in_logs,
+    )
 
     # The commands that run a flow stop in order on SIGTERM, and on SIGINT unless it is ignored (a background
     # job); `serve` and `ui` are stopped by these signals as their normal end, and handle them themselves.
@@ -480,7 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         cli = typer.main.get_command(build_app())
         redact_credentials_in_logs()
         quiet_expected_errors_on_console(with_reason=command in LONG_RUNNING)
-        code = cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
+        undo_quiet = quiet_console() if quiet else None
+        try:
+            code = cli.main(args=args, prog_name="tickerflow", standalone_mode=False) or 0
+        finally:
+            if undo_quiet:
+                undo_quiet()
     except typer.TyperException as exc:  # a usage error: an unknown option, a value of the wrong type
         message = " ".join(exc.format_message().split())
         if message and not _received:  # (none when the help was shown instead)
@@ -492,10 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         if not is_expected(exc) and not _received:
             raise
         if not _received:
-            from tickerflow_model.errors import TickerflowError
+            from tickerflow_model.errors import TickerflowError, storage_failure, storage_message
             from tickerflow_model.redaction import redact_text
-
-            from tickerflow_model.errors import storage_failure, storage_message
 
             storage = None if isinstance(exc, TickerflowError) else storage_failure(exc)
             reason = storage_message(storage) if storage else f"{type(exc).__name__}: {error_message(exc)}"

@@ -1,4 +1,11 @@
-"""What the console shows when a run fails for a reason the user can act on.
+"""What the console shows: a quiet console by default, and one line when a run fails for a reason the user
+can act on.
+
+Quiet (`quiet_console`, unless `--verbose`): tickerflow's own lines and the result. Prefect's lifecycle lines
+("Finished in state Completed()", "Beginning flow run", "View at" a temporary API's page, hook chatter), MLflow's
+event log ("Successfully registered model", "Found extra inputs ... will be ignored", its pickle warning, the
+"Downloading artifacts" bars), Python warnings and Great Expectations' INFO lines stay off the console; the
+Prefect API and MLflow still get every record.
 
 Prefect's own `prefect.task_runs` / `prefect.flow_runs` loggers log a failing task or flow with its
 traceback and repeat the exception's message in each "Finished in state Failed(...)" line. For an
@@ -13,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Callable
 
 from tickerflow_model.errors import TickerflowError, storage_failure
 
@@ -101,18 +109,72 @@ class _TrimmingFormatter(logging.Formatter):
         return self.inner.format(record.__dict__.get(_TRIMMED, record))
 
 
-def quiet_expected_errors_on_console(with_reason: bool = False) -> None:
-    """Attach the filter to every Prefect console handler (idempotent). Call once Prefect is imported."""
+# Prefect's own INFO lines about a run's lifecycle, not about what tickerflow did
+_CHATTER = re.compile(
+    r"^(Finished in state Completed\(|Beginning (flow|subflow) run |View at |Created (task|flow|subflow) run "
+    r"|Executing '|Running hook '|Hook '.*' finished running successfully)"
+)
+# a tqdm bar MLflow draws while it downloads or uploads artifacts
+ARTIFACT_BARS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+# loggers whose INFO lines are tickerflow's own: the run loggers its tasks and flows log through, its modules
+_OWN_LINES = ("prefect.flow_runs", "prefect.task_runs", "tickerflow")
+
+
+class ChatterFilter(logging.Filter):
+    """Console-handler filter of the quiet console: below WARNING, only tickerflow's own lines pass (not
+    Prefect's lifecycle lines, nor the INFO lines of the libraries below it, such as Great Expectations')."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        return record.name.startswith(_OWN_LINES) and not _CHATTER.match(record.getMessage())
+
+
+def quiet_console() -> Callable[[], None]:
+    """The console of a one-shot command without `--verbose`: tickerflow's lines and the result only.
+    Call once Prefect is imported (after `quiet_expected_errors_on_console`); returns what undoes it (the
+    CLI calls it when the command returns, so a process that calls `main()` more than once, such as the
+    tests, gets its logging back)."""
+    from mlflow.utils import logging_utils
+
+    was_enabled = logging_utils.MLFLOW_LOGGING_STREAM.enabled
+    logging_utils.disable_logging()  # MLflow's own stream: its logger's lines and its eprint()s
+    loggers = [logging.getLogger(name) for name in ("py.warnings", "great_expectations", "mlflow", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    chatter = ChatterFilter()
+    handlers = _prefect_console_handlers()
+    for handler in handlers:
+        handler.addFilter(chatter)
+
+    def undo() -> None:
+        logging_utils.MLFLOW_LOGGING_STREAM.enabled = was_enabled
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        for handler in handlers:
+            handler.removeFilter(chatter)
+
+    return undo
+
+
+def _prefect_console_handlers() -> list[logging.Handler]:
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
     ensure_logging_setup()  # Prefect creates its handlers lazily, on first use
-
     handlers = list(logging.getLogger().handlers)
     for logger in list(logging.Logger.manager.loggerDict.values()):
         handlers += getattr(logger, "handlers", [])
-    for handler in handlers:
-        if not isinstance(handler, PrefectConsoleHandler) or isinstance(handler.formatter, _TrimmingFormatter):
+    return [h for h in dict.fromkeys(handlers) if isinstance(h, PrefectConsoleHandler)]
+
+
+def quiet_expected_errors_on_console(with_reason: bool = False) -> None:
+    """Attach the filter to every Prefect console handler (idempotent). Call once Prefect is imported."""
+    for handler in _prefect_console_handlers():
+        if isinstance(handler.formatter, _TrimmingFormatter):
             continue
         handler.addFilter(ExpectedErrorFilter(with_reason))
         handler.setFormatter(_TrimmingFormatter(handler.formatter))

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 
 from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
+from tickerflow.flows.ui_labels import replay_run_names
 from tickerflow.tasks.forecast_store import ForecastStoreConfig
 from tickerflow.tasks.ingest import IngestConfig
 from tickerflow.tasks.monitor import MonitorConfig
@@ -77,13 +78,14 @@ def replay(
     days_out, retrains, events = [], [], []
     for i, day in enumerate(days):
         write_cut(prices, day, cut_path)
+        train_name, forecast_name = replay_run_names(data, model_name, day)
         no_champion = current_champion(use_tracking(), model_name) is None
         if no_champion or (retrain_every and i > 0 and i % retrain_every == 0):
-            summary = train_pipeline(train_config)
+            summary = train_pipeline.with_options(flow_run_name=train_name)(train_config)
             retrains.append({"day": f"{day:%Y-%m-%d}", "version": summary["model_version"], "promoted": summary["promoted"]})
             if current_champion(use_tracking(), model_name) is None:
                 raise TickerflowError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}")
-        result = batch_forecast(
+        result = batch_forecast.with_options(flow_run_name=forecast_name)(
             data=str(cut_path), out=str(out), model_uri=f"models:/{model_name}@champion",
             store=store, monitor=monitor, retention=retention, gc=gc,
         )

@@ -261,6 +261,8 @@ def evaluation_markdown(result: Evaluation, run_id: str, config: EvaluateConfig 
     return (
         f"# Test metrics\n\nSkill vs naive: **{result.skill:+.4f}** "
         f"(1 - RMSE_model / RMSE_naive) over {result.n_windows} forecasts.{champion}\n\n"
+        + "".join(f"- {line}\n" for line in result.versus_rivals())
+        + "\n"
         "Point metrics in price units; distribution scores (pinball, coverage, width, Winkler) on cumulative "
         "log returns in percent. Overall, then the best and worst tickers by the model's skill "
         f"(all {len(result.per_ticker)} tickers: `evaluation/metrics_per_ticker.csv` in the MLflow run).\n\n"
@@ -330,7 +332,7 @@ def gate_markdown(decision: GateDecision, evaluation: Evaluation, config: Regist
     for name in sorted(decision.scores, key=decision.scores.get):
         m = evaluation.metrics[name]
         verdict = "yes" if not decision.missed[name] else "no: " + "; ".join(decision.missed[name])
-        cov = lambda k: f"{m[k]:.1%}" if k in m else "-"  # noqa: E731
+        cov = lambda k, m=m: f"{m[k]:.1%}" if k in m else "-"  # noqa: E731
         lines.append(
             f"| {gate_label(name, evaluation)} | {decision.scores[name]:.4f} | {cov('coverage_80')} | {cov('coverage_90')} "
             f"| {m.get('skill', float('nan')):+.4f} | {verdict} |"
@@ -407,7 +409,7 @@ def plot_live(metrics: pd.DataFrame, path: Path, title: str) -> Path:
     for window, g in metrics.groupby("window"):
         axes[0, 0].plot(g["day"], g["live_skill"], label=f"live skill, {window} days")
         if has_cov:
-            for name, nominal in NOMINAL_COVERAGE.items():
+            for name in NOMINAL_COVERAGE:
                 axes[1, 0].plot(g["day"], g[name], label=f"{name.removeprefix('live_')}, {window} days")
     axes[0, 0].axhline(0, color="grey", lw=0.8)
     axes[0, 0].set_ylabel("skill vs naive")

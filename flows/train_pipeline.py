@@ -12,7 +12,7 @@ import pandas as pd
 from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
 from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
@@ -30,6 +30,7 @@ from tickerflow.tasks.window import WindowConfig, window
 from tickerflow_model.backtest import Backtest, BacktestConfig
 from tickerflow_model.evaluation import EvaluateConfig, Evaluation
 from tickerflow_model.gate import RegisterConfig
+from tickerflow_model.metrics import require_scored_intervals
 
 
 class PipelineConfig(BaseModel):
@@ -51,6 +52,16 @@ class PipelineConfig(BaseModel):
         default_factory=RegisterConfig, alias="register", description="Registered model name and the champion gate")
     backtest: BacktestConfig = Field(
         default_factory=BacktestConfig, description="Walk-forward folds after the main split (0 folds: off)")
+
+    @field_validator("train")
+    @classmethod
+    def _levels_give_the_scored_intervals(cls, train: TrainConfig) -> TrainConfig:
+        """Checked here, before any training: evaluation would only find the missing levels after it."""
+        try:
+            require_scored_intervals(train.gru.quantiles)
+        except ValueError as exc:
+            raise ValueError(f"gru.quantiles {exc}") from None
+        return train
 
     def flat_params(self) -> dict[str, str]:
         """`stage.field` (nested: `stage.part.field`) -> value, for MLflow params."""
@@ -108,6 +119,7 @@ def finish_mlflow_run(
         "metrics": evaluation.metrics,
         "per_ticker": evaluation.per_ticker,
         "per_horizon": evaluation.per_horizon,
+        "versus": evaluation.versus_rivals(),
         "champion_version": registration.champion_version,
         "champion_forecaster": registration.champion_forecaster,
         "compared_champion_version": evaluation.champion_version,

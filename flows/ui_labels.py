@@ -82,6 +82,12 @@ def forecast_run_name() -> str:
     return f"forecast-{data}-{model}-{_run_day()}"
 
 
+def replay_run_names(data: str, model_name: str, day) -> tuple[str, str]:
+    """(training run name, forecast run name) of a replayed day: named by that day, not by today."""
+    data, model, as_of = data_label(data), model_label(f"models:/{model_name}@champion"), f"as_of-{day:%Y-%m-%d}"
+    return f"train-{data}-{model_name}-{as_of}", f"forecast-{data}-{model}-{as_of}"
+
+
 def _add_tags(flow_run, new: list[str]) -> None:
     from prefect.client.orchestration import get_client
 

@@ -59,6 +59,8 @@ def evaluate(
     result = evaluate_forecaster(forecaster, dataset, prices, champion, cpu_threads)
     if result.champion_error:
         logger.warning("champion v%s is not compared: %s", result.champion_version, result.champion_error)
+    for ticker, why in result.garch_fallbacks.items():
+        logger.warning("garch baseline: %s gets the EWMA forecast: %s", ticker, why)
     m = result.metrics
     logger.info(
         "test split, %d forecasts: model RMSE %.4g vs naive %.4g (skill %+.4f)%s%s",

@@ -7,7 +7,6 @@ reporting (`publish_forecasts` in `tickerflow.flows.reporting`).
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +27,15 @@ from tickerflow_model.config import Config
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
 from tickerflow_model.baselines import BaselineForecaster
-from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
+from tickerflow_model.quantiles import quantile_columns
 
 FORECAST_EXPERIMENT = "tickerflow-forecasts"
-# the quantile columns (q05 .. q95 by default, in price units) come between forecast_close and model_version
-OUTPUT_COLUMNS = ["ticker", "date", "horizon", "forecast_close", *quantile_columns(QUANTILE_LEVELS), "model_version"]
-QUANTILE_COLUMN = re.compile(r"q\d+")
+
+
+def output_columns(levels: tuple[float, ...]) -> list[str]:
+    """A forecast file's columns: the quantile columns of the model's levels (q05 .. q95 by default, in price
+    units) come between forecast_close and model_version."""
+    return ["ticker", "date", "horizon", "forecast_close", *quantile_columns(levels), "model_version"]
 
 
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
@@ -46,8 +48,9 @@ class ForecastConfig(Config):
 
 @dataclass
 class ForecastBatch:
-    frame: pd.DataFrame  # OUTPUT_COLUMNS (the quantile columns the model gives)
+    frame: pd.DataFrame  # output_columns(levels)
     skipped: dict[str, str] = field(default_factory=dict)  # ticker -> why it has no forecast
+    levels: tuple[float, ...] = ()  # the model's quantile levels
 
 
 @dataclass
@@ -58,10 +61,14 @@ class LoadedModel:
 
     @property
     def min_rows(self) -> int:
+        return self.pyfunc.unwrap_python_model().forecaster.min_rows
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The quantile levels the model forecasts, from its own spec."""
         forecaster = self.pyfunc.unwrap_python_model().forecaster
-        if isinstance(forecaster, BaselineForecaster):
-            return forecaster.min_rows
-        return forecaster.spec.window.lookback + 1
+        spec = forecaster.spec
+        return tuple(spec.levels if isinstance(forecaster, BaselineForecaster) else spec.quantiles)
 
     @property
     def no_forecast_reason(self) -> str:
@@ -122,8 +129,8 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
         skipped[ticker] = "the model's forecast is not a finite number (check the ticker's recent prices)"
     forecasts = forecasts[~forecasts["ticker"].astype(str).isin(list(skipped))].reset_index(drop=True)
     forecasts["model_version"] = model.version
-    quantiles = [c for c in forecasts.columns if QUANTILE_COLUMN.fullmatch(str(c))]
-    return ForecastBatch(forecasts[["ticker", "date", "horizon", "forecast_close", *quantiles, "model_version"]], skipped)
+    levels = model.levels
+    return ForecastBatch(forecasts[output_columns(levels)], skipped, levels)
 
 
 @task(name="forecast")

@@ -3,8 +3,9 @@
 Layout: `<root>/base_date=YYYY-MM-DD/model=<name>.v<version>.parquet`, one file per (base day, model version),
 written atomically (`tickerflow_model.atomic_io.write_bytes_atomic`), so a rerun of the same day replaces its file instead of duplicating rows.
 The root is `TICKERFLOW_HOME/forecast_store` unless `uri` names another (any fsspec URI: s3://...).
-Each row: `ticker, base_date, price_column, base_close, date, horizon, forecast_close[, q05..q95], model_name,
-model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, never path fragments.
+Each row: `ticker, base_date, price_column, base_close, date, horizon, forecast_close`, the quantile columns of
+the model's levels (`q05..q95` by default), `quantile_levels` (those levels as text, '' for a point forecast),
+`model_name, model_version, forecaster, flow_run_id, created_at`. Ticker symbols are data, never path fragments.
 """
 
 from __future__ import annotations
@@ -23,10 +24,17 @@ from pydantic import Field, field_validator
 from tickerflow.tasks.storage import home_subdir
 from tickerflow_model.atomic_io import write_bytes_atomic
 from tickerflow_model.config import Config
-from tickerflow_model.live import QUANTILE_COLUMNS
+from tickerflow_model.live import LEVELS_COLUMN
+from tickerflow_model.quantiles import levels_text, quantile_columns
 
-STORE_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close", *QUANTILE_COLUMNS,
-                 "model_name", "model_version", "forecaster", "flow_run_id", "created_at"]
+# the quantile columns of the model's levels come between forecast_close and LEVELS_COLUMN
+FORECAST_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close"]
+META_COLUMNS = [LEVELS_COLUMN, "model_name", "model_version", "forecaster", "flow_run_id", "created_at"]
+
+
+def store_columns(levels: tuple[float, ...] = ()) -> list[str]:
+    return [*FORECAST_COLUMNS, *quantile_columns(levels), *META_COLUMNS]
+
 _PARTITION = re.compile(r"base_date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -51,10 +59,11 @@ def store_location(config: ForecastStoreConfig) -> tuple[fsspec.AbstractFileSyst
 
 def store_rows(
     forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
-    price_column: str = "close",
+    price_column: str = "close", levels: tuple[float, ...] = (),
 ) -> pd.DataFrame:
     """Forecast rows with what scoring needs later: the base day, the price the model forecasts
-    (`close` or `adj_close`) and its value on the base day (the naive forecast)."""
+    (`close` or `adj_close`), its value on the base day (the naive forecast) and the model's quantile
+    `levels` (the forecasts carry their columns; () for a point forecast)."""
     closes = prices.assign(ticker=prices["ticker"].astype(str)).sort_values("date")
     last = closes.dropna(subset=[price_column]).groupby("ticker").tail(1)[["ticker", "date", price_column]]
     last = last.rename(columns={"date": "base_date", price_column: "base_close"})
@@ -65,10 +74,11 @@ def store_rows(
     out["forecaster"] = forecaster
     out["flow_run_id"] = str(runtime.flow_run.id or "")
     out["created_at"] = pd.Timestamp(datetime.now(timezone.utc)).tz_localize(None)
-    for col in QUANTILE_COLUMNS:
-        if col not in out.columns:
-            out[col] = float("nan")
-    return out[STORE_COLUMNS]
+    missing = [c for c in quantile_columns(levels) if c not in out.columns]
+    if missing:
+        raise ValueError(f"forecasts at levels {list(levels)} lack the column(s) {missing}")
+    out[LEVELS_COLUMN] = levels_text(levels)
+    return out[store_columns(levels)]
 
 
 def append_rows(rows: pd.DataFrame, config: ForecastStoreConfig) -> list[str]:
@@ -89,7 +99,8 @@ def append_rows(rows: pd.DataFrame, config: ForecastStoreConfig) -> list[str]:
 
 
 def read_store(config: ForecastStoreConfig, since: pd.Timestamp | None = None) -> pd.DataFrame:
-    """Every stored forecast (with base day on or after `since`), STORE_COLUMNS; empty when none."""
+    """Every stored forecast (with base day on or after `since`), `store_columns` of each model's levels
+    (a model without a level has NaN in its column); empty when none."""
     fs, root = store_location(config)
     files = []
     if fs.exists(root):
@@ -98,7 +109,7 @@ def read_store(config: ForecastStoreConfig, since: pd.Timestamp | None = None) -
             if m and (since is None or pd.Timestamp(m.group(1)) >= since):
                 files += [f for f in fs.ls(folder, detail=False) if f.rsplit("/", 1)[-1].startswith("model=")]
     if not files:
-        return pd.DataFrame({c: pd.Series(dtype="float64") for c in STORE_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in store_columns()})
     frames = []
     for f in sorted(files):
         with fs.open(f, "rb") as fh:
@@ -122,9 +133,9 @@ def partitions(config: ForecastStoreConfig) -> list[tuple[pd.Timestamp, str]]:
 @task(name="append-to-forecast-store")
 def append_forecasts(
     forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
-    price_column: str, config: ForecastStoreConfig,
+    price_column: str, levels: tuple[float, ...], config: ForecastStoreConfig,
 ) -> list[str]:
-    rows = store_rows(forecasts, prices, model_name, model_version, forecaster, price_column)
+    rows = store_rows(forecasts, prices, model_name, model_version, forecaster, price_column, levels)
     written = append_rows(rows, config)
     get_run_logger().info("appended %d forecasts to the forecast store (%s)", len(rows), ", ".join(written))
     return written

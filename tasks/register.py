@@ -1,9 +1,11 @@
 """Register: log the pyfunc model, register a version as `challenger`, promote to `champion` if it earns it.
 
 Every move of the `champion` alias (the pipeline's gate, `tickerflow promote`, `tickerflow rollback`), and
-every gate decision that left it in place, is recorded as one registered-model tag
-`champion_history.<UTC time>-<random id>` holding who/when/why as JSON (moves also on the version itself),
-so the champion history can be read back from the registry alone. Moves are compare-and-set: a decision
+every gate decision that left it in place, is recorded as one finished MLflow run in the experiment
+`tickerflow-registry` (tags: model, action, version, previous, by, why, and the whole event as JSON), so the
+history is one table in the MLflow UI, read back from the tracking store alone, and the registered model's
+page stays short (moves are also on the version itself, three tags each). Homes from before kept the history
+as registered-model tags `champion_history.<UTC time>-<random id>`; those are still read. Moves are compare-and-set: a decision
 made against one champion never overwrites another that took its place meanwhile.
 """
 
@@ -28,7 +30,7 @@ from prefect.logging import get_run_logger
 
 import tickerflow_model
 from tickerflow.tasks.interruptions import signals_held
-from tickerflow.tasks.tracking import use_tracking
+from tickerflow.tasks.tracking import EXPERIMENT, experiment_id, use_tracking
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.window_dataset import WindowDataset
 from tickerflow_model.errors import TickerflowError
@@ -41,7 +43,12 @@ from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, GRUPricePyf
 
 CHALLENGER = "challenger"
 MODEL_CODE = Path(tickerflow_model.__file__).parent
-HISTORY_PREFIX = "champion_history."
+HISTORY_PREFIX = "champion_history."  # registered-model tags of the history in older homes
+REGISTRY_EXPERIMENT = f"{EXPERIMENT}-registry"  # one finished run per champion decision
+HISTORY_MODEL_TAG = "tickerflow.registered_model"
+HISTORY_MODEL_KEY_TAG = "tickerflow.registered_model_key"  # `_model_key(name)`, what the history is searched by
+HISTORY_KEY_TAG = "tickerflow.history_key"  # `history_key()`: orders the events
+HISTORY_EVENT_TAG = "tickerflow.event"  # the event as JSON
 
 
 class RegistryError(TickerflowError, ValueError):
@@ -88,8 +95,28 @@ def champion_history(client: mlflow.MlflowClient, name: str) -> list[dict]:
     pipeline's decisions that left it where it was (`keep`: the gate said no; `refused`: it moved since
     the evaluation)."""
     tags = client.get_registered_model(name).tags
-    keys = sorted(k for k in tags if k.startswith(HISTORY_PREFIX))  # time-ordered ids (see history_key)
-    return [json.loads(tags[k]) for k in keys]
+    # time-ordered ids (see history_key); the older homes' tag keys sort before the runs' keys
+    events = {k: tags[k] for k in tags if k.startswith(HISTORY_PREFIX)}
+    exp = client.get_experiment_by_name(REGISTRY_EXPERIMENT)
+    if exp is not None:
+        token = None
+        while True:
+            page = client.search_runs(
+                [exp.experiment_id], filter_string=f"tags.`{HISTORY_MODEL_KEY_TAG}` = '{_model_key(name)}'",
+                max_results=1000, page_token=token,
+            )
+            events.update({r.data.tags[HISTORY_KEY_TAG]: r.data.tags[HISTORY_EVENT_TAG] for r in page})
+            token = page.token
+            if not token:
+                break
+    return [json.loads(events[k]) for k in sorted(events)]
+
+
+def _model_key(name: str) -> str:
+    """The model's name as a filter-safe tag value (a name may hold quotes)."""
+    from tickerflow_model.atomic_io import stable_hash
+
+    return stable_hash(name)
 
 
 def champion_stack(history: list[dict]) -> list[str]:
@@ -119,7 +146,15 @@ def history_key() -> str:
 
 
 def record_decision(client: mlflow.MlflowClient, name: str, event: dict) -> None:
-    client.set_registered_model_tag(name, history_key(), json.dumps(event))
+    """One finished run in REGISTRY_EXPERIMENT: a row of the history table, never a tag on the model."""
+    key = history_key()
+    shown = {k: "" if event.get(k) is None else str(event[k])[:5000] for k in ("action", "version", "previous", "by", "why")}
+    run = client.create_run(
+        experiment_id(client, REGISTRY_EXPERIMENT),
+        run_name=f"{name}: {event['action']} v{event['version']}",
+        tags={HISTORY_MODEL_TAG: name, HISTORY_MODEL_KEY_TAG: _model_key(name), HISTORY_KEY_TAG: key, HISTORY_EVENT_TAG: json.dumps(event), **shown},
+    )
+    client.set_terminated(run.info.run_id)
 
 
 def registry_lock(name: str):
@@ -236,7 +271,8 @@ def rollback_champion(
 def input_columns(forecaster: Forecaster) -> list[str]:
     """The columns the model reads; other columns in a caller's frame are ignored."""
     spec = forecaster.spec
-    return ["date", "ticker", spec.price_column, *spec.window.columns]  # e.g. volume, high and low for their features
+    # e.g. volume, high and low for their features; the gap reads `close` even when the model's price is it
+    return list(dict.fromkeys(["date", "ticker", spec.price_column, *spec.window.columns]))
 
 
 def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
@@ -246,7 +282,7 @@ def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
     """
     ticker = sorted(prices["ticker"].unique())[0]
     g = prices[prices["ticker"] == ticker].sort_values("date")
-    example = g[input_columns(forecaster)].tail(forecaster.spec.window.lookback + 1).reset_index(drop=True)
+    example = g[input_columns(forecaster)].tail(forecaster.min_rows).reset_index(drop=True)
     return example.astype({"ticker": str}).assign(date=example["date"].dt.strftime("%Y-%m-%d"))
 
 
@@ -289,12 +325,20 @@ def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame
             signature=signature,
             input_example=example,
             registered_model_name=model_name,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={_version('torch')}", f"pandas=={pd.__version__}"],
+            pip_requirements=pip_requirements(forecaster),
         )
     # Leaving `start_run` ended the run FINISHED; the flow ends it (FINISHED, FAILED, KILLED) when it ends,
     # and a run stopped after this point must not read as finished.
     mlflow.MlflowClient().update_run(run_id, status="RUNNING")
     return str(info.registered_model_version)
+
+
+def pip_requirements(forecaster: Forecaster | BaselineForecaster) -> list[str]:
+    """What the model's code imports, pinned to the versions it was logged with."""
+    needs = ["mlflow", "torch", "pandas", "exchange-calendars"]  # exchange-calendars: the forecast's target days
+    if isinstance(forecaster, BaselineForecaster) and forecaster.spec.name == "garch":
+        needs.append("arch")
+    return [f"{dist}=={_version(dist)}" for dist in needs]
 
 
 def _version(dist: str) -> str:

@@ -16,6 +16,14 @@ from tickerflow.tasks.storage import home_subdir
 
 EXPERIMENT = "tickerflow"
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, tokens); tickerflow's
+# experiments hold training and forecasting runs, the UI's "custom model development" kind.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Where `tickerflow ui` serves the MLflow UI over the local store (its --mlflow-port default); links to runs in
+# a local store point there. TICKERFLOW_MLFLOW_UI_URL names another address.
+MLFLOW_UI_PORT = 5000
+MLFLOW_UI_URL_ENV = "TICKERFLOW_MLFLOW_UI_URL"
 
 
 # The URI we derived from TICKERFLOW_HOME and handed to mlflow.set_tracking_uri, which exports it as
@@ -52,6 +60,8 @@ def use_tracking() -> mlflow.MlflowClient:
 def experiment_id(client: mlflow.MlflowClient, name: str = EXPERIMENT) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made before tickerflow tagged its experiments
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if not server_sets_artifact_root(tracking_uri()):
@@ -59,7 +69,7 @@ def experiment_id(client: mlflow.MlflowClient, name: str = EXPERIMENT) -> str:
         # artifacts in ./mlruns or ./mlartifacts of whatever folder the command runs in.
         location = home_subdir("mlartifacts").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except mlflow.exceptions.MlflowException:
         return client.get_experiment_by_name(name).experiment_id  # created concurrently
 
@@ -70,18 +80,20 @@ def server_sets_artifact_root(uri: str) -> bool:
     return uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "uc")
 
 
-def run_url(run_id: str) -> str:
-    """A link to the run: the tracking server's page when there is one, else the `runs:/` URI.
-
-    The link is printed and stored in Prefect artifacts, so credentials in MLFLOW_TRACKING_URI are redacted.
-    """
+def mlflow_ui_url() -> str:
+    """The MLflow UI that shows this process's runs: the tracking server when MLFLOW_TRACKING_URI is one,
+    else TICKERFLOW_MLFLOW_UI_URL, else where `tickerflow ui` serves the local store. Credentials redacted."""
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
-        client = mlflow.MlflowClient(uri)
-        exp = client.get_run(run_id).info.experiment_id
-        base = redact_uri(uri.split("?", 1)[0].split("#", 1)[0]).rstrip("/")
-        return f"{base}/#/experiments/{exp}/runs/{run_id}"
-    return f"runs:/{run_id}"
+        return redact_uri(uri.split("?", 1)[0].split("#", 1)[0]).rstrip("/")
+    return redact_uri(os.environ.get(MLFLOW_UI_URL_ENV) or f"http://127.0.0.1:{MLFLOW_UI_PORT}").rstrip("/")
+
+
+def run_url(run_id: str) -> str:
+    """An http link to the run's page in the MLflow UI (`mlflow_ui_url`), which a browser opens; a `runs:/`
+    URI opens nowhere. The link is printed and stored in Prefect artifacts, so credentials are redacted."""
+    exp = mlflow.MlflowClient(tracking_uri()).get_run(run_id).info.experiment_id
+    return f"{mlflow_ui_url()}/#/experiments/{exp}/runs/{run_id}"
 
 
 def end_run(run_id: str, failed: bool) -> None:

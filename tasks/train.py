@@ -10,6 +10,7 @@ unthrottled.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from contextlib import nullcontext
@@ -100,7 +101,11 @@ class ProgressBar:
         if self.bar is None:
             from tqdm import tqdm  # only needed when someone watches
 
-            self.bar = tqdm(total=n_batches, file=self.stream, unit="batch", leave=False, dynamic_ncols=True)
+            sized = all(terminal_size(self.stream))
+            # tqdm sizes its bar from the terminal, and draws nothing on one that reports 0 x 0 (a pty nobody
+            # sized: `script`, `docker run -t`, some CI runners); such a terminal gets a fixed size instead
+            fixed = {} if sized else {"ncols": FALLBACK_SIZE[0], "nrows": FALLBACK_SIZE[1]}
+            self.bar = tqdm(total=n_batches, file=self.stream, unit="batch", leave=False, dynamic_ncols=sized, **fixed)
         if batch == 1:
             self.bar.reset(total=n_batches)
             self.bar.set_description(f"epoch {epoch}/{self.epochs}")
@@ -114,6 +119,18 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+FALLBACK_SIZE = (80, 24)  # columns, rows
+
+
+def terminal_size(stream) -> tuple[int, int]:
+    """(columns, rows) of the terminal behind `stream`; (0, 0) when it reports none or is no terminal."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 0, 0
+    return size.columns, size.lines
 
 
 def epoch_line(s: EpochStats, epochs: int) -> str:

@@ -105,6 +105,45 @@ def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
     )
 
 
+@pytest.fixture(scope="module")
+def garch_champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
+    """A store whose champion is a registered garch baseline (horizon 3) fit on two tickers' 600 days."""
+    import numpy as np
+
+    from tickerflow.tasks.register import log_pyfunc
+    from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow_model.baselines import BaselineForecaster, fit_garch
+
+    home = tmp_path_factory.mktemp("garch-home")
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TICKERFLOW_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        prices = make_prices(n_days=600, tickers=("AAA", "BBB"), seed=8)
+        # GARCH-like returns: the fit converges to a stationary model
+        rng = np.random.default_rng(8)
+        for t in ("AAA", "BBB"):
+            r, var, out = 0.0, 1e-4, []
+            for z in rng.standard_t(6, 600) / np.sqrt(1.5):
+                r = np.sqrt(var) * z
+                var = 2e-6 + 0.1 * r * r + 0.85 * var
+                out.append(r)
+            rows = prices["ticker"] == t
+            prices.loc[rows, "close"] = 50 * np.exp(np.cumsum(out))
+        histories = {t: g.sort_values("date")["close"].to_numpy() for t, g in prices.groupby("ticker")}
+        fits = {t: fit_garch(p, 500) for t, p in histories.items()}
+        forecaster = BaselineForecaster.fit("garch", histories, {}, horizon=3, garch_fits=fits)
+        client = use_tracking()
+        run_id = client.create_run(experiment_id(client)).info.run_id
+        version = log_pyfunc(forecaster, prices, run_id, MODEL)
+        client.set_registered_model_alias(MODEL, "champion", version)
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            os.environ.pop(name, None)
+    return SimpleNamespace(
+        uri=f"sqlite:///{home / 'mlflow.db'}", home=home, prices=prices, forecaster=forecaster, version=version
+    )
+
+
 @pytest.fixture
 def prices() -> pd.DataFrame:
     """Two tickers, 200 days: what the evaluation tests score."""

@@ -25,12 +25,8 @@ from .errors import TickerflowError
 from .redaction import redact_uri
 
 CANONICAL = ["date", "ticker", "open", "high", "low", "close", "volume", "adj_close"]
-# A price is required too: `close` or `adj_close`, whichever the file has (see PRICES).
-REQUIRED = ["date", "ticker"]
-PRICES = ("close", "adj_close")
+PRICES = ("close", "adj_close")  # a frame needs one of them, whichever the file has
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
-OPTIONAL = ["open", "high", "low", "volume"]
-LAYOUTS = ("long", "single-ticker", "wide")
 
 # Lower-cased names with spaces, underscores and dashes removed, per canonical column.
 ALIASES = {

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 
-from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles
+from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles, fit_garch
 from .config import Config
 from .forecaster import Forecaster
 from .gru import intra_op_threads
@@ -65,6 +65,29 @@ def ticker_skill(by_forecaster: dict[str, dict[str, float]]) -> float:
     if "pinball" in model and static.get("pinball", 0) > 0:
         return 1.0 - model["pinball"] / static["pinball"]
     return model.get("skill", np.nan)
+
+
+RIVALS = ("garch", "ewma")  # the classic volatility models the GRU is shown against, side by side
+
+
+def head_to_head(metrics: dict, per_ticker: dict, rival: str, score: str = "pinball") -> str | None:
+    """One line: the GRU's `score` against `rival`'s overall and on how many tickers it is the lower; None
+    when either has no such score."""
+    model, other = metrics.get("model", {}), metrics.get(rival, {})
+    if score not in model or score not in other:
+        return None
+    scored = [by for by in per_ticker.values() if score in by.get("model", {}) and score in by.get(rival, {})]
+    wins = sum(by["model"][score] < by[rival][score] for by in scored)
+    gain = 1.0 - model[score] / other[score] if other[score] > 0 else float("nan")
+    return (
+        f"the GRU vs {rival}: {score} {model[score]:.4f} vs {other[score]:.4f} ({gain:+.2%}), "
+        f"lower on {wins} of {len(scored)} tickers"
+    )
+
+
+def rival_lines(metrics: dict, per_ticker: dict) -> list[str]:
+    """`head_to_head` against each of RIVALS that was scored."""
+    return [line for rival in RIVALS if (line := head_to_head(metrics, per_ticker, rival)) is not None]
 
 
 def rank_tickers(per_ticker: dict[str, dict[str, dict[str, float]]]) -> pd.Series:
@@ -109,6 +132,16 @@ class Evaluation:
         """Overall, per horizon step and per ticker as flat records (for CSV and the MLflow table)."""
         scopes = [("all", self.metrics)] + sorted(self.per_horizon.items()) + sorted(self.per_ticker.items())
         return [{"scope": s, "forecaster": n, **m} for s, by_name in scopes for n, m in by_name.items()]
+
+    def versus_rivals(self) -> list[str]:
+        """The GRU against garch and ewma, overall and ticker by ticker (`rival_lines`)."""
+        return rival_lines(self.metrics, self.per_ticker)
+
+    @property
+    def garch_fallbacks(self) -> dict[str, str]:
+        """Tickers the garch baseline served EWMA for, and why its fit failed."""
+        garch = self.baselines.get("garch")
+        return {} if garch is None else dict(garch.spec.fallback)
 
     def ticker_ranking(self) -> pd.Series:
         """Tickers, best first, by the model's skill (`ticker_skill`)."""
@@ -163,6 +196,7 @@ class TestSplit:
     price_column: str
     tickers: tuple[str, ...]
     train_end: np.datetime64  # the last day of the training period (MASE scale, static quantiles)
+    val_end: np.datetime64  # the last day of the validation period (the GARCH fit)
 
 
 def test_split(dataset) -> TestSplit:
@@ -171,6 +205,7 @@ def test_split(dataset) -> TestSplit:
     return TestSplit(
         x, index, dataset.spec.horizon, dataset.price_column, tuple(dataset.manifest["tickers"]),
         np.datetime64(dataset.manifest["split_dates"]["train_end"], "ns"),
+        np.datetime64(dataset.manifest["split_dates"]["val_end"], "ns"),
     )
 
 
@@ -226,7 +261,7 @@ def predict_test_split(
     runs = ticker_runs(split.index["ticker"])
     base_dates = split.index["base_date"].to_numpy("datetime64[ns]")  # (N,)
     frames, dist = [], {name: [] for name in ("model", *DISTRIBUTION_BASELINES)}
-    histories, train_rows = {}, {}
+    histories, train_rows, garch_fits = {}, {}, {}
     for ticker, hist in ticker_histories(prices, split).items():
         if ticker not in runs:
             continue
@@ -240,6 +275,8 @@ def predict_test_split(
         # the ticker's days in the training period: a prefix, the dates being sorted
         n_train = int(np.searchsorted(dates, split.train_end, side="right"))
         histories[ticker], train_rows[ticker] = p, n_train
+        # GARCH is fit on the training and validation periods: the data every other forecaster learnt from
+        garch_fits[ticker] = fit_garch(p, int(np.searchsorted(dates, split.val_end, side="right")) - 1)
         steps = np.tile(np.arange(1, horizon + 1), len(wanted))  # (n*H,)
         b = np.repeat(base_idx, horizon)  # (n*H,)
         frames.append(
@@ -261,12 +298,13 @@ def predict_test_split(
         )
         dist["model"].append(cum_q[rows].reshape(-1, len(levels)))  # (n*H, Q)
         for name in DISTRIBUTION_BASELINES:
-            q = baseline_quantiles(name, p, base_idx, horizon, levels, fit_end=n_train - 1)  # (n, H, Q)
+            q = baseline_quantiles(name, p, base_idx, horizon, levels, n_train - 1, garch_fits[ticker])  # (n, H, Q)
             dist[name].append(q.reshape(-1, len(levels)))
     predictions = pd.concat(frames, ignore_index=True)
     quantiles = {name: np.concatenate(parts) for name, parts in dist.items()}
     baselines = {
-        name: BaselineForecaster.fit(name, histories, train_rows, horizon, levels, col) for name in DISTRIBUTION_BASELINES
+        name: BaselineForecaster.fit(name, histories, train_rows, horizon, levels, col, garch_fits)
+        for name in DISTRIBUTION_BASELINES
     }
     return predictions, quantiles, baselines
 

@@ -6,9 +6,12 @@ MLflow, no I/O beyond reading/writing the bundle folder it is given.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -17,7 +20,8 @@ import torch
 from .calibration import apply_cqr, fit_cqr_margins
 from .gru import GRUConfig, GRUForecaster, predict_batched
 from .quantiles import median_index, quantile_columns
-from .windows import Scaler, WindowSpec, all_input_windows, compute_features
+from .features import compute_features, market_features, market_on
+from .windows import Scaler, WindowSpec, all_input_windows
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.pt"
@@ -95,6 +99,11 @@ class Forecaster:
         net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         return cls(spec, net)
 
+    @property
+    def min_rows(self) -> int:
+        """Rows of one ticker a forecast needs: the lookback, the long-memory history before it, one close more."""
+        return self.spec.window.min_forecast_rows
+
     # ---- numeric ------------------------------------------------------------------------------
     def _located(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network quantiles (N, H, Q) moved so that the median is the shrunk point forecast, and scale (N, H).
@@ -140,6 +149,38 @@ class Forecaster:
         spec = replace(self.spec, calibration=tuple(tuple(float(v) for v in row) for row in margins))
         return Forecaster(spec, self.net)
 
+    def input_windows(
+        self, prices: pd.DataFrame, all_dates: bool = False
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per ticker with enough rows: (ticker, dates (T,), prices (T,), base indices (N,), scaled windows (N, L, F)).
+
+        The same features as the window dataset's (`compute_features`, the market from the whole frame
+        given): the last window only, or with `all_dates` one from every day with the history a
+        served forecast needs.
+        """
+        spec = self.spec
+        price_col = _pick_price_column(prices, spec.price_column)
+        missing = [c for c in ("ticker", "date", *spec.window.columns) if c not in prices.columns]
+        if missing:
+            raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
+        lookback, features = spec.window.lookback, spec.window.resolved_features
+        # the universe's market features come from the whole frame given, as they did from the training frame
+        market = market_features(prices, price_col) if spec.window.uses_market else None
+        first = self.min_rows - 1  # the first base day with a full window and its long-memory history
+        for ticker, g in prices.groupby("ticker", sort=True):
+            if len(g) < self.min_rows:
+                continue
+            g = g.sort_values("date")
+            dates = g["date"].to_numpy("datetime64[ns]")
+            p = g[price_col].to_numpy(np.float64)
+            columns = {c: g[c].to_numpy(np.float64) for c in spec.window.columns}
+            own_market = None if market is None else market_on(market, dates)
+            feats = spec.scaler.transform(compute_features(p, features, columns, own_market))  # (T-1, F)
+            if all_dates:
+                yield str(ticker), dates, p, np.arange(first, len(p)), all_input_windows(feats, lookback)[first - lookback :]
+            else:
+                yield str(ticker), dates, p, np.array([len(p) - 1]), feats[-lookback:][None]  # (1, L, F)
+
     def forecast_frame(self, prices: pd.DataFrame, all_dates: bool = False) -> pd.DataFrame:
         """Raw prices in the canonical long format -> `ticker, date, horizon, forecast_close, q05 ... q95`.
 
@@ -150,26 +191,13 @@ class Forecaster:
         backtest), and the frame also carries `base_date`, the last day the forecast could see.
         """
         spec = self.spec
-        price_col = _pick_price_column(prices, spec.price_column)
-        missing = [c for c in ("ticker", "date", *spec.window.columns) if c not in prices.columns]
-        if missing:
-            raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
         frames = []
-        lookback = spec.window.lookback
-        for ticker, g in prices.groupby("ticker", sort=True):
-            g = g.sort_values("date")
-            if len(g) < lookback + 1:
-                continue  # too little history: no complete window
-            p = g[price_col].to_numpy(np.float64)
-            vol, high, low = (g[c].to_numpy(np.float64) if c in g.columns else None for c in ("volume", "high", "low"))
-            feats = spec.scaler.transform(compute_features(p, vol, spec.window.features, high, low))  # (T-1, F)
-            x = all_input_windows(feats, lookback) if all_dates else feats[-lookback:][None]  # (N, L, F) view
-            base_idx = np.arange(lookback, len(p)) if all_dates else np.array([len(p) - 1])
+        for ticker, dates, p, base_idx, x in self.input_windows(prices, all_dates):
             quant = self.predict_quantiles(x)  # (N, H, Q), batched
             cum = quant[:, :, median_index(spec.quantiles)]  # (N, H): the point forecast is the q50
-            frames.append(forecast_rows(str(ticker), g["date"].to_numpy()[base_idx], p[base_idx], cum, quant, spec.quantiles, all_dates))
+            frames.append(forecast_rows(ticker, dates[base_idx], p[base_idx], cum, quant, spec.quantiles, all_dates))
         if not frames:
-            raise ValueError(f"no ticker has the {lookback + 1} rows of history a forecast needs")
+            raise ValueError(f"no ticker has the {self.min_rows} rows of history a forecast needs")
         return pd.concat(frames, ignore_index=True)
 
 
@@ -210,9 +238,51 @@ def _pick_price_column(prices: pd.DataFrame, wanted: str) -> str:
     raise ValueError(f"input has no '{wanted}' column; columns found: {list(prices.columns)}")
 
 
-def _add_business_days(dates: pd.DatetimeIndex, steps: np.ndarray) -> np.ndarray:
-    """Calendar of the forecast: business days (Mon-Fri) after the base date."""
-    base = np.asarray(dates, dtype="datetime64[D]")
-    return np.busday_offset(np.busday_offset(base, 0, roll="backward"), steps, roll="forward").astype(
-        "datetime64[ns]"
-    )
+EXCHANGE = "XNYS"  # the exchange whose trading days forecasts target (an exchange_calendars code)
+
+
+def _add_business_days(dates: pd.DatetimeIndex, steps: np.ndarray, exchange: str = EXCHANGE) -> np.ndarray:
+    """The `steps`-th trading session of `exchange` after each base date: (N,), (N,) -> (N,) datetime64[ns].
+
+    A forecast made on the Friday before a market holiday targets the next session, not the holiday (it
+    would never be scored). A base date that is no session counts from the session before it. Dates the
+    exchange's calendar does not cover fall back to business days (Mon-Fri).
+    """
+    base = np.asarray(dates, dtype="datetime64[D]")  # (N,)
+    steps = np.asarray(steps, dtype=np.int64)  # (N,)
+    out = np.busday_offset(np.busday_offset(base, 0, roll="backward"), steps, roll="forward")  # the fallback
+    if base.size == 0:
+        return out.astype("datetime64[ns]")
+    # two calendar days per session ahead, and a month, cover any run of holidays
+    last = base.max() + np.timedelta64(2 * int(steps.max(initial=0)) + 31, "D")
+    sessions = _sessions(exchange, int(str(base.min())[:4]), int(str(last)[:4]))  # (S,) datetime64[D], sorted
+    if sessions.size:
+        pos = np.searchsorted(sessions, base, side="right") - 1 + steps  # the session on or before base, + steps
+        covered = (base >= sessions[0]) & (pos < sessions.size)
+        out[covered] = sessions[pos[covered]]
+    return out.astype("datetime64[ns]")
+
+
+@functools.lru_cache(maxsize=8)
+def _sessions(exchange: str, first_year: int, last_year: int) -> np.ndarray:
+    """The sessions of `exchange` from `first_year` to `last_year`, clipped to what its calendar covers."""
+    try:
+        import exchange_calendars  # here: 0.4 s to import, and only forecasts need it
+    except ImportError:  # served where the model's pip requirements were not installed (--env-manager local)
+        logging.getLogger(__name__).warning(
+            "exchange-calendars is not installed: forecast dates are business days (Mon-Fri), not %s sessions", exchange
+        )
+        return np.array([], dtype="datetime64[D]")
+    calendar_type = type(exchange_calendars.get_calendar(exchange))
+    start, end = pd.Timestamp(f"{first_year}-01-01"), pd.Timestamp(f"{last_year}-12-31")
+    lowest = calendar_type.bound_min()
+    highest = calendar_type.bound_max() if hasattr(calendar_type, "bound_max") else None
+    start = max(start, lowest) if lowest is not None else start
+    end = min(end, highest) if highest is not None else end
+    if start > end:
+        return np.array([], dtype="datetime64[D]")
+    try:
+        calendar = exchange_calendars.get_calendar(exchange, start=start, end=end)
+    except ValueError:  # a calendar whose rules do not hold over the whole range: business days instead
+        return np.array([], dtype="datetime64[D]")
+    return calendar.sessions.to_numpy().astype("datetime64[D]")

@@ -28,7 +28,8 @@ class RegisterConfig(Config):
     """
 
     model_name: str = Field(MODEL_NAME, min_length=1, description="the registered model's name")
-    primary_score: Literal[PRIMARY_SCORES] = Field("pinball", description="the score the gate ranks by (lower is better)")
+    # a Literal of the tuple keeps one list of names; mypy wants literal values spelled out
+    primary_score: Literal[PRIMARY_SCORES] = Field("pinball", description="the score the gate ranks by (lower is better)")  # type: ignore[valid-type]
     coverage_tolerance: float = Field(
         0.05, ge=0.0, le=0.5, description="0.05: an 80% interval must cover between 75% and 85% of outcomes"
     )
@@ -97,7 +98,7 @@ def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> GateDe
     missed = {n: missed_conditions(evaluation.metrics[n], config) for n in names}
     passing = [n for n in names if not missed[n]]
     best = min(passing or names, key=lambda n: (scores[n], n != CHAMPION))
-    ranking = ", ".join(f"{label(n, evaluation)} {scores[n]:.4f}" for n in sorted(names, key=scores.get))
+    ranking = ", ".join(f"{label(n, evaluation)} {scores[n]:.4f}" for n in sorted(names, key=lambda n: scores[n]))
     not_compared = (
         f"; champion v{evaluation.champion_version} was not compared: {evaluation.champion_error}"
         if evaluation.champion_error else ""

@@ -2,7 +2,8 @@
 
 No Prefect, no MLflow: frames in, frames out. A "day" is the target date of a forecast, the day its
 close became known; each rolling window covers the last `window` such days with at least one scored
-forecast (fewer at the start, never fewer than `min_days`).
+forecast (fewer at the start, never fewer than `min_days`). Quantile scores use the levels the forecasts
+were made at (`levels`, or each stored row's `quantile_levels`), never levels read from column names.
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-QUANTILE_COLUMNS = ("q05", "q10", "q25", "q50", "q75", "q90", "q95")
-INTERVALS = {"live_coverage_80": ("q10", "q90"), "live_coverage_90": ("q05", "q95")}
-NOMINAL_COVERAGE = {"live_coverage_80": 0.80, "live_coverage_90": 0.90}
+from .metrics import INTERVALS, interval_index
+from .quantiles import QUANTILE_LEVELS, levels_from_text, levels_text, pinball, quantile_columns
+
+# live interval coverage, by name -> its nominal coverage (the central intervals that evaluation scores)
+NOMINAL_COVERAGE = {f"live_coverage_{round(c * 100):d}": c for c in INTERVALS}
 POINT_METRICS = ("live_rmse", "live_mae", "live_skill")
-QUANTILE_METRICS = ("live_pinball", "live_coverage_80", "live_coverage_90")
+QUANTILE_METRICS = ("live_pinball", *NOMINAL_COVERAGE)
+LEVELS_COLUMN = "quantile_levels"  # a stored forecast's levels (`quantiles.levels_text`); '' for point forecasts
 
 
-def quantile_columns(frame: pd.DataFrame) -> list[str]:
-    """The quantile columns a forecast frame carries: all of them, or none."""
-    present = [c for c in QUANTILE_COLUMNS if c in frame.columns]
-    return present if len(present) == len(QUANTILE_COLUMNS) and frame[present].notna().all().all() else []
+def scored_levels(frame: pd.DataFrame, levels) -> tuple[float, ...]:
+    """`levels` when the frame carries every one of their columns with values, else () (point forecasts only)."""
+    levels = tuple(levels or ())
+    cols = quantile_columns(levels)
+    if not levels or any(c not in frame.columns for c in cols) or not frame[cols].notna().all().all():
+        return ()
+    return levels
 
 
 def join_realized(forecasts: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
@@ -35,8 +42,11 @@ def join_realized(forecasts: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame
     return out.sort_values(["model_version", "date", "ticker", "horizon"]).reset_index(drop=True)
 
 
-def daily_sums(scored: pd.DataFrame) -> pd.DataFrame:
-    """Per (model_version, day): the sums the rolling metrics are built from, so windows add up exactly."""
+def daily_sums(scored: pd.DataFrame, levels=()) -> pd.DataFrame:
+    """Per (model_version, day): the sums the rolling metrics are built from, so windows add up exactly.
+
+    `levels` are the quantile levels the forecasts were made at (their columns `quantile_columns(levels)`).
+    """
     err = scored["forecast_close"] - scored["realized"]
     naive = scored["base_close"] - scored["realized"]  # "tomorrow = today" from the forecast's base day
     parts = {
@@ -47,26 +57,27 @@ def daily_sums(scored: pd.DataFrame) -> pd.DataFrame:
         "abs": err.abs(),
         "naive_sq": naive**2,
     }
-    qcols = quantile_columns(scored)
-    if qcols:
-        y = scored["realized"].to_numpy()[:, None]
-        q = scored[qcols].to_numpy(np.float64)
-        tau = np.array([int(c[1:]) / 100 for c in qcols])
-        diff = y - q  # (N, Q)
-        parts["pinball"] = np.maximum(tau * diff, (tau - 1) * diff).mean(axis=1)
-        for name, (lo, hi) in INTERVALS.items():
-            parts[name] = ((scored[lo] <= scored["realized"]) & (scored["realized"] <= scored[hi])).astype(float)
+    levels = scored_levels(scored, levels)
+    if levels:
+        y = scored["realized"].to_numpy(np.float64)  # (N,)
+        q = scored[quantile_columns(levels)].to_numpy(np.float64)  # (N, Q)
+        parts["pinball"] = pinball(q, y, levels)
+        for name, coverage in NOMINAL_COVERAGE.items():
+            lo, hi = interval_index(levels, coverage)
+            parts[name] = ((q[:, lo] <= y) & (y <= q[:, hi])).astype(float)
     return pd.DataFrame(parts).groupby(["model_version", "day"], sort=True).sum().reset_index()
 
 
-def rolling_live_metrics(scored: pd.DataFrame, windows: tuple[int, ...] = (20, 60), min_days: int = 5) -> pd.DataFrame:
+def rolling_live_metrics(
+    scored: pd.DataFrame, windows: tuple[int, ...] = (20, 60), min_days: int = 5, levels=(),
+) -> pd.DataFrame:
     """One row per (model_version, day, window): `live_rmse`, `live_mae`, `live_skill` (1 - RMSE / naive
-    RMSE) and, when the forecasts carry quantiles, `live_pinball`, `live_coverage_80`, `live_coverage_90`;
-    `n` is the number of forecasts in the window, `days` the number of days."""
+    RMSE) and, when the forecasts carry quantiles at `levels`, `live_pinball`, `live_coverage_80`,
+    `live_coverage_90`; `n` is the number of forecasts in the window, `days` the number of days."""
     if scored.empty:
         return pd.DataFrame(columns=["model_version", "day", "window", "days", "n", *POINT_METRICS])
-    sums = daily_sums(scored)
-    extra = [c for c in ("pinball", *INTERVALS) if c in sums.columns]
+    sums = daily_sums(scored, levels)
+    extra = [c for c in ("pinball", *NOMINAL_COVERAGE) if c in sums.columns]
     frames = []
     for version, g in sums.groupby("model_version", sort=True):
         g = g.sort_values("day").reset_index(drop=True)
@@ -81,7 +92,7 @@ def rolling_live_metrics(scored: pd.DataFrame, windows: tuple[int, ...] = (20, 6
             out["live_skill"] = np.where(naive_rmse > 0, 1 - rmse / naive_rmse.where(naive_rmse > 0), np.nan)
             if "pinball" in extra:
                 out["live_pinball"] = r["pinball"] / r["n"]
-                for name in INTERVALS:
+                for name in NOMINAL_COVERAGE:
                     out[name] = r[name] / r["n"]
             frames.append(out.dropna(subset=["n"]))
     return pd.concat(frames, ignore_index=True).astype({"window": int, "days": int, "n": int})
@@ -136,7 +147,9 @@ def score_stored(stored: pd.DataFrame, prices: pd.DataFrame, as_of, windows: tup
     """Stored forecasts whose target day has a close in `prices` (up to `as_of`), scored per model.
 
     Each stored row is scored against the price column it forecast (`price_column`; `close` when the
-    store predates it or `prices` lacks it). -> (rolling_live_metrics with `model_name`, forecasts scored).
+    store predates it or `prices` lacks it), its quantiles at the levels stored with it (`quantile_levels`;
+    a store written before that column held the default levels). -> (rolling_live_metrics with
+    `model_name`, forecasts scored).
     """
     if "price_column" not in stored.columns:
         stored = stored.assign(price_column="close")
@@ -146,9 +159,12 @@ def score_stored(stored: pd.DataFrame, prices: pd.DataFrame, as_of, windows: tup
         parts.append(join_realized(rows, prices[["ticker", "date", column]].rename(columns={column: "close"})))
     scored = pd.concat(parts, ignore_index=True)
     scored = scored[scored["date"] <= as_of]
+    if LEVELS_COLUMN not in scored.columns:
+        scored = scored.assign(**{LEVELS_COLUMN: levels_text(QUANTILE_LEVELS)})
+    levels_of = scored[LEVELS_COLUMN].fillna("").astype(str)
     frames = [
-        rolling_live_metrics(g, windows, min_days).assign(model_name=name)
-        for name, g in scored.groupby("model_name", sort=True)
+        rolling_live_metrics(g, windows, min_days, levels_from_text(text)).assign(model_name=name)
+        for (name, text), g in scored.groupby([scored["model_name"], levels_of], sort=True)
     ]
     empty = rolling_live_metrics(stored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
     return (pd.concat(frames, ignore_index=True) if frames else empty), len(scored)
@@ -172,7 +188,7 @@ class RuleState:
 
     streak: int  # scored days in a row, up to the last, past a threshold
     streak_start: pd.Timestamp | None  # the first day of that streak (None: no streak)
-    latest: dict  # the last day's live figures, and `day`
+    latest: dict[str, float | str]  # the last day's live figures, and `day`
     reasons: str  # which threshold(s) the last day crossed
 
 
@@ -181,7 +197,7 @@ def rule_state(metrics: pd.DataFrame, thresholds: Thresholds) -> RuleState:
     flagged = breaches(metrics.sort_values("day").reset_index(drop=True), thresholds)
     streak = trailing_streak(flagged["breached"])
     last = flagged.iloc[-1]
-    latest = {k: float(last[k]) for k in LIVE_METRICS if k in last and pd.notna(last[k])}
+    latest: dict[str, float | str] = {k: float(last[k]) for k in LIVE_METRICS if k in last and pd.notna(last[k])}
     latest["day"] = f"{last['day']:%Y-%m-%d}"
     start = flagged["day"].iloc[len(flagged) - streak] if streak else None
     return RuleState(streak, start, latest, last["reasons"])

@@ -1,68 +1,18 @@
-"""Forecast metrics and baseline forecasts in price units. Plain numpy: arrays in, floats out."""
+"""Forecast metrics and baseline forecasts in price units. Plain numpy: arrays in, arrays out.
+
+Each metric is the mean of a per-forecast term (`point_terms`, `distribution_terms`), so `scoring` gets any
+group's figure (a ticker, a horizon step, the whole split) as one grouped mean; RMSE is the root of the mean
+of `se`, and skill is 1 - RMSE / RMSE of naive in the same group (`scoring`).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .quantiles import pinball
+
 METRIC_NAMES = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy")
 SEASON = 5  # business days in a week: "same day last week"
-
-
-def rmse(forecast: np.ndarray, actual: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(forecast - actual))))
-
-
-def mae(forecast: np.ndarray, actual: np.ndarray) -> float:
-    return float(np.mean(np.abs(forecast - actual)))
-
-
-def mape(forecast: np.ndarray, actual: np.ndarray) -> float:
-    """Mean absolute percentage error, in percent."""
-    return float(100.0 * np.mean(np.abs((forecast - actual) / actual)))
-
-
-def smape(forecast: np.ndarray, actual: np.ndarray) -> float:
-    """Symmetric MAPE in percent: mean of 2|f - a| / (|f| + |a|); a pair of zeros counts as no error."""
-    denom = np.abs(forecast) + np.abs(actual)
-    ratio = np.divide(2.0 * np.abs(forecast - actual), denom, out=np.zeros_like(denom), where=denom > 0)
-    return float(100.0 * np.mean(ratio))
-
-
-def mase(forecast: np.ndarray, actual: np.ndarray, scale: np.ndarray) -> float:
-    """Mean absolute scaled error: each error divided by its ticker's in-sample naive MAE.
-
-    `scale` is per forecast (broadcast from per ticker), so tickers with different price levels
-    weigh the same; 1.0 means "as bad as the one-step naive forecast was in the training period".
-    """
-    return float(np.mean(np.abs(forecast - actual) / scale))
-
-
-def directional_accuracy(forecast: np.ndarray, actual: np.ndarray, base: np.ndarray) -> float:
-    """Share of forecasts whose move from the last seen price has the sign of the actual move.
-
-    A forecast of no move (the naive one) only counts as right on days the price did not move.
-    """
-    return float(np.mean(np.sign(forecast - base) == np.sign(actual - base)))
-
-
-def forecast_metrics(
-    forecast: np.ndarray, actual: np.ndarray, base: np.ndarray, mase_scale: np.ndarray | float = np.nan
-) -> dict[str, float]:
-    """All of METRIC_NAMES for one set of forecasts; MASE is NaN when no scale is given."""
-    forecast, actual, base = (np.asarray(a, dtype=np.float64) for a in (forecast, actual, base))
-    return {
-        "rmse": rmse(forecast, actual),
-        "mae": mae(forecast, actual),
-        "mape": mape(forecast, actual),
-        "smape": smape(forecast, actual),
-        "mase": mase(forecast, actual, np.asarray(mase_scale, dtype=np.float64)),
-        "directional_accuracy": directional_accuracy(forecast, actual, base),
-    }
-
-
-def skill(model_rmse: float, naive_rmse: float) -> float:
-    """1 - RMSE_model / RMSE_naive: > 0 beats "tomorrow = today", < 0 loses to it."""
-    return float(1.0 - model_rmse / naive_rmse) if naive_rmse > 0 else 0.0
 
 
 def naive_scale(train_prices: np.ndarray) -> float:
@@ -117,17 +67,6 @@ HORIZON_METRICS = HEADLINE_METRICS + ("width_80", "width_90")
 PRIMARY_SCORES = ("pinball", "winkler_80", "winkler_90")
 
 
-def pinball(quantiles: np.ndarray, actual: np.ndarray, levels) -> np.ndarray:
-    """Pinball loss of each forecast, averaged over the levels: (..., Q), (...) -> (...).
-
-    For level tau and quantile q the loss is tau * (y - q) when y >= q and (1 - tau) * (q - y) when
-    y < q; it is minimised in expectation by the true tau-quantile (Koenker & Bassett, 1978).
-    """
-    tau = np.asarray(levels, dtype=np.float64)  # (Q,)
-    diff = np.asarray(actual, dtype=np.float64)[..., None] - np.asarray(quantiles, dtype=np.float64)  # (..., Q)
-    return np.mean(np.maximum(tau * diff, (tau - 1.0) * diff), axis=-1)
-
-
 def interval_index(levels, coverage: float) -> tuple[int, int]:
     """Indices of the levels that bound the central interval of nominal `coverage` (0.8 -> q10, q90)."""
     levels = [float(q) for q in levels]
@@ -139,6 +78,21 @@ def interval_index(levels, coverage: float) -> tuple[int, int]:
         )
     except StopIteration:
         raise ValueError(f"the {coverage:.0%} interval needs the levels {lo:g} and {hi:g}, got {levels}") from None
+
+
+def require_scored_intervals(levels) -> tuple[float, ...]:
+    """`levels`, when they bound every central interval in INTERVALS (scoring, live coverage and the gate
+    read them); otherwise a ValueError naming the missing levels and the levels given."""
+    levels = tuple(float(q) for q in levels)
+    lacking = [c for c in INTERVALS if not all(any(abs(q - (1 + s * c) / 2) < 1e-9 for q in levels) for s in (-1, 1))]
+    if lacking:
+        bounds = sorted(round((1 + s * c) / 2, 12) for c in lacking for s in (-1, 1))
+        names = " and ".join(f"{c:.0%}" for c in lacking)
+        raise ValueError(
+            f"must include {', '.join(f'{q:g}' for q in bounds)} (the {names} central interval(s) that scoring and the "
+            f"gate read), got {list(levels)}"
+        )
+    return levels
 
 
 def winkler(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, coverage: float) -> np.ndarray:

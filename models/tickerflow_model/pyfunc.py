@@ -6,8 +6,8 @@ This package travels inside every registered model (`code_paths`), so the model 
 
 from __future__ import annotations
 
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from .baselines import BaselineForecaster
 from .canonical_prices import wall_clock
@@ -16,7 +16,7 @@ from .forecaster import Forecaster
 BUNDLE_ARTIFACT = "bundle"
 
 
-class GRUPricePyfunc(mlflow.pyfunc.PythonModel):
+class GRUPricePyfunc(PythonModel):
     """The GRU: `ticker, date, horizon, forecast_close, q05 .. q95` in price units."""
 
     def load_context(self, context) -> None:

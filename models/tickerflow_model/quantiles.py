@@ -1,11 +1,15 @@
-"""Quantile levels, their column names, and the pinball (multi-quantile) loss.
+"""Quantile levels, their column names, and the pinball (multi-quantile) loss in numpy and in torch.
 
 The network's distributional output is a set of quantiles of the cumulative log return at fixed
-levels. Everything that names a quantile column (forecast frames, the pyfunc output, metrics) goes
-through `quantile_column`, so there is one spelling of "q05".
+levels. Everything that names a quantile column (forecast frames, the pyfunc output, metrics, the
+forecast store) goes through `quantile_column`, so there is one spelling of "q05"; the levels
+themselves travel with the model (its spec) and with every stored forecast (`levels_text`), and are
+never parsed back from column names.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
@@ -59,12 +63,33 @@ def central_pairs(levels: tuple[float, ...]) -> list[tuple[int, int, float]]:
     return [(i, len(levels) - 1 - i, round(1.0 - 2.0 * levels[i], 12)) for i in range(m)]
 
 
-def pinball_loss(pred, target, levels):
-    """Mean pinball (quantile) loss over all elements and levels; torch tensors.
+def levels_text(levels) -> str:
+    """(0.05, 0.5, 0.95) -> '0.05,0.5,0.95': the levels as one string column of a stored forecast."""
+    return ",".join(f"{float(q):g}" for q in levels)
 
-    pred (..., Q) are quantiles at `levels`, target (...) the outcome. For level tau the loss of one
-    prediction is max(tau * (y - q), (tau - 1) * (y - q)): tau * (y - q) when the outcome lies
-    above the quantile, (1 - tau) * (q - y) when below.
+
+def levels_from_text(text: str) -> tuple[float, ...]:
+    """'0.05,0.5,0.95' -> (0.05, 0.5, 0.95); '' -> () (forecasts without quantiles)."""
+    return tuple(float(q) for q in str(text).split(",") if q.strip())
+
+
+# ---- the pinball loss: one numpy form (scores) and its torch twin (the training loss) -------------
+# For level tau and quantile q the loss of one prediction is max(tau * (y - q), (tau - 1) * (y - q)):
+# tau * (y - q) when the outcome lies above the quantile, (1 - tau) * (q - y) when below; it is
+# minimised in expectation by the true tau-quantile (Koenker & Bassett, 1978).
+
+
+def pinball(quantiles, actual, levels) -> np.ndarray:
+    """Pinball loss of each forecast, averaged over the levels: (..., Q), (...) -> (...); numpy, float64."""
+    tau = np.asarray(levels, dtype=np.float64)  # (Q,)
+    diff = np.asarray(actual, dtype=np.float64)[..., None] - np.asarray(quantiles, dtype=np.float64)  # (..., Q)
+    return np.mean(np.maximum(tau * diff, (tau - 1.0) * diff), axis=-1)
+
+
+def pinball_loss(pred, target, levels):
+    """Mean pinball loss over all elements and levels: `pinball(...).mean()` on torch tensors, differentiable.
+
+    pred (..., Q) are quantiles at `levels`, target (...) the outcome.
     """
     import torch  # here, not at the top: column names and levels are used where torch is not needed
 

@@ -21,10 +21,6 @@ _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]{}|\\^`]+")
 _held: dict[str, str] = {}
 
 
-def has_credentials(uri: str) -> bool:
-    return redact_uri(uri) != uri
-
-
 def redact_uri(uri: str) -> str:
     """`scheme://user:pass@host/path?k=v` -> `scheme://***@host/path?k=***`; other strings unchanged."""
     text = str(uri)

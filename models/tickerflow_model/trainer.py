@@ -1,8 +1,9 @@
 """The training loop: mini-batch Adam on the pinball loss, early stopping, atomic per-epoch checkpoints, resume.
 
-The loss is the mean pinball (multi-quantile) loss of the network's quantiles, in units of each
-window's volatility scale (see `gru.py`): every window weighs the same whatever the market's mood,
-and the validation loss that drives early stopping is the same quantity.
+The loss is the mean pinball (multi-quantile) loss of the network's quantiles (`loss_weight`): by
+default in the targets' own units, as the evaluation scores it, so turbulent windows weigh more; or
+in units of each window's volatility scale (see `gru.py`), every window weighing the same. The
+validation loss that drives early stopping is the same quantity.
 
 Plain PyTorch: no Prefect, no MLflow, no progress-bar library. The caller observes training through
 the `on_epoch`, `on_batch` and `on_resume` callbacks and decides how to report it.
@@ -64,6 +65,9 @@ class TrainConfig(Config):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the hardware has it.")
     cpu_threads: int = Field(0, ge=0, le=4096, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
+    loss_weight: Literal["volatility", "return"] = Field(
+        "return", description="Pinball loss in returns (as evaluated: turbulent windows weigh more) or volatility units."
+    )
     gru: GRUConfig = Field(default_factory=GRUConfig, description="The network; its sizes follow the windows.")
 
     def net_config(self, input_size: int, horizon: int) -> GRUConfig:
@@ -314,10 +318,21 @@ def resume_from(ckpt: dict, net, optimizer, scheduler, shuffle_gen) -> LoopState
 # One epoch
 
 
-def quantile_loss(net: GRUForecaster, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean pinball loss of the net's quantiles for windows x (B, L, F) and targets y (B, H), standardized units."""
+def weighted_pinball(z: torch.Tensor, scale: torch.Tensor, y: torch.Tensor, levels, loss_weight: str) -> torch.Tensor:
+    """Mean pinball loss of quantiles z (B, H, Q) in units of `scale` (B, H) against targets y (B, H).
+
+    "volatility": in units of each window's scale, every window weighs the same; "return": in the
+    targets' own units, as the evaluation scores them, so a turbulent window weighs more.
+    """
+    if loss_weight == "return":
+        return pinball_loss(z * scale[:, :, None], y, levels)
+    return pinball_loss(z, y / scale, levels)
+
+
+def quantile_loss(net: GRUForecaster, x: torch.Tensor, y: torch.Tensor, loss_weight: str = "volatility") -> torch.Tensor:
+    """Mean pinball loss of the net's quantiles for windows x (B, L, F) and targets y (B, H)."""
     z, scale = net.standardized(x)  # (B, H, Q), (B, H)
-    return pinball_loss(z, y / scale, net.config.quantiles)
+    return weighted_pinball(z, scale, y, net.config.quantiles, loss_weight)
 
 
 @dataclass
@@ -327,7 +342,7 @@ class ValidationPass:
     scale: np.ndarray  # (M, H) float32
 
 
-def validation_pass(net: GRUForecaster, data: DeviceData) -> ValidationPass:
+def validation_pass(net: GRUForecaster, data: DeviceData, loss_weight: str = "volatility") -> ValidationPass:
     """The validation loss and the network's quantiles on the validation windows, in fp32 whatever the
     training precision: early stopping picks the epoch whose network, as it is served, scores best, and
     that epoch's predictions calibrate it without another pass. The batches and the arithmetic are those
@@ -342,7 +357,7 @@ def validation_pass(net: GRUForecaster, data: DeviceData) -> ValidationPass:
     def step(start: int, stop: int) -> None:
         xb, yb = data.batch(data.x_val, data.y_val, torch.arange(start, stop, device=data.device))  # (B, L, F), (B, H)
         z, scale = net.standardized(xb)  # (B, H, Q), (B, H)
-        batch_losses[start] = pinball_loss(z, yb / scale, net.config.quantiles) * (stop - start)
+        batch_losses[start] = weighted_pinball(z, scale, yb, net.config.quantiles, loss_weight) * (stop - start)
         q_out[start:stop] = (z * scale[:, :, None]).cpu().numpy()
         s_out[start:stop] = scale.cpu().numpy()
 
@@ -371,7 +386,7 @@ def train_one_epoch(
         idx = perm[start : start + config.batch_size]
         xb, yb = data.batch(data.x_train, data.y_train, idx)  # (B, L, F), (B, H)
         with autocast_context(data.device, precision):
-            loss = quantile_loss(net, xb, yb)  # (), float32: the head's output is cast up before the loss
+            loss = quantile_loss(net, xb, yb, config.loss_weight)  # (), float32: the head's output is cast up before the loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -465,7 +480,7 @@ def train_model(
             perm = torch.randperm(n, generator=shuffle_gen).to(device)  # (N,)
             batch_cb = (lambda b, nb, e=epoch: on_batch(e, b, nb)) if on_batch else None
             train_loss = train_one_epoch(net, optimizer, data, perm, config, precision, batch_cb)
-            val = validation_pass(net, data)
+            val = validation_pass(net, data, config.loss_weight)
             val_loss = val.loss
             seconds = time.perf_counter() - t0
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):

@@ -36,9 +36,10 @@ from pydantic import Field, model_validator
 
 from .atomic_io import commit_directory, scratch_directory, stable_hash
 from .splits import SplitDates, WindowError, assign_splits, split_dates, training_rows
-from .windows import Scaler, ScalerAccumulator, WindowSpec, compute_features, make_windows
+from .features import compute_features, market_features, market_on
+from .windows import Scaler, ScalerAccumulator, WindowSpec, make_windows
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 
@@ -121,9 +122,8 @@ class TickerRows:
     ticker: str
     dates: np.ndarray  # (T,) datetime64[ns]
     prices: np.ndarray  # (T,) float64, the chosen price column
-    volume: np.ndarray | None  # (T,) float64 when a volume feature is configured
-    high: np.ndarray | None = None  # (T,) float64 when the range feature is configured
-    low: np.ndarray | None = None
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # (T,) float64 each: what the features read
+    market: np.ndarray | None = None  # (T, 2) the market features on these days, when configured
 
     def __len__(self) -> int:
         return len(self.dates)
@@ -142,6 +142,7 @@ class WindowPlan:
     split_dates: SplitDates
     scaler: Scaler
     parts: tuple[tuple[str, ...], ...]  # tickers of each part, in order (sorted)
+    market: pd.DataFrame | None = None  # per date: the universe's market features, when configured
 
 
 # ---- numerics ---------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def choose_price_column(frame: pd.DataFrame, price: str) -> str:
 
 
 def _features(rows: TickerRows, spec: WindowSpec) -> np.ndarray:
-    return compute_features(rows.prices, rows.volume, spec.features, rows.high, rows.low)  # (T-1, F)
+    return compute_features(rows.prices, spec.resolved_features, rows.columns, rows.market)  # (T-1, F)
 
 
 def fit_window_scaler(slices: list[TickerRows], spec: WindowSpec, cut: SplitDates) -> Scaler:
@@ -237,11 +238,14 @@ def _is_canonical_order(frame: pd.DataFrame, runs: list[tuple[str, int, int]]) -
     return all(bool(np.all(dates[a + 1 : b] > dates[a : b - 1])) for _, a, b in runs)
 
 
-def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> list[TickerRows]:
+def ticker_slices(
+    frame: pd.DataFrame, price_col: str, config: WindowConfig, market: pd.DataFrame | None = None
+) -> list[TickerRows]:
     """Every ticker with enough history, in ticker order, as array views into the frame.
 
     The canonical frame is already sorted by (ticker, date), so each ticker is a contiguous slice
     (a view, not a copy): memory stays bounded by one ticker's windows, not the whole input.
+    `market`: the frame's `market_features`, when the features read them.
     """
     needed = ["date", "ticker", price_col, *config.columns]
     missing = [c for c in needed if c not in frame.columns]
@@ -253,7 +257,7 @@ def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> 
         runs = _runs(frame)
     dates = frame["date"].to_numpy("datetime64[ns]")
     prices = frame[price_col].to_numpy(np.float64)
-    volume, high, low = (frame[c].to_numpy(np.float64) if c in needed else None for c in ("volume", "high", "low"))
+    columns = {c: frame[c].to_numpy(np.float64) for c in config.columns}
     out = []
     for ticker, a, b in runs:
         if b - a < config.min_rows:
@@ -265,11 +269,8 @@ def ticker_slices(frame: pd.DataFrame, price_col: str, config: WindowConfig) -> 
                 "validation should have stopped it"
             )
         span = slice(a, b)
-        out.append(
-            TickerRows(
-                ticker, dates[span], prices[span], *(None if v is None else v[span] for v in (volume, high, low))
-            )
-        )
+        own_market = None if market is None else market_on(market, dates[span])
+        out.append(TickerRows(ticker, dates[span], prices[span], {c: v[span] for c, v in columns.items()}, own_market))
     return out
 
 
@@ -308,24 +309,30 @@ def part_name(index: int) -> str:
 
 
 def plan_window_dataset(frame: pd.DataFrame, config: WindowConfig, source_hash: str, root: Path) -> WindowPlan:
-    """Choose the price, cut the calendar, fit the scaler on training rows, group tickers into parts;
-    then open the scratch folder the parts are written into."""
+    """Choose the price and the features, cut the calendar, fit the scaler on training rows, group tickers
+    into parts; then open the scratch folder the parts are written into.
+
+    The dataset id is the one of `config` as given (`auto` features included: the data, named by its
+    hash, decides them); the plan and the manifest carry the features resolved against the data.
+    """
+    ds_id = dataset_id(source_hash, config)
+    config = config.for_data(frame)
     price_col = choose_price_column(frame, config.price)
-    slices = ticker_slices(frame, price_col, config)
+    market = market_features(frame, price_col) if config.uses_market else None
+    slices = ticker_slices(frame, price_col, config, market)
     if not slices:
         raise WindowError(f"no ticker has the {config.min_rows} rows of history windowing needs")
     cut = split_dates(trading_days(slices), config.train_fraction, config.val_fraction, config.purge_gap)
     scaler = fit_window_scaler(slices, config.spec, cut)
-    ds_id = dataset_id(source_hash, config)
     final = Path(root) / ds_id
     parts = group_parts(slices, config.part_rows)
     scratch = scratch_directory(final)  # only once the plan stands
-    return WindowPlan(ds_id, str(final), str(scratch), source_hash, config, price_col, cut, scaler, parts)
+    return WindowPlan(ds_id, str(final), str(scratch), source_hash, config, price_col, cut, scaler, parts, market)
 
 
 def part_groups(frame: pd.DataFrame, plan: WindowPlan) -> list[list[TickerRows]]:
     """The tickers of each part of `plan`, as array views into `frame`."""
-    by_ticker = {rows.ticker: rows for rows in ticker_slices(frame, plan.price_column, plan.config)}
+    by_ticker = {rows.ticker: rows for rows in ticker_slices(frame, plan.price_column, plan.config, plan.market)}
     return [[by_ticker[t] for t in part] for part in plan.parts]
 
 

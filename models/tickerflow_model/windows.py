@@ -9,45 +9,67 @@ has to learn deviations from it; predicting scaled levels is what makes tutorial
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Self
 
 import numpy as np
+import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, field_validator
 
 from .config import Config
-
-Feature = Literal["log_return", "abs_log_return", "hl_range", "log_volume_change"]
-FEATURES: tuple[str, ...] = get_args(Feature)
-# Columns of the canonical frame each feature reads besides the price.
-FEATURE_COLUMNS = {"log_return": (), "abs_log_return": (), "hl_range": ("high", "low"), "log_volume_change": ("volume",)}
+from .features import FEATURE_COLUMNS, FEATURES, MARKET_FEATURES, Feature, auto_features, history_days
 
 
 class WindowSpec(Config):
     """What one window looks like; travels with every registered model."""
 
-    lookback: int = Field(60, ge=2, description="Days of features each window reads.")
+    lookback: int = Field(30, ge=2, description="Days of features each window reads (the long-memory features reach further back).")
     horizon: int = Field(1, ge=1, description="Business days ahead the model forecasts (1..horizon).")
-    features: tuple[Feature, ...] = Field(
-        ("log_return",), min_length=1, description=f"Features per day; the first is log_return. Any of {FEATURES}."
+    features: tuple[Feature, ...] | Literal["auto"] = Field(
+        "auto",
+        description=f"Features per day, the first log_return, any of {FEATURES}; 'auto': the data's (auto_features).",
     )
 
-    @field_validator("features")
+    @field_validator("features", mode="before")
     @classmethod
-    def _log_return_first(cls, features: tuple[str, ...]) -> tuple[str, ...]:
+    def _log_return_first(cls, features):
+        if features == "auto":
+            return features
+        features = tuple(features) if isinstance(features, (list, tuple)) else features
         # the target scale and the volatility standardization read feature 0 as the day's log return
-        if features[0] != "log_return":
-            raise ValueError(f"the first feature must be 'log_return', got {features}")
+        if not isinstance(features, tuple) or not features or features[0] != "log_return":
+            raise ValueError(f"the first feature must be 'log_return', got {features!r}")
+        if len(set(features)) != len(features):
+            raise ValueError(f"features must not repeat, got {features!r}")
         return features
 
     @property
+    def resolved_features(self) -> tuple[str, ...]:
+        if self.features == "auto":
+            raise ValueError("the window's features are 'auto': resolve them against the data first (for_data)")
+        return tuple(self.features)
+
+    def for_data(self, frame: pd.DataFrame) -> Self:
+        """This spec with `auto` features replaced by the ones the data supports (`auto_features`)."""
+        return self if self.features != "auto" else self.updated(features=auto_features(frame))
+
+    @property
     def n_features(self) -> int:
-        return len(self.features)
+        return len(self.resolved_features)
 
     @property
     def columns(self) -> tuple[str, ...]:
         """Columns of the canonical frame, besides the price, that the features read."""
-        return tuple(dict.fromkeys(c for f in self.features for c in FEATURE_COLUMNS[f]))
+        return tuple(dict.fromkeys(c for f in self.resolved_features for c in FEATURE_COLUMNS[f]))
+
+    @property
+    def uses_market(self) -> bool:
+        return any(f in MARKET_FEATURES for f in self.resolved_features)
+
+    @property
+    def min_forecast_rows(self) -> int:
+        """Rows of one ticker a forecast reads: the lookback, the long-memory history before it, one more close."""
+        return self.lookback + history_days(self.resolved_features) + 1
 
     @property
     def spec(self) -> "WindowSpec":
@@ -55,11 +77,11 @@ class WindowSpec(Config):
         return WindowSpec(lookback=self.lookback, horizon=self.horizon, features=self.features)
 
     def to_dict(self) -> dict:
-        return {**self.model_dump(), "features": list(self.features)}
+        return {**self.model_dump(), "features": self.features if self.features == "auto" else list(self.features)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "WindowSpec":
-        return cls(lookback=int(d["lookback"]), horizon=int(d["horizon"]), features=tuple(d["features"]))
+        return cls(lookback=int(d["lookback"]), horizon=int(d["horizon"]), features=d["features"])
 
 
 @dataclass(frozen=True)
@@ -84,45 +106,6 @@ class Scaler:
         return cls(mean=tuple(float(v) for v in d["mean"]), std=tuple(float(v) for v in d["std"]))
 
 
-def compute_features(
-    prices: np.ndarray,
-    volume: np.ndarray | None,
-    features: tuple[str, ...],
-    high: np.ndarray | None = None,
-    low: np.ndarray | None = None,
-) -> np.ndarray:
-    """Row t holds the features of day t+1 (day 0 has no previous close). (T,) -> (T-1, F).
-
-    Every feature of day t+1 is known at that day's close: a window ending on its base date reads
-    nothing later.
-    - log_return: log(p[t+1] / p[t]);
-    - abs_log_return: its absolute value (the size of the move, whatever its sign: carries the spread);
-    - hl_range: log(high / low) of day t+1, the day's range (a less noisy volatility estimate than
-      one close-to-close return; a ratio within one day, so a split adjustment does not change it);
-    - log_volume_change: log(1 + volume[t+1]) - log(1 + volume[t]).
-    """
-    prices = np.asarray(prices, dtype=np.float64)
-    log_return = np.diff(np.log(prices))
-    cols = []
-    for name in features:
-        if name == "log_return":
-            cols.append(log_return)
-        elif name == "abs_log_return":
-            cols.append(np.abs(log_return))
-        elif name == "hl_range":
-            if high is None or low is None:
-                raise ValueError("feature 'hl_range' needs high and low columns")
-            hl = np.log(np.asarray(high, dtype=np.float64)[1:] / np.asarray(low, dtype=np.float64)[1:])
-            # a missing or inverted high/low (a data gap) reads as "no range" rather than poisoning the window
-            cols.append(np.where(np.isfinite(hl) & (hl >= 0), hl, 0.0))
-        elif name == "log_volume_change":
-            if volume is None:
-                raise ValueError("feature 'log_volume_change' needs a volume column")
-            # +1 keeps zero-volume days (halts) finite
-            cols.append(np.diff(np.log1p(np.asarray(volume, dtype=np.float64))))
-    return np.stack(cols, axis=1)  # (T-1, F)
-
-
 class ScalerAccumulator:
     """Streaming mean/std over feature rows, so the scaler can be fit one ticker at a time."""
 
@@ -141,7 +124,10 @@ class ScalerAccumulator:
             raise ValueError("cannot fit a scaler on fewer than 2 training rows")
         mean = self.sum / self.n
         var = np.maximum(self.sumsq / self.n - np.square(mean), 0.0)
-        std = np.where(np.sqrt(var) > 1e-12, np.sqrt(var), 1.0)
+        # A constant feature (e.g. a fixed high/low ratio) leaves only rounding in sumsq - n mean^2: a
+        # spread below a millionth of the mean is that rounding, and dividing by it would blow noise up.
+        spread = np.sqrt(var)
+        std = np.where(spread > np.maximum(1e-6 * np.abs(mean), 1e-12), spread, 1.0)
         return Scaler(mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
 
 
@@ -170,11 +156,6 @@ def make_windows(
     y = ahead[:, 1:] - ahead[:, :1]  # (N, H) cumulative log-returns
     base_index = np.arange(lookback, lookback + n)
     return x, y, base_index
-
-
-def last_windows(scaled_feats: np.ndarray, lookback: int) -> np.ndarray:
-    """The most recent complete window: (T-1, F) -> (1, L, F)."""
-    return scaled_feats[-lookback:][None, :, :]
 
 
 def all_input_windows(scaled_feats: np.ndarray, lookback: int) -> np.ndarray:

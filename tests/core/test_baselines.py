@@ -112,5 +112,5 @@ def test_servable_baseline_forecasts_prices_with_quantile_columns(tmp_path):
     # static quantiles exist only for tickers they were fit on
     static = BaselineForecaster.fit("static_quantile", {"AAA": histories["AAA"]}, {"AAA": 80}, horizon=1)
     assert static.forecast_frame(prices)["ticker"].unique().tolist() == ["AAA"]
-    with pytest.raises(ValueError, match="unknown distribution baseline 'garch'"):
-        BaselineForecaster.fit("garch", histories, {}, horizon=1)
+    with pytest.raises(ValueError, match="unknown distribution baseline 'arima'"):
+        BaselineForecaster.fit("arima", histories, {}, horizon=1)

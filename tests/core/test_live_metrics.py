@@ -9,6 +9,7 @@ import pytest
 from tickerflow_model.live import (
     Thresholds, breaches, join_realized, rolling_live_metrics, rule_state, score_stored, thresholds_from_test, trailing_streak,
 )
+from tickerflow_model.quantiles import QUANTILE_LEVELS, levels_text
 
 
 def forecasts(days: int, quantiles: bool = False, version: str = "3") -> pd.DataFrame:
@@ -44,13 +45,41 @@ def test_only_forecasts_whose_close_is_known_are_scored_and_metrics_match_the_fo
 
 def test_quantile_metrics_when_the_forecasts_carry_quantiles():
     scored = join_realized(forecasts(2, quantiles=True), closes([104.0, 107.0]))
-    m = rolling_live_metrics(scored, windows=(2,), min_days=2).iloc[-1]
+    m = rolling_live_metrics(scored, windows=(2,), min_days=2, levels=QUANTILE_LEVELS).iloc[-1]
     assert m["live_coverage_80"] == pytest.approx(0.5)  # 104 in [97, 105]; 107 is not
     assert m["live_coverage_90"] == pytest.approx(0.5)  # 104 in [96, 106]; 107 is not
     tau = np.array([5, 10, 25, 50, 75, 90, 95]) / 100
     q = np.array([96, 97, 99, 101, 103, 105, 106.0])
     pinball = [np.mean(np.maximum(tau * (y - q), (tau - 1) * (y - q))) for y in (104.0, 107.0)]
     assert m["live_pinball"] == pytest.approx(np.mean(pinball))
+
+
+def test_quantiles_are_scored_at_the_levels_given_not_at_levels_read_from_column_names():
+    # nine levels: the 80% and 90% intervals are the 2nd/8th and 3rd/7th columns, not the first and last
+    levels = (0.025, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.975)
+    values = (90.0, 96, 97, 99, 101, 103, 105, 106, 120)
+    frame = forecasts(2)
+    for col, v in zip(("q025", "q05", "q10", "q25", "q50", "q75", "q90", "q95", "q975"), values):
+        frame[col] = v
+    scored = join_realized(frame, closes([104.0, 110.0]))
+    m = rolling_live_metrics(scored, windows=(2,), min_days=2, levels=levels).iloc[-1]
+    assert m["live_coverage_80"] == pytest.approx(0.5)  # 104 in [97, 105]; 110 is not
+    assert m["live_coverage_90"] == pytest.approx(0.5)  # 104 in [96, 106]; 110 is not, though inside q025..q975
+    tau, q = np.array(levels), np.array(values)
+    expected = np.mean([np.mean(np.maximum(tau * (y - q), (tau - 1) * (y - q))) for y in (104.0, 110.0)])
+    assert m["live_pinball"] == pytest.approx(expected)
+    # without levels, the same frame is scored as point forecasts only
+    assert "live_pinball" not in rolling_live_metrics(scored, windows=(2,), min_days=2).columns
+
+
+def test_stored_forecasts_are_scored_at_the_levels_stored_with_them():
+    stored = forecasts(2, quantiles=True).assign(model_name="m", price_column="close")
+    narrow = stored.assign(quantile_levels=levels_text(QUANTILE_LEVELS))
+    metrics, _ = score_stored(narrow, closes([104.0, 107.0]), pd.Timestamp("2024-01-03"), windows=(2,), min_days=2)
+    assert metrics["live_coverage_90"].iloc[-1] == pytest.approx(0.5)
+    point = stored.assign(quantile_levels="")  # a point forecaster's rows: no quantile scores
+    metrics, _ = score_stored(point, closes([104.0, 107.0]), pd.Timestamp("2024-01-03"), windows=(2,), min_days=2)
+    assert "live_pinball" not in metrics.columns or metrics["live_pinball"].isna().all()
 
 
 def test_each_model_version_is_scored_on_its_own_forecasts():

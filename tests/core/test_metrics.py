@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from tickerflow_model.metrics import (
-    directional_accuracy,
+    METRIC_NAMES,
     drift_forecast,
-    forecast_metrics,
-    mae,
-    mape,
-    mase,
     naive_scale,
-    rmse,
+    point_terms,
     seasonal_naive_forecast,
-    skill,
-    smape,
 )
 
 FORECAST = np.array([102.0, 98.0, 100.0, 105.0])
@@ -27,23 +22,32 @@ BASE = np.array([101.0, 99.0, 101.0, 100.0])
 # errors: +2, -2, 0, +5
 
 
+def point_means(forecast=FORECAST, actual=ACTUAL, base=BASE, scale=np.nan) -> dict[str, float]:
+    """The point metrics as scoring builds them: the mean of each term, RMSE the root of the mean of `se`."""
+    terms = {k: float(np.mean(v)) for k, v in point_terms(forecast, actual, base, scale).items()}
+    return {"rmse": math.sqrt(terms.pop("se")), **terms}
+
+
 def test_rmse_mae_mape_by_hand():
-    assert rmse(FORECAST, ACTUAL) == pytest.approx(math.sqrt((4 + 4 + 0 + 25) / 4))
-    assert mae(FORECAST, ACTUAL) == pytest.approx((2 + 2 + 0 + 5) / 4)
-    assert mape(FORECAST, ACTUAL) == pytest.approx(100 * (0.02 + 0.02 + 0 + 0.05) / 4)
+    m = point_means()
+    assert m["rmse"] == pytest.approx(math.sqrt((4 + 4 + 0 + 25) / 4))
+    assert m["mae"] == pytest.approx((2 + 2 + 0 + 5) / 4)
+    assert m["mape"] == pytest.approx(100 * (0.02 + 0.02 + 0 + 0.05) / 4)
+    assert set(m) == set(METRIC_NAMES)
 
 
 def test_smape_by_hand_and_zero_pair():
     expected = 100 * (4 / 202 + 4 / 198 + 0 + 10 / 205) / 4
-    assert smape(FORECAST, ACTUAL) == pytest.approx(expected)
+    assert point_means()["smape"] == pytest.approx(expected)
     # 0 vs 0 is a perfect forecast, not a division by zero
-    assert smape(np.array([0.0, 1.0]), np.array([0.0, 3.0])) == pytest.approx(100 * (0 + 4 / 4) / 2)
+    pair = point_means(np.array([0.0, 1.0]), np.array([0.0, 3.0]), np.array([1.0, 1.0]))
+    assert pair["smape"] == pytest.approx(100 * (0 + 4 / 4) / 2)
 
 
 def test_mase_divides_each_error_by_its_scale():
     # ticker A (first two) has in-sample naive MAE 2, ticker B (last two) has 0.5
     scale = np.array([2.0, 2.0, 0.5, 0.5])
-    assert mase(FORECAST, ACTUAL, scale) == pytest.approx((1 + 1 + 0 + 10) / 4)
+    assert point_means(scale=scale)["mase"] == pytest.approx((1 + 1 + 0 + 10) / 4)
 
 
 def test_naive_scale_is_mean_absolute_one_step_change():
@@ -54,18 +58,9 @@ def test_naive_scale_is_mean_absolute_one_step_change():
 
 def test_directional_accuracy_by_hand():
     # predicted moves from base: +1, -1, -1, +5 ; actual moves: -1, +1, -1, 0
-    assert directional_accuracy(FORECAST, ACTUAL, BASE) == pytest.approx(1 / 4)
+    assert point_means()["directional_accuracy"] == pytest.approx(1 / 4)
     # the naive forecast is right only where the price did not move
-    assert directional_accuracy(BASE, ACTUAL, BASE) == pytest.approx(1 / 4)
-
-
-def test_forecast_metrics_has_every_key_and_skill():
-    m = forecast_metrics(FORECAST, ACTUAL, BASE, mase_scale=np.full(4, 2.0))
-    assert set(m) == {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy"}
-    assert m["mase"] == pytest.approx(9 / 4 / 2)
-    assert skill(1.0, 2.0) == pytest.approx(0.5)
-    assert skill(3.0, 2.0) == pytest.approx(-0.5)
-    assert skill(1.0, 0.0) == 0.0
+    assert point_means(forecast=BASE)["directional_accuracy"] == pytest.approx(1 / 4)
 
 
 def test_seasonal_naive_is_same_weekday_of_the_last_seen_week():
@@ -86,7 +81,10 @@ def test_drift_extrapolates_the_average_past_change():
 
 
 # ---- distribution scores ----------------------------------------------------------------------------
-from tickerflow_model.metrics import distribution_metrics, distribution_terms, interval_index, pinball, winkler  # noqa: E402
+from tickerflow_model.metrics import (  # noqa: E402
+    distribution_metrics, distribution_terms, interval_index, require_scored_intervals, winkler,
+)
+from tickerflow_model.quantiles import pinball  # noqa: E402
 
 LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
@@ -126,6 +124,18 @@ def test_interval_needs_its_levels():
     assert interval_index(LEVELS, 0.8) == (1, 5)
     with pytest.raises(ValueError, match="90% interval needs the levels 0.05 and 0.95"):
         interval_index((0.1, 0.5, 0.9), 0.9)
+
+
+@pytest.mark.parametrize("levels, missing", [
+    ((0.1, 0.5, 0.9), "0.05, 0.95"),
+    ((0.05, 0.25, 0.5, 0.75, 0.95), "0.1, 0.9"),
+    ((0.25, 0.5, 0.75), "0.05, 0.1, 0.9, 0.95"),
+])
+def test_levels_without_a_scored_interval_are_refused_naming_them(levels, missing):
+    with pytest.raises(ValueError, match=f"must include {missing}.*got {re.escape(str(list(levels)))}"):
+        require_scored_intervals(levels)
+    assert require_scored_intervals(LEVELS) == LEVELS
+    assert require_scored_intervals((0.025, 0.05, 0.1, 0.5, 0.9, 0.95, 0.975))  # more levels are fine
 
 
 def test_the_true_quantiles_score_best():

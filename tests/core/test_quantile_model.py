@@ -9,7 +9,8 @@ import pytest
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.quantiles import QUANTILE_LEVELS, central_pairs
 from tickerflow_model.trainer import TrainConfig, fit_shrinkage, train_model
-from tickerflow_model.windows import WindowSpec, compute_features, fit_scaler, make_windows
+from tickerflow_model.features import compute_features
+from tickerflow_model.windows import WindowSpec, fit_scaler, make_windows
 
 LOOKBACK = 20
 
@@ -38,12 +39,12 @@ def garch_split():
     spec = WindowSpec(lookback=LOOKBACK, horizon=1, features=("log_return", "abs_log_return"))
     series = [garch_returns(1600, rng) for _ in range(3)]
     n_train_days = 960
-    scaler = fit_scaler(np.concatenate([compute_features(100 * np.exp(np.cumsum(np.r_[0, r])), None, spec.features)[:n_train_days] for r in series]))
+    scaler = fit_scaler(np.concatenate([compute_features(100 * np.exp(np.cumsum(np.r_[0, r])), spec.features)[:n_train_days] for r in series]))
     parts = {"train": [], "val": [], "test": []}
     static = []
     for r in series:
         prices = 100 * np.exp(np.cumsum(np.r_[0.0, r]))  # (T,)
-        x, y, base = make_windows(prices, scaler.transform(compute_features(prices, None, spec.features)), LOOKBACK, 1)
+        x, y, base = make_windows(prices, scaler.transform(compute_features(prices, spec.features)), LOOKBACK, 1)
         target_day = base + 1
         cuts = {"train": target_day <= n_train_days, "val": (target_day > n_train_days + 5) & (target_day <= 1280),
                 "test": target_day > 1285}

@@ -15,6 +15,7 @@ from tickerflow_model.gru import GRUConfig, GRUForecaster, ewma_volatility
 from tickerflow_model.quantiles import (
     QUANTILE_LEVELS,
     central_pairs,
+    pinball,
     pinball_loss,
     quantile_column,
     quantile_columns,
@@ -36,6 +37,18 @@ def test_pinball_loss_matches_hand_computed_values():
     assert float(pinball_loss(pred, y, levels)) == pytest.approx(expected, abs=1e-7)
     # the median's pinball is half the absolute error
     assert float(pinball_loss(torch.tensor([[2.0]]), torch.tensor([-1.0]), (0.5,))) == pytest.approx(1.5)
+
+
+def test_the_numpy_pinball_and_its_torch_twin_agree():
+    rng = np.random.default_rng(1)
+    levels = (0.05, 0.25, 0.5, 0.75, 0.95)
+    q = np.sort(rng.standard_normal((40, 3, len(levels))), axis=-1)  # (N, H, Q)
+    y = rng.standard_normal((40, 3))  # (N, H)
+    by_forecast = pinball(q, y, levels)  # (N, H)
+    assert by_forecast.shape == (40, 3)
+    assert float(pinball_loss(torch.from_numpy(q), torch.from_numpy(y), levels)) == pytest.approx(by_forecast.mean())
+    # one forecast by hand: y = 1 above q = 0 at 0.05 costs 0.05; y = 1 below q = 3 at 0.95 costs 0.05 * 2
+    assert pinball(np.array([0.0, 3.0]), 1.0, (0.05, 0.95)) == pytest.approx((0.05 + 0.1) / 2)
 
 
 def test_pinball_loss_is_minimized_by_the_true_quantile():

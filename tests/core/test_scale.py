@@ -21,10 +21,10 @@ from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.gru import GRUConfig, GRUForecaster, predict_batched
 from tickerflow_model.metrics import distribution_terms, point_terms
-from tickerflow_model.quantiles import QUANTILE_LEVELS, pinball_loss
+from tickerflow_model.quantiles import QUANTILE_LEVELS
 from tickerflow_model.scoring import _finish, metric_frames
 from tickerflow_model.splits import WindowError
-from tickerflow_model.trainer import fit_shrinkage
+from tickerflow_model.trainer import fit_shrinkage, weighted_pinball
 from tickerflow_model.window_dataset import WindowConfig, _schema, build_window_dataset, read_split
 from tiny_models import TINY, untrained_forecaster
 
@@ -124,9 +124,11 @@ def test_the_fit_reuses_the_best_epochs_validation_pass_and_gets_the_numbers_of_
     assert fit.forecaster.spec == Forecaster(spec, net).calibrate(x_val, y_val).spec
     assert fit.margins and len(fit.margins) == dataset.spec.horizon
 
-    # the validation loss that chose the epoch is the fp32 loss of the network as it is served
+    # the validation loss that chose the epoch is the fp32 loss of the network as it is served, in the
+    # units the training's loss weight names
     q, scale = predict_batched(net, x_val)
-    served = pinball_loss(torch.from_numpy(q / scale[:, :, None]), torch.from_numpy(y_val / scale), QUANTILE_LEVELS)
+    served = weighted_pinball(torch.from_numpy(q / scale[:, :, None]), torch.from_numpy(scale),
+                              torch.from_numpy(y_val), QUANTILE_LEVELS, config.loss_weight)
     assert fit.best_val_loss == pytest.approx(float(served), rel=1e-6)
 
 

@@ -151,7 +151,7 @@ def test_early_stopping_restores_the_best_epochs_weights():
     assert result.history[-1].val_loss > result.best_val_loss
     # the returned network reproduces the best epoch's validation loss, not the last epoch's
     with torch.no_grad():
-        val_pinball = trainer.quantile_loss(result.net, torch.from_numpy(xv), torch.from_numpy(yv))
+        val_pinball = trainer.quantile_loss(result.net, torch.from_numpy(xv), torch.from_numpy(yv), config.loss_weight)
     assert float(val_pinball) == pytest.approx(result.best_val_loss, rel=1e-5)
 
 
@@ -284,11 +284,11 @@ def test_the_validation_pass_builds_no_autograd_graph_and_runs_in_inference_batc
     seen = []
     real_pass = trainer.validation_pass
 
-    def watched(net, data):
+    def watched(net, data, loss_weight):
         handle = net.head.register_forward_hook(
             lambda module, inputs, output: seen.append((torch.is_grad_enabled(), output.requires_grad, len(inputs[0]))))
         try:
-            return real_pass(net, data)
+            return real_pass(net, data, loss_weight)
         finally:
             handle.remove()
 

@@ -16,7 +16,8 @@ from tickerflow_model.window_dataset import (
     build_window_dataset,
     read_split,
 )
-from tickerflow_model.windows import compute_features, fit_scaler, make_windows
+from tickerflow_model.features import compute_features, market_features, market_on
+from tickerflow_model.windows import fit_scaler, make_windows
 
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
 
@@ -36,7 +37,7 @@ def _target_dates(frame: pd.DataFrame, index: pd.DataFrame, horizon: int) -> pd.
 def test_make_windows_shapes_and_targets():
     rng = np.random.default_rng(0)
     prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 50)))
-    feats = compute_features(prices, rng.integers(1, 9, 50).astype(float), ("log_return", "log_volume_change"))
+    feats = compute_features(prices, ("log_return", "log_volume_change"), {"volume": rng.integers(1, 9, 50).astype(float)})
 
     x, y, base = make_windows(prices, feats, lookback=7, horizon=3)
 
@@ -90,11 +91,18 @@ def test_scaler_and_training_windows_do_not_depend_on_later_data(tf_home):
     assert ds.manifest["scaler"] == ds2.manifest["scaler"]
     assert not np.array_equal(read_split(ds, "test")[1], read_split(ds2, "test")[1])  # the shock is visible later
 
-    # and the scaler is exactly the statistics of training-period rows
+    # and the scaler is exactly the statistics of training-period rows, the market's included
+    features = tuple(ds.manifest["window_spec"]["features"])
+    assert {"rv_66", "market_vol"} <= set(features)  # `auto` features read long memory and the market
+    early = frame[frame["date"] <= train_end]
+    market = market_features(early, ds.price_column)
     train_feats = [
-        compute_features(g.loc[g["date"] <= train_end, "close"].to_numpy(), None, ("log_return",))
-        for _, g in frame.groupby("ticker")
-        if (g["date"] <= train_end).sum() > 1
+        compute_features(
+            g[ds.price_column].to_numpy(), features, {c: g[c].to_numpy() for c in g.columns},
+            market_on(market, g["date"].to_numpy("datetime64[ns]")),
+        )
+        for _, g in early.sort_values("date").groupby("ticker")
+        if len(g) > 1
     ]
     expected = fit_scaler(np.concatenate(train_feats))
     np.testing.assert_allclose(ds.scaler.mean, expected.mean, rtol=1e-9)
@@ -114,7 +122,7 @@ def test_manifest_describes_the_dataset(tf_home):
     for split in SPLITS:
         x, y, index = read_split(ds, split)
         assert manifest["counts"][split] == len(x) == len(y) == len(index)
-        assert x.dtype == y.dtype == np.float32 and x.shape[1:] == (10, 1) and y.shape[1:] == (3,)
+        assert x.dtype == y.dtype == np.float32 and x.shape[1:] == (10, len(manifest["window_spec"]["features"])) and y.shape[1:] == (3,)
         assert sum(t["splits"][split]["windows"] for t in manifest["tickers"].values()) == len(x)
         aaa_dates = index.loc[index["ticker"] == "AAA", "base_date"]
         assert aaa["splits"][split]["first_base_date"] == str(aaa_dates.min().date())
@@ -163,14 +171,14 @@ def test_spread_features_are_the_size_of_the_move_and_the_days_range():
     prices = np.array([100.0, 110.0, 99.0, 99.0])
     high = np.array([101.0, 112.0, 105.0, 99.5])
     low = np.array([99.0, 100.0, 98.0, 98.5])
-    feats = compute_features(prices, None, ("log_return", "abs_log_return", "hl_range"), high, low)  # (3, 3)
+    feats = compute_features(prices, ("log_return", "abs_log_return", "hl_range"), {"high": high, "low": low})  # (3, 3)
     r = np.diff(np.log(prices))
     np.testing.assert_allclose(feats[:, 0], r)
     np.testing.assert_allclose(feats[:, 1], np.abs(r))
     # row t describes day t+1: its own range, nothing from a later day
     np.testing.assert_allclose(feats[:, 2], np.log(high[1:] / low[1:]))
-    with pytest.raises(ValueError, match="'hl_range' needs high and low"):
-        compute_features(prices, None, ("log_return", "hl_range"))
+    with pytest.raises(ValueError, match="'hl_range' needs a 'high' column"):
+        compute_features(prices, ("log_return", "hl_range"))
 
 
 def test_range_feature_windows_and_a_missing_column_named(tf_home):

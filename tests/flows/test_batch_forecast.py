@@ -13,7 +13,8 @@ from prefect.artifacts import Artifact
 from price_frames import make_prices
 from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.flows.cli import main
-from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, OUTPUT_COLUMNS
+from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, output_columns
+from tickerflow_model.quantiles import QUANTILE_LEVELS
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ def champion_home(champion, monkeypatch):  # noqa: F811
 
 
 def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(prefect_harness, champion_home, tmp_path):
-    recent = champion_home.prices.groupby("ticker").tail(40)
+    recent = champion_home.prices.groupby("ticker").tail(champion_home.forecaster.min_rows + 3)
     short = make_prices(n_days=6, tickers=("CCC",), seed=9)
     data = tmp_path / "latest.csv"
     pd.concat([recent, short]).to_csv(data, index=False)
@@ -37,7 +38,7 @@ def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(p
     result = batch_forecast(data=str(data), out=str(out))
 
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == OUTPUT_COLUMNS  # ticker, date, horizon, forecast_close, q05 .. q95, model_version
+    assert list(frame.columns) == output_columns(QUANTILE_LEVELS)  # ticker, date, horizon, forecast_close, q05 .. q95, model_version
     assert sorted(frame["ticker"].unique()) == ["AAA", "BBB"]
     assert (frame["model_version"] == str(champion_home.version)).all()
     expected = champion_home.forecaster.forecast_frame(recent)

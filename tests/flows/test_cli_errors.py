@@ -165,6 +165,21 @@ def test_help_shows_the_config_models_defaults(capsys):
     assert f"[default: {field_default(ServerOptions, 'mlflow_port')}]" in help_text("ui")
 
 
+@pytest.mark.parametrize("command, flags", [
+    ([], ["--help"]), (["run"], ["--json", "--help"]), (["forecast"], ["--json"]), (["gc"], ["--dry-run"]),
+    (["serve"], ["--no-server"]),
+])
+def test_flags_read_as_flags_in_the_help(command, flags, capsys):
+    from tickerflow.flows.cli import main
+
+    assert main([*command, "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for flag in flags:
+        (line,) = [line for line in lines if line.strip().startswith(flag + " ")]
+        assert "<bool>" not in line and "BOOLEAN" not in line, line  # `--json  print ...`, not `--json <bool>`
+    assert not [line for line in lines if "<bool>" in line]
+
+
 def test_bad_config_file_is_a_config_error(tmp_path, capsys):
     from tickerflow.flows.cli import main
 
@@ -198,6 +213,17 @@ def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
     assert main(["run", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "window" in err and "lookback" in err and "register" in err
+
+
+def test_quantile_levels_that_scoring_cannot_use_are_refused_in_one_line_before_training(tmp_path, capsys):
+    from tickerflow.flows.cli import main
+
+    config = tmp_path / "c.json"
+    config.write_text('{"train": {"gru": {"quantiles": [0.25, 0.5, 0.75]}}}')
+    assert main(["run", "--config", str(config)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert "train: gru.quantiles must include 0.05, 0.1, 0.9, 0.95" in err and "got [0.25, 0.5, 0.75]" in err
 
 
 class _Failed(str):

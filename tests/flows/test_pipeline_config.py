@@ -52,3 +52,11 @@ def test_field_default_reads_a_value_and_calls_a_default_factory():
     assert field_default(New, "epochs") == 3
     assert field_default(New, "tickers") == []
     assert field_default(PipelineConfig, "train") == PipelineConfig().train
+
+
+@pytest.mark.parametrize("levels, missing", [((0.1, 0.5, 0.9), "0.05, 0.95"), ((0.05, 0.5, 0.95), "0.1, 0.9")])
+def test_levels_without_the_scored_intervals_are_refused_when_the_config_is_built(levels, missing):
+    with pytest.raises(ValueError, match=rf"train\n.*gru.quantiles must include {missing}.*got \[{levels[0]}"):
+        PipelineConfig.model_validate({"train": {"gru": {"quantiles": list(levels)}}})
+    wider = (0.025, 0.05, 0.1, 0.5, 0.9, 0.95, 0.975)
+    assert PipelineConfig.model_validate({"train": {"gru": {"quantiles": wider}}}).train.gru.quantiles == wider

@@ -61,7 +61,7 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
 
     # the registered model loads in a process where tickerflow is not importable, next to a
     # user's own `models` and `tasks` packages, and returns forecasts in price units
-    recent = pd.read_csv(small_sample_csv).groupby("Ticker").tail(80)
+    recent = pd.read_csv(small_sample_csv).groupby("Ticker").tail(120)
     recent.columns = [c.lower().replace(" ", "_") for c in recent.columns]
     recent.to_csv(tmp_path / "recent.csv", index=False)
     for shadow in ("models", "tasks", "tickerflow_model"):
@@ -103,7 +103,8 @@ def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_
 ):
     from price_frames import make_prices
     from tickerflow.flows.batch_forecast import batch_forecast
-    from tickerflow.tasks.forecast import OUTPUT_COLUMNS
+    from tickerflow.tasks.forecast import output_columns
+    from tickerflow_model.quantiles import QUANTILE_LEVELS
     from tickerflow_model.baselines import DISTRIBUTION_BASELINES
 
     # i.i.d. returns of constant volatility: nothing to learn, the training period's quantiles are the truth
@@ -125,7 +126,7 @@ def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_
     prices.groupby("ticker").tail(40).to_csv(recent, index=False)
     result = batch_forecast(data=str(recent), out=str(tmp_path / "forecasts.parquet"))
     frame = pd.read_parquet(tmp_path / "forecasts.parquet")
-    assert list(frame.columns) == OUTPUT_COLUMNS and result["model_version"] == "2"
+    assert list(frame.columns) == output_columns(QUANTILE_LEVELS) and result["model_version"] == "2"
     assert sorted(frame["ticker"].unique()) == ["AAA", "BBB", "CCC"]
     q = frame[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy()
     assert (q[:, 1:] >= q[:, :-1]).all() and (q[:, 0] < frame["forecast_close"]).all() and (q[:, -1] > frame["forecast_close"]).all()

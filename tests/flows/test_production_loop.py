@@ -45,6 +45,13 @@ CONFIG = PipelineConfig.model_validate({
 MONITOR = MonitorConfig(windows=(3, 10), min_days=2, rule_window=3, days_in_row=2, skill_margin=None, rmse_ratio=1.5)
 
 
+def child_flow_runs():
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(limit=200)
+
+
 def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_event(prefect_harness, mlflow_store, tmp_path):
     data = tmp_path / "prices.csv"
     regime_shift_prices().to_csv(data, index=False)
@@ -54,6 +61,10 @@ def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_ev
     days = result["days"]
     assert [d["day"] for d in days][:2] == ["2016-02-24", "2016-02-25"] and days[-1]["day"] == "2016-03-07"
     assert len(result["retrains"]) == 1 and result["retrains"][0]["day"] == "2016-02-24"  # the first champion
+    # each day's child runs are named by the replayed day, not by today
+    names = {r.name for r in child_flow_runs()}
+    assert {f"forecast-prices-tickerflow-gru@champion-as_of-{d['day']}" for d in days} <= names
+    assert "train-prices-tickerflow-gru-as_of-2016-02-24" in names
     # day 1 has nothing to score; each later day scores every ticker's forecast of the day before
     assert days[0]["scored_forecasts"] == 0 and days[1]["scored_forecasts"] == len(TICKERS)
     assert days[-1]["scored_forecasts"] == len(TICKERS) * (len(days) - 1)

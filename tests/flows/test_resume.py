@@ -71,7 +71,8 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_the_next_run_starts_afres
     # the killed run's MLflow run did not stay RUNNING: the second run found its process gone
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
-    (killed,) = [r for r in runs if r.info.run_id != run_id]
+    training = client.search_runs([client.get_experiment_by_name("tickerflow").experiment_id])  # not the registry's
+    (killed,) = [r for r in training if r.info.run_id != run_id]
     assert killed.info.status == "KILLED" and "is gone" in killed.data.tags["tickerflow.killed_reason"]
 
     out = finish(start(command, env, tmp_path / "third.log"), tmp_path / "third.log")

@@ -42,7 +42,10 @@ def wait_for_ping(proc: subprocess.Popen, url: str, deadline_s: float) -> None:
 
 
 @pytest.mark.integration
-def test_mlflow_models_serve_forecasts_the_champion_over_http(champion, tmp_path):
+@pytest.mark.parametrize("which", ["champion", "garch_champion"])
+def test_mlflow_models_serve_forecasts_the_champion_over_http(which, request, tmp_path):
+    """The GRU champion, and a garch baseline as champion (its pyfunc needs `arch` where it is served)."""
+    champion = request.getfixturevalue(which)
     port = free_port()
     bin_dir = Path(sys.executable).parent
     env = {
@@ -56,7 +59,7 @@ def test_mlflow_models_serve_forecasts_the_champion_over_http(champion, tmp_path
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_ping(proc, f"http://127.0.0.1:{port}/ping", SERVER_DEADLINE_S)
-        recent = champion.prices.groupby("ticker").tail(30)
+        recent = champion.prices.groupby("ticker").tail(champion.forecaster.min_rows + 10)
         payload = {"dataframe_split": recent.assign(date=recent["date"].dt.strftime("%Y-%m-%d")).astype({"ticker": str}).to_dict(orient="split", index=False)}
         response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
         assert response.status_code == 200, response.text[:2000]
@@ -81,5 +84,7 @@ def test_mlflow_models_serve_forecasts_the_champion_over_http(champion, tmp_path
     np.testing.assert_allclose(served["forecast_close"], expected["forecast_close"], rtol=1e-6)
     assert (pd.to_datetime(served["date"]) > recent["date"].max()).all()
     last = recent.groupby("ticker")["close"].last()
+    if which == "garch_champion":
+        assert champion.forecaster.spec.garch.keys() == {"AAA", "BBB"}  # fitted, not the EWMA fallback
     # the untrained net moves prices by a fraction of a daily volatility, not by levels
     assert ((served["forecast_close"] / served["ticker"].map(last) - 1).abs() < 0.2).all()

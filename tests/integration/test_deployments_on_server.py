@@ -103,7 +103,7 @@ def test_training_deployment_runs_on_a_worker_and_registers_a_champion(
 
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.run_id == mlflow_run.info.run_id
-    recent = pd.read_csv(slice_csv).groupby("Ticker").tail(80)
+    recent = pd.read_csv(slice_csv).groupby("Ticker").tail(120)
     recent.columns = [c.lower().replace(" ", "_") for c in recent.columns]
     recent["date"] = pd.to_datetime(recent["date"])
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()

@@ -14,6 +14,7 @@ from tickerflow.flows.reporting import write_reports
 from tickerflow.tasks.evaluate import load_version
 from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES
+from tickerflow_model.features import history_days
 from tickerflow_model.evaluation import EvaluateConfig, evaluate_forecaster, predict_test_split
 from tickerflow_model.window_dataset import build_window_dataset
 from tiny_models import EVAL_WINDOWS, untrained_forecaster
@@ -69,7 +70,8 @@ def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(p
 
 def test_a_champion_that_cannot_score_every_window_is_not_compared(prices, dataset, mlflow_store):
     first_test_base = predict_test_split(untrained_forecaster(dataset, 0.0), dataset, prices)[0]["base_date"].min()
-    lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3  # longer than the history there
+    # a window and its long-memory history longer than the history before the first test day
+    lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3 - history_days(dataset.spec.features)
     uri = register_champion(untrained_forecaster(dataset, 1.0, lookback=lookback), prices, "long")
 
     result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_version(uri, "1"))
@@ -141,7 +143,9 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(pref
     table = client.load_table(experiment_id(client), "evaluation/per_ticker_table.json", run_ids=[run_id])
     assert set(table["ticker"]) == {"AAA", "BBB"} and "pinball" in table.columns
     markdown = Artifact.get("test-metrics").data
-    assert f"runs:/{run_id}" in markdown and "static_quantile" in markdown and f"{result.skill:+.4f}" in markdown
+    # an http link into the MLflow UI that `tickerflow ui` serves, not a runs:/ URI that no browser opens
+    assert f"(http://127.0.0.1:5000/#/experiments/{experiment_id(client)}/runs/{run_id})" in markdown
+    assert "runs:/" not in markdown and "static_quantile" in markdown and f"{result.skill:+.4f}" in markdown
 
     # the --json summary: point metrics for all, distribution scores for the model and each distribution baseline
     decoded = json.loads(json.dumps(summary, default=str))

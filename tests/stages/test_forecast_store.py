@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_rows, read_store, store_rows
+from tickerflow_model.quantiles import QUANTILE_LEVELS
 
 
 def batch(base: str, value: float, quantiles: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -24,7 +25,8 @@ def test_append_read_and_rerun_of_a_day(uri, tf_home):
     config = ForecastStoreConfig(uri=uri)
     for base, value in (("2024-01-02", 11.0), ("2024-01-03", 12.0), ("2024-01-03", 13.0)):  # the 3rd reruns a day
         forecasts, prices = batch(base, value, quantiles=base == "2024-01-03")
-        append_rows(store_rows(forecasts, prices, "m", "4", "gru"), config)
+        levels = QUANTILE_LEVELS if base == "2024-01-03" else ()
+        append_rows(store_rows(forecasts, prices, "m", "4", "gru", levels=levels), config)
 
     stored = read_store(config).sort_values(["base_date", "ticker"]).reset_index(drop=True)
     assert len(stored) == 4
@@ -32,10 +34,25 @@ def test_append_read_and_rerun_of_a_day(uri, tf_home):
     assert stored["base_close"].tolist() == [10.0, 20.0, 10.0, 20.0]  # each ticker's last close
     assert stored["ticker"].tolist() == ["A/B", "C", "A/B", "C"]  # symbols are data, not folders
     assert stored["q05"].isna().tolist() == [True, True, False, False]
+    assert stored["quantile_levels"].tolist() == ["", "", "0.05,0.1,0.25,0.5,0.75,0.9,0.95", "0.05,0.1,0.25,0.5,0.75,0.9,0.95"]
     assert set(stored["model_version"]) == {"4"} and set(stored["forecaster"]) == {"gru"}
     assert len(read_store(config, since=pd.Timestamp("2024-01-03"))) == 2
     if uri is None:
         assert sorted(p.name for p in (tf_home / "forecast_store").iterdir()) == ["base_date=2024-01-02", "base_date=2024-01-03"]
+
+
+def test_the_store_keeps_the_model_levels_columns_and_refuses_forecasts_that_lack_them(tf_home):
+    config = ForecastStoreConfig()
+    forecasts, prices = batch("2024-01-03", 10.0, quantiles=False)
+    levels = (0.1, 0.5, 0.9)
+    for i, col in enumerate(("q10", "q50", "q90")):
+        forecasts[col] = 10.0 + i
+    append_rows(store_rows(forecasts, prices, "m", "5", "gru", levels=levels), config)
+    stored = read_store(config)
+    assert [c for c in stored.columns if c.startswith("q") and c != "quantile_levels"] == ["q10", "q50", "q90"]
+    assert set(stored["quantile_levels"]) == {"0.1,0.5,0.9"}
+    with pytest.raises(ValueError, match=r"lack the column\(s\) \['q05', 'q95'\]"):
+        store_rows(forecasts, prices, "m", "5", "gru", levels=(0.05, 0.1, 0.5, 0.9, 0.95))
 
 
 @pytest.mark.parametrize(("argv", "message"), [

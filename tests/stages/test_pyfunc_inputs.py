@@ -20,7 +20,7 @@ def loaded(champion):  # noqa: F811
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # later tests must not inherit this store
         os.environ.pop(name, None)
-    recent = champion.prices.groupby("ticker").tail(30).reset_index(drop=True)
+    recent = champion.prices.groupby("ticker").tail(champion.forecaster.min_rows + 5).reset_index(drop=True)
     return model, recent, champion.forecaster.forecast_frame(recent)
 
 

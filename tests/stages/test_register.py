@@ -91,6 +91,10 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
         ("rollback", "1", "3", "ben"),
     ]
     assert listing["champion_history"][4]["why"] == "v2 drifted" and listing["champion_history"][4]["at"]
+    # the history is a table of runs in its own experiment, not tags on the registered model
+    assert not [k for k in client.get_registered_model("m").tags if k.startswith("champion_history")]
+    rows = client.search_runs([client.get_experiment_by_name("tickerflow-registry").experiment_id])
+    assert sorted((r.data.tags["action"], r.data.tags["version"]) for r in rows) == sorted(h[:2] for h in history)
     assert [v["version"] for v in listing["versions"]] == ["3", "2", "1"]
     assert listing["versions"][2]["aliases"] == ["champion"]
     assert client.get_model_version("m", "2").tags["champion.promote_by"] == "ana"
@@ -216,3 +220,17 @@ def test_moves_at_once_each_get_their_own_history_entry(mlflow_store, tmp_path):
     # each move saw the one before it: the chain of `previous` is unbroken
     assert [e["previous"] for e in history] == [None] + [e["version"] for e in history[:-1]]
     assert str(client.get_model_version_by_alias("cas", "champion").version) == history[-1]["version"]
+
+
+def test_the_history_of_an_older_home_kept_in_model_tags_still_reads_back_first(mlflow_store, tmp_path):
+    from tickerflow.tasks.register import move_champion
+
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    _model_with_versions(client, tmp_path, 2)
+    old = {"action": "promote", "version": "1", "previous": None, "by": "old", "at": "2024-01-01T00:00:00+00:00", "why": "x"}
+    client.set_registered_model_tag("cas", "champion_history.0001", json.dumps(old))
+    client.set_registered_model_alias("cas", "champion", "1")
+    move_champion(client, "cas", "2", "promote", "better")
+    history = champion_history(client, "cas")
+    assert [(e["version"], e["by"]) for e in history][0] == ("1", "old")
+    assert [e["version"] for e in history] == ["1", "2"] and champion_stack(history) == ["1", "2"]

@@ -30,7 +30,7 @@ def make(path, age_s: float = 2 * HOUR, content: bytes = b"x" * 1000):
 def test_gc_removes_only_what_nothing_needs(tf_home, mlflow_store, tmp_path, capsys):
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     client.create_registered_model("m")
-    for v, (ds, src) in enumerate([("ds-champ", "src-champ"), ("ds-chal", "src-chal")], start=1):
+    for ds, src in [("ds-champ", "src-champ"), ("ds-chal", "src-chal")]:
         client.create_model_version("m", source=(tmp_path / "model").as_uri(), tags={"dataset_id": ds, "source_hash": src})
     client.set_registered_model_alias("m", "champion", "1")
     client.set_registered_model_alias("m", "challenger", "2")

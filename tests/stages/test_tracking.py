@@ -27,3 +27,33 @@ def test_experiment_artifacts_live_under_the_home(tf_home, mlflow_store):
     exp = client.get_experiment(experiment_id(client))
     assert exp.artifact_location == (tf_home / "mlartifacts").as_uri()
     assert mlflow.get_tracking_uri() == mlflow_store
+
+
+def test_experiments_open_on_training_runs_not_the_genai_overview(mlflow_store):
+    from tickerflow.tasks.tracking import experiment_id
+
+    client = use_tracking()
+    created = client.get_experiment(experiment_id(client, "tickerflow-forecasts"))
+    assert created.tags["mlflow.experimentKind"] == "custom_model_development"
+    older = client.create_experiment("made-before-the-tag")  # an experiment from an older tickerflow
+    assert experiment_id(client, "made-before-the-tag") == older
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_run_links_are_http_links_into_the_mlflow_ui(mlflow_store, monkeypatch):
+    from tickerflow.tasks.tracking import experiment_id, run_url
+
+    client = use_tracking()
+    exp = experiment_id(client)
+    run_id = client.create_run(exp).info.run_id
+    # the local store: where `tickerflow ui` serves it (its default --mlflow-port)
+    assert run_url(run_id) == f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}"
+    monkeypatch.setenv("TICKERFLOW_MLFLOW_UI_URL", "http://127.0.0.1:8123/")
+    assert run_url(run_id) == f"http://127.0.0.1:8123/#/experiments/{exp}/runs/{run_id}"
+
+
+def test_run_links_point_at_the_port_tickerflow_ui_serves_mlflow_on():
+    from tickerflow.flows.ops_cli import ServerOptions
+    from tickerflow.tasks.tracking import MLFLOW_UI_PORT
+
+    assert ServerOptions().mlflow_port == MLFLOW_UI_PORT

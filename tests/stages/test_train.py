@@ -236,3 +236,43 @@ def test_a_training_error_is_not_retried(monkeypatch, mlflow_store, prefect_harn
     with pytest.raises(TrainingError, match="epoch 1"):
         train_once()
     assert calls == [1]
+
+
+def test_the_progress_bar_appears_on_a_real_terminal_even_one_that_reports_no_size(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    child = tmp_path / "bar.py"
+    child.write_text(
+        "from tickerflow.tasks.train import ProgressBar\n"
+        "bar = ProgressBar(epochs=2)\n"  # the stream is sys.stderr: the pty
+        "for b in (1, 2, 3):\n"
+        "    bar.on_batch(1, b, 3)\n"
+        "bar.close()\n"
+    )
+    for sized in (False, True):
+        main, terminal = pty.openpty()  # a fresh pty reports 0 x 0 until someone sets its size
+        if sized:
+            import fcntl
+            import struct
+            import termios
+
+            fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        proc = subprocess.Popen([sys.executable, str(child)], stdin=terminal, stdout=terminal, stderr=terminal,
+                                close_fds=True)
+        os.close(terminal)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the child closed its side
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(main)
+        assert proc.wait(timeout=60) == 0, out
+        text = out.decode(errors="replace")
+        assert "epoch 1/2:" in text and "/3 [" in text and "batch/s" in text, (sized, text)  # tqdm throttles redraws

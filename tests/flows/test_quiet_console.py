@@ -1,0 +1,59 @@
+"""A successful run's console: tickerflow's own lines and the result; Prefect's and MLflow's chatter only with --verbose."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cli_processes import RUN_TIMEOUT_S, cli_env
+
+pytestmark = pytest.mark.slow
+
+# what a quiet console must not show: warnings, tracebacks and Prefect's / MLflow's own event lines
+CHATTER = re.compile(
+    r"Warning|WARNING|Traceback|Running hook|finished running successfully|Finished in state Completed|View at "
+    r"|Downloading artifacts|Found extra inputs|Successfully registered model|Created version|CloudPickle"
+)
+
+
+def tickerflow(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
+    # `python -m tickerflow`: the interpreter of this venv, whatever the console script's first line says
+    done = subprocess.run([sys.executable, "-m", "tickerflow", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_a_successful_run_and_forecast_print_no_warning_or_chatter_unless_verbose(tmp_path, small_sample_csv):
+    env = cli_env(tmp_path / "home")
+    run = tickerflow(["run", "--data", str(small_sample_csv), "--epochs", "1"], env, tmp_path)
+    assert not [line for line in run.stderr.splitlines() if CHATTER.search(line)], run.stderr
+    assert "epoch 1/1" in run.stderr and "registered tickerflow-gru v1" in run.stderr  # tickerflow's own lines stay
+    assert "skill vs naive" in run.stdout
+
+    forecast = tickerflow(["forecast", "--data", str(small_sample_csv), "--out", "f.parquet"], env, tmp_path)
+    assert not [line for line in forecast.stderr.splitlines() if CHATTER.search(line)], forecast.stderr
+    assert "wrote 2 forecasts" in forecast.stdout
+
+    verbose = tickerflow(["forecast", "--data", str(small_sample_csv), "--out", "f.parquet", "--verbose"], env, tmp_path)
+    assert "Running hook" in verbose.stderr and "Found extra inputs" in verbose.stderr  # the switch is --verbose
+
+
+def test_the_quiet_console_is_undone_when_the_command_returns():
+    import logging
+
+    from mlflow.utils import logging_utils
+
+    from tickerflow.flows.console_logging import ChatterFilter, quiet_console
+
+    undo = quiet_console()
+    assert not logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level == logging.ERROR
+    chatter = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "Finished in state Completed()", (), None)
+    own = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "epoch 1/1 train_loss=0.2", (), None)
+    failed = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "Finished in state Failed('x')", (), None)
+    assert [ChatterFilter().filter(r) for r in (chatter, own, failed)] == [False, True, True]
+    undo()
+    assert logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level != logging.ERROR
