@@ -21,7 +21,7 @@ class Config(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        annotation = cls.model_fields[info.field_name].annotation
+        annotation = cls.model_fields[str(info.field_name)].annotation
         if isinstance(value, bool) and _numeric(annotation):
             kind = "number" if float in (annotation, *get_args(annotation)) else "integer"
             raise ValueError(f"Input should be a valid {kind}, not a boolean (got {str(value).lower()})")

@@ -43,4 +43,4 @@ def storage_failure(exc: BaseException | None) -> OSError | None:
 
 def storage_message(error: OSError) -> str:
     """One line naming the path: `No space left on device: /home/raw/...`."""
-    return f"{error.strerror or os.strerror(error.errno)}: {error.filename}"
+    return f"{error.strerror or os.strerror(error.errno or 0)}: {error.filename}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 
-import mlflow
 import pytest
 
 from price_frames import make_prices
