@@ -37,7 +37,12 @@ class WindowSpec(Config):
             return features
         features = tuple(features) if isinstance(features, (list, tuple)) else features
         # the target scale and the volatility standardization read feature 0 as the day's log return
-        if not isinstance(features, tuple) or not features or features[0] != "log_return":
+        if not isinstance(features, tuple) or not features:
+            raise ValueError(f"features: 'auto' or a list of at least one feature, got {features!r}")
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(map(repr, unknown))}; the features are 'auto' or any of {', '.join(FEATURES)}")
+        if features[0] != "log_return":
             raise ValueError(f"the first feature must be 'log_return', got {features!r}")
         if len(set(features)) != len(features):
             raise ValueError(f"features must not repeat, got {features!r}")

@@ -193,9 +193,9 @@ def test_range_feature_windows_and_a_missing_column_named(tf_home):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"features": ("log_return", "range")}, r"features\.1\n +Input should be 'log_return', .* input_value='range'"),
+        ({"features": ("log_return", "range")}, r"features\n +Value error, unknown feature\(s\) 'range'; the features are 'auto' or any of log_return, "),
         ({"features": ("abs_log_return",)}, r"the first feature must be 'log_return', got \('abs_log_return',\)"),
-        ({"features": ()}, r"features\n +Tuple should have at least 1 item"),
+        ({"features": ()}, r"features\n +Value error, features: 'auto' or a list of at least one feature, got \(\)"),
         ({"lookback": 1}, r"lookback\n +Input should be greater than or equal to 2 .*input_value=1\b"),
         ({"horizon": 0}, r"horizon\n +Input should be greater than or equal to 1 .*input_value=0\b"),
         ({"price": "open"}, r"price\n +Input should be 'auto', 'close' or 'adj_close' .*input_value='open'"),
