@@ -17,6 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
@@ -150,6 +151,32 @@ def fit_line(result: FitResult) -> str:
     )
 
 
+# Training on the sample runs at about 4,500 samples/s on a quiet 2-core CPU (docs/BENCHMARKS.md). Far
+# below that, with more threads than the machine has room for, torch's threads are waiting on each other.
+SLOW_CPU_SAMPLES_PER_SECOND = 1000
+
+
+def throughput_hint(samples_per_second: float, device: str, threads: int, load: float, cores: int) -> str | None:
+    """One line for a user whose CPU training crawls because the machine is busy: the threads torch uses
+    compete with other processes (load average above the core count), and fewer threads are faster."""
+    if device != "cpu" or samples_per_second >= SLOW_CPU_SAMPLES_PER_SECOND or threads <= 1 or load <= cores:
+        return None
+    return (
+        f"training at {samples_per_second:.0f} samples/s on {threads} CPU threads while the load average is "
+        f"{load:.1f} on {cores} cores: the machine is busy, and fewer threads are often several times faster "
+        f"(config train: cpu_threads: 1)"
+    )
+
+
+def machine_load() -> tuple[float, int]:
+    """(1-minute load average, CPU cores); (0, cores) where the system reports no load average."""
+    cores = os.cpu_count() or 1
+    try:
+        return os.getloadavg()[0], cores
+    except (AttributeError, OSError):
+        return 0.0, cores
+
+
 # Retry what may pass on a second try (a dropped connection to the tracking server); a NaN loss,
 # running out of memory or bad data would only fail again.
 is_transient = retry_unless(TrainingError, ValueError)
@@ -166,10 +193,15 @@ def train(
     each epoch, the `gpu` slot on CUDA, checkpoints that a later run resumes if this one dies."""
     log = get_run_logger()
     bar = ProgressBar(config.epochs, progress_stream)
+    device = resolve_device(config.device).type
+    hinted = []
 
     def epoch_done(s: EpochStats) -> None:
         log.info("%s", epoch_line(s, config.epochs))
         bar.on_epoch(s)
+        if not hinted and (hint := throughput_hint(s.samples_per_second, device, torch.get_num_threads(), *machine_load())):
+            hinted.append(hint)
+            log.warning("%s", hint)
         if on_epoch is not None:
             on_epoch(s)
 

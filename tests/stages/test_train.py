@@ -124,6 +124,41 @@ def test_the_task_logs_a_line_per_epoch_and_the_fit(monkeypatch, tf_home):
     assert log.lines[-1].startswith(f"best epoch {result.best_epoch} ") and "conformal margins" in log.lines[-1]
 
 
+@pytest.mark.parametrize(
+    "speed, device, threads, load, cores, hinted",
+    [
+        (300.0, "cpu", 2, 9.0, 2, True),  # crawling with two threads on a machine loaded 4.5x over
+        (300.0, "cpu", 1, 9.0, 2, False),  # already one thread: nothing to suggest
+        (300.0, "cpu", 2, 1.5, 2, False),  # slow but not busy: a slow CPU, not competing threads
+        (4000.0, "cpu", 2, 9.0, 2, False),  # busy but fast enough
+        (300.0, "cuda", 2, 9.0, 2, False),  # the threads do not train on a GPU
+    ],
+)
+def test_the_throughput_hint_names_the_cure_only_when_threads_compete(speed, device, threads, load, cores, hinted):
+    import tickerflow.tasks.train as train_task
+
+    hint = train_task.throughput_hint(speed, device, threads, load, cores)
+    assert (hint is not None) is hinted
+    if hinted:
+        assert f"{speed:.0f} samples/s on {threads} CPU threads" in hint and "cpu_threads: 1" in hint
+
+
+def test_the_task_gives_the_throughput_hint_once_on_a_busy_machine(monkeypatch, tf_home):
+    import tickerflow.tasks.train as train_task
+
+    log = recording_log(monkeypatch)
+    monkeypatch.setattr(train_task, "SLOW_CPU_SAMPLES_PER_SECOND", float("inf"))  # every epoch is slow
+    monkeypatch.setattr(train_task, "machine_load", lambda: (50.0, 2))
+    train_task.train.fn(fake_dataset(monkeypatch), TINY.updated(cpu_threads=2))
+    hints = [line for line in log.lines if "the machine is busy" in line]
+    assert len(hints) == 1 and "on 2 CPU threads while the load average is 50.0 on 2 cores" in hints[0]
+
+    log.lines.clear()
+    monkeypatch.setattr(train_task, "machine_load", lambda: (0.5, 2))  # a quiet machine: no hint
+    train_task.train.fn(fake_dataset(monkeypatch), TINY.updated(cpu_threads=2))
+    assert not [line for line in log.lines if "the machine is busy" in line]
+
+
 def test_the_task_says_it_resumes_and_reports_only_the_remaining_epochs(monkeypatch, mlflow_store):
     import tickerflow.tasks.train as train_task
     from tickerflow.flows.reporting import epoch_reporter
