@@ -21,22 +21,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "models")]
+sys.path[:0] = [str(ROOT / "models"), str(ROOT / "tests")]
 
+from price_frames import gjr_garch_returns  # noqa: E402
 from tickerflow_model.baselines import ewma, fit_garch, garch_quantiles  # noqa: E402
 from tickerflow_model.quantiles import QUANTILE_LEVELS  # noqa: E402
 
 
 def gjr_prices(days: int, seed: int) -> np.ndarray:
     """Prices from a GJR-GARCH(1,1) with Student-t(6) shocks, daily volatility about 1.5%."""
-    rng = np.random.default_rng(seed)
-    omega, alpha, gamma, beta, nu = 0.03, 0.04, 0.08, 0.88, 6.0
-    var, r = omega / (1 - alpha - gamma / 2 - beta), np.empty(days)
-    for t in range(days):
-        z = rng.standard_t(nu) / np.sqrt(nu / (nu - 2))
-        r[t] = 0.03 + np.sqrt(var) * z
-        var = omega + (alpha + gamma * (r[t] < 0)) * r[t] ** 2 + beta * var
-    return 100.0 * np.exp(np.cumsum(r / 100.0))
+    r = gjr_garch_returns(days, seed, omega=3e-6, alpha=0.04, gamma=0.08, beta=0.88, mu=3e-4, dof=6, var0=2.25e-4)
+    return 100.0 * np.exp(np.cumsum(r))
 
 
 def main() -> None:

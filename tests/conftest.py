@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from price_frames import make_prices  # noqa: F401 - also where older test modules found it
+from price_frames import gjr_garch_returns, make_prices  # noqa: F401 - make_prices: also where older test modules found it
 from tickerflow import environment
 from tiny_models import EVAL_WINDOWS, MODEL, untrained_forecaster
 
@@ -78,21 +78,18 @@ def small_sample_csv(tmp_path, sample_frame) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
-    """A store with one registered version (a tiny untrained GRU, horizon 3) holding the champion alias."""
+def registered_champion(tmp_path_factory, migrated_mlflow_db, folder: str, build) -> SimpleNamespace:
+    """A store of its own with one registered version holding the champion alias: `build(home)` returns
+    the (prices, forecaster) to register, called with TICKERFLOW_HOME set to the store's home."""
     from tickerflow.tasks.register import log_pyfunc
     from tickerflow.tasks.tracking import experiment_id, use_tracking
-    from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 
-    home = tmp_path_factory.mktemp("champion-home")
+    home = tmp_path_factory.mktemp(folder)
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TICKERFLOW_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        prices = make_prices(n_days=200, tickers=("AAA", "BBB"), seed=5)
-        dataset = build_window_dataset(prices, WindowConfig(lookback=10, horizon=3, min_history=50), "s", home / "w")
-        forecaster = untrained_forecaster(dataset, 1.0, seed=11)
+        prices, forecaster = build(home)
         client = use_tracking()
         run_id = client.create_run(experiment_id(client)).info.run_id
         version = log_pyfunc(forecaster, prices, run_id, MODEL)
@@ -106,42 +103,36 @@ def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
+def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
+    """A store with one registered version (a tiny untrained GRU, horizon 3) holding the champion alias."""
+    from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+
+    def build(home):
+        prices = make_prices(n_days=200, tickers=("AAA", "BBB"), seed=5)
+        dataset = build_window_dataset(prices, WindowConfig(lookback=10, horizon=3, min_history=50), "s", home / "w")
+        return prices, untrained_forecaster(dataset, 1.0, seed=11)
+
+    return registered_champion(tmp_path_factory, migrated_mlflow_db, "champion-home", build)
+
+
+@pytest.fixture(scope="module")
 def garch_champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
     """A store whose champion is a registered garch baseline (horizon 3) fit on two tickers' 600 days."""
     import numpy as np
 
-    from tickerflow.tasks.register import log_pyfunc
-    from tickerflow.tasks.tracking import experiment_id, use_tracking
     from tickerflow_model.baselines import BaselineForecaster, fit_garch
 
-    home = tmp_path_factory.mktemp("garch-home")
-    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TICKERFLOW_HOME", str(home))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    def build(home):
         prices = make_prices(n_days=600, tickers=("AAA", "BBB"), seed=8)
         # GARCH-like returns: the fit converges to a stationary model
-        rng = np.random.default_rng(8)
-        for t in ("AAA", "BBB"):
-            r, var, out = 0.0, 1e-4, []
-            for z in rng.standard_t(6, 600) / np.sqrt(1.5):
-                r = np.sqrt(var) * z
-                var = 2e-6 + 0.1 * r * r + 0.85 * var
-                out.append(r)
-            rows = prices["ticker"] == t
-            prices.loc[rows, "close"] = 50 * np.exp(np.cumsum(out))
+        for seed, t in enumerate(("AAA", "BBB"), start=8):
+            r = gjr_garch_returns(600, seed, omega=2e-6, alpha=0.1, beta=0.85, dof=6)
+            prices.loc[prices["ticker"] == t, "close"] = 50 * np.exp(np.cumsum(r))
         histories = {t: g.sort_values("date")["close"].to_numpy() for t, g in prices.groupby("ticker")}
         fits = {t: fit_garch(p, 500) for t, p in histories.items()}
-        forecaster = BaselineForecaster.fit("garch", histories, {}, horizon=3, garch_fits=fits)
-        client = use_tracking()
-        run_id = client.create_run(experiment_id(client)).info.run_id
-        version = log_pyfunc(forecaster, prices, run_id, MODEL)
-        client.set_registered_model_alias(MODEL, "champion", version)
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            os.environ.pop(name, None)
-    return SimpleNamespace(
-        uri=f"sqlite:///{home / 'mlflow.db'}", home=home, prices=prices, forecaster=forecaster, version=version
-    )
+        return prices, BaselineForecaster.fit("garch", histories, {}, horizon=3, garch_fits=fits)
+
+    return registered_champion(tmp_path_factory, migrated_mlflow_db, "garch-home", build)
 
 
 @pytest.fixture

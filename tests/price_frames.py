@@ -37,3 +37,18 @@ def staggered_prices() -> pd.DataFrame:
     late = make_prices(600, tickers=("CCC",), seed=3)
     late = late[late["date"] >= early["date"].iloc[450]]
     return pd.concat([early, late], ignore_index=True)
+
+
+def gjr_garch_returns(
+    n: int, seed: int = 0, *, omega: float = 1e-6, alpha: float = 0.1, gamma: float = 0.0, beta: float = 0.88,
+    mu: float = 0.0, dof: float | None = None, var0: float = 1e-4,
+) -> np.ndarray:
+    """n daily log returns of a GJR-GARCH(1,1): r = mu + sqrt(var) z, var' = omega + (alpha + gamma [r < 0]) r^2
+    + beta var, with z Gaussian or Student-t(dof) scaled to unit variance."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal(n) if dof is None else rng.standard_t(dof, n) / np.sqrt(dof / (dof - 2))
+    r, var = np.empty(n), var0
+    for t in range(n):
+        r[t] = mu + np.sqrt(var) * z[t]
+        var = omega + (alpha + gamma * (r[t] < 0)) * r[t] ** 2 + beta * var
+    return r

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from price_frames import make_prices
+from price_frames import gjr_garch_returns, make_prices
 from tickerflow_model.baselines import (
     MIN_RETURNS,
     BaselineForecaster,
@@ -21,12 +21,7 @@ LEVELS = QUANTILE_LEVELS
 
 
 def garch_prices(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    r, var = np.empty(n), 1e-4
-    for t in range(n):
-        r[t] = np.sqrt(var) * rng.standard_normal()
-        var = 1e-6 + 0.1 * r[t] ** 2 + 0.88 * var
-    return 100 * np.exp(np.cumsum(r))
+    return 100 * np.exp(np.cumsum(gjr_garch_returns(n, seed)))
 
 
 P = garch_prices(600)

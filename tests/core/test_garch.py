@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from arch import arch_model
 
-from price_frames import make_prices
+from price_frames import gjr_garch_returns, make_prices
 from tickerflow_model.baselines import (
     BaselineForecaster,
     GarchFit,
@@ -23,12 +23,7 @@ LEVELS = QUANTILE_LEVELS
 
 def gjr_prices(n: int, seed: int = 0) -> np.ndarray:
     """Prices whose log returns follow a GJR-GARCH(1,1) with Student-t(6) innovations."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_t(6, n) / np.sqrt(6 / 4)  # unit variance
-    r, var = np.empty(n), 1e-4
-    for t in range(n):
-        r[t] = 2e-4 + np.sqrt(var) * z[t]
-        var = 2e-6 + (0.05 + 0.08 * (r[t] < 0)) * r[t] ** 2 + 0.88 * var
+    r = gjr_garch_returns(n, seed, omega=2e-6, alpha=0.05, gamma=0.08, beta=0.88, mu=2e-4, dof=6)
     return 50 * np.exp(np.cumsum(np.r_[0.0, r]))
 
 
