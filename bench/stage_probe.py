@@ -98,7 +98,7 @@ def install(out: str | Path, interval: float = 0.1) -> None:
                  "backtest", "log_backtest", "register", "log_registration", "finish_mlflow_run"):
         _patch(tp, name)
 
-    import tickerflow.flows.reporting as rep
+    import tickerflow.reporting as rep
     import tickerflow.tasks.window as w
     import tickerflow_model.window_dataset as wd
 

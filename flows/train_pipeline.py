@@ -14,9 +14,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
-from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
-from tickerflow.flows.reporting import log_backtest, log_evaluation, log_registration
+from tickerflow.reporting import (
+    epoch_reporter,
+    log_backtest,
+    log_dataset_lineage,
+    log_evaluation,
+    log_registration,
+    log_training,
+    log_validation,
+)
+from tickerflow.reporting.run_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
 from tickerflow.tasks.ingest import IngestConfig, ingest
 from tickerflow_model.redaction import redact_text, redact_uri

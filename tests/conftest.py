@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from price_frames import make_prices  # noqa: F401 - also where older test modules found it
-from tickerflow import environment
+from tickerflow.runtime import environment
 from tiny_models import EVAL_WINDOWS, MODEL, untrained_forecaster
 
 ROOT = Path(__file__).resolve().parent.parent
