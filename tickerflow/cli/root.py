@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -37,7 +36,7 @@ class ConsoleCommand(TyperCommand):
     """A command that sets up the console (redaction, the quiet console, one line per expected error)
     once its options are parsed, so `--help` and a usage error set up nothing; undone when it returns."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
         undo = configure_console(
             quiet=self.name in FLOW_COMMANDS and not verbose, with_reason=self.name in LONG_RUNNING)
