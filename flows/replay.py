@@ -28,8 +28,8 @@ from tickerflow.tasks.ingest import IngestConfig
 from tickerflow.tasks.monitor import MonitorConfig
 from tickerflow.tasks.retention import RetentionConfig
 from tickerflow.tasks.storage import home_subdir
-from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow.tasks.tracking import use_tracking
+from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow_model.errors import ConfigError, TickerflowError
 from tickerflow_model.price_files import load_prices
 

@@ -26,10 +26,17 @@ from tickerflow.reporting import (
 from tickerflow.reporting.run_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
 from tickerflow.tasks.ingest import IngestConfig, ingest
-from tickerflow_model.redaction import redact_text, redact_uri
 from tickerflow.tasks.register import Registration, register
 from tickerflow.tasks.tracking import (
-    PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, end_stopped_flow_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
+    PREFECT_FLOW_RUN_TAG,
+    end_flow_runs,
+    end_run,
+    end_stopped_flow_run,
+    experiment_id,
+    process_tags,
+    reap_stale_runs,
+    run_url,
+    use_tracking,
 )
 from tickerflow.tasks.train import TrainConfig, train
 from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
@@ -38,6 +45,7 @@ from tickerflow_model.backtest import Backtest, BacktestConfig
 from tickerflow_model.evaluation import EvaluateConfig, Evaluation
 from tickerflow_model.gate import RegisterConfig
 from tickerflow_model.metrics import require_scored_intervals
+from tickerflow_model.redaction import redact_text, redact_uri
 
 
 class PipelineConfig(BaseModel):

@@ -23,9 +23,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tickerflow.reporting.charts import figure
 from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, ForecastBatch
 from tickerflow.tasks.monitor import MONITOR_EXPERIMENT, LiveScores, version_key
-from tickerflow_model.redaction import redact_uri
 from tickerflow.tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
 from tickerflow_model.live import LIVE_METRICS, NOMINAL_COVERAGE
+from tickerflow_model.redaction import redact_uri
 
 
 def monitoring_run(client: mlflow.MlflowClient, name: str, version: str) -> str:

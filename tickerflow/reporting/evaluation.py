@@ -28,7 +28,6 @@ from tickerflow_model.gate import label as gate_label
 from tickerflow_model.metrics import HORIZON_METRICS, METRIC_KEYS
 from tickerflow_model.quantiles import quantile_columns
 
-
 UNSCORED_TAG = "champion_scoring_error"  # set on a champion version that could not be loaded or scored
 EVALUATION_SUMMARY_UNITS = "point metrics in price units; distribution scores on cumulative log returns in percent"
 
