@@ -269,7 +269,7 @@ def test_the_cli_applies_the_environment_before_prefect_or_mlflow_is_imported():
 
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["serve", "--help"], ["models", "--help"]])
 def test_the_help_imports_nothing_heavy(args):
-    """The app is declared at import and each command imports what it runs: the help needs Typer alone."""
+    """The app is declared at import and each command imports what it runs: the help loads nothing heavy."""
     code = (f"import sys\nfrom tickerflow.cli import main\nassert main({args!r}) == 0\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas', 'numpy'}))")
     proc = subprocess.run([sys.executable, "-c", code], env=environment.apply(dict(os.environ)), capture_output=True,
