@@ -278,6 +278,16 @@ def test_the_help_imports_nothing_heavy(args):
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_every_command_names_what_it_imports_before_its_console_is_set_up():
+    import typer
+
+    from tickerflow.cli import app
+    from tickerflow.cli.root import COMMAND_IMPORTS
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert set(commands) == set(COMMAND_IMPORTS)
+
+
 def test_environment_defaults_never_override_what_is_set():
     from tickerflow.runtime import environment
 

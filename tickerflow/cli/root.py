@@ -8,6 +8,7 @@ environment defaults before anything reads them.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,11 +33,30 @@ FORECAST_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"  # ForecastConfig.
 REPLAY_RETRAIN_EVERY = 0  # replay's retrain_every
 
 
+# What each command runs, imported before its console is set up: Prefect, MLflow, torch and Great
+# Expectations add their log handlers (and MLflow resets its logger) on import, and the console's filters
+# go on every handler that exists when it is set up.
+COMMAND_IMPORTS: dict[str, tuple[str, ...]] = {
+    "run": ("tickerflow.flows.train_pipeline",),
+    "forecast": ("tickerflow.flows.batch_forecast",),
+    "replay": ("tickerflow.flows.replay",),
+    "serve": ("tickerflow.flows.train_pipeline", "tickerflow.flows.batch_forecast"),
+    "ui": ("tickerflow.tasks.tracking",),
+    "models": ("tickerflow.registry",),
+    "promote": ("tickerflow.registry",),
+    "rollback": ("tickerflow.registry",),
+    "gc": ("tickerflow.tasks.retention",),
+}
+
+
 class ConsoleCommand(TyperCommand):
-    """A command that sets up the console (redaction, the quiet console, one line per expected error)
-    once its options are parsed, so `--help` and a usage error set up nothing; undone when it returns."""
+    """A command that imports what it runs, then sets up the console (redaction, the quiet console, one line
+    per expected error), once its options are parsed: `--help` and a usage error import and set up nothing.
+    The quiet console is undone when the command returns."""
 
     def invoke(self, ctx: typer.Context) -> Any:
+        for module in COMMAND_IMPORTS[self.name or ""]:
+            importlib.import_module(module)
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
         undo = configure_console(
             quiet=self.name in FLOW_COMMANDS and not verbose, with_reason=self.name in LONG_RUNNING)
@@ -88,8 +108,6 @@ def _prepare_training_run() -> None:
     API: import torch's compiler package (the optimizer's first use imports it: over a second), create
     the local MLflow store (the first run on a home migrates its SQLite database), import matplotlib's
     Figure (the report's charts)."""
-    import importlib
-
     importlib.import_module("torch._dynamo")
     from tickerflow.tasks.tracking import initialise_store, tracking_uri
 
