@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from cli_processes import RUN_TIMEOUT_S, TICKERFLOW, cli_env, start
+from tickerflow.registry import REGISTRY_EXPERIMENT, champion_history
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +87,9 @@ def one_stop_line(log: Path, rc: int, sig: signal.Signals = signal.SIGTERM) -> N
 
 
 def assert_run_recorded_as_stopped(home: Path) -> None:
+    """The training run KILLED (the registry's own finished runs, one per champion decision, aside)."""
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments() if e.name != REGISTRY_EXPERIMENT])
     assert [r.info.status for r in runs] == ["KILLED"]
     assert runs[0].data.tags["tickerflow.killed_reason"].startswith("stopped by a signal: ")
     with contextlib.closing(sqlite3.connect(home / "prefect" / "prefect.db")) as db:
@@ -103,8 +105,7 @@ def assert_registry_consistent(home: Path) -> list:
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}", f"sqlite:///{home / 'mlflow.db'}")
     versions = [client.get_model_version(v.name, v.version) for v in client.search_model_versions()]
     for version in versions:
-        model = client.get_registered_model(version.name)
-        history = [json.loads(v) for k, v in model.tags.items() if k.startswith("champion_history.")]
+        history = champion_history(client, version.name)
         assert version.aliases, f"v{version.version} has no alias"
         assert any(e["version"] == str(version.version) for e in history), f"v{version.version} is not in the history"
     return versions
