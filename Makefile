@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
 # Telemetry stays off without an environment block here: the CLI's main() and the tests' conftest apply
-# tickerflow/environment.py before anything imports Prefect or MLflow.
+# tickerflow/runtime/environment.py before anything imports Prefect or MLflow.
 
 .PHONY: install install-dev run test test-fast lint constraints bench clean
 

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
-from tickerflow.flows.reporting import mlflow_metrics, write_reports  # noqa: E402
+from tickerflow.reporting.evaluation import mlflow_metrics, write_reports  # noqa: E402
 from tickerflow_model.evaluation import (  # noqa: E402
     evaluate_forecaster,
     metric_tables,

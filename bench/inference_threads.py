@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 environment.apply()
 

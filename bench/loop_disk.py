@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 environment.apply()
 
@@ -48,7 +48,7 @@ def main() -> None:
     os.environ["TICKERFLOW_HOME"] = str(home)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
 
-    from tickerflow.flows.cli import prefect_api
+    from tickerflow.runtime.prefect_api import prefect_api
     from tickerflow.flows.replay import replay
     from tickerflow.flows.train_pipeline import PipelineConfig
 

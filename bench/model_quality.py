@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ("static_quantile", "rolling_quantile", "ewma", "garch")
@@ -45,7 +45,7 @@ def run_sample(seed: int, extra: list[str]) -> tuple[dict, float]:
         env.pop("MLFLOW_TRACKING_URI", None)
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "tickerflow.flows.cli", "run", "--seed", str(seed), "--json", *extra],
+            [sys.executable, "-m", "tickerflow", "run", "--seed", str(seed), "--json", *extra],
             cwd=ROOT, env=env, capture_output=True, text=True,
         )
         seconds = time.perf_counter() - t0

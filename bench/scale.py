@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,11 +125,11 @@ def run_child(
         "import atexit, json, sys, time\n"
         "sys.path[:0] = [sys.argv[1], sys.argv[1] + '/models', sys.argv[1] + '/bench']\n"
         # the console script's exit (cli.entry): every exit handler (the probe's too), then no teardown
-        "from tickerflow.flows import cli\n"
+        "from tickerflow import cli\nfrom tickerflow.cli import command_line\nfrom tickerflow.runtime import prefect_api\n"
         "status = {'code': 1}\n"
-        "atexit.register(cli._exit_now, status)\n"
+        "atexit.register(command_line._exit_now, status)\n"
         # the probe imports the pipeline to wrap its stages: begin the server start first, as main() does
-        + ("from tickerflow import environment\nenvironment.apply()\ncli.begin_prefect_api()\n"
+        + ("from tickerflow.runtime import environment\nenvironment.apply()\nprefect_api.begin_prefect_api()\n"
            "import stage_probe\nstage_probe.install(sys.argv[2] + '.probe.json')\n" if probe else "")
         + ("stage_probe.mark('cli imported')\n" if probe else "")
         + "import io, contextlib\n"
@@ -175,7 +175,7 @@ def run_child(
 def warm_up(env: dict) -> None:
     """What a home holds after its first run: Prefect's and MLflow's databases, created and migrated."""
     script = (
-        "from tickerflow.flows.cli import prefect_api\n"
+        "from tickerflow.runtime.prefect_api import prefect_api\n"
         "from tickerflow.tasks.tracking import use_tracking\n"
         "with prefect_api():\n"
         "    use_tracking().search_experiments()\n"

@@ -93,12 +93,16 @@ def install(out: str | Path, interval: float = 0.1) -> None:
     import tickerflow.flows.train_pipeline as tp
 
     mark("train_pipeline imported")
-    for name in ("start_mlflow_run", "ingest", "validate", "log_validation", "require_valid", "window",
-                 "log_dataset_lineage", "train", "log_training", "load_champion", "evaluate", "log_evaluation",
-                 "backtest", "log_backtest", "register", "log_registration", "finish_mlflow_run"):
+    for name in ("start_mlflow_run", "ingest", "validate", "require_valid", "window", "train", "load_champion",
+                 "evaluate", "backtest", "register", "finish_mlflow_run"):
         _patch(tp, name)
+    import tickerflow.reporting.recorder as recorder  # the reporting tasks, called through the flow's RunRecorder
 
-    import tickerflow.flows.reporting as rep
+    for name in ("log_validation", "log_dataset_lineage", "log_training", "log_evaluation", "log_backtest",
+                 "log_registration"):
+        _patch(recorder, name)
+
+    import tickerflow.reporting.evaluation as rep
     import tickerflow.tasks.window as w
     import tickerflow_model.window_dataset as wd
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
-from tickerflow import environment  # noqa: E402
+from tickerflow.runtime import environment  # noqa: E402
 
 environment.apply()
 
@@ -52,7 +52,7 @@ def main() -> None:
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from tickerflow.flows.runners import RunnerConfig, build_task_runner
+    from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
     from tickerflow.tasks.window import WindowConfig, window
 
     # the frame is built inside the flow: as a flow parameter it would be sent to the API as JSON

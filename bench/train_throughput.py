@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 environment.apply()
 
@@ -160,7 +160,7 @@ def bare_loop(x, y, xv, yv, epochs: int, batch_size: int, device: torch.device, 
 def project_stage(x, y, xv, yv, config: TrainConfig, workdir: Path) -> dict:
     import mlflow
 
-    from tickerflow.flows.reporting import epoch_metrics
+    from tickerflow.reporting.training import epoch_metrics
     from tickerflow.tasks.train import ProgressBar, epoch_line, gpu_slot
     from tickerflow_model.trainer import train_model
 

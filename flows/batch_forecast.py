@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tickerflow.flows.reporting import log_live_metrics, log_validation, publish_forecasts
-from tickerflow.flows.ui_labels import forecast_run_name, tag_forecast_run
+from tickerflow.reporting import log_live_metrics, log_validation, publish_forecasts
+from tickerflow.reporting.run_labels import forecast_run_name, tag_forecast_run
 from tickerflow.tasks.forecast import DEFAULT_MODEL_URI, ForecastConfig, forecast_prices, load_model, write_forecasts
 from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_forecasts
 from tickerflow.tasks.ingest import IngestConfig, ingest

@@ -21,15 +21,15 @@ from prefect import flow, get_run_logger
 
 from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
-from tickerflow.flows.ui_labels import replay_run_names
+from tickerflow.registry import current_champion
+from tickerflow.reporting.run_labels import replay_run_names
 from tickerflow.tasks.forecast_store import ForecastStoreConfig
 from tickerflow.tasks.ingest import IngestConfig
 from tickerflow.tasks.monitor import MonitorConfig
-from tickerflow.tasks.register import current_champion
 from tickerflow.tasks.retention import RetentionConfig
 from tickerflow.tasks.storage import home_subdir
-from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow.tasks.tracking import use_tracking
+from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow_model.errors import ConfigError, TickerflowError
 from tickerflow_model.price_files import load_prices
 

@@ -14,15 +14,21 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tickerflow.flows.reporting import epoch_reporter, log_dataset_lineage, log_training, log_validation
-from tickerflow.flows.ui_labels import cross_link, tag_train_run, train_run_name
-from tickerflow.flows.reporting import log_backtest, log_evaluation, log_registration
+from tickerflow.reporting.recorder import RunRecorder
+from tickerflow.reporting.run_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
 from tickerflow.tasks.ingest import IngestConfig, ingest
-from tickerflow_model.redaction import redact_text, redact_uri
 from tickerflow.tasks.register import Registration, register
 from tickerflow.tasks.tracking import (
-    PREFECT_FLOW_RUN_TAG, end_flow_runs, end_run, end_stopped_flow_run, experiment_id, process_tags, reap_stale_runs, run_url, use_tracking,
+    PREFECT_FLOW_RUN_TAG,
+    end_flow_runs,
+    end_run,
+    end_stopped_flow_run,
+    experiment_id,
+    process_tags,
+    reap_stale_runs,
+    run_url,
+    use_tracking,
 )
 from tickerflow.tasks.train import TrainConfig, train
 from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
@@ -31,6 +37,7 @@ from tickerflow_model.backtest import Backtest, BacktestConfig
 from tickerflow_model.evaluation import EvaluateConfig, Evaluation
 from tickerflow_model.gate import RegisterConfig
 from tickerflow_model.metrics import require_scored_intervals
+from tickerflow_model.redaction import redact_text, redact_uri
 
 
 class PipelineConfig(BaseModel):
@@ -148,22 +155,22 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     # opaque(...): Prefect passes the value but does not walk into it looking for futures and upstream
     # runs. A window manifest or an evaluation of 400 tickers holds hundreds of thousands of nested
     # values, which cost about half a second per task that takes one.
-    run_id = start_mlflow_run(config)
+    run = RunRecorder(start_mlflow_run(config))
     raw = ingest(config.ingest)
     report = validate(raw.frame, config.validate_, config.window.min_rows, raw.source_hash)
-    log_validation(opaque(report), run_id)
+    run.validation(opaque(report))
     prices: pd.DataFrame = require_valid(opaque(report))
     dataset = window(prices, config.window, raw.source_hash)
-    log_dataset_lineage(opaque(dataset), run_id)
-    fit = train(opaque(dataset), config.train, on_epoch=epoch_reporter(run_id))
-    log_training(opaque(fit), run_id)
+    run.dataset(opaque(dataset))
+    fit = train(opaque(dataset), config.train, on_epoch=run.epochs())
+    run.training(opaque(fit))
     model = fit.forecaster
     champion = load_champion(config.register_.model_name)
     evaluation = evaluate(opaque(model), opaque(dataset), prices, opaque(champion), config.train.cpu_threads)
-    log_evaluation(opaque(evaluation), config.register_.model_name, config.evaluate, run_id)
+    run.evaluation(opaque(evaluation), config.register_.model_name, config.evaluate)
     folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash)
-    log_backtest(opaque(folds), run_id)
+    run.backtest(opaque(folds))
     # the one stage that sees the run: it logs the model into it to register a version
-    registration = register(opaque(model), opaque(evaluation), opaque(dataset), prices, config.register_, run_id)
-    log_registration(opaque(registration), opaque(evaluation), config.register_, run_id)
-    return finish_mlflow_run(run_id, opaque(evaluation), opaque(registration), opaque(folds))
+    registration = register(opaque(model), opaque(evaluation), opaque(dataset), prices, config.register_, run.run_id)
+    run.registration(opaque(registration), opaque(evaluation), config.register_)
+    return finish_mlflow_run(run.run_id, opaque(evaluation), opaque(registration), opaque(folds))

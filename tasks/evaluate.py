@@ -2,7 +2,7 @@
 
 The numerics are the core's (`tickerflow_model.evaluation`, `tickerflow_model.backtest`); these stages
 load the champion, call the core and say what came out. What is recorded in MLflow and Prefect is
-`tickerflow.flows.reporting`'s business.
+`tickerflow.reporting`'s business.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Forecast with a registered model: load it from the registry, forecast, write Parquet atomically.
 
 The batch's MLflow run (experiment `tickerflow-forecasts`) and its Prefect table are the daily flow's
-reporting (`publish_forecasts` in `tickerflow.flows.reporting`).
+reporting (`publish_forecasts` in `tickerflow.reporting`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Live monitoring: score stored forecasts against the closes that arrived, and say when the champion degrades.
 
-The scores are logged by the daily flow's reporting (`log_live_metrics` in `tickerflow.flows.reporting`):
+The scores are logged by the daily flow's reporting (`log_live_metrics` in `tickerflow.reporting`):
 one monitoring run per model version in the `tickerflow-monitoring` experiment, whose ids it hands back
 (`version_key` -> run id); the degradation check keeps its once-per-streak mark on that run.
 

@@ -39,7 +39,7 @@ def _cache_key(task_ctx, params: dict) -> str:
     return f"tickerflow-window-{ds_id}-{home}-{task_ctx.task.name}-{params.get('index', '')}"
 
 
-# A policy rather than `cache_key_fn=`: tasks without one get NO_CACHE (tickerflow.environment).
+# A policy rather than `cache_key_fn=`: tasks without one get NO_CACHE (tickerflow.runtime.environment).
 WINDOW_CACHE = CachePolicy.from_cache_key_fn(_cache_key)
 
 

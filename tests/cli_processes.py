@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 RUN_TIMEOUT_S = 300
 TICKERFLOW = Path(sys.executable).with_name("tickerflow")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from price_frames import gjr_garch_returns, make_prices  # noqa: F401 - make_prices: also where older test modules found it
-from tickerflow import environment
+from tickerflow.runtime import environment
 from tiny_models import EVAL_WINDOWS, MODEL, untrained_forecaster
 
 ROOT = Path(__file__).resolve().parent.parent

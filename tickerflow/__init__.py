@@ -1,5 +1,7 @@
 """tickerflow: Prefect flows that train, check and ship GRU forecasters, tracked in MLflow.
 
-Installed, the project is one namespace: `tickerflow.flows` (the flows and the CLI), `tickerflow.tasks`
-(the Prefect stages) and, beside it, `tickerflow_model` (the numeric core that travels with each model).
+Installed, the project is one namespace: `tickerflow.flows` (the flows), `tickerflow.tasks` (the Prefect
+stages), `tickerflow.reporting` (results -> MLflow and Prefect records), `tickerflow.registry` (the
+champion protocol), `tickerflow.cli` (the command), `tickerflow.runtime` (environment, servers, task
+runners) and, beside it, `tickerflow_model` (the numeric core that travels with each model).
 """

@@ -1,5 +1,5 @@
 """`python -m tickerflow` is the `tickerflow` command."""
 
-from tickerflow.flows.cli import entry
+from tickerflow.cli import entry
 
 entry()

@@ -13,7 +13,13 @@ import tickerflow_model
 CORE = Path(tickerflow_model.__file__).parent
 TESTS = Path(__file__).resolve().parents[1]
 ADAPTER = "pyfunc.py"  # the MLflow adapter that travels with each model: the one core file allowed mlflow
-ABOVE_THE_CORE = ("prefect", "mlflow", "tickerflow.tasks", "tickerflow.flows", "tickerflow.config_values")
+ABOVE_THE_CORE = (
+    "prefect", "mlflow", "tickerflow.tasks", "tickerflow.flows", "tickerflow.config_values", "tickerflow.reporting",
+    "tickerflow.registry", "tickerflow.cli", "tickerflow.runtime",
+)
+STAGES = TESTS.parent / "tasks"
+# what a stage may not import: the layers that compose the stages, and the command and its process
+ABOVE_THE_STAGES = ("tickerflow.flows", "tickerflow.reporting", "tickerflow.cli", "tickerflow.runtime")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -45,6 +51,16 @@ def test_importing_the_whole_core_loads_neither_prefect_nor_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_stage_imports_the_flows_the_reporting_the_cli_or_the_runtime():
+    stages = sorted(STAGES.glob("*.py"))
+    assert len(stages) >= 10  # the glob found the stages
+    offenders = {
+        p.name: sorted(m for m in imported_modules(p) if any(m == top or m.startswith(top + ".") for top in ABOVE_THE_STAGES))
+        for p in stages
+    }
+    assert {name: mods for name, mods in offenders.items() if mods} == {}
 
 
 def test_core_tests_import_no_prefect_mlflow_or_stage():

@@ -8,7 +8,7 @@ import shutil
 
 import mlflow
 
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 from tickerflow.tasks.tracking import EXPERIMENT
 
 

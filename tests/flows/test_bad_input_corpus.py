@@ -19,7 +19,7 @@ import mlflow
 import pytest
 import yaml
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 from bad_inputs import SMALL_LIMITS, write_corpus
 from tiny_models import MODEL
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 DRIVER = r"""
 import json, os, sys
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 
 commands = json.loads(open(sys.argv[1]).read())
 results = {}

@@ -12,7 +12,7 @@ from prefect.artifacts import Artifact
 
 from price_frames import make_prices
 from tickerflow.flows.batch_forecast import batch_forecast
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, output_columns
 from tickerflow_model.quantiles import QUANTILE_LEVELS
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
-from tickerflow.flows.console_logging import ExpectedErrorFilter, _TrimmingFormatter, is_expected
+from tickerflow.cli.console import ExpectedErrorFilter, _TrimmingFormatter, is_expected
 from tickerflow_model.price_files import IngestError
 from tickerflow.tasks.validate import ValidationFailed
 from tickerflow_model.errors import ConfigError, TickerflowError
@@ -104,19 +104,21 @@ def test_builtin_errors_are_bugs(exc):
 
 def _forecast_raising(monkeypatch, exc: Exception) -> None:
     """`tickerflow forecast` whose flow raises `exc` (no Prefect API started)."""
-    from tickerflow.flows import batch_forecast, cli
+    from tickerflow.cli import root
+    from tickerflow.flows import batch_forecast
+    from tickerflow.runtime import prefect_api
 
     def failing(**kwargs):
         raise exc
 
-    monkeypatch.setattr(cli, "begin_prefect_api", lambda: None)
-    monkeypatch.setattr(cli, "prefect_api", contextlib.nullcontext)
+    monkeypatch.setattr(prefect_api, "begin_prefect_api", lambda: None)
+    monkeypatch.setattr(root, "prefect_api", contextlib.nullcontext)
     monkeypatch.setattr(batch_forecast, "batch_forecast", failing)
 
 
 def test_a_bug_raising_valueerror_keeps_its_traceback(monkeypatch):
     """The CLI boundary re-raises what is not the project's own error type."""
-    from tickerflow.flows import cli
+    from tickerflow import cli
 
     _forecast_raising(monkeypatch, ValueError("an internal bug"))
     with pytest.raises(ValueError, match="an internal bug"):
@@ -124,7 +126,7 @@ def test_a_bug_raising_valueerror_keeps_its_traceback(monkeypatch):
 
 
 def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
-    from tickerflow.flows import cli
+    from tickerflow import cli
 
     _forecast_raising(monkeypatch, IngestError("prices.csv: no date column"))
     assert cli.main(["forecast", "--data", "x.csv", "--out", "y.parquet"]) == 1
@@ -143,7 +145,7 @@ def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
     ],
 )
 def test_a_bad_option_value_is_refused_by_name_in_one_line(argv, named, capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     assert main(argv) == 2  # a usage error, before anything runs
     err = capsys.readouterr().err.strip()
@@ -153,8 +155,8 @@ def test_a_bad_option_value_is_refused_by_name_in_one_line(argv, named, capsys):
 
 def test_help_shows_the_config_models_defaults(capsys):
     from tickerflow.config_values import field_default
-    from tickerflow.flows.cli import main
-    from tickerflow.flows.ops_cli import ServerOptions
+    from tickerflow.cli import main
+    from tickerflow.cli.servers import ServerOptions
     from tickerflow.tasks.train import TrainConfig
 
     def help_text(command: str) -> str:
@@ -165,12 +167,32 @@ def test_help_shows_the_config_models_defaults(capsys):
     assert f"[default: {field_default(ServerOptions, 'mlflow_port')}]" in help_text("ui")
 
 
+def test_the_defaults_help_shows_without_importing_the_configs_are_theirs():
+    """`--help` imports no config model, so the CLI writes some defaults down: each is the model's own."""
+    import inspect
+
+    from tickerflow.cli import registry, root
+    from tickerflow.config_values import field_default
+    from tickerflow.cli.config_file import CONFIG_OPTIONS, SHOWN_DEFAULTS, _lookup
+    from tickerflow.flows.replay import replay
+    from tickerflow.flows.train_pipeline import PipelineConfig
+    from tickerflow.tasks.forecast import ForecastConfig
+    from tickerflow.tasks.register import RegisterConfig
+
+    defaults = PipelineConfig().model_dump(by_alias=True)
+    for option in ("epochs", "seed"):
+        assert SHOWN_DEFAULTS[option] == str(_lookup(defaults, CONFIG_OPTIONS[option]))
+    assert root.FORECAST_MODEL_URI == field_default(ForecastConfig, "model_uri")
+    assert root.REPLAY_RETRAIN_EVERY == inspect.signature(replay.fn).parameters["retrain_every"].default
+    assert registry.DEFAULT_MODEL == field_default(RegisterConfig, "model_name")
+
+
 @pytest.mark.parametrize("command, flags", [
     ([], ["--help"]), (["run"], ["--json", "--help"]), (["forecast"], ["--json"]), (["gc"], ["--dry-run"]),
     (["serve"], ["--no-server"]),
 ])
 def test_flags_read_as_flags_in_the_help(command, flags, capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     assert main([*command, "--help"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -181,7 +203,7 @@ def test_flags_read_as_flags_in_the_help(command, flags, capsys):
 
 
 def test_bad_config_file_is_a_config_error(tmp_path, capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     bad = tmp_path / "c.yaml"
     bad.write_text("train: [unclosed\n")
@@ -193,7 +215,7 @@ def test_bad_config_file_is_a_config_error(tmp_path, capsys):
 
 
 def test_bad_runner_option_is_a_config_error(capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     assert main(["run", "--runner", "thread", "--dask-workers", "2"]) == 1
     err = capsys.readouterr().err
@@ -201,7 +223,7 @@ def test_bad_runner_option_is_a_config_error(capsys):
 
 
 def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     assert main(["run", "--epochs", "0"]) == 1
     err = capsys.readouterr().err.strip()
@@ -216,7 +238,7 @@ def test_a_config_out_of_bounds_is_one_line_naming_the_field(tmp_path, capsys):
 
 
 def test_quantile_levels_that_scoring_cannot_use_are_refused_in_one_line_before_training(tmp_path, capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     config = tmp_path / "c.json"
     config.write_text('{"train": {"gru": {"quantiles": [0.25, 0.5, 0.75]}}}')
@@ -234,19 +256,40 @@ class _Failed(str):
 
 
 def test_the_cli_applies_the_environment_before_prefect_or_mlflow_is_imported():
-    """main() applies tickerflow.environment first; that only works while importing the CLI module (and
+    """main() applies tickerflow.runtime.environment first; that only works while importing the CLI module (and
     `python -m tickerflow`'s package) imports neither Prefect nor MLflow."""
     import subprocess
     import sys
 
-    code = "import sys, tickerflow, tickerflow.flows.cli; print(sorted({'prefect', 'mlflow'} & set(sys.modules)))"
+    code = "import sys, tickerflow, tickerflow.cli; print(sorted({'prefect', 'mlflow'} & set(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["serve", "--help"], ["models", "--help"]])
+def test_the_help_imports_nothing_heavy(args):
+    """The app is declared at import and each command imports what it runs: the help loads nothing heavy."""
+    code = (f"import sys\nfrom tickerflow.cli import main\nassert main({args!r}) == 0\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas', 'numpy'}))")
+    proc = subprocess.run([sys.executable, "-c", code], env=environment.apply(dict(os.environ)), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_command_names_what_it_imports_before_its_console_is_set_up():
+    import typer
+
+    from tickerflow.cli import app
+    from tickerflow.cli.root import COMMAND_IMPORTS
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert set(commands) == set(COMMAND_IMPORTS)
+
+
 def test_environment_defaults_never_override_what_is_set():
-    from tickerflow import environment
+    from tickerflow.runtime import environment
 
     env = environment.apply({"DO_NOT_TRACK": "0"})
     assert env["DO_NOT_TRACK"] == "0" and env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
@@ -254,7 +297,7 @@ def test_environment_defaults_never_override_what_is_set():
 
 
 def test_epochs_0_is_refused_naming_epochs_in_one_line(capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     assert main(["run", "--epochs", "0"]) == 1  # the bound is TrainConfig's Field(ge=1); nothing runs
     err = capsys.readouterr().err.strip()
@@ -273,10 +316,11 @@ def test_no_task_hashes_its_inputs_for_a_prefect_cache_but_the_keyed_caches_stay
     from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 
     import tickerflow.flows
+    import tickerflow.reporting
     import tickerflow.tasks
 
     found = {}
-    for package in (tickerflow.flows, tickerflow.tasks):
+    for package in (tickerflow.flows, tickerflow.reporting, tickerflow.tasks):
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             found.update({t.name: t for t in vars(module).values() if isinstance(t, Task)})
@@ -294,27 +338,29 @@ def test_no_task_hashes_its_inputs_for_a_prefect_cache_but_the_keyed_caches_stay
 
 EARLY_START = """
 import os, sys
-from tickerflow import environment
+from tickerflow.runtime import environment
 environment.apply()
-from tickerflow.flows import cli, ops_cli
+from tickerflow.cli import root
+from tickerflow.runtime import prefect_api as api
+from tickerflow.runtime.servers import Server, ServerError
 if sys.argv[1] == "fail":  # a server that exits at once, as one whose port was taken does
-    real = ops_cli.temporary_prefect_api
-    ops_cli.temporary_prefect_api = lambda log_dir: ops_cli.Server(
+    real = api.temporary_prefect_api
+    api.temporary_prefect_api = lambda log_dir: Server(
         **{**real(log_dir).__dict__, "command": [sys.executable, "-c", "raise SystemExit(3)"], "process": None})
-cli.begin_prefect_api()
+api.begin_prefect_api()
 import httpx
 from prefect.settings import PREFECT_API_URL, get_current_settings
 prepared = []
 
 def prepare():  # the run's preparation, while the server is still starting; its errors are the run's
-    prepared.append("api_url" not in cli._api_start[1])
-    cli._prepare_training_run()
+    prepared.append("api_url" not in api._api_start[1])
+    root._prepare_training_run()
     raise RuntimeError("left to the run")
 
 try:
-    with cli.prefect_api(while_starting=prepare):
+    with api.prefect_api(while_starting=prepare):
         url, beats = PREFECT_API_URL.value(), get_current_settings().flows.heartbeat_frequency
-except ops_cli.ServerError as exc:
+except ServerError as exc:
     print("error:", exc)
     raise SystemExit(0)
 print(url == os.environ["PREFECT_API_URL"] == PREFECT_API_URL.value(), httpx.get(url + "/health").status_code,
@@ -346,15 +392,16 @@ def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stop
 
 
 @pytest.mark.parametrize("args, begins", [
-    (["run", "--epochs", "0"], True),  # begun before the app is built, whatever comes after
+    (["run", "--epochs", "0"], True),  # begun before the command's imports, whatever comes after
     (["forecast", "--help"], False),
     (["models", "--help"], False),
 ])
 def test_main_begins_the_server_start_only_for_commands_that_run_a_flow(monkeypatch, args, begins):
-    from tickerflow.flows import cli
+    from tickerflow import cli
+    from tickerflow.runtime import prefect_api
 
     calls = []
-    monkeypatch.setattr(cli, "begin_prefect_api", lambda: calls.append(args[0]))
+    monkeypatch.setattr(prefect_api, "begin_prefect_api", lambda: calls.append(args[0]))
     cli.main(args)
     assert calls == ([args[0]] if begins else [])
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickerflow.flows.cli import TICKERS_SHOWN, format_metrics
+from tickerflow.cli.metrics_table import TICKERS_SHOWN, format_metrics
 
 
 def block(rmse: float, pinball: float | None = None) -> dict:

@@ -9,7 +9,7 @@ import re
 import mlflow
 import pytest
 
-from tickerflow.tasks.register import champion_history, champion_stack
+from tickerflow.registry import champion_history, champion_stack
 from cli_processes import TICKERFLOW, cli_env, finish, start, summary_of
 
 pytestmark = pytest.mark.slow

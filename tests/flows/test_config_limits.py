@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from tickerflow.flows.cli import MAX_CONFIG_BYTES, main
+from tickerflow.cli import main
+from tickerflow.cli.config_file import MAX_CONFIG_BYTES
 
 
 def alias_bomb() -> str:

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 from tickerflow_model.trainer import CHECKPOINT_FILE, CORRUPT_SUFFIX
 
 GARBAGE = pickle.dumps("not a checkpoint")[:5]

@@ -99,7 +99,7 @@ def test_refused_credentials_are_a_clear_error_without_the_secret(price_server):
 
 
 def test_cli_config_carries_only_the_redacted_source():
-    from tickerflow.flows.cli import load_config
+    from tickerflow.cli.config_file import load_config
 
     uri = f"https://ana:{SECRET}@data.example.com/prices.csv?sig={TOKEN}"
     config = load_config(None, data=uri)
@@ -139,7 +139,7 @@ def test_run_url_redacts_a_tracking_uri_with_credentials(monkeypatch):
 
 
 def test_local_dask_cluster_dashboard_binds_loopback():
-    from tickerflow.flows.runners import RunnerConfig, build_task_runner
+    from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
 
     runner = build_task_runner(RunnerConfig(kind="dask", n_workers=1))
     assert runner.cluster_kwargs["dashboard_address"].startswith("127.0.0.1:")
@@ -147,14 +147,14 @@ def test_local_dask_cluster_dashboard_binds_loopback():
 
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("10.1.2.3", False)])
 def test_is_loopback(host, loopback):
-    from tickerflow.flows.ops_cli import is_loopback
+    from tickerflow.runtime.servers import is_loopback
 
     assert is_loopback(host) is loopback
 
 
 @pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("127.0.0.1", False)])
 def test_ui_on_a_non_loopback_host_warns_about_authentication(host, warned, monkeypatch, capsys):
-    import tickerflow.flows.ops_cli as ops_cli
+    import tickerflow.cli.servers as ops_cli
 
     class NotStarted:
         url = "http://x"
@@ -200,7 +200,7 @@ def test_non_finite_forecasts_are_never_written():
 
 
 def test_ui_does_not_print_tracking_credentials(monkeypatch, capsys):
-    import tickerflow.flows.ops_cli as ops_cli
+    import tickerflow.cli.servers as ops_cli
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ana:{SECRET}@mlflow.example.com")
     assert ops_cli.ui(host="127.0.0.1", prefect_port=1, mlflow_port=2, startup_timeout=1.0) != 0
@@ -209,6 +209,6 @@ def test_ui_does_not_print_tracking_credentials(monkeypatch, capsys):
 
 
 def test_run_names_of_a_presigned_url_carry_no_token():
-    from tickerflow.flows.ui_labels import data_label
+    from tickerflow.reporting.run_labels import data_label
 
     assert data_label(f"https://***@h.example/prices/daily.csv?X-Amz-Signature={TOKEN}") == "daily"

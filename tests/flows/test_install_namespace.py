@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tickerflow import environment
+from tickerflow.runtime import environment
 
 # Each decoy records that it was imported, then fails the import.
 DECOYS = ("tasks.py", "flows/__init__.py", "flows/train_pipeline.py", "tasks/__init__.py", "tasks/ingest.py")

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from price_frames import make_prices
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 from tiny_models import MODEL, untrained_forecaster
 
 

@@ -10,21 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from tickerflow.flows import ops_cli
-from tickerflow.flows.ops_cli import (
+from tickerflow.cli import servers as ops_cli
+from tickerflow.runtime.deployments import (
     DEPLOYMENTS_FILE,
     ROOT,
     DeploymentSpec,
-    Server,
-    ServerError,
     anchor_data_paths,
     load_deployment_specs,
-    to_runner_deployment,
     merge_parameters,
-    run_until_signalled,
+    to_runner_deployment,
 )
-from tickerflow.flows.runners import RunnerConfig, build_task_runner
-from tickerflow.flows.ui_labels import data_label, forecast_labels, model_label, train_labels
+from tickerflow.runtime.servers import Server, ServerError, run_until_signalled
+from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
+from tickerflow.reporting.run_labels import data_label, forecast_labels, model_label, train_labels
 
 
 # --- deployments/prefect.yaml -----------------------------------------------------------------------
@@ -97,7 +95,7 @@ def test_serve_without_an_api_url_says_no_scheduler_runs_instead_of_idling(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(tmp_path / "home"))
     proc = subprocess.run(
-        [sys.executable, "-m", "tickerflow.flows.cli", "serve", "--no-server"],
+        [sys.executable, "-m", "tickerflow", "serve", "--no-server"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == ops_cli.EXIT_NOT_STARTED

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
 
 pytestmark = pytest.mark.slow

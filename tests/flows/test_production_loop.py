@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
 
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 from tickerflow.flows.replay import replay
 from tickerflow.flows.train_pipeline import PipelineConfig
 from tickerflow.tasks.forecast_store import ForecastStoreConfig, read_store

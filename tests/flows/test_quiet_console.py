@@ -47,7 +47,7 @@ def test_the_quiet_console_is_undone_when_the_command_returns():
 
     from mlflow.utils import logging_utils
 
-    from tickerflow.flows.console_logging import ChatterFilter, quiet_console
+    from tickerflow.cli.console import ChatterFilter, quiet_console
 
     undo = quiet_console()
     assert not logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level == logging.ERROR

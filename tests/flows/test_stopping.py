@@ -23,9 +23,9 @@ import mlflow
 import psutil
 import pytest
 
-from tickerflow.tasks.register import champion_history
 from tickerflow.tasks.tracking import EXPERIMENT
 from cli_processes import RUN_TIMEOUT_S, TICKERFLOW, cli_env, start
+from tickerflow.registry import champion_history
 
 pytestmark = pytest.mark.slow
 

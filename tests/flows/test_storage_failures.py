@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from cli_processes import RUN_TIMEOUT_S, TICKERFLOW, cli_env
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tickerflow import environment
-from tickerflow.flows.ops_cli import ROOT, Server, mlflow_server, prefect_server
+from tickerflow.runtime import environment
+from tickerflow.runtime.deployments import ROOT
+from tickerflow.runtime.servers import Server, mlflow_server, prefect_server
 from integration.support import LOOPBACK, PrefectAPI, free_port
 
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores

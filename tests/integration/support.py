@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tickerflow.flows.ops_cli import ROOT
+from tickerflow.runtime.deployments import ROOT
 
 LOOPBACK = "127.0.0.1"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

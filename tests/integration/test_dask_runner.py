@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tickerflow.flows.runners import RunnerConfig, build_task_runner
+from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
 from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,9 @@ import httpx
 import mlflow
 import pytest
 
-from tickerflow import environment
-from tickerflow.flows.ops_cli import ROOT, http_ok
+from tickerflow.runtime import environment
+from tickerflow.runtime.deployments import ROOT
+from tickerflow.runtime.servers import http_ok
 from integration.support import TERMINAL, free_port
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     an ignored signal stays ignored across exec: the command would never see the Ctrl-C sent below."""
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tickerflow.flows.cli", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "tickerflow", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_sigint_default,
         )
 

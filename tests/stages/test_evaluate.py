@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from price_frames import make_prices
-from tickerflow.flows.reporting import write_reports
+from tickerflow.reporting.evaluation import write_reports
 from tickerflow.tasks.evaluate import load_version
 from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES
@@ -38,7 +38,7 @@ AR2_SIGMA = 0.01
 def run_evaluate_task(prices, root, client):
     from prefect.logging import disable_run_logger
 
-    from tickerflow.flows.reporting import log_evaluation
+    from tickerflow.reporting import log_evaluation
     from tickerflow.tasks.evaluate import evaluate, load_champion
 
     dataset = build_window_dataset(prices, CONFIG, "src", root)

@@ -60,7 +60,7 @@ def test_the_store_keeps_the_model_levels_columns_and_refuses_forecasts_that_lac
     (["--start", "2024-01-01", "--end", "2024-01-31", "--retrain-every", "-2"], "--retrain-every must be >= 0"),
 ])
 def test_replay_rejects_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     assert main(["replay", "--data", str(tmp_path / "p.csv"), *argv]) == 1
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ from tickerflow_model.price_files import IngestError, load_prices
 
 def test_cli_ticker_flag_reaches_the_ingest_config(monkeypatch, small_sample_csv):
     import tickerflow.flows.train_pipeline as pipeline
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     seen = {}
 

@@ -10,9 +10,10 @@ from prefect.logging import disable_run_logger
 
 from gate_scores import evaluation, scores
 from price_frames import make_prices
-from tickerflow.flows.cli import main
-from tickerflow.flows.reporting import log_registration
-from tickerflow.tasks.register import champion_history, champion_stack, register
+from tickerflow.cli import main
+from tickerflow.reporting import log_registration
+from tickerflow.registry import champion_history, champion_stack
+from tickerflow.tasks.register import register
 from tickerflow.tasks.tracking import experiment_id
 from tickerflow_model.evaluation import Evaluation, evaluate_forecaster
 from tickerflow_model.gate import RegisterConfig
@@ -144,7 +145,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
 
 
 def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflow_store, tmp_path, tf_home, capsys):
-    from tickerflow.flows.reporting import log_evaluation
+    from tickerflow.reporting import log_evaluation
     from tickerflow.tasks.evaluate import evaluate, load_champion
     from tickerflow_model.evaluation import EvaluateConfig
 
@@ -188,7 +189,7 @@ def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_pa
 
 
 def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tmp_path):
-    from tickerflow.tasks.register import ChampionMoved, move_champion
+    from tickerflow.registry import ChampionMoved, move_champion
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     _model_with_versions(client, tmp_path, 3)
@@ -207,7 +208,7 @@ def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tm
 def test_moves_at_once_each_get_their_own_history_entry(mlflow_store, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tickerflow.tasks.register import history_key, move_champion
+    from tickerflow.registry import history_key, move_champion
 
     keys = [history_key() for _ in range(200)]
     assert len(set(keys)) == 200 and keys == sorted(keys)
@@ -223,7 +224,7 @@ def test_moves_at_once_each_get_their_own_history_entry(mlflow_store, tmp_path):
 
 
 def test_the_history_of_an_older_home_kept_in_model_tags_still_reads_back_first(mlflow_store, tmp_path):
-    from tickerflow.tasks.register import move_champion
+    from tickerflow.registry import move_champion
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     _model_with_versions(client, tmp_path, 2)

@@ -9,7 +9,7 @@ import time
 import mlflow
 import pytest
 
-from tickerflow.flows.cli import main
+from tickerflow.cli import main
 from tickerflow.tasks.forecast_store import ForecastStoreConfig
 from tickerflow.tasks.retention import RetentionConfig, run_gc
 from tickerflow.tasks.tracking import this_process

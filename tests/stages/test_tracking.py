@@ -53,7 +53,7 @@ def test_run_links_are_http_links_into_the_mlflow_ui(mlflow_store, monkeypatch):
 
 
 def test_run_links_point_at_the_port_tickerflow_ui_serves_mlflow_on():
-    from tickerflow.flows.ops_cli import ServerOptions
+    from tickerflow.cli.servers import ServerOptions
     from tickerflow.tasks.tracking import MLFLOW_UI_PORT
 
     assert ServerOptions().mlflow_port == MLFLOW_UI_PORT

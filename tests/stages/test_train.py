@@ -79,7 +79,7 @@ def _record_resume(train_model_fn, resumed):
 
 
 def test_every_epoch_reaches_mlflow_with_its_step_and_the_fit_after_it(monkeypatch, mlflow_store):
-    from tickerflow.flows.reporting import epoch_reporter, log_training
+    from tickerflow.reporting import epoch_reporter, log_training
     from tickerflow.tasks.tracking import experiment_id, use_tracking
     from tickerflow_model.fitting import fit_forecaster
 
@@ -161,7 +161,7 @@ def test_the_task_gives_the_throughput_hint_once_on_a_busy_machine(monkeypatch, 
 
 def test_the_task_says_it_resumes_and_reports_only_the_remaining_epochs(monkeypatch, mlflow_store):
     import tickerflow.tasks.train as train_task
-    from tickerflow.flows.reporting import epoch_reporter
+    from tickerflow.reporting import epoch_reporter
     from tickerflow.tasks.tracking import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)
@@ -221,7 +221,7 @@ def test_a_retried_train_task_resumes_from_the_checkpoint(monkeypatch, mlflow_st
 
     import tickerflow.tasks.train as train_task
     import tickerflow_model.fitting as fitting
-    from tickerflow.flows.reporting import epoch_reporter
+    from tickerflow.reporting import epoch_reporter
     from tickerflow.tasks.tracking import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)

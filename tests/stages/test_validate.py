@@ -167,7 +167,7 @@ def test_config_rejects_bad_thresholds():
 def test_cli_run_on_a_bad_file_exits_nonzero_with_the_summary_and_writes_nothing(
     prefect_harness, mlflow_store, tf_home, tmp_path, capsys
 ):
-    from tickerflow.flows.cli import main
+    from tickerflow.cli import main
 
     bad = make_prices(300, tickers=("AAA", "BBB"))
     row = bad.index[bad["ticker"] == "BBB"][100]

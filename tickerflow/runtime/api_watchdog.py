@@ -1,4 +1,4 @@
-"""The app of the one-shot commands' temporary Prefect API, which never outlives the command.
+"""The app of the one-shot commands' temporary Prefect API (`prefect_api.py`), which never outlives the command.
 
 The server runs in a process group of its own, so a signal sent to the command's group (`timeout`, a
 scheduler, Ctrl-C) leaves it serving while the command records its flow run's final state; the command
@@ -6,7 +6,7 @@ stops it last. When the command dies without stopping it (SIGKILL, killed for me
 thread in the server sees that its parent is gone and shuts the server down.
 
 Linux's `PR_SET_PDEATHSIG` would not do: it fires when the *thread* that started the child ends, and
-the command starts the server from a background thread (`cli.begin_prefect_api`).
+the command starts the server from a background thread (`prefect_api.begin_prefect_api`).
 """
 
 from __future__ import annotations

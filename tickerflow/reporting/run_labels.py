@@ -18,8 +18,8 @@ from prefect.artifacts import create_link_artifact
 from prefect.settings import PREFECT_UI_URL
 
 from tickerflow.config_values import field_default
-from tickerflow.tasks.register import RegisterConfig
 from tickerflow.tasks.tracking import run_url, use_tracking
+from tickerflow_model.gate import RegisterConfig
 
 PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
 MLFLOW_RUN_ARTIFACT = "mlflow-run"

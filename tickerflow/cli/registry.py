@@ -1,4 +1,5 @@
-"""`tickerflow promote`, `tickerflow rollback`, `tickerflow models`: the champion alias, moved by hand and read back."""
+"""`tickerflow promote`, `tickerflow rollback`, `tickerflow models`: the champion alias, moved by hand and read
+back through the champion protocol of `tickerflow.registry`."""
 
 from __future__ import annotations
 
@@ -7,13 +8,9 @@ from typing import Annotated
 
 import typer
 
-from tickerflow.config_values import field_default
-from tickerflow.tasks.register import RegisterConfig
-from tickerflow_model.metrics import HEADLINE_METRICS
+from tickerflow_model.names import MODEL_NAME
 
-DEFAULT_MODEL = field_default(RegisterConfig, "model_name")
-# the version tags `tickerflow models` shows: the headline test scores, with skill under its own tag
-SHOWN_METRICS = tuple(f"test_{m}" for m in HEADLINE_METRICS if m != "skill") + ("skill_vs_naive",)
+DEFAULT_MODEL = MODEL_NAME  # RegisterConfig.model_name's default (tickerflow_model.gate imports numpy)
 
 
 def _client():
@@ -25,32 +22,6 @@ def _client():
 def format_event(event: dict) -> str:
     previous = f" (was v{event['previous']})" if event.get("previous") else ""
     return f"{event['at']}  {event['action']:<8} v{event['version']}{previous}  by {event['by']}: {event['why']}"
-
-
-def models_listing(client, name: str) -> dict:
-    """Versions (newest first) with aliases, test metrics and the gate's verdict, plus the champion history."""
-    from tickerflow.tasks.register import champion_history
-
-    # search_model_versions leaves aliases empty; the registered model maps alias -> version
-    aliases = client.get_registered_model(name).aliases
-    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version), reverse=True)
-    rows = [
-        {
-            "version": str(mv.version),
-            "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version)),
-            "created": mv.creation_timestamp,
-            "run_id": mv.run_id,
-            # `gru` or a distribution baseline; versions from before the tag existed are GRUs
-            "forecaster": mv.tags.get("forecaster", "gru"),
-            **{k: mv.tags.get(k) for k in SHOWN_METRICS},
-            # set by a training run that could not load or score this version as champion
-            "scoring_error": mv.tags.get("champion_scoring_error"),
-            "gate": mv.tags.get("promotion"),
-            "gate_reason": mv.tags.get("promotion_reason"),
-        }
-        for mv in versions
-    ]
-    return {"model": name, "versions": rows, "champion_history": champion_history(client, name)}
 
 
 def _num(value: str | None, spec: str) -> str:
@@ -92,7 +63,7 @@ def promote(
     by: By = None, model: Model = DEFAULT_MODEL, json_summary: Json = False, force: Force = False,
 ) -> int:
     """Make a registered version the champion (one that cannot be loaded only with --force)."""
-    from tickerflow.tasks.register import promote_version
+    from tickerflow.registry import promote_version
 
     event = promote_version(_client(), model, str(version), reason, by, force=force)
     print(f"{model}: {format_event(event)}")
@@ -106,7 +77,7 @@ def rollback(
     by: By = None, model: Model = DEFAULT_MODEL, json_summary: Json = False, force: Force = False,
 ) -> int:
     """Make the previous champion the champion again (one that cannot be loaded only with --force)."""
-    from tickerflow.tasks.register import rollback_champion
+    from tickerflow.registry import rollback_champion
 
     event = rollback_champion(_client(), model, reason, by, force=force)
     print(f"{model}: {format_event(event)}")
@@ -117,6 +88,8 @@ def rollback(
 
 def models(model: Model = DEFAULT_MODEL, json_summary: Json = False) -> int:
     """List versions, aliases, metrics and the champion history."""
+    from tickerflow.registry import models_listing
+
     listing = models_listing(_client(), model)
     print(json.dumps(listing, default=str) if json_summary else format_listing(listing))
     return 0

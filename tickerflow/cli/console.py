@@ -180,7 +180,6 @@ def quiet_expected_errors_on_console(with_reason: bool = False) -> None:
         handler.setFormatter(_TrimmingFormatter(handler.formatter))
 
 
-
 class RedactingFilter(logging.Filter):
     """Handler filter: credentials in a record's message, traceback and chained causes are redacted
     before the handler (Prefect's API log, the console) formats it. Errors of ours are redacted where
@@ -211,3 +210,12 @@ def redact_credentials_in_logs() -> None:
     for handler in handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.filters.insert(0, RedactingFilter())
+
+
+def configure_console(quiet: bool, with_reason: bool = False) -> Callable[[], None]:
+    """A command's console: credentials redacted in every log record, an expected failure one line (with its
+    reason for a long-running command), and the quiet console unless `quiet` is False. Imports Prefect's
+    logging. Returns what undoes the quiet console (the rest is idempotent and stays)."""
+    redact_credentials_in_logs()
+    quiet_expected_errors_on_console(with_reason=with_reason)
+    return quiet_console() if quiet else lambda: None

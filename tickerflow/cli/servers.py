@@ -1,0 +1,177 @@
+"""`tickerflow serve` and `tickerflow ui`: the long-running commands.
+
+`serve` runs the deployments of `deployments/prefect.yaml` on their schedules in this process
+(`prefect.serve`): no work pool, no worker. Schedules only fire against a Prefect server (the
+ephemeral API runs no scheduler), so without `PREFECT_API_URL` it says so and starts one on loopback.
+
+`ui` starts `prefect server start` and `mlflow server` on loopback over the stores the embedded runs
+use (`$PREFECT_HOME/prefect.db`; `$TICKERFLOW_HOME/mlflow.db` and `mlartifacts`), so earlier runs and
+models appear. Ctrl-C or SIGTERM stops both.
+
+The servers are the projects' own commands (`tickerflow.runtime.servers`). Prefect's temporary API (the
+one-shot commands') serves no UI, runs no scheduler and binds 127.0.0.1 only, so it fits neither command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import Field
+
+from tickerflow.config_values import field_default
+from tickerflow.runtime.deployments import DEPLOYMENTS_FILE, load_deployment_specs, serve_deployments
+from tickerflow.runtime.servers import (
+    LOOPBACK,
+    Server,
+    ServerError,
+    is_loopback,
+    mlflow_server,
+    prefect_server,
+    run_until_signalled,
+    start_all,
+)
+from tickerflow_model.config import Config
+from tickerflow_model.errors import ConfigError
+
+EXIT_NOT_STARTED = 2
+
+
+class ServerOptions(Config):
+    """Where `ui` and `serve` start their servers."""
+
+    host: str = Field(LOOPBACK, description="address to bind the servers to (loopback: only this machine)")
+    prefect_port: int = Field(4200, ge=1, le=65535, description="port of the Prefect server (UI and API)")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="port of the MLflow tracking server and UI")
+    # a cold `prefect server start` migrates its database first; 2 busy cores are slow
+    startup_timeout: float = Field(120.0, gt=0, description="seconds a server may take to answer its health check")
+
+
+def _option(name: str, **kwargs: Any) -> Any:
+    """A Typer option documented by ServerOptions' field `name`."""
+    return typer.Option(help=ServerOptions.model_fields[name].description, **kwargs)
+
+
+def _default(name: str) -> Any:
+    return field_default(ServerOptions, name)
+
+
+def embedded_mlflow_store() -> tuple[str, Path]:
+    """(backend store URI, artifact folder) the embedded runs use: see tasks/tracking.py."""
+    from tickerflow.tasks.storage import home_subdir
+    from tickerflow.tasks.tracking import tracking_uri
+
+    return tracking_uri(), home_subdir("mlartifacts")
+
+
+def ui(
+    host: Annotated[str, _option("host")] = _default("host"),
+    prefect_port: Annotated[int, _option("prefect_port")] = _default("prefect_port"),
+    mlflow_port: Annotated[int, _option("mlflow_port")] = _default("mlflow_port"),
+    startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
+) -> int:
+    """Prefect UI + MLflow UI on loopback, over the stores the runs used. Ctrl-C stops both."""
+    from tickerflow.tasks.storage import home_subdir
+
+    options = ServerOptions(host=host, prefect_port=prefect_port, mlflow_port=mlflow_port, startup_timeout=startup_timeout)
+    backend, artifacts = embedded_mlflow_store()
+    if backend.startswith(("http://", "https://")):
+        from tickerflow_model.redaction import redact_uri
+
+        print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
+              "Unset it to browse the local store.", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    if not is_loopback(options.host):
+        print(
+            f"tickerflow ui: warning: binding to {options.host}: the Prefect and MLflow servers have no authentication; "
+            "anyone who can reach this address can read and change runs, models and deployments. "
+            "Put them behind an authenticating proxy, or keep the default loopback address.",
+            file=sys.stderr, flush=True,
+        )
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log_dir = home_subdir("logs")
+    # The UI's own API calls must reach this server, not a PREFECT_API_URL set for something else.
+    prefect = prefect_server(options.host, options.prefect_port, log_dir, env={"PREFECT_API_URL": None, "PREFECT_UI_API_URL": None})
+    mlflow_srv = mlflow_server(options.host, options.mlflow_port, backend, artifacts, log_dir)
+    try:
+        start_all([prefect, mlflow_srv], options.startup_timeout)
+    except (ServerError, OSError) as exc:
+        print(f"tickerflow ui: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    print(f"Prefect UI: {prefect.url}", flush=True)
+    print(f"MLflow UI:  {mlflow_srv.url}", flush=True)
+    print(f"(MLflow store {backend}, artifacts {artifacts}; logs in {log_dir}). Ctrl-C stops both.", flush=True)
+    return run_until_signalled([prefect, mlflow_srv])
+
+
+def configured_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+NO_SCHEDULER = (
+    "tickerflow serve: PREFECT_API_URL is not set. Prefect's ephemeral API runs no scheduler, so the "
+    "deployments' schedules would never fire."
+)
+
+
+def serve(
+    file: Annotated[Path, typer.Option(help="prefect.yaml to read", show_default="the project's deployments/prefect.yaml")
+                    ] = DEPLOYMENTS_FILE,
+    only: Annotated[list[str] | None, typer.Option(metavar="NAME", help="serve only this deployment (repeatable)")] = None,
+    interval: Annotated[float | None, typer.Option(help="run every N seconds instead of the cron schedules (to try it out)")
+                        ] = None,
+    params: Annotated[str | None, typer.Option(
+        help='JSON merged into every deployment\'s parameters, e.g. \'{"config": {"train": {"epochs": 2}}}\'')] = None,
+    no_server: Annotated[bool, typer.Option("--no-server",
+                                            help="without PREFECT_API_URL, explain and exit instead of starting a local server")
+                         ] = False,
+    prefect_port: Annotated[int, _option("prefect_port")] = _default("prefect_port"),
+    startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
+) -> int:
+    """Run the deployments of prefect.yaml on their schedules, in this process."""
+    options = ServerOptions(prefect_port=prefect_port, startup_timeout=startup_timeout)
+    try:
+        overrides = json.loads(params) if params else {}
+    except ValueError as exc:
+        raise ConfigError(f"--params must be a JSON object, got {params!r}: {exc}") from exc
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"--params must be a JSON object, got {params!r}")
+    if interval is not None and interval <= 0:
+        raise ConfigError(f"--interval must be a positive number of seconds, got {interval}")
+    specs = load_deployment_specs(Path(file), only)
+    server: Server | None = None
+    api_url = configured_api_url()
+    if not api_url:
+        if no_server:
+            print(
+                f"{NO_SCHEDULER}\nStart a server (`prefect server start --host {LOOPBACK} --port {options.prefect_port}`), "
+                f"then `export PREFECT_API_URL=http://{LOOPBACK}:{options.prefect_port}/api` and run `tickerflow serve` again.",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_STARTED
+        from tickerflow.tasks.storage import home_subdir
+
+        server = prefect_server(LOOPBACK, options.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
+        print(f"{NO_SCHEDULER}\nStarting a local Prefect server at {server.url} (log {server.log_path}) ...", flush=True)
+        try:
+            start_all([server], options.startup_timeout)
+        except (ServerError, OSError) as exc:
+            print(f"tickerflow serve: {exc}", file=sys.stderr)
+            return EXIT_NOT_STARTED
+        api_url = f"{server.url}/api"
+        print(f"Prefect UI: {server.url}", flush=True)
+    try:
+        return serve_deployments(specs, api_url, interval, overrides)
+    except KeyboardInterrupt:  # Ctrl-C is how a long-running serve is meant to end
+        print("tickerflow serve: stopped", flush=True)
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+
+

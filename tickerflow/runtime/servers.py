@@ -1,0 +1,193 @@
+"""Servers as child processes: start, wait for health, stop the process group.
+
+`tickerflow ui` and `tickerflow serve` start `prefect server start` and `mlflow server`, the projects' own
+commands, judged by their own health endpoints; the one-shot commands start Prefect's temporary API
+(`tickerflow.runtime.prefect_api`) the same way. `mlflow server` runs uvicorn as a child of its own, so a
+server runs in a process group of its own and stopping it stops the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tickerflow.runtime import environment
+
+LOOPBACK = "127.0.0.1"
+STOP_SECONDS = 20.0
+
+
+class ServerError(RuntimeError):
+    """A server did not come up (or died): one line naming it, the last line of its log and the log file."""
+
+
+@dataclass
+class Server:
+    """A child process serving HTTP, in its own process group so stopping it stops its workers too."""
+
+    name: str
+    command: list[str]
+    url: str
+    health_url: str
+    log_path: Path
+    env: dict[str, str | None] = field(default_factory=dict, repr=False)  # None: unset it for the child
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    # False: the server stays in this process's group, so whatever kills the group (a SIGKILL sent to
+    # it, Ctrl-C in a terminal) reaches the server too, as for a server that belongs to one command.
+    own_process_group: bool = True
+
+    def start(self) -> "Server":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**os.environ, **self.env}
+        env = environment.apply({k: v for k, v in merged.items() if v is not None})
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                process_group=0 if self.own_process_group else None,
+            )
+        return self
+
+    def failure(self, what: str) -> str:
+        """`what`, the last line of the server's log, and where the log is: one line."""
+        try:
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            lines = []
+        last = f": {lines[-1].strip()}" if lines else ""
+        return f"{self.name} {what}{last} (log {self.log_path})"
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Poll the health endpoint until it answers 200; fail at once if the process exits."""
+        deadline = time.monotonic() + timeout
+        while not http_ok(self.health_url):
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(self.failure(f"exited with code {self.process.returncode} before serving {self.url}"))
+            if time.monotonic() > deadline:
+                raise ServerError(self.failure(f"did not answer {self.health_url} within {timeout:.0f}s"))
+            time.sleep(0.25)  # polling interval, not synchronisation: the loop checks the real condition
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = STOP_SECONDS) -> int | None:
+        """SIGTERM the server, wait, then SIGKILL what is left of it. Returns the exit code."""
+        if self.process is None:
+            return None
+        self._signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+        self._signal(signal.SIGKILL)  # a hung server, or workers it left in its group
+        self.process.wait()
+        return self.process.returncode
+
+    def _signal(self, sig: int) -> None:
+        """To the server's own process group; to the server alone when it shares this process's group."""
+        if self.own_process_group:
+            _signal_group(self.process.pid, sig)
+        elif self.process.poll() is None:
+            self.process.send_signal(sig)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def prefect_server(host: str, port: int, log_dir: Path, env: dict[str, str | None] | None = None) -> Server:
+    """`prefect server start` on host:port; its database is `$PREFECT_HOME/prefect.db`, as for embedded runs."""
+    url = f"http://{host}:{port}"
+    return Server(
+        name="Prefect server",
+        command=[sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+        url=url, health_url=f"{url}/api/health", log_path=log_dir / f"prefect-server-{port}.log", env=env or {},
+    )
+
+
+def mlflow_server(host: str, port: int, backend_store_uri: str, artifacts_destination: Path, log_dir: Path) -> Server:
+    """`mlflow server` over an existing store; artifacts are served (proxied) from `artifacts_destination`."""
+    url = f"http://{host}:{port}"
+    return Server(
+        name="MLflow server",
+        command=[
+            sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(artifacts_destination), "--host", host, "--port", str(port), "--workers", "1",
+        ],
+        url=url, health_url=f"{url}/health", log_path=log_dir / f"mlflow-server-{port}.log",
+    )
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a service manager, `kill`) stops the servers the way Ctrl-C does."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def start_all(servers: list[Server], timeout: float) -> None:
+    """Start the servers side by side, then wait for each; stop them all if one fails or on Ctrl-C."""
+    started: list[Server] = []
+    try:
+        with sigterm_as_interrupt():
+            for server in servers:
+                started.append(server.start())
+            for server in started:
+                server.wait_healthy(timeout)
+    except BaseException:
+        stop_all(started)
+        raise
+
+
+def run_until_signalled(servers: list[Server]) -> int:
+    """Block until Ctrl-C or SIGTERM (-> 0) or until a server dies (-> 1); stop every server either way."""
+    try:
+        with sigterm_as_interrupt():
+            while not (dead := [s for s in servers if not s.running()]):
+                time.sleep(0.5)  # a supervisor's poll; a signal interrupts it at once
+        print(f"tickerflow: {dead[0].failure(f'exited with code {dead[0].process.returncode}')}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tickerflow: stopping {', '.join(s.name for s in servers)}", flush=True)
+        return 0
+    finally:
+        stop_all(servers)
+
+
+def stop_all(servers: list[Server]) -> None:
+    for server in reversed(servers):
+        server.stop()
+
+
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1; a name is resolved, and one that does not resolve is not loopback."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
