@@ -13,6 +13,7 @@ from mlflow.entities import RunStatus
 
 from tickerflow_model.redaction import redact_text, redact_uri
 from tickerflow.tasks.storage import home_subdir
+from tickerflow.ui_addresses import MLFLOW_UI_PORT, MLFLOW_UI_URL_ENV, local_ui_url
 
 EXPERIMENT = "tickerflow"
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"
@@ -20,10 +21,6 @@ PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"
 # experiments hold training and forecasting runs, the UI's "custom model development" kind.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-# Where `tickerflow ui` serves the MLflow UI over the local store (its --mlflow-port default); links to runs in
-# a local store point there. TICKERFLOW_MLFLOW_UI_URL names another address.
-MLFLOW_UI_PORT = 5000
-MLFLOW_UI_URL_ENV = "TICKERFLOW_MLFLOW_UI_URL"
 
 
 # The URI we derived from TICKERFLOW_HOME and handed to mlflow.set_tracking_uri, which exports it as
@@ -86,7 +83,7 @@ def mlflow_ui_url() -> str:
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         return redact_uri(uri.split("?", 1)[0].split("#", 1)[0]).rstrip("/")
-    return redact_uri(os.environ.get(MLFLOW_UI_URL_ENV) or f"http://127.0.0.1:{MLFLOW_UI_PORT}").rstrip("/")
+    return redact_uri(local_ui_url(MLFLOW_UI_URL_ENV, MLFLOW_UI_PORT))
 
 
 def run_url(run_id: str) -> str:

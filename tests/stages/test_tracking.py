@@ -52,8 +52,33 @@ def test_run_links_are_http_links_into_the_mlflow_ui(mlflow_store, monkeypatch):
     assert run_url(run_id) == f"http://127.0.0.1:8123/#/experiments/{exp}/runs/{run_id}"
 
 
-def test_run_links_point_at_the_port_tickerflow_ui_serves_mlflow_on():
+def test_run_links_point_at_the_ports_tickerflow_ui_serves_on():
     from tickerflow.cli.servers import ServerOptions
-    from tickerflow.tasks.tracking import MLFLOW_UI_PORT
+    from tickerflow.ui_addresses import MLFLOW_UI_PORT, PREFECT_UI_PORT
 
-    assert ServerOptions().mlflow_port == MLFLOW_UI_PORT
+    assert (ServerOptions().prefect_port, ServerOptions().mlflow_port) == (PREFECT_UI_PORT, MLFLOW_UI_PORT)
+
+
+def test_a_flow_run_on_the_temporary_api_links_where_tickerflow_ui_shows_it(monkeypatch):
+    from types import SimpleNamespace
+
+    import tickerflow.reporting.run_labels as run_labels
+    from tickerflow.ui_addresses import TEMPORARY_API_ENV
+
+    served = "http://127.0.0.1:43187/api"  # a temporary API's random port: dead once the command exits
+    monkeypatch.setattr(run_labels, "runtime", SimpleNamespace(
+        flow_run=SimpleNamespace(id="0f1e", ui_url="http://127.0.0.1:43187/flow-runs/flow-run/0f1e")))
+    monkeypatch.setenv("PREFECT_API_URL", served)
+    monkeypatch.setenv(TEMPORARY_API_ENV, served)
+    monkeypatch.delenv("TICKERFLOW_PREFECT_UI_URL", raising=False)
+    assert run_labels.prefect_flow_run_url() == "http://127.0.0.1:4200/flow-runs/flow-run/0f1e"
+    monkeypatch.setenv("TICKERFLOW_PREFECT_UI_URL", "http://user:secret@ui.example:8080/")
+    assert run_labels.prefect_flow_run_url() == "http://***@ui.example:8080/flow-runs/flow-run/0f1e"
+
+    # a server the user runs (PREFECT_API_URL is not the temporary API's): that server's own UI link
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4300/api")
+    monkeypatch.setattr(run_labels, "PREFECT_UI_URL", SimpleNamespace(value=lambda: "http://127.0.0.1:4300"))
+    assert run_labels.prefect_flow_run_url() == "http://127.0.0.1:43187/flow-runs/flow-run/0f1e"
+    # Prefect's in-process ephemeral API serves no UI: no link
+    monkeypatch.setattr(run_labels, "PREFECT_UI_URL", SimpleNamespace(value=lambda: None))
+    assert run_labels.prefect_flow_run_url() is None

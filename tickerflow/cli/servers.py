@@ -34,6 +34,7 @@ from tickerflow.runtime.servers import (
     run_until_signalled,
     start_all,
 )
+from tickerflow.ui_addresses import MLFLOW_UI_PORT, PREFECT_UI_PORT
 from tickerflow_model.config import Config
 from tickerflow_model.errors import ConfigError
 
@@ -44,8 +45,8 @@ class ServerOptions(Config):
     """Where `ui` and `serve` start their servers."""
 
     host: str = Field(LOOPBACK, description="address to bind the servers to (loopback: only this machine)")
-    prefect_port: int = Field(4200, ge=1, le=65535, description="port of the Prefect server (UI and API)")
-    mlflow_port: int = Field(5000, ge=1, le=65535, description="port of the MLflow tracking server and UI")
+    prefect_port: int = Field(PREFECT_UI_PORT, ge=1, le=65535, description="port of the Prefect server (UI and API)")
+    mlflow_port: int = Field(MLFLOW_UI_PORT, ge=1, le=65535, description="port of the MLflow tracking server and UI")
     # a cold `prefect server start` migrates its database first; 2 busy cores are slow
     startup_timeout: float = Field(120.0, gt=0, description="seconds a server may take to answer its health check")
 

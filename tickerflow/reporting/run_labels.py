@@ -19,7 +19,9 @@ from prefect.settings import PREFECT_UI_URL
 
 from tickerflow.config_values import field_default
 from tickerflow.tasks.tracking import run_url, use_tracking
+from tickerflow.ui_addresses import PREFECT_UI_PORT, PREFECT_UI_URL_ENV, local_ui_url, on_temporary_api
 from tickerflow_model.gate import RegisterConfig
+from tickerflow_model.redaction import redact_uri
 
 PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
 MLFLOW_RUN_ARTIFACT = "mlflow-run"
@@ -108,8 +110,15 @@ def tag_forecast_run(flow, flow_run, state) -> None:
 
 
 def prefect_flow_run_url() -> str | None:
-    """The flow run's page in the Prefect UI; None on the ephemeral API, which serves no UI."""
-    if not PREFECT_UI_URL.value() or runtime.flow_run.id is None:
+    """The flow run's page in the Prefect UI that shows it after the command: on the temporary API a
+    command started, where `tickerflow ui` serves the same database (`ui_addresses`); on a server the
+    user runs, that server's UI; None on Prefect's in-process ephemeral API, which serves no UI."""
+    flow_run_id = runtime.flow_run.id
+    if flow_run_id is None:
+        return None
+    if on_temporary_api():
+        return f"{redact_uri(local_ui_url(PREFECT_UI_URL_ENV, PREFECT_UI_PORT))}/flow-runs/flow-run/{flow_run_id}"
+    if not PREFECT_UI_URL.value():
         return None
     return runtime.flow_run.ui_url
 

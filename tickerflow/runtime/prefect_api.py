@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tickerflow.runtime.servers import LOOPBACK, Server, ServerError
+from tickerflow.ui_addresses import TEMPORARY_API_ENV
 
 SERVER_START_ATTEMPTS = 3  # a free port can be taken by another process before the server binds it
 _api_start: list = []  # [thread, outcome] of the start begun by begin_prefect_api, until it is waited for
@@ -152,6 +153,7 @@ def prefect_api(while_starting: Callable[[], None] | None = None) -> Iterator[No
     from prefect.settings import temporary_settings
 
     os.environ["PREFECT_API_URL"] = api_url
+    os.environ[TEMPORARY_API_ENV] = api_url  # its flow runs are linked where `tickerflow ui` shows them
     refresh_global_settings_context()  # Prefect read its settings at import: read them again
     with temporary_settings(updates={"api.url": api_url, "flows.heartbeat_frequency": None}):
         yield

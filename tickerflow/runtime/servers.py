@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from tickerflow.runtime import environment
+from tickerflow.ui_addresses import LOOPBACK  # noqa: F401 - where the servers listen
 
-LOOPBACK = "127.0.0.1"
 STOP_SECONDS = 20.0
 
 
