@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
+from tickerflow.console_detail import DETAIL
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import home_subdir
 from tickerflow_model.atomic_io import stable_hash, write_file_atomic
@@ -197,7 +198,7 @@ def train(
     hinted = []
 
     def epoch_done(s: EpochStats) -> None:
-        log.info("%s", epoch_line(s, config.epochs))
+        log.info("%s", epoch_line(s, config.epochs), extra=DETAIL)
         bar.on_epoch(s)
         if not hinted and (hint := throughput_hint(s.samples_per_second, device, torch.get_num_threads(), *machine_load())):
             hinted.append(hint)

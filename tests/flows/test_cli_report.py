@@ -14,8 +14,8 @@ def block(rmse: float, pinball: float | None = None) -> dict:
 
 def summary(n_tickers: int) -> dict:
     # the model's pinball improves on static_quantile by i% on ticker Ti
-    per_ticker = {f"T{i:02d}": {"model": block(1.0, 1 - i / 100), "naive": block(1.0), "static_quantile": block(1.0, 1.0)}
-                  for i in range(n_tickers)}
+    per_ticker = {f"T{i:02d}": {"model": block(1.0, 1 - i / 100), "naive": block(1.0), "static_quantile": block(1.0, 1.0),
+                                "garch": block(1.0, 0.99)} for i in range(n_tickers)}
     return {"metrics": {"model": block(0.9, 0.5), "naive": block(1.0), "static_quantile": block(1.0, 0.6)}, "per_ticker": per_ticker}
 
 
@@ -26,7 +26,11 @@ def test_table_shows_distribution_scores_and_a_dash_where_a_forecaster_has_none(
     assert naive[2:] == ["1.0000", "0.0000", "-", "-", "-"]
     model = next(line for line in lines if line.split()[:2] == ["all", "model"]).split()
     assert model[4] == "0.5000"
-    assert {line.split()[0] for line in lines[1:]} == {"all", "T00", "T01", "T02"}
+    assert {line.split()[0] for line in lines[1:-1]} == {"all", "T00", "T01", "T02"}
+    # every forecaster overall; per ticker the model beside naive and the rivals, not every baseline
+    assert {line.split()[1] for line in lines[1:-1] if line.startswith("T00")} == {"model", "naive", "garch"}
+    assert {line.split()[1] for line in lines[1:-1] if line.startswith("all")} == {"model", "naive", "static_quantile"}
+    assert "metrics_per_ticker.csv" in lines[-1]
 
 
 def test_many_tickers_show_only_the_best_and_the_worst():

@@ -31,7 +31,9 @@ def test_a_successful_run_and_forecast_print_no_warning_or_chatter_unless_verbos
     env = cli_env(tmp_path / "home")
     run = tickerflow(["run", "--data", str(small_sample_csv), "--epochs", "1"], env, tmp_path)
     assert not [line for line in run.stderr.splitlines() if CHATTER.search(line)], run.stderr
-    assert "epoch 1/1" in run.stderr and "registered tickerflow-gru v1" in run.stderr  # tickerflow's own lines stay
+    # tickerflow's own lines stay; the per-epoch lines are the run log's detail (the progress bar on a terminal)
+    assert "best epoch 1 " in run.stderr and "registered tickerflow-gru v1" in run.stderr
+    assert "epoch 1/1 train_loss" not in run.stderr
     assert "skill vs naive" in run.stdout
 
     forecast = tickerflow(["forecast", "--data", str(small_sample_csv), "--out", "f.parquet"], env, tmp_path)
@@ -52,8 +54,10 @@ def test_the_quiet_console_is_undone_when_the_command_returns():
     undo = quiet_console()
     assert not logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level == logging.ERROR
     chatter = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "Finished in state Completed()", (), None)
-    own = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "epoch 1/1 train_loss=0.2", (), None)
+    own = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "best epoch 1 (val_loss 0.2)", (), None)
+    detail = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "epoch 1/1 train_loss=0.2", (), None)
+    detail.tickerflow_detail = True  # logged with extra=tickerflow.console_detail.DETAIL
     failed = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "Finished in state Failed('x')", (), None)
-    assert [ChatterFilter().filter(r) for r in (chatter, own, failed)] == [False, True, True]
+    assert [ChatterFilter().filter(r) for r in (chatter, own, detail, failed)] == [False, True, False, True]
     undo()
     assert logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level != logging.ERROR

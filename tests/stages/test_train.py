@@ -39,7 +39,7 @@ class RecordingLog:
     def __init__(self):
         self.lines = []
 
-    def _record(self, msg, *args):
+    def _record(self, msg, *args, extra=None):
         self.lines.append(msg % args)
 
     info = warning = _record

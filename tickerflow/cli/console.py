@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Callable
 
+from tickerflow.console_detail import is_detail
 from tickerflow_model.errors import TickerflowError, storage_failure
 
 # "Finished in state Failed('Task run encountered an exception IngestError: ...')" and the flow's
@@ -124,11 +125,14 @@ _OWN_LINES = ("prefect.flow_runs", "prefect.task_runs", "tickerflow")
 
 class ChatterFilter(logging.Filter):
     """Console-handler filter of the quiet console: below WARNING, only tickerflow's own lines pass (not
-    Prefect's lifecycle lines, nor the INFO lines of the libraries below it, such as Great Expectations')."""
+    Prefect's lifecycle lines, nor the INFO lines of the libraries below it, such as Great Expectations'),
+    and of those not the detail lines (`tickerflow.console_detail`: training's per-epoch lines)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO:
             return True
+        if is_detail(record):  # per-epoch lines: the run's log and --verbose
+            return False
         return record.name.startswith(_OWN_LINES) and not _CHATTER.match(record.getMessage())
 
 

@@ -1,13 +1,15 @@
-"""The console table of a training run's metrics: overall and per ticker, the model beside its rivals."""
+"""The console table of a training run's metrics: every forecaster overall; per ticker, the model beside naive
+and its rivals (`RIVALS`: garch, ewma)."""
 
 from __future__ import annotations
 
 import math
 
-from tickerflow_model.evaluation import rank_tickers
+from tickerflow_model.evaluation import RIVALS, rank_tickers
 from tickerflow_model.metrics import METRIC_KEYS
 
 TICKERS_SHOWN = 5  # per-ticker rows: every ticker up to 2 * this many, else the best and the worst this many
+PER_TICKER = ("model", "naive", *RIVALS)  # per ticker: the GRU beside naive and the classic volatility models
 
 
 def shown_tickers(per_ticker: dict) -> list[str]:
@@ -31,7 +33,7 @@ def format_metrics(summary: dict) -> str:
     per_ticker = summary.get("per_ticker", {})
     tickers = shown_tickers(per_ticker)
     rows = [("all", k, v) for k, v in metrics.items()]
-    rows += [(t, k, v) for t in tickers for k, v in per_ticker[t].items()]
+    rows += [(t, k, v) for t in tickers for k, v in per_ticker[t].items() if k in PER_TICKER]
     scope_w = max([len("scope")] + [len(r[0]) for r in rows])
     name_w = max([len("forecaster")] + [len(r[1]) for r in rows])
     width = {n: max(len(n), 9) for n in names}
@@ -42,4 +44,6 @@ def format_metrics(summary: dict) -> str:
     if len(tickers) < len(per_ticker):
         lines.append(f"(the {TICKERS_SHOWN} best and {TICKERS_SHOWN} worst of {len(per_ticker)} tickers by the model's skill; "
                      "all of them: evaluation/metrics_per_ticker.csv in the MLflow run)")
+    elif per_ticker:
+        lines.append(f"(per ticker: {', '.join(PER_TICKER)}; every forecaster: evaluation/metrics_per_ticker.csv in the MLflow run)")
     return "\n".join(lines)
