@@ -78,7 +78,7 @@ def fit_forecaster(
         shrinkage=shrinkage_from_predictions(net_q[:, :, median_index(net.config.quantiles)], y_val),
     )
     return FitResult(
-        forecaster=Forecaster(spec, net).calibrated_on(net_q, net_scale, y_val),
+        forecaster=Forecaster(spec, net).calibrated_on(net_q, net_scale, y_val, narrow=config.calibration == "cqr"),
         best_epoch=result.best_epoch,
         best_val_loss=result.best_val_loss,
         device=result.device,

@@ -137,15 +137,18 @@ class Forecaster:
         q, _ = self._located(x)
         return q[:, :, median_index(self.spec.quantiles)] * self.spec.scaler.target_scale
 
-    def calibrate(self, x_val: np.ndarray, y_val: np.ndarray) -> "Forecaster":
-        """This forecaster with CQR margins fit on validation windows x (N, L, F), scaled targets y (N, H)."""
-        return self.calibrated_on(*predict_batched(self.net, x_val), y_val)
+    def calibrate(self, x_val: np.ndarray, y_val: np.ndarray, *, narrow: bool = False) -> "Forecaster":
+        """This forecaster with CQR margins fit on validation windows x (N, L, F), scaled targets y (N, H);
+        margins that would narrow an interval only with `narrow` (`fit_cqr_margins`)."""
+        return self.calibrated_on(*predict_batched(self.net, x_val), y_val, narrow=narrow)
 
-    def calibrated_on(self, net_q: np.ndarray, net_scale: np.ndarray, y_val: np.ndarray) -> "Forecaster":
+    def calibrated_on(
+        self, net_q: np.ndarray, net_scale: np.ndarray, y_val: np.ndarray, *, narrow: bool = False
+    ) -> "Forecaster":
         """`calibrate` from the network's own output on the validation windows, `predict_batched(self.net, x_val)`:
         quantiles (N, H, Q) and scale (N, H), for a caller that already ran that pass."""
         q, scale = self._shrunk(net_q, net_scale)
-        margins = fit_cqr_margins(q, y_val, scale, self.spec.quantiles)  # (H, P)
+        margins = fit_cqr_margins(q, y_val, scale, self.spec.quantiles, narrow=narrow)  # (H, P)
         spec = replace(self.spec, calibration=tuple(tuple(float(v) for v in row) for row in margins))
         return Forecaster(spec, self.net)
 

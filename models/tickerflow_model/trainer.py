@@ -68,6 +68,9 @@ class TrainConfig(Config):
     loss_weight: Literal["volatility", "return"] = Field(
         "return", description="Pinball loss in returns (as evaluated: turbulent windows weigh more) or volatility units."
     )
+    calibration: Literal["widen", "cqr"] = Field(
+        "widen", description="Conformal margins fit on validation: widen intervals only, or also narrow them (cqr)."
+    )
     gru: GRUConfig = Field(default_factory=GRUConfig, description="The network; its sizes follow the windows.")
 
     def net_config(self, input_size: int, horizon: int) -> GRUConfig:

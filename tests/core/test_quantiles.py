@@ -136,22 +136,22 @@ def _coverage(q, y, lo, hi):
     return float(np.mean((y >= q[:, :, lo]) & (y <= q[:, :, hi])))
 
 
+def _miscalibrated(factor: float, n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of a model whose intervals are `factor` times the true ones: q (n, 2, Q), y (n, 2), scale (n, 2)."""
+    true_z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(QUANTILE_LEVELS)).numpy()  # (Q,)
+    scale = np.exp(rng.normal(0, 0.5, size=(n, 2)))  # (n, H): heteroscedastic
+    y = rng.standard_normal((n, 2)) * scale  # (n, H)
+    return factor * true_z[None, None, :] * scale[:, :, None], y, scale
+
+
 @pytest.mark.parametrize("factor", [0.5, 2.0])
 def test_calibration_moves_coverage_to_nominal_on_a_miscalibrated_model(factor):
-    """A model whose intervals are `factor` times the true ones: too narrow (0.5) or too wide (2)."""
+    """Two-sided CQR (`narrow=True`): a model too narrow (0.5) or too wide (2) is brought to nominal."""
     rng = np.random.default_rng(1)
     levels = QUANTILE_LEVELS
-    true_z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(levels)).numpy()  # (Q,)
-
-    def sample(n):
-        scale = np.exp(rng.normal(0, 0.5, size=(n, 2)))  # (n, H): heteroscedastic
-        y = rng.standard_normal((n, 2)) * scale  # (n, H)
-        q = factor * true_z[None, None, :] * scale[:, :, None]  # (n, H, Q)
-        return q, y, scale
-
-    q_cal, y_cal, s_cal = sample(4000)
-    q_test, y_test, s_test = sample(20_000)
-    margins = fit_cqr_margins(q_cal, y_cal, s_cal, levels)  # (H, P)
+    q_cal, y_cal, s_cal = _miscalibrated(factor, 4000, rng)
+    q_test, y_test, s_test = _miscalibrated(factor, 20_000, rng)
+    margins = fit_cqr_margins(q_cal, y_cal, s_cal, levels, narrow=True)  # (H, P)
     assert margins.shape == (2, 3)
     assert (margins > 0).all() if factor < 1 else (margins < 0).all()
     calibrated = apply_cqr(q_test, s_test, margins, levels)
@@ -160,6 +160,20 @@ def test_calibration_moves_coverage_to_nominal_on_a_miscalibrated_model(factor):
         assert abs(before - nominal) > 0.05  # really miscalibrated
         assert abs(after - nominal) < 0.015, (nominal, before, after)
     assert (np.diff(calibrated, axis=-1) >= 0).all()
+
+
+def test_default_margins_widen_a_narrow_model_and_leave_a_wide_one_as_it_is():
+    rng = np.random.default_rng(3)
+    narrow_q, narrow_y, narrow_s = _miscalibrated(0.5, 4000, rng)
+    np.testing.assert_array_equal(
+        fit_cqr_margins(narrow_q, narrow_y, narrow_s, QUANTILE_LEVELS),
+        fit_cqr_margins(narrow_q, narrow_y, narrow_s, QUANTILE_LEVELS, narrow=True),
+    )
+    wide_q, wide_y, wide_s = _miscalibrated(2.0, 4000, rng)
+    margins = fit_cqr_margins(wide_q, wide_y, wide_s, QUANTILE_LEVELS)
+    assert (fit_cqr_margins(wide_q, wide_y, wide_s, QUANTILE_LEVELS, narrow=True) < 0).all()
+    np.testing.assert_array_equal(margins, np.zeros((2, 3)))
+    np.testing.assert_array_equal(apply_cqr(wide_q, wide_s, margins, QUANTILE_LEVELS), wide_q)
 
 
 def test_calibrated_quantiles_stay_monotone_whatever_the_margins():

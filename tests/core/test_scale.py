@@ -132,6 +132,22 @@ def test_the_fit_reuses_the_best_epochs_validation_pass_and_gets_the_numbers_of_
     assert fit.best_val_loss == pytest.approx(float(served), rel=1e-6)
 
 
+@pytest.mark.parametrize("calibration, narrow", [("widen", False), ("cqr", True)])
+def test_the_fit_calibrates_as_the_train_config_says(dataset, monkeypatch, calibration, narrow):
+    asked = []
+    real = Forecaster.calibrated_on
+
+    def recorded(self, *args, **kwargs):
+        asked.append(kwargs.get("narrow"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Forecaster, "calibrated_on", recorded)
+    fit = fit_forecaster(dataset, TINY.updated(epochs=1, cpu_threads=1, calibration=calibration))
+    assert asked == [narrow]
+    if not narrow:
+        assert all(m >= 0 for row in fit.margins for m in row)
+
+
 def test_evaluation_runs_the_network_under_the_thread_cap(prices, dataset, monkeypatch):
     threads = []
 
