@@ -1,5 +1,6 @@
 """Log lines kept off the quiet console: the per-epoch lines of training (a terminal has the progress bar
-for them) stay in the Prefect run's log and the UI, and show on the console with `--verbose`.
+for them) and each data finding of validation (its summary line counts them) stay in the Prefect run's
+log and the UI, and show on the console with `--verbose`.
 
     log.info("%s", line, extra=DETAIL)
 

@@ -126,13 +126,14 @@ _OWN_LINES = ("prefect.flow_runs", "prefect.task_runs", "tickerflow")
 class ChatterFilter(logging.Filter):
     """Console-handler filter of the quiet console: below WARNING, only tickerflow's own lines pass (not
     Prefect's lifecycle lines, nor the INFO lines of the libraries below it, such as Great Expectations'),
-    and of those not the detail lines (`tickerflow.console_detail`: training's per-epoch lines)."""
+    and not the detail lines at any level (`tickerflow.console_detail`: training's per-epoch lines, each
+    data finding of validation, which the quiet console sees as validation's summary line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if is_detail(record):  # per-epoch lines, each data finding: the run's log and --verbose
+            return False
         if record.levelno > logging.INFO:
             return True
-        if is_detail(record):  # per-epoch lines: the run's log and --verbose
-            return False
         return record.name.startswith(_OWN_LINES) and not _CHATTER.match(record.getMessage())
 
 
