@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 import mlflow
@@ -28,6 +29,9 @@ from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.quantiles import quantile_columns
+
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
 
 FORECAST_EXPERIMENT = "tickerflow-forecasts"
 
@@ -57,7 +61,7 @@ class ForecastBatch:
 class LoadedModel:
     uri: str
     version: str
-    pyfunc: object
+    pyfunc: PyFuncModel
 
     @property
     def min_rows(self) -> int:
@@ -120,6 +124,7 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
     """Plain function behind the task: forecast every ticker with a full window; say why the others have none."""
     skipped = {t: f"{n} rows of history, the model needs {model.min_rows}" for t, n in dropped.items()}
     forecasts = model.pyfunc.predict(prices)
+    assert isinstance(forecasts, pd.DataFrame)  # GRUPricePyfunc.predict's frame; MLflow types any model's answer
     for ticker in sorted(set(prices["ticker"].astype(str)) - set(forecasts["ticker"])):
         skipped[ticker] = model.no_forecast_reason
     # Validation refuses non-finite prices; this keeps any NaN/inf forecast out of the store all the same.

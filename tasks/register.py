@@ -92,16 +92,17 @@ def baseline_example(prices: pd.DataFrame, baseline: BaselineForecaster) -> pd.D
 
 def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame, run_id: str, model_name: str) -> str:
     """Log the bundle (weights + spec, or a baseline's spec) with its own code; register it. Returns the new version."""
+    python_model: GRUPricePyfunc  # a BaselinePyfunc is one
     if isinstance(forecaster, BaselineForecaster):
-        example, python_model = baseline_example(prices, forecaster), BaselinePyfunc()
+        example, python_model, artifact = baseline_example(prices, forecaster), BaselinePyfunc(), f"baseline-{forecaster.spec.name}"
     else:
-        example, python_model = input_example(prices, forecaster), GRUPricePyfunc()
+        example, python_model, artifact = input_example(prices, forecaster), GRUPricePyfunc(), "model"
     output = forecaster.forecast_frame(_canonical(example))
     signature = model_signature(example, output)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         bundle = forecaster.save(Path(tmp) / BUNDLE_ARTIFACT)
         info = mlflow.pyfunc.log_model(
-            name="model" if python_model.__class__ is GRUPricePyfunc else f"baseline-{forecaster.spec.name}",
+            name=artifact,
             python_model=python_model,
             artifacts={BUNDLE_ARTIFACT: str(bundle)},
             code_paths=[str(MODEL_CODE)],

@@ -170,9 +170,9 @@ def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | No
         for run in runs[config.keep_forecast_runs:]:
             if run.info.status != "RUNNING":
                 plan.forecast_runs.append(run.info.run_id)
-                folder = local_artifact_dir(run.info.artifact_uri)
-                if folder is not None and folder.exists():
-                    plan.removals.append(Removal(str(folder), f"artifacts of batch-forecast run {run.info.run_id}", size_of(folder)))
+                artifacts = local_artifact_dir(run.info.artifact_uri)
+                if artifacts is not None and artifacts.exists():
+                    plan.removals.append(Removal(str(artifacts), f"artifacts of batch-forecast run {run.info.run_id}", size_of(artifacts)))
     return plan
 
 

@@ -68,7 +68,10 @@ def experiment_id(client: mlflow.MlflowClient, name: str = EXPERIMENT) -> str:
     try:
         return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except mlflow.exceptions.MlflowException:
-        return client.get_experiment_by_name(name).experiment_id  # created concurrently
+        exp = client.get_experiment_by_name(name)  # created concurrently
+        if exp is None:
+            raise  # not a race: the store refused to create it
+        return exp.experiment_id
 
 
 def server_sets_artifact_root(uri: str) -> bool:
@@ -204,10 +207,12 @@ def flow_run_is_final(flow_run_id: str) -> bool:
     if not flow_run_id:
         return False
     try:
+        from uuid import UUID
+
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as prefect:
-            state = prefect.read_flow_run(flow_run_id).state
+            state = prefect.read_flow_run(UUID(flow_run_id)).state
     except Exception:  # noqa: BLE001 - an unknown run or an unreachable API: no verdict, keep the run
         return False
     return state is not None and state.is_final()

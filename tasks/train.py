@@ -15,7 +15,7 @@ import sys
 import uuid
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from prefect import task
@@ -32,6 +32,9 @@ from tickerflow_model.fitting import FitResult, fit_forecaster
 from tickerflow_model.quantiles import central_pairs
 from tickerflow_model.trainer import EpochStats, TrainConfig, TrainingError, resolve_device
 from tickerflow_model.window_dataset import WindowDataset
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["TrainConfig", "FitResult", "train", "checkpoint_dir_for", "release_checkpoint_dir", "GPU_CONCURRENCY_LIMIT"]
 
@@ -94,7 +97,7 @@ class ProgressBar:
     def __init__(self, epochs: int, stream=None) -> None:
         self.epochs = epochs
         self.stream = stream if stream is not None else sys.stderr
-        self.bar = None
+        self.bar: tqdm | None = None
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
@@ -195,7 +198,7 @@ def train(
     log = get_run_logger()
     bar = ProgressBar(config.epochs, progress_stream)
     device = resolve_device(config.device).type
-    hinted = []
+    hinted: list[str] = []
 
     def epoch_done(s: EpochStats) -> None:
         log.info("%s", epoch_line(s, config.epochs), extra=DETAIL)

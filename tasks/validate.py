@@ -165,7 +165,7 @@ def build_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int | Non
     crit, warn = {"severity": CRITICAL}, {"severity": WARNING}
     base = [c for c in frame.columns if not str(c).startswith("check_")]
     prices = [c for c in PRICE_COLUMNS if c in cols]
-    exps = [E.ExpectColumnToExist(column=c, meta=crit) for c in ("date", "ticker")]
+    exps: list[gx.expectations.Expectation] = [E.ExpectColumnToExist(column=c, meta=crit) for c in ("date", "ticker")]
     # a price is required: close or adj_close, whichever the source has
     exps += [E.ExpectColumnToExist(column=c, meta=crit) for c in (("close",) if not {"close", "adj_close"} & cols else ())]
     if "date" in cols:
@@ -276,16 +276,18 @@ def run_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, docs_d
             evaluated += 1
             if r.success:
                 continue
-            kw = r.expectation_config.kwargs
+            expectation = r.expectation_config
+            assert expectation is not None  # GX sets it on every result of a suite's run
+            kw = expectation.kwargs
             columns = [c for c in (kw.get("column"), kw.get("column_A"), kw.get("column_B")) if c] + list(
                 kw.get("column_list") or []
             )
             shown = columns + [c for col in columns for c in _shown_with(col, set(checked.columns))]
             failures.append(
                 Failure(
-                    expectation=r.expectation_config.type,
+                    expectation=expectation.type,
                     column="+".join(dict.fromkeys(columns)),
-                    severity=(r.expectation_config.meta or {}).get("severity", CRITICAL),
+                    severity=(expectation.meta or {}).get("severity", CRITICAL),
                     unexpected_count=r.result.get("unexpected_count"),
                     examples=_examples(checked, r.result, shown),
                 )

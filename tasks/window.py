@@ -74,4 +74,5 @@ def window(frame: pd.DataFrame, config: WindowConfig, source_hash: str) -> Windo
     plan = plan_windows.with_options(refresh_cache=missing)(frame, config, source_hash)
     groups = part_groups(frame, plan)
     parts = write_window_part.with_options(refresh_cache=missing).map(groups, range(len(groups)), unmapped(plan))
-    return commit_windows.with_options(refresh_cache=missing)(plan, parts)
+    # Prefect resolves the futures to their lists before the task runs; its task signatures type only the values
+    return commit_windows.with_options(refresh_cache=missing)(plan, parts)  # type: ignore[arg-type]

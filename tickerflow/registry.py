@@ -18,6 +18,8 @@ import json
 import os
 import uuid
 from datetime import datetime, timezone
+from enum import Enum
+from typing import Final
 
 import mlflow
 
@@ -128,12 +130,19 @@ def registry_lock(name: str):
     return home_lock(f"registry-{stable_hash(name)}")
 
 
-ANY_CHAMPION = object()  # `expected` for a move that does not depend on the current champion
+class AnyChampion(Enum):
+    """`expected` for a move that does not depend on the current champion. An enum of one member, not an
+    `object()`, so that `expected is not ANY_CHAMPION` leaves a checker knowing it is a version or None."""
+
+    ANY = "any"
+
+
+ANY_CHAMPION: Final = AnyChampion.ANY
 
 
 def move_champion(
     client: mlflow.MlflowClient, name: str, version: str, action: str, why: str, who: str | None = None,
-    expected: str | None | object = ANY_CHAMPION,
+    expected: str | None | AnyChampion = ANY_CHAMPION,
 ) -> dict:
     """Point `champion` at `version` and record the move (on the model and on the version).
 

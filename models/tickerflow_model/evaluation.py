@@ -209,7 +209,7 @@ def test_split(dataset) -> TestSplit:
     )
 
 
-test_split.__test__ = False  # not a pytest test function
+test_split.__test__ = False  # type: ignore[attr-defined]  # not a pytest test function; mypy knows no function attributes
 
 
 def ticker_histories(prices: pd.DataFrame, split: TestSplit) -> dict[str, pd.DataFrame]:
@@ -260,7 +260,8 @@ def predict_test_split(
     col = split.price_column
     runs = ticker_runs(split.index["ticker"])
     base_dates = split.index["base_date"].to_numpy("datetime64[ns]")  # (N,)
-    frames, dist = [], {name: [] for name in ("model", *DISTRIBUTION_BASELINES)}
+    frames = []
+    dist: dict[str, list[np.ndarray]] = {name: [] for name in ("model", *DISTRIBUTION_BASELINES)}  # name -> (rows, Q) parts
     histories, train_rows, garch_fits = {}, {}, {}
     for ticker, hist in ticker_histories(prices, split).items():
         if ticker not in runs:

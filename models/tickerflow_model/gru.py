@@ -80,6 +80,8 @@ def ewma_volatility(returns: torch.Tensor, lam: float = EWMA_LAMBDA) -> torch.Te
 class GRUForecaster(nn.Module):
     """(B, L, F) windows -> (B, H, Q) non-crossing quantiles of the cumulative log return, target units."""
 
+    horizon_scale: torch.Tensor  # (H,), a buffer: declared so that it reads as a tensor, not nn.Module's Tensor | Module
+
     def __init__(self, config: GRUConfig) -> None:
         super().__init__()
         self.config = config

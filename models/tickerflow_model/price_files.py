@@ -121,8 +121,8 @@ def _read_failure(exc: BaseException, shown: str) -> TickerflowError:
 def _reason(exc: BaseException) -> str:
     """The innermost cause's type and message, redacted (ConnectionRefusedError: ... for a closed port)."""
     inner = exc
-    while inner.__cause__ is not None or (inner.__context__ is not None and not inner.__suppress_context__):
-        inner = inner.__cause__ or inner.__context__
+    while (deeper := inner.__cause__ or (None if inner.__suppress_context__ else inner.__context__)) is not None:
+        inner = deeper
     return f"{type(inner).__name__}: {redact_text(inner)}"[:300]
 
 

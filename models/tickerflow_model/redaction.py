@@ -42,8 +42,9 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, MASK if parts.fragment else ""))
 
 
-def redact_text(text: str) -> str:
-    """Every URI inside `text` redacted (error messages of HTTP and object-store clients quote them)."""
+def redact_text(text: object) -> str:
+    """Every URI inside `str(text)` redacted (error messages of HTTP and object-store clients quote them;
+    an exception is given as itself, its message being what is shown)."""
     return _URI.sub(lambda m: redact_uri(m.group(0)), str(text))
 
 

@@ -185,7 +185,8 @@ def place_data(x_train, y_train, x_val, y_val, device: torch.device) -> DeviceDa
         resident = needed <= RESIDENT_SHARE_OF_FREE_MEMORY * free
     if resident:
         tensors = [t.to(device) for t in tensors]
-    return DeviceData(*tensors, device=device, resident=resident)
+    x_tr, y_tr, x_v, y_v = tensors
+    return DeviceData(x_tr, y_tr, x_v, y_v, device=device, resident=resident)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,14 +257,15 @@ class LoopState:
 
 def _rng_states(shuffle_gen: torch.Generator) -> dict:
     """Every RNG's state as tensors, ints and lists, so the checkpoint loads with `weights_only=True`."""
-    _, key, pos, has_gauss, cached_gauss = np.random.get_state()
+    # the dict form, which numpy's stubs type exactly (they type the default, legacy tuple as tuple | dict)
+    np_state = np.random.get_state(legacy=False)
     version, internal, gauss = random.getstate()
     states = {
         "shuffle_rng": shuffle_gen.get_state(),
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": {
-            "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss),
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]), "cached_gauss": float(np_state["gauss"]),
         },
         "python_rng": {"version": version, "internal": list(internal), "gauss": gauss},
     }
@@ -372,7 +374,7 @@ def validation_pass(net: GRUForecaster, data: DeviceData, loss_weight: str = "vo
 
 
 def train_one_epoch(
-    net: nn.Module,
+    net: GRUForecaster,
     optimizer: torch.optim.Optimizer,
     data: DeviceData,
     perm: torch.Tensor,

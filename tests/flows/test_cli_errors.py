@@ -9,13 +9,16 @@ import subprocess
 import sys
 import logging
 import re
+from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 from prefect.logging.handlers import PrefectConsoleHandler
 
 from tickerflow.runtime import environment
 
+from cli_processes import RUN_TIMEOUT_S, cli_env
 from tickerflow.cli.console import ExpectedErrorFilter, _TrimmingFormatter, is_expected
 from tickerflow_model.price_files import IngestError
 from tickerflow.tasks.validate import ValidationFailed
@@ -418,3 +421,45 @@ def test_the_console_script_exits_with_mains_code_and_keeps_its_output():
     assert bad.returncode == 1  # the temporary server was begun for `run`: its notices are not shown either
     assert bad.stderr.strip().splitlines() == [
         "tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1 (got 0)"]
+
+
+def _run_on(data: Path, tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """`tickerflow run` in its own process: Prefect's console handlers write to its stderr, as on a terminal."""
+    return subprocess.run([sys.executable, "-m", "tickerflow", "run", "--data", str(data), "--epochs", "1", *options],
+                          env=cli_env(tmp_path / "home"), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+
+
+def _bad_input(case: str, tmp_path: Path, small_sample_csv: Path) -> tuple[Path, str]:
+    """(the --data of the case, words its reason must hold)"""
+    if case == "no_close.csv":  # ingest refuses it: no price column
+        path = tmp_path / case
+        pd.read_csv(small_sample_csv).drop(columns=["Close", "Adj Close"]).to_csv(path, index=False)
+        return path, "missing required column 'close'"
+    return tmp_path / case, "data source not found"  # a file that does not exist
+
+
+def _reason_once(done: subprocess.CompletedProcess, words: str) -> None:
+    console = done.stdout + done.stderr
+    assert done.returncode != 0, console[-3000:]
+    said = [line for line in done.stderr.splitlines() if line.startswith("tickerflow run: IngestError: ")]
+    assert len(said) == 1 and words in said[0], console[-3000:]
+    assert console.count(said[0].split(": ", 2)[-1]) == 1, console[-3000:]
+    assert "Traceback" not in console, console[-3000:]
+
+
+@pytest.mark.parametrize("case", ["no_close.csv", "missing.csv"])
+def test_a_run_on_bad_input_prints_the_reason_once_and_no_prefect_state_lines(case, tmp_path, small_sample_csv):
+    data, words = _bad_input(case, tmp_path, small_sample_csv)
+    done = _run_on(data, tmp_path)
+    _reason_once(done, words)
+    console = done.stdout + done.stderr
+    assert "Finished in state" not in console and "Encountered exception" not in console, console[-3000:]
+
+
+def test_a_run_on_bad_input_shows_prefects_state_lines_with_verbose(tmp_path, small_sample_csv):
+    data, words = _bad_input("no_close.csv", tmp_path, small_sample_csv)
+    done = _run_on(data, tmp_path, "--verbose")
+    _reason_once(done, words)  # Prefect's lines name only the error's type
+    assert "Encountered exception during execution: IngestError" in done.stderr, done.stderr[-3000:]
+    assert "Finished in state Failed (IngestError)" in done.stderr, done.stderr[-3000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import subprocess
 import sys
@@ -58,6 +60,42 @@ def test_the_quiet_console_is_undone_when_the_command_returns():
     detail = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "epoch 1/1 train_loss=0.2", (), None)
     detail.tickerflow_detail = True  # logged with extra=tickerflow.console_detail.DETAIL
     failed = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "Finished in state Failed('x')", (), None)
-    assert [ChatterFilter().filter(r) for r in (chatter, own, detail, failed)] == [False, True, False, True]
+    error = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "cannot reach the registry", (), None)
+    assert [ChatterFilter().filter(r) for r in (chatter, own, detail, failed, error)] == [False, True, False, False, True]
     undo()
     assert logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level != logging.ERROR
+
+
+def _failure_record(exc: Exception) -> logging.LogRecord:
+    """The flow engine's record of the exception that failed a run, as Prefect logs it (`logger.exception`)."""
+    try:
+        raise exc
+    except Exception:
+        exc_info = sys.exc_info()
+    return logging.LogRecord(
+        "prefect.flow_runs", logging.ERROR, "", 0, "Encountered exception during execution: %r", (exc,), exc_info)
+
+
+def test_the_quiet_console_drops_an_expected_failures_exception_record_but_keeps_a_bugs():
+    from tickerflow.cli.console import ChatterFilter, ExpectedErrorFilter, _TrimmingFormatter
+    from tickerflow_model.price_files import IngestError
+
+    def failures():
+        return _failure_record(IngestError("data source not found: x.csv")), _failure_record(ValueError("a bug"))
+
+    expected, bug = failures()
+    assert ChatterFilter().filter(expected) is False  # the command line prints its reason, once
+    assert ChatterFilter().filter(bug) is True and bug.exc_info is not None and bug.exc_info[1] is not None
+
+    # a console handler filtered as the quiet console filters Prefect's: the bug is printed with its traceback
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)
+    console.setFormatter(_TrimmingFormatter(logging.Formatter("%(message)s")))
+    console.addFilter(ExpectedErrorFilter())
+    console.addFilter(ChatterFilter())
+    for record in failures():
+        console.handle(record)
+    out = stream.getvalue()
+    assert "IngestError" not in out and "x.csv" not in out
+    assert out.startswith("Encountered exception during execution: ValueError('a bug')\nTraceback (most recent call last):")
+    assert out.rstrip().endswith("ValueError: a bug")

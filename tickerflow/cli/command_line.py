@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if _received:  # whatever the stop unwound through (Typer turns KeyboardInterrupt into exit code 130)
-        sig = _received[0]
-        print(f"{prefix}: {'interrupted' if sig == signal.SIGINT else 'stopped'} by {signal.Signals(sig).name}", file=sys.stderr)
-        return 128 + sig
+        signum = _received[0]
+        print(f"{prefix}: {'interrupted' if signum == signal.SIGINT else 'stopped'} by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     return code
 
 

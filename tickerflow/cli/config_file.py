@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from tickerflow_model.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
     from tickerflow.flows.train_pipeline import PipelineConfig
 
 SAMPLE_DATA = Path(__file__).resolve().parents[2] / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
@@ -120,7 +122,7 @@ def error_message(exc: BaseException) -> str:
     import pydantic
 
     if isinstance(exc, pydantic.ValidationError):
-        def got(e: dict) -> str:  # the value the user gave, unless it is a whole section
+        def got(e: ErrorDetails) -> str:  # the value the user gave, unless it is a whole section
             return "" if isinstance(e.get("input"), dict) or "input" not in e else f" (got {quoted(e['input'])})"
 
         errors = exc.errors()

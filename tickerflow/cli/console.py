@@ -2,17 +2,20 @@
 can act on.
 
 Quiet (`quiet_console`, unless `--verbose`): tickerflow's own lines and the result. Prefect's lifecycle lines
-("Finished in state Completed()", "Beginning flow run", "View at" a temporary API's page, hook chatter), MLflow's
-event log ("Successfully registered model", "Found extra inputs ... will be ignored", its pickle warning, the
-"Downloading artifacts" bars), Python warnings and Great Expectations' INFO lines stay off the console; the
-Prefect API and MLflow still get every record.
+("Finished in state ..." of every run, whatever the state, "Beginning flow run", "View at" a temporary API's page,
+hook chatter), MLflow's event log ("Successfully registered model", "Found extra inputs ... will be ignored", its
+pickle warning, the "Downloading artifacts" bars), Python warnings and Great Expectations' INFO lines stay off
+the console; the Prefect API and MLflow still get every record. A run that fails for an expected reason shows
+that reason once, as the command line's last line: Prefect's "Encountered exception during execution" record of
+it stays off the quiet console too, while a bug's keeps its traceback there.
 
 Prefect's own `prefect.task_runs` / `prefect.flow_runs` loggers log a failing task or flow with its
 traceback and repeat the exception's message in each "Finished in state Failed(...)" line. For an
 expected failure (a `TickerflowError`, or a config that does not validate) the command line prints the
-reason once, so on the console those records keep their line but lose the traceback and the repeated
-message. The Prefect API log handler (the UI) and MLflow still receive the full records: only the
-console handlers are filtered, and they see a trimmed copy. Unexpected errors are left untouched.
+reason once, so on a console that shows those records (`--verbose`, `tickerflow serve`) they keep their
+line but lose the traceback and the repeated message. The Prefect API log handler (the UI) and MLflow still
+receive the full records: only the console handlers are filtered, and they see a trimmed copy. Unexpected
+errors are left untouched.
 """
 
 from __future__ import annotations
@@ -112,9 +115,14 @@ class _TrimmingFormatter(logging.Formatter):
 
 # Prefect's own INFO lines about a run's lifecycle, not about what tickerflow did
 _CHATTER = re.compile(
-    r"^(Finished in state Completed\(|Beginning (flow|subflow) run |View at |Created (task|flow|subflow) run "
+    r"^(Beginning (flow|subflow) run |View at |Created (task|flow|subflow) run "
     r"|Executing '|Running hook '|Hook '.*' finished running successfully)"
 )
+# Prefect's last line of every task and flow run, at INFO or (a failed task) ERROR. Never the only trace of
+# a failure: the command line prints an expected failure's reason, and a bug's traceback has its own record.
+_STATE_LINE_START = "Finished in state "
+# the flow engine's record of the exception that failed the run, with its traceback
+_EXCEPTION_LINE_START = "Encountered exception during execution"
 # a tqdm bar MLflow draws while it downloads or uploads artifacts
 ARTIFACT_BARS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
@@ -127,14 +135,21 @@ class ChatterFilter(logging.Filter):
     """Console-handler filter of the quiet console: below WARNING, only tickerflow's own lines pass (not
     Prefect's lifecycle lines, nor the INFO lines of the libraries below it, such as Great Expectations'),
     and not the detail lines at any level (`tickerflow.console_detail`: training's per-epoch lines, each
-    data finding of validation, which the quiet console sees as validation's summary line)."""
+    data finding of validation, which the quiet console sees as validation's summary line). At any level,
+    Prefect's "Finished in state ..." lines stay off, and so does its record of the exception that failed a
+    run when that exception is an expected one (the command line prints its reason); a bug's stays."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if is_detail(record):  # per-epoch lines, each data finding: the run's log and --verbose
             return False
+        message = record.getMessage()
+        if message.startswith(_STATE_LINE_START):
+            return False
+        if message.startswith(_EXCEPTION_LINE_START) and record.exc_info and is_expected(record.exc_info[1]):
+            return False
         if record.levelno > logging.INFO:
             return True
-        return record.name.startswith(_OWN_LINES) and not _CHATTER.match(record.getMessage())
+        return record.name.startswith(_OWN_LINES) and not _CHATTER.match(message)
 
 
 def quiet_console() -> Callable[[], None]:

@@ -27,9 +27,11 @@ def format_event(event: dict) -> str:
 def _num(value: str | None, spec: str) -> str:
     """A tag's number formatted with `spec` (e.g. "+8.4f"), or a right-aligned dash when there is none."""
     width = int("".join(c for c in spec.split(".")[0] if c.isdigit()))
+    if value is None:
+        return f"{'-':>{width}}"
     try:
         return format(float(value), spec)
-    except (TypeError, ValueError):
+    except ValueError:
         return f"{'-':>{width}}"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand
@@ -21,7 +21,7 @@ from tickerflow.cli.config_file import CONFIG_OPTIONS, SHOWN_DEFAULTS, error_mes
 from tickerflow.cli.console import configure_console
 from tickerflow.config_values import field_default
 from tickerflow.runtime.prefect_api import prefect_api
-from tickerflow.runtime.task_runners import LOCAL_WORKERS, RUNNER_KINDS, RunnerConfig
+from tickerflow.runtime.task_runners import LOCAL_WORKERS, RunnerConfig, RunnerKind
 from tickerflow_model.errors import ConfigError
 from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
 
@@ -54,7 +54,8 @@ class ConsoleCommand(TyperCommand):
     per expected error), once its options are parsed: `--help` and a usage error import and set up nothing.
     The quiet console is undone when the command returns."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    # the base names the Context of typer's private copy of click, which typer exports only as this subclass
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         for module in COMMAND_IMPORTS[self.name or ""]:
             importlib.import_module(module)
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
@@ -118,7 +119,7 @@ def _prepare_training_run() -> None:
 @command()
 def run(
     data: Data = None, config: ConfigFile = None, ticker: Ticker = None, epochs: Epochs = None, seed: Seed = None,
-    runner: Annotated[Literal[RUNNER_KINDS], typer.Option(
+    runner: Annotated[RunnerKind, typer.Option(
         help="task runner of the per-ticker fan-out: a thread pool or Dask", rich_help_panel="Task runner")
     ] = field_default(RunnerConfig, "kind"),
     dask_address: Annotated[str | None, typer.Option(
@@ -164,11 +165,8 @@ def forecast(
 
     # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
     target = out if "://" in out else str(Path(out).expanduser().resolve())
-    kwargs = {"data": hold(data), "out": target}
-    if model_uri:
-        kwargs["model_uri"] = model_uri
     with prefect_api():
-        result = batch_forecast.batch_forecast(**kwargs)
+        result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri or FORECAST_MODEL_URI)
     print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
     for skipped, why in result.get("skipped", {}).items():
         print(f"skipped {skipped}: {why}")

@@ -208,7 +208,7 @@ def gate_markdown(decision: GateDecision, evaluation: Evaluation, config: Regist
         f"| candidate | {config.primary_score} | coverage 80% | coverage 90% | skill vs naive | meets the gate |",
         "|---|---|---|---|---|---|",
     ]
-    for name in sorted(decision.scores, key=decision.scores.get):
+    for name in sorted(decision.scores, key=decision.scores.__getitem__):
         m = evaluation.metrics[name]
         verdict = "yes" if not decision.missed[name] else "no: " + "; ".join(decision.missed[name])
         cov = lambda k, m=m: f"{m[k]:.1%}" if k in m else "-"  # noqa: E731
@@ -233,6 +233,8 @@ def log_registration(registration: Registration, evaluation: Evaluation, config:
     client.set_tag(run_id, "champion_version", registration.champion_version)
     client.set_tag(run_id, "champion_forecaster", registration.champion_forecaster)
     client.log_metric(run_id, "promoted", float(registration.promoted))
+    if registration.decision is None:  # a registration made without the gate: no verdicts to show
+        return
     create_markdown_artifact(
         key="promotion-decision",
         markdown=gate_markdown(registration.decision, evaluation, config, registration.headline, run_id),

@@ -79,21 +79,22 @@ class Server:
 
     def stop(self, timeout: float = STOP_SECONDS) -> int | None:
         """SIGTERM the server, wait, then SIGKILL what is left of it. Returns the exit code."""
-        if self.process is None:
+        process = self.process
+        if process is None:
             return None
-        self._signal(signal.SIGTERM)
+        self._signal(process, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout)
-        self._signal(signal.SIGKILL)  # a hung server, or workers it left in its group
-        self.process.wait()
-        return self.process.returncode
+            process.wait(timeout)
+        self._signal(process, signal.SIGKILL)  # a hung server, or workers it left in its group
+        process.wait()
+        return process.returncode
 
-    def _signal(self, sig: int) -> None:
+    def _signal(self, process: subprocess.Popen, sig: int) -> None:
         """To the server's own process group; to the server alone when it shares this process's group."""
         if self.own_process_group:
-            _signal_group(self.process.pid, sig)
-        elif self.process.poll() is None:
-            self.process.send_signal(sig)
+            _signal_group(process.pid, sig)
+        elif process.poll() is None:
+            process.send_signal(sig)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -161,7 +162,9 @@ def run_until_signalled(servers: list[Server]) -> int:
         with sigterm_as_interrupt():
             while not (dead := [s for s in servers if not s.running()]):
                 time.sleep(0.5)  # a supervisor's poll; a signal interrupts it at once
-        print(f"tickerflow: {dead[0].failure(f'exited with code {dead[0].process.returncode}')}", file=sys.stderr)
+        process = dead[0].process
+        what = f"exited with code {process.returncode}" if process is not None else "was never started"
+        print(f"tickerflow: {dead[0].failure(what)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"tickerflow: stopping {', '.join(s.name for s in servers)}", flush=True)

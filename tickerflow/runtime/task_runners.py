@@ -7,7 +7,7 @@ directly run in the flow's own process either way. Building a runner connects to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,7 +16,7 @@ from tickerflow_model.config import Config
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
-RUNNER_KINDS = ("thread", "dask")
+RunnerKind = Literal["thread", "dask"]
 # A free port on loopback for the temporary local cluster's dashboard.
 LOCAL_DASHBOARD = "127.0.0.1:0"
 LOCAL_WORKERS = 2  # processes of the temporary local cluster when n_workers is not given
@@ -29,7 +29,7 @@ class RunnerConfig(Config):
     a temporary local cluster of `n_workers` processes that lives as long as the flow run.
     """
 
-    kind: Literal[RUNNER_KINDS] = Field("thread", description="thread pool or Dask cluster")
+    kind: RunnerKind = Field("thread", description="thread pool or Dask cluster")
     address: str | None = Field(None, description="Dask scheduler, tcp://HOST:PORT")
     n_workers: int | None = Field(None, ge=1, description="processes of a temporary local Dask cluster")
     max_workers: int | None = Field(None, ge=1, description="threads of the thread pool (None: Prefect's default)")
@@ -50,7 +50,7 @@ class RunnerConfig(Config):
         return self
 
 
-def build_task_runner(config: RunnerConfig) -> TaskRunner:
+def build_task_runner(config: RunnerConfig) -> TaskRunner[Any]:  # its futures' type depends on the kind
     if config.kind == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
