@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "models"), str(ROOT / "tests")]
 
 from price_frames import gjr_garch_returns  # noqa: E402
+
 from tickerflow_model.baselines import ewma, fit_garch, garch_quantiles  # noqa: E402
 from tickerflow_model.quantiles import QUANTILE_LEVELS  # noqa: E402
 
@@ -60,10 +61,16 @@ def main() -> None:
         garch_s.append(t2 - t1)
         ewma_s.append(t3 - t2)
     fit_m, filt_m, ewma_m = (statistics.median(v) for v in (fit_s, garch_s, ewma_s))
-    print(f"{args.tickers} tickers of {args.days} days, {args.test_days} test base days each; {fallbacks} fell back to ewma")
-    print(f"median per ticker: garch fit {fit_m * 1e3:.1f} ms, garch quantiles {filt_m * 1e3:.2f} ms, ewma quantiles {ewma_m * 1e3:.2f} ms")
-    print(f"garch (fit + quantiles) / ewma: {(fit_m + filt_m) / ewma_m:.0f}x; at 1,000 tickers the garch baseline adds "
-          f"about {(fit_m + filt_m - ewma_m) * 1000:.0f} s to the evaluate stage")
+    print(
+        f"{args.tickers} tickers of {args.days} days, {args.test_days} test base days each; {fallbacks} fell back to ewma"
+    )
+    print(
+        f"median per ticker: garch fit {fit_m * 1e3:.1f} ms, garch quantiles {filt_m * 1e3:.2f} ms, ewma quantiles {ewma_m * 1e3:.2f} ms"
+    )
+    print(
+        f"garch (fit + quantiles) / ewma: {(fit_m + filt_m) / ewma_m:.0f}x; at 1,000 tickers the garch baseline adds "
+        f"about {(fit_m + filt_m - ewma_m) * 1000:.0f} s to the evaluate stage"
+    )
 
 
 if __name__ == "__main__":

@@ -96,9 +96,11 @@ def main() -> None:
     window = WindowConfig()
     price = choose_price_column(frame, window.price)
     cut = split_dates(frame["date"], window.train_fraction, window.val_fraction, window.purge_gap)
-    print(f"data {args.data}: {frame['ticker'].nunique()} tickers, {len(frame)} rows, price {price}, "
-          f"{'high/low ranges' if {'high', 'low'} <= set(frame.columns) else 'close only'}; test split after "
-          f"{pd.Timestamp(cut.val_end).date()}; levels {levels}")
+    print(
+        f"data {args.data}: {frame['ticker'].nunique()} tickers, {len(frame)} rows, price {price}, "
+        f"{'high/low ranges' if {'high', 'low'} <= set(frame.columns) else 'close only'}; test split after "
+        f"{pd.Timestamp(cut.val_end).date()}; levels {levels}"
+    )
     per = {}
     for ticker, g in frame.groupby("ticker", sort=True):
         g = g.sort_values("date").reset_index(drop=True)
@@ -150,14 +152,22 @@ def main() -> None:
         for n in names:
             pooled[n].append(scores[n])
         mean = {n: float(np.mean(s)) for n, s in scores.items()}
-        print(f"| {ticker} | {int(keep.sum())} | " + " | ".join(f"{mean[n]:.4f}" for n in names)
-              + f" | {1 - mean['har'] / mean['garch']:+.2%} | {1 - mean['bound'] / mean['garch']:+.2%} |")
+        print(
+            f"| {ticker} | {int(keep.sum())} | "
+            + " | ".join(f"{mean[n]:.4f}" for n in names)
+            + f" | {1 - mean['har'] / mean['garch']:+.2%} | {1 - mean['bound'] / mean['garch']:+.2%} |"
+        )
     mean = {n: float(np.mean(np.concatenate(s))) for n, s in pooled.items()}
-    print(f"| all | {sum(len(s) for s in pooled['garch'])} | " + " | ".join(f"{mean[n]:.4f}" for n in names)
-          + f" | {1 - mean['har'] / mean['garch']:+.2%} | {1 - mean['bound'] / mean['garch']:+.2%} |")
-    print(f"\npooled: har {1 - mean['har'] / mean['garch']:+.2%} vs garch (a forecaster), bound "
-          f"{1 - mean['bound'] / mean['garch']:+.2%} vs garch (fit on the outcomes it is scored on: the headroom), "
-          f"ewma {1 - mean['ewma'] / mean['garch']:+.2%} vs garch")
+    print(
+        f"| all | {sum(len(s) for s in pooled['garch'])} | "
+        + " | ".join(f"{mean[n]:.4f}" for n in names)
+        + f" | {1 - mean['har'] / mean['garch']:+.2%} | {1 - mean['bound'] / mean['garch']:+.2%} |"
+    )
+    print(
+        f"\npooled: har {1 - mean['har'] / mean['garch']:+.2%} vs garch (a forecaster), bound "
+        f"{1 - mean['bound'] / mean['garch']:+.2%} vs garch (fit on the outcomes it is scored on: the headroom), "
+        f"ewma {1 - mean['ewma'] / mean['garch']:+.2%} vs garch"
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def main() -> None:
     torch.manual_seed(0)
     net = gru.GRUForecaster(gru.GRUConfig(input_size=1, horizon=1)).eval()
     x = (np.random.default_rng(0).standard_normal((args.windows, 60, 1)) * 0.01).astype(np.float32)
-    print(f"{args.windows} windows of 60 days, batches of {gru.INFERENCE_BATCH_SIZE}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.windows} windows of 60 days, batches of {gru.INFERENCE_BATCH_SIZE}, torch threads {torch.get_num_threads()}"
+    )
     rates: dict[str, list[float]] = {"one thread + OpenMP": [], "worker threads": []}
     same = True
     for r in range(args.rounds):
@@ -63,7 +65,9 @@ def main() -> None:
                 omp_q = q
         same = same and np.array_equal(worker_q, omp_q)
     for name, values in rates.items():
-        print(f"{name:<22} {statistics.median(values):>9,.0f} windows/s (rounds: {', '.join(f'{v:,.0f}' for v in values)})")
+        print(
+            f"{name:<22} {statistics.median(values):>9,.0f} windows/s (rounds: {', '.join(f'{v:,.0f}' for v in values)})"
+        )
     ratio = statistics.median(rates["worker threads"]) / statistics.median(rates["one thread + OpenMP"])
     print(f"ratio worker threads / one thread: {ratio:.2f}x; same numbers bit for bit: {same}")
     sizes = [int(b) for b in args.batch_sizes.split(",") if b]
@@ -75,7 +79,9 @@ def main() -> None:
             by_size[b].append(args.windows / (time.perf_counter() - t0))
     for b, values in by_size.items():
         default = " (default on CPU)" if b == gru.INFERENCE_BATCH_SIZE else ""
-        print(f"batch {b:>5}: {statistics.median(values):>9,.0f} windows/s (rounds: {', '.join(f'{v:,.0f}' for v in values)}){default}")
+        print(
+            f"batch {b:>5}: {statistics.median(values):>9,.0f} windows/s (rounds: {', '.join(f'{v:,.0f}' for v in values)}){default}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,19 @@ def synthetic(days: int, tickers: int = 8, seed: int = 0) -> pd.DataFrame:
     frames = []
     for i in range(tickers):
         close = 50.0 * (1 + i) * np.exp(np.cumsum(rng.normal(0, 0.01, days)))
-        frames.append(pd.DataFrame({"date": dates, "ticker": f"T{i:02d}", "open": close, "high": close * 1.01,
-                                    "low": close * 0.99, "close": close, "volume": 1000.0}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": dates,
+                    "ticker": f"T{i:02d}",
+                    "open": close,
+                    "high": close * 1.01,
+                    "low": close * 0.99,
+                    "close": close,
+                    "volume": 1000.0,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -48,29 +59,37 @@ def main() -> None:
     os.environ["TICKERFLOW_HOME"] = str(home)
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
 
-    from tickerflow.runtime.prefect_api import prefect_api
     from tickerflow.flows.replay import replay
     from tickerflow.flows.train_pipeline import PipelineConfig
+    from tickerflow.runtime.prefect_api import prefect_api
 
     history = 300
     prices = synthetic(history + args.days)
     data = home / "prices.csv"
     prices.to_csv(data, index=False)
     days = sorted(prices["date"].unique())[history:]
-    config = PipelineConfig.model_validate({
-        "window": {"lookback": 20, "min_history": 150},
-        "train": {"epochs": 2, "batch_size": 256, "gru": {"hidden_size": 16, "num_layers": 1}},
-        "register": {"min_skill": -1.0},
-    })
+    config = PipelineConfig.model_validate(
+        {
+            "window": {"lookback": 20, "min_history": 150},
+            "train": {"epochs": 2, "batch_size": 256, "gru": {"hidden_size": 16, "num_layers": 1}},
+            "register": {"min_skill": -1.0},
+        }
+    )
     with prefect_api():
         print(f"gc after each day: {not args.no_gc}; home {home}")
         print(f"{'days':>5} {'home MB':>9} {'seconds':>8}")
         t0 = time.perf_counter()
         for start in range(0, args.days, args.every):
             chunk = days[start : start + args.every]
-            replay(data=str(data), start=f"{chunk[0]:%Y-%m-%d}", end=f"{chunk[-1]:%Y-%m-%d}", config=config,
-                   gc=not args.no_gc)
+            replay(
+                data=str(data),
+                start=f"{chunk[0]:%Y-%m-%d}",
+                end=f"{chunk[-1]:%Y-%m-%d}",
+                config=config,
+                gc=not args.no_gc,
+            )
             print(f"{start + len(chunk):>5} {du(home) / 1e6:>9.2f} {time.perf_counter() - t0:>8.0f}", flush=True)
+
 
 if __name__ == "__main__":
     main()

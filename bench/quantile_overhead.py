@@ -103,9 +103,11 @@ def main(argv=None) -> int:
     precision = resolve_precision(config.precision, device)
     x_np, y_np = garch_windows(args.windows)
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
-    print(f"# quantile-head overhead: {args.windows} windows, lookback {LOOKBACK}, horizon 1, batch "
-          f"{config.batch_size}, {args.epochs} epochs x {args.rounds} rounds, {device} ({os.uname().machine}), "
-          f"precision {precision}, torch {torch.__version__}, threads {config.cpu_threads or torch.get_num_threads()}")
+    print(
+        f"# quantile-head overhead: {args.windows} windows, lookback {LOOKBACK}, horizon 1, batch "
+        f"{config.batch_size}, {args.epochs} epochs x {args.rounds} rounds, {device} ({os.uname().machine}), "
+        f"precision {precision}, torch {torch.__version__}, threads {config.cpu_threads or torch.get_num_threads()}"
+    )
     seconds = {"p": [], "q": []}
     with intra_op_threads(device, config.cpu_threads):
         for rnd in range(args.rounds):

@@ -37,7 +37,6 @@ from tickerflow.runtime import environment
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
 def universe(tickers: int, days: int, seed: int = 0) -> pd.DataFrame:
     """GARCH(1,1) daily log returns per ticker (omega, alpha, beta = 2e-6, 0.08, 0.90), consistent OHLCV."""
     rng = np.random.default_rng(seed)
@@ -106,7 +105,12 @@ def child_report(run_id: str) -> dict:
 
 
 def run_child(
-    data: Path, epochs: int, home: Path, extra: list[str], probe: bool = False, cprofile: bool = False,
+    data: Path,
+    epochs: int,
+    home: Path,
+    extra: list[str],
+    probe: bool = False,
+    cprofile: bool = False,
     warm: bool = False,
 ) -> tuple[dict, float, float]:
     """`tickerflow run` in a child process -> (its report, wall seconds, peak RSS in GiB)."""
@@ -129,8 +133,12 @@ def run_child(
         "status = {'code': 1}\n"
         "atexit.register(command_line._exit_now, status)\n"
         # the probe imports the pipeline to wrap its stages: begin the server start first, as main() does
-        + ("from tickerflow.runtime import environment\nenvironment.apply()\nprefect_api.begin_prefect_api()\n"
-           "import stage_probe\nstage_probe.install(sys.argv[2] + '.probe.json')\n" if probe else "")
+        + (
+            "from tickerflow.runtime import environment\nenvironment.apply()\nprefect_api.begin_prefect_api()\n"
+            "import stage_probe\nstage_probe.install(sys.argv[2] + '.probe.json')\n"
+            if probe
+            else ""
+        )
         + ("stage_probe.mark('cli imported')\n" if probe else "")
         + "import io, contextlib\n"
         "out = io.StringIO()\n"
@@ -149,8 +157,20 @@ def run_child(
         "rep['main_returned'], rep['report_done'] = returned, time.time()\n"
         "open(sys.argv[2], 'w').write(json.dumps(rep))\n"
     )
-    command = [sys.executable, "-c", script, str(ROOT), str(report),
-               "run", "--data", str(data), "--epochs", str(epochs), "--json", *extra]
+    command = [
+        sys.executable,
+        "-c",
+        script,
+        str(ROOT),
+        str(report),
+        "run",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--json",
+        *extra,
+    ]
     if warm:
         warm_up(env)
     run_child.popen_wall = time.time()
@@ -193,16 +213,26 @@ def throughput(report: dict, epochs: list[float]) -> str:
     features = len(json.loads(p["window.features"].replace("'", '"')))
     horizon, quantiles = int(p["window.horizon"]), len(json.loads(p["train.gru.quantiles"]))
     # the network reads each feature plus the first one in volatility units (gru.GRUForecaster.standardized)
-    forward = train_flops_per_sample(int(p["window.lookback"]), features + 1, int(p["train.gru.hidden_size"]),
-                                     int(p["train.gru.num_layers"]), horizon * quantiles) / 3
+    forward = (
+        train_flops_per_sample(
+            int(p["window.lookback"]),
+            features + 1,
+            int(p["train.gru.hidden_size"]),
+            int(p["train.gru.num_layers"]),
+            horizon * quantiles,
+        )
+        / 3
+    )
     epoch = float(np.median(epochs))
     gflops = (3 * forward * n["train"] + forward * n["val"]) / epoch / 1e9  # training passes + validation pass
     cpu = torch.device("cpu")
     fp32, bf16 = matmul_peak_gflops(cpu), matmul_peak_gflops(cpu, torch.bfloat16)
-    return (f"training: {n['train'] / epoch:,.0f} samples/s ({n['train']:,} training and {n['val']:,} validation "
-            f"windows per {epoch:.1f} s epoch, {forward / 1e6:.2f} MFLOP per forward pass): {gflops:.1f} GFLOP/s = "
-            f"{gflops / fp32:.1%} of this CPU's fp32 matmul peak ({fp32:.0f} GFLOP/s) and {gflops / bf16:.1%} of "
-            f"its bf16 peak ({bf16:.0f} GFLOP/s), measured after the run")
+    return (
+        f"training: {n['train'] / epoch:,.0f} samples/s ({n['train']:,} training and {n['val']:,} validation "
+        f"windows per {epoch:.1f} s epoch, {forward / 1e6:.2f} MFLOP per forward pass): {gflops:.1f} GFLOP/s = "
+        f"{gflops / fp32:.1%} of this CPU's fp32 matmul peak ({fp32:.0f} GFLOP/s) and {gflops / bf16:.1%} of "
+        f"its bf16 peak ({bf16:.0f} GFLOP/s), measured after the run"
+    )
 
 
 def main() -> None:
@@ -211,12 +241,18 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=2500)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="keep the data, homes and log in this folder")
-    parser.add_argument("--probe", action="store_true",
-                        help="per-stage seconds, RSS and high-water mark from inside the run (bench/stage_probe.py)")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="per-stage seconds, RSS and high-water mark from inside the run (bench/stage_probe.py)",
+    )
     parser.add_argument("--cprofile", action="store_true", help="cProfile the CLI call; stats in the run folder")
-    parser.add_argument("--warm-home", action="store_true",
-                        help="create and migrate the home's Prefect and MLflow databases before the measured run, "
-                             "as a home that has run before holds them (default: a new, empty home)")
+    parser.add_argument(
+        "--warm-home",
+        action="store_true",
+        help="create and migrate the home's Prefect and MLflow databases before the measured run, "
+        "as a home that has run before holds them (default: a new, empty home)",
+    )
     parser.add_argument("extra", nargs="*", help="more `tickerflow run` arguments, after --")
     args = parser.parse_args()
 
@@ -226,27 +262,36 @@ def main() -> None:
     if not data.exists():
         t0 = time.perf_counter()
         universe(args.tickers, args.days).to_parquet(data, index=False)
-        print(f"generated {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows "
-              f"in {time.perf_counter() - t0:.1f} s -> {data.stat().st_size / 2**20:.1f} MiB")
+        print(
+            f"generated {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows "
+            f"in {time.perf_counter() - t0:.1f} s -> {data.stat().st_size / 2**20:.1f} MiB"
+        )
     home = Path(tempfile.mkdtemp(prefix="run-", dir=base))
-    report, wall, peak_gib = run_child(data, args.epochs, home, args.extra, args.probe, args.cprofile,
-                                       args.warm_home)
+    report, wall, peak_gib = run_child(data, args.epochs, home, args.extra, args.probe, args.cprofile, args.warm_home)
 
     epochs = report["epoch_seconds"]
     around = wall - sum(epochs)
-    print(f"\n# scale run: {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows, "
-          f"--epochs {args.epochs}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(
+        f"\n# scale run: {args.tickers} tickers x {args.days} days = {args.tickers * args.days:,} rows, "
+        f"--epochs {args.epochs}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     print("stage seconds (Prefect task runs; window-part summed over parts):")
     for name, seconds in sorted(report["stages"].items(), key=lambda kv: -kv[1]):
         print(f"  {name:<22} {seconds:8.1f}")
     print(f"training epochs (s): {', '.join(f'{s:.1f}' for s in epochs)}")
     print(f"home: {'warm (databases created before the run)' if args.warm_home else 'new (first run)'}")
-    print(f"wall, process start to exit: {wall:.1f} s (of which the exit {report['exit_seconds']:.1f} s; "
-          f"the bench's own queries after the run, {report['bench_queries_seconds']:.1f} s, not counted)")
-    print(f"work around training (wall - epochs): {around:.1f} s = {around / (sum(epochs) / len(epochs)):.2f}x one epoch")
+    print(
+        f"wall, process start to exit: {wall:.1f} s (of which the exit {report['exit_seconds']:.1f} s; "
+        f"the bench's own queries after the run, {report['bench_queries_seconds']:.1f} s, not counted)"
+    )
+    print(
+        f"work around training (wall - epochs): {around:.1f} s = {around / (sum(epochs) / len(epochs)):.2f}x one epoch"
+    )
     print(f"peak RSS of the run process: {peak_gib:.2f} GiB")
-    print(f"MLflow run: {report['metric_keys']} metric keys, {report['artifacts']} artifact files "
-          f"({report['evaluation_artifacts']} entries under evaluation/)")
+    print(
+        f"MLflow run: {report['metric_keys']} metric keys, {report['artifacts']} artifact files "
+        f"({report['evaluation_artifacts']} entries under evaluation/)"
+    )
     print(throughput(report, epochs))
     if args.probe:
         from stage_probe import report as probe_report

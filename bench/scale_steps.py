@@ -43,8 +43,10 @@ def step(label: str, fn, *args, **kwargs):
     out = fn(*args, **kwargs)
     seconds = time.perf_counter() - t0
     rss1, hwm = status()
-    print(f"{label:<46} {seconds:7.2f} s   RSS {rss0:6.0f} -> {rss1:6.0f} MiB, peak {hwm:6.0f} (+{hwm - rss0:5.0f})",
-          flush=True)
+    print(
+        f"{label:<46} {seconds:7.2f} s   RSS {rss0:6.0f} -> {rss1:6.0f} MiB, peak {hwm:6.0f} (+{hwm - rss0:5.0f})",
+        flush=True,
+    )
     return out
 
 
@@ -56,8 +58,11 @@ def main() -> None:
     parser.add_argument("--skip-read", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--skip-val", action="store_true", help="skip the validation-pass comparisons")
-    parser.add_argument("--stub-net", action="store_true",
-                        help="the test split's network pass returns fixed quantiles (memory of the rest, fast)")
+    parser.add_argument(
+        "--stub-net",
+        action="store_true",
+        help="the test split's network pass returns fixed quantiles (memory of the rest, fast)",
+    )
     parser.add_argument("--compare-threads", action="store_true", help="also time one val pass at 1 thread")
     args = parser.parse_args()
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
@@ -66,11 +71,11 @@ def main() -> None:
     import torch
 
     from tickerflow_model.evaluation import Evaluation, metric_tables, predict_test_split, usable_baselines
-    from tickerflow_model.window_dataset import load_window_dataset, read_split
     from tickerflow_model.forecaster import Forecaster, ModelSpec
     from tickerflow_model.gru import GRUForecaster, predict_batched
-    from tickerflow_model.trainer import TrainConfig, autocast_context, fit_shrinkage, shrinkage_from_predictions
     from tickerflow_model.quantiles import median_index
+    from tickerflow_model.trainer import TrainConfig, autocast_context, fit_shrinkage, shrinkage_from_predictions
+    from tickerflow_model.window_dataset import load_window_dataset, read_split
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,7 +102,9 @@ def main() -> None:
 
     def two_passes():
         shrink = fit_shrinkage(net, x_val, y_val)
-        spec = ModelSpec(window=ds.spec, gru=net.config, scaler=ds.scaler, price_column=ds.price_column, shrinkage=shrink)
+        spec = ModelSpec(
+            window=ds.spec, gru=net.config, scaler=ds.scaler, price_column=ds.price_column, shrinkage=shrink
+        )
         return Forecaster(spec, net).calibrate(x_val, y_val)
 
     def one_pass():
@@ -110,8 +117,13 @@ def main() -> None:
             return one_pass()
 
     if args.skip_val:
-        spec = ModelSpec(window=ds.spec, gru=net.config, scaler=ds.scaler, price_column=ds.price_column,
-                         shrinkage=(0.0,) * ds.spec.horizon)
+        spec = ModelSpec(
+            window=ds.spec,
+            gru=net.config,
+            scaler=ds.scaler,
+            price_column=ds.price_column,
+            shrinkage=(0.0,) * ds.spec.horizon,
+        )
         forecaster = Forecaster(spec, net)
     else:
         forecaster = step("fit_shrinkage + calibrate (2 val passes)", two_passes)
@@ -141,8 +153,16 @@ def main() -> None:
     step("metric_tables", metric_tables, preds, names, {n: q for n, q in quantiles.items() if n in names})
 
     overall, per_ticker, per_horizon = metric_tables(preds, names, {n: q for n, q in quantiles.items() if n in names})
-    ev = Evaluation(overall, per_ticker, per_horizon, overall["model"]["skill"], len(preds), predictions=preds,
-                    quantiles={n: q for n, q in quantiles.items() if n in names}, baselines=fitted)
+    ev = Evaluation(
+        overall,
+        per_ticker,
+        per_horizon,
+        overall["model"]["skill"],
+        len(preds),
+        predictions=preds,
+        quantiles={n: q for n, q in quantiles.items() if n in names},
+        baselines=fitted,
+    )
     frame = step("prediction_frame", ev.prediction_frame)
     step("test_predictions.parquet", frame.to_parquet, "/tmp/scale_steps_preds.parquet", index=False)
     step("ticker_table", ev.ticker_table)

@@ -76,10 +76,18 @@ def wrap(fn, label: str):
             with _lock:
                 _stack.remove(label) if label in _stack else None
             rss1, hwm1 = memory_status()
-            _records.append({
-                "label": label, "start": t0, "end": now(), "rss_in": rss0, "rss_out": rss1,
-                "hwm_in": hwm0, "hwm_out": hwm1, "depth": len(_stack),
-            })
+            _records.append(
+                {
+                    "label": label,
+                    "start": t0,
+                    "end": now(),
+                    "rss_in": rss0,
+                    "rss_out": rss1,
+                    "hwm_in": hwm0,
+                    "hwm_out": hwm1,
+                    "depth": len(_stack),
+                }
+            )
 
     return probed
 
@@ -93,13 +101,30 @@ def install(out: str | Path, interval: float = 0.1) -> None:
     import tickerflow.flows.train_pipeline as tp
 
     mark("train_pipeline imported")
-    for name in ("start_mlflow_run", "ingest", "validate", "require_valid", "window", "train", "load_champion",
-                 "evaluate", "backtest", "register", "finish_mlflow_run"):
+    for name in (
+        "start_mlflow_run",
+        "ingest",
+        "validate",
+        "require_valid",
+        "window",
+        "train",
+        "load_champion",
+        "evaluate",
+        "backtest",
+        "register",
+        "finish_mlflow_run",
+    ):
         _patch(tp, name)
     import tickerflow.reporting.recorder as recorder  # the reporting tasks, called through the flow's RunRecorder
 
-    for name in ("log_validation", "log_dataset_lineage", "log_training", "log_evaluation", "log_backtest",
-                 "log_registration"):
+    for name in (
+        "log_validation",
+        "log_dataset_lineage",
+        "log_training",
+        "log_evaluation",
+        "log_backtest",
+        "log_registration",
+    ):
         _patch(recorder, name)
 
     import tickerflow.reporting.evaluation as rep
@@ -108,8 +133,11 @@ def install(out: str | Path, interval: float = 0.1) -> None:
 
     _patch(wd, "ticker_slices", "window.ticker_slices")
     # tasks called through .with_options(...): observe the function inside the task instead
-    for task_, label in ((w.plan_windows, "window.plan"), (w.write_window_part, "window.write_part"),
-                         (w.commit_windows, "window.commit")):
+    for task_, label in (
+        (w.plan_windows, "window.plan"),
+        (w.write_window_part, "window.write_part"),
+        (w.commit_windows, "window.commit"),
+    ):
         task_.fn = wrap(task_.fn, label)
 
     import tickerflow.tasks.train as t
@@ -143,10 +171,18 @@ def install(out: str | Path, interval: float = 0.1) -> None:
 
     def dump() -> None:
         rss, hwm = memory_status()
-        Path(out).write_text(json.dumps({
-            "marks": _marks + [("exit", now())], "records": _records, "peak_by_label": _peak_by_label,
-            "final_rss": rss, "final_hwm": hwm, "t0_wall": T0_WALL,
-        }))
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "marks": _marks + [("exit", now())],
+                    "records": _records,
+                    "peak_by_label": _peak_by_label,
+                    "final_rss": rss,
+                    "final_hwm": hwm,
+                    "t0_wall": T0_WALL,
+                }
+            )
+        )
 
     atexit.register(dump)
     mark("probe ready")
@@ -155,10 +191,16 @@ def install(out: str | Path, interval: float = 0.1) -> None:
 def report(path: str | Path, wall: float, child_start_offset: float | None = None) -> str:
     """A readable table of the probe's JSON."""
     data = json.loads(Path(path).read_text())
-    lines = [f"child process: probe import at {data['t0_wall'] - child_start_offset:.2f} s after Popen"
-             if child_start_offset else "", "marks (s since the child's first line):"]
+    lines = [
+        f"child process: probe import at {data['t0_wall'] - child_start_offset:.2f} s after Popen"
+        if child_start_offset
+        else "",
+        "marks (s since the child's first line):",
+    ]
     lines += [f"  {label:<28} {t:8.2f}" for label, t in data["marks"]]
-    lines.append("steps: start end seconds | RSS in -> out MiB | VmHWM in -> out MiB | sampled max RSS in step (innermost)")
+    lines.append(
+        "steps: start end seconds | RSS in -> out MiB | VmHWM in -> out MiB | sampled max RSS in step (innermost)"
+    )
     # aggregate repeated calls of the same label (window parts, baseline_quantiles per ticker)
     agg: dict[str, dict] = {}
     order: list[str] = []

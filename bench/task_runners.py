@@ -60,13 +60,16 @@ def main() -> None:
     def window_flow(tickers: int, days: int):
         return window(synthetic_prices(tickers, days), WindowConfig(), "bench-source")
 
-    print(f"input: {args.tickers * args.days:,} rows, {args.tickers} tickers x {args.days} days; "
-          f"lookback {WindowConfig().lookback}")
+    print(
+        f"input: {args.tickers * args.days:,} rows, {args.tickers} tickers x {args.days} days; "
+        f"lookback {WindowConfig().lookback}"
+    )
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=120):
         os.environ["TICKERFLOW_HOME"] = tmp
         t0 = time.perf_counter()
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        )
         print(f"LocalCluster of {args.workers} worker processes started in {time.perf_counter() - t0:.2f} s")
         runners = {
             "thread": build_task_runner(RunnerConfig()),
@@ -83,8 +86,10 @@ def main() -> None:
                     times[name].append(seconds)
         finally:
             cluster.close()
-    same = (datasets["thread"].dataset_id == datasets["dask"].dataset_id
-            and datasets["thread"].manifest["counts"] == datasets["dask"].manifest["counts"])
+    same = (
+        datasets["thread"].dataset_id == datasets["dask"].dataset_id
+        and datasets["thread"].manifest["counts"] == datasets["dask"].manifest["counts"]
+    )
     print(f"same dataset from both runners: {same} (counts {datasets['thread'].manifest['counts']})")
     for name, values in times.items():
         print(f"{name:>6}: median {statistics.median(values):.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})")

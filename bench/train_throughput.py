@@ -181,11 +181,20 @@ def project_stage(x, y, xv, yv, config: TrainConfig, workdir: Path) -> dict:
         log.info("%s", epoch_line(s, config.epochs))
         bar.on_epoch(s)
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, s.epoch) for k, v in epoch_metrics(s).items()])
+        client.log_batch(
+            run_id, metrics=[mlflow.entities.Metric(k, float(v), now, s.epoch) for k, v in epoch_metrics(s).items()]
+        )
 
     try:
         result = train_model(
-            x, y, xv, yv, config, checkpoint_dir=workdir / f"ckpt-{config.batch_size}", on_epoch=on_epoch, on_batch=bar.on_batch
+            x,
+            y,
+            xv,
+            yv,
+            config,
+            checkpoint_dir=workdir / f"ckpt-{config.batch_size}",
+            on_epoch=on_epoch,
+            on_batch=bar.on_batch,
         )
     finally:
         bar.close()
@@ -222,7 +231,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-threads", type=int, default=None, help="override TrainConfig.cpu_threads (0: torch's)")
     parser.add_argument("--extra-batch-size", type=int, default=0, help="also run (b) at this batch size")
     parser.add_argument(
-        "--default-threads-batches", type=int, default=5,
+        "--default-threads-batches",
+        type=int,
+        default=5,
         help="CPU: also time this many batches of (a) at torch's default thread count (0: skip)",
     )
     args = parser.parse_args(argv)
@@ -241,12 +252,16 @@ def main(argv=None) -> int:
     x, y, xv, yv = x_all[: args.windows], y_all[: args.windows], x_all[args.windows :], y_all[args.windows :]
     flops = train_flops_per_sample(LOOKBACK, FEATURES, config.gru.hidden_size, config.gru.num_layers, HORIZON)
 
-    print(f"# train throughput: {args.windows} training + {n_val} validation windows, lookback {LOOKBACK}, "
-          f"{args.epochs} epochs, batch {batch}")
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else os.uname().machine})"
-          f", torch {torch.__version__}, torch default threads {default_threads}, (b) cpu_threads "
-          f"{config.cpu_threads if device.type == 'cpu' else 'n/a'}, (b) precision "
-          f"{resolve_precision(config.precision, device)}")
+    print(
+        f"# train throughput: {args.windows} training + {n_val} validation windows, lookback {LOOKBACK}, "
+        f"{args.epochs} epochs, batch {batch}"
+    )
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else os.uname().machine})"
+        f", torch {torch.__version__}, torch default threads {default_threads}, (b) cpu_threads "
+        f"{config.cpu_threads if device.type == 'cpu' else 'n/a'}, (b) precision "
+        f"{resolve_precision(config.precision, device)}"
+    )
     print(f"FLOPs per training sample: {flops / 1e6:.2f} M (3 x forward; forward = L*sum_l 6H(I_l+H) + 2H*horizon)")
 
     # On a shared CPU, one thread can beat all of them; the peak is the best either way.
@@ -256,8 +271,11 @@ def main(argv=None) -> int:
         peaks[threads] = (matmul_peak_gflops(device), matmul_peak_gflops(device, torch.bfloat16))
     torch.set_num_threads(default_threads)
     peak = max(p[0] for p in peaks.values())
-    print("fp32 matmul peak: " + ", ".join(
-        f"{p[0]:.0f} GFLOP/s at {t} thread(s) (bf16 {p[1]:.0f})" for t, p in peaks.items()) + f"; using {peak:.0f}")
+    print(
+        "fp32 matmul peak: "
+        + ", ".join(f"{p[0]:.0f} GFLOP/s at {t} thread(s) (bf16 {p[1]:.0f})" for t, p in peaks.items())
+        + f"; using {peak:.0f}"
+    )
 
     # The bare loop runs at the thread count (b) uses, so the ratio isolates what the stage adds or saves.
     threads_b = config.cpu_threads if device.type == "cpu" and config.cpu_threads > 0 else default_threads
@@ -276,8 +294,10 @@ def main(argv=None) -> int:
                     r = project_stage(x, y, xv, yv, config, Path(tmp) / f"round-{rnd}")
                 r["mem"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
                 runs[which].append(r)
-                print(f"round {rnd + 1} ({which}): " + ", ".join(f"{v:.0f}" for v in r["rates"]) + " samples/s",
-                      file=sys.stderr)
+                print(
+                    f"round {rnd + 1} ({which}): " + ", ".join(f"{v:.0f}" for v in r["rates"]) + " samples/s",
+                    file=sys.stderr,
+                )
         if args.extra_batch_size:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -305,30 +325,41 @@ def main(argv=None) -> int:
         rows.append((f"(b) project train stage, {c['precision']}", args.extra_batch_size, threads_b, c, c["mem"]))
 
     print()
-    print("| run | batch | threads | samples/s (median) | per epoch | wall-clock samples/s | samples per CPU-second "
-          "| GFLOP/s | share of fp32 peak | val MSE after last epoch | peak GPU GiB |")
+    print(
+        "| run | batch | threads | samples/s (median) | per epoch | wall-clock samples/s | samples per CPU-second "
+        "| GFLOP/s | share of fp32 peak | val MSE after last epoch | peak GPU GiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, bs, threads, r, mem in rows:
         med = statistics.median(r["rates"])
         gflops = med * flops / 1e9
         per_epoch = ", ".join(f"{v:.0f}" for v in r["rates"])
         mem_s = f"{mem:.2f}" if mem is not None else "-"
-        print(f"| {name} | {bs} | {threads} | {med:.0f} | {per_epoch} | {r['wall_rate']:.0f} | {r['cpu_rate']:.0f} | {gflops:.1f} | "
-              f"{gflops / peak:.1%} | {r['val_loss']:.5f} | {mem_s} |")
+        print(
+            f"| {name} | {bs} | {threads} | {med:.0f} | {per_epoch} | {r['wall_rate']:.0f} | {r['cpu_rate']:.0f} | {gflops:.1f} | "
+            f"{gflops / peak:.1%} | {r['val_loss']:.5f} | {mem_s} |"
+        )
     ratio = statistics.median(b["rates"]) / statistics.median(a["rates"])
-    per_round = [statistics.median(rb["rates"]) / statistics.median(ra["rates"]) for ra, rb in zip(runs["a"], runs["b"])]
+    per_round = [
+        statistics.median(rb["rates"]) / statistics.median(ra["rates"]) for ra, rb in zip(runs["a"], runs["b"])
+    ]
     val_gap = (b["val_loss"] - a["val_loss"]) / a["val_loss"]
     print()
-    print(f"ratio (b)/(a), median samples/s over all rounds: {ratio:.2f}x (per round: "
-          + ", ".join(f"{v:.2f}x" for v in per_round) + f");  wall-clock: {b['wall_rate'] / a['wall_rate']:.2f}x;  "
-          f"per CPU-second (insensitive to other processes' load): {b['cpu_rate'] / a['cpu_rate']:.2f}x")
+    print(
+        f"ratio (b)/(a), median samples/s over all rounds: {ratio:.2f}x (per round: "
+        + ", ".join(f"{v:.2f}x" for v in per_round)
+        + f");  wall-clock: {b['wall_rate'] / a['wall_rate']:.2f}x;  "
+        f"per CPU-second (insensitive to other processes' load): {b['cpu_rate'] / a['cpu_rate']:.2f}x"
+    )
     print(f"val MSE (b) vs (a): {val_gap:+.2%} ({'within' if val_gap <= 0.02 else 'WORSE than'} the 2% allowance)")
 
     if device.type == "cpu" and args.default_threads_batches and default_threads != threads_b:
         torch.set_num_threads(default_threads)
         d = bare_loop(x, y, xv, yv, 1, batch, device, max_batches=args.default_threads_batches)
-        print(f"(a) at torch's default {default_threads} threads, first {args.default_threads_batches} batches: "
-              f"{d['rates'][0]:.0f} samples/s  -> (b)/(a@{default_threads} threads) {statistics.median(b['rates']) / d['rates'][0]:.2f}x")
+        print(
+            f"(a) at torch's default {default_threads} threads, first {args.default_threads_batches} batches: "
+            f"{d['rates'][0]:.0f} samples/s  -> (b)/(a@{default_threads} threads) {statistics.median(b['rates']) / d['rates'][0]:.2f}x"
+        )
     return 0
 
 

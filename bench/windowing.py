@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
-from tickerflow_model.window_dataset import SPLITS, WindowConfig, build_window_dataset, ticker_slices  # noqa: E402
 from tickerflow_model.features import compute_features  # noqa: E402
+from tickerflow_model.window_dataset import SPLITS, WindowConfig, build_window_dataset, ticker_slices  # noqa: E402
 from tickerflow_model.windows import make_windows  # noqa: E402
 
 
@@ -206,9 +206,18 @@ def measure_stage_rss(args: argparse.Namespace) -> dict:
 
 def measure_in_child(args: argparse.Namespace, extra: list[str]) -> dict:
     child = subprocess.run(
-        [sys.executable, __file__, "--rss-child", f"--tickers={args.tickers}", f"--days={args.days}",
-         f"--lookback={args.lookback}", *extra],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            f"--tickers={args.tickers}",
+            f"--days={args.days}",
+            f"--lookback={args.lookback}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(child.stdout.strip().splitlines()[-1])
 
@@ -251,8 +260,10 @@ def main() -> None:
     tmp.rmdir()
 
     gb = 1e9
-    print(f"input: {rows:,} rows ({args.tickers} tickers x {args.days} days), lookback {args.lookback}, "
-          f"{n_windows:,} windows written (all splits), medians of {args.repeats}, {os.cpu_count()} CPUs")
+    print(
+        f"input: {rows:,} rows ({args.tickers} tickers x {args.days} days), lookback {args.lookback}, "
+        f"{n_windows:,} windows written (all splits), medians of {args.repeats}, {os.cpu_count()} CPUs"
+    )
     print(f"{'step':<44} {'seconds':>9} {'rows/s':>13} {'out bytes':>14}")
     for name, t, out in [
         ("(a) tutorial loop + np.array", t_a, bytes_a),
@@ -264,20 +275,30 @@ def main() -> None:
     ]:
         print(f"{name:<44} {t:>9.3f} {rows / t:>13,.0f} {out:>14,}")
     print(f"(b) speed-up over (a): {t_a / t_b:.1f}x (target >= 5x)")
-    print(f"(b) {bytes_b / t_b / gb:.2f} GB/s vs numpy copy {bytes_b / t_copy / gb:.2f} GB/s "
-          f"({(bytes_b / t_b) / (bytes_b / t_copy):.2f} of copy bandwidth)")
-    print(f"(c) / (d), median of paired runs: {io['ratio']['d']:.2f}x (target <= 1.5x); "
-          f"(c) / (d, pyarrow defaults): {io['ratio']['d0']:.2f}x")
+    print(
+        f"(b) {bytes_b / t_b / gb:.2f} GB/s vs numpy copy {bytes_b / t_copy / gb:.2f} GB/s "
+        f"({(bytes_b / t_b) / (bytes_b / t_copy):.2f} of copy bandwidth)"
+    )
+    print(
+        f"(c) / (d), median of paired runs: {io['ratio']['d']:.2f}x (target <= 1.5x); "
+        f"(c) / (d, pyarrow defaults): {io['ratio']['d0']:.2f}x"
+    )
     heap = rss["traced_peak"] + rss["arrow_peak"]
     mib = 2**20
-    print(f"(c) memory, fresh process: peak RSS {rss['peak_rss'] / mib:.1f} MiB, of which above the process with "
-          f"its input loaded and warmed up: {stage_rss / mib:.1f} MiB (high-water mark reset: {rss['hwm_reset']}); "
-          f"{released_rss / mib:.1f} MiB when the allocators' free pages were first returned to the OS")
-    print(f"(c) allocations during the stage: Python/numpy peak {rss['traced_peak'] / mib:.2f} MiB + Arrow pool "
-          f"({rss['arrow_backend']}) peak {rss['arrow_peak'] / mib:.2f} MiB = {heap / mib:.2f} MiB")
-    print(f"largest ticker's windows {largest_bytes / mib:.2f} MiB: RSS rise {stage_rss / largest_bytes:.1f}x "
-          f"({released_rss / largest_bytes:.1f}x with caches released), "
-          f"allocation peak {heap / largest_bytes:.1f}x (target < 3x); input frame {frame_bytes / mib:.1f} MiB")
+    print(
+        f"(c) memory, fresh process: peak RSS {rss['peak_rss'] / mib:.1f} MiB, of which above the process with "
+        f"its input loaded and warmed up: {stage_rss / mib:.1f} MiB (high-water mark reset: {rss['hwm_reset']}); "
+        f"{released_rss / mib:.1f} MiB when the allocators' free pages were first returned to the OS"
+    )
+    print(
+        f"(c) allocations during the stage: Python/numpy peak {rss['traced_peak'] / mib:.2f} MiB + Arrow pool "
+        f"({rss['arrow_backend']}) peak {rss['arrow_peak'] / mib:.2f} MiB = {heap / mib:.2f} MiB"
+    )
+    print(
+        f"largest ticker's windows {largest_bytes / mib:.2f} MiB: RSS rise {stage_rss / largest_bytes:.1f}x "
+        f"({released_rss / largest_bytes:.1f}x with caches released), "
+        f"allocation peak {heap / largest_bytes:.1f}x (target < 3x); input frame {frame_bytes / mib:.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,13 @@ def _kill_mlflow_runs(flow, flow_run, state) -> None:
 
 
 @flow(
-    name="batch_forecast", flow_run_name=forecast_run_name, on_running=[tag_forecast_run],
-    on_failure=[_fail_mlflow_runs], on_crashed=[_kill_mlflow_runs], on_cancellation=[_kill_mlflow_runs], log_prints=True,
+    name="batch_forecast",
+    flow_run_name=forecast_run_name,
+    on_running=[tag_forecast_run],
+    on_failure=[_fail_mlflow_runs],
+    on_crashed=[_kill_mlflow_runs],
+    on_cancellation=[_kill_mlflow_runs],
+    log_prints=True,
 )
 def batch_forecast(
     data: str = IngestConfig().source,
@@ -58,7 +63,14 @@ def batch_forecast(
     forecasts = forecast_prices(model, prices, report.dropped_tickers)
     result = write_forecasts(forecasts, model, config)
     append_forecasts(
-        forecasts.frame, prices, name, model.version, forecaster, price_column_of(model, prices), forecasts.levels, store
+        forecasts.frame,
+        prices,
+        name,
+        model.version,
+        forecaster,
+        price_column_of(model, prices),
+        forecasts.levels,
+        store,
     )
     summary = publish_forecasts(forecasts, result, data)
     tidied = collect_garbage(retention, store) if gc else None

@@ -82,20 +82,47 @@ def replay(
         no_champion = current_champion(use_tracking(), model_name) is None
         if no_champion or (retrain_every and i > 0 and i % retrain_every == 0):
             summary = train_pipeline.with_options(flow_run_name=train_name)(train_config)
-            retrains.append({"day": f"{day:%Y-%m-%d}", "version": summary["model_version"], "promoted": summary["promoted"]})
+            retrains.append(
+                {"day": f"{day:%Y-%m-%d}", "version": summary["model_version"], "promoted": summary["promoted"]}
+            )
             if current_champion(use_tracking(), model_name) is None:
-                raise TickerflowError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}")
+                raise TickerflowError(
+                    f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}"
+                )
         result = batch_forecast.with_options(flow_run_name=forecast_name)(
-            data=str(cut_path), out=str(out), model_uri=f"models:/{model_name}@champion",
-            store=store, monitor=monitor, retention=retention, gc=gc,
+            data=str(cut_path),
+            out=str(out),
+            model_uri=f"models:/{model_name}@champion",
+            store=store,
+            monitor=monitor,
+            retention=retention,
+            gc=gc,
         )
         d = result["degradation"]
-        days_out.append({"day": f"{day:%Y-%m-%d}", "model_version": result["model_version"],
-                         "scored_forecasts": result["scored_forecasts"], "degraded_days": d["streak"]})
+        days_out.append(
+            {
+                "day": f"{day:%Y-%m-%d}",
+                "model_version": result["model_version"],
+                "scored_forecasts": result["scored_forecasts"],
+                "degraded_days": d["streak"],
+            }
+        )
         if d["event_id"]:
-            events.append({"day": f"{day:%Y-%m-%d}", "event_id": d["event_id"], "model_version": d["version"],
-                           "reasons": d["reasons"], "latest": d["latest"]})
-        logger.info("replayed %s: champion v%s, %d forecasts scored, %d day(s) past a threshold%s",
-                    f"{day:%Y-%m-%d}", result["model_version"], result["scored_forecasts"], d["streak"],
-                    "; degradation event emitted" if d["event_id"] else "")
+            events.append(
+                {
+                    "day": f"{day:%Y-%m-%d}",
+                    "event_id": d["event_id"],
+                    "model_version": d["version"],
+                    "reasons": d["reasons"],
+                    "latest": d["latest"],
+                }
+            )
+        logger.info(
+            "replayed %s: champion v%s, %d forecasts scored, %d day(s) past a threshold%s",
+            f"{day:%Y-%m-%d}",
+            result["model_version"],
+            result["scored_forecasts"],
+            d["streak"],
+            "; degradation event emitted" if d["event_id"] else "",
+        )
     return {"days": days_out, "retrains": retrains, "degraded_events": events}

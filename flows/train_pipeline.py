@@ -55,19 +55,32 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     ingest: IngestConfig = Field(
-        default_factory=IngestConfig, description="Where the prices come from (file, folder, glob or URI) and read limits")
+        default_factory=IngestConfig,
+        description="Where the prices come from (file, folder, glob or URI) and read limits",
+    )
     validate_: ValidateConfig = Field(
-        default_factory=ValidateConfig, alias="validate", description="Data checks that must pass before anything is trained")
+        default_factory=ValidateConfig,
+        alias="validate",
+        description="Data checks that must pass before anything is trained",
+    )
     window: WindowConfig = Field(
-        default_factory=WindowConfig, description="Sliding windows: lookback, horizon, chronological splits and purge gap")
+        default_factory=WindowConfig,
+        description="Sliding windows: lookback, horizon, chronological splits and purge gap",
+    )
     train: TrainConfig = Field(
-        default_factory=TrainConfig, description="The GRU and its training: epochs, batch size, learning rate, seed, device")
+        default_factory=TrainConfig,
+        description="The GRU and its training: epochs, batch size, learning rate, seed, device",
+    )
     evaluate: EvaluateConfig = Field(
-        default_factory=EvaluateConfig, description="Test-set evaluation: fan charts of the best/worst N and named tickers")
+        default_factory=EvaluateConfig,
+        description="Test-set evaluation: fan charts of the best/worst N and named tickers",
+    )
     register_: RegisterConfig = Field(
-        default_factory=RegisterConfig, alias="register", description="Registered model name and the champion gate")
+        default_factory=RegisterConfig, alias="register", description="Registered model name and the champion gate"
+    )
     backtest: BacktestConfig = Field(
-        default_factory=BacktestConfig, description="Walk-forward folds after the main split (0 folds: off)")
+        default_factory=BacktestConfig, description="Walk-forward folds after the main split (0 folds: off)"
+    )
 
     @field_validator("train")
     @classmethod
@@ -90,8 +103,14 @@ class PipelineConfig(BaseModel):
                 else:
                     out[f"{prefix}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
 
-        for stage, attr in (("ingest", "ingest"), ("window", "window"), ("train", "train"), ("evaluate", "evaluate"),
-                            ("register", "register_"), ("backtest", "backtest")):
+        for stage, attr in (
+            ("ingest", "ingest"),
+            ("window", "window"),
+            ("train", "train"),
+            ("evaluate", "evaluate"),
+            ("register", "register_"),
+            ("backtest", "backtest"),
+        ):
             add(stage, getattr(self, attr).model_dump())
         return out
 
@@ -105,7 +124,8 @@ def start_mlflow_run(config: PipelineConfig) -> str:
         experiment_id(client),
         run_name=runtime.flow_run.name,
         tags={
-            PREFECT_FLOW_RUN_TAG: flow_run_id, "prefect.flow_name": "train_pipeline",
+            PREFECT_FLOW_RUN_TAG: flow_run_id,
+            "prefect.flow_name": "train_pipeline",
             "data.source": redact_uri(config.ingest.source),
             **process_tags(),
         },
@@ -156,11 +176,15 @@ def _kill_mlflow_run(flow, flow_run, state) -> None:
 
 
 @flow(
-    name="train_pipeline", flow_run_name=train_run_name,
+    name="train_pipeline",
+    flow_run_name=train_run_name,
     # Prefect types the parameter TaskRunner[PrefectFuture], which no runner is (PrefectHQ/prefect#16938)
     task_runner=ThreadPoolTaskRunner(),  # type: ignore[arg-type]
-    on_running=[tag_train_run], on_failure=[_fail_mlflow_run], on_crashed=[_kill_mlflow_run],
-    on_cancellation=[_kill_mlflow_run], log_prints=True,
+    on_running=[tag_train_run],
+    on_failure=[_fail_mlflow_run],
+    on_crashed=[_kill_mlflow_run],
+    on_cancellation=[_kill_mlflow_run],
+    log_prints=True,
 )
 def train_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
     # opaque(...): Prefect passes the value but does not walk into it looking for futures and upstream

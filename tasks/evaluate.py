@@ -64,7 +64,10 @@ def evaluate(
     m = result.metrics
     logger.info(
         "test split, %d forecasts: model RMSE %.4g vs naive %.4g (skill %+.4f)%s%s",
-        result.n_windows, m["model"]["rmse"], m["naive"]["rmse"], result.skill,
+        result.n_windows,
+        m["model"]["rmse"],
+        m["naive"]["rmse"],
+        result.skill,
         f"; pinball {m['model']['pinball']:.4g}" if "pinball" in m["model"] else "",
         f"; champion v{result.champion_version} RMSE {m['champion']['rmse']:.4g}" if "champion" in m else "",
     )
@@ -72,7 +75,9 @@ def evaluate(
 
 
 @task(name="backtest")
-def backtest(prices: pd.DataFrame, window_config, train_config, config: BacktestConfig, source_hash: str) -> Backtest | None:
+def backtest(
+    prices: pd.DataFrame, window_config, train_config, config: BacktestConfig, source_hash: str
+) -> Backtest | None:
     """Walk-forward folds (None when `config.folds` is 0); their windows live only as long as the stage."""
     if config.folds == 0:
         return None

@@ -19,16 +19,16 @@ from prefect import task
 from prefect.logging import get_run_logger
 from pydantic import Field
 
-from tickerflow_model.redaction import redact_uri
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import tickerflow_home
-from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow.tasks.tracking import use_tracking
+from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
+from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.config import Config
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
-from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.quantiles import quantile_columns
+from tickerflow_model.redaction import redact_uri
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
@@ -86,7 +86,7 @@ def resolve_version(uri: str) -> str:
     """The registry version behind a `models:/NAME@ALIAS` or `models:/NAME/N` URI ('' otherwise)."""
     if not uri.startswith("models:/"):
         return ""
-    name, _, ref = uri[len("models:/"):].partition("@")
+    name, _, ref = uri[len("models:/") :].partition("@")
     client = use_tracking()
     if ref:
         return str(client.get_model_version_by_alias(name, ref).version)

@@ -35,6 +35,7 @@ META_COLUMNS = [LEVELS_COLUMN, "model_name", "model_version", "forecaster", "flo
 def store_columns(levels: tuple[float, ...] = ()) -> list[str]:
     return [*FORECAST_COLUMNS, *quantile_columns(levels), *META_COLUMNS]
 
+
 _PARTITION = re.compile(r"base_date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -58,8 +59,13 @@ def store_location(config: ForecastStoreConfig) -> tuple[fsspec.AbstractFileSyst
 
 
 def store_rows(
-    forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
-    price_column: str = "close", levels: tuple[float, ...] = (),
+    forecasts: pd.DataFrame,
+    prices: pd.DataFrame,
+    model_name: str,
+    model_version: str,
+    forecaster: str,
+    price_column: str = "close",
+    levels: tuple[float, ...] = (),
 ) -> pd.DataFrame:
     """Forecast rows with what scoring needs later: the base day, the price the model forecasts
     (`close` or `adj_close`), its value on the base day (the naive forecast) and the model's quantile
@@ -132,8 +138,14 @@ def partitions(config: ForecastStoreConfig) -> list[tuple[pd.Timestamp, str]]:
 
 @task(name="append-to-forecast-store")
 def append_forecasts(
-    forecasts: pd.DataFrame, prices: pd.DataFrame, model_name: str, model_version: str, forecaster: str,
-    price_column: str, levels: tuple[float, ...], config: ForecastStoreConfig,
+    forecasts: pd.DataFrame,
+    prices: pd.DataFrame,
+    model_name: str,
+    model_version: str,
+    forecaster: str,
+    price_column: str,
+    levels: tuple[float, ...],
+    config: ForecastStoreConfig,
 ) -> list[str]:
     rows = store_rows(forecasts, prices, model_name, model_version, forecaster, price_column, levels)
     written = append_rows(rows, config)

@@ -22,11 +22,11 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 from pydantic import Field, field_validator
 
+from tickerflow.tasks.retries import retry_unless
+from tickerflow.tasks.storage import home_subdir
 from tickerflow_model.atomic_io import atomic_directory
 from tickerflow_model.config import Config
 from tickerflow_model.price_files import MAX_BYTES, MAX_ROWS, IngestError, read_prices
-from tickerflow.tasks.retries import retry_unless
-from tickerflow.tasks.storage import home_subdir
 
 
 class IngestConfig(Config):
@@ -102,8 +102,12 @@ def ingest(config: IngestConfig) -> IngestResult:
     snapshot = write_snapshot(frame, source_hash)
     logger.info(
         "ingested %d rows, %d tickers (%s) from %d file(s); columns %s; source hash %s",
-        len(frame), frame["ticker"].nunique(), ", ".join(sorted(frame["ticker"].dropna().unique())), len(files),
-        list(frame.columns), source_hash,
+        len(frame),
+        frame["ticker"].nunique(),
+        ", ".join(sorted(frame["ticker"].dropna().unique())),
+        len(files),
+        list(frame.columns),
+        source_hash,
     )
     return IngestResult(
         frame=frame, source_hash=source_hash, snapshot_path=str(snapshot), files=tuple(files), layouts=tuple(layouts)

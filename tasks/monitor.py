@@ -43,7 +43,9 @@ class MonitorConfig(Config):
     windows: tuple[Annotated[int, Field(ge=1)], ...] = Field(
         (20, 60), min_length=1, description="rolling windows, in scored days"
     )
-    min_days: int = Field(5, ge=1, description="a window reports once it holds this many scored days (<= the smallest window)")
+    min_days: int = Field(
+        5, ge=1, description="a window reports once it holds this many scored days (<= the smallest window)"
+    )
     rule_window: int = Field(20, ge=1, description="the window the degradation rule watches (one of `windows`)")
     days_in_row: int = Field(3, ge=1, description="scored days in a row past a threshold before the event fires")
     skill_margin: Annotated[float, Field(ge=0, lt=2)] | None = Field(
@@ -55,7 +57,9 @@ class MonitorConfig(Config):
     coverage_tolerance: Annotated[float, Field(gt=0, lt=1)] | None = Field(
         0.10, description="degraded: live interval coverage further than this from nominal"
     )
-    lookback_days: int = Field(400, ge=1, description="only forecasts made in the last N calendar days are scored (>= the largest window)")
+    lookback_days: int = Field(
+        400, ge=1, description="only forecasts made in the last N calendar days are scored (>= the largest window)"
+    )
 
     @model_validator(mode="after")
     def _fits_the_windows(self) -> Self:
@@ -64,7 +68,9 @@ class MonitorConfig(Config):
         if self.rule_window not in self.windows:
             raise ValueError(f"rule_window {self.rule_window} must be one of windows {self.windows}")
         if self.lookback_days < max(self.windows):
-            raise ValueError(f"lookback_days must be >= the largest of windows {self.windows}, got {self.lookback_days}")
+            raise ValueError(
+                f"lookback_days must be >= the largest of windows {self.windows}, got {self.lookback_days}"
+            )
         return self
 
 
@@ -103,7 +109,7 @@ def model_identity(model) -> tuple[str, str]:
     """
     if not model.uri.startswith("models:/") or not model.version:
         return "", "gru"
-    name = model.uri[len("models:/"):].partition("@")[0].split("/")[0]
+    name = model.uri[len("models:/") :].partition("@")[0].split("/")[0]
     tags = use_tracking().get_model_version(name, model.version).tags
     return name, tags.get("forecaster", "gru")
 
@@ -129,7 +135,8 @@ def live_scores(prices: pd.DataFrame, store: ForecastStoreConfig, config: Monito
 def score_live(prices: pd.DataFrame, store: ForecastStoreConfig, config: MonitorConfig) -> LiveScores:
     scores = live_scores(prices, store, config)
     get_run_logger().info(
-        "scored %d stored forecasts against realized closes up to %s", scores.scored_forecasts,
+        "scored %d stored forecasts against realized closes up to %s",
+        scores.scored_forecasts,
         "n/a" if scores.as_of is None else scores.as_of.date(),
     )
     return scores
@@ -155,12 +162,21 @@ def emit_degraded(d: Degradation, as_of: pd.Timestamp, config: MonitorConfig) ->
 
     event = emit_event(
         event=DEGRADED_EVENT,
-        resource={"prefect.resource.id": f"tickerflow.model.{d.model_name}", "prefect.resource.name": d.model_name,
-                  "tickerflow.model-version": d.version},
+        resource={
+            "prefect.resource.id": f"tickerflow.model.{d.model_name}",
+            "prefect.resource.name": d.model_name,
+            "tickerflow.model-version": d.version,
+        },
         payload={
-            "model_name": d.model_name, "model_version": d.version, "as_of": f"{as_of:%Y-%m-%d}",
-            "window_days": config.rule_window, "days_in_row": d.streak, "required_days_in_row": config.days_in_row,
-            "latest": d.latest, "thresholds": d.thresholds, "reasons": d.reasons,
+            "model_name": d.model_name,
+            "model_version": d.version,
+            "as_of": f"{as_of:%Y-%m-%d}",
+            "window_days": config.rule_window,
+            "days_in_row": d.streak,
+            "required_days_in_row": config.days_in_row,
+            "latest": d.latest,
+            "thresholds": d.thresholds,
+            "reasons": d.reasons,
         },
     )
     return None if event is None else str(event.id)
@@ -181,7 +197,11 @@ def check_degradation(
         return Degradation(name, version, 0, False)
     client = use_tracking()
     m = scores.metrics
-    mine = m[(m["model_name"] == name) & (m["model_version"] == version) & (m["window"] == config.rule_window)] if len(m) else m
+    mine = (
+        m[(m["model_name"] == name) & (m["model_version"] == version) & (m["window"] == config.rule_window)]
+        if len(m)
+        else m
+    )
     thresholds = champion_thresholds(client, name, version, config)
     result = Degradation(name, version, 0, False, thresholds=thresholds.__dict__)
     if mine.empty:
@@ -191,16 +211,27 @@ def check_degradation(
     result.streak, result.latest, result.reasons = state.streak, state.latest, state.reasons
     result.degraded = result.streak >= config.days_in_row
     if not result.degraded:
-        logger.info("champion %s v%s live: %s (%d day(s) past a threshold)", name, version, result.latest, result.streak)
+        logger.info(
+            "champion %s v%s live: %s (%d day(s) past a threshold)", name, version, result.latest, result.streak
+        )
         return result
     # once per streak: the streak's first day is remembered on the monitoring run
     run_id = monitoring_runs[version_key(name, version)]
     streak_start = f"{state.streak_start:%Y-%m-%d}"
     if client.get_run(run_id).data.tags.get("degraded.streak_start") == streak_start:
-        logger.warning("champion %s v%s still degraded (%s); event already emitted for this streak", name, version, result.reasons)
+        logger.warning(
+            "champion %s v%s still degraded (%s); event already emitted for this streak", name, version, result.reasons
+        )
         return result
     result.event_id = emit_degraded(result, scores.as_of, config)
     client.set_tag(run_id, "degraded.streak_start", streak_start)
     client.set_tag(run_id, "degraded.event_id", result.event_id or "")
-    logger.warning("champion %s v%s degraded for %d days (%s): emitted %s", name, version, result.streak, result.reasons, DEGRADED_EVENT)
+    logger.warning(
+        "champion %s v%s degraded for %d days (%s): emitted %s",
+        name,
+        version,
+        result.streak,
+        result.reasons,
+        DEGRADED_EVENT,
+    )
     return result

@@ -27,8 +27,8 @@ from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.gate import GRU, GateDecision, RegisterConfig, promotion_decision
 from tickerflow_model.metrics import HEADLINE_METRICS
-from tickerflow_model.window_dataset import WindowDataset
 from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, GRUPricePyfunc, _canonical
+from tickerflow_model.window_dataset import WindowDataset
 
 CHALLENGER = "challenger"
 MODEL_CODE = Path(tickerflow_model.__file__).parent
@@ -94,7 +94,11 @@ def log_pyfunc(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame
     """Log the bundle (weights + spec, or a baseline's spec) with its own code; register it. Returns the new version."""
     python_model: GRUPricePyfunc  # a BaselinePyfunc is one
     if isinstance(forecaster, BaselineForecaster):
-        example, python_model, artifact = baseline_example(prices, forecaster), BaselinePyfunc(), f"baseline-{forecaster.spec.name}"
+        example, python_model, artifact = (
+            baseline_example(prices, forecaster),
+            BaselinePyfunc(),
+            f"baseline-{forecaster.spec.name}",
+        )
     else:
         example, python_model, artifact = input_example(prices, forecaster), GRUPricePyfunc(), "model"
     output = forecaster.forecast_frame(_canonical(example))
@@ -187,7 +191,11 @@ def register(
 
 
 def _register(
-    forecaster: Forecaster, evaluation: Evaluation, dataset: WindowDataset, prices: pd.DataFrame, config: RegisterConfig,
+    forecaster: Forecaster,
+    evaluation: Evaluation,
+    dataset: WindowDataset,
+    prices: pd.DataFrame,
+    config: RegisterConfig,
     run_id: str,
 ) -> Registration:
     logger = get_run_logger()
@@ -224,7 +232,9 @@ def _register(
         else:
             champion_version = current_champion(client, name) or ""
             champion_forecaster = (
-                client.get_model_version(name, champion_version).tags.get(FORECASTER_TAG, GRU) if champion_version else ""
+                client.get_model_version(name, champion_version).tags.get(FORECASTER_TAG, GRU)
+                if champion_version
+                else ""
             )
     registration = Registration(
         name, version, promoted, reason, f"models:/{name}/{version}", champion_version, champion_forecaster, decision

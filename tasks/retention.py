@@ -41,9 +41,13 @@ class RetentionConfig(Config):
     keep_last_runs: int = Field(3, ge=1, description="training runs whose datasets, snapshots and Data Docs are kept")
     keep_forecast_runs: int = Field(20, ge=1, description="newest batch-forecast MLflow runs kept")
     forecast_store_days: int = Field(400, ge=1, description="forecast store partitions kept, in days before the newest")
-    grace_minutes: float = Field(60.0, ge=0, description="anything younger is kept (a running flow may not have recorded it yet)")
+    grace_minutes: float = Field(
+        60.0, ge=0, description="anything younger is kept (a running flow may not have recorded it yet)"
+    )
     resumable_hours: float = Field(24.0, ge=0, description="a dead process's checkpoint stays resumable this long")
-    scratch_max_age_minutes: float = Field(60.0, ge=0, description="scratch folders of interrupted writes older than this go")
+    scratch_max_age_minutes: float = Field(
+        60.0, ge=0, description="scratch folders of interrupted writes older than this go"
+    )
     log_max_age_days: float = Field(14.0, ge=0, description="server logs older than this go")
 
 
@@ -84,7 +88,9 @@ def needed_ids(client: mlflow.MlflowClient, keep_last_runs: int) -> dict[str, di
                 needed[key].setdefault(mv.tags[key], f"model {mv.name} v{mv.version}")
     exp = client.get_experiment_by_name(EXPERIMENT)
     if exp is not None:
-        recent = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=keep_last_runs)
+        recent = client.search_runs(
+            [exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=keep_last_runs
+        )
         running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
         for run in [*recent, *running]:
             why = f"{'running' if run.info.status == 'RUNNING' else 'recent'} run {run.info.run_id}"
@@ -140,7 +146,11 @@ def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | No
             plan.removals.append(Removal(str(file), "corrupt checkpoint", size_of(file)))
 
     root = home_subdir("validation")
-    docs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    docs = (
+        sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+        if root.is_dir()
+        else []
+    )
     for i, path in enumerate(docs):
         consider(path, "recent validation" if i < config.keep_last_runs else None, "Data Docs of an older validation")
 
@@ -162,17 +172,23 @@ def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | No
         for day, folder in parts:
             if day < cutoff:
                 size = sum(fs.size(f) for f in fs.find(folder))
-                plan.removals.append(Removal(folder, f"forecast store partition older than {config.forecast_store_days} days", size))
+                plan.removals.append(
+                    Removal(folder, f"forecast store partition older than {config.forecast_store_days} days", size)
+                )
 
     exp = client.get_experiment_by_name(FORECAST_EXPERIMENT)
     if exp is not None:
         runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50000)
-        for run in runs[config.keep_forecast_runs:]:
+        for run in runs[config.keep_forecast_runs :]:
             if run.info.status != "RUNNING":
                 plan.forecast_runs.append(run.info.run_id)
                 artifacts = local_artifact_dir(run.info.artifact_uri)
                 if artifacts is not None and artifacts.exists():
-                    plan.removals.append(Removal(str(artifacts), f"artifacts of batch-forecast run {run.info.run_id}", size_of(artifacts)))
+                    plan.removals.append(
+                        Removal(
+                            str(artifacts), f"artifacts of batch-forecast run {run.info.run_id}", size_of(artifacts)
+                        )
+                    )
     return plan
 
 

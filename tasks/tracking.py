@@ -11,9 +11,9 @@ import os
 import mlflow
 from mlflow.entities import RunStatus
 
-from tickerflow_model.redaction import redact_text, redact_uri
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.ui_addresses import MLFLOW_UI_PORT, MLFLOW_UI_URL_ENV, local_ui_url
+from tickerflow_model.redaction import redact_text, redact_uri
 
 EXPERIMENT = "tickerflow"
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"
@@ -177,7 +177,9 @@ def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
         ids, filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run_id}' and attributes.status = 'RUNNING'"
     )
     for run in runs:
-        client.set_tag(run.info.run_id, KILLED_REASON_TAG if status == "KILLED" else "failure", redact_text(reason)[:5000])
+        client.set_tag(
+            run.info.run_id, KILLED_REASON_TAG if status == "KILLED" else "failure", redact_text(reason)[:5000]
+        )
         client.set_terminated(run.info.run_id, status=status)
     return [r.info.run_id for r in runs]
 

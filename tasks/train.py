@@ -26,8 +26,8 @@ from prefect.logging import get_run_logger
 from tickerflow.console_detail import DETAIL
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import home_subdir
-from tickerflow_model.atomic_io import stable_hash, write_file_atomic
 from tickerflow.tasks.tracking import home_lock, process_alive, this_process
+from tickerflow_model.atomic_io import stable_hash, write_file_atomic
 from tickerflow_model.fitting import FitResult, fit_forecaster
 from tickerflow_model.quantiles import central_pairs
 from tickerflow_model.trainer import EpochStats, TrainConfig, TrainingError, resolve_device
@@ -190,7 +190,9 @@ is_transient = retry_unless(TrainingError, ValueError)
 # the callback is a live reporter, not an input that identifies a result.
 @task(name="train", retries=1, retry_delay_seconds=0, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
 def train(
-    dataset: WindowDataset, config: TrainConfig, on_epoch: Callable[[EpochStats], None] | None = None,
+    dataset: WindowDataset,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
     progress_stream=None,
 ) -> FitResult:
     """Fit the forecaster: a log line per epoch, a progress bar on a terminal, `on_epoch(stats)` after
@@ -203,7 +205,9 @@ def train(
     def epoch_done(s: EpochStats) -> None:
         log.info("%s", epoch_line(s, config.epochs), extra=DETAIL)
         bar.on_epoch(s)
-        if not hinted and (hint := throughput_hint(s.samples_per_second, device, torch.get_num_threads(), *machine_load())):
+        if not hinted and (
+            hint := throughput_hint(s.samples_per_second, device, torch.get_num_threads(), *machine_load())
+        ):
             hinted.append(hint)
             log.warning("%s", hint)
         if on_epoch is not None:
@@ -216,7 +220,12 @@ def train(
     try:
         with gpu_slot(config):
             result = fit_forecaster(
-                dataset, config, checkpoint_dir=checkpoint_dir, on_epoch=epoch_done, on_batch=bar.on_batch, on_resume=resumed,
+                dataset,
+                config,
+                checkpoint_dir=checkpoint_dir,
+                on_epoch=epoch_done,
+                on_batch=bar.on_batch,
+                on_resume=resumed,
             )
     finally:
         bar.close()

@@ -26,11 +26,11 @@ from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 from pydantic import Field
 
-from tickerflow_model.config import Config
-from tickerflow_model.errors import TickerflowError
 from tickerflow.console_detail import DETAIL
 from tickerflow.tasks.storage import home_subdir, tickerflow_home
 from tickerflow_model.atomic_io import stable_hash
+from tickerflow_model.config import Config
+from tickerflow_model.errors import TickerflowError
 
 # Letters, digits and the punctuation real symbols use (BRK.B, ^GSPC, EURUSD=X, RDS-A); no '/', no
 # '..'-only names, no spaces: symbols are data, and this keeps them printable in reports.
@@ -96,7 +96,11 @@ class ValidationReport:
 
     def with_frame(self, frame: pd.DataFrame) -> "ValidationReport":
         """This verdict over `frame` (the input it was computed from): the frame minus dropped tickers."""
-        kept = frame[~frame["ticker"].isin(list(self.dropped_tickers))].reset_index(drop=True) if self.dropped_tickers else frame
+        kept = (
+            frame[~frame["ticker"].isin(list(self.dropped_tickers))].reset_index(drop=True)
+            if self.dropped_tickers
+            else frame
+        )
         return replace(self, frame=kept)
 
     @property
@@ -167,7 +171,9 @@ def build_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int | Non
     prices = [c for c in PRICE_COLUMNS if c in cols]
     exps: list[gx.expectations.Expectation] = [E.ExpectColumnToExist(column=c, meta=crit) for c in ("date", "ticker")]
     # a price is required: close or adj_close, whichever the source has
-    exps += [E.ExpectColumnToExist(column=c, meta=crit) for c in (("close",) if not {"close", "adj_close"} & cols else ())]
+    exps += [
+        E.ExpectColumnToExist(column=c, meta=crit) for c in (("close",) if not {"close", "adj_close"} & cols else ())
+    ]
     if "date" in cols:
         exps.append(E.ExpectColumnValuesToBeInTypeList(column="date", type_list=DATE_TYPES, meta=crit))
     if "ticker" in cols:
@@ -185,12 +191,18 @@ def build_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int | Non
     if "volume" in cols:
         exps.append(E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, max_value=FINITE_CEILING, meta=crit))
     if {"high", "low"} <= cols:
-        exps.append(E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True, meta=crit))
+        exps.append(
+            E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True, meta=crit)
+        )
     for other in ("open", "close"):
         if {"high", other} <= cols:
-            exps.append(E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=other, or_equal=True, meta=crit))
+            exps.append(
+                E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=other, or_equal=True, meta=crit)
+            )
         if {"low", other} <= cols:
-            exps.append(E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=other, column_B="low", or_equal=True, meta=crit))
+            exps.append(
+                E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=other, column_B="low", or_equal=True, meta=crit)
+            )
     if {"ticker", "date"} <= cols:
         exps.append(E.ExpectCompoundColumnsToBeUnique(column_list=["ticker", "date"], meta=crit))
     if "ticker" in cols:
@@ -201,7 +213,9 @@ def build_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int | Non
         if str(c).startswith("check_abs_log_return_")
     ]
     if "check_identical_run" in cols:
-        exps.append(E.ExpectColumnValuesToBeBetween(column="check_identical_run", max_value=config.max_identical_run, meta=warn))
+        exps.append(
+            E.ExpectColumnValuesToBeBetween(column="check_identical_run", max_value=config.max_identical_run, meta=warn)
+        )
     if "check_missing_business_days" in cols:
         exps.append(
             E.ExpectColumnValuesToBeBetween(
@@ -258,7 +272,11 @@ def run_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, docs_d
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         },
     )
-    batch = ctx.data_sources.add_pandas("prices").add_dataframe_asset("canonical").add_batch_definition_whole_dataframe("all")
+    batch = (
+        ctx.data_sources.add_pandas("prices")
+        .add_dataframe_asset("canonical")
+        .add_batch_definition_whole_dataframe("all")
+    )
     suite = ctx.suites.add(build_suite(checked, config))
     definition = ctx.validation_definitions.add(gx.ValidationDefinition(name="prices", data=batch, suite=suite))
     checkpoint = ctx.checkpoints.add(
@@ -337,7 +355,9 @@ def verdict(
 
 # ---- Prefect ---------------------------------------------------------------------------------------
 def validation_id(source_hash: str, config: ValidateConfig, min_rows: int) -> str:
-    return stable_hash({"source": source_hash, "validate": config.model_dump(), "min_rows": min_rows, "suite": SUITE_VERSION})
+    return stable_hash(
+        {"source": source_hash, "validate": config.model_dump(), "min_rows": min_rows, "suite": SUITE_VERSION}
+    )
 
 
 def _cache_key(task_ctx, params: dict) -> str:
@@ -371,8 +391,11 @@ def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, 
     # The failures themselves are reported once, by require_valid's error; this line only counts them.
     logger.info(
         "%d expectations evaluated: %d critical failure(s), %d warning(s)%s; Data Docs: %s",
-        report.evaluated, len(report.critical), len(report.warnings),
-        f"; dropped {dropped}, fewer than {min_rows} rows" if dropped else "", report.docs_index,
+        report.evaluated,
+        len(report.critical),
+        len(report.warnings),
+        f"; dropped {dropped}, fewer than {min_rows} rows" if dropped else "",
+        report.docs_index,
     )
     return report
 

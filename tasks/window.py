@@ -62,8 +62,14 @@ def commit_windows(plan: WindowPlan, parts: list[list[dict]]) -> WindowDataset:
     c, manifest = dataset.manifest["counts"], dataset.manifest
     get_run_logger().info(
         "window dataset %s: %d train / %d val / %d test windows over %d tickers (price column %s, split %s) at %s",
-        dataset.dataset_id, c["train"], c["val"], c["test"], len(manifest["tickers"]), dataset.price_column,
-        manifest["split_dates"], dataset.path,
+        dataset.dataset_id,
+        c["train"],
+        c["val"],
+        c["test"],
+        len(manifest["tickers"]),
+        dataset.price_column,
+        manifest["split_dates"],
+        dataset.path,
     )
     return dataset
 

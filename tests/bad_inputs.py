@@ -70,17 +70,32 @@ def write_corpus(root: Path) -> list[BadInput]:
     frame("high_below_low.csv", good.assign(High=good["Low"] * 0.5), "high", "low")
     frame("duplicate_days.csv", pd.concat([good, good.tail(3)]), "unique", "ticker")
     frame("path_ticker.csv", good.assign(Ticker="../../etc"), "match_regex", "ticker")
-    frame("text_price.csv", good.assign(Close=good["Close"].astype(object).where(good.index != 3, "12,5 USD")), "non-numeric", "12,5 USD")
+    frame(
+        "text_price.csv",
+        good.assign(Close=good["Close"].astype(object).where(good.index != 3, "12,5 USD")),
+        "non-numeric",
+        "12,5 USD",
+    )
     mixed = good.copy()
     mixed.loc[10:, "Date"] = pd.to_datetime(mixed.loc[10:, "Date"]).dt.strftime("%m/%d/%Y")
     frame("mixed_date_formats.csv", mixed, "mixes date formats")
     frame("not_dates.csv", good.assign(Date=good["Date"].where(good.index != 4, "yesterday")), "not dates", "yesterday")
     frame("integer_not_dates.csv", good.assign(Date=np.arange(len(good)) + 1000), "YYYYMMDD")
-    text("duplicate_wide_header.csv", "Date,AAPL,MSFT,AAPL\n2020-01-02,1,2,3\n2020-01-03,1,2,3\n", "more than once", "AAPL")
+    text(
+        "duplicate_wide_header.csv",
+        "Date,AAPL,MSFT,AAPL\n2020-01-02,1,2,3\n2020-01-03,1,2,3\n",
+        "more than once",
+        "AAPL",
+    )
     text("no_price.csv", "Date,Ticker,Volume\n2020-01-02,AAA,5\n", "close")
     # A typo'd year among the others: refused, naming the ticker and the date (not only a gap warning).
-    frame("future_date.csv", good.assign(Date=good["Date"].where(good.index != 7, "2103-01-14")),
-          "ticker AAA", "2103-01-14", "after today")
+    frame(
+        "future_date.csv",
+        good.assign(Date=good["Date"].where(good.index != 7, "2103-01-14")),
+        "ticker AAA",
+        "2103-01-14",
+        "after today",
+    )
     # Two bars a day (intraday data): refused, not trained as separate days.
     intraday = pd.concat([good.assign(Date=good["Date"] + " 09:30"), good.assign(Date=good["Date"] + " 16:00")])
     frame("intraday.csv", intraday, "daily bars are expected", "AAA")
@@ -105,7 +120,8 @@ def write_corpus(root: Path) -> list[BadInput]:
     cases.append(BadInput("gzip_bomb.csv.gz", root / "gzip_bomb.csv.gz", ("max_bytes",), small_limits=True))
     # A wide file whose rows x tickers exceed max_rows.
     wide = pd.DataFrame(
-        np.full((120, 60), 10.0), columns=[f"T{i:03d}" for i in range(60)],
+        np.full((120, 60), 10.0),
+        columns=[f"T{i:03d}" for i in range(60)],
         index=pd.bdate_range("2020-01-01", periods=120).strftime("%Y-%m-%d"),
     )
     wide.rename_axis("Date").to_csv(root / "oversized_wide.csv")

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-
 from price_frames import gjr_garch_returns, make_prices  # noqa: F401 - make_prices: also where older test modules found it
-from tickerflow.runtime import environment
 from tiny_models import EVAL_WINDOWS, MODEL, untrained_forecaster
+
+from tickerflow.runtime import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"

@@ -40,8 +40,16 @@ def staggered_prices() -> pd.DataFrame:
 
 
 def gjr_garch_returns(
-    n: int, seed: int = 0, *, omega: float = 1e-6, alpha: float = 0.1, gamma: float = 0.0, beta: float = 0.88,
-    mu: float = 0.0, dof: float | None = None, var0: float = 1e-4,
+    n: int,
+    seed: int = 0,
+    *,
+    omega: float = 1e-6,
+    alpha: float = 0.1,
+    gamma: float = 0.0,
+    beta: float = 0.88,
+    mu: float = 0.0,
+    dof: float | None = None,
+    var0: float = 1e-4,
 ) -> np.ndarray:
     """n daily log returns of a GJR-GARCH(1,1): r = mu + sqrt(var) z, var' = omega + (alpha + gamma [r < 0]) r^2
     + beta var, with z Gaussian or Student-t(dof) scaled to unit variance."""

@@ -20,7 +20,11 @@ MODEL = MODEL_NAME  # the registered name of the `champion` fixture's model
 def untrained_forecaster(dataset, shrinkage: float, seed: int = 0, lookback: int | None = None) -> Forecaster:
     """A random tiny GRU; shrinkage 0 makes it exactly the naive forecast."""
     torch.manual_seed(seed)
-    spec = dataset.spec if lookback is None else WindowSpec(lookback=lookback, horizon=dataset.spec.horizon, features=dataset.spec.features)
+    spec = (
+        dataset.spec
+        if lookback is None
+        else WindowSpec(lookback=lookback, horizon=dataset.spec.horizon, features=dataset.spec.features)
+    )
     gru = GRUConfig(input_size=spec.n_features, hidden_size=4, num_layers=1, horizon=spec.horizon)
     model_spec = ModelSpec(spec, gru, dataset.scaler, dataset.price_column, (shrinkage,) * spec.horizon)
     return Forecaster(model_spec, GRUForecaster(gru))

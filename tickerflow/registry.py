@@ -72,8 +72,10 @@ def champion_history(client: mlflow.MlflowClient, name: str) -> list[dict]:
         token = None
         while True:
             page = client.search_runs(
-                [exp.experiment_id], filter_string=f"tags.`{HISTORY_MODEL_KEY_TAG}` = '{_model_key(name)}'",
-                max_results=1000, page_token=token,
+                [exp.experiment_id],
+                filter_string=f"tags.`{HISTORY_MODEL_KEY_TAG}` = '{_model_key(name)}'",
+                max_results=1000,
+                page_token=token,
             )
             events.update({r.data.tags[HISTORY_KEY_TAG]: r.data.tags[HISTORY_EVENT_TAG] for r in page})
             token = page.token
@@ -116,11 +118,19 @@ def history_key() -> str:
 def record_decision(client: mlflow.MlflowClient, name: str, event: dict) -> None:
     """One finished run in REGISTRY_EXPERIMENT: a row of the history table, never a tag on the model."""
     key = history_key()
-    shown = {k: "" if event.get(k) is None else str(event[k])[:5000] for k in ("action", "version", "previous", "by", "why")}
+    shown = {
+        k: "" if event.get(k) is None else str(event[k])[:5000] for k in ("action", "version", "previous", "by", "why")
+    }
     run = client.create_run(
         experiment_id(client, REGISTRY_EXPERIMENT),
         run_name=f"{name}: {event['action']} v{event['version']}",
-        tags={HISTORY_MODEL_TAG: name, HISTORY_MODEL_KEY_TAG: _model_key(name), HISTORY_KEY_TAG: key, HISTORY_EVENT_TAG: json.dumps(event), **shown},
+        tags={
+            HISTORY_MODEL_TAG: name,
+            HISTORY_MODEL_KEY_TAG: _model_key(name),
+            HISTORY_KEY_TAG: key,
+            HISTORY_EVENT_TAG: json.dumps(event),
+            **shown,
+        },
     )
     client.set_terminated(run.info.run_id)
 
@@ -141,7 +151,12 @@ ANY_CHAMPION: Final = AnyChampion.ANY
 
 
 def move_champion(
-    client: mlflow.MlflowClient, name: str, version: str, action: str, why: str, who: str | None = None,
+    client: mlflow.MlflowClient,
+    name: str,
+    version: str,
+    action: str,
+    why: str,
+    who: str | None = None,
     expected: str | None | AnyChampion = ANY_CHAMPION,
 ) -> dict:
     """Point `champion` at `version` and record the move (on the model and on the version).
@@ -154,11 +169,19 @@ def move_champion(
     client.get_model_version(name, version)  # raises for an unknown version before anything moves
     with signals_held(), registry_lock(name):
         current = current_champion(client, name)
-        event = {"action": action, "version": str(version), "previous": current, "by": who or current_user(), "at": now_utc(), "why": why}
+        event = {
+            "action": action,
+            "version": str(version),
+            "previous": current,
+            "by": who or current_user(),
+            "at": now_utc(),
+            "why": why,
+        }
         if expected is not ANY_CHAMPION and current != expected:
             was = f"v{expected}" if expected else "no champion"
             event.update(
-                action="refused", expected=expected,
+                action="refused",
+                expected=expected,
                 why=f"the champion moved from {was} to v{current} after this decision was made ({why}); not promoted",
             )
             record_decision(client, name, event)
@@ -179,7 +202,14 @@ def apply_decision(
     since `expected` was read comes back as (False, why), and the version's tags say so.
     """
     if not promoted:
-        event = {"action": "keep", "version": str(version), "previous": expected, "by": who, "at": now_utc(), "why": reason}
+        event = {
+            "action": "keep",
+            "version": str(version),
+            "previous": expected,
+            "by": who,
+            "at": now_utc(),
+            "why": reason,
+        }
         record_decision(client, name, event)
         return False, reason
     try:

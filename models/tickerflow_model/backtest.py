@@ -49,9 +49,14 @@ class Backtest:
 
     def fold_rows(self) -> list[dict]:
         return [
-            {"fold": f.index, "cutoff": str(f.cutoff.date()), "test_end": str(f.test_end.date()),
-             "forecasts": f.evaluation.n_windows, **{f"{n}_rmse": m["rmse"] for n, m in f.evaluation.metrics.items()},
-             "skill": f.evaluation.skill}
+            {
+                "fold": f.index,
+                "cutoff": str(f.cutoff.date()),
+                "test_end": str(f.test_end.date()),
+                "forecasts": f.evaluation.n_windows,
+                **{f"{n}_rmse": m["rmse"] for n, m in f.evaluation.metrics.items()},
+                "skill": f.evaluation.skill,
+            }
             for f in self.folds
         ]
 
@@ -70,7 +75,10 @@ def fold_window_config(base: WindowConfig, n_days: int, history_days: int):
 def fold_periods(days: np.ndarray, config: BacktestConfig) -> list[tuple[int, int]]:
     """(last history day index, last test day index) per fold, oldest first."""
     last = len(days) - 1
-    periods = [(last - (config.folds - k) * config.step, last - (config.folds - 1 - k) * config.step) for k in range(config.folds)]
+    periods = [
+        (last - (config.folds - k) * config.step, last - (config.folds - 1 - k) * config.step)
+        for k in range(config.folds)
+    ]
     if periods and periods[0][0] < 1:
         raise ValueError(
             f"{config.folds} folds of {config.step} days need more than {config.folds * config.step} trading days, "
@@ -80,7 +88,13 @@ def fold_periods(days: np.ndarray, config: BacktestConfig) -> list[tuple[int, in
 
 
 def walk_forward(
-    prices: pd.DataFrame, window_config: WindowConfig, train_config, config: BacktestConfig, source_hash: str, root: Path, log,
+    prices: pd.DataFrame,
+    window_config: WindowConfig,
+    train_config,
+    config: BacktestConfig,
+    source_hash: str,
+    root: Path,
+    log,
 ) -> Backtest:
     """Per fold, truncate, window (under `root`), train, evaluate; pool the forecasts. `log`: a logger."""
     days = np.unique(prices["date"].to_numpy("datetime64[ns]"))
@@ -93,8 +107,14 @@ def walk_forward(
         dataset = build_window_dataset(seen, fold_config, fold_hash, root)
         forecaster = fit_forecaster(dataset, train_config).forecaster
         evaluation = evaluate_forecaster(forecaster, dataset, seen, cpu_threads=train_config.cpu_threads)
-        log.info("fold %d: history to %s, test to %s: skill vs naive %+.4f over %d forecasts",
-                 k, str(days[cut_idx])[:10], str(days[end_idx])[:10], evaluation.skill, evaluation.n_windows)
+        log.info(
+            "fold %d: history to %s, test to %s: skill vs naive %+.4f over %d forecasts",
+            k,
+            str(days[cut_idx])[:10],
+            str(days[end_idx])[:10],
+            evaluation.skill,
+            evaluation.n_windows,
+        )
         folds.append(Fold(k, pd.Timestamp(days[cut_idx]), pd.Timestamp(days[end_idx]), evaluation, forecaster))
     pooled = pd.concat([f.evaluation.predictions.assign(fold=f.index) for f in folds], ignore_index=True)
     names = [n for n in ("model", *POINT_BASELINES) if all(n in f.evaluation.metrics for f in folds)]

@@ -86,7 +86,9 @@ def static_quantile(prices: np.ndarray, base_idx: np.ndarray, horizon: int, leve
     """The training period's quantiles for every base day: (n, H, Q). No base day may precede `fit_end`."""
     base_idx = np.asarray(base_idx)
     if len(base_idx) and base_idx.min() < fit_end:
-        raise ValueError(f"static quantiles fit up to day {fit_end} cannot forecast from the earlier day {base_idx.min()}")
+        raise ValueError(
+            f"static quantiles fit up to day {fit_end} cannot forecast from the earlier day {base_idx.min()}"
+        )
     return np.broadcast_to(static_fit(prices, horizon, levels, fit_end), (len(base_idx), horizon, len(levels))).copy()
 
 
@@ -166,7 +168,9 @@ def fit_garch(prices: np.ndarray, fit_end: int) -> GarchFit:
     return GarchFit(params)
 
 
-def garch_quantiles(prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, params: dict[str, float]) -> np.ndarray:
+def garch_quantiles(
+    prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, params: dict[str, float]
+) -> np.ndarray:
     """Quantiles (n, H, Q) of the cumulative log return from each base day, the parameters fixed.
 
     arch filters the variance recursion through every return of `prices` and forecasts from each
@@ -198,7 +202,12 @@ def garch(prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, fit: G
 
 
 def baseline_quantiles(
-    name: str, prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, fit_end: int,
+    name: str,
+    prices: np.ndarray,
+    base_idx: np.ndarray,
+    horizon: int,
+    levels,
+    fit_end: int,
     garch_fit: GarchFit | None = None,
 ) -> np.ndarray:
     """Dispatch by name; `fit_end` is the last training-period day (static_quantile), `garch_fit` the
@@ -249,8 +258,14 @@ class BaselineForecaster:
 
     @classmethod
     def fit(
-        cls, name: str, histories: dict[str, np.ndarray], train_rows: dict[str, int], horizon: int,
-        levels=QUANTILE_LEVELS, price_column: str = "close", garch_fits: dict[str, GarchFit] | None = None,
+        cls,
+        name: str,
+        histories: dict[str, np.ndarray],
+        train_rows: dict[str, int],
+        horizon: int,
+        levels=QUANTILE_LEVELS,
+        price_column: str = "close",
+        garch_fits: dict[str, GarchFit] | None = None,
     ) -> "BaselineForecaster":
         """`histories`: ticker -> prices in date order; `train_rows`: ticker -> days in its training period;
         `garch_fits`: ticker -> its GARCH fit (garch only)."""
@@ -285,8 +300,13 @@ class BaselineForecaster:
         d = json.loads((Path(folder) / SPEC_FILE).read_text())
         return cls(
             BaselineSpec(
-                d["name"], int(d["horizon"]), d["price_column"], tuple(d["levels"]), d["static"],
-                d.get("garch", {}), d.get("fallback", {}),
+                d["name"],
+                int(d["horizon"]),
+                d["price_column"],
+                tuple(d["levels"]),
+                d["static"],
+                d.get("garch", {}),
+                d.get("fallback", {}),
             )
         )
 
@@ -303,7 +323,9 @@ class BaselineForecaster:
             fit = np.asarray(spec.static.get(str(ticker), np.nan), dtype=np.float64)
             return np.broadcast_to(fit, (len(base_idx), spec.horizon, len(spec.levels))).copy()
         garch_fit = self.garch_fit(ticker) if spec.name == "garch" else None
-        return baseline_quantiles(spec.name, prices, base_idx, spec.horizon, spec.levels, fit_end=0, garch_fit=garch_fit)
+        return baseline_quantiles(
+            spec.name, prices, base_idx, spec.horizon, spec.levels, fit_end=0, garch_fit=garch_fit
+        )
 
     def forecast_frame(self, prices: pd.DataFrame, all_dates: bool = False) -> pd.DataFrame:
         """Raw prices (canonical long format) -> `ticker, date, horizon, forecast_close, q05 .. q95`.
@@ -330,7 +352,15 @@ class BaselineForecaster:
                 continue  # e.g. a ticker the static baseline was not fit on
             base_idx, q = base_idx[keep], q[keep]
             # a baseline's point forecast is the last price: a cumulative log return of 0
-            out = forecast_rows(str(ticker), g["date"].to_numpy()[base_idx], p[base_idx], np.zeros(q.shape[:2]), q, spec.levels, all_dates)
+            out = forecast_rows(
+                str(ticker),
+                g["date"].to_numpy()[base_idx],
+                p[base_idx],
+                np.zeros(q.shape[:2]),
+                q,
+                spec.levels,
+                all_dates,
+            )
             frames.append(out)
         if not frames:
             raise ValueError(f"no ticker has the {self.min_rows} rows of history the {spec.name} baseline needs")

@@ -172,9 +172,7 @@ def parse_dates(values: pd.Series, origin: str) -> pd.Series:
         )
     bad = text[present][mixed.isna()]
     example = bad.iloc[0] if not bad.empty else first
-    raise IngestError(
-        f"{origin}: column 'date' has values that are not dates, e.g. {example!r}"
-    ) from first_error
+    raise IngestError(f"{origin}: column 'date' has values that are not dates, e.g. {example!r}") from first_error
 
 
 def wall_clock(text: pd.Series) -> pd.Series:
@@ -306,8 +304,5 @@ def harmonise(frames: list[pd.DataFrame], files: list[str] | None = None) -> lis
         )
     common = [c for c in CANONICAL if all(c in f.columns for f in frames)]
     if not any(p in common for p in PRICES):
-        raise IngestError(
-            "the files share no price column: " + "; ".join(f"{list(f.columns)}" for f in frames)
-        )
+        raise IngestError("the files share no price column: " + "; ".join(f"{list(f.columns)}" for f in frames))
     return [f[common] for f in frames]
-

@@ -25,7 +25,8 @@ class ModelNotFound(TickerflowError, LookupError):
 # errno values that say the storage refused a write (disk full, quota, read-only, no permission, a file
 # where a folder should be): the user can act on them, a retry cannot.
 STORAGE_ERRNOS = frozenset(
-    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EEXIST", "EFBIG")
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EEXIST", "EFBIG")
     if hasattr(errno, name)
 )
 

@@ -37,7 +37,11 @@ from .window_dataset import read_split
 CHAMPION = "champion"  # the current champion's name among the forecasters
 # forecaster name -> column of the predictions frame holding its point forecast
 COLUMN = {
-    "model": "forecast", "naive": "naive", "seasonal_naive": "seasonal_naive", "drift": "drift", CHAMPION: "champion",
+    "model": "forecast",
+    "naive": "naive",
+    "seasonal_naive": "seasonal_naive",
+    "drift": "drift",
+    CHAMPION: "champion",
     **{b: "naive" for b in DISTRIBUTION_BASELINES},  # a distribution baseline's point forecast is the last price
 }
 POINT_BASELINES = ("naive", "seasonal_naive", "drift")
@@ -168,7 +172,7 @@ class Evaluation:
         """The N best and N worst tickers by the model's skill, then any the user named (that were evaluated)."""
         ranked = list(self.ticker_ranking().index)
         n = config.fan_charts
-        chosen = ranked[:n] + ranked[max(n, len(ranked) - n):]
+        chosen = ranked[:n] + ranked[max(n, len(ranked) - n) :]
         chosen += [t for t in config.fan_chart_tickers if t in self.per_ticker and t not in chosen]
         return chosen
 
@@ -203,7 +207,11 @@ def test_split(dataset) -> TestSplit:
     """Read a window dataset's test split (`dataset`: the window stage's WindowDataset)."""
     x, _, index = read_split(dataset, "test")
     return TestSplit(
-        x, index, dataset.spec.horizon, dataset.price_column, tuple(dataset.manifest["tickers"]),
+        x,
+        index,
+        dataset.spec.horizon,
+        dataset.price_column,
+        tuple(dataset.manifest["tickers"]),
         np.datetime64(dataset.manifest["split_dates"]["train_end"], "ns"),
         np.datetime64(dataset.manifest["split_dates"]["val_end"], "ns"),
     )
@@ -234,7 +242,9 @@ def ticker_runs(tickers: pd.Series) -> dict[str, slice]:
     ends = np.r_[starts[1:], len(codes)]
     runs = {str(names[codes[a]]): slice(int(a), int(b)) for a, b in zip(starts, ends)}
     if len(runs) != len(starts):
-        raise ValueError("a ticker's test windows are not one contiguous run: the window dataset is not in ticker order")
+        raise ValueError(
+            "a ticker's test windows are not one contiguous run: the window dataset is not in ticker order"
+        )
     return runs
 
 
@@ -261,7 +271,9 @@ def predict_test_split(
     runs = ticker_runs(split.index["ticker"])
     base_dates = split.index["base_date"].to_numpy("datetime64[ns]")  # (N,)
     frames = []
-    dist: dict[str, list[np.ndarray]] = {name: [] for name in ("model", *DISTRIBUTION_BASELINES)}  # name -> (rows, Q) parts
+    dist: dict[str, list[np.ndarray]] = {
+        name: [] for name in ("model", *DISTRIBUTION_BASELINES)
+    }  # name -> (rows, Q) parts
     histories, train_rows, garch_fits = {}, {}, {}
     for ticker, hist in ticker_histories(prices, split).items():
         if ticker not in runs:
@@ -310,7 +322,9 @@ def predict_test_split(
     return predictions, quantiles, baselines
 
 
-def score_champion(model, prices: pd.DataFrame, predictions: pd.DataFrame, levels) -> tuple[np.ndarray, np.ndarray | None]:
+def score_champion(
+    model, prices: pd.DataFrame, predictions: pd.DataFrame, levels
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The champion's point forecasts (rows,) and quantiles (rows, Q) for exactly the test windows.
 
     Matched on ticker, base date and horizon: the champion sees the raw prices and builds its own

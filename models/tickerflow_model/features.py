@@ -29,8 +29,19 @@ import numpy as np
 import pandas as pd
 
 Feature = Literal[
-    "log_return", "abs_log_return", "hl_range", "gap", "log_volume_change",
-    "rv_5", "rv_22", "rv_66", "range_5", "range_22", "range_66", "market_return", "market_vol",
+    "log_return",
+    "abs_log_return",
+    "hl_range",
+    "gap",
+    "log_volume_change",
+    "rv_5",
+    "rv_22",
+    "rv_66",
+    "range_5",
+    "range_22",
+    "range_66",
+    "market_return",
+    "market_vol",
 ]
 FEATURES: tuple[str, ...] = get_args(Feature)
 # Columns of the canonical frame each feature reads besides the modelled price.

@@ -57,8 +57,15 @@ def fit_forecaster(
     x_train, y_train, _ = read_split(dataset, "train", with_index=False)
     x_val, y_val, _ = read_split(dataset, "val", with_index=False)
     result = train_model(
-        x_train, y_train, x_val, y_val, config,
-        checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, on_batch=on_batch, on_resume=on_resume,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        config,
+        checkpoint_dir=checkpoint_dir,
+        on_epoch=on_epoch,
+        on_batch=on_batch,
+        on_resume=on_resume,
     )
     del x_train, y_train
     net = result.net  # on the CPU, in eval mode

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from .calibration import apply_cqr, fit_cqr_margins
+from .features import compute_features, market_features, market_on
 from .gru import GRUConfig, GRUForecaster, predict_batched
 from .quantiles import median_index, quantile_columns
-from .features import compute_features, market_features, market_on
 from .windows import Scaler, WindowSpec, all_input_windows
 
 SPEC_FILE = "spec.json"
@@ -180,7 +180,13 @@ class Forecaster:
             own_market = None if market is None else market_on(market, dates)
             feats = spec.scaler.transform(compute_features(p, features, columns, own_market))  # (T-1, F)
             if all_dates:
-                yield str(ticker), dates, p, np.arange(first, len(p)), all_input_windows(feats, lookback)[first - lookback :]
+                yield (
+                    str(ticker),
+                    dates,
+                    p,
+                    np.arange(first, len(p)),
+                    all_input_windows(feats, lookback)[first - lookback :],
+                )
             else:
                 yield str(ticker), dates, p, np.array([len(p) - 1]), feats[-lookback:][None]  # (1, L, F)
 
@@ -205,8 +211,13 @@ class Forecaster:
 
 
 def forecast_rows(
-    ticker: str, base_dates: np.ndarray, base_price: np.ndarray, point: np.ndarray, quant: np.ndarray,
-    levels: tuple[float, ...], all_dates: bool,
+    ticker: str,
+    base_dates: np.ndarray,
+    base_price: np.ndarray,
+    point: np.ndarray,
+    quant: np.ndarray,
+    levels: tuple[float, ...],
+    all_dates: bool,
 ) -> pd.DataFrame:
     """One ticker's forecasts in price units, one row per base day and horizon step.
 

@@ -29,7 +29,9 @@ class RegisterConfig(Config):
 
     model_name: str = Field(MODEL_NAME, min_length=1, description="the registered model's name")
     # a Literal of the tuple keeps one list of names; mypy wants literal values spelled out
-    primary_score: Literal[PRIMARY_SCORES] = Field("pinball", description="the score the gate ranks by (lower is better)")  # type: ignore[valid-type]
+    primary_score: Literal[PRIMARY_SCORES] = Field(  # type: ignore[valid-type]
+        "pinball", description="the score the gate ranks by (lower is better)"
+    )
     coverage_tolerance: float = Field(
         0.05, ge=0.0, le=0.5, description="0.05: an 80% interval must cover between 75% and 85% of outcomes"
     )
@@ -74,7 +76,9 @@ def missed_conditions(m: dict[str, float], config: RegisterConfig) -> list[str]:
         if key not in m:
             out.append(f"no {nominal:.0%} interval")
         elif abs(m[key] - nominal) > config.coverage_tolerance + 1e-12:
-            out.append(f"{nominal:.0%} coverage {m[key]:.1%} is outside {nominal:.0%} +/- {config.coverage_tolerance:.1%}")
+            out.append(
+                f"{nominal:.0%} coverage {m[key]:.1%} is outside {nominal:.0%} +/- {config.coverage_tolerance:.1%}"
+            )
     if m.get("skill", -np.inf) < config.min_skill:
         out.append(f"skill vs naive {m.get('skill', float('nan')):+.4f} is below the minimum {config.min_skill:+.4f}")
     return out
@@ -101,7 +105,8 @@ def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> GateDe
     ranking = ", ".join(f"{label(n, evaluation)} {scores[n]:.4f}" for n in sorted(names, key=lambda n: scores[n]))
     not_compared = (
         f"; champion v{evaluation.champion_version} was not compared: {evaluation.champion_error}"
-        if evaluation.champion_error else ""
+        if evaluation.champion_error
+        else ""
     )
     if CHAMPION in names and best != CHAMPION and (not passing or CHAMPION in passing):
         bar = scores[CHAMPION] * (1 - config.min_improvement)
@@ -122,4 +127,3 @@ def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> GateDe
             f"although {'; '.join(missed[best])} ({ranking})"
         )
     return GateDecision(best, reason + not_compared, missed, scores)
-

@@ -80,7 +80,9 @@ def ewma_volatility(returns: torch.Tensor, lam: float = EWMA_LAMBDA) -> torch.Te
 class GRUForecaster(nn.Module):
     """(B, L, F) windows -> (B, H, Q) non-crossing quantiles of the cumulative log return, target units."""
 
-    horizon_scale: torch.Tensor  # (H,), a buffer: declared so that it reads as a tensor, not nn.Module's Tensor | Module
+    horizon_scale: (
+        torch.Tensor
+    )  # (H,), a buffer: declared so that it reads as a tensor, not nn.Module's Tensor | Module
 
     def __init__(self, config: GRUConfig) -> None:
         super().__init__()
@@ -213,8 +215,10 @@ def run_batches(n: int, batch_size: int, step: Callable[[int, int], None], devic
         before = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            threads = [threading.Thread(target=work, args=(starts[i::workers],), name=f"tickerflow-inference-{i}")
-                       for i in range(workers)]
+            threads = [
+                threading.Thread(target=work, args=(starts[i::workers],), name=f"tickerflow-inference-{i}")
+                for i in range(workers)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -69,7 +69,10 @@ def daily_sums(scored: pd.DataFrame, levels=()) -> pd.DataFrame:
 
 
 def rolling_live_metrics(
-    scored: pd.DataFrame, windows: tuple[int, ...] = (20, 60), min_days: int = 5, levels=(),
+    scored: pd.DataFrame,
+    windows: tuple[int, ...] = (20, 60),
+    min_days: int = 5,
+    levels=(),
 ) -> pd.DataFrame:
     """One row per (model_version, day, window): `live_rmse`, `live_mae`, `live_skill` (1 - RMSE / naive
     RMSE) and, when the forecasts carry quantiles at `levels`, `live_pinball`, `live_coverage_80`,
@@ -120,16 +123,24 @@ def breaches(metrics: pd.DataFrame, thresholds: Thresholds) -> pd.DataFrame:
             reasons[i] = reasons[i] + [text(metrics.loc[i])]
 
     if thresholds.min_skill is not None:
-        flag(metrics["live_skill"] < thresholds.min_skill,
-             lambda r: f"live_skill {r['live_skill']:+.4f} < {thresholds.min_skill:+.4f}")
+        flag(
+            metrics["live_skill"] < thresholds.min_skill,
+            lambda r: f"live_skill {r['live_skill']:+.4f} < {thresholds.min_skill:+.4f}",
+        )
     if thresholds.max_rmse is not None:
-        flag(metrics["live_rmse"] > thresholds.max_rmse,
-             lambda r: f"live_rmse {r['live_rmse']:.4f} > {thresholds.max_rmse:.4f}")
+        flag(
+            metrics["live_rmse"] > thresholds.max_rmse,
+            lambda r: f"live_rmse {r['live_rmse']:.4f} > {thresholds.max_rmse:.4f}",
+        )
     if thresholds.coverage_tolerance is not None:
         for name, nominal in NOMINAL_COVERAGE.items():
             if name in metrics.columns:
-                flag((metrics[name] - nominal).abs() > thresholds.coverage_tolerance,
-                     lambda r, n=name, nom=nominal: f"{n} {r[n]:.3f} outside {nom:.2f} ± {thresholds.coverage_tolerance:.2f}")
+                flag(
+                    (metrics[name] - nominal).abs() > thresholds.coverage_tolerance,
+                    lambda r, n=name, nom=nominal: (
+                        f"{n} {r[n]:.3f} outside {nom:.2f} ± {thresholds.coverage_tolerance:.2f}"
+                    ),
+                )
     out = metrics.assign(reasons=reasons.map("; ".join))
     return out.assign(breached=out["reasons"] != "")
 
@@ -143,7 +154,9 @@ def trailing_streak(breached: pd.Series) -> int:
 LIVE_METRICS = POINT_METRICS + QUANTILE_METRICS  # what a monitoring run logs, per window
 
 
-def score_stored(stored: pd.DataFrame, prices: pd.DataFrame, as_of, windows: tuple[int, ...], min_days: int) -> tuple[pd.DataFrame, int]:
+def score_stored(
+    stored: pd.DataFrame, prices: pd.DataFrame, as_of, windows: tuple[int, ...], min_days: int
+) -> tuple[pd.DataFrame, int]:
     """Stored forecasts whose target day has a close in `prices` (up to `as_of`), scored per model.
 
     Each stored row is scored against the price column it forecast (`price_column`; `close` when the
@@ -171,7 +184,10 @@ def score_stored(stored: pd.DataFrame, prices: pd.DataFrame, as_of, windows: tup
 
 
 def thresholds_from_test(
-    test_skill: float | None, test_rmse: float | None, skill_margin: float | None, rmse_ratio: float | None,
+    test_skill: float | None,
+    test_rmse: float | None,
+    skill_margin: float | None,
+    rmse_ratio: float | None,
     coverage_tolerance: float | None,
 ) -> Thresholds:
     """The rule's thresholds from the champion's own test figures; a missing figure or margin turns its rule off."""

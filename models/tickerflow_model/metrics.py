@@ -23,7 +23,9 @@ def naive_scale(train_prices: np.ndarray) -> float:
     return float(np.mean(diffs))
 
 
-def seasonal_naive_forecast(history: np.ndarray, base_index: np.ndarray, horizon: np.ndarray, season: int = SEASON) -> np.ndarray:
+def seasonal_naive_forecast(
+    history: np.ndarray, base_index: np.ndarray, horizon: np.ndarray, season: int = SEASON
+) -> np.ndarray:
     """Price on the same weekday of the latest week already seen: p[t + h - season * ceil(h / season)].
 
     `history` is one ticker's price series, `base_index` the index of the last seen day t and
@@ -52,7 +54,13 @@ def drift_forecast(history: np.ndarray, base_index: np.ndarray, horizon: np.ndar
 # percent change of the price for daily moves, so a ticker at $5 and one at $500 weigh the same, and
 # a width of 3.1 reads as "the interval spans about 3.1% of the price".
 DISTRIBUTION_NAMES = (
-    "pinball", "coverage_80", "coverage_90", "width_80", "width_90", "winkler_80", "winkler_90",
+    "pinball",
+    "coverage_80",
+    "coverage_90",
+    "width_80",
+    "width_90",
+    "winkler_80",
+    "winkler_90",
 )
 INTERVALS = (0.80, 0.90)  # nominal coverage of the central intervals scored (q10-q90 and q05-q95)
 

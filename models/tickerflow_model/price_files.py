@@ -28,7 +28,13 @@ from .errors import TickerflowError
 from .redaction import chained, exception_chain, redact_text, redact_uri, reveal
 
 __all__ = [
-    "MAX_BYTES", "MAX_ROWS", "IngestError", "SourceUnavailable", "load_prices", "read_file", "read_prices",
+    "MAX_BYTES",
+    "MAX_ROWS",
+    "IngestError",
+    "SourceUnavailable",
+    "load_prices",
+    "read_file",
+    "read_prices",
     "resolve_sources",
 ]
 
@@ -140,7 +146,9 @@ def _read_limited(path: str, max_bytes: int) -> bytes:
         # is not chained as __context__; its redacted copy is the cause.
         raise chained(_read_failure(failure, shown), failure)
     if len(raw) > max_bytes:
-        raise IngestError(f"{shown}: the file is larger than ingest.max_bytes ({max_bytes:,} bytes); raise the limit if it is genuine")
+        raise IngestError(
+            f"{shown}: the file is larger than ingest.max_bytes ({max_bytes:,} bytes); raise the limit if it is genuine"
+        )
     return raw
 
 
@@ -216,7 +224,9 @@ def utf16_as_utf8(raw: bytes, shown: str) -> bytes:
     try:
         return raw.decode(encoding).encode("utf-8")
     except UnicodeDecodeError as exc:
-        raise IngestError(f"{shown}: looks like UTF-16 text but does not decode ({exc.reason} at byte {exc.start}); save the CSV as UTF-8") from None
+        raise IngestError(
+            f"{shown}: looks like UTF-16 text but does not decode ({exc.reason} at byte {exc.start}); save the CSV as UTF-8"
+        ) from None
 
 
 def _refuse_duplicates(names: list, shown: str) -> None:
@@ -256,7 +266,9 @@ def read_file(path: str, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -
         except Exception as exc:  # pandas raises many types for a corrupt file
             raise IngestError(f"cannot read {shown}: {redact_text(exc)}") from exc
     if len(frame) > max_rows:
-        raise IngestError(f"{shown}: more than ingest.max_rows ({max_rows:,}) rows; raise the limit if the file is genuine")
+        raise IngestError(
+            f"{shown}: more than ingest.max_rows ({max_rows:,}) rows; raise the limit if the file is genuine"
+        )
     if frame.empty:
         raise IngestError(f"{shown}: the file has no rows (columns found: {list(frame.columns)})")
     return frame, raw
@@ -328,4 +340,3 @@ def read_prices(
     canonical = canonical.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
     canonical.attrs["out_of_order"] = disorder
     return canonical, digest.hexdigest()[:16], [redact_uri(f) for f in files], layouts
-

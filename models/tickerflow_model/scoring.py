@@ -16,9 +16,7 @@ import pandas as pd
 from .metrics import METRIC_KEYS, distribution_terms, point_terms
 
 
-def score_terms(
-    predictions: pd.DataFrame, column: str, quantiles: np.ndarray | None, levels
-) -> dict[str, np.ndarray]:
+def score_terms(predictions: pd.DataFrame, column: str, quantiles: np.ndarray | None, levels) -> dict[str, np.ndarray]:
     """One forecaster's per-forecast terms of every metric: name -> (rows,).
 
     `column`: the predictions column of its point forecast; with `quantiles` (rows, Q) it also gets the
@@ -65,9 +63,7 @@ def metric_frames(
             terms[kind][kinds[kind].index(key), f * n : (f + 1) * n] = values
     # One float block per kind of term, laid out as stacking the forecasters' frames laid them out: pandas'
     # compensated grouped sum rounds the last bit differently for another block layout.
-    frame = pd.concat(
-        [pd.DataFrame(terms[kind].T, columns=keys, copy=False) for kind, keys in kinds.items()], axis=1
-    )
+    frame = pd.concat([pd.DataFrame(terms[kind].T, columns=keys, copy=False) for kind, keys in kinds.items()], axis=1)
     forecaster = np.repeat(np.arange(len(names)), n)  # (F*rows,) position in `names`
     frames = []
     for by in (None, "ticker", "horizon"):
@@ -78,8 +74,10 @@ def metric_frames(
             codes, labels = pd.factorize(predictions[by], sort=True)  # (rows,), sorted labels
             means = frame.groupby([np.tile(codes, len(names)), forecaster], sort=True).mean()
             means.index = pd.MultiIndex.from_arrays(
-                [labels[means.index.get_level_values(0).to_numpy()],
-                 np.asarray(names, dtype=object)[means.index.get_level_values(1).to_numpy()]],
+                [
+                    labels[means.index.get_level_values(0).to_numpy()],
+                    np.asarray(names, dtype=object)[means.index.get_level_values(1).to_numpy()],
+                ],
                 names=[by, "forecaster"],
             )
         frames.append(_finish(means, [] if by is None else [by]))

@@ -47,7 +47,9 @@ class SplitDates:
         )
 
 
-def split_dates(dates: pd.Series | np.ndarray, train_fraction: float, val_fraction: float, purge_gap: int) -> SplitDates:
+def split_dates(
+    dates: pd.Series | np.ndarray, train_fraction: float, val_fraction: float, purge_gap: int
+) -> SplitDates:
     """Cut the calendar of all trading days (every ticker's) into train / val / test periods."""
     days = np.unique(np.asarray(dates, dtype="datetime64[ns]"))
     n_train = max(int(len(days) * train_fraction), 1)

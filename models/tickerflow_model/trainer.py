@@ -59,14 +59,17 @@ class TrainConfig(Config):
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="Adam's L2 penalty.")
     grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False, description="Gradient norm clip; 0 turns it off.")
     patience: int = Field(5, ge=1, le=100_000, description="Epochs without a better validation loss before stopping.")
-    lr_patience: int = Field(2, ge=0, le=100_000, description="Epochs without improvement before the learning rate drops.")
+    lr_patience: int = Field(
+        2, ge=0, le=100_000, description="Epochs without improvement before the learning rate drops."
+    )
     lr_factor: float = Field(0.5, gt=0, lt=1, description="Factor the learning rate drops by.")
     seed: int = Field(0, ge=0, description="Seed of every random number generator training uses.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the hardware has it.")
     cpu_threads: int = Field(0, ge=0, le=4096, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
     loss_weight: Literal["volatility", "return"] = Field(
-        "return", description="Pinball loss in returns (as evaluated: turbulent windows weigh more) or volatility units."
+        "return",
+        description="Pinball loss in returns (as evaluated: turbulent windows weigh more) or volatility units.",
     )
     calibration: Literal["widen", "cqr"] = Field(
         "widen", description="Conformal margins fit on validation: widen intervals only, or also narrow them (cqr)."
@@ -229,9 +232,15 @@ def load_checkpoint(path: Path) -> dict | None:
         reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside the same way
         # PyTorch's own message advises retrying with weights_only=False, which is wrong for a damaged file
-        reason = f"{type(exc).__name__}" if "weights_only" in str(exc) else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        reason = (
+            f"{type(exc).__name__}"
+            if "weights_only" in str(exc)
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        )
     aside = set_aside(path)
-    warnings.warn(f"checkpoint {path} cannot be read ({reason}); moved aside to {aside.name}, training afresh", stacklevel=2)
+    warnings.warn(
+        f"checkpoint {path} cannot be read ({reason}); moved aside to {aside.name}, training afresh", stacklevel=2
+    )
     return None
 
 
@@ -264,8 +273,10 @@ def _rng_states(shuffle_gen: torch.Generator) -> dict:
         "shuffle_rng": shuffle_gen.get_state(),
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": {
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)), "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]), "cached_gauss": float(np_state["gauss"]),
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "cached_gauss": float(np_state["gauss"]),
         },
         "python_rng": {"version": version, "internal": list(internal), "gauss": gauss},
     }
@@ -278,7 +289,9 @@ def _restore_rng_states(ckpt: dict, shuffle_gen: torch.Generator) -> None:
     shuffle_gen.set_state(ckpt["shuffle_rng"])
     torch.set_rng_state(ckpt["torch_rng"])
     npr = ckpt["numpy_rng"]
-    np.random.set_state(("MT19937", npr["key"].numpy().astype(np.uint32), npr["pos"], npr["has_gauss"], npr["cached_gauss"]))
+    np.random.set_state(
+        ("MT19937", npr["key"].numpy().astype(np.uint32), npr["pos"], npr["has_gauss"], npr["cached_gauss"])
+    )
     pyr = ckpt["python_rng"]
     random.setstate((pyr["version"], tuple(pyr["internal"]), pyr["gauss"]))
     if "cuda_rng" in ckpt and torch.cuda.is_available():
@@ -334,7 +347,9 @@ def weighted_pinball(z: torch.Tensor, scale: torch.Tensor, y: torch.Tensor, leve
     return pinball_loss(z, y / scale, levels)
 
 
-def quantile_loss(net: GRUForecaster, x: torch.Tensor, y: torch.Tensor, loss_weight: str = "volatility") -> torch.Tensor:
+def quantile_loss(
+    net: GRUForecaster, x: torch.Tensor, y: torch.Tensor, loss_weight: str = "volatility"
+) -> torch.Tensor:
     """Mean pinball loss of the net's quantiles for windows x (B, L, F) and targets y (B, H)."""
     z, scale = net.standardized(x)  # (B, H, Q), (B, H)
     return weighted_pinball(z, scale, y, net.config.quantiles, loss_weight)
@@ -391,7 +406,9 @@ def train_one_epoch(
         idx = perm[start : start + config.batch_size]
         xb, yb = data.batch(data.x_train, data.y_train, idx)  # (B, L, F), (B, H)
         with autocast_context(data.device, precision):
-            loss = quantile_loss(net, xb, yb, config.loss_weight)  # (), float32: the head's output is cast up before the loss
+            loss = quantile_loss(
+                net, xb, yb, config.loss_weight
+            )  # (), float32: the head's output is cast up before the loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -454,7 +471,10 @@ def train_model(
         )
         return net, optimizer, scheduler, torch.Generator().manual_seed(config.seed)
 
-    with intra_op_threads(device, config.cpu_threads), out_of_memory_as_training_error(device, config, len(x_train), ckpt_path):
+    with (
+        intra_op_threads(device, config.cpu_threads),
+        out_of_memory_as_training_error(device, config, len(x_train), ckpt_path),
+    ):
         net, optimizer, scheduler, shuffle_gen = fresh()
         data = place_data(x_train, y_train, x_val, y_val, device)
 
@@ -489,7 +509,9 @@ def train_model(
             val_loss = val.loss
             seconds = time.perf_counter() - t0
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                kept = f"; the checkpoint of epoch {epoch - 1} is kept at {ckpt_path}" if ckpt_path and epoch > 1 else ""
+                kept = (
+                    f"; the checkpoint of epoch {epoch - 1} is kept at {ckpt_path}" if ckpt_path and epoch > 1 else ""
+                )
                 raise TrainingError(
                     f"non-finite loss at epoch {epoch} (train_loss={train_loss}, val_loss={val_loss}): "
                     f"lower train.lr or check the input windows{kept}"
@@ -531,7 +553,8 @@ def train_model(
 
 @contextmanager
 def out_of_memory_as_training_error(
-    device: torch.device, config: TrainConfig, n_windows: int, ckpt_path: Path | None) -> Iterator[None]:
+    device: torch.device, config: TrainConfig, n_windows: int, ckpt_path: Path | None
+) -> Iterator[None]:
     """A CUDA out-of-memory error becomes a TrainingError that says what to lower."""
     try:
         yield

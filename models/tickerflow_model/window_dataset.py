@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from .atomic_io import commit_directory, scratch_directory, stable_hash
-from .splits import SplitDates, WindowError, assign_splits, split_dates, training_rows
 from .features import compute_features, market_features, market_on
+from .splits import SplitDates, WindowError, assign_splits, split_dates, training_rows
 from .windows import Scaler, ScalerAccumulator, WindowSpec, make_windows
 
 SCHEMA_VERSION = 3
@@ -468,7 +468,9 @@ def read_split(
     for path in dataset.part_files(split):
         table = pq.read_table(path, columns=["x", "y", *(INDEX_COLUMNS if with_index else [])])
         if at + table.num_rows > n:
-            raise WindowError(f"the {split} parts of dataset {dataset.dataset_id} hold more windows than its manifest, {n}")
+            raise WindowError(
+                f"the {split} parts of dataset {dataset.dataset_id} hold more windows than its manifest, {n}"
+            )
         for name, out in flat.items():
             row = at
             for chunk in table.column(name).chunks:  # (k,) fixed-size lists -> (k, width) values

@@ -23,7 +23,9 @@ from .features import FEATURE_COLUMNS, FEATURES, MARKET_FEATURES, Feature, auto_
 class WindowSpec(Config):
     """What one window looks like; travels with every registered model."""
 
-    lookback: int = Field(30, ge=2, description="Days of features each window reads (the long-memory features reach further back).")
+    lookback: int = Field(
+        30, ge=2, description="Days of features each window reads (the long-memory features reach further back)."
+    )
     horizon: int = Field(1, ge=1, description="Business days ahead the model forecasts (1..horizon).")
     features: tuple[Feature, ...] | Literal["auto"] = Field(
         "auto",
@@ -41,7 +43,9 @@ class WindowSpec(Config):
             raise ValueError(f"features: 'auto' or a list of at least one feature, got {features!r}")
         unknown = [f for f in features if f not in FEATURES]
         if unknown:
-            raise ValueError(f"unknown feature(s) {', '.join(map(repr, unknown))}; the features are 'auto' or any of {', '.join(FEATURES)}")
+            raise ValueError(
+                f"unknown feature(s) {', '.join(map(repr, unknown))}; the features are 'auto' or any of {', '.join(FEATURES)}"
+            )
         if features[0] != "log_return":
             raise ValueError(f"the first feature must be 'log_return', got {features!r}")
         if len(set(features)) != len(features):

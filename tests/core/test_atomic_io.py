@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from price_frames import make_prices
 
 import tickerflow_model.window_dataset as window_mod
-from price_frames import make_prices
 from tickerflow_model.atomic_io import atomic_directory, stable_hash
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from price_frames import gjr_garch_returns, make_prices
+
 from tickerflow_model.baselines import (
     MIN_RETURNS,
     BaselineForecaster,
@@ -50,7 +50,9 @@ def test_rolling_matches_np_quantile_of_the_last_250_days():
     for i, b in enumerate(base):
         for h in (1, 2):
             ends = np.arange(max(h, b - 249), b + 1)  # returns ending in the 250 days up to b
-            np.testing.assert_allclose(q[i, h - 1], np.quantile(np.log(P[ends] / P[ends - h]), LEVELS), rtol=1e-9, atol=1e-15)
+            np.testing.assert_allclose(
+                q[i, h - 1], np.quantile(np.log(P[ends] / P[ends - h]), LEVELS), rtol=1e-9, atol=1e-15
+            )
     # too little history: NaN, not a guess
     assert np.isnan(rolling_quantile(P, np.array([MIN_RETURNS - 1]), 1, LEVELS)).all()
 

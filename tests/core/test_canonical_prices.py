@@ -8,6 +8,7 @@ import pytest
 
 from tickerflow_model.canonical_prices import IngestError, detect_layout, parse_dates, wall_clock
 
+
 @pytest.mark.parametrize(
     "written, day",
     [

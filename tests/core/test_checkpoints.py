@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from tiny_models import TINY, split
+
 from tickerflow_model.trainer import CHECKPOINT_FILE, load_checkpoint, train_model
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from price_frames import make_prices
+from tiny_models import BACKTEST, EVAL_WINDOWS, TINY_TRAIN, untrained_forecaster
+
 from tickerflow_model.backtest import BacktestConfig, walk_forward
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split
@@ -18,11 +19,8 @@ from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.metrics import distribution_metrics
 from tickerflow_model.trainer import TrainConfig
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
-from tiny_models import BACKTEST, EVAL_WINDOWS, TINY_TRAIN, untrained_forecaster
 
 CONFIG = EVAL_WINDOWS
-
-
 
 
 def run_walk_forward(prices, source_hash, root):
@@ -56,7 +54,9 @@ def ar2_oracle(predictions: pd.DataFrame, prices: pd.DataFrame) -> np.ndarray:
     for ticker, g in prices.groupby("ticker"):
         g = g.sort_values("date")
         logp = np.log(g["close"].to_numpy())
-        t = np.searchsorted(g["date"].to_numpy(), predictions.loc[predictions["ticker"] == ticker, "base_date"].to_numpy())
+        t = np.searchsorted(
+            g["date"].to_numpy(), predictions.loc[predictions["ticker"] == ticker, "base_date"].to_numpy()
+        )
         mean_return = AR2_PHI[0] * (logp[t] - logp[t - 1]) + AR2_PHI[1] * (logp[t - 1] - logp[t - 2])
         out[(predictions["ticker"] == ticker).to_numpy()] = np.exp(logp[t] + mean_return + AR2_SIGMA**2 / 2)
     return out
@@ -68,7 +68,10 @@ def ar2_gap_closed(n_days: int, train_config: TrainConfig, root: Path, seed: int
     dataset = build_window_dataset(prices, WindowConfig(lookback=20, min_history=100), f"ar2-{seed}", root)
     forecaster = fit_forecaster(dataset, train_config).forecaster
     preds = evaluate_forecaster(forecaster, dataset, prices).predictions
-    rmse = {n: float(np.sqrt(np.mean((preds[c] - preds["actual"]) ** 2))) for n, c in (("naive", "naive"), ("model", "forecast"))}
+    rmse = {
+        n: float(np.sqrt(np.mean((preds[c] - preds["actual"]) ** 2)))
+        for n, c in (("naive", "naive"), ("model", "forecast"))
+    }
     rmse["oracle"] = float(np.sqrt(np.mean((ar2_oracle(preds, prices) - preds["actual"]) ** 2)))
     rmse["gap_closed"] = (rmse["naive"] - rmse["model"]) / (rmse["naive"] - rmse["oracle"])
     return rmse
@@ -100,11 +103,16 @@ def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, d
         where = np.flatnonzero((preds["ticker"] == ticker).to_numpy())
         base = np.searchsorted(dates, rows["base_date"].to_numpy()[:: CONFIG.horizon])
         levels = forecaster.spec.quantiles
-        for name, q in (("static_quantile", static_quantile(p, base, 2, levels, fit_end=139)),
-                        ("rolling_quantile", rolling_quantile(p, base, 2, levels)), ("ewma", ewma(p, base, 2, levels))):
+        for name, q in (
+            ("static_quantile", static_quantile(p, base, 2, levels, fit_end=139)),
+            ("rolling_quantile", rolling_quantile(p, base, 2, levels)),
+            ("ewma", ewma(p, base, 2, levels)),
+        ):
             np.testing.assert_allclose(quantiles[name][where], q.reshape(-1, len(levels)))
     # the model's quantiles are the forecaster's own, row for row
-    x_quantiles = forecaster.predict_quantiles(__import__("tickerflow_model.window_dataset", fromlist=["read_split"]).read_split(dataset, "test")[0])
+    x_quantiles = forecaster.predict_quantiles(
+        __import__("tickerflow_model.window_dataset", fromlist=["read_split"]).read_split(dataset, "test")[0]
+    )
     np.testing.assert_allclose(quantiles["model"], x_quantiles.reshape(-1, x_quantiles.shape[-1]))
 
 
@@ -173,7 +181,9 @@ def test_walk_forward_folds_expand_and_never_train_on_anything_after_their_cutof
     for name, tensor in same.net.state_dict().items():
         assert torch.equal(tensor, other.net.state_dict()[name]), name
     # ...while fold 1, whose history includes the rewritten days, does see them (the check has teeth)
-    assert leaky.folds[1].forecaster.spec != bt.folds[1].forecaster.spec  # (its validation period: early stopping, shrinkage)
+    assert (
+        leaky.folds[1].forecaster.spec != bt.folds[1].forecaster.spec
+    )  # (its validation period: early stopping, shrinkage)
 
 
 def test_backtest_config_and_too_short_history_are_named():
@@ -184,13 +194,22 @@ def test_backtest_config_and_too_short_history_are_named():
     with pytest.raises(ValueError, match="(?s)folds.*valid integer"):
         BacktestConfig(folds=True)  # a flag is not a number of folds
     with pytest.raises(ValueError, match="need more than 300 trading days, the data has 260"):
-        walk_forward(make_prices(n_days=260), WindowConfig(), TINY_TRAIN, BacktestConfig(folds=10, step=30), "x",
-                     Path("unused"), logging.getLogger("t"))  # fails before writing anything
+        walk_forward(
+            make_prices(n_days=260),
+            WindowConfig(),
+            TINY_TRAIN,
+            BacktestConfig(folds=10, step=30),
+            "x",
+            Path("unused"),
+            logging.getLogger("t"),
+        )  # fails before writing anything
 
 
 @pytest.mark.slow
 def test_the_model_closes_at_least_half_the_gap_between_naive_and_the_ar2_oracle(tmp_path):
-    config = TrainConfig(epochs=8, gru={"hidden_size": 16, "num_layers": 1}, batch_size=128, lr=3e-3, seed=0, device="cpu")
+    config = TrainConfig(
+        epochs=8, gru={"hidden_size": 16, "num_layers": 1}, batch_size=128, lr=3e-3, seed=0, device="cpu"
+    )
     result = ar2_gap_closed(1200, config, tmp_path / "w")
 
     assert result["oracle"] < result["naive"]  # the data has something to learn

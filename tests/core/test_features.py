@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_models import untrained_forecaster
 
 from tickerflow_model.features import (
     BASE_FEATURES,
@@ -17,7 +18,6 @@ from tickerflow_model.features import (
     market_on,
 )
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset, read_split
-from tiny_models import untrained_forecaster
 
 
 def ohlc_prices(n_days: int = 400, tickers=("AAA", "BBB", "CCC"), seed: int = 0) -> pd.DataFrame:
@@ -31,8 +31,19 @@ def ohlc_prices(n_days: int = 400, tickers=("AAA", "BBB", "CCC"), seed: int = 0)
         high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.008, n_days)))
         low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.008, n_days)))
         volume = rng.integers(1_000, 10_000, n_days).astype(float)
-        frames.append(pd.DataFrame({"date": dates, "ticker": ticker, "open": open_, "high": high, "low": low,
-                                    "close": close, "volume": volume}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": dates,
+                    "ticker": ticker,
+                    "open": open_,
+                    "high": high,
+                    "low": low,
+                    "close": close,
+                    "volume": volume,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -63,7 +74,7 @@ def test_long_memory_features_are_trailing_realized_volatilities():
     for j in range(len(r)):  # loop-by-hand oracle: the mean square of the last k values up to row j
         for col, (values, k) in enumerate(((r, 5), (r, 22), (day_range, 66)), start=1):
             tail = values[max(0, j - k + 1) : j + 1]
-            assert feats[j, col] == pytest.approx(np.log(np.sqrt(np.mean(tail ** 2))), rel=1e-9)
+            assert feats[j, col] == pytest.approx(np.log(np.sqrt(np.mean(tail**2))), rel=1e-9)
     # a halted stock's zero returns give the floor, not log(0)
     flat = compute_features(np.full(30, 10.0), ("log_return", "rv_5"))
     np.testing.assert_allclose(flat[:, 1], np.log(MIN_DAILY_VOL))

@@ -35,8 +35,13 @@ def test_days_beyond_the_calendars_range_fall_back_to_business_days():
 
 def test_forecast_rows_carry_the_trading_day_targets():
     frame = forecast_rows(
-        "AAA", pd.to_datetime(["2024-01-12"]).to_numpy(), np.array([100.0]), np.zeros((1, 2)), np.zeros((1, 2, 3)),
-        (0.1, 0.5, 0.9), all_dates=False,
+        "AAA",
+        pd.to_datetime(["2024-01-12"]).to_numpy(),
+        np.array([100.0]),
+        np.zeros((1, 2)),
+        np.zeros((1, 2, 3)),
+        (0.1, 0.5, 0.9),
+        all_dates=False,
     )
     assert frame["date"].dt.strftime("%Y-%m-%d").tolist() == ["2024-01-16", "2024-01-17"]
     assert frame["horizon"].tolist() == [1, 2]

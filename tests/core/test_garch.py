@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from arch import arch_model
-
 from price_frames import gjr_garch_returns, make_prices
+
 from tickerflow_model.baselines import (
     BaselineForecaster,
     GarchFit,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from gate_scores import evaluation, scores
+
 from tickerflow_model.gate import RegisterConfig, promotion_decision
 
 
@@ -21,15 +21,21 @@ def test_gate_picks_the_best_primary_score_among_the_forecasters_that_pass():
     assert decision.winner == "ewma" and decision.forecaster == "ewma"
     assert decision.missed["model"] == ["80% coverage 70.0% is outside 80% +/- 5.0%"]
     # ...unless the tolerance allows it
-    assert promotion_decision(
-        evaluation(model=scores(0.50, cov80=0.70), ewma=scores(0.55)), RegisterConfig(coverage_tolerance=0.10)
-    ).winner == "model"
+    assert (
+        promotion_decision(
+            evaluation(model=scores(0.50, cov80=0.70), ewma=scores(0.55)), RegisterConfig(coverage_tolerance=0.10)
+        ).winner
+        == "model"
+    )
 
 
 def test_gate_keeps_point_skill_as_a_second_condition():
     ev = evaluation(model=scores(0.50, skill=-0.02), ewma=scores(0.55))
     decision = promotion_decision(ev, RegisterConfig())
-    assert decision.winner == "ewma" and "skill vs naive -0.0200 is below the minimum +0.0000" in decision.missed["model"][0]
+    assert (
+        decision.winner == "ewma"
+        and "skill vs naive -0.0200 is below the minimum +0.0000" in decision.missed["model"][0]
+    )
     assert promotion_decision(ev, RegisterConfig(min_skill=-0.05)).winner == "model"
 
 
@@ -51,7 +57,9 @@ def test_gate_compares_with_the_champion_on_the_same_windows_with_a_margin():
     decision = promotion_decision(evaluation("3", model=scores(0.60), champion=scores(0.40, cov80=0.5)), config)
     assert decision.winner == "model"
     # a champion that could not be scored is not a candidate; the reason says why
-    decision = promotion_decision(evaluation("3", "could not be loaded or run: OSError: gone", model=scores(0.5)), config)
+    decision = promotion_decision(
+        evaluation("3", "could not be loaded or run: OSError: gone", model=scores(0.5)), config
+    )
     assert decision.winner == "model" and "champion v3 was not compared: could not be loaded" in decision.reason
 
 

@@ -14,8 +14,15 @@ CORE = Path(tickerflow_model.__file__).parent
 TESTS = Path(__file__).resolve().parents[1]
 ADAPTER = "pyfunc.py"  # the MLflow adapter that travels with each model: the one core file allowed mlflow
 ABOVE_THE_CORE = (
-    "prefect", "mlflow", "tickerflow.tasks", "tickerflow.flows", "tickerflow.config_values", "tickerflow.reporting",
-    "tickerflow.registry", "tickerflow.cli", "tickerflow.runtime",
+    "prefect",
+    "mlflow",
+    "tickerflow.tasks",
+    "tickerflow.flows",
+    "tickerflow.config_values",
+    "tickerflow.reporting",
+    "tickerflow.registry",
+    "tickerflow.cli",
+    "tickerflow.runtime",
 )
 STAGES = TESTS.parent / "tasks"
 # what a stage may not import: the layers that compose the stages, and the command and its process
@@ -57,7 +64,9 @@ def test_no_stage_imports_the_flows_the_reporting_the_cli_or_the_runtime():
     stages = sorted(STAGES.glob("*.py"))
     assert len(stages) >= 10  # the glob found the stages
     offenders = {
-        p.name: sorted(m for m in imported_modules(p) if any(m == top or m.startswith(top + ".") for top in ABOVE_THE_STAGES))
+        p.name: sorted(
+            m for m in imported_modules(p) if any(m == top or m.startswith(top + ".") for top in ABOVE_THE_STAGES)
+        )
         for p in stages
     }
     assert {name: mods for name, mods in offenders.items() if mods} == {}
@@ -73,7 +82,9 @@ def test_core_tests_import_no_prefect_mlflow_or_stage():
 def test_no_test_module_imports_another():
     test_modules = {p.stem for p in TESTS.rglob("test_*.py")}
     offenders = {
-        str(p.relative_to(TESTS)): sorted(m for m in imported_modules(p) if m.split(".")[-1] in test_modules or m == "conftest")
+        str(p.relative_to(TESTS)): sorted(
+            m for m in imported_modules(p) if m.split(".")[-1] in test_modules or m == "conftest"
+        )
         for p in TESTS.rglob("*.py")
     }
     assert {name: mods for name, mods in offenders.items() if mods} == {}

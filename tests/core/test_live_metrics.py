@@ -7,17 +7,31 @@ import pandas as pd
 import pytest
 
 from tickerflow_model.live import (
-    Thresholds, breaches, join_realized, rolling_live_metrics, rule_state, score_stored, thresholds_from_test, trailing_streak,
+    Thresholds,
+    breaches,
+    join_realized,
+    rolling_live_metrics,
+    rule_state,
+    score_stored,
+    thresholds_from_test,
+    trailing_streak,
 )
 from tickerflow_model.quantiles import QUANTILE_LEVELS, levels_text
 
 
 def forecasts(days: int, quantiles: bool = False, version: str = "3") -> pd.DataFrame:
     base = pd.bdate_range("2024-01-01", periods=days)
-    frame = pd.DataFrame({
-        "ticker": "AAA", "base_date": base, "date": base + pd.offsets.BDay(1), "horizon": 1,
-        "base_close": 100.0, "forecast_close": 101.0, "model_version": version,
-    })
+    frame = pd.DataFrame(
+        {
+            "ticker": "AAA",
+            "base_date": base,
+            "date": base + pd.offsets.BDay(1),
+            "horizon": 1,
+            "base_close": 100.0,
+            "forecast_close": 101.0,
+            "model_version": version,
+        }
+    )
     if quantiles:
         for col, q in zip(("q05", "q10", "q25", "q50", "q75", "q90", "q95"), (96, 97, 99, 101, 103, 105, 106)):
             frame[col] = float(q)
@@ -100,7 +114,9 @@ def test_a_breach_streak_counts_consecutive_days_at_the_end():
 
 def test_rule_state_names_the_streak_its_first_day_and_the_last_figures():
     days = pd.bdate_range("2024-03-01", periods=5)
-    metrics = pd.DataFrame({"day": days, "live_skill": [0.1, -0.2, 0.0, -0.3, -0.4], "live_rmse": [1.0, 1.0, 3.0, 1.0, 1.0]})
+    metrics = pd.DataFrame(
+        {"day": days, "live_skill": [0.1, -0.2, 0.0, -0.3, -0.4], "live_rmse": [1.0, 1.0, 3.0, 1.0, 1.0]}
+    )
     state = rule_state(metrics.iloc[::-1], Thresholds(min_skill=-0.1, max_rmse=2.0))  # any row order
     assert state.streak == 4 and state.streak_start == days[1]
     assert state.latest == {"live_skill": -0.4, "live_rmse": 1.0, "day": "2024-03-07"}
@@ -116,10 +132,12 @@ def test_thresholds_come_from_the_test_figures_and_a_missing_one_switches_its_ru
 
 
 def test_stored_forecasts_are_scored_against_the_price_they_forecast_up_to_the_day_given():
-    stored = pd.concat([
-        forecasts(4, version="1").assign(model_name="m", price_column="close"),
-        forecasts(4, version="2").assign(model_name="m", price_column="adj_close"),
-    ])
+    stored = pd.concat(
+        [
+            forecasts(4, version="1").assign(model_name="m", price_column="close"),
+            forecasts(4, version="2").assign(model_name="m", price_column="adj_close"),
+        ]
+    )
     prices = closes([101.0] * 4).assign(adj_close=103.0)
     metrics, scored = score_stored(stored, prices, pd.Timestamp("2024-01-04"), windows=(2,), min_days=1)
     assert scored == 6  # 3 days with a close up to the 4th, for each version

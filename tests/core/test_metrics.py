@@ -82,7 +82,11 @@ def test_drift_extrapolates_the_average_past_change():
 
 # ---- distribution scores ----------------------------------------------------------------------------
 from tickerflow_model.metrics import (  # noqa: E402
-    distribution_metrics, distribution_terms, interval_index, require_scored_intervals, winkler,
+    distribution_metrics,
+    distribution_terms,
+    interval_index,
+    require_scored_intervals,
+    winkler,
 )
 from tickerflow_model.quantiles import pinball  # noqa: E402
 
@@ -96,8 +100,10 @@ def test_pinball_by_hand():
     assert pinball(np.array([[2.0]]), np.array([5.0]), (0.5,))[0] == pytest.approx(1.5)
     # per forecast: (n, Q) -> (n,)
     q = np.array([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]])
-    np.testing.assert_allclose(pinball(q, np.array([0.0, 2.0]), (0.25, 0.5, 0.75)),
-                               [(0.25 * 1 + 0 + 0.25 * 1) / 3, (0.25 * 3 + 0.5 * 2 + 0.75 * 1) / 3])
+    np.testing.assert_allclose(
+        pinball(q, np.array([0.0, 2.0]), (0.25, 0.5, 0.75)),
+        [(0.25 * 1 + 0 + 0.25 * 1) / 3, (0.25 * 3 + 0.5 * 2 + 0.75 * 1) / 3],
+    )
 
 
 def test_winkler_is_width_plus_two_over_alpha_times_the_miss():
@@ -126,11 +132,14 @@ def test_interval_needs_its_levels():
         interval_index((0.1, 0.5, 0.9), 0.9)
 
 
-@pytest.mark.parametrize("levels, missing", [
-    ((0.1, 0.5, 0.9), "0.05, 0.95"),
-    ((0.05, 0.25, 0.5, 0.75, 0.95), "0.1, 0.9"),
-    ((0.25, 0.5, 0.75), "0.05, 0.1, 0.9, 0.95"),
-])
+@pytest.mark.parametrize(
+    "levels, missing",
+    [
+        ((0.1, 0.5, 0.9), "0.05, 0.95"),
+        ((0.05, 0.25, 0.5, 0.75, 0.95), "0.1, 0.9"),
+        ((0.25, 0.5, 0.75), "0.05, 0.1, 0.9, 0.95"),
+    ],
+)
 def test_levels_without_a_scored_interval_are_refused_naming_them(levels, missing):
     with pytest.raises(ValueError, match=f"must include {missing}.*got {re.escape(str(list(levels)))}"):
         require_scored_intervals(levels)

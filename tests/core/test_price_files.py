@@ -11,8 +11,8 @@ import socket
 import numpy as np
 import pandas as pd
 import pytest
-
 from price_frames import make_prices
+
 from tickerflow_model.price_files import IngestError, load_prices, read_prices
 
 LONG_ALIASES = [
@@ -123,7 +123,9 @@ def test_unknown_layout_lists_columns_found_and_expected(tmp_path):
 def test_non_numeric_value_is_named_with_file_column_and_row(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("date,ticker,close\n2020-01-02,AAA,1\n2020-01-03,AAA,n/a?\n")
-    with pytest.raises(IngestError, match=r"bad\.csv: column 'close' has non-numeric values, e\.g\. 'n/a\?' \(ticker AAA"):
+    with pytest.raises(
+        IngestError, match=r"bad\.csv: column 'close' has non-numeric values, e\.g\. 'n/a\?' \(ticker AAA"
+    ):
         load_prices(str(path))
 
 
@@ -171,8 +173,12 @@ def test_out_of_order_rows_are_counted_before_sorting(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "header, names", [("Date,Symbol,Ticker,Close", "'Symbol', 'Ticker'"), ("Date,Ticker,Price,Close", "'Price', 'Close'"),
-                      ("Date,Ticker,Close,Vol,Volume", "'Vol', 'Volume'")],
+    "header, names",
+    [
+        ("Date,Symbol,Ticker,Close", "'Symbol', 'Ticker'"),
+        ("Date,Ticker,Price,Close", "'Price', 'Close'"),
+        ("Date,Ticker,Close,Vol,Volume", "'Vol', 'Volume'"),
+    ],
 )
 def test_alias_collisions_are_refused_naming_both(tmp_path, header, names):
     row = ",".join(["2020-01-02"] + ["1"] * (header.count(",")))

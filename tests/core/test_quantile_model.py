@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tickerflow_model.features import compute_features
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.quantiles import QUANTILE_LEVELS, central_pairs
 from tickerflow_model.trainer import TrainConfig, fit_shrinkage, train_model
-from tickerflow_model.features import compute_features
 from tickerflow_model.windows import WindowSpec, fit_scaler, make_windows
 
 LOOKBACK = 20
@@ -39,20 +39,30 @@ def garch_split():
     spec = WindowSpec(lookback=LOOKBACK, horizon=1, features=("log_return", "abs_log_return"))
     series = [garch_returns(1600, rng) for _ in range(3)]
     n_train_days = 960
-    scaler = fit_scaler(np.concatenate([compute_features(100 * np.exp(np.cumsum(np.r_[0, r])), spec.features)[:n_train_days] for r in series]))
+    scaler = fit_scaler(
+        np.concatenate(
+            [compute_features(100 * np.exp(np.cumsum(np.r_[0, r])), spec.features)[:n_train_days] for r in series]
+        )
+    )
     parts = {"train": [], "val": [], "test": []}
     static = []
     for r in series:
         prices = 100 * np.exp(np.cumsum(np.r_[0.0, r]))  # (T,)
         x, y, base = make_windows(prices, scaler.transform(compute_features(prices, spec.features)), LOOKBACK, 1)
         target_day = base + 1
-        cuts = {"train": target_day <= n_train_days, "val": (target_day > n_train_days + 5) & (target_day <= 1280),
-                "test": target_day > 1285}
+        cuts = {
+            "train": target_day <= n_train_days,
+            "val": (target_day > n_train_days + 5) & (target_day <= 1280),
+            "test": target_day > 1285,
+        }
         for split, mask in cuts.items():
             parts[split].append((x[mask], y[mask]))
         # static quantiles of this ticker's training returns, for each of its test windows
         static.append(np.broadcast_to(np.quantile(r[:n_train_days], QUANTILE_LEVELS), (int(cuts["test"].sum()), 1, 7)))
-    out = {s: (np.concatenate([a for a, _ in v]).astype(np.float32), np.concatenate([b for _, b in v])) for s, v in parts.items()}
+    out = {
+        s: (np.concatenate([a for a, _ in v]).astype(np.float32), np.concatenate([b for _, b in v]))
+        for s, v in parts.items()
+    }
     return spec, scaler, out, np.concatenate(static)
 
 
@@ -60,11 +70,19 @@ def test_trained_model_is_calibrated_and_beats_static_quantiles_on_garch_returns
     spec, scaler, data, static_q = garch_split
     (x, y), (xv, yv), (xt, yt) = data["train"], data["val"], data["test"]
     scale = scaler.target_scale
-    config = TrainConfig(epochs=6, batch_size=128, gru={"hidden_size": 16, "num_layers": 1}, patience=6, seed=0,
-                         device="cpu", precision="fp32")
+    config = TrainConfig(
+        epochs=6,
+        batch_size=128,
+        gru={"hidden_size": 16, "num_layers": 1},
+        patience=6,
+        seed=0,
+        device="cpu",
+        precision="fp32",
+    )
     result = train_model(x, (y / scale).astype(np.float32), xv, (yv / scale).astype(np.float32), config)
-    model_spec = ModelSpec(spec, result.net.config, scaler, "close",
-                           fit_shrinkage(result.net, xv, (yv / scale).astype(np.float32)))
+    model_spec = ModelSpec(
+        spec, result.net.config, scaler, "close", fit_shrinkage(result.net, xv, (yv / scale).astype(np.float32))
+    )
     model = Forecaster(model_spec, result.net).calibrate(xv, (yv / scale).astype(np.float32))
     q = model.predict_quantiles(xt)  # (N, 1, Q) log returns
     assert (np.diff(q, axis=-1) >= 0).all()

@@ -306,7 +306,10 @@ def test_forecast_frame_names_the_columns_a_feature_needs():
     torch.manual_seed(0)
     config = GRUConfig(input_size=2, hidden_size=8)
     spec = ModelSpec(
-        WindowSpec(lookback=12, horizon=1, features=("log_return", "hl_range")), config, Scaler((0.0, 0.02), (0.02, 0.01)), "close"
+        WindowSpec(lookback=12, horizon=1, features=("log_return", "hl_range")),
+        config,
+        Scaler((0.0, 0.02), (0.02, 0.01)),
+        "close",
     )
     model = Forecaster(spec, GRUForecaster(config))
     with pytest.raises(ValueError, match=r"missing column\(s\) \['high', 'low'\]"):

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from price_frames import make_prices
+from tiny_models import TINY, untrained_forecaster
 
 import tickerflow_model.fitting as fitting
 import tickerflow_model.forecaster as forecaster_module
-from price_frames import make_prices
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split, ticker_runs
 from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.forecaster import Forecaster, ModelSpec
@@ -26,18 +27,25 @@ from tickerflow_model.scoring import _finish, metric_frames
 from tickerflow_model.splits import WindowError
 from tickerflow_model.trainer import fit_shrinkage, weighted_pinball
 from tickerflow_model.window_dataset import WindowConfig, _schema, build_window_dataset, read_split
-from tiny_models import TINY, untrained_forecaster
 
 # several parts (part_rows) of several row groups each (row_group_size): the reader meets many chunks
-CONFIG = WindowConfig(lookback=10, horizon=2, min_history=50, features=("log_return", "log_volume_change"),
-                      part_rows=300, row_group_size=16)
+CONFIG = WindowConfig(
+    lookback=10,
+    horizon=2,
+    min_history=50,
+    features=("log_return", "log_volume_change"),
+    part_rows=300,
+    row_group_size=16,
+)
 
 
 @pytest.fixture
 def prices() -> pd.DataFrame:
     # histories that start on different days and end on the same one: runs of windows of unequal lengths
-    frames = [make_prices(n_days=260, tickers=(t,), seed=i).iloc[260 - n :]
-              for i, (t, n) in enumerate((("CCC", 260), ("AAA", 200), ("BBB", 230)))]
+    frames = [
+        make_prices(n_days=260, tickers=(t,), seed=i).iloc[260 - n :]
+        for i, (t, n) in enumerate((("CCC", 260), ("AAA", 200), ("BBB", 230)))
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -106,8 +114,9 @@ def test_the_fit_reuses_the_best_epochs_validation_pass_and_gets_the_numbers_of_
         # A fit whose best epoch was trained before a resume makes one pass, at the training's thread
         # cap, and gets the same forecaster to the bit.
         real_train_model = fitting.train_model
-        monkeypatch.setattr(fitting, "train_model",
-                            lambda *a, **k: dataclasses.replace(real_train_model(*a, **k), val_predictions=None))
+        monkeypatch.setattr(
+            fitting, "train_model", lambda *a, **k: dataclasses.replace(real_train_model(*a, **k), val_predictions=None)
+        )
         refit = fit_forecaster(dataset, config)
     finally:
         torch.set_num_threads(before)
@@ -127,8 +136,13 @@ def test_the_fit_reuses_the_best_epochs_validation_pass_and_gets_the_numbers_of_
     # the validation loss that chose the epoch is the fp32 loss of the network as it is served, in the
     # units the training's loss weight names
     q, scale = predict_batched(net, x_val)
-    served = weighted_pinball(torch.from_numpy(q / scale[:, :, None]), torch.from_numpy(scale),
-                              torch.from_numpy(y_val), QUANTILE_LEVELS, config.loss_weight)
+    served = weighted_pinball(
+        torch.from_numpy(q / scale[:, :, None]),
+        torch.from_numpy(scale),
+        torch.from_numpy(y_val),
+        QUANTILE_LEVELS,
+        config.loss_weight,
+    )
     assert fit.best_val_loss == pytest.approx(float(served), rel=1e-6)
 
 
@@ -190,7 +204,9 @@ def test_each_ticker_gets_the_forecasts_of_its_own_test_windows(prices, dataset)
         rows = np.flatnonzero(index["ticker"].to_numpy() == ticker)
         mine = preds["ticker"].to_numpy() == ticker
         assert mine.sum() == len(rows) * horizon
-        np.testing.assert_array_equal(preds.loc[mine, "base_date"].to_numpy()[::horizon], index["base_date"].to_numpy()[rows])
+        np.testing.assert_array_equal(
+            preds.loc[mine, "base_date"].to_numpy()[::horizon], index["base_date"].to_numpy()[rows]
+        )
         np.testing.assert_array_equal(quantiles["model"][mine], expected[rows].reshape(-1, expected.shape[2]))
 
 
@@ -202,11 +218,17 @@ def metric_frames_stacked(predictions, point_columns, quantiles, levels):
     actual_pct = 100.0 * np.log(predictions["actual"].to_numpy() / predictions["base_price"].to_numpy())
     blocks = []
     for name, column in point_columns.items():
-        terms = point_terms(predictions[column], predictions["actual"], predictions["base_price"], predictions["mase_scale"])
+        terms = point_terms(
+            predictions[column], predictions["actual"], predictions["base_price"], predictions["mase_scale"]
+        )
         if name in quantiles:
             terms.update(distribution_terms(100.0 * quantiles[name], actual_pct, levels))
         block = pd.DataFrame(terms)
-        block["forecaster"], block["ticker"], block["horizon"] = name, predictions["ticker"].to_numpy(), predictions["horizon"].to_numpy()
+        block["forecaster"], block["ticker"], block["horizon"] = (
+            name,
+            predictions["ticker"].to_numpy(),
+            predictions["horizon"].to_numpy(),
+        )
         blocks.append(block)
     terms = pd.concat(blocks, ignore_index=True)
     terms["forecaster"] = pd.Categorical(terms["forecaster"], categories=list(point_columns), ordered=True)
@@ -221,11 +243,18 @@ def metric_frames_stacked(predictions, point_columns, quantiles, levels):
 def random_predictions(n: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     tickers = np.repeat(["MM", "B", "ZZZ", "A"], [900, 600, 1200, 300])  # unsorted, unequal runs
-    preds = pd.DataFrame({
-        "ticker": tickers, "horizon": np.tile([1, 2, 3], n // 3), "actual": 100 + rng.normal(size=n),
-        "base_price": 100 + rng.normal(size=n), "mase_scale": 1 + rng.random(n),
-        "forecast": 100 + rng.normal(size=n), "naive": 100 + rng.normal(size=n), "drift": 100 + rng.normal(size=n),
-    })
+    preds = pd.DataFrame(
+        {
+            "ticker": tickers,
+            "horizon": np.tile([1, 2, 3], n // 3),
+            "actual": 100 + rng.normal(size=n),
+            "base_price": 100 + rng.normal(size=n),
+            "mase_scale": 1 + rng.random(n),
+            "forecast": 100 + rng.normal(size=n),
+            "naive": 100 + rng.normal(size=n),
+            "drift": 100 + rng.normal(size=n),
+        }
+    )
     preds["seasonal_naive"] = np.where(rng.random(n) < 0.05, np.nan, 100 + rng.normal(size=n))  # undefined at times
     q = len(QUANTILE_LEVELS)
     quantiles = {name: np.sort(rng.normal(0, 0.02, (n, q)), axis=1) for name in ("model", "ewma")}
@@ -237,7 +266,13 @@ def test_scores_equal_those_of_one_grouped_mean_over_every_forecasters_terms(wit
     preds, quantiles = random_predictions()
     if not with_quantiles:
         quantiles = {}  # as the backtest scores its pooled folds
-    columns = {"model": "forecast", "naive": "naive", "drift": "drift", "seasonal_naive": "seasonal_naive", "ewma": "naive"}
+    columns = {
+        "model": "forecast",
+        "naive": "naive",
+        "drift": "drift",
+        "seasonal_naive": "seasonal_naive",
+        "ewma": "naive",
+    }
     old = metric_frames_stacked(preds, columns, quantiles, QUANTILE_LEVELS)
     new = metric_frames(preds, columns, quantiles, QUANTILE_LEVELS)
     for before, after in zip(old, new):
@@ -258,7 +293,8 @@ def test_inference_threads_each_run_their_own_batches_and_give_the_one_thread_nu
         torch.set_num_threads(3)
         seen = []
         net.head.register_forward_hook(
-            lambda module, inputs, output: seen.append((threading.current_thread().name, torch.get_num_threads())))
+            lambda module, inputs, output: seen.append((threading.current_thread().name, torch.get_num_threads()))
+        )
         shared = predict_batched(net, x, batch_size=32)
         assert torch.get_num_threads() == 3  # given back
     finally:

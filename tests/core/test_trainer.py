@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from tiny_models import TINY, Interrupt, interrupt_after, split, tiny_data
 
 import tickerflow_model.gru as gru_module
 import tickerflow_model.trainer as trainer
@@ -20,7 +21,6 @@ from tickerflow_model.trainer import (
     resolve_precision,
     train_model,
 )
-from tiny_models import TINY, Interrupt, interrupt_after, split, tiny_data
 
 
 def weights(result):
@@ -46,8 +46,6 @@ def failing_epoch(monkeypatch, at_call: int, outcome):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_one_epoch", wrapped)
-
-
 
 
 @pytest.mark.parametrize(
@@ -194,8 +192,18 @@ def test_checkpoint_after_each_epoch_holds_the_whole_training_state(tmp_path):
         train_model(*split(), TINY, checkpoint_dir=tmp_path / "ck", on_epoch=interrupt_after(2))
     ckpt = load_checkpoint(tmp_path / "ck" / CHECKPOINT_FILE)
     assert ckpt["epoch"] == 2 and ckpt["finished"] is False
-    for key in ("model", "optimizer", "scheduler", "best_model", "best_val", "bad_epochs",
-                "shuffle_rng", "torch_rng", "numpy_rng", "python_rng"):
+    for key in (
+        "model",
+        "optimizer",
+        "scheduler",
+        "best_model",
+        "best_val",
+        "bad_epochs",
+        "shuffle_rng",
+        "torch_rng",
+        "numpy_rng",
+        "python_rng",
+    ):
         assert key in ckpt, key
     assert [h["epoch"] for h in ckpt["history"]] == [1, 2]
     assert [p.name for p in (tmp_path / "ck").iterdir()] == [CHECKPOINT_FILE]
@@ -238,7 +246,10 @@ def test_resumed_training_matches_uninterrupted_training_exactly(tmp_path):
     resumed_at = []
     seen = []
     resumed = train_model(
-        *split(), TINY, checkpoint_dir=tmp_path / "b", on_resume=resumed_at.append,
+        *split(),
+        TINY,
+        checkpoint_dir=tmp_path / "b",
+        on_resume=resumed_at.append,
         on_epoch=lambda s: seen.append(s.epoch),
     )
     assert resumed_at == [2] and resumed.resumed_from_epoch == 2
@@ -286,7 +297,8 @@ def test_the_validation_pass_builds_no_autograd_graph_and_runs_in_inference_batc
 
     def watched(net, data, loss_weight):
         handle = net.head.register_forward_hook(
-            lambda module, inputs, output: seen.append((torch.is_grad_enabled(), output.requires_grad, len(inputs[0]))))
+            lambda module, inputs, output: seen.append((torch.is_grad_enabled(), output.requires_grad, len(inputs[0])))
+        )
         try:
             return real_pass(net, data, loss_weight)
         finally:

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from price_frames import staggered_prices
+
+from tickerflow_model.features import compute_features, market_features, market_on
 from tickerflow_model.window_dataset import (
     SPLITS,
     WindowConfig,
@@ -16,12 +17,9 @@ from tickerflow_model.window_dataset import (
     build_window_dataset,
     read_split,
 )
-from tickerflow_model.features import compute_features, market_features, market_on
 from tickerflow_model.windows import fit_scaler, make_windows
 
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
-
-
 
 
 def _target_dates(frame: pd.DataFrame, index: pd.DataFrame, horizon: int) -> pd.DataFrame:
@@ -37,7 +35,9 @@ def _target_dates(frame: pd.DataFrame, index: pd.DataFrame, horizon: int) -> pd.
 def test_make_windows_shapes_and_targets():
     rng = np.random.default_rng(0)
     prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 50)))
-    feats = compute_features(prices, ("log_return", "log_volume_change"), {"volume": rng.integers(1, 9, 50).astype(float)})
+    feats = compute_features(
+        prices, ("log_return", "log_volume_change"), {"volume": rng.integers(1, 9, 50).astype(float)}
+    )
 
     x, y, base = make_windows(prices, feats, lookback=7, horizon=3)
 
@@ -98,7 +98,9 @@ def test_scaler_and_training_windows_do_not_depend_on_later_data(tf_home):
     market = market_features(early, ds.price_column)
     train_feats = [
         compute_features(
-            g[ds.price_column].to_numpy(), features, {c: g[c].to_numpy() for c in g.columns},
+            g[ds.price_column].to_numpy(),
+            features,
+            {c: g[c].to_numpy() for c in g.columns},
             market_on(market, g["date"].to_numpy("datetime64[ns]")),
         )
         for _, g in early.sort_values("date").groupby("ticker")
@@ -122,7 +124,11 @@ def test_manifest_describes_the_dataset(tf_home):
     for split in SPLITS:
         x, y, index = read_split(ds, split)
         assert manifest["counts"][split] == len(x) == len(y) == len(index)
-        assert x.dtype == y.dtype == np.float32 and x.shape[1:] == (10, len(manifest["window_spec"]["features"])) and y.shape[1:] == (3,)
+        assert (
+            x.dtype == y.dtype == np.float32
+            and x.shape[1:] == (10, len(manifest["window_spec"]["features"]))
+            and y.shape[1:] == (3,)
+        )
         assert sum(t["splits"][split]["windows"] for t in manifest["tickers"].values()) == len(x)
         aaa_dates = index.loc[index["ticker"] == "AAA", "base_date"]
         assert aaa["splits"][split]["first_base_date"] == str(aaa_dates.min().date())
@@ -130,7 +136,9 @@ def test_manifest_describes_the_dataset(tf_home):
     # part_rows=600: AAA (600 rows), BBB (600) and CCC (150) each get a part; symbols never name files
     assert manifest["parts"]["train"] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert [manifest["tickers"][t]["part"] for t in ("AAA", "BBB", "CCC")] == manifest["parts"]["train"]
-    merged = build_window_dataset(frame, WindowConfig(**{**CONFIG.to_dict(), "part_rows": 10_000}), "abc123", tf_home / "w")
+    merged = build_window_dataset(
+        frame, WindowConfig(**{**CONFIG.to_dict(), "part_rows": 10_000}), "abc123", tf_home / "w"
+    )
     assert merged.manifest["parts"]["train"] == ["part-00000.parquet"]
     np.testing.assert_array_equal(read_split(merged, "train")[0], read_split(ds, "train")[0])
 
@@ -154,7 +162,9 @@ def test_price_choice_defaults_to_adjusted(tf_home):
     auto = build_window_dataset(frame, CONFIG, "s", tf_home / "w")
     close = build_window_dataset(frame, WindowConfig(**{**CONFIG.to_dict(), "price": "close"}), "s", tf_home / "w")
     assert auto.price_column == "adj_close" and close.price_column == "close"
-    np.testing.assert_allclose(read_split(auto, "test")[2]["base_price"] * 3, read_split(close, "test")[2]["base_price"])
+    np.testing.assert_allclose(
+        read_split(auto, "test")[2]["base_price"] * 3, read_split(close, "test")[2]["base_price"]
+    )
     with pytest.raises(WindowError, match="price column 'adj_close' requested"):
         build_window_dataset(staggered_prices(), WindowConfig(price="adj_close"), "s", tf_home / "w")
 
@@ -193,13 +203,19 @@ def test_range_feature_windows_and_a_missing_column_named(tf_home):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"features": ("log_return", "range")}, r"features\n +Value error, unknown feature\(s\) 'range'; the features are 'auto' or any of log_return, "),
+        (
+            {"features": ("log_return", "range")},
+            r"features\n +Value error, unknown feature\(s\) 'range'; the features are 'auto' or any of log_return, ",
+        ),
         ({"features": ("abs_log_return",)}, r"the first feature must be 'log_return', got \('abs_log_return',\)"),
         ({"features": ()}, r"features\n +Value error, features: 'auto' or a list of at least one feature, got \(\)"),
         ({"lookback": 1}, r"lookback\n +Input should be greater than or equal to 2 .*input_value=1\b"),
         ({"horizon": 0}, r"horizon\n +Input should be greater than or equal to 1 .*input_value=0\b"),
         ({"price": "open"}, r"price\n +Input should be 'auto', 'close' or 'adj_close' .*input_value='open'"),
-        ({"train_fraction": 0.9, "val_fraction": 0.2}, "train_fraction and val_fraction must sum below 1 .* got 0.9 and 0.2"),
+        (
+            {"train_fraction": 0.9, "val_fraction": 0.2},
+            "train_fraction and val_fraction must sum below 1 .* got 0.9 and 0.2",
+        ),
         ({"purge_gap": -1}, r"purge_gap\n +Input should be greater than or equal to 0 .*input_value=-1"),
         ({"compression": "zip"}, r"compression\n +Input should be .*input_value='zip'"),
         ({"part_rows": 0}, r"part_rows\n +Input should be greater than or equal to 1 .*input_value=0\b"),

@@ -18,11 +18,10 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-
-from tickerflow.runtime import environment
-
 from bad_inputs import SMALL_LIMITS, write_corpus
 from tiny_models import MODEL
+
+from tickerflow.runtime import environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,13 +53,23 @@ print(json.dumps(results))
 """
 
 # Files for the forecast path too (they reach validation there only with a model to load).
-FORECAST_CASES = ("empty.csv", "binary.csv", "alias_price_close.csv", "inf_price.csv", "nan_price.csv", "mixed_date_formats.csv")
+FORECAST_CASES = (
+    "empty.csv",
+    "binary.csv",
+    "alias_price_close.csv",
+    "inf_price.csv",
+    "nan_price.csv",
+    "mixed_date_formats.csv",
+)
 
 
 def _env(home: Path, prefect_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
     env.update(
-        TICKERFLOW_HOME=str(home), PREFECT_HOME=str(prefect_home), PREFECT_LOGGING_COLORS="false", COLUMNS="200",
+        TICKERFLOW_HOME=str(home),
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_LOGGING_COLORS="false",
+        COLUMNS="200",
     )
     return dict(environment.apply(env))
 
@@ -86,7 +95,11 @@ def test_every_bad_file_fails_cleanly_on_run_and_forecast(champion, tmp_path):  
 
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(tmp_path / "commands.json"), str(logs)],
-        cwd=ROOT, env=_env(home, tmp_path / "prefect"), capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=_env(home, tmp_path / "prefect"),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     codes = json.loads(done.stdout.strip().splitlines()[-1])

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
-
 from price_frames import make_prices
-from tickerflow.flows.batch_forecast import batch_forecast
+
 from tickerflow.cli import main
+from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, output_columns
 from tickerflow_model.quantiles import QUANTILE_LEVELS
 
@@ -28,7 +28,9 @@ def champion_home(champion, monkeypatch):  # noqa: F811
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(prefect_harness, champion_home, tmp_path):
+def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(
+    prefect_harness, champion_home, tmp_path
+):
     recent = champion_home.prices.groupby("ticker").tail(champion_home.forecaster.min_rows + 3)
     short = make_prices(n_days=6, tickers=("CCC",), seed=9)
     data = tmp_path / "latest.csv"
@@ -38,7 +40,9 @@ def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(p
     result = batch_forecast(data=str(data), out=str(out))
 
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == output_columns(QUANTILE_LEVELS)  # ticker, date, horizon, forecast_close, q05 .. q95, model_version
+    assert list(frame.columns) == output_columns(
+        QUANTILE_LEVELS
+    )  # ticker, date, horizon, forecast_close, q05 .. q95, model_version
     assert sorted(frame["ticker"].unique()) == ["AAA", "BBB"]
     assert (frame["model_version"] == str(champion_home.version)).all()
     expected = champion_home.forecaster.forecast_frame(recent)

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
+import re
 import subprocess
 import sys
-import logging
-import re
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
+from cli_processes import RUN_TIMEOUT_S, cli_env
 from prefect.logging.handlers import PrefectConsoleHandler
 
-from tickerflow.runtime import environment
-
-from cli_processes import RUN_TIMEOUT_S, cli_env
 from tickerflow.cli.console import ExpectedErrorFilter, _TrimmingFormatter, is_expected
-from tickerflow_model.price_files import IngestError
+from tickerflow.runtime import environment
 from tickerflow.tasks.validate import ValidationFailed
 from tickerflow_model.errors import ConfigError, TickerflowError
+from tickerflow_model.price_files import IngestError
 from tickerflow_model.trainer import TrainingError
 
 
@@ -143,8 +142,10 @@ def test_an_expected_error_is_one_line_and_exit_1(monkeypatch, capsys):
         (["run", "--runner", "ray"], "'--runner'"),  # one of its choices
         (["run", "--bogus"], "--bogus"),  # no such option
         (["forecast", "--out", "y.parquet"], "'--data'"),  # a required option
-        (["replay", "--data", "x.csv", "--start", "2013-01-01", "--end", "2013-12-31", "--retrain-every", "1.5"],
-         "'--retrain-every'"),
+        (
+            ["replay", "--data", "x.csv", "--start", "2013-01-01", "--end", "2013-12-31", "--retrain-every", "1.5"],
+            "'--retrain-every'",
+        ),
     ],
 )
 def test_a_bad_option_value_is_refused_by_name_in_one_line(argv, named, capsys):
@@ -157,9 +158,9 @@ def test_a_bad_option_value_is_refused_by_name_in_one_line(argv, named, capsys):
 
 
 def test_help_shows_the_config_models_defaults(capsys):
-    from tickerflow.config_values import field_default
     from tickerflow.cli import main
     from tickerflow.cli.servers import ServerOptions
+    from tickerflow.config_values import field_default
     from tickerflow.tasks.train import TrainConfig
 
     def help_text(command: str) -> str:
@@ -175,8 +176,8 @@ def test_the_defaults_help_shows_without_importing_the_configs_are_theirs():
     import inspect
 
     from tickerflow.cli import registry, root
-    from tickerflow.config_values import field_default
     from tickerflow.cli.config_file import CONFIG_OPTIONS, SHOWN_DEFAULTS, _lookup
+    from tickerflow.config_values import field_default
     from tickerflow.flows.replay import replay
     from tickerflow.flows.train_pipeline import PipelineConfig
     from tickerflow.tasks.forecast import ForecastConfig
@@ -190,10 +191,16 @@ def test_the_defaults_help_shows_without_importing_the_configs_are_theirs():
     assert registry.DEFAULT_MODEL == field_default(RegisterConfig, "model_name")
 
 
-@pytest.mark.parametrize("command, flags", [
-    ([], ["--help"]), (["run"], ["--json", "--help"]), (["forecast"], ["--json"]), (["gc"], ["--dry-run"]),
-    (["serve"], ["--no-server"]),
-])
+@pytest.mark.parametrize(
+    "command, flags",
+    [
+        ([], ["--help"]),
+        (["run"], ["--json", "--help"]),
+        (["forecast"], ["--json"]),
+        (["gc"], ["--dry-run"]),
+        (["serve"], ["--no-server"]),
+    ],
+)
 def test_flags_read_as_flags_in_the_help(command, flags, capsys):
     from tickerflow.cli import main
 
@@ -273,10 +280,17 @@ def test_the_cli_applies_the_environment_before_prefect_or_mlflow_is_imported():
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["serve", "--help"], ["models", "--help"]])
 def test_the_help_imports_nothing_heavy(args):
     """The app is declared at import and each command imports what it runs: the help loads nothing heavy."""
-    code = (f"import sys\nfrom tickerflow.cli import main\nassert main({args!r}) == 0\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas', 'numpy'}))")
-    proc = subprocess.run([sys.executable, "-c", code], env=environment.apply(dict(os.environ)), capture_output=True,
-                          text=True, timeout=300)
+    code = (
+        f"import sys\nfrom tickerflow.cli import main\nassert main({args!r}) == 0\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas', 'numpy'}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=environment.apply(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
@@ -334,7 +348,10 @@ def test_no_task_hashes_its_inputs_for_a_prefect_cache_but_the_keyed_caches_stay
 
     imported = subprocess.run(
         [sys.executable, "-c", "import tickerflow.flows.train_pipeline, tickerflow.flows.batch_forecast"],
-        env=environment.apply(dict(os.environ)), capture_output=True, text=True, timeout=300,
+        env=environment.apply(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert imported.returncode == 0 and "cache" not in imported.stderr.lower(), imported.stderr
 
@@ -376,11 +393,14 @@ print(url == os.environ["PREFECT_API_URL"] == PREFECT_API_URL.value(), httpx.get
 def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stops_with_it(tmp_path, outcome):
     env = environment.apply({k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
     env.update(TICKERFLOW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
-    done = subprocess.run([sys.executable, "-c", EARLY_START, outcome], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY_START, outcome], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     if outcome == "fail":  # three ports tried, then one line naming the server, its exit and its log
-        assert done.stdout.startswith("error: Prefect's temporary API exited with code 3 before serving http://127.0.0.1:")
+        assert done.stdout.startswith(
+            "error: Prefect's temporary API exited with code 3 before serving http://127.0.0.1:"
+        )
         assert str(tmp_path / "home" / "logs" / "prefect-temporary-api.log") in done.stdout
         return
     same, status, imported_server_code, heartbeats, *prepared, url = done.stdout.split()
@@ -394,11 +414,14 @@ def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stop
         httpx.get(url + "/health", timeout=5)
 
 
-@pytest.mark.parametrize("args, begins", [
-    (["run", "--epochs", "0"], True),  # begun before the command's imports, whatever comes after
-    (["forecast", "--help"], False),
-    (["models", "--help"], False),
-])
+@pytest.mark.parametrize(
+    "args, begins",
+    [
+        (["run", "--epochs", "0"], True),  # begun before the command's imports, whatever comes after
+        (["forecast", "--help"], False),
+        (["models", "--help"], False),
+    ],
+)
 def test_main_begins_the_server_start_only_for_commands_that_run_a_flow(monkeypatch, args, begins):
     from tickerflow import cli
     from tickerflow.runtime import prefect_api
@@ -413,21 +436,33 @@ def test_the_console_script_exits_with_mains_code_and_keeps_its_output():
     """`python -m tickerflow` (the console script's `entry`) skips the interpreter's teardown: the exit
     code and everything printed still arrive."""
     env = environment.apply(dict(os.environ))
-    ok = subprocess.run([sys.executable, "-m", "tickerflow", "run", "--help"], env=env, capture_output=True,
-                        text=True, timeout=300)
+    ok = subprocess.run(
+        [sys.executable, "-m", "tickerflow", "run", "--help"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert ok.returncode == 0 and "--epochs" in ok.stdout and ok.stdout.endswith("\n")
-    bad = subprocess.run([sys.executable, "-m", "tickerflow", "run", "--epochs", "0"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "tickerflow", "run", "--epochs", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1  # the temporary server was begun for `run`: its notices are not shown either
     assert bad.stderr.strip().splitlines() == [
-        "tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1 (got 0)"]
+        "tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1 (got 0)"
+    ]
 
 
 def _run_on(data: Path, tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
     """`tickerflow run` in its own process: Prefect's console handlers write to its stderr, as on a terminal."""
-    return subprocess.run([sys.executable, "-m", "tickerflow", "run", "--data", str(data), "--epochs", "1", *options],
-                          env=cli_env(tmp_path / "home"), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", "tickerflow", "run", "--data", str(data), "--epochs", "1", *options],
+        env=cli_env(tmp_path / "home"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
 
 
 def _bad_input(case: str, tmp_path: Path, small_sample_csv: Path) -> tuple[Path, str]:

@@ -14,9 +14,19 @@ def block(rmse: float, pinball: float | None = None) -> dict:
 
 def summary(n_tickers: int) -> dict:
     # the model's pinball improves on static_quantile by i% on ticker Ti
-    per_ticker = {f"T{i:02d}": {"model": block(1.0, 1 - i / 100), "naive": block(1.0), "static_quantile": block(1.0, 1.0),
-                                "garch": block(1.0, 0.99)} for i in range(n_tickers)}
-    return {"metrics": {"model": block(0.9, 0.5), "naive": block(1.0), "static_quantile": block(1.0, 0.6)}, "per_ticker": per_ticker}
+    per_ticker = {
+        f"T{i:02d}": {
+            "model": block(1.0, 1 - i / 100),
+            "naive": block(1.0),
+            "static_quantile": block(1.0, 1.0),
+            "garch": block(1.0, 0.99),
+        }
+        for i in range(n_tickers)
+    }
+    return {
+        "metrics": {"model": block(0.9, 0.5), "naive": block(1.0), "static_quantile": block(1.0, 0.6)},
+        "per_ticker": per_ticker,
+    }
 
 
 def test_table_shows_distribution_scores_and_a_dash_where_a_forecaster_has_none():

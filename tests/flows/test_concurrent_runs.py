@@ -8,9 +8,9 @@ import re
 
 import mlflow
 import pytest
+from cli_processes import TICKERFLOW, cli_env, finish, start, summary_of
 
 from tickerflow.registry import champion_history, champion_stack
-from cli_processes import TICKERFLOW, cli_env, finish, start, summary_of
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,17 @@ def test_two_runs_at_once_on_a_fresh_home_both_complete_and_both_decisions_are_r
     env = cli_env(home)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"register": {"min_skill": -1.0}}))  # the race is under test, not the gate
-    command = [str(TICKERFLOW), "run", "--data", str(small_sample_csv), "--config", str(config), "--epochs", "1", "--json"]
+    command = [
+        str(TICKERFLOW),
+        "run",
+        "--data",
+        str(small_sample_csv),
+        "--config",
+        str(config),
+        "--epochs",
+        "1",
+        "--json",
+    ]
 
     procs = [start(command, env, tmp_path / f"run{i}.log") for i in (1, 2)]
     outs = [finish(p, tmp_path / f"run{i}.log") for i, p in zip((1, 2), procs)]

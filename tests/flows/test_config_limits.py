@@ -49,7 +49,10 @@ def test_a_config_file_past_the_size_limit_is_refused_unread(tmp_path, capsys, p
     path.write_text("# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
     assert main(["run", "--config", str(path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"tickerflow run: ConfigError: config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few settings"
+    assert (
+        err
+        == f"tickerflow run: ConfigError: config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few settings"
+    )
 
 
 def test_a_utf16_config_file_is_read(tmp_path, capsys, prefect_harness):
@@ -58,4 +61,6 @@ def test_a_utf16_config_file_is_read(tmp_path, capsys, prefect_harness):
     path.write_bytes(json.dumps({"train": {"epochs": 0}}).encode("utf-16"))
     assert main(["run", "--config", str(path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1"), err
+    assert err.startswith(
+        "tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1"
+    ), err

@@ -13,7 +13,9 @@ from tickerflow_model.trainer import CHECKPOINT_FILE, CORRUPT_SUFFIX
 GARBAGE = pickle.dumps("not a checkpoint")[:5]
 
 
-def test_a_corrupt_checkpoint_is_set_aside_and_gc_removes_it(prefect_harness, mlflow_store, small_sample_csv, tf_home, capfd):
+def test_a_corrupt_checkpoint_is_set_aside_and_gc_removes_it(
+    prefect_harness, mlflow_store, small_sample_csv, tf_home, capfd
+):
     command = ["run", "--data", str(small_sample_csv), "--epochs", "1"]
     assert main(command) == 0
     (checkpoint,) = (tf_home / "checkpoints").glob(f"*/{CHECKPOINT_FILE}")

@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from cli_processes import RUN_TIMEOUT_S, TICKERFLOW, cli_env
 
 pytestmark = pytest.mark.slow
@@ -56,8 +55,13 @@ def run_cli(tmp_path: Path, migrated_mlflow_db: Path, name: str, port: int) -> t
     env = cli_env(home)
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     uri = f"http://analyst:{PASSWORD}@127.0.0.1:{port}/prices.csv?token={TOKEN}"
-    done = subprocess.run([str(TICKERFLOW), "run", "--data", uri, "--epochs", "1"], env=env, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT_S)
+    done = subprocess.run(
+        [str(TICKERFLOW), "run", "--data", uri, "--epochs", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     return done, home
 
 
@@ -90,12 +94,16 @@ def test_a_404_from_a_credentialed_source_is_not_found_and_leaks_nothing(tmp_pat
         done, home = run_cli(tmp_path, migrated_mlflow_db, "notfound", port)
     assert done.returncode == 1
     line = one_line(done)
-    assert line == f"tickerflow run: IngestError: data source not found: http://***@127.0.0.1:{port}/prices.csv?token=***"
+    assert (
+        line == f"tickerflow run: IngestError: data source not found: http://***@127.0.0.1:{port}/prices.csv?token=***"
+    )
     assert (home / "prefect" / "prefect.db").exists() and secrets_under(home) == []
     with contextlib.closing(sqlite3.connect(home / "prefect" / "prefect.db")) as db:
         logged = "\n".join(row[0] for row in db.execute("select message from log"))
         (ingest_runs,) = db.execute("select run_count from task_run where name like 'ingest%'").fetchall()
-    assert "Encountered exception during execution" in logged and "***@127.0.0.1" in logged  # the row is there, redacted
+    assert (
+        "Encountered exception during execution" in logged and "***@127.0.0.1" in logged
+    )  # the row is there, redacted
     assert ingest_runs == (1,)  # a 404 is never retried
     assert mlflow_statuses(home) == ["FAILED"]
 
@@ -105,7 +113,9 @@ def test_an_unreachable_credentialed_source_is_retried_and_leaks_nothing(tmp_pat
     done, home = run_cli(tmp_path, migrated_mlflow_db, "refused", port)
     assert done.returncode == 1
     line = one_line(done)
-    assert line.startswith(f"tickerflow run: SourceUnavailable: cannot reach http://***@127.0.0.1:{port}/prices.csv?token=***")
+    assert line.startswith(
+        f"tickerflow run: SourceUnavailable: cannot reach http://***@127.0.0.1:{port}/prices.csv?token=***"
+    )
     assert "not found" not in line
     assert secrets_under(home) == []
     with contextlib.closing(sqlite3.connect(home / "prefect" / "prefect.db")) as db:

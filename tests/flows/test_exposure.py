@@ -11,8 +11,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pytest
-
 from price_frames import make_prices
+
 from tickerflow_model.price_files import IngestError, read_prices
 from tickerflow_model.redaction import hold, redact_text, redact_uri, reveal
 
@@ -145,7 +145,9 @@ def test_local_dask_cluster_dashboard_binds_loopback():
     assert runner.cluster_kwargs["dashboard_address"].startswith("127.0.0.1:")
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("10.1.2.3", False)])
+@pytest.mark.parametrize(
+    "host, loopback", [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("10.1.2.3", False)]
+)
 def test_is_loopback(host, loopback):
     from tickerflow.runtime.servers import is_loopback
 
@@ -189,12 +191,18 @@ def test_non_finite_forecasts_are_never_written():
     class Model:
         def predict(self, prices):
             return pd.DataFrame(
-                {"ticker": ["AAA", "BBB"], "date": pd.to_datetime(["2020-01-02"] * 2), "horizon": [1, 1],
-                 "forecast_close": [np.inf, 2.0]}
+                {
+                    "ticker": ["AAA", "BBB"],
+                    "date": pd.to_datetime(["2020-01-02"] * 2),
+                    "horizon": [1, 1],
+                    "forecast_close": [np.inf, 2.0],
+                }
             )
 
     model = LoadedModel("models:/m/1", "1", Model())
-    model.__class__ = type("Fixed", (LoadedModel,), {"min_rows": property(lambda self: 2), "levels": property(lambda self: ())})
+    model.__class__ = type(
+        "Fixed", (LoadedModel,), {"min_rows": property(lambda self: 2), "levels": property(lambda self: ())}
+    )
     batch = forecast_batch(model, make_prices(n_days=5), {})
     assert batch.frame["ticker"].tolist() == ["BBB"] and "not a finite number" in batch.skipped["AAA"]
 

@@ -31,8 +31,9 @@ def project(tmp_path) -> tuple[Path, Path]:
 def run_in(work: Path, args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_")) and k != "PYTHONPATH"}
     env.update(TICKERFLOW_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"))
-    return subprocess.run([sys.executable, *args], cwd=work, env=environment.apply(env), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=work, env=environment.apply(env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_cli_and_the_flows_import_beside_a_project_with_the_same_names(project, tmp_path):
@@ -50,7 +51,9 @@ def test_the_cli_and_the_flows_import_beside_a_project_with_the_same_names(proje
 def test_a_training_run_beside_a_project_with_the_same_names(project, small_sample_csv, tmp_path):
     work, imported = project
     (tmp_path / "prefect").mkdir()
-    run = run_in(work, ["-m", "tickerflow", "run", "--data", str(small_sample_csv), "--epochs", "1"], tmp_path, timeout=900)
+    run = run_in(
+        work, ["-m", "tickerflow", "run", "--data", str(small_sample_csv), "--epochs", "1"], tmp_path, timeout=900
+    )
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert "MLflow run:" in run.stdout
     assert not imported.exists(), imported.read_text()

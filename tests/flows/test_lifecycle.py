@@ -11,7 +11,16 @@ from types import SimpleNamespace
 import mlflow
 import psutil
 
-from tickerflow.tasks.tracking import KILLED_REASON_TAG, RUN_HOST_TAG, RUN_PID_TAG, RUN_STARTED_TAG, end_flow_runs, experiment_id, reap_stale_runs, use_tracking
+from tickerflow.tasks.tracking import (
+    KILLED_REASON_TAG,
+    RUN_HOST_TAG,
+    RUN_PID_TAG,
+    RUN_STARTED_TAG,
+    end_flow_runs,
+    experiment_id,
+    reap_stale_runs,
+    use_tracking,
+)
 from tickerflow.tasks.train import OWNER_FILE, TrainConfig, checkpoint_dir_for, release_checkpoint_dir
 
 
@@ -57,8 +66,9 @@ def test_runs_whose_process_is_gone_are_marked_killed_and_live_ones_are_left(mlf
     alive = client.create_run(exp, tags={RUN_PID_TAG: str(psutil.Process().pid), RUN_HOST_TAG: host}).info.run_id
     elsewhere = client.create_run(exp, tags={RUN_PID_TAG: "1", RUN_HOST_TAG: "another-host"}).info.run_id
     # our pid, but a start time of another process: the pid was reused, the run's process is gone
-    reused = client.create_run(exp, tags={RUN_PID_TAG: str(psutil.Process().pid), RUN_HOST_TAG: host,
-                                          RUN_STARTED_TAG: "12345.0"}).info.run_id
+    reused = client.create_run(
+        exp, tags={RUN_PID_TAG: str(psutil.Process().pid), RUN_HOST_TAG: host, RUN_STARTED_TAG: "12345.0"}
+    ).info.run_id
 
     assert sorted(reap_stale_runs(client)) == sorted([dead, reused])
 
@@ -70,7 +80,9 @@ def test_runs_whose_process_is_gone_are_marked_killed_and_live_ones_are_left(mlf
 def test_a_crashed_flow_runs_mlflow_runs_end_killed_with_the_reason(mlflow_store):
     client = use_tracking()
     mine = client.create_run(experiment_id(client), tags={"prefect.flow_run_id": "fr-1"}).info.run_id
-    other = client.create_run(experiment_id(client, "tickerflow-forecasts"), tags={"prefect.flow_run_id": "fr-1"}).info.run_id
+    other = client.create_run(
+        experiment_id(client, "tickerflow-forecasts"), tags={"prefect.flow_run_id": "fr-1"}
+    ).info.run_id
     unrelated = client.create_run(experiment_id(client), tags={"prefect.flow_run_id": "fr-2"}).info.run_id
 
     assert sorted(end_flow_runs("fr-1", "KILLED", "flow run crashed: SIGTERM")) == sorted([mine, other])
@@ -88,8 +100,15 @@ def test_two_processes_on_a_fresh_home_both_create_the_mlflow_store(tmp_path):
     home = tmp_path / "fresh"
     env = {**os.environ, "TICKERFLOW_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    code = "from tickerflow.tasks.tracking import experiment_id, use_tracking; c = use_tracking(); print(experiment_id(c))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    code = (
+        "from tickerflow.tasks.tracking import experiment_id, use_tracking; c = use_tracking(); print(experiment_id(c))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, created once
@@ -104,10 +123,14 @@ def test_both_flows_end_their_mlflow_runs_killed_on_crash_and_cancel(mlflow_stor
     client = use_tracking()
     for flow in (train_pipeline, batch_forecast):
         assert flow.on_crashed_hooks and flow.on_cancellation_hooks and flow.on_failure_hooks
-        for hook, state, word in ((flow.on_crashed_hooks[0], Crashed(message="SIGTERM"), "crashed"),
-                                  (flow.on_cancellation_hooks[0], Cancelled(message="from the UI"), "cancelled")):
+        for hook, state, word in (
+            (flow.on_crashed_hooks[0], Crashed(message="SIGTERM"), "crashed"),
+            (flow.on_cancellation_hooks[0], Cancelled(message="from the UI"), "cancelled"),
+        ):
             flow_run = SimpleNamespace(id=f"{flow.name}-{word}")
-            run_id = client.create_run(experiment_id(client), tags={"prefect.flow_run_id": str(flow_run.id)}).info.run_id
+            run_id = client.create_run(
+                experiment_id(client), tags={"prefect.flow_run_id": str(flow_run.id)}
+            ).info.run_id
             hook(flow, flow_run, state)
             run = client.get_run(run_id)
             assert run.info.status == "KILLED" and run.data.tags[KILLED_REASON_TAG].startswith(f"flow run {word}: ")

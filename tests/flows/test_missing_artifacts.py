@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from price_frames import make_prices
-from tickerflow.cli import main
 from tiny_models import MODEL, untrained_forecaster
+
+from tickerflow.cli import main
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tickerflow.cli import servers as ops_cli
+from tickerflow.reporting.run_labels import data_label, forecast_labels, model_label, train_labels
 from tickerflow.runtime.deployments import (
     DEPLOYMENTS_FILE,
     ROOT,
@@ -22,8 +23,6 @@ from tickerflow.runtime.deployments import (
 )
 from tickerflow.runtime.servers import Server, ServerError, run_until_signalled
 from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
-from tickerflow.reporting.run_labels import data_label, forecast_labels, model_label, train_labels
-
 
 # --- deployments/prefect.yaml -----------------------------------------------------------------------
 
@@ -96,7 +95,11 @@ def test_serve_without_an_api_url_says_no_scheduler_runs_instead_of_idling(tmp_p
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(tmp_path / "home"))
     proc = subprocess.run(
         [sys.executable, "-m", "tickerflow", "serve", "--no-server"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == ops_cli.EXIT_NOT_STARTED
     assert "ephemeral API runs no scheduler" in proc.stderr
@@ -180,14 +183,21 @@ def test_bad_runner_config_names_the_value(kwargs, message):
 
 def _python_server(tmp_path: Path, code: str, name: str = "toy server") -> Server:
     return Server(
-        name=name, command=[sys.executable, "-c", code], url="http://127.0.0.1:9",
-        health_url="http://127.0.0.1:9/health", log_path=tmp_path / "toy.log",
+        name=name,
+        command=[sys.executable, "-c", code],
+        url="http://127.0.0.1:9",
+        health_url="http://127.0.0.1:9/health",
+        log_path=tmp_path / "toy.log",
     )
 
 
 def test_a_server_that_dies_while_starting_is_reported_with_its_log(tmp_path):
-    server = _python_server(tmp_path, "import sys; print('starting'); print('port already in use'); sys.exit(3)").start()
-    with pytest.raises(ServerError, match=r"toy server exited with code 3 .*: port already in use \(log .*toy.log\)") as err:
+    server = _python_server(
+        tmp_path, "import sys; print('starting'); print('port already in use'); sys.exit(3)"
+    ).start()
+    with pytest.raises(
+        ServerError, match=r"toy server exited with code 3 .*: port already in use \(log .*toy.log\)"
+    ) as err:
         server.wait_healthy(timeout=60)
     assert "\n" not in str(err.value)  # one line: the server, its last words, where the rest is
 

@@ -19,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def small_config(source) -> PipelineConfig:
-    return PipelineConfig.model_validate(
-        {"ingest": {"source": str(source)}, "train": {"epochs": 2, "batch_size": 256}}
-    )
+    return PipelineConfig.model_validate({"ingest": {"source": str(source)}, "train": {"epochs": 2, "batch_size": 256}})
 
 
 def test_pipeline_registers_a_champion_that_forecasts_prices(
@@ -71,8 +69,8 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path[:0] = [{str(tmp_path / 'user')!r}]
-        sys.path.append({sysconfig.get_paths()['purelib']!r})  # site-packages without the editable .pth
+        sys.path[:0] = [{str(tmp_path / "user")!r}]
+        sys.path.append({sysconfig.get_paths()["purelib"]!r})  # site-packages without the editable .pth
         try:
             import tickerflow_model
         except ImportError:
@@ -81,15 +79,27 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
             raise SystemExit("tickerflow_model should not be importable here")
         import mlflow, pandas as pd
         mlflow.set_tracking_uri({mlflow_store!r})
-        df = pd.read_csv({str(tmp_path / 'recent.csv')!r}, parse_dates=["date"])
+        df = pd.read_csv({str(tmp_path / "recent.csv")!r}, parse_dates=["date"])
         out = mlflow.pyfunc.load_model({uri!r}).predict(df)
-        out.to_json({str(tmp_path / 'out.json')!r}, orient="records", date_format="iso")
+        out.to_json({str(tmp_path / "out.json")!r}, orient="records", date_format="iso")
         """
     )
     proc = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = pd.read_json(tmp_path / "out.json", orient="records")
-    assert list(out.columns) == ["ticker", "date", "horizon", "forecast_close", "q05", "q10", "q25", "q50", "q75", "q90", "q95"]
+    assert list(out.columns) == [
+        "ticker",
+        "date",
+        "horizon",
+        "forecast_close",
+        "q05",
+        "q10",
+        "q25",
+        "q50",
+        "q75",
+        "q90",
+        "q95",
+    ]
     assert sorted(out["ticker"]) == ["AAPL", "MSFT"]
     last = recent.sort_values("date").groupby("ticker")["adj_close"].last()
     for row in out.itertuples():
@@ -102,10 +112,11 @@ def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_
     prefect_harness, mlflow_store, tf_home, tmp_path
 ):
     from price_frames import make_prices
+
     from tickerflow.flows.batch_forecast import batch_forecast
     from tickerflow.tasks.forecast import output_columns
-    from tickerflow_model.quantiles import QUANTILE_LEVELS
     from tickerflow_model.baselines import DISTRIBUTION_BASELINES
+    from tickerflow_model.quantiles import QUANTILE_LEVELS
 
     # i.i.d. returns of constant volatility: nothing to learn, the training period's quantiles are the truth
     prices = make_prices(n_days=900, tickers=("AAA", "BBB", "CCC"), seed=21)
@@ -120,7 +131,10 @@ def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_
     assert summary["champion_forecaster"] in DISTRIBUTION_BASELINES and summary["promoted"] is False
     assert (summary["model_version"], summary["champion_version"]) == ("1", "2")
     client = mlflow.MlflowClient(mlflow_store)
-    assert client.get_model_version_by_alias("tickerflow-gru", "champion").tags["forecaster"] == summary["champion_forecaster"]
+    assert (
+        client.get_model_version_by_alias("tickerflow-gru", "champion").tags["forecaster"]
+        == summary["champion_forecaster"]
+    )
 
     recent = tmp_path / "recent.csv"
     prices.groupby("ticker").tail(40).to_csv(recent, index=False)
@@ -129,7 +143,11 @@ def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_
     assert list(frame.columns) == output_columns(QUANTILE_LEVELS) and result["model_version"] == "2"
     assert sorted(frame["ticker"].unique()) == ["AAA", "BBB", "CCC"]
     q = frame[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy()
-    assert (q[:, 1:] >= q[:, :-1]).all() and (q[:, 0] < frame["forecast_close"]).all() and (q[:, -1] > frame["forecast_close"]).all()
+    assert (
+        (q[:, 1:] >= q[:, :-1]).all()
+        and (q[:, 0] < frame["forecast_close"]).all()
+        and (q[:, -1] > frame["forecast_close"]).all()
+    )
 
 
 def test_missing_required_column_fails_cleanly_and_writes_nothing(

@@ -32,16 +32,29 @@ def regime_shift_prices(seed: int = 3) -> pd.DataFrame:
     frames = []
     for i, t in enumerate(TICKERS):
         close = 40.0 * (1 + i) * np.exp(np.cumsum(rng.normal(0, sigma)))
-        frames.append(pd.DataFrame({"date": DAYS, "ticker": t, "open": close, "high": close * 1.01, "low": close * 0.99,
-                                    "close": close, "volume": 1000.0}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "date": DAYS,
+                    "ticker": t,
+                    "open": close,
+                    "high": close * 1.01,
+                    "low": close * 0.99,
+                    "close": close,
+                    "volume": 1000.0,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-CONFIG = PipelineConfig.model_validate({
-    "window": {"lookback": 10, "min_history": 100},
-    "train": {"epochs": 2, "gru": {"hidden_size": 8, "num_layers": 1}, "batch_size": 256, "seed": 1},
-    "register": {"min_skill": -1.0},  # the test needs a champion; the gate is not under test
-})
+CONFIG = PipelineConfig.model_validate(
+    {
+        "window": {"lookback": 10, "min_history": 100},
+        "train": {"epochs": 2, "gru": {"hidden_size": 8, "num_layers": 1}, "batch_size": 256, "seed": 1},
+        "register": {"min_skill": -1.0},  # the test needs a champion; the gate is not under test
+    }
+)
 MONITOR = MonitorConfig(windows=(3, 10), min_days=2, rule_window=3, days_in_row=2, skill_margin=None, rmse_ratio=1.5)
 
 
@@ -52,7 +65,9 @@ def child_flow_runs():
         return client.read_flow_runs(limit=200)
 
 
-def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_event(prefect_harness, mlflow_store, tmp_path):
+def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_event(
+    prefect_harness, mlflow_store, tmp_path
+):
     data = tmp_path / "prices.csv"
     regime_shift_prices().to_csv(data, index=False)
 
@@ -83,10 +98,17 @@ def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_ev
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     champion = client.get_model_version("tickerflow-gru", days[0]["model_version"])  # the GRU or a baseline
     assert set(stored["forecaster"]) == {champion.tags["forecaster"]}
-    assert stored["q05"].notna().all() and (stored["q05"] <= stored["q50"]).all() and (stored["q50"] <= stored["q95"]).all()
+    assert (
+        stored["q05"].notna().all()
+        and (stored["q05"] <= stored["q50"]).all()
+        and (stored["q50"] <= stored["q95"]).all()
+    )
     exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.tags["model_version"] == str(champion.version) and run.data.tags["degraded.event_id"] == events[0]["event_id"]
+    assert (
+        run.data.tags["model_version"] == str(champion.version)
+        and run.data.tags["degraded.event_id"] == events[0]["event_id"]
+    )
     history = client.get_metric_history(run.info.run_id, "live_rmse_3d")
     assert [m.step for m in history] == sorted({m.step for m in history})  # each day once, step = YYYYMMDD
     assert history[-1].step == 20160307

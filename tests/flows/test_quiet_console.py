@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from cli_processes import RUN_TIMEOUT_S, cli_env
 
 pytestmark = pytest.mark.slow
@@ -23,8 +22,14 @@ CHATTER = re.compile(
 
 def tickerflow(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
     # `python -m tickerflow`: the interpreter of this venv, whatever the console script's first line says
-    done = subprocess.run([sys.executable, "-m", "tickerflow", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT_S)
+    done = subprocess.run(
+        [sys.executable, "-m", "tickerflow", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -42,7 +47,9 @@ def test_a_successful_run_and_forecast_print_no_warning_or_chatter_unless_verbos
     assert not [line for line in forecast.stderr.splitlines() if CHATTER.search(line)], forecast.stderr
     assert "wrote 2 forecasts" in forecast.stdout
 
-    verbose = tickerflow(["forecast", "--data", str(small_sample_csv), "--out", "f.parquet", "--verbose"], env, tmp_path)
+    verbose = tickerflow(
+        ["forecast", "--data", str(small_sample_csv), "--out", "f.parquet", "--verbose"], env, tmp_path
+    )
     assert "Running hook" in verbose.stderr and "Found extra inputs" in verbose.stderr  # the switch is --verbose
 
 
@@ -61,7 +68,13 @@ def test_the_quiet_console_is_undone_when_the_command_returns():
     detail.tickerflow_detail = True  # logged with extra=tickerflow.console_detail.DETAIL
     failed = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "Finished in state Failed('x')", (), None)
     error = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "cannot reach the registry", (), None)
-    assert [ChatterFilter().filter(r) for r in (chatter, own, detail, failed, error)] == [False, True, False, False, True]
+    assert [ChatterFilter().filter(r) for r in (chatter, own, detail, failed, error)] == [
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
     undo()
     assert logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level != logging.ERROR
 
@@ -73,7 +86,8 @@ def _failure_record(exc: Exception) -> logging.LogRecord:
     except Exception:
         exc_info = sys.exc_info()
     return logging.LogRecord(
-        "prefect.flow_runs", logging.ERROR, "", 0, "Encountered exception during execution: %r", (exc,), exc_info)
+        "prefect.flow_runs", logging.ERROR, "", 0, "Encountered exception during execution: %r", (exc,), exc_info
+    )
 
 
 def test_the_quiet_console_drops_an_expected_failures_exception_record_but_keeps_a_bugs():
@@ -97,5 +111,7 @@ def test_the_quiet_console_drops_an_expected_failures_exception_record_but_keeps
         console.handle(record)
     out = stream.getvalue()
     assert "IngestError" not in out and "x.csv" not in out
-    assert out.startswith("Encountered exception during execution: ValueError('a bug')\nTraceback (most recent call last):")
+    assert out.startswith(
+        "Encountered exception during execution: ValueError('a bug')\nTraceback (most recent call last):"
+    )
     assert out.rstrip().endswith("ValueError: a bug")

@@ -15,15 +15,21 @@ README = (ROOT / "README.md").read_text()
 
 def snippet(section: str) -> str:
     """The first ```python block after the heading `section`."""
-    return re.search(r"```python\n(.*?)```", README[README.index(section):], re.S).group(1)
+    return re.search(r"```python\n(.*?)```", README[README.index(section) :], re.S).group(1)
 
 
 def test_the_python_snippet_runs_as_written_and_leaves_no_mlflow_db_behind(champion, tmp_path):
     assert not (ROOT / "mlflow.db").exists()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
     env["TICKERFLOW_HOME"] = str(champion.home)  # where `tickerflow run` would have registered the champion
-    done = subprocess.run([sys.executable, "-c", snippet("## Using the registered model")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", snippet("## Using the registered model")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "horizon" in done.stdout and "q95" in done.stdout and "AAPL" in done.stdout  # the forecast frame, printed
     assert not (ROOT / "mlflow.db").exists()  # the snippet read the home's store, not ./mlflow.db

@@ -15,7 +15,6 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-
 from cli_processes import TICKERFLOW, cli_env, finish, start, summary_of
 
 pytestmark = pytest.mark.slow

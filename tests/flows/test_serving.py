@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-
 from tiny_models import MODEL
+
 from tickerflow_model.quantiles import quantile_columns
 
 SERVER_DEADLINE_S = 180  # mlflow + uvicorn start-up on a loaded 2-core machine
@@ -53,14 +53,31 @@ def test_mlflow_models_serve_forecasts_the_champion_over_http(which, request, tm
         "MLFLOW_TRACKING_URI": champion.uri,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn comes from the venv
     }
-    cmd = [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
-           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(bin_dir / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{MODEL}@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_ping(proc, f"http://127.0.0.1:{port}/ping", SERVER_DEADLINE_S)
         recent = champion.prices.groupby("ticker").tail(champion.forecaster.min_rows + 10)
-        payload = {"dataframe_split": recent.assign(date=recent["date"].dt.strftime("%Y-%m-%d")).astype({"ticker": str}).to_dict(orient="split", index=False)}
+        payload = {
+            "dataframe_split": recent.assign(date=recent["date"].dt.strftime("%Y-%m-%d"))
+            .astype({"ticker": str})
+            .to_dict(orient="split", index=False)
+        }
         response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=payload, timeout=60)
         assert response.status_code == 200, response.text[:2000]
         served = pd.DataFrame(response.json()["predictions"])

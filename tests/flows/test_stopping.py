@@ -22,10 +22,10 @@ from pathlib import Path
 import mlflow
 import psutil
 import pytest
-
-from tickerflow.tasks.tracking import EXPERIMENT
 from cli_processes import RUN_TIMEOUT_S, TICKERFLOW, cli_env, start
+
 from tickerflow.registry import champion_history
+from tickerflow.tasks.tracking import EXPERIMENT
 
 pytestmark = pytest.mark.slow
 
@@ -96,8 +96,7 @@ def assert_run_recorded_as_stopped(home: Path) -> None:
     assert runs[0].data.tags["tickerflow.killed_reason"].startswith("stopped by a signal: ")
     with contextlib.closing(sqlite3.connect(home / "prefect" / "prefect.db")) as db:
         states = db.execute("select state_type, state_name from flow_run").fetchall()
-        (message,) = db.execute(
-            "select message from flow_run_state where type = 'CANCELLED'").fetchone()
+        (message,) = db.execute("select message from flow_run_state where type = 'CANCELLED'").fetchone()
     assert states == [("CANCELLED", "Cancelled")]
     assert message.startswith("stopped by a signal")
 
@@ -119,8 +118,11 @@ def test_a_signal_to_the_group_mid_training_stops_in_order(sig, tmp_path, migrat
     (SIGINT: Ctrl-C in a terminal reaches the whole foreground group the same way)."""
     home, env, config = setup_run(tmp_path, migrated_mlflow_db, epochs=50)
     log = tmp_path / "run.log"
-    timeout = start(["timeout", "-s", "TERM", str(RUN_TIMEOUT_S), str(TICKERFLOW), "run", "--data",
-                     str(small_sample_csv), *config], env, log)
+    timeout = start(
+        ["timeout", "-s", "TERM", str(RUN_TIMEOUT_S), str(TICKERFLOW), "run", "--data", str(small_sample_csv), *config],
+        env,
+        log,
+    )
     poll(lambda: list((home / "checkpoints").glob("*/checkpoint.pt")), timeout, log, "a checkpoint")
     processes = everything_of(timeout.pid)
     assert temporary_api(timeout.pid) is not None
@@ -132,13 +134,18 @@ def test_a_signal_to_the_group_mid_training_stops_in_order(sig, tmp_path, migrat
     assert assert_registry_consistent(home) == []
 
 
-def test_sigterm_to_the_main_process_during_register_leaves_a_complete_registry(tmp_path, migrated_mlflow_db, small_sample_csv):
+def test_sigterm_to_the_main_process_during_register_leaves_a_complete_registry(
+    tmp_path, migrated_mlflow_db, small_sample_csv
+):
     home, env, config = setup_run(tmp_path, migrated_mlflow_db, epochs=1)
     log = tmp_path / "run.log"
     proc = start([str(TICKERFLOW), "run", "--data", str(small_sample_csv), *config], env, log)
 
     def registering() -> bool:
-        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(home / "mlflow.db", timeout=1)) as db:
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(home / "mlflow.db", timeout=1)) as db,
+        ):
             return bool(db.execute("select count(*) from model_versions").fetchone()[0])
         return False
 
@@ -167,4 +174,3 @@ def test_sigkill_of_the_main_process_takes_the_temporary_api_with_it(tmp_path, m
     proc.wait(timeout=EXIT_S)
     assert server.ppid() != proc.pid or not server.is_running()
     assert_all_gone([server])
-

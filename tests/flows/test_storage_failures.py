@@ -12,21 +12,28 @@ import subprocess
 
 import mlflow
 import pytest
-
 from cli_processes import RUN_TIMEOUT_S, TICKERFLOW, cli_env
+
 from tickerflow.cli import main
 
 
 @pytest.mark.slow
-def test_a_file_where_the_home_needs_a_folder_is_one_line_naming_the_path(tmp_path, migrated_mlflow_db, small_sample_csv):
+def test_a_file_where_the_home_needs_a_folder_is_one_line_naming_the_path(
+    tmp_path, migrated_mlflow_db, small_sample_csv
+):
     """A real failure of the storage (root may write anywhere, so a read-only mode would not stop it here)."""
     home = tmp_path / "home"
     env = cli_env(home)
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     (home / "raw").write_text("not a folder")  # where the raw snapshots go
 
-    done = subprocess.run([str(TICKERFLOW), "run", "--data", str(small_sample_csv), "--epochs", "1"], env=env,
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    done = subprocess.run(
+        [str(TICKERFLOW), "run", "--data", str(small_sample_csv), "--epochs", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
 
     console = done.stdout + done.stderr
     assert done.returncode == 1

@@ -64,5 +64,7 @@ class PrefectAPI:
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """`python -m <args>` from the project root, as a user would run it there."""
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     return proc

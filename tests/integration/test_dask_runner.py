@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
 from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
+from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,11 @@ def test_pipeline_on_a_two_worker_dask_cluster_equals_the_thread_pool_run(
     monkeypatch.setenv("PREFECT_API_URL", api_url)
     monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(storage))
     config = PipelineConfig.model_validate(
-        {"ingest": {"source": str(slice_csv)}, "train": {"epochs": 1, "batch_size": 256},
-         "register": {"model_name": "dask-gru"}}
+        {
+            "ingest": {"source": str(slice_csv)},
+            "train": {"epochs": 1, "batch_size": 256},
+            "register": {"model_name": "dask-gru"},
+        }
     )
 
     with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_LOCAL_STORAGE_PATH: storage}):
@@ -46,8 +49,12 @@ def test_pipeline_on_a_two_worker_dask_cluster_equals_the_thread_pool_run(
         threads = train_pipeline.with_options(task_runner=build_task_runner(RunnerConfig()))(config)
 
         _use_home(monkeypatch, tmp_path / "dask-home", migrated_mlflow_db)
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             on_dask = build_task_runner(RunnerConfig(kind="dask", address=cluster.scheduler_address))
             with get_task_stream(client) as stream:
                 distributed = train_pipeline.with_options(task_runner=on_dask)(config)

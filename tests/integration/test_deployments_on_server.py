@@ -81,7 +81,15 @@ def test_training_deployment_runs_on_a_worker_and_registers_a_champion(
     assert run["name"].startswith(f"train-small-{MODEL}-")
     assert {"train", "data:small", f"model:{MODEL}", "tickerflow"} <= set(run["tags"])
     task_names = {t["name"].rsplit("-", 1)[0] for t in prefect_api.task_runs(run["id"])}
-    assert {"start-mlflow-run", "ingest", "validate", "train", "evaluate", "register", "finish-mlflow-run"} <= task_names
+    assert {
+        "start-mlflow-run",
+        "ingest",
+        "validate",
+        "train",
+        "evaluate",
+        "register",
+        "finish-mlflow-run",
+    } <= task_names
     assert any(name.startswith("window") for name in task_names)
     artifacts = {a["key"]: a for a in prefect_api.artifacts(run["id"]) if a["key"]}
     assert {"test-metrics", "validation-summary", "mlflow-run"} <= set(artifacts)
@@ -154,7 +162,9 @@ def test_a_degradation_event_starts_train_weekly_through_its_trigger(deployed, p
         "print(emit_degraded(Degradation('tickerflow-gru', '7', 3, True, latest={'live_rmse': 2.0}, reasons='live_rmse 2.0 > 1.5'), "
         "pd.Timestamp('2024-03-01'), MonitorConfig()))"
     )
-    proc = subprocess.run([sys.executable, "-c", emit], env=child_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", emit], env=child_env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-3000:]
     deadline = time.monotonic() + 90
     new = []

@@ -16,10 +16,10 @@ import httpx
 import mlflow
 import pytest
 
+from integration.support import TERMINAL, free_port
 from tickerflow.runtime import environment
 from tickerflow.runtime.deployments import ROOT
 from tickerflow.runtime.servers import http_ok
-from integration.support import TERMINAL, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,14 @@ def start_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     an ignored signal stays ignored across exec: the command would never see the Ctrl-C sent below."""
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "tickerflow", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_sigint_default,
+            [sys.executable, "-m", "tickerflow", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_sigint_default,
         )
 
 
@@ -64,11 +70,17 @@ def wait_for(condition, seconds: float, what: str, log: Path):
 
 def test_serve_fires_a_scheduled_run_against_the_server(prefect_api, child_env, slice_csv, tmp_path):
     env = {**child_env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # the runner looks for due runs every 10 s by default
-    params = {"config": {"ingest": {"source": str(slice_csv)}, "train": {"epochs": 1, "batch_size": 256},
-                         "register": {"model_name": "served-gru"}}}
+    params = {
+        "config": {
+            "ingest": {"source": str(slice_csv)},
+            "train": {"epochs": 1, "batch_size": 256},
+            "register": {"model_name": "served-gru"},
+        }
+    }
     log = tmp_path / "serve.log"
     proc = start_cli(["serve", "--only", "train-weekly", "--interval", "5", "--params", json.dumps(params)], env, log)
     try:
+
         def served_deployment():
             try:
                 d = prefect_api.deployment("train_pipeline", "train-weekly")
@@ -103,8 +115,12 @@ def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migr
     api = f"http://127.0.0.1:{port}/api"
     try:
         wait_for(lambda: "runs no scheduler" in log.read_text(errors="replace"), 60, "the explanation", log)
-        wait_for(lambda: http_ok(f"{api}/deployments/name/batch_forecast/forecast-daily"), 180,
-                 "forecast-daily to be served by the server serve started", log)
+        wait_for(
+            lambda: http_ok(f"{api}/deployments/name/batch_forecast/forecast-daily"),
+            180,
+            "forecast-daily to be served by the server serve started",
+            log,
+        )
         deployment = httpx.get(f"{api}/deployments/name/batch_forecast/forecast-daily").json()
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["30 17 * * 1-5"]
     finally:
@@ -133,7 +149,9 @@ def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_ml
         assert f"Prefect UI: {prefect_url}" in log.read_text()
         assert http_ok(f"{prefect_url}/api/health") and http_ok(f"{mlflow_url}/health")
         assert "<html" in httpx.get(prefect_url).text.lower()
-        found = httpx.get(f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "earlier-runs"})
+        found = httpx.get(
+            f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "earlier-runs"}
+        )
         assert found.status_code == 200, found.text
         assert (home / "mlartifacts").is_dir()
     finally:

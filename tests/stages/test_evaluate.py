@@ -8,16 +8,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-
 from price_frames import make_prices
+from tiny_models import EVAL_WINDOWS, untrained_forecaster
+
 from tickerflow.reporting.evaluation import write_reports
 from tickerflow.tasks.evaluate import load_version
 from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES
-from tickerflow_model.features import history_days
 from tickerflow_model.evaluation import EvaluateConfig, evaluate_forecaster, predict_test_split
+from tickerflow_model.features import history_days
 from tickerflow_model.window_dataset import build_window_dataset
-from tiny_models import EVAL_WINDOWS, untrained_forecaster
 
 CONFIG = EVAL_WINDOWS
 
@@ -120,7 +120,9 @@ def test_reports_hold_the_tables_predictions_overview_and_fan_charts(tmp_path):
     assert not any(f"| {t} | model |" in markdown for t in ranking[1:-1])  # only the top and bottom tickers
 
 
-def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(prefect_harness, prices, mlflow_store, tmp_path):
+def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(
+    prefect_harness, prices, mlflow_store, tmp_path
+):
     from prefect.artifacts import Artifact
 
     from tickerflow.flows.train_pipeline import finish_mlflow_run
@@ -137,9 +139,15 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(pref
     assert metrics["test_h2_model_coverage_80"] == pytest.approx(result.per_horizon["h2"]["model"]["coverage_80"])
     assert not any(k.startswith("test_AAA") for k in metrics)  # per-ticker figures are a table, not metric keys
     logged = {f.path for f in client.list_artifacts(run_id, "evaluation")}
-    assert {"evaluation/metrics.csv", "evaluation/metrics.json", "evaluation/test_predictions.parquet",
-            "evaluation/metrics_per_ticker.csv", "evaluation/metrics_per_ticker.parquet",
-            "evaluation/per_ticker_table.json", "evaluation/overview.png"} <= logged
+    assert {
+        "evaluation/metrics.csv",
+        "evaluation/metrics.json",
+        "evaluation/test_predictions.parquet",
+        "evaluation/metrics_per_ticker.csv",
+        "evaluation/metrics_per_ticker.parquet",
+        "evaluation/per_ticker_table.json",
+        "evaluation/overview.png",
+    } <= logged
     table = client.load_table(experiment_id(client), "evaluation/per_ticker_table.json", run_ids=[run_id])
     assert set(table["ticker"]) == {"AAA", "BBB"} and "pinball" in table.columns
     markdown = Artifact.get("test-metrics").data
@@ -151,7 +159,9 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(pref
     decoded = json.loads(json.dumps(summary, default=str))
     assert set(decoded["metrics"]) == {"model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES}
     for name in ("model", *DISTRIBUTION_BASELINES):
-        assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90", "rmse", "skill"} <= set(decoded["metrics"][name])
+        assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90", "rmse", "skill"} <= set(
+            decoded["metrics"][name]
+        )
     assert decoded["promoted"] is False and decoded["reason"] == "because"
     assert decoded["champion_forecaster"] == "ewma" and decoded["champion_version"] == "2"
     assert decoded["skill_vs_naive"] == pytest.approx(result.skill)

@@ -10,10 +10,21 @@ from tickerflow_model.quantiles import QUANTILE_LEVELS
 
 
 def batch(base: str, value: float, quantiles: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    prices = pd.DataFrame({"ticker": ["A/B", "A/B", "C"], "date": pd.to_datetime([f"{base}", f"{base}", f"{base}"]) - pd.to_timedelta([1, 0, 0], "D"),
-                           "close": [9.0, 10.0, 20.0]})
-    forecasts = pd.DataFrame({"ticker": ["A/B", "C"], "date": pd.to_datetime(base) + pd.offsets.BDay(1), "horizon": 1,
-                              "forecast_close": [value, value * 2]})
+    prices = pd.DataFrame(
+        {
+            "ticker": ["A/B", "A/B", "C"],
+            "date": pd.to_datetime([f"{base}", f"{base}", f"{base}"]) - pd.to_timedelta([1, 0, 0], "D"),
+            "close": [9.0, 10.0, 20.0],
+        }
+    )
+    forecasts = pd.DataFrame(
+        {
+            "ticker": ["A/B", "C"],
+            "date": pd.to_datetime(base) + pd.offsets.BDay(1),
+            "horizon": 1,
+            "forecast_close": [value, value * 2],
+        }
+    )
     if quantiles:
         for i, col in enumerate(("q05", "q10", "q25", "q50", "q75", "q90", "q95")):
             forecasts[col] = value + i
@@ -34,11 +45,19 @@ def test_append_read_and_rerun_of_a_day(uri, tf_home):
     assert stored["base_close"].tolist() == [10.0, 20.0, 10.0, 20.0]  # each ticker's last close
     assert stored["ticker"].tolist() == ["A/B", "C", "A/B", "C"]  # symbols are data, not folders
     assert stored["q05"].isna().tolist() == [True, True, False, False]
-    assert stored["quantile_levels"].tolist() == ["", "", "0.05,0.1,0.25,0.5,0.75,0.9,0.95", "0.05,0.1,0.25,0.5,0.75,0.9,0.95"]
+    assert stored["quantile_levels"].tolist() == [
+        "",
+        "",
+        "0.05,0.1,0.25,0.5,0.75,0.9,0.95",
+        "0.05,0.1,0.25,0.5,0.75,0.9,0.95",
+    ]
     assert set(stored["model_version"]) == {"4"} and set(stored["forecaster"]) == {"gru"}
     assert len(read_store(config, since=pd.Timestamp("2024-01-03"))) == 2
     if uri is None:
-        assert sorted(p.name for p in (tf_home / "forecast_store").iterdir()) == ["base_date=2024-01-02", "base_date=2024-01-03"]
+        assert sorted(p.name for p in (tf_home / "forecast_store").iterdir()) == [
+            "base_date=2024-01-02",
+            "base_date=2024-01-03",
+        ]
 
 
 def test_the_store_keeps_the_model_levels_columns_and_refuses_forecasts_that_lack_them(tf_home):
@@ -55,10 +74,13 @@ def test_the_store_keeps_the_model_levels_columns_and_refuses_forecasts_that_lac
         store_rows(forecasts, prices, "m", "5", "gru", levels=(0.05, 0.1, 0.5, 0.9, 0.95))
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--start", "someday", "--end", "2024-01-31"], "--start must be a date (YYYY-MM-DD), got 'someday'"),
-    (["--start", "2024-01-01", "--end", "2024-01-31", "--retrain-every", "-2"], "--retrain-every must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--start", "someday", "--end", "2024-01-31"], "--start must be a date (YYYY-MM-DD), got 'someday'"),
+        (["--start", "2024-01-01", "--end", "2024-01-31", "--retrain-every", "-2"], "--retrain-every must be >= 0"),
+    ],
+)
 def test_replay_rejects_bad_arguments_in_one_line(argv, message, tmp_path, capsys):
     from tickerflow.cli import main
 

@@ -53,8 +53,9 @@ def test_transient_errors_are_retried_but_bad_input_is_not():
 
 
 def test_ingest_task_retries_a_flaky_read_but_not_a_bad_file(prefect_harness, monkeypatch, small_sample_csv, tmp_path):
-    import tickerflow_model.price_files as ingest_mod
     from prefect import flow
+
+    import tickerflow_model.price_files as ingest_mod
 
     real, calls = ingest_mod.read_file, []
 

@@ -17,7 +17,9 @@ def _csv(tmp_path, text: str, name: str = "p.csv"):
 
 @pytest.mark.parametrize("field, value", [("max_rows", 0), ("max_bytes", -1)])
 def test_limits_are_validated_in_the_config(field, value):
-    with pytest.raises(ValueError, match=f"{field}\n +Input should be greater than or equal to 1 .*input_value={value}"):
+    with pytest.raises(
+        ValueError, match=f"{field}\n +Input should be greater than or equal to 1 .*input_value={value}"
+    ):
         IngestConfig(**{field: value})
 
 

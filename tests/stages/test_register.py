@@ -6,19 +6,19 @@ import json
 
 import mlflow
 import pytest
-from prefect.logging import disable_run_logger
-
 from gate_scores import evaluation, scores
+from prefect.logging import disable_run_logger
 from price_frames import make_prices
+from tiny_models import untrained_forecaster
+
 from tickerflow.cli import main
-from tickerflow.reporting import log_registration
 from tickerflow.registry import champion_history, champion_stack
+from tickerflow.reporting import log_registration
 from tickerflow.tasks.register import register
 from tickerflow.tasks.tracking import experiment_id
 from tickerflow_model.evaluation import Evaluation, evaluate_forecaster
 from tickerflow_model.gate import RegisterConfig
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
-from tiny_models import untrained_forecaster
 
 
 def _model_with_versions(client, tmp_path, n: int) -> None:
@@ -28,8 +28,12 @@ def _model_with_versions(client, tmp_path, n: int) -> None:
 
 
 def test_champion_stack_replays_promotions_and_rollbacks():
-    events = [{"action": "promote", "version": "1"}, {"action": "promote", "version": "2"},
-              {"action": "promote", "version": "3"}, {"action": "rollback", "version": "2"}]
+    events = [
+        {"action": "promote", "version": "1"},
+        {"action": "promote", "version": "2"},
+        {"action": "promote", "version": "3"},
+        {"action": "rollback", "version": "2"},
+    ]
     assert champion_stack(events) == ["1", "2"]
 
 
@@ -154,8 +158,14 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     first = client.create_run(experiment_id(client)).info.run_id
     with disable_run_logger():
-        register.fn(untrained_forecaster(dataset, 0.5), evaluation(model=scores(0.5)), dataset, prices,
-                    RegisterConfig(model_name="m"), first)
+        register.fn(
+            untrained_forecaster(dataset, 0.5),
+            evaluation(model=scores(0.5)),
+            dataset,
+            prices,
+            RegisterConfig(model_name="m"),
+            first,
+        )
         (stored,) = tf_home.rglob("weights.pt")
         stored.write_bytes(b"broken")  # the champion's weights are gone bad
         second = client.create_run(experiment_id(client)).info.run_id
@@ -177,14 +187,18 @@ def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_pa
 
     prices = make_prices(n_days=200, seed=1)
     features = ("log_return", "hl_range", "log_volume_change")
-    dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50, features=features), "s", tmp_path / "w")
+    dataset = build_window_dataset(
+        prices, WindowConfig(lookback=10, min_history=50, features=features), "s", tmp_path / "w"
+    )
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
     version = log_pyfunc(untrained_forecaster(dataset, 1.0), prices, run_id, "m")
 
     info = mlflow.models.get_model_info(f"models:/m/{version}")
     assert info.signature.inputs.input_names() == ["date", "ticker", "close", "high", "low", "volume"]
-    out = mlflow.pyfunc.load_model(f"models:/m/{version}").predict(prices[["date", "ticker", "close", "high", "low", "volume"]])
+    out = mlflow.pyfunc.load_model(f"models:/m/{version}").predict(
+        prices[["date", "ticker", "close", "high", "low", "volume"]]
+    )
     assert sorted(out["ticker"].unique()) == ["AAA", "BBB"]
 
 
@@ -200,7 +214,9 @@ def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tm
     move_champion(client, "cas", "3", "promote", "third run", "run-c", expected="1")
     history = champion_history(client, "cas")
     assert [(e["action"], e["version"], e["previous"]) for e in history] == [
-        ("promote", "1", None), ("refused", "2", "1"), ("promote", "3", "1"),
+        ("promote", "1", None),
+        ("refused", "2", "1"),
+        ("promote", "3", "1"),
     ]
     assert champion_stack(history) == ["1", "3"]
 
@@ -228,7 +244,14 @@ def test_the_history_of_an_older_home_kept_in_model_tags_still_reads_back_first(
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     _model_with_versions(client, tmp_path, 2)
-    old = {"action": "promote", "version": "1", "previous": None, "by": "old", "at": "2024-01-01T00:00:00+00:00", "why": "x"}
+    old = {
+        "action": "promote",
+        "version": "1",
+        "previous": None,
+        "by": "old",
+        "at": "2024-01-01T00:00:00+00:00",
+        "why": "x",
+    }
     client.set_registered_model_tag("cas", "champion_history.0001", json.dumps(old))
     client.set_registered_model_alias("cas", "champion", "1")
     move_champion(client, "cas", "2", "promote", "better")

@@ -31,7 +31,9 @@ def test_gc_removes_only_what_nothing_needs(tf_home, mlflow_store, tmp_path, cap
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     client.create_registered_model("m")
     for ds, src in [("ds-champ", "src-champ"), ("ds-chal", "src-chal")]:
-        client.create_model_version("m", source=(tmp_path / "model").as_uri(), tags={"dataset_id": ds, "source_hash": src})
+        client.create_model_version(
+            "m", source=(tmp_path / "model").as_uri(), tags={"dataset_id": ds, "source_hash": src}
+        )
     client.set_registered_model_alias("m", "champion", "1")
     client.set_registered_model_alias("m", "challenger", "2")
     from tickerflow.tasks.tracking import experiment_id
@@ -44,7 +46,11 @@ def test_gc_removes_only_what_nothing_needs(tf_home, mlflow_store, tmp_path, cap
     live_ckpt = make(tf_home / "checkpoints" / "live")
     (live_ckpt / OWNER_FILE).write_text(json.dumps(this_process()))
     keep.append(live_ckpt)
-    gone = [make(tf_home / "windows" / "ds-old"), make(tf_home / "raw" / "src-old"), make(tf_home / "checkpoints" / "finished")]
+    gone = [
+        make(tf_home / "windows" / "ds-old"),
+        make(tf_home / "raw" / "src-old"),
+        make(tf_home / "checkpoints" / "finished"),
+    ]
     old_scratch = make(tf_home / "windows" / ".ds-x.tmp-1234abcd")
     new_scratch = make(tf_home / "windows" / ".ds-y.tmp-5678abcd", age_s=60)
     gone.append(old_scratch)

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from prefect.logging import disable_run_logger
+from price_frames import make_prices
 
 import tickerflow_model.window_dataset as window_mod
-from price_frames import make_prices
 from tickerflow.tasks.ingest import write_snapshot
-from tickerflow_model.price_files import load_prices
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.window import commit_windows, plan_windows, write_window_part
+from tickerflow_model.price_files import load_prices
 from tickerflow_model.window_dataset import WindowConfig, build_window_dataset, load_window_dataset, read_split
 
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part

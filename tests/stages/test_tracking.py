@@ -66,8 +66,11 @@ def test_a_flow_run_on_the_temporary_api_links_where_tickerflow_ui_shows_it(monk
     from tickerflow.ui_addresses import TEMPORARY_API_ENV
 
     served = "http://127.0.0.1:43187/api"  # a temporary API's random port: dead once the command exits
-    monkeypatch.setattr(run_labels, "runtime", SimpleNamespace(
-        flow_run=SimpleNamespace(id="0f1e", ui_url="http://127.0.0.1:43187/flow-runs/flow-run/0f1e")))
+    monkeypatch.setattr(
+        run_labels,
+        "runtime",
+        SimpleNamespace(flow_run=SimpleNamespace(id="0f1e", ui_url="http://127.0.0.1:43187/flow-runs/flow-run/0f1e")),
+    )
     monkeypatch.setenv("PREFECT_API_URL", served)
     monkeypatch.setenv(TEMPORARY_API_ENV, served)
     monkeypatch.delenv("TICKERFLOW_PREFECT_UI_URL", raising=False)

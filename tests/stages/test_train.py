@@ -9,13 +9,13 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from tiny_models import TINY, Interrupt, interrupt_after, split
 
 from tickerflow_model.trainer import (
     TrainingError,
     train_model,
 )
 from tickerflow_model.windows import Scaler, WindowSpec
-from tiny_models import TINY, Interrupt, interrupt_after, split
 
 
 def fake_dataset(monkeypatch, dataset_id="ds-test"):
@@ -295,8 +295,9 @@ def test_the_progress_bar_appears_on_a_real_terminal_even_one_that_reports_no_si
             import termios
 
             fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-        proc = subprocess.Popen([sys.executable, str(child)], stdin=terminal, stdout=terminal, stderr=terminal,
-                                close_fds=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(child)], stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True
+        )
         os.close(terminal)
         out = b""
         while True:

@@ -6,16 +6,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from price_frames import make_prices
 
-from tickerflow_model.price_files import load_prices
 from tickerflow.tasks.validate import (
     WARNING,
     ValidateConfig,
     ValidationFailed,
-    run_suite,
     require_valid,
+    run_suite,
 )
-from price_frames import make_prices
+from tickerflow_model.price_files import load_prices
 
 MIN_ROWS = 252
 
@@ -64,11 +64,26 @@ CRITICAL_CASES = {
     # case: (mutation, failing expectation, its column, a row it must show as an example)
     "null close": (_set("close", np.nan), "expect_column_values_to_not_be_null", "close", ("BBB", 100)),
     "price not positive": (_set("open", 0.0), "expect_column_values_to_be_between", "open", ("BBB", 100)),
-    "high below close": (_scale("high", 0.98), "expect_column_pair_values_a_to_be_greater_than_b", "high+close", ("BBB", 100)),
-    "low above close": (_scale("low", 1.02), "expect_column_pair_values_a_to_be_greater_than_b", "close+low", ("BBB", 100)),
+    "high below close": (
+        _scale("high", 0.98),
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "high+close",
+        ("BBB", 100),
+    ),
+    "low above close": (
+        _scale("low", 1.02),
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "close+low",
+        ("BBB", 100),
+    ),
     "negative volume": (_set("volume", -5.0), "expect_column_values_to_be_between", "volume", ("BBB", 100)),
     "duplicate ticker-date": (_duplicate, "expect_compound_columns_to_be_unique", "ticker+date", ("BBB", 100)),
-    "path-like ticker": (_set("ticker", "../../x", "BBB", slice(None)), "expect_column_values_to_match_regex", "ticker", None),
+    "path-like ticker": (
+        _set("ticker", "../../x", "BBB", slice(None)),
+        "expect_column_values_to_match_regex",
+        "ticker",
+        None,
+    ),
     "slash ticker": (_set("ticker", "A/B", "AAA", slice(None)), "expect_column_values_to_match_regex", "ticker", None),
     "empty ticker": (_set("ticker", " ", "BBB", 100), "expect_column_values_to_not_be_null", "ticker", None),
     "too little history": (_too_short, "enough_history", "ticker", None),
@@ -120,7 +135,7 @@ def test_warnings_are_reported_with_examples_and_the_run_continues(tmp_path, tf_
     def mutate(frame):
         bbb = frame.index[frame["ticker"] == "BBB"]
         frame.loc[bbb[50:57], ["open", "high", "low", "close"]] = frame.loc[bbb[50], "close"]  # 7 identical: stale
-        frame.loc[bbb[120]:, ["open", "high", "low", "close"]] *= 0.5  # unadjusted 2:1 split
+        frame.loc[bbb[120] :, ["open", "high", "low", "close"]] *= 0.5  # unadjusted 2:1 split
         frame = frame.drop(index=bbb[200:210])  # two weeks missing
         aaa = frame.index[frame["ticker"] == "AAA"]
         return frame.loc[[aaa[1], aaa[0]] + list(frame.index.drop([aaa[0], aaa[1]]))]  # arrived out of order
@@ -135,7 +150,10 @@ def test_warnings_are_reported_with_examples_and_the_run_continues(tmp_path, tf_
     assert report.critical == []
     warned = {f.column: f for f in report.warnings}
     assert set(warned) == {
-        "check_abs_log_return_close", "check_identical_run", "check_missing_business_days", "ticker+date",
+        "check_abs_log_return_close",
+        "check_identical_run",
+        "check_missing_business_days",
+        "ticker+date",
     }
     assert warned["check_abs_log_return_close"].examples[0]["date"] == bbb_dates[120]
     assert warned["check_identical_run"].unexpected_count == 7 - ValidateConfig().max_identical_run
@@ -147,7 +165,9 @@ def test_warnings_are_reported_with_examples_and_the_run_continues(tmp_path, tf_
 
 
 def test_short_tickers_are_dropped_and_named(tf_home):
-    frame = pd.concat([make_prices(300, tickers=("AAA",)), make_prices(196, tickers=("FB",), seed=1)], ignore_index=True)
+    frame = pd.concat(
+        [make_prices(300, tickers=("AAA",)), make_prices(196, tickers=("FB",), seed=1)], ignore_index=True
+    )
     report = run_suite(frame, ValidateConfig(), MIN_ROWS, tf_home / "docs")
     assert report.success
     assert report.dropped_tickers == {"FB": 196}
@@ -158,7 +178,9 @@ def test_short_tickers_are_dropped_and_named(tf_home):
 def test_config_rejects_bad_thresholds():
     with pytest.raises(ValueError, match=r"max_abs_log_return\n +Input should be greater than 0 .*input_value=-1"):
         ValidateConfig(max_abs_log_return=-1)
-    with pytest.raises(ValueError, match=r"max_identical_run\n +Input should be greater than or equal to 1 .*input_value=0"):
+    with pytest.raises(
+        ValueError, match=r"max_identical_run\n +Input should be greater than or equal to 1 .*input_value=0"
+    ):
         ValidateConfig(max_identical_run=0)
     with pytest.raises(ValueError, match=r"max_gap_business_days\n +Input should be greater than or equal to 0"):
         ValidateConfig(max_gap_business_days=-1)

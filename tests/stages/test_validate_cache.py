@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 import pandas as pd
-
 from price_frames import make_prices
+
 from tickerflow.tasks import validate as validate_mod
 from tickerflow.tasks.validate import ValidateConfig, validate, validation_id
 

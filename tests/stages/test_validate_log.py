@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-
 from price_frames import make_prices
+
 from tickerflow.cli.console import ChatterFilter
 from tickerflow.console_detail import is_detail
 from tickerflow.tasks.validate import ValidateConfig, validate
@@ -40,6 +40,8 @@ def test_findings_go_to_the_run_log_and_the_quiet_console_gets_one_summary_line(
 
     console = [r.getMessage() for r in records if ChatterFilter().filter(r)]
     assert len(console) == 1, console
-    assert f"0 critical failure(s), {len(report.warnings)} warning(s); dropped YOUNG (10 rows), fewer than 50 rows" \
+    assert (
+        f"0 critical failure(s), {len(report.warnings)} warning(s); dropped YOUNG (10 rows), fewer than 50 rows"
         in console[0]
+    )
     assert "Data Docs: " in console[0]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
-
 from price_frames import staggered_prices
+
 from tickerflow_model.window_dataset import (
     SPLITS,
     WindowConfig,
@@ -12,8 +12,6 @@ from tickerflow_model.window_dataset import (
 )
 
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
-
-
 
 
 def test_flow_fans_out_per_part_matches_the_plain_path_and_reruns_cached(prefect_harness, tf_home, monkeypatch):
@@ -28,9 +26,15 @@ def test_flow_fans_out_per_part_matches_the_plain_path_and_reruns_cached(prefect
 
     # every final task state, as the task engine sets it (the API records states asynchronously)
     seen: list[tuple[str, str]] = []
-    for module, name in [(validate_mod, "validate_prices"), (window_mod, "plan_windows"),
-                         (window_mod, "write_window_part"), (window_mod, "commit_windows")]:
-        hooked = getattr(module, name).with_options(on_completion=[lambda t, run, state: seen.append((t.name, state.name))])
+    for module, name in [
+        (validate_mod, "validate_prices"),
+        (window_mod, "plan_windows"),
+        (window_mod, "write_window_part"),
+        (window_mod, "commit_windows"),
+    ]:
+        hooked = getattr(module, name).with_options(
+            on_completion=[lambda t, run, state: seen.append((t.name, state.name))]
+        )
         monkeypatch.setattr(module, name, hooked)
 
     def states() -> dict[str, list[str]]:
@@ -53,21 +57,28 @@ def test_flow_fans_out_per_part_matches_the_plain_path_and_reruns_cached(prefect
         assert [p.read_bytes() for p in first.part_files(split)] == [p.read_bytes() for p in plain.part_files(split)]
     assert first.manifest == plain.manifest | {"dataset_id": first.dataset_id}
     assert states() == {
-        "validate": ["Completed"], "window-plan": ["Completed"], "window-part": ["Completed"] * 3,
+        "validate": ["Completed"],
+        "window-plan": ["Completed"],
+        "window-part": ["Completed"] * 3,
         "window-commit": ["Completed"],
     }
 
     second = stages(frame)
     assert second.dataset_id == first.dataset_id
     assert states() == {
-        "validate": ["Cached"], "window-plan": ["Cached"], "window-part": ["Cached"] * 3, "window-commit": ["Cached"],
+        "validate": ["Cached"],
+        "window-plan": ["Cached"],
+        "window-part": ["Cached"] * 3,
+        "window-commit": ["Cached"],
     }
 
     # a cache entry is only trusted while its dataset is on disk
     shutil.rmtree(first.path)
     stages(frame)
     assert states() == {
-        "validate": ["Cached"], "window-plan": ["Completed"], "window-part": ["Completed"] * 3,
+        "validate": ["Cached"],
+        "window-plan": ["Completed"],
+        "window-part": ["Completed"] * 3,
         "window-commit": ["Completed"],
     }
     assert (tf_home / "windows" / first.dataset_id / "manifest.json").is_file()

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = {}
     _received.clear()
     if in_main_thread:
-        previous = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+        previous = {
+            sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN
+        }
     try:
         if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
             prefect_api.begin_prefect_api()  # its boot overlaps the imports the command makes
@@ -65,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
     if _received:  # whatever the stop unwound through (Typer turns KeyboardInterrupt into exit code 130)
         signum = _received[0]
-        print(f"{prefix}: {'interrupted' if signum == signal.SIGINT else 'stopped'} by {signal.Signals(signum).name}", file=sys.stderr)
+        print(
+            f"{prefix}: {'interrupted' if signum == signal.SIGINT else 'stopped'} by {signal.Signals(signum).name}",
+            file=sys.stderr,
+        )
         return 128 + signum
     return code
 

@@ -54,7 +54,9 @@ def read_config_file(path: str) -> dict:
     try:
         raw = (yaml.safe_load(text) or {}) if is_yaml else json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid {'YAML' if is_yaml else 'JSON'}: {str(exc)[:4 * QUOTED_CHARS]}") from exc
+        raise ConfigError(
+            f"config file {path} is not valid {'YAML' if is_yaml else 'JSON'}: {str(exc)[: 4 * QUOTED_CHARS]}"
+        ) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of stage -> settings, got {type(raw).__name__}")
     return raw
@@ -66,7 +68,9 @@ def decode_text(data: bytes, what: str) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} is not {encoding.upper().removesuffix('-SIG')} text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+        raise ConfigError(
+            f"{what} is not {encoding.upper().removesuffix('-SIG')} text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
 
 
 def quoted(value: Any, limit: int = QUOTED_CHARS) -> str:
@@ -122,6 +126,7 @@ def error_message(exc: BaseException) -> str:
     import pydantic
 
     if isinstance(exc, pydantic.ValidationError):
+
         def got(e: ErrorDetails) -> str:  # the value the user gave, unless it is a whole section
             return "" if isinstance(e.get("input"), dict) or "input" not in e else f" (got {quoted(e['input'])})"
 
@@ -132,4 +137,3 @@ def error_message(exc: BaseException) -> str:
         )
         return shown + (f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else "")
     return str(exc)
-

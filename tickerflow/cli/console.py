@@ -31,7 +31,9 @@ from tickerflow_model.errors import TickerflowError, storage_failure
 # "Finished in state Failed('Task run encountered an exception IngestError: ...')" and the flow's
 # "Failed('Flow run encountered an exception: IngestError: ...')".
 # The state is shown with repr(), so the message is quoted with ' or, when it holds a ', with ".
-_STATE_LINE = re.compile(r"^Finished in state (\w+)\([\'\"](?:Task|Flow) run encountered an exception:? ([\w.]+): ", re.S)
+_STATE_LINE = re.compile(
+    r"^Finished in state (\w+)\([\'\"](?:Task|Flow) run encountered an exception:? ([\w.]+): ", re.S
+)
 
 
 _TRIMMED = "_tickerflow_console_record"
@@ -84,7 +86,7 @@ class ExpectedErrorFilter(logging.Filter):
         message = record.getMessage()
         match = _STATE_LINE.match(message)
         if match and match.group(2).rsplit(".", 1)[-1] in _expected_names():
-            reason = message[match.end():].rstrip("')\"")
+            reason = message[match.end() :].rstrip("')\"")
             self._trim(record, f"Finished in state {match.group(1)} ({self._named(match.group(2), reason)})")
         return True
 

@@ -42,8 +42,12 @@ def format_metrics(summary: dict) -> str:
         cells = [f"{metric_text(m[n]):>{width[n]}}" if n in m else f"{'-':>{width[n]}}" for n in names]
         lines.append(f"{scope:<{scope_w}}  {name:<{name_w}}  " + "  ".join(cells))
     if len(tickers) < len(per_ticker):
-        lines.append(f"(the {TICKERS_SHOWN} best and {TICKERS_SHOWN} worst of {len(per_ticker)} tickers by the model's skill; "
-                     "all of them: evaluation/metrics_per_ticker.csv in the MLflow run)")
+        lines.append(
+            f"(the {TICKERS_SHOWN} best and {TICKERS_SHOWN} worst of {len(per_ticker)} tickers by the model's skill; "
+            "all of them: evaluation/metrics_per_ticker.csv in the MLflow run)"
+        )
     elif per_ticker:
-        lines.append(f"(per ticker: {', '.join(PER_TICKER)}; every forecaster: evaluation/metrics_per_ticker.csv in the MLflow run)")
+        lines.append(
+            f"(per ticker: {', '.join(PER_TICKER)}; every forecaster: evaluation/metrics_per_ticker.csv in the MLflow run)"
+        )
     return "\n".join(lines)

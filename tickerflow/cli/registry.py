@@ -54,15 +54,22 @@ def format_listing(listing: dict) -> str:
 
 
 Model = Annotated[str, typer.Option(help="registered model name")]
-By = Annotated[str | None, typer.Option(help="who (recorded in the registry)", show_default="$TICKERFLOW_USER or the login name")]
+By = Annotated[
+    str | None, typer.Option(help="who (recorded in the registry)", show_default="$TICKERFLOW_USER or the login name")
+]
 Json = Annotated[bool, typer.Option("--json", help="print JSON as the last line of stdout")]
-Force = Annotated[bool, typer.Option("--force", help="move the champion even onto a version whose files cannot be loaded")]
+Force = Annotated[
+    bool, typer.Option("--force", help="move the champion even onto a version whose files cannot be loaded")
+]
 
 
 def promote(
     version: Annotated[int, typer.Option(help="model version to promote")],
     reason: Annotated[str, typer.Option(help="why (recorded in the registry)")] = "promoted by hand",
-    by: By = None, model: Model = DEFAULT_MODEL, json_summary: Json = False, force: Force = False,
+    by: By = None,
+    model: Model = DEFAULT_MODEL,
+    json_summary: Json = False,
+    force: Force = False,
 ) -> int:
     """Make a registered version the champion (one that cannot be loaded only with --force)."""
     from tickerflow.registry import promote_version
@@ -76,7 +83,10 @@ def promote(
 
 def rollback(
     reason: Annotated[str, typer.Option(help="why (recorded in the registry)")] = "rolled back by hand",
-    by: By = None, model: Model = DEFAULT_MODEL, json_summary: Json = False, force: Force = False,
+    by: By = None,
+    model: Model = DEFAULT_MODEL,
+    json_summary: Json = False,
+    force: Force = False,
 ) -> int:
     """Make the previous champion the champion again (one that cannot be loaded only with --force)."""
     from tickerflow.registry import rollback_champion

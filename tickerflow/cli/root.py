@@ -60,7 +60,8 @@ class ConsoleCommand(TyperCommand):
             importlib.import_module(module)
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
         undo = configure_console(
-            quiet=self.name in FLOW_COMMANDS and not verbose, with_reason=self.name in LONG_RUNNING)
+            quiet=self.name in FLOW_COMMANDS and not verbose, with_reason=self.name in LONG_RUNNING
+        )
         try:
             return super().invoke(ctx)
         finally:
@@ -68,7 +69,10 @@ class ConsoleCommand(TyperCommand):
 
 
 app = typer.Typer(
-    name="tickerflow", help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False,
+    name="tickerflow",
+    help=__doc__.split("\n\n")[0],
+    no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,  # a bug's traceback stays a plain one
     # click's plain help: a flag reads `--json`, where Typer's rich panels print `--json <bool>`
     rich_markup_mode=None,
@@ -83,23 +87,38 @@ def sets(option: str, text: str):
     """An option that sets a PipelineConfig field: not given, the field keeps its default or --config's value."""
     # The option's own default is None (not given: --config's value or the field's default stands), so the
     # field's default goes into the help text rather than show_default, which click would put in parentheses.
-    return typer.Option(f"--{option}", help=f"{text} (sets {CONFIG_OPTIONS[option]}; default: {SHOWN_DEFAULTS[option]})",
-                        show_default=False)
+    return typer.Option(
+        f"--{option}",
+        help=f"{text} (sets {CONFIG_OPTIONS[option]}; default: {SHOWN_DEFAULTS[option]})",
+        show_default=False,
+    )
 
 
 Data = Annotated[str | None, sets("data", "file, folder, glob or fsspec URI of prices")]
 Ticker = Annotated[str | None, sets("ticker", "ticker of a single-ticker file without a ticker column")]
 Epochs = Annotated[int | None, sets("epochs", "training epochs")]
 Seed = Annotated[int | None, sets("seed", "random seed of the training run")]
-ConfigFile = Annotated[str | None, typer.Option("--config", help="JSON or YAML file with a PipelineConfig: sections "
-                                                 "ingest, validate, window, train, evaluate, register, backtest")]
+ConfigFile = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        help="JSON or YAML file with a PipelineConfig: sections "
+        "ingest, validate, window, train, evaluate, register, backtest",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line of stdout")]
 
 
 @app.callback()
 def options(
-    verbose: Annotated[bool, typer.Option(VERBOSE, help="run, forecast, replay: show Prefect's and MLflow's own "
-                                          "log lines and warnings too (given anywhere on the line)")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            VERBOSE,
+            help="run, forecast, replay: show Prefect's and MLflow's own "
+            "log lines and warnings too (given anywhere on the line)",
+        ),
+    ] = False,
 ) -> None:
     """`--verbose` is taken off the line by main(); declared here so that --help lists it."""
 
@@ -118,14 +137,28 @@ def _prepare_training_run() -> None:
 
 @command()
 def run(
-    data: Data = None, config: ConfigFile = None, ticker: Ticker = None, epochs: Epochs = None, seed: Seed = None,
-    runner: Annotated[RunnerKind, typer.Option(
-        help="task runner of the per-ticker fan-out: a thread pool or Dask", rich_help_panel="Task runner")
+    data: Data = None,
+    config: ConfigFile = None,
+    ticker: Ticker = None,
+    epochs: Epochs = None,
+    seed: Seed = None,
+    runner: Annotated[
+        RunnerKind,
+        typer.Option(
+            help="task runner of the per-ticker fan-out: a thread pool or Dask", rich_help_panel="Task runner"
+        ),
     ] = field_default(RunnerConfig, "kind"),
-    dask_address: Annotated[str | None, typer.Option(
-        help="scheduler of a running Dask cluster, e.g. tcp://HOST:8786", rich_help_panel="Task runner")] = None,
-    dask_workers: Annotated[int | None, typer.Option(
-        help=f"workers of a temporary local Dask cluster (default: {LOCAL_WORKERS})", show_default=False, rich_help_panel="Task runner")
+    dask_address: Annotated[
+        str | None,
+        typer.Option(help="scheduler of a running Dask cluster, e.g. tcp://HOST:8786", rich_help_panel="Task runner"),
+    ] = None,
+    dask_workers: Annotated[
+        int | None,
+        typer.Option(
+            help=f"workers of a temporary local Dask cluster (default: {LOCAL_WORKERS})",
+            show_default=False,
+            rich_help_panel="Task runner",
+        ),
     ] = None,
     json_summary: Json = False,
 ) -> int:
@@ -155,8 +188,9 @@ def run(
 def forecast(
     data: Annotated[str, typer.Option(help="recent prices: file, folder, glob or fsspec URI")],
     out: Annotated[str, typer.Option(help="output Parquet file (relative to this folder) or fsspec URI")],
-    model_uri: Annotated[str | None, typer.Option(
-        help="registered model to forecast with", show_default=FORECAST_MODEL_URI)] = None,
+    model_uri: Annotated[
+        str | None, typer.Option(help="registered model to forecast with", show_default=FORECAST_MODEL_URI)
+    ] = None,
     json_summary: Json = False,
 ) -> int:
     """Forecast the next days from a registered model."""
@@ -167,7 +201,9 @@ def forecast(
     target = out if "://" in out else str(Path(out).expanduser().resolve())
     with prefect_api():
         result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri or FORECAST_MODEL_URI)
-    print(f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}")
+    print(
+        f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}"
+    )
     for skipped, why in result.get("skipped", {}).items():
         print(f"skipped {skipped}: {why}")
     if json_summary:
@@ -187,9 +223,13 @@ def replay(
     data: Annotated[str, typer.Option(help="prices covering the range (and the history before it)")],
     start: Annotated[str, typer.Option(help="first day, YYYY-MM-DD")],
     end: Annotated[str, typer.Option(help="last day, YYYY-MM-DD")],
-    retrain_every: Annotated[int, typer.Option(help="train every N trading days (0: only when there is no champion)")
-                             ] = REPLAY_RETRAIN_EVERY,
-    config: ConfigFile = None, ticker: Ticker = None, epochs: Epochs = None, seed: Seed = None,
+    retrain_every: Annotated[
+        int, typer.Option(help="train every N trading days (0: only when there is no champion)")
+    ] = REPLAY_RETRAIN_EVERY,
+    config: ConfigFile = None,
+    ticker: Ticker = None,
+    epochs: Epochs = None,
+    seed: Seed = None,
     json_summary: Json = False,
 ) -> int:
     """Run the daily forecast flow as of each trading day of a date range."""
@@ -206,13 +246,22 @@ def replay(
         raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {retrain_every}")
     pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
     with prefect_api():
-        result = replay_flow(data=pipeline_config.ingest.source, start=start, end=end, retrain_every=retrain_every,
-                             config=pipeline_config)
+        result = replay_flow(
+            data=pipeline_config.ingest.source,
+            start=start,
+            end=end,
+            retrain_every=retrain_every,
+            config=pipeline_config,
+        )
     for day in result["days"]:
-        print(f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
-              f"days past a threshold {day['degraded_days']}")
-    print(f"\n{len(result['days'])} days replayed, {len(result['retrains'])} training run(s), "
-          f"{len(result['degraded_events'])} degradation event(s)")
+        print(
+            f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
+            f"days past a threshold {day['degraded_days']}"
+        )
+    print(
+        f"\n{len(result['days'])} days replayed, {len(result['retrains'])} training run(s), "
+        f"{len(result['degraded_events'])} degradation event(s)"
+    )
     for event in result["degraded_events"]:
         print(f"degraded on {event['day']}: v{event['model_version']}: {event['reasons']}")
     if json_summary:
@@ -222,8 +271,12 @@ def replay(
 
 @command()
 def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be removed and what is kept, remove nothing")] = False,
-    config: Annotated[str | None, typer.Option("--config", help="JSON or YAML file with `retention` (and `forecast_store`) sections")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list what would be removed and what is kept, remove nothing")
+    ] = False,
+    config: Annotated[
+        str | None, typer.Option("--config", help="JSON or YAML file with `retention` (and `forecast_store`) sections")
+    ] = None,
 ) -> int:
     """Remove what no model version, recent run or running flow needs from the home."""
     from tickerflow.tasks.forecast_store import ForecastStoreConfig
@@ -231,7 +284,10 @@ def gc(
 
     raw = read_config_file(config) if config else {}
     try:
-        retention, store = RetentionConfig(**raw.get("retention", {})), ForecastStoreConfig(**raw.get("forecast_store", {}))
+        retention, store = (
+            RetentionConfig(**raw.get("retention", {})),
+            ForecastStoreConfig(**raw.get("forecast_store", {})),
+        )
     except (TypeError, ValueError) as exc:  # an unknown key, or a value out of bounds
         raise ConfigError(f"{config}: {error_message(exc)}") from None
     plan = run_gc(retention, store, dry_run=dry_run)
@@ -241,5 +297,7 @@ def gc(
     if dry_run:
         for path, why in plan.kept.items():
             print(f"keep {path}: {why}")
-    print(f"{verb} {len(plan.removals)} item(s), {plan.bytes / 1e6:.2f} MB; {len(plan.forecast_runs)} batch-forecast MLflow run(s)")
+    print(
+        f"{verb} {len(plan.removals)} item(s), {plan.bytes / 1e6:.2f} MB; {len(plan.forecast_runs)} batch-forecast MLflow run(s)"
+    )
     return 0

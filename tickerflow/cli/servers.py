@@ -77,25 +77,33 @@ def ui(
     """Prefect UI + MLflow UI on loopback, over the stores the runs used. Ctrl-C stops both."""
     from tickerflow.tasks.storage import home_subdir
 
-    options = ServerOptions(host=host, prefect_port=prefect_port, mlflow_port=mlflow_port, startup_timeout=startup_timeout)
+    options = ServerOptions(
+        host=host, prefect_port=prefect_port, mlflow_port=mlflow_port, startup_timeout=startup_timeout
+    )
     backend, artifacts = embedded_mlflow_store()
     if backend.startswith(("http://", "https://")):
         from tickerflow_model.redaction import redact_uri
 
-        print(f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
-              "Unset it to browse the local store.", file=sys.stderr)
+        print(
+            f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
+            "Unset it to browse the local store.",
+            file=sys.stderr,
+        )
         return EXIT_NOT_STARTED
     if not is_loopback(options.host):
         print(
             f"tickerflow ui: warning: binding to {options.host}: the Prefect and MLflow servers have no authentication; "
             "anyone who can reach this address can read and change runs, models and deployments. "
             "Put them behind an authenticating proxy, or keep the default loopback address.",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     artifacts.mkdir(parents=True, exist_ok=True)
     log_dir = home_subdir("logs")
     # The UI's own API calls must reach this server, not a PREFECT_API_URL set for something else.
-    prefect = prefect_server(options.host, options.prefect_port, log_dir, env={"PREFECT_API_URL": None, "PREFECT_UI_API_URL": None})
+    prefect = prefect_server(
+        options.host, options.prefect_port, log_dir, env={"PREFECT_API_URL": None, "PREFECT_UI_API_URL": None}
+    )
     mlflow_srv = mlflow_server(options.host, options.mlflow_port, backend, artifacts, log_dir)
     try:
         start_all([prefect, mlflow_srv], options.startup_timeout)
@@ -121,16 +129,27 @@ NO_SCHEDULER = (
 
 
 def serve(
-    file: Annotated[Path, typer.Option(help="prefect.yaml to read", show_default="the project's deployments/prefect.yaml")
-                    ] = DEPLOYMENTS_FILE,
-    only: Annotated[list[str] | None, typer.Option(metavar="NAME", help="serve only this deployment (repeatable)")] = None,
-    interval: Annotated[float | None, typer.Option(help="run every N seconds instead of the cron schedules (to try it out)")
-                        ] = None,
-    params: Annotated[str | None, typer.Option(
-        help='JSON merged into every deployment\'s parameters, e.g. \'{"config": {"train": {"epochs": 2}}}\'')] = None,
-    no_server: Annotated[bool, typer.Option("--no-server",
-                                            help="without PREFECT_API_URL, explain and exit instead of starting a local server")
-                         ] = False,
+    file: Annotated[
+        Path, typer.Option(help="prefect.yaml to read", show_default="the project's deployments/prefect.yaml")
+    ] = DEPLOYMENTS_FILE,
+    only: Annotated[
+        list[str] | None, typer.Option(metavar="NAME", help="serve only this deployment (repeatable)")
+    ] = None,
+    interval: Annotated[
+        float | None, typer.Option(help="run every N seconds instead of the cron schedules (to try it out)")
+    ] = None,
+    params: Annotated[
+        str | None,
+        typer.Option(
+            help='JSON merged into every deployment\'s parameters, e.g. \'{"config": {"train": {"epochs": 2}}}\''
+        ),
+    ] = None,
+    no_server: Annotated[
+        bool,
+        typer.Option(
+            "--no-server", help="without PREFECT_API_URL, explain and exit instead of starting a local server"
+        ),
+    ] = False,
     prefect_port: Annotated[int, _option("prefect_port")] = _default("prefect_port"),
     startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
 ) -> int:
@@ -158,7 +177,9 @@ def serve(
         from tickerflow.tasks.storage import home_subdir
 
         server = prefect_server(LOOPBACK, options.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
-        print(f"{NO_SCHEDULER}\nStarting a local Prefect server at {server.url} (log {server.log_path}) ...", flush=True)
+        print(
+            f"{NO_SCHEDULER}\nStarting a local Prefect server at {server.url} (log {server.log_path}) ...", flush=True
+        )
         try:
             start_all([server], options.startup_timeout)
         except (ServerError, OSError) as exc:
@@ -174,5 +195,3 @@ def serve(
     finally:
         if server is not None:
             server.stop()
-
-

@@ -11,6 +11,13 @@ from tickerflow.reporting.evaluation import log_backtest, log_evaluation, log_re
 from tickerflow.reporting.training import epoch_reporter, log_dataset_lineage, log_training, log_validation
 
 __all__ = [
-    "epoch_reporter", "log_backtest", "log_dataset_lineage", "log_evaluation", "log_live_metrics", "log_registration",
-    "log_training", "log_validation", "publish_forecasts",
+    "epoch_reporter",
+    "log_backtest",
+    "log_dataset_lineage",
+    "log_evaluation",
+    "log_live_metrics",
+    "log_registration",
+    "log_training",
+    "log_validation",
+    "publish_forecasts",
 ]

@@ -36,7 +36,9 @@ def monitoring_run(client: mlflow.MlflowClient, name: str, version: str) -> str:
     )
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp, run_name=f"live {name} v{version}", tags={"model_name": name, "model_version": version})
+    run = client.create_run(
+        exp, run_name=f"live {name} v{version}", tags={"model_name": name, "model_version": version}
+    )
     client.set_terminated(run.info.run_id, "FINISHED")  # a ledger, not a process: metrics are added day by day
     return run.info.run_id
 
@@ -53,7 +55,8 @@ def log_version_metrics(client: mlflow.MlflowClient, run_id: str, metrics: pd.Da
     now = int(time.time() * 1000)
     values = [
         mlflow.entities.Metric(f"{name}_{int(row['window'])}d", float(row[name]), now, step_of(row["day"]))
-        for _, row in new.iterrows() for name in LIVE_METRICS
+        for _, row in new.iterrows()
+        for name in LIVE_METRICS
         if name in row and row[name] is not None and not math.isnan(float(row[name]))
     ]
     for start in range(0, len(values), 1000):  # MLflow's batch limit
@@ -111,18 +114,25 @@ def log_live_metrics(scores: LiveScores, champion_name: str, champion_version: s
         run_id = monitoring_run(client, name, version)
         log_version_metrics(client, run_id, g)
         runs[version_key(name, version)] = run_id
-    mine = scores.metrics[
-        (scores.metrics["model_name"] == champion_name) & (scores.metrics["model_version"] == champion_version)
-    ] if len(scores.metrics) else scores.metrics
+    mine = (
+        scores.metrics[
+            (scores.metrics["model_name"] == champion_name) & (scores.metrics["model_version"] == champion_version)
+        ]
+        if len(scores.metrics)
+        else scores.metrics
+    )
     link = ""
     if len(mine):
         run_id = runs[version_key(champion_name, champion_version)]
         with tempfile.TemporaryDirectory() as tmp:
-            png = plot_live(mine, Path(tmp) / "live_performance.png", f"{champion_name} v{champion_version}: live performance")
+            png = plot_live(
+                mine, Path(tmp) / "live_performance.png", f"{champion_name} v{champion_version}: live performance"
+            )
             client.log_artifact(run_id, str(png), "live")
         link = f"\n\nPlot of live skill and coverage over time: `live/live_performance.png` in MLflow run [{run_id}]({run_url(run_id)})."
     create_markdown_artifact(
-        key="live-performance", markdown=live_markdown(mine, champion_name, champion_version) + link,
+        key="live-performance",
+        markdown=live_markdown(mine, champion_name, champion_version) + link,
         description=f"Live metrics of {champion_name} v{champion_version} on the closes that followed its forecasts",
     )
     return runs
@@ -157,7 +167,9 @@ def publish_forecasts(batch: ForecastBatch, result: dict, source: str) -> dict:
     else:
         client.log_artifact(run_id, result["out"], "forecasts")
     end_run(run_id, failed=False)
-    table = batch.frame.assign(date=batch.frame["date"].dt.strftime("%Y-%m-%d"), forecast_close=batch.frame["forecast_close"].round(4))
+    table = batch.frame.assign(
+        date=batch.frame["date"].dt.strftime("%Y-%m-%d"), forecast_close=batch.frame["forecast_close"].round(4)
+    )
     create_table_artifact(
         key="batch-forecast",
         table=table.to_dict(orient="records"),

@@ -95,7 +95,9 @@ def fan_chart(preds: pd.DataFrame, ticker: str, levels, path: Path) -> Path:
     for coverage, alpha in ((0.90, 0.15), (0.80, 0.25), (0.50, 0.35)):
         lo, hi = cols.get(round((1 - coverage) / 2, 4)), cols.get(round((1 + coverage) / 2, 4))
         if lo in d and hi in d:
-            ax.fill_between(d["date"], d[lo], d[hi], color="tab:blue", alpha=alpha, linewidth=0, label=f"{coverage:.0%} band")
+            ax.fill_between(
+                d["date"], d[lo], d[hi], color="tab:blue", alpha=alpha, linewidth=0, label=f"{coverage:.0%} band"
+            )
     if cols.get(0.5) in d:
         ax.plot(d["date"], d[cols[0.5]], color="tab:blue", linewidth=0.8, label="median")
     ax.plot(d["date"], d["actual"], color="black", linewidth=0.9, label="actual")
@@ -111,7 +113,8 @@ def overview_plot(result: Evaluation, path: Path) -> Path:
     """Across tickers: the distribution of the model's skill, and the skill of each ticker, sorted."""
     ranking = result.ticker_ranking().dropna()
     uses_pinball = any(
-        "pinball" in by.get("static_quantile", {}) and "pinball" in by.get("model", {}) for by in result.per_ticker.values()
+        "pinball" in by.get("static_quantile", {}) and "pinball" in by.get("model", {})
+        for by in result.per_ticker.values()
     )
     label = "pinball skill vs static_quantile" if uses_pinball else "RMSE skill vs naive"
     fig, (left, right) = figure(12, 4, ncols=2)
@@ -120,7 +123,9 @@ def overview_plot(result: Evaluation, path: Path) -> Path:
     left.set_xlabel(label)
     left.set_ylabel("tickers")
     left.set_title(f"model skill across {len(ranking)} tickers")
-    right.plot(np.arange(len(ranking)), ranking.to_numpy(), marker="." if len(ranking) <= 200 else None, color="tab:blue")
+    right.plot(
+        np.arange(len(ranking)), ranking.to_numpy(), marker="." if len(ranking) <= 200 else None, color="tab:blue"
+    )
     right.axhline(0.0, color="black", linewidth=0.8)
     right.set_xlabel("tickers, best to worst" + ("" if len(ranking) > 30 else ": " + " ".join(ranking.index)))
     right.set_ylabel(label)
@@ -178,7 +183,8 @@ def markdown_rows(rows: list[dict]) -> str:
     keys = list(rows[0])
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     return "\n".join(
-        ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)] + ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
+        ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        + ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
     )
 
 
@@ -189,7 +195,11 @@ def log_backtest(result: Backtest | None, run_id: str) -> None:
         return
     client = use_tracking()
     metrics = [mlflow.entities.Metric("backtest_skill_vs_naive", result.metrics["model"]["skill"], 0, 0)]
-    metrics += [mlflow.entities.Metric(f"backtest_{n}_{k}", float(v), 0, 0) for n, m in result.metrics.items() for k, v in m.items()]
+    metrics += [
+        mlflow.entities.Metric(f"backtest_{n}_{k}", float(v), 0, 0)
+        for n, m in result.metrics.items()
+        for k, v in m.items()
+    ]
     metrics += [mlflow.entities.Metric("backtest_fold_skill", f.evaluation.skill, 0, f.index) for f in result.folds]
     client.log_batch(run_id, metrics=metrics)
     client.log_text(run_id, pd.DataFrame(result.fold_rows()).to_csv(index=False), "evaluation/backtest_folds.csv")
@@ -201,10 +211,15 @@ def log_backtest(result: Backtest | None, run_id: str) -> None:
     )
 
 
-def gate_markdown(decision: GateDecision, evaluation: Evaluation, config: RegisterConfig, headline: str, run_id: str) -> str:
+def gate_markdown(
+    decision: GateDecision, evaluation: Evaluation, config: RegisterConfig, headline: str, run_id: str
+) -> str:
     """The Prefect artifact: the verdict, the reason, and each candidate against each condition."""
     lines = [
-        f"# Promotion gate: {headline}", "", decision.reason, "",
+        f"# Promotion gate: {headline}",
+        "",
+        decision.reason,
+        "",
         f"| candidate | {config.primary_score} | coverage 80% | coverage 90% | skill vs naive | meets the gate |",
         "|---|---|---|---|---|---|",
     ]
@@ -217,8 +232,11 @@ def gate_markdown(decision: GateDecision, evaluation: Evaluation, config: Regist
             f"| {m.get('skill', float('nan')):+.4f} | {verdict} |"
         )
     lines += [
-        "", f"Coverage tolerance +/-{config.coverage_tolerance:.1%}, minimum skill {config.min_skill:+.4f}, "
-        f"required gain over the champion {config.min_improvement:.2%}.", "", f"MLflow run: [{run_id}]({run_url(run_id)})",
+        "",
+        f"Coverage tolerance +/-{config.coverage_tolerance:.1%}, minimum skill {config.min_skill:+.4f}, "
+        f"required gain over the champion {config.min_improvement:.2%}.",
+        "",
+        f"MLflow run: [{run_id}]({run_url(run_id)})",
     ]
     return "\n".join(lines) + "\n"
 
@@ -240,5 +258,3 @@ def log_registration(registration: Registration, evaluation: Evaluation, config:
         markdown=gate_markdown(registration.decision, evaluation, config, registration.headline, run_id),
         description="Which forecaster is the champion after this run, and why",
     )
-
-

@@ -63,7 +63,9 @@ def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model name) of a train_pipeline run's parameters."""
     config = _as_dict(parameters.get("config"))
     source = (config.get("ingest") or {}).get("source", "")
-    model = (config.get("register") or config.get("register_") or {}).get("model_name") or field_default(RegisterConfig, "model_name")
+    model = (config.get("register") or config.get("register_") or {}).get("model_name") or field_default(
+        RegisterConfig, "model_name"
+    )
     return data_label(source), model
 
 
@@ -71,7 +73,9 @@ def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model label) of a batch_forecast run's parameters."""
     from tickerflow.tasks.forecast import ForecastConfig
 
-    return data_label(parameters.get("data", "")), model_label(parameters.get("model_uri") or field_default(ForecastConfig, "model_uri"))
+    return data_label(parameters.get("data", "")), model_label(
+        parameters.get("model_uri") or field_default(ForecastConfig, "model_uri")
+    )
 
 
 def train_run_name() -> str:
@@ -130,7 +134,9 @@ def cross_link(run_id: str) -> str:
     if prefect_url:
         use_tracking().set_tag(run_id, PREFECT_FLOW_RUN_URL_TAG, prefect_url)
     create_link_artifact(
-        key=MLFLOW_RUN_ARTIFACT, link=link, link_text=f"MLflow run {run_id}",
+        key=MLFLOW_RUN_ARTIFACT,
+        link=link,
+        link_text=f"MLflow run {run_id}",
         description="The MLflow run of this flow run: params, per-epoch metrics, Data Docs, model",
     )
     return link

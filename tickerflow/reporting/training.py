@@ -109,8 +109,8 @@ def log_training(result: FitResult, run_id: str) -> None:
     client.log_batch(
         run_id,
         metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in fit_metrics(result).items()],
-        tags=[mlflow.entities.RunTag("train.device", result.device), mlflow.entities.RunTag("train.precision", result.precision)],
+        tags=[
+            mlflow.entities.RunTag("train.device", result.device),
+            mlflow.entities.RunTag("train.precision", result.precision),
+        ],
     )
-
-
-

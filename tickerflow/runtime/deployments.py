@@ -30,7 +30,9 @@ class DeploymentSpec:
 
     def __post_init__(self) -> None:
         if ":" not in self.entrypoint or not self.entrypoint.split(":", 1)[0].endswith(".py"):
-            raise ConfigError(f"deployment {self.name!r}: entrypoint must be path/to/file.py:flow, got {self.entrypoint!r}")
+            raise ConfigError(
+                f"deployment {self.name!r}: entrypoint must be path/to/file.py:flow, got {self.entrypoint!r}"
+            )
 
     @property
     def module(self) -> str:
@@ -52,8 +54,12 @@ def load_deployment_specs(path: Path = DEPLOYMENTS_FILE, only: list[str] | None 
         crons = tuple((s["cron"], s.get("timezone", "UTC")) for s in entry.get("schedules") or [] if "cron" in s)
         specs.append(
             DeploymentSpec(
-                name=entry["name"], entrypoint=entry["entrypoint"], parameters=entry.get("parameters") or {},
-                tags=tuple(entry.get("tags") or ()), description=entry.get("description", ""), crons=crons,
+                name=entry["name"],
+                entrypoint=entry["entrypoint"],
+                parameters=entry.get("parameters") or {},
+                tags=tuple(entry.get("tags") or ()),
+                description=entry.get("description", ""),
+                crons=crons,
                 triggers=tuple(entry.get("triggers") or ()),
             )
         )
@@ -88,7 +94,9 @@ def merge_parameters(base: dict[str, Any], override: dict[str, Any]) -> dict[str
     """Deep merge: `--params '{"config": {"train": {"epochs": 1}}}'` changes only that field."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = merge_parameters(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            merge_parameters(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 

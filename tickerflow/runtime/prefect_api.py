@@ -61,16 +61,39 @@ def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
             sock.bind((LOOPBACK, 0))
             port = sock.getsockname()[1]
     url = f"http://{LOOPBACK}:{port}"
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-               "tickerflow.runtime.api_watchdog:create_app", "--host", LOOPBACK, "--port", str(port),
-               "--log-level", "error", "--lifespan", "on"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(prefect.__module_path__.parent),
+        "--factory",
+        "tickerflow.runtime.api_watchdog:create_app",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
     env = {
         **get_current_settings().to_environment_variables(exclude_unset=True),
-        "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-        "PREFECT_API_URL": None, "TICKERFLOW_PARENT_PID": str(os.getpid()),
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        "PREFECT_API_URL": None,
+        "TICKERFLOW_PARENT_PID": str(os.getpid()),
     }
-    return Server(name="Prefect's temporary API", command=command, url=url, health_url=f"{url}/api/health",
-                  log_path=log_dir / "prefect-temporary-api.log", env=env)
+    return Server(
+        name="Prefect's temporary API",
+        command=command,
+        url=url,
+        health_url=f"{url}/api/health",
+        log_path=log_dir / "prefect-temporary-api.log",
+        env=env,
+    )
 
 
 def start_temporary_api(timeout: float) -> str:

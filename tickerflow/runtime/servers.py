@@ -50,7 +50,11 @@ class Server:
         env = environment.apply({k: v for k, v in merged.items() if v is not None})
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
                 process_group=0 if self.own_process_group else None,
             )
         return self
@@ -115,7 +119,10 @@ def prefect_server(host: str, port: int, log_dir: Path, env: dict[str, str | Non
     return Server(
         name="Prefect server",
         command=[sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-        url=url, health_url=f"{url}/api/health", log_path=log_dir / f"prefect-server-{port}.log", env=env or {},
+        url=url,
+        health_url=f"{url}/api/health",
+        log_path=log_dir / f"prefect-server-{port}.log",
+        env=env or {},
     )
 
 
@@ -125,10 +132,24 @@ def mlflow_server(host: str, port: int, backend_store_uri: str, artifacts_destin
     return Server(
         name="MLflow server",
         command=[
-            sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(artifacts_destination), "--host", host, "--port", str(port), "--workers", "1",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend_store_uri,
+            "--artifacts-destination",
+            str(artifacts_destination),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ],
-        url=url, health_url=f"{url}/health", log_path=log_dir / f"mlflow-server-{port}.log",
+        url=url,
+        health_url=f"{url}/health",
+        log_path=log_dir / f"mlflow-server-{port}.log",
     )
 
 
@@ -176,8 +197,6 @@ def run_until_signalled(servers: list[Server]) -> int:
 def stop_all(servers: list[Server]) -> None:
     for server in reversed(servers):
         server.stop()
-
-
 
 
 def is_loopback(host: str) -> bool:

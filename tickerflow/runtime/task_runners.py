@@ -46,7 +46,9 @@ class RunnerConfig(Config):
         if self.address is not None and self.kind != "dask":
             raise ValueError(f"address ({self.address!r}) only applies to the dask runner, not {self.kind!r}")
         if self.n_workers is not None and (self.kind != "dask" or self.address is not None):
-            raise ValueError("n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address")
+            raise ValueError(
+                "n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address"
+            )
         return self
 
 
@@ -61,5 +63,9 @@ def build_task_runner(config: RunnerConfig) -> TaskRunner[Any]:  # its futures' 
         return DaskTaskRunner(address=config.address)
     # Loopback only: LocalCluster's dashboard would otherwise listen on 0.0.0.0:8787, unauthenticated.
     return DaskTaskRunner(
-        cluster_kwargs={"n_workers": config.n_workers or LOCAL_WORKERS, "processes": True, "dashboard_address": LOCAL_DASHBOARD}
+        cluster_kwargs={
+            "n_workers": config.n_workers or LOCAL_WORKERS,
+            "processes": True,
+            "dashboard_address": LOCAL_DASHBOARD,
+        }
     )
