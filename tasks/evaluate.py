@@ -68,7 +68,7 @@ def evaluate(
         m["model"]["rmse"],
         m["naive"]["rmse"],
         result.skill,
-        f"; pinball {m['model']['pinball']:.4g}" if "pinball" in m["model"] else "",
+        f"; pinball {m['model']['pinball']:.4f}" if "pinball" in m["model"] else "",
         f"; champion v{result.champion_version} RMSE {m['champion']['rmse']:.4g}" if "champion" in m else "",
     )
     return result
