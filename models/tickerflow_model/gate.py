@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -11,7 +10,7 @@ from pydantic import Field, field_validator
 from .baselines import DISTRIBUTION_BASELINES
 from .config import Config
 from .evaluation import CHAMPION, Evaluation
-from .metrics import PRIMARY_SCORES
+from .metrics import PrimaryScore
 from .names import MODEL_NAME
 
 GRU = "gru"  # the `forecaster` tag of the GRU's versions; a baseline's versions carry the baseline's name
@@ -28,10 +27,7 @@ class RegisterConfig(Config):
     """
 
     model_name: str = Field(MODEL_NAME, min_length=1, description="the registered model's name")
-    # a Literal of the tuple keeps one list of names; mypy wants literal values spelled out
-    primary_score: Literal[PRIMARY_SCORES] = Field(  # type: ignore[valid-type]
-        "pinball", description="the score the gate ranks by (lower is better)"
-    )
+    primary_score: PrimaryScore = Field("pinball", description="the score the gate ranks by (lower is better)")
     coverage_tolerance: float = Field(
         0.05, ge=0.0, le=0.5, description="0.05: an 80% interval must cover between 75% and 85% of outcomes"
     )
@@ -94,7 +90,7 @@ def label(name: str, evaluation: Evaluation) -> str:
 
 def promotion_decision(evaluation: Evaluation, config: RegisterConfig) -> GateDecision:
     """The gate: the best by the primary score among the candidates that meet the conditions."""
-    score = config.primary_score
+    score: str = config.primary_score  # or "rmse" below
     names = candidates(evaluation, score)
     if not names:  # nothing gives quantiles: the point forecast decides, by RMSE
         score, names = "rmse", [n for n in ("model", CHAMPION) if n in evaluation.metrics]

@@ -7,6 +7,8 @@ of `se`, and skill is 1 - RMSE / RMSE of naive in the same group (`scoring`).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from .quantiles import pinball
@@ -72,7 +74,7 @@ HEADLINE_METRICS = ("rmse", "skill", "pinball", "coverage_80", "coverage_90")
 # per horizon step, the model's figures that get a metric key of their own (the full table is an artifact)
 HORIZON_METRICS = HEADLINE_METRICS + ("width_80", "width_90")
 # scores the promotion gate may rank by (lower is better)
-PRIMARY_SCORES = ("pinball", "winkler_80", "winkler_90")
+PrimaryScore = Literal["pinball", "winkler_80", "winkler_90"]
 
 
 def interval_index(levels, coverage: float) -> tuple[int, int]:
