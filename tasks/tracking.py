@@ -7,6 +7,7 @@ TICKERFLOW_HOME, with artifacts beside it. Nothing is configured at import time.
 from __future__ import annotations
 
 import os
+from uuid import UUID
 
 import mlflow
 from mlflow.entities import RunStatus
@@ -209,8 +210,6 @@ def flow_run_is_final(flow_run_id: str) -> bool:
     if not flow_run_id:
         return False
     try:
-        from uuid import UUID
-
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as prefect:

@@ -28,11 +28,14 @@ from collections.abc import Callable
 from tickerflow.console_detail import is_detail
 from tickerflow_model.errors import TickerflowError, storage_failure
 
+# Prefect's last line of every task and flow run, at INFO or (a failed task) ERROR. Never the only trace of
+# a failure: the command line prints an expected failure's reason, and a bug's traceback has its own record.
+_STATE_LINE_START = "Finished in state "
 # "Finished in state Failed('Task run encountered an exception IngestError: ...')" and the flow's
 # "Failed('Flow run encountered an exception: IngestError: ...')".
 # The state is shown with repr(), so the message is quoted with ' or, when it holds a ', with ".
 _STATE_LINE = re.compile(
-    r"^Finished in state (\w+)\([\'\"](?:Task|Flow) run encountered an exception:? ([\w.]+): ", re.S
+    rf"^{_STATE_LINE_START}(\w+)\([\'\"](?:Task|Flow) run encountered an exception:? ([\w.]+): ", re.S
 )
 
 
@@ -120,9 +123,6 @@ _CHATTER = re.compile(
     r"^(Beginning (flow|subflow) run |View at |Created (task|flow|subflow) run "
     r"|Executing '|Running hook '|Hook '.*' finished running successfully)"
 )
-# Prefect's last line of every task and flow run, at INFO or (a failed task) ERROR. Never the only trace of
-# a failure: the command line prints an expected failure's reason, and a bug's traceback has its own record.
-_STATE_LINE_START = "Finished in state "
 # the flow engine's record of the exception that failed the run, with its traceback
 _EXCEPTION_LINE_START = "Encountered exception during execution"
 # a tqdm bar MLflow draws while it downloads or uploads artifacts
