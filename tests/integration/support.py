@@ -14,6 +14,7 @@ from tickerflow.runtime.deployments import ROOT
 
 LOOPBACK = "127.0.0.1"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+BUSY_RETRIES = 5
 
 
 def free_port() -> int:
@@ -29,14 +30,24 @@ class PrefectAPI:
     api_url: str
 
     def get(self, path: str) -> dict | list:
-        response = httpx.get(f"{self.api_url}{path}", timeout=30)
-        response.raise_for_status()
-        return response.json()
+        return self._request("GET", path).json()
 
     def post(self, path: str, body: dict | None = None) -> dict | list:
-        response = httpx.post(f"{self.api_url}{path}", json=body or {}, timeout=30)
+        return self._request("POST", path, body or {}).json()
+
+    def delete(self, path: str) -> None:
+        self._request("DELETE", path)
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
+        """One REST call. Prefect's server answers 503 for an error a client may retry (its database busy
+        under load); such a call is tried again, as Prefect's own client does, up to BUSY_RETRIES times."""
+        for attempt in range(BUSY_RETRIES + 1):
+            response = httpx.request(method, f"{self.api_url}{path}", json=body, timeout=30)
+            if response.status_code != 503 or attempt == BUSY_RETRIES:
+                break
+            time.sleep(1 + attempt)
         response.raise_for_status()
-        return response.json()
+        return response
 
     def flow_run(self, flow_run_id: str) -> dict:
         return self.get(f"/flow_runs/{flow_run_id}")

@@ -3,7 +3,6 @@ through the Prefect REST API and through an MLflow client against a real trackin
 
 from __future__ import annotations
 
-import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -48,7 +47,7 @@ def deployed(prefect_api, child_env):
     yield deployments
     # the session's server is shared: `tickerflow serve` registers the same names without a pool
     for deployment in deployments.values():
-        httpx.delete(f"{prefect_api.api_url}/deployments/{deployment['id']}", timeout=30).raise_for_status()
+        prefect_api.delete(f"/deployments/{deployment['id']}")
 
 
 def run_deployment_once(prefect_api, child_env, deployment: dict, parameters: dict) -> dict:
@@ -174,4 +173,4 @@ def test_a_degradation_event_starts_train_weekly_through_its_trigger(deployed, p
     assert len(new) == 1, "no train-weekly flow run was created by the degradation trigger"
     assert (new[0].get("created_by") or {}).get("type") == "AUTOMATION"
     # the run is not for a worker of a later test to execute
-    httpx.delete(f"{prefect_api.api_url}/flow_runs/{new[0]['id']}", timeout=30).raise_for_status()
+    prefect_api.delete(f"/flow_runs/{new[0]['id']}")
