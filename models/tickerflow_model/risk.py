@@ -29,6 +29,29 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .quantiles import pinball
+
+PINBALL_CHUNK = 65_536  # rows per pinball call: its (rows, Q) temporaries then stay in cache (~4x faster)
+MEDIAN_TOL = 1e-9  # a level this close to 0.5 is the median: not a tail, no coverage test
+TAIL_COLUMNS = (
+    "forecaster",
+    "horizon",
+    "level",
+    "expected",
+    "n",
+    "exceedances",
+    "rate",
+    "kupiec_lr",
+    "kupiec_p",
+    "independence_lr",
+    "independence_p",
+    "cc_lr",
+    "cc_p",
+    "sampling",
+)
+COMPARISON_COLUMNS = ("forecaster", "reference", "horizon", "gain", "t", "p_value", "n_days", "lags")
+
+
 # ---- distributions, without scipy ------------------------------------------------------------------
 
 
@@ -279,3 +302,244 @@ def dm_test(loss_a: np.ndarray, loss_b: np.ndarray, dates, horizon: int) -> Dieb
     if codes.shape != a.shape:
         raise ValueError(f"dates must give one date per loss, got {codes.size} dates for {a.size} losses")
     return _dm_on_days(_daily_means(a - b, codes, len(days)), float(a.mean()), float(b.mean()), horizon)
+
+
+# ---- exceedances and the tail backtests ------------------------------------------------------------
+
+
+def is_median(level: float) -> bool:
+    return abs(float(level) - 0.5) < MEDIAN_TOL
+
+
+def expected_rate(level: float) -> float:
+    """The nominal exceedance rate of a quantile taken as VaR: level below the median, 1 - level above."""
+    level = float(level)
+    if not 0.0 < level < 1.0 or is_median(level):
+        raise ValueError(f"a tail level must be in (0, 1) and not the median, got {level!r}")
+    return level if level < 0.5 else 1.0 - level
+
+
+def exceedances(y: np.ndarray, q: np.ndarray, level: float) -> np.ndarray:
+    """VaR breaks of the `level` quantile: y < q below the median (rate `level`), y > q above (1 - level).
+
+    The median is not a tail and has no coverage test here: a ValueError.
+    """
+    expected_rate(level)  # validates the level
+    y, q = np.asarray(y, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    return y < q if float(level) < 0.5 else y > q
+
+
+def _ordinal(k: int) -> str:
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+def sampling_label(step: int) -> str:
+    """How the tail tests sample step-h forecasts: every day at h = 1, every h-th base date beyond."""
+    return "every day" if step == 1 else f"non-overlapping: every {_ordinal(step)} day"
+
+
+@dataclass(frozen=True)
+class TailSample:
+    """The forecasts the tail tests use (`non_overlapping_sample`), sorted by (step, ticker, base date)."""
+
+    rows: np.ndarray  # (m,) positions in the caller's rows
+    steps: np.ndarray  # (S,) the horizon steps, ascending
+    starts: np.ndarray  # (S,) first position in `rows` of each step's block
+    continues: np.ndarray  # (m,) bool: this row follows the previous one in the same ticker's sequence
+
+
+def non_overlapping_sample(index: pd.DataFrame) -> TailSample:
+    """Every step-1 forecast; at step h > 1 every h-th base date of each ticker's step-h forecasts.
+
+    Step-h forecasts made on consecutive days cover overlapping h-day windows, so their hits share
+    h - 1 daily moves and cluster by construction: Kupiec's binomial likelihood and Christoffersen's
+    Markov test assume hits that are independent under the null, and would reject a correct forecaster.
+    Keeping each ticker's 1st, (h+1)th, (2h+1)th ... base date makes the windows disjoint.
+    """
+    missing = {"ticker", "base_date", "horizon"} - set(index.columns)
+    if missing:
+        raise ValueError(f"the index needs the columns ticker, base_date and horizon; missing {sorted(missing)}")
+    ticker = pd.factorize(index["ticker"])[0]  # (rows,)
+    day = pd.factorize(index["base_date"], sort=True)[0]  # (rows,) codes in date order
+    step = index["horizon"].to_numpy(np.int64)  # (rows,)
+    if step.size and step.min() < 1:
+        raise ValueError(f"horizon steps start at 1, got {int(step.min())}")
+    # by step, then ticker, then base date: one int64 key sorts 1.6M rows ~7x faster than np.lexsort of three
+    step_code, _ = pd.factorize(step, sort=True)
+    key = (step_code * (ticker.max(initial=0) + 1) + ticker) * (day.max(initial=0) + 1) + day  # (rows,)
+    order = np.argsort(key)  # the keys are unique unless a forecast is duplicated, which raises below
+    s, t, d = step[order], ticker[order], day[order]
+    new_sequence = np.r_[True, (s[1:] != s[:-1]) | (t[1:] != t[:-1])]  # (rows,) first of a (step, ticker) run
+    if np.any(~new_sequence[1:] & (d[1:] == d[:-1])):
+        raise ValueError("the index has two forecasts of one (ticker, base_date, horizon)")
+    run = np.cumsum(new_sequence) - 1  # (rows,) which (step, ticker) run
+    position = np.arange(order.size) - np.flatnonzero(new_sequence)[run]  # (rows,) within the ticker's run
+    keep = position % s == 0
+    kept_run, kept_step = run[keep], s[keep]
+    new_step = np.r_[True, kept_step[1:] != kept_step[:-1]]
+    return TailSample(
+        rows=order[keep],
+        steps=kept_step[new_step],
+        starts=np.flatnonzero(new_step),
+        continues=np.r_[False, kept_run[1:] == kept_run[:-1]],
+    )
+
+
+def _levels(levels, quantiles: dict[str, np.ndarray], rows: int) -> tuple[float, ...]:
+    levels = tuple(float(q) for q in levels)
+    for name, q in quantiles.items():
+        if np.shape(q) != (rows, len(levels)):
+            raise ValueError(
+                f"quantiles of {name!r} must be (rows, levels) = ({rows}, {len(levels)}), got {np.shape(q)}"
+            )
+    return levels
+
+
+def tail_backtests(
+    index: pd.DataFrame, y: np.ndarray, quantiles: dict[str, np.ndarray], levels: Sequence[float]
+) -> pd.DataFrame:
+    """Kupiec and Christoffersen tests of every forecaster's tail quantiles, per horizon step and level.
+
+    At step 1 every forecast is used; at step h > 1 each ticker's every h-th base date, so that the h-day
+    windows do not overlap (`non_overlapping_sample`). Christoffersen's sequences are each ticker's hits
+    in date order on that sample; transitions are pooled over tickers, never counted across two.
+
+    Args:
+        index: one row per forecast with the columns ticker, base_date, horizon, in any order.
+        y: the outcomes (rows,), in the units of the quantiles (e.g. 100 * cumulative log return).
+        quantiles: forecaster -> (rows, Q) quantiles at `levels`.
+        levels: the Q quantile levels; the median gets no row.
+
+    Returns:
+        One row per forecaster, horizon step and tail level: TAIL_COLUMNS.
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if y.size != len(index):
+        raise ValueError(f"y must have one outcome per index row ({len(index)}), got {y.size}")
+    levels = _levels(levels, quantiles, len(index))
+    tails = [k for k, level in enumerate(levels) if not is_median(level)]
+    expected = [expected_rate(levels[k]) for k in tails]
+    below = np.array([levels[k] < 0.5 for k in tails])  # (T,) lower tail: a hit is y < q
+    sample = non_overlapping_sample(index)
+    y_kept = y[sample.rows]  # (m,)
+    if not np.isfinite(y_kept).all():
+        raise ValueError("y must be finite: a NaN outcome would count as no exceedance")
+    n = np.diff(np.r_[sample.starts, sample.rows.size])  # (S,) observations per step
+    # a transition is (row i-1, row i) where row i continues a ticker's sequence; counted at row i
+    transitions = np.add.reduceat(sample.continues, sample.starts, dtype=np.int64) if n.size else n  # (S,)
+    records = []
+    for name, q in quantiles.items():
+        q_kept = np.asarray(q, dtype=np.float64)[sample.rows][:, tails]  # (m, T)
+        if not np.isfinite(q_kept).all():
+            raise ValueError(f"the quantiles of {name!r} must be finite on every forecast tested")
+        hits = np.where(below, y_kept[:, None] < q_kept, y_kept[:, None] > q_kept)  # (m, T)
+        prev = np.vstack([np.zeros((1, len(tails)), dtype=bool), hits[:-1]]) & sample.continues[:, None]  # (m, T)
+        counts: dict[str, np.ndarray] = {}  # count -> (S, T): per step block and tail level
+        for key, pairs in (
+            ("x", hits),
+            ("n11", prev & hits),
+            ("n10", prev & ~hits),
+            ("n01", ~prev & hits & sample.continues[:, None]),
+        ):
+            counts[key] = np.add.reduceat(pairs, sample.starts, axis=0, dtype=np.int64) if n.size else pairs[:0]
+        for i, step in enumerate(sample.steps):
+            for j, k in enumerate(tails):
+                n01, n10, n11 = (int(counts[key][i, j]) for key in ("n01", "n10", "n11"))
+                test = _christoffersen_from_counts(
+                    int(transitions[i]) - n01 - n10 - n11, n01, n10, n11, int(counts["x"][i, j]), int(n[i]), expected[j]
+                )
+                records.append(
+                    (
+                        name,
+                        int(step),
+                        levels[k],
+                        expected[j],
+                        test.kupiec.n,
+                        test.kupiec.exceedances,
+                        test.kupiec.rate,
+                        test.kupiec.lr,
+                        test.kupiec.p_value,
+                        test.independence_lr,
+                        test.independence_p,
+                        test.cc_lr,
+                        test.cc_p,
+                        sampling_label(int(step)),
+                    )
+                )
+    return pd.DataFrame.from_records(records, columns=list(TAIL_COLUMNS))
+
+
+# ---- pinball comparisons ---------------------------------------------------------------------------
+
+
+def _pinball_rows(q: np.ndarray, y: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    """`pinball` of each row (rows,), computed in chunks of rows: the same values, to the bit."""
+    return np.concatenate(
+        [
+            pinball(np.asarray(q)[i : i + PINBALL_CHUNK], y[i : i + PINBALL_CHUNK], levels)
+            for i in range(0, len(y), PINBALL_CHUNK)
+        ]
+    )
+
+
+def pinball_comparisons(
+    index: pd.DataFrame,
+    y: np.ndarray,
+    quantiles: dict[str, np.ndarray],
+    levels: Sequence[float],
+    references: Sequence[str],
+) -> pd.DataFrame:
+    """Diebold-Mariano tests of each forecaster's pinball loss against each reference, per step and overall.
+
+    Every forecast is used (the overlap of h-step windows is what the Newey-West lags >= h - 1 absorb);
+    "all" averages each base date over tickers and steps and takes the largest step for the lag rule.
+    References absent from `quantiles` are skipped, and no forecaster is compared with itself.
+
+    Args:
+        index: one row per forecast with the columns ticker, base_date, horizon, in any order.
+        y: the outcomes (rows,), in the units of the quantiles.
+        quantiles: forecaster -> (rows, Q) quantiles at `levels`.
+        levels: the Q quantile levels.
+        references: the forecasters to compare against, e.g. ("garch", "champion").
+
+    Returns:
+        COMPARISON_COLUMNS, one row per forecaster, reference and horizon ("all", 1, 2, ...). Read every
+        figure as "the forecaster is better" when positive: gain = 1 - pinball / reference's pinball, t
+        > 0 when the forecaster's loss is the lower, p_value one-sided for "the forecaster is better".
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if y.size != len(index):
+        raise ValueError(f"y must have one outcome per index row ({len(index)}), got {y.size}")
+    levels = _levels(levels, quantiles, len(index))
+    if len(index) == 0 or not any(ref in quantiles for ref in references):
+        return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    day, days = pd.factorize(index["base_date"], sort=True)  # (rows,) codes in date order
+    step = index["horizon"].to_numpy(np.int64)  # (rows,)
+    # rows sorted by step, so that each step's rows are one slice
+    order = np.argsort(step, kind="stable")  # (rows,)
+    step, day = step[order], day[order]
+    edges = np.flatnonzero(np.r_[True, step[1:] != step[:-1], True])  # (S + 1,)
+    # "all" takes the largest step for the lag rule
+    scopes: list[tuple[str | int, slice, int]] = [("all", slice(0, step.size), int(step[-1]))]
+    scopes += [(int(step[a]), slice(a, b), int(step[a])) for a, b in zip(edges[:-1], edges[1:])]
+    # (scope, forecaster) -> its daily mean pinball loss (date order) and its mean over the scope's rows:
+    # the daily difference of two forecasters is the difference of their daily means (same rows per day)
+    daily: dict[tuple[str | int, str], tuple[np.ndarray, float]] = {}
+    for name, q in quantiles.items():
+        loss = _pinball_rows(q, y, levels)[order]  # (rows,)
+        if not np.isfinite(loss).all():
+            raise ValueError(f"the pinball loss of {name!r} is not finite on every forecast (NaN quantile or outcome)")
+        for scope, rows, _ in scopes:
+            daily[scope, name] = (_daily_means(loss[rows], day[rows], len(days)), float(loss[rows].mean()))
+    records = []
+    for name in quantiles:
+        for ref in references:
+            if ref not in quantiles or ref == name:
+                continue
+            for scope, _, horizon in scopes:
+                # a = the reference, b = the forecaster: DM's "b is better" is "the forecaster is better"
+                (ref_daily, ref_mean), (daily_loss, mean) = daily[scope, ref], daily[scope, name]
+                dm = _dm_on_days(ref_daily - daily_loss, ref_mean, mean, horizon)
+                records.append((name, ref, scope, dm.gain, dm.t, dm.p_value, dm.n_days, dm.lags))
+    return pd.DataFrame.from_records(records, columns=list(COMPARISON_COLUMNS))

@@ -14,15 +14,23 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from tickerflow_model.quantiles import pinball
 from tickerflow_model.risk import (
+    COMPARISON_COLUMNS,
+    TAIL_COLUMNS,
     chi2_sf,
     christoffersen,
     dm_test,
+    exceedances,
+    expected_rate,
     hac_t,
     independence_lr,
     kupiec_pof,
     newey_west_lags,
+    non_overlapping_sample,
     normal_cdf,
+    pinball_comparisons,
+    tail_backtests,
 )
 
 # ---- distributions ----------------------------------------------------------------------------------
@@ -214,3 +222,175 @@ def test_dm_refuses_mismatched_or_missing_losses():
         dm_test(np.ones(3), np.ones(4), DAYS[:3], 1)
     with pytest.raises(ValueError, match="finite"):
         dm_test(np.array([1.0, np.nan]), np.ones(2), DAYS[:2], 1)
+
+
+# ---- exceedances ------------------------------------------------------------------------------------
+
+
+def test_exceedances_lower_tail_below_upper_tail_above_and_no_median():
+    y = np.array([-2.0, 0.0, 2.0])
+    q = np.array([-1.0, -1.0, 1.0])
+    assert exceedances(y, q, 0.05).tolist() == [True, False, False]
+    assert exceedances(y, q, 0.95).tolist() == [False, True, True]
+    assert expected_rate(0.05) == 0.05 and expected_rate(0.95) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="median"):
+        exceedances(y, q, 0.5)
+
+
+# ---- tail backtests ---------------------------------------------------------------------------------
+
+LEVELS = (0.01, 0.05, 0.5, 0.95, 0.99)
+Z = stats.norm.ppf(LEVELS)  # (Q,) the true quantiles of a standard normal
+
+
+def panel(n_days: dict[str, int], steps: int, seed: int = 0) -> pd.DataFrame:
+    """ticker, base_date, horizon for each ticker's first n base days and every step, shuffled."""
+    rows = [(t, day, h) for t, n in n_days.items() for day in DAYS[:n] for h in range(1, steps + 1)]
+    frame = pd.DataFrame(rows, columns=["ticker", "base_date", "horizon"])
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def test_tail_backtests_keep_every_h_th_base_date_per_ticker():
+    index = panel({"AAA": 10, "BBB": 7}, steps=3)
+    # a hit, at every level, exactly where the base date's position in its ticker is 0, 3, 6, 9
+    position = index.groupby("ticker")["base_date"].rank(method="dense").to_numpy() - 1  # (rows,)
+    y = np.where(position % 3 == 0, 10.0, 0.0)  # above every quantile at the marked days, inside otherwise
+    q = np.tile([-1.0, -1.0, 0.0, 1.0, 1.0], (len(index), 1))
+    frame = tail_backtests(index, y, {"f": q}, LEVELS)
+    assert list(frame.columns) == list(TAIL_COLUMNS)
+    out = frame.set_index(["horizon", "level"])
+    # step 1: every day (10 + 7); step 2: days 0,2,4,6,8 and 0,2,4,6 (5 + 4); step 3: 0,3,6,9 and 0,3,6 (4 + 3)
+    assert out.xs(0.99, level="level")["n"].to_dict() == {1: 17, 2: 9, 3: 7}
+    # at step 3 the sample is exactly the marked days: every one an upper-tail hit
+    assert out.loc[(3, 0.99), "exceedances"] == 7 and out.loc[(3, 0.99), "rate"] == 1.0
+    assert out.loc[(1, 0.99), "exceedances"] == 4 + 3
+    assert out.loc[(3, 0.01), "exceedances"] == 0  # 10 is above the lower quantiles too: no lower-tail break
+    assert out.loc[(1, 0.99), "sampling"] == "every day"
+    assert out.loc[(3, 0.99), "sampling"] == "non-overlapping: every 3rd day"
+
+
+def test_tail_backtests_expected_rates_and_no_median_row():
+    index = panel({"AAA": 5}, steps=1)
+    out = tail_backtests(index, np.zeros(5), {"f": np.tile(Z, (5, 1))}, LEVELS)
+    assert out["level"].tolist() == [0.01, 0.05, 0.95, 0.99]
+    assert out["expected"].tolist() == pytest.approx([0.01, 0.05, 0.05, 0.01])
+
+
+def test_tail_backtests_match_a_loop_over_tickers():
+    # tickers of different lengths, quantiles of varying quality, three steps: every figure against
+    # kupiec_pof and christoffersen on sequences built ticker by ticker with a loop
+    rng = np.random.default_rng(5)
+    index = panel({"AAA": 40, "BBB": 33, "CCC": 25}, steps=3, seed=1)
+    y = rng.standard_normal(len(index))
+    quantiles = {"good": np.tile(Z, (len(index), 1)), "narrow": 0.5 * np.tile(Z, (len(index), 1))}
+    out = tail_backtests(index, y, quantiles, LEVELS)
+    assert len(out) == 2 * 3 * 4
+    for row in out.itertuples():
+        sequences = []
+        for _, g in index[index["horizon"] == row.horizon].groupby("ticker"):
+            g = g.sort_values("base_date").iloc[:: row.horizon]  # every h-th base date, from the first
+            k = LEVELS.index(row.level)
+            sequences.append(exceedances(y[g.index], quantiles[row.forecaster][g.index, k], row.level))
+        expected = christoffersen(sequences, row.expected)
+        assert row.n == expected.kupiec.n and row.exceedances == expected.kupiec.exceedances
+        assert row.kupiec_lr == pytest.approx(expected.kupiec.lr, abs=1e-12)
+        assert row.independence_lr == pytest.approx(expected.independence_lr, abs=1e-12)
+        assert row.cc_p == pytest.approx(expected.cc_p, abs=1e-12)
+
+
+def test_tail_backtests_do_not_join_two_tickers_sequences():
+    index = pd.DataFrame({"ticker": ["A"] * 4 + ["B"] * 4, "base_date": np.r_[DAYS[:4], DAYS[4:8]], "horizon": 1})
+    y = np.array([0, 0, 0, 5, 5, 0, 0, 0], dtype=float)  # A's last day and B's first day break the 99% level
+    q = np.tile([-1.0, -1.0, 0.0, 1.0, 1.0], (8, 1))
+    row = tail_backtests(index, y, {"f": q}, LEVELS).set_index("level").loc[0.99]
+    assert row["independence_lr"] == pytest.approx(0.40271027101377747, rel=1e-12)  # the by-hand (4, 1, 1, 0) case
+
+
+def test_tail_backtests_accept_true_quantiles_and_reject_a_far_too_narrow_tail():
+    # iid N(0, 1) outcomes, 20 tickers x 250 days, fixed seed: the true quantiles pass at 1%, a 1% quantile
+    # at the true 10% quantile (10 times too many breaks) fails
+    rng = np.random.default_rng(11)
+    index = panel({f"T{i:02d}": 250 for i in range(20)}, steps=1)
+    y = rng.standard_normal(len(index))
+    truth = np.tile(Z, (len(index), 1))
+    narrow = truth.copy()
+    narrow[:, 0] = stats.norm.ppf(0.10)
+    out = tail_backtests(index, y, {"truth": truth, "narrow": narrow}, LEVELS).set_index(["forecaster", "level"])
+    assert (out.loc["truth", ["kupiec_p", "independence_p", "cc_p"]] > 0.01).all().all()
+    assert out.loc[("narrow", 0.01), "rate"] > 0.08
+    assert out.loc[("narrow", 0.01), "kupiec_p"] < 1e-6 and out.loc[("narrow", 0.01), "cc_p"] < 1e-6
+    assert out.loc[("narrow", 0.99), "kupiec_p"] > 0.01  # the other tail is still the true one
+
+
+def test_overlapping_windows_would_cluster_the_hits_that_the_sample_keeps_apart():
+    # a random walk's true 5-step quantiles: on every base day the hits cluster (windows share 4 shocks),
+    # on every 5th base day they do not
+    rng = np.random.default_rng(7)
+    n_days, h, tickers = 300, 5, 8
+    index = panel({f"T{i}": n_days for i in range(tickers)}, steps=h)
+    shocks = rng.standard_normal((tickers, n_days + h))
+    ticker_no = index["ticker"].str[1:].astype(int).to_numpy()
+    day_no = np.searchsorted(DAYS, index["base_date"].to_numpy())
+    step = index["horizon"].to_numpy()
+    cum = np.cumsum(shocks, axis=1)
+    y = cum[ticker_no, day_no + step] - cum[ticker_no, day_no]  # (rows,) the step-h cumulative return
+    truth = np.sqrt(step)[:, None] * Z  # (rows, Q)
+    row = tail_backtests(index, y, {"truth": truth}, LEVELS).set_index(["horizon", "level"]).loc[(h, 0.05)]
+    assert row["n"] == tickers * n_days // h
+    assert row["independence_p"] > 0.01 and row["cc_p"] > 0.01
+    every_day = [
+        exceedances(y[g.sort_values("base_date").index], truth[g.sort_values("base_date").index, 1], 0.05)
+        for _, g in index[index["horizon"] == h].groupby("ticker")
+    ]
+    assert christoffersen(every_day, 0.05).independence_p < 1e-6
+
+
+def test_non_overlapping_sample_refuses_a_duplicated_forecast():
+    index = pd.DataFrame({"ticker": ["A", "A"], "base_date": [DAYS[0], DAYS[0]], "horizon": [1, 1]})
+    with pytest.raises(ValueError, match="two forecasts"):
+        non_overlapping_sample(index)
+
+
+# ---- pinball comparisons ----------------------------------------------------------------------------
+
+
+def comparison_case():
+    rng = np.random.default_rng(13)
+    index = panel({f"T{i}": 150 for i in range(6)}, steps=2)
+    y = rng.standard_normal(len(index))
+    truth = np.tile(Z, (len(index), 1))
+    quantiles = {"model": truth, "garch": 1.6 * truth, "ewma": 1.1 * truth}  # garch far too wide
+    return index, y, quantiles
+
+
+def test_pinball_comparisons_columns_scopes_and_no_self_comparison():
+    index, y, quantiles = comparison_case()
+    out = pinball_comparisons(index, y, quantiles, LEVELS, references=("garch", "champion"))  # no champion here
+    assert list(out.columns) == list(COMPARISON_COLUMNS)
+    assert set(out["reference"]) == {"garch"}
+    assert not (out["forecaster"] == out["reference"]).any()
+    assert out.groupby("forecaster")["horizon"].apply(list).to_dict() == {
+        "model": ["all", 1, 2],
+        "ewma": ["all", 1, 2],
+    }
+    assert pinball_comparisons(index, y, quantiles, LEVELS, references=("champion",)).empty
+
+
+def test_pinball_comparisons_sign_reads_forecaster_better():
+    index, y, quantiles = comparison_case()
+    out = pinball_comparisons(index, y, quantiles, LEVELS, references=("garch", "model"))
+    rows = out.set_index(["forecaster", "reference", "horizon"])
+    better = rows.loc[("model", "garch", "all")]
+    assert better["gain"] > 0 and better["t"] > 3 and better["p_value"] < 0.01
+    worse = rows.loc[("garch", "model", "all")]
+    assert worse["gain"] < 0 and worse["t"] == pytest.approx(-better["t"]) and worse["p_value"] > 0.99
+    # the figures are dm_test's with the reference as a and the forecaster as b, on the step's rows
+    loss = {name: pinball(q, y, LEVELS) for name, q in quantiles.items()}
+    step2 = (index["horizon"] == 2).to_numpy()
+    dm = dm_test(loss["garch"][step2], loss["model"][step2], index["base_date"][step2], horizon=2)
+    assert rows.loc[("model", "garch", 2), "t"] == pytest.approx(dm.t, rel=1e-9)
+    assert rows.loc[("model", "garch", 2), "gain"] == pytest.approx(dm.gain, rel=1e-9)
+    assert rows.loc[("model", "garch", 2), "n_days"] == 150
+    overall = dm_test(loss["garch"], loss["model"], index["base_date"], horizon=2)
+    assert rows.loc[("model", "garch", "all"), "t"] == pytest.approx(overall.t, rel=1e-9)
+    assert rows.loc[("model", "garch", "all"), "lags"] == newey_west_lags(150, 2)
