@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
 from tickerflow.reporting.evaluation import mlflow_metrics, write_reports  # noqa: E402
+from tickerflow_model.config import GRUConfig, WindowConfig  # noqa: E402
 from tickerflow_model.evaluation import (  # noqa: E402
     evaluate_forecaster,
     metric_tables,
@@ -38,8 +39,8 @@ from tickerflow_model.evaluation import (  # noqa: E402
     usable_baselines,
 )
 from tickerflow_model.forecaster import Forecaster, ModelSpec  # noqa: E402
-from tickerflow_model.gru import GRUConfig, GRUForecaster  # noqa: E402
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset  # noqa: E402
+from tickerflow_model.gru import GRUForecaster  # noqa: E402
+from tickerflow_model.window_dataset import build_window_dataset  # noqa: E402
 
 
 def random_walk(n_tickers: int, n_days: int, seed: int = 0) -> pd.DataFrame:

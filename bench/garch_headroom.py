@@ -35,10 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
 from tickerflow_model.baselines import ewma, fit_garch, garch  # noqa: E402
+from tickerflow_model.config import WindowConfig  # noqa: E402
 from tickerflow_model.price_files import read_prices  # noqa: E402
 from tickerflow_model.quantiles import QUANTILE_LEVELS, pinball  # noqa: E402
 from tickerflow_model.splits import split_dates  # noqa: E402
-from tickerflow_model.window_dataset import WindowConfig, choose_price_column  # noqa: E402
+from tickerflow_model.window_dataset import choose_price_column  # noqa: E402
 
 HAR_DAYS = (5, 22, 66)
 FIRST_BASE = 30 + max(HAR_DAYS)  # the GRU's lookback plus its longest feature history

@@ -60,8 +60,8 @@ def main() -> None:
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
 
     from tickerflow.flows.replay import replay
-    from tickerflow.flows.train_pipeline import PipelineConfig
     from tickerflow.runtime.prefect_api import prefect_api
+    from tickerflow_model.config import PipelineConfig
 
     history = 300
     prices = synthetic(history + args.days)

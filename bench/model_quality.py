@@ -90,7 +90,7 @@ def cmd_ar2(seeds: list[int], n_days: int) -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "models")]
     from test_evaluate import ar2_gap_closed  # the generator and oracle the tests use
 
-    from tickerflow_model.trainer import TrainConfig
+    from tickerflow_model.config import TrainConfig
 
     logging.basicConfig(level=logging.WARNING)
     closed = []
@@ -112,12 +112,11 @@ def cmd_quantiles(
     seeds: list[int], features: list[str] | None, cpu_threads: int, train: dict, data: str | None, window_fields: dict
 ) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
-    from tickerflow.tasks.ingest import IngestConfig
+    from tickerflow_model.config import IngestConfig, TrainConfig, WindowConfig
     from tickerflow_model.evaluation import evaluate_forecaster
     from tickerflow_model.fitting import fit_forecaster
     from tickerflow_model.price_files import read_prices
-    from tickerflow_model.trainer import TrainConfig
-    from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+    from tickerflow_model.window_dataset import build_window_dataset
 
     logging.basicConfig(level=logging.WARNING)
     frame, source_hash, _, _ = read_prices(data or str(ROOT / IngestConfig().source))

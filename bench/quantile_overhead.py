@@ -30,9 +30,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
+from tickerflow_model.config import TrainConfig  # noqa: E402
 from tickerflow_model.gru import GRUForecaster  # noqa: E402
 from tickerflow_model.trainer import (  # noqa: E402
-    TrainConfig,
     autocast_context,
     intra_op_threads,
     quantile_loss,

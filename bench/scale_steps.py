@@ -70,11 +70,12 @@ def main() -> None:
     import pandas as pd
     import torch
 
+    from tickerflow_model.config import TrainConfig
     from tickerflow_model.evaluation import Evaluation, metric_tables, predict_test_split, usable_baselines
     from tickerflow_model.forecaster import Forecaster, ModelSpec
     from tickerflow_model.gru import GRUForecaster, predict_batched
     from tickerflow_model.quantiles import median_index
-    from tickerflow_model.trainer import TrainConfig, autocast_context, fit_shrinkage, shrinkage_from_predictions
+    from tickerflow_model.trainer import autocast_context, fit_shrinkage, shrinkage_from_predictions
     from tickerflow_model.window_dataset import load_window_dataset, read_split
 
     if args.threads:

@@ -52,8 +52,9 @@ def main() -> None:
     from prefect import flow
     from prefect.testing.utilities import prefect_test_harness
 
-    from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
-    from tickerflow.tasks.window import WindowConfig, window
+    from tickerflow.runtime.task_runners import build_task_runner
+    from tickerflow.tasks.window import window
+    from tickerflow_model.config import RunnerConfig, WindowConfig
 
     # the frame is built inside the flow: as a flow parameter it would be sent to the API as JSON
     @flow(name="bench-window")

@@ -41,7 +41,8 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
-from tickerflow_model.trainer import TrainConfig, resolve_device, resolve_precision  # noqa: E402
+from tickerflow_model.config import TrainConfig  # noqa: E402
+from tickerflow_model.trainer import resolve_device, resolve_precision  # noqa: E402
 
 LOOKBACK, FEATURES, HORIZON = 60, 1, 1
 

@@ -38,8 +38,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
+from tickerflow_model.config import WindowConfig  # noqa: E402
 from tickerflow_model.features import compute_features  # noqa: E402
-from tickerflow_model.window_dataset import SPLITS, WindowConfig, build_window_dataset, ticker_slices  # noqa: E402
+from tickerflow_model.window_dataset import SPLITS, build_window_dataset, ticker_slices  # noqa: E402
 from tickerflow_model.windows import make_windows  # noqa: E402
 
 

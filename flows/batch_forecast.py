@@ -15,13 +15,22 @@ from prefect import flow
 
 from tickerflow.reporting import log_live_metrics, log_validation, publish_forecasts
 from tickerflow.reporting.run_labels import forecast_run_name, tag_forecast_run
-from tickerflow.tasks.forecast import DEFAULT_MODEL_URI, ForecastConfig, forecast_prices, load_model, write_forecasts
-from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_forecasts
-from tickerflow.tasks.ingest import IngestConfig, ingest
-from tickerflow.tasks.monitor import MonitorConfig, check_degradation, model_identity, price_column_of, score_live
-from tickerflow.tasks.retention import RetentionConfig, collect_garbage
+from tickerflow.tasks.forecast import forecast_prices, load_model, write_forecasts
+from tickerflow.tasks.forecast_store import append_forecasts
+from tickerflow.tasks.ingest import ingest
+from tickerflow.tasks.monitor import check_degradation, model_identity, price_column_of, score_live
+from tickerflow.tasks.retention import collect_garbage
 from tickerflow.tasks.tracking import end_flow_runs, end_stopped_flow_run
-from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
+from tickerflow.tasks.validate import require_valid, validate
+from tickerflow_model.config import (
+    DEFAULT_MODEL_URI,
+    ForecastConfig,
+    ForecastStoreConfig,
+    IngestConfig,
+    MonitorConfig,
+    RetentionConfig,
+    ValidateConfig,
+)
 
 
 def _fail_mlflow_runs(flow, flow_run, state) -> None:

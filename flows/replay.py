@@ -20,16 +20,20 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from tickerflow.flows.batch_forecast import batch_forecast
-from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
+from tickerflow.flows.train_pipeline import train_pipeline
 from tickerflow.registry import current_champion
 from tickerflow.reporting.run_labels import replay_run_names
-from tickerflow.tasks.forecast_store import ForecastStoreConfig
-from tickerflow.tasks.ingest import IngestConfig
-from tickerflow.tasks.monitor import MonitorConfig
-from tickerflow.tasks.retention import RetentionConfig
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.atomic_io import write_file_atomic
+from tickerflow_model.config import (
+    REPLAY_RETRAIN_EVERY,
+    ForecastStoreConfig,
+    IngestConfig,
+    MonitorConfig,
+    PipelineConfig,
+    RetentionConfig,
+)
 from tickerflow_model.errors import ConfigError, TickerflowError
 from tickerflow_model.price_files import load_prices
 
@@ -59,7 +63,7 @@ def replay(
     data: str,
     start: str,
     end: str,
-    retrain_every: int = 0,
+    retrain_every: int = REPLAY_RETRAIN_EVERY,
     config: PipelineConfig = PipelineConfig(),
     store: ForecastStoreConfig = ForecastStoreConfig(),
     monitor: MonitorConfig = MonitorConfig(),

@@ -12,12 +12,11 @@ import pandas as pd
 from prefect import flow, runtime, task
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import opaque as prefect_opaque
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tickerflow.reporting.recorder import RunRecorder
 from tickerflow.reporting.run_labels import cross_link, tag_train_run, train_run_name
 from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
-from tickerflow.tasks.ingest import IngestConfig, ingest
+from tickerflow.tasks.ingest import ingest
 from tickerflow.tasks.register import Registration, register
 from tickerflow.tasks.tracking import (
     PREFECT_FLOW_RUN_TAG,
@@ -30,13 +29,12 @@ from tickerflow.tasks.tracking import (
     run_url,
     use_tracking,
 )
-from tickerflow.tasks.train import TrainConfig, train
-from tickerflow.tasks.validate import ValidateConfig, require_valid, validate
-from tickerflow.tasks.window import WindowConfig, window
-from tickerflow_model.backtest import Backtest, BacktestConfig
-from tickerflow_model.evaluation import EvaluateConfig, Evaluation
-from tickerflow_model.gate import RegisterConfig
-from tickerflow_model.metrics import require_scored_intervals
+from tickerflow.tasks.train import train
+from tickerflow.tasks.validate import require_valid, validate
+from tickerflow.tasks.window import window
+from tickerflow_model.backtest import Backtest
+from tickerflow_model.config import PipelineConfig
+from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.redaction import redact_text, redact_uri
 
 T = TypeVar("T")
@@ -47,72 +45,6 @@ def opaque(value: T) -> T:
     task runs, but its task signatures know nothing of its annotations, so a checker would see a wrapper
     where the task wants the value."""
     return cast(T, prefect_opaque(value))
-
-
-class PipelineConfig(BaseModel):
-    """Every stage's config in one object: the flow's only parameter, shown as a form in the Prefect UI."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    ingest: IngestConfig = Field(
-        default_factory=IngestConfig,
-        description="Where the prices come from (file, folder, glob or URI) and read limits",
-    )
-    validate_: ValidateConfig = Field(
-        default_factory=ValidateConfig,
-        alias="validate",
-        description="Data checks that must pass before anything is trained",
-    )
-    window: WindowConfig = Field(
-        default_factory=WindowConfig,
-        description="Sliding windows: lookback, horizon, chronological splits and purge gap",
-    )
-    train: TrainConfig = Field(
-        default_factory=TrainConfig,
-        description="The GRU and its training: epochs, batch size, learning rate, seed, device",
-    )
-    evaluate: EvaluateConfig = Field(
-        default_factory=EvaluateConfig,
-        description="Test-set evaluation: fan charts of the best/worst N and named tickers",
-    )
-    register_: RegisterConfig = Field(
-        default_factory=RegisterConfig, alias="register", description="Registered model name and the champion gate"
-    )
-    backtest: BacktestConfig = Field(
-        default_factory=BacktestConfig, description="Walk-forward folds after the main split (0 folds: off)"
-    )
-
-    @field_validator("train")
-    @classmethod
-    def _levels_give_the_scored_intervals(cls, train: TrainConfig) -> TrainConfig:
-        """Checked here, before any training: evaluation would only find the missing levels after it."""
-        try:
-            require_scored_intervals(train.gru.quantiles)
-        except ValueError as exc:
-            raise ValueError(f"gru.quantiles {exc}") from None
-        return train
-
-    def flat_params(self) -> dict[str, str]:
-        """`stage.field` (nested: `stage.part.field`) -> value, for MLflow params."""
-        out: dict[str, str] = {}
-
-        def add(prefix: str, values: dict[str, Any]) -> None:
-            for key, value in values.items():
-                if isinstance(value, dict):
-                    add(f"{prefix}.{key}", value)
-                else:
-                    out[f"{prefix}.{key}"] = str(list(value) if isinstance(value, tuple) else value)
-
-        for stage, attr in (
-            ("ingest", "ingest"),
-            ("window", "window"),
-            ("train", "train"),
-            ("evaluate", "evaluate"),
-            ("register", "register_"),
-            ("backtest", "backtest"),
-        ):
-            add(stage, getattr(self, attr).model_dump())
-        return out
 
 
 @task(name="start-mlflow-run")

@@ -16,7 +16,8 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from tickerflow.tasks.tracking import use_tracking
-from tickerflow_model.backtest import Backtest, BacktestConfig, walk_forward
+from tickerflow_model.backtest import Backtest, walk_forward
+from tickerflow_model.config import BacktestConfig
 from tickerflow_model.evaluation import Champion, Evaluation, evaluate_forecaster, failure_reason
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.names import CHAMPION_ALIAS

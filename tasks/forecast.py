@@ -17,16 +17,14 @@ import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
-from pydantic import Field
 
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import tickerflow_home
 from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow_model.baselines import BaselineForecaster
-from tickerflow_model.config import Config
+from tickerflow_model.config import ForecastConfig
 from tickerflow_model.errors import ModelNotFound
-from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
 from tickerflow_model.quantiles import quantile_columns
 from tickerflow_model.redaction import redact_uri
 
@@ -40,14 +38,6 @@ def output_columns(levels: tuple[float, ...]) -> list[str]:
     """A forecast file's columns: the quantile columns of the model's levels (q05 .. q95 by default, in price
     units) come between forecast_close and model_version."""
     return ["ticker", "date", "horizon", "forecast_close", *quantile_columns(levels), "model_version"]
-
-
-DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
-
-
-class ForecastConfig(Config):
-    model_uri: str = Field(DEFAULT_MODEL_URI, min_length=1, description="the model to forecast with")
-    out: str = Field("forecasts.parquet", min_length=1, description="where the forecast Parquet file is written")
 
 
 @dataclass

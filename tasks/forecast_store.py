@@ -19,11 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import runtime, task
 from prefect.logging import get_run_logger
-from pydantic import Field, field_validator
 
 from tickerflow.tasks.storage import home_subdir
 from tickerflow_model.atomic_io import write_bytes_atomic
-from tickerflow_model.config import Config
+from tickerflow_model.config import ForecastStoreConfig
 from tickerflow_model.live import LEVELS_COLUMN
 from tickerflow_model.quantiles import levels_text, quantile_columns
 
@@ -37,19 +36,6 @@ def store_columns(levels: tuple[float, ...] = ()) -> list[str]:
 
 
 _PARTITION = re.compile(r"base_date=(\d{4}-\d{2}-\d{2})$")
-
-
-class ForecastStoreConfig(Config):
-    """Where the forecast store lives."""
-
-    uri: str | None = Field(None, description="any fsspec URI or folder; unset: TICKERFLOW_HOME/forecast_store")
-
-    @field_validator("uri")
-    @classmethod
-    def _not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank (leave it unset for the home folder)")
-        return value
 
 
 def store_location(config: ForecastStoreConfig) -> tuple[fsspec.AbstractFileSystem, str]:

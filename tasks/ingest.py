@@ -20,38 +20,12 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
-from pydantic import Field, field_validator
 
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import home_subdir
 from tickerflow_model.atomic_io import atomic_directory
-from tickerflow_model.config import Config
-from tickerflow_model.price_files import MAX_BYTES, MAX_ROWS, IngestError, read_prices
-
-
-class IngestConfig(Config):
-    source: str = Field(
-        "data/sample/stocks_daily_2000_2013.csv.gz", description="A file, folder, glob or fsspec URI of price files."
-    )
-    ticker: str | None = Field(
-        None, description="Ticker of single-ticker files (no ticker column); unset: the file name, AAPL.csv -> AAPL."
-    )
-    max_rows: int = Field(MAX_ROWS, ge=1, description="Most canonical rows (ticker-days) over all files.")
-    max_bytes: int = Field(MAX_BYTES, ge=1, description="Most bytes per file once decompressed.")
-
-    @field_validator("source")
-    @classmethod
-    def _source_given(cls, source: str) -> str:
-        if not source.strip():
-            raise ValueError("ingest source must be a file, folder, glob or URI, got an empty string")
-        return source
-
-    @field_validator("ticker")
-    @classmethod
-    def _ticker_given(cls, ticker: str | None) -> str | None:
-        if ticker is not None and not ticker.strip():
-            raise ValueError(f"ticker must be a non-empty symbol or None, got {ticker!r}")
-        return ticker
+from tickerflow_model.config import IngestConfig
+from tickerflow_model.price_files import IngestError, read_prices
 
 
 @dataclass(frozen=True)

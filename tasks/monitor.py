@@ -14,17 +14,15 @@ or live interval coverage further than `coverage_tolerance` from nominal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Self
 
 import mlflow
 import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
-from pydantic import Field, model_validator
 
-from tickerflow.tasks.forecast_store import ForecastStoreConfig, read_store
+from tickerflow.tasks.forecast_store import read_store
 from tickerflow.tasks.tracking import use_tracking
-from tickerflow_model.config import Config
+from tickerflow_model.config import ForecastStoreConfig, MonitorConfig
 from tickerflow_model.live import (
     Thresholds,
     rolling_live_metrics,
@@ -35,43 +33,6 @@ from tickerflow_model.live import (
 
 MONITOR_EXPERIMENT = "tickerflow-monitoring"
 DEGRADED_EVENT = "tickerflow.champion.degraded"
-
-
-class MonitorConfig(Config):
-    """Live scoring and the degradation rule. A threshold set to None is not checked."""
-
-    windows: tuple[Annotated[int, Field(ge=1)], ...] = Field(
-        (20, 60), min_length=1, description="rolling windows, in scored days"
-    )
-    min_days: int = Field(
-        5, ge=1, description="a window reports once it holds this many scored days (<= the smallest window)"
-    )
-    rule_window: int = Field(20, ge=1, description="the window the degradation rule watches (one of `windows`)")
-    days_in_row: int = Field(3, ge=1, description="scored days in a row past a threshold before the event fires")
-    skill_margin: Annotated[float, Field(ge=0, lt=2)] | None = Field(
-        0.05, description="degraded: live skill below the champion's test skill minus this margin"
-    )
-    rmse_ratio: Annotated[float, Field(gt=1)] | None = Field(
-        1.5, description="degraded: live RMSE above this ratio times the champion's test RMSE"
-    )
-    coverage_tolerance: Annotated[float, Field(gt=0, lt=1)] | None = Field(
-        0.10, description="degraded: live interval coverage further than this from nominal"
-    )
-    lookback_days: int = Field(
-        400, ge=1, description="only forecasts made in the last N calendar days are scored (>= the largest window)"
-    )
-
-    @model_validator(mode="after")
-    def _fits_the_windows(self) -> Self:
-        if self.min_days > min(self.windows):
-            raise ValueError(f"min_days must be at most the smallest of windows {self.windows}, got {self.min_days}")
-        if self.rule_window not in self.windows:
-            raise ValueError(f"rule_window {self.rule_window} must be one of windows {self.windows}")
-        if self.lookback_days < max(self.windows):
-            raise ValueError(
-                f"lookback_days must be >= the largest of windows {self.windows}, got {self.lookback_days}"
-            )
-        return self
 
 
 @dataclass

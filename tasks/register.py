@@ -23,9 +23,10 @@ from tickerflow.registry import FORECASTER_TAG, apply_decision, current_champion
 from tickerflow.tasks.interruptions import signals_held
 from tickerflow.tasks.tracking import use_tracking
 from tickerflow_model.baselines import BaselineForecaster
+from tickerflow_model.config import RegisterConfig
 from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.forecaster import Forecaster
-from tickerflow_model.gate import GRU, GateDecision, RegisterConfig, promotion_decision
+from tickerflow_model.gate import GRU, GateDecision, promotion_decision
 from tickerflow_model.metrics import HEADLINE_METRICS
 from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, GRUPricePyfunc, _canonical
 from tickerflow_model.window_dataset import WindowDataset

@@ -24,31 +24,14 @@ import mlflow
 import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
-from pydantic import Field
 
 from tickerflow.tasks.forecast import FORECAST_EXPERIMENT
-from tickerflow.tasks.forecast_store import ForecastStoreConfig, partitions, store_location
+from tickerflow.tasks.forecast_store import partitions, store_location
 from tickerflow.tasks.storage import home_subdir, tickerflow_home
 from tickerflow.tasks.tracking import EXPERIMENT, reap_stale_runs, use_tracking
 from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
-from tickerflow_model.config import Config
+from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
 from tickerflow_model.trainer import CHECKPOINT_FILE, CORRUPT_SUFFIX
-
-
-class RetentionConfig(Config):
-    """What `gc` keeps: see the module docstring for what each limit protects."""
-
-    keep_last_runs: int = Field(3, ge=1, description="training runs whose datasets, snapshots and Data Docs are kept")
-    keep_forecast_runs: int = Field(20, ge=1, description="newest batch-forecast MLflow runs kept")
-    forecast_store_days: int = Field(400, ge=1, description="forecast store partitions kept, in days before the newest")
-    grace_minutes: float = Field(
-        60.0, ge=0, description="anything younger is kept (a running flow may not have recorded it yet)"
-    )
-    resumable_hours: float = Field(24.0, ge=0, description="a dead process's checkpoint stays resumable this long")
-    scratch_max_age_minutes: float = Field(
-        60.0, ge=0, description="scratch folders of interrupted writes older than this go"
-    )
-    log_max_age_days: float = Field(14.0, ge=0, description="server logs older than this go")
 
 
 @dataclass

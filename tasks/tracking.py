@@ -13,7 +13,8 @@ import mlflow
 from mlflow.entities import RunStatus
 
 from tickerflow.tasks.storage import home_subdir
-from tickerflow.ui_addresses import MLFLOW_UI_PORT, MLFLOW_UI_URL_ENV, local_ui_url
+from tickerflow.ui_addresses import MLFLOW_UI_URL_ENV, local_ui_url
+from tickerflow_model.config import MLFLOW_UI_PORT
 from tickerflow_model.redaction import redact_text, redact_uri
 
 EXPERIMENT = "tickerflow"

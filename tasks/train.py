@@ -28,9 +28,10 @@ from tickerflow.tasks.retries import retry_unless
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.tracking import home_lock, process_alive, this_process
 from tickerflow_model.atomic_io import stable_hash, write_file_atomic
+from tickerflow_model.config import TrainConfig
 from tickerflow_model.fitting import FitResult, fit_forecaster
 from tickerflow_model.quantiles import central_pairs
-from tickerflow_model.trainer import EpochStats, TrainConfig, TrainingError, resolve_device
+from tickerflow_model.trainer import EpochStats, TrainingError, resolve_device
 from tickerflow_model.window_dataset import WindowDataset
 
 if TYPE_CHECKING:

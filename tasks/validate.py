@@ -24,17 +24,13 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
-from pydantic import Field
 
 from tickerflow.console_detail import DETAIL
 from tickerflow.tasks.storage import home_subdir, tickerflow_home
 from tickerflow_model.atomic_io import stable_hash
-from tickerflow_model.config import Config
+from tickerflow_model.config import ValidateConfig
 from tickerflow_model.errors import TickerflowError
 
-# Letters, digits and the punctuation real symbols use (BRK.B, ^GSPC, EURUSD=X, RDS-A); no '/', no
-# '..'-only names, no spaces: symbols are data, and this keeps them printable in reports.
-TICKER_PATTERN = r"^[A-Za-z0-9^][A-Za-z0-9.\-^=_]{0,19}$"
 # Bump when the expectations change: it is part of the validation id, so no cached verdict of an older
 # suite is reused.
 SUITE_VERSION = 2
@@ -51,18 +47,6 @@ TICKER_TYPES = ["str", "string", "object", "StringDtype"]
 
 class ValidationFailed(TickerflowError, ValueError):
     """Critical expectations failed; the message lists each one with counts and example rows."""
-
-
-class ValidateConfig(Config):
-    ticker_pattern: str = Field(TICKER_PATTERN, min_length=1, description="Regex every ticker symbol must match.")
-    # 0.25 is a 22% fall or a 28% rise in a day, rare for a listed stock and typical of an unadjusted
-    # split or a bad tick.
-    max_abs_log_return: float = Field(0.25, gt=0, description="|log(p_t / p_{t-1})| above this is reported.")
-    max_identical_run: int = Field(5, ge=1, description="More identical consecutive prices than this is stale data.")
-    # Holidays count as business days, so a few are normal.
-    max_gap_business_days: int = Field(
-        5, ge=0, description="More missing business days than this between two rows of a ticker is a gap."
-    )
 
 
 @dataclass

@@ -17,9 +17,9 @@ from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 
 from tickerflow.tasks.storage import home_subdir, tickerflow_home
+from tickerflow_model.config import WindowConfig
 from tickerflow_model.window_dataset import (
     TickerRows,
-    WindowConfig,
     WindowDataset,
     WindowPlan,
     commit_window_dataset,

@@ -105,7 +105,8 @@ def registered_champion(tmp_path_factory, migrated_mlflow_db, folder: str, build
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, migrated_mlflow_db) -> SimpleNamespace:
     """A store with one registered version (a tiny untrained GRU, horizon 3) holding the champion alias."""
-    from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+    from tickerflow_model.config import WindowConfig
+    from tickerflow_model.window_dataset import build_window_dataset
 
     def build(home):
         prices = make_prices(n_days=200, tickers=("AAA", "BBB"), seed=5)

@@ -6,13 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tickerflow_model.backtest import BacktestConfig
+from tickerflow_model.config import BacktestConfig, GRUConfig, TrainConfig, WindowConfig, WindowSpec
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.gru import GRUConfig, GRUForecaster
+from tickerflow_model.gru import GRUForecaster
 from tickerflow_model.names import MODEL_NAME
-from tickerflow_model.trainer import TrainConfig
-from tickerflow_model.window_dataset import WindowConfig
-from tickerflow_model.windows import WindowSpec
 
 MODEL = MODEL_NAME  # the registered name of the `champion` fixture's model
 

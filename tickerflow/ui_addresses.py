@@ -2,17 +2,16 @@
 
 A local run's records live in `$PREFECT_HOME/prefect.db` and `$TICKERFLOW_HOME/mlflow.db`, whatever API served
 the run: the temporary Prefect API a command starts is gone once the command exits, but `tickerflow ui`
-serves the same databases at these addresses, so links to a local run point here. Standard library only:
-the CLI reads it for its help text, and every layer above the core may import it.
+serves the same databases at these addresses (their ports are `tickerflow_model.config`'s), so links to a local run
+point here. Light: the CLI reads it for its help text, and every layer above the core may import it.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: E402
 
 import os
 
-LOOPBACK = "127.0.0.1"
-PREFECT_UI_PORT = 4200  # `tickerflow ui --prefect-port` default
-MLFLOW_UI_PORT = 5000  # `tickerflow ui --mlflow-port` default
+from tickerflow_model.config import LOOPBACK
+
 PREFECT_UI_URL_ENV = "TICKERFLOW_PREFECT_UI_URL"  # where another Prefect UI serves the local database
 MLFLOW_UI_URL_ENV = "TICKERFLOW_MLFLOW_UI_URL"  # where another MLflow UI serves the local store
 # Set by the temporary Prefect API to the API URL it serves: a flow run on it is shown by `tickerflow ui`.

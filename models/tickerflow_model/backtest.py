@@ -12,24 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from .atomic_io import stable_hash
-from .config import Config
+from .config import BacktestConfig, WindowConfig
 from .evaluation import POINT_BASELINES, Evaluation, evaluate_forecaster, metric_tables
 from .fitting import fit_forecaster
 from .forecaster import Forecaster
-from .window_dataset import WindowConfig, build_window_dataset
-
-
-class BacktestConfig(Config):
-    """Walk-forward backtest: `folds` test periods of `step` trading days each, the last ending on the last day.
-
-    `folds = 0` turns the backtest off.
-    """
-
-    folds: int = Field(0, ge=0, strict=True, description="walk-forward folds; 0 turns the backtest off")
-    step: int = Field(63, ge=2, strict=True, description="trading days per fold's test period (63: about a quarter)")
+from .window_dataset import build_window_dataset
 
 
 @dataclass

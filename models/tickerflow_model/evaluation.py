@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, field_validator
 
 from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles, fit_garch
-from .config import Config
+from .config import EvaluateConfig
 from .forecaster import Forecaster
 from .gru import intra_op_threads
 from .metrics import METRIC_KEYS, drift_forecast, naive_scale, seasonal_naive_forecast
@@ -45,21 +44,6 @@ COLUMN = {
     **{b: "naive" for b in DISTRIBUTION_BASELINES},  # a distribution baseline's point forecast is the last price
 }
 POINT_BASELINES = ("naive", "seasonal_naive", "drift")
-
-
-class EvaluateConfig(Config):
-    """What the evaluation reports: fan charts for the `fan_charts` best and worst tickers and the named ones."""
-
-    fan_charts: int = Field(5, ge=0, le=100, strict=True, description="fan charts for this many best and worst tickers")
-    fan_chart_tickers: tuple[str, ...] = Field((), description="tickers that always get a fan chart (when evaluated)")
-
-    @field_validator("fan_chart_tickers", mode="before")
-    @classmethod
-    def _not_one_string(cls, value: Any) -> Any:
-        # a bare string would otherwise become a tuple of its letters
-        if isinstance(value, str):
-            raise ValueError(f"fan_chart_tickers must be a list of ticker symbols, got {value!r}")
-        return value
 
 
 def ticker_skill(by_forecaster: dict[str, dict[str, float]]) -> float:

@@ -23,51 +23,17 @@ frame they were given).
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, get_args
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-Feature = Literal[
-    "log_return",
-    "abs_log_return",
-    "hl_range",
-    "gap",
-    "log_volume_change",
-    "rv_5",
-    "rv_22",
-    "rv_66",
-    "range_5",
-    "range_22",
-    "range_66",
-    "market_return",
-    "market_vol",
-]
-FEATURES: tuple[str, ...] = get_args(Feature)
-# Columns of the canonical frame each feature reads besides the modelled price.
-FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
-    **{name: () for name in FEATURES},
-    "hl_range": ("high", "low"),
-    "gap": ("open", "close"),
-    "log_volume_change": ("volume",),
-    **{f"range_{k}": ("high", "low") for k in (5, 22, 66)},
-}
-HAR_DAYS = {"rv_5": 5, "rv_22": 22, "rv_66": 66, "range_5": 5, "range_22": 22, "range_66": 66}
+from .config import BASE_FEATURES, FEATURE_COLUMNS, FEATURES, HAR_DAYS, MARKET_FEATURES, MARKET_VOL_DAYS, OHLC_FEATURES
+
 # Parkinson (1980): E[log(high / low)^2] = 4 ln 2 sigma^2 for a driftless Brownian day
 PARKINSON = 4.0 * np.log(2.0)
-MARKET_FEATURES = ("market_return", "market_vol")
-MARKET_VOL_DAYS = 22
-# Features `auto` adds when the data has their columns: the range and the gap (see `auto_features`).
-OHLC_FEATURES = ("hl_range", "gap")
-# `auto` without OHLC columns: returns, their long memory and the market.
-BASE_FEATURES: tuple[str, ...] = ("log_return", "rv_5", "rv_22", "rv_66", "market_return", "market_vol")
 # A day's realized volatility is floored here (log returns): a halted stock's zero returns stay finite.
 MIN_DAILY_VOL = 1e-4
-
-
-def history_days(features: tuple[str, ...]) -> int:
-    """Days before a window's first day whose returns its long-memory features read (0 without them)."""
-    return max([HAR_DAYS[f] for f in features if f in HAR_DAYS] + [MARKET_VOL_DAYS if "market_vol" in features else 0])
 
 
 def has_values(frame: pd.DataFrame, column: str) -> bool:

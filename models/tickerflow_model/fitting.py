@@ -13,10 +13,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .config import TrainConfig
 from .forecaster import Forecaster, ModelSpec
 from .gru import intra_op_threads, predict_batched
 from .quantiles import median_index
-from .trainer import EpochStats, TrainConfig, shrinkage_from_predictions, train_model
+from .trainer import EpochStats, shrinkage_from_predictions, train_model
 from .window_dataset import WindowDataset, read_split
 
 

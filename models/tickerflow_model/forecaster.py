@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 
 from .calibration import apply_cqr, fit_cqr_margins
+from .config import GRUConfig, WindowSpec
 from .features import compute_features, market_features, market_on
-from .gru import GRUConfig, GRUForecaster, predict_batched
+from .gru import GRUForecaster, predict_batched
 from .quantiles import median_index, quantile_columns
-from .windows import Scaler, WindowSpec, all_input_windows
+from .windows import Scaler, all_input_windows
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.pt"

@@ -5,45 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from .baselines import DISTRIBUTION_BASELINES
-from .config import Config
+from .config import RegisterConfig
 from .evaluation import CHAMPION, Evaluation
-from .metrics import PrimaryScore
-from .names import MODEL_NAME
 
 GRU = "gru"  # the `forecaster` tag of the GRU's versions; a baseline's versions carry the baseline's name
-
-
-class RegisterConfig(Config):
-    """The gate: the best forecaster by `primary_score` on the test windows becomes (or stays) champion.
-
-    A candidate (the GRU, each distribution baseline, the current champion) passes when its 80% and
-    90% interval coverage are within `coverage_tolerance` of nominal and its point skill vs naive is
-    at least `min_skill`. The best passing candidate wins; when none passes, the best by the primary
-    score still wins and the reason says which condition it missed. A challenger replaces the current
-    champion only when its score is lower by more than `min_improvement` (relative).
-    """
-
-    model_name: str = Field(MODEL_NAME, min_length=1, description="the registered model's name")
-    primary_score: PrimaryScore = Field("pinball", description="the score the gate ranks by (lower is better)")
-    coverage_tolerance: float = Field(
-        0.05, ge=0.0, le=0.5, description="0.05: an 80% interval must cover between 75% and 85% of outcomes"
-    )
-    min_skill: float = Field(
-        0.0, ge=-1.0, lt=1.0, description="minimum point skill vs naive (0: never worse than tomorrow = today)"
-    )
-    min_improvement: float = Field(
-        0.0, ge=0.0, lt=1.0, description="relative primary-score gain over the current champion needed to replace it"
-    )
-
-    @field_validator("model_name")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
 
 
 @dataclass(frozen=True)

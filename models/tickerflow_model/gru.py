@@ -22,46 +22,16 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
-from .config import Config
-from .quantiles import QUANTILE_LEVELS, median_index, validate_levels
+from .config import GRUConfig
+from .quantiles import median_index
 
 EWMA_LAMBDA = 0.94
 # Floor of the EWMA volatility in the scaler's units (training-period std = 1): a window of zero
 # returns (a halted stock) still gets a finite scale.
 MIN_VOL = 1e-3
-
-
-class GRUConfig(Config):
-    """The network's shape. `input_size` and `horizon` follow the window dataset it is trained on."""
-
-    input_size: int = Field(1, ge=1, description="Features per day (set from the window dataset when training).")
-    hidden_size: int = Field(64, ge=1, description="Units of each GRU layer.")
-    num_layers: int = Field(2, ge=1, description="Stacked GRU layers.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout between GRU layers (none with one layer).")
-    horizon: int = Field(1, ge=1, description="Steps ahead (set from the window dataset when training).")
-    quantiles: tuple[float, ...] = Field(
-        QUANTILE_LEVELS, description="Predicted quantile levels: increasing, symmetric around 0.5, including it."
-    )
-
-    @field_validator("quantiles", mode="before")
-    @classmethod
-    def _valid_levels(cls, levels) -> tuple[float, ...]:
-        return validate_levels(levels)
-
-    @property
-    def n_quantiles(self) -> int:
-        return len(self.quantiles)
-
-    def to_dict(self) -> dict:
-        return {**self.model_dump(), "quantiles": list(self.quantiles)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GRUConfig":
-        return cls(**{**d, "quantiles": tuple(d.get("quantiles", QUANTILE_LEVELS))})
 
 
 def ewma_volatility(returns: torch.Tensor, lam: float = EWMA_LAMBDA) -> torch.Tensor:

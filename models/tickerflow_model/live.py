@@ -13,8 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import INTERVALS, interval_index
-from .quantiles import QUANTILE_LEVELS, levels_from_text, levels_text, pinball, quantile_columns
+from .quantiles import (
+    INTERVALS,
+    QUANTILE_LEVELS,
+    interval_index,
+    levels_from_text,
+    levels_text,
+    pinball,
+    quantile_columns,
+)
 
 # live interval coverage, by name -> its nominal coverage (the central intervals that evaluation scores)
 NOMINAL_COVERAGE = {f"live_coverage_{round(c * 100):d}": c for c in INTERVALS}

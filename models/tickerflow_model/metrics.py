@@ -7,11 +7,9 @@ of `se`, and skill is 1 - RMSE / RMSE of naive in the same group (`scoring`).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-from .quantiles import pinball
+from .quantiles import INTERVALS, interval_index, pinball
 
 METRIC_NAMES = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy")
 SEASON = 5  # business days in a week: "same day last week"
@@ -64,7 +62,6 @@ DISTRIBUTION_NAMES = (
     "winkler_80",
     "winkler_90",
 )
-INTERVALS = (0.80, 0.90)  # nominal coverage of the central intervals scored (q10-q90 and q05-q95)
 
 # ---- which names are reported where: one list each, used by evaluation, registration and the CLI ------
 # every metric a forecaster can have, in report order (skill: 1 - RMSE / RMSE of naive in the same group)
@@ -73,36 +70,6 @@ METRIC_KEYS = METRIC_NAMES + ("skill",) + DISTRIBUTION_NAMES
 HEADLINE_METRICS = ("rmse", "skill", "pinball", "coverage_80", "coverage_90")
 # per horizon step, the model's figures that get a metric key of their own (the full table is an artifact)
 HORIZON_METRICS = HEADLINE_METRICS + ("width_80", "width_90")
-# scores the promotion gate may rank by (lower is better)
-PrimaryScore = Literal["pinball", "winkler_80", "winkler_90"]
-
-
-def interval_index(levels, coverage: float) -> tuple[int, int]:
-    """Indices of the levels that bound the central interval of nominal `coverage` (0.8 -> q10, q90)."""
-    levels = [float(q) for q in levels]
-    lo, hi = (1.0 - coverage) / 2.0, (1.0 + coverage) / 2.0
-    try:
-        return (
-            next(i for i, q in enumerate(levels) if abs(q - lo) < 1e-9),
-            next(i for i, q in enumerate(levels) if abs(q - hi) < 1e-9),
-        )
-    except StopIteration:
-        raise ValueError(f"the {coverage:.0%} interval needs the levels {lo:g} and {hi:g}, got {levels}") from None
-
-
-def require_scored_intervals(levels) -> tuple[float, ...]:
-    """`levels`, when they bound every central interval in INTERVALS (scoring, live coverage and the gate
-    read them); otherwise a ValueError naming the missing levels and the levels given."""
-    levels = tuple(float(q) for q in levels)
-    lacking = [c for c in INTERVALS if not all(any(abs(q - (1 + s * c) / 2) < 1e-9 for q in levels) for s in (-1, 1))]
-    if lacking:
-        bounds = sorted(round((1 + s * c) / 2, 12) for c in lacking for s in (-1, 1))
-        names = " and ".join(f"{c:.0%}" for c in lacking)
-        raise ValueError(
-            f"must include {', '.join(f'{q:g}' for q in bounds)} (the {names} central interval(s) that scoring and the "
-            f"gate read), got {list(levels)}"
-        )
-    return levels
 
 
 def winkler(lower: np.ndarray, upper: np.ndarray, actual: np.ndarray, coverage: float) -> np.ndarray:

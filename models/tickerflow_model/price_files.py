@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .canonical_prices import SUFFIXES, IngestError, harmonise, out_of_order_rows, to_canonical
+from .config import MAX_BYTES, MAX_ROWS
 from .errors import TickerflowError
 from .redaction import chained, exception_chain, redact_text, redact_uri, reveal
 
@@ -37,10 +38,6 @@ __all__ = [
     "read_prices",
     "resolve_sources",
 ]
-
-# Generous limits: a 5,000-ticker wide file of 20 years of days is ~25M canonical rows and ~0.5 GB of CSV.
-MAX_ROWS = 100_000_000
-MAX_BYTES = 8 * 2**30
 
 
 class SourceUnavailable(TickerflowError, OSError):

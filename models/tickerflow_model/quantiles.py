@@ -9,8 +9,6 @@ never parsed back from column names.
 
 from __future__ import annotations
 
-import numpy as np
-
 QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
 
@@ -73,14 +71,47 @@ def levels_from_text(text: str) -> tuple[float, ...]:
     return tuple(float(q) for q in str(text).split(",") if q.strip())
 
 
+INTERVALS = (0.80, 0.90)  # nominal coverage of the central intervals scored (q10-q90 and q05-q95)
+
+
+def interval_index(levels, coverage: float) -> tuple[int, int]:
+    """Indices of the levels that bound the central interval of nominal `coverage` (0.8 -> q10, q90)."""
+    levels = [float(q) for q in levels]
+    lo, hi = (1.0 - coverage) / 2.0, (1.0 + coverage) / 2.0
+    try:
+        return (
+            next(i for i, q in enumerate(levels) if abs(q - lo) < 1e-9),
+            next(i for i, q in enumerate(levels) if abs(q - hi) < 1e-9),
+        )
+    except StopIteration:
+        raise ValueError(f"the {coverage:.0%} interval needs the levels {lo:g} and {hi:g}, got {levels}") from None
+
+
+def require_scored_intervals(levels) -> tuple[float, ...]:
+    """`levels`, when they bound every central interval in INTERVALS (scoring, live coverage and the gate
+    read them); otherwise a ValueError naming the missing levels and the levels given."""
+    levels = tuple(float(q) for q in levels)
+    lacking = [c for c in INTERVALS if not all(any(abs(q - (1 + s * c) / 2) < 1e-9 for q in levels) for s in (-1, 1))]
+    if lacking:
+        bounds = sorted(round((1 + s * c) / 2, 12) for c in lacking for s in (-1, 1))
+        names = " and ".join(f"{c:.0%}" for c in lacking)
+        raise ValueError(
+            f"must include {', '.join(f'{q:g}' for q in bounds)} (the {names} central interval(s) that scoring and the "
+            f"gate read), got {list(levels)}"
+        )
+    return levels
+
+
 # ---- the pinball loss: one numpy form (scores) and its torch twin (the training loss) -------------
 # For level tau and quantile q the loss of one prediction is max(tau * (y - q), (tau - 1) * (y - q)):
 # tau * (y - q) when the outcome lies above the quantile, (1 - tau) * (q - y) when below; it is
 # minimised in expectation by the true tau-quantile (Koenker & Bassett, 1978).
 
 
-def pinball(quantiles, actual, levels) -> np.ndarray:
+def pinball(quantiles, actual, levels):
     """Pinball loss of each forecast, averaged over the levels: (..., Q), (...) -> (...); numpy, float64."""
+    import numpy as np  # here, not at the top: the config module reads the levels with the standard library only
+
     tau = np.asarray(levels, dtype=np.float64)  # (Q,)
     diff = np.asarray(actual, dtype=np.float64)[..., None] - np.asarray(quantiles, dtype=np.float64)  # (..., Q)
     return np.mean(np.maximum(tau * diff, (tau - 1.0) * diff), axis=-1)

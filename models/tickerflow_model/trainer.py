@@ -21,16 +21,15 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import nn
 
-from .config import Config
+from .config import TrainConfig
 from .errors import TickerflowError
-from .gru import GRUConfig, GRUForecaster, inference_batch_size, intra_op_threads, predict_batched, run_batches
+from .gru import GRUForecaster, inference_batch_size, intra_op_threads, predict_batched, run_batches
 from .quantiles import median_index, pinball_loss
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -40,48 +39,6 @@ RESIDENT_SHARE_OF_FREE_MEMORY = 0.5
 
 class TrainingError(TickerflowError, RuntimeError):
     """Training cannot go on (non-finite loss, out of memory); the checkpoint is kept."""
-
-
-class TrainConfig(Config):
-    """Everything that shapes a training run; part of the checkpoint key, so a change trains afresh.
-
-    `precision="auto"` trains under bf16 autocast on CUDA and on CPUs with native bf16 matrix
-    instructions (AVX512-BF16 / AMX), fp32 elsewhere. `cpu_threads` sets torch's intra-op threads while
-    training on CPU and while the fit and the evaluation run the network over a whole split (0 keeps
-    torch's own setting, one per core). On a machine whose cores are busy with
-    other work, 1 is much faster: the GRU's per-step ops are small, and threads that must meet at a
-    barrier after each of them wait for each other's time slices.
-    """
-
-    epochs: int = Field(20, ge=1, le=100_000, description="Most epochs to train.")
-    batch_size: int = Field(1024, ge=1, le=2**24, description="Windows per optimizer step.")
-    lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam's learning rate.")
-    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="Adam's L2 penalty.")
-    grad_clip: float = Field(1.0, ge=0, allow_inf_nan=False, description="Gradient norm clip; 0 turns it off.")
-    patience: int = Field(5, ge=1, le=100_000, description="Epochs without a better validation loss before stopping.")
-    lr_patience: int = Field(
-        2, ge=0, le=100_000, description="Epochs without improvement before the learning rate drops."
-    )
-    lr_factor: float = Field(0.5, gt=0, lt=1, description="Factor the learning rate drops by.")
-    seed: int = Field(0, ge=0, description="Seed of every random number generator training uses.")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 where the hardware has it.")
-    cpu_threads: int = Field(0, ge=0, le=4096, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
-    loss_weight: Literal["volatility", "return"] = Field(
-        "return",
-        description="Pinball loss in returns (as evaluated: turbulent windows weigh more) or volatility units.",
-    )
-    calibration: Literal["widen", "cqr"] = Field(
-        "widen", description="Conformal margins fit on validation: widen intervals only, or also narrow them (cqr)."
-    )
-    gru: GRUConfig = Field(default_factory=GRUConfig, description="The network; its sizes follow the windows.")
-
-    def net_config(self, input_size: int, horizon: int) -> GRUConfig:
-        """The network for windows of `input_size` features and `horizon` steps."""
-        return self.gru.updated(input_size=input_size, horizon=horizon)
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
 
 
 @dataclass

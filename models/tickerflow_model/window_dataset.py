@@ -21,69 +21,25 @@ tasks (one per part), so both write the same bytes.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
 
 from .atomic_io import commit_directory, scratch_directory, stable_hash
-from .features import compute_features, market_features, market_on
+from .config import WindowConfig, WindowSpec
+from .features import auto_features, compute_features, market_features, market_on
 from .splits import SplitDates, WindowError, assign_splits, split_dates, training_rows
-from .windows import Scaler, ScalerAccumulator, WindowSpec, make_windows
+from .windows import Scaler, ScalerAccumulator, make_windows
 
 SCHEMA_VERSION = 3
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
-
-
-class WindowConfig(WindowSpec):
-    """The window shape (`WindowSpec`) plus how the dataset is cut, filtered and written."""
-
-    # The one place the modelled price is chosen: "adj_close" when the source has it under "auto",
-    # because unadjusted closes jump at stock splits.
-    price: Literal["auto", "close", "adj_close"] = Field("auto", description="Price column the model reads.")
-    train_fraction: float = Field(0.70, gt=0, lt=1, description="Share of the trading days in the training period.")
-    val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of the trading days in the validation period.")
-    purge_gap: int = Field(5, ge=0, description="Business days between splits in which no window's target may fall.")
-    min_history: int = Field(252, ge=0, description="Rows a ticker needs (about a year of trading days).")
-    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(
-        "zstd", description="Parquet compression."
-    )
-    # Small on purpose: the Parquet writer's buffers for a list column grow to ~4x the row group it is
-    # writing, and 1,024 windows keep that under the size of one ticker's windows, at about 2% more
-    # bytes and no measurable time.
-    row_group_size: int = Field(1_024, ge=1, description="Windows per Parquet row group (each ticker starts one).")
-    # One part is one mapped Prefect task; parts, not single tickers, because each file costs
-    # milliseconds to open and close, which for 200 small tickers cost more than the windows did.
-    part_rows: int = Field(100_000, ge=1, description="Input rows per Parquet part (whole tickers, in order).")
-
-    @model_validator(mode="after")
-    def _a_test_period_remains(self) -> "WindowConfig":
-        if self.train_fraction + self.val_fraction >= 1:
-            raise ValueError(
-                f"train_fraction and val_fraction must sum below 1 to leave a test period, got "
-                f"{self.train_fraction} and {self.val_fraction}"
-            )
-        return self
-
-    @property
-    def min_rows(self) -> int:
-        """Rows a ticker needs: the configured minimum, and never fewer than one window per split."""
-        per_split = self.horizon + self.purge_gap + 1
-        structural = max(
-            math.ceil((self.lookback + self.horizon + 1) / self.train_fraction),
-            math.ceil(per_split / self.val_fraction),
-            math.ceil(per_split / (1 - self.train_fraction - self.val_fraction)),
-        )
-        return max(self.min_history, structural)
 
 
 @dataclass(frozen=True)
@@ -316,7 +272,8 @@ def plan_window_dataset(frame: pd.DataFrame, config: WindowConfig, source_hash: 
     hash, decides them); the plan and the manifest carry the features resolved against the data.
     """
     ds_id = dataset_id(source_hash, config)
-    config = config.for_data(frame)
+    if config.features == "auto":
+        config = config.updated(features=auto_features(frame))
     price_col = choose_price_column(frame, config.price)
     market = market_features(frame, price_col) if config.uses_market else None
     slices = ticker_slices(frame, price_col, config, market)

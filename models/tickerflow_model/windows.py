@@ -9,88 +9,9 @@ has to learn deviations from it; predicting scaled levels is what makes tutorial
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Self
 
 import numpy as np
-import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from pydantic import Field, field_validator
-
-from .config import Config
-from .features import FEATURE_COLUMNS, FEATURES, MARKET_FEATURES, Feature, auto_features, history_days
-
-
-class WindowSpec(Config):
-    """What one window looks like; travels with every registered model."""
-
-    lookback: int = Field(
-        30, ge=2, description="Days of features each window reads (the long-memory features reach further back)."
-    )
-    horizon: int = Field(1, ge=1, description="Business days ahead the model forecasts (1..horizon).")
-    features: tuple[Feature, ...] | Literal["auto"] = Field(
-        "auto",
-        description=f"Features per day, the first log_return, any of {FEATURES}; 'auto': the data's (auto_features).",
-    )
-
-    @field_validator("features", mode="before")
-    @classmethod
-    def _log_return_first(cls, features):
-        if features == "auto":
-            return features
-        features = tuple(features) if isinstance(features, (list, tuple)) else features
-        # the target scale and the volatility standardization read feature 0 as the day's log return
-        if not isinstance(features, tuple) or not features:
-            raise ValueError(f"features: 'auto' or a list of at least one feature, got {features!r}")
-        unknown = [f for f in features if f not in FEATURES]
-        if unknown:
-            raise ValueError(
-                f"unknown feature(s) {', '.join(map(repr, unknown))}; the features are 'auto' or any of {', '.join(FEATURES)}"
-            )
-        if features[0] != "log_return":
-            raise ValueError(f"the first feature must be 'log_return', got {features!r}")
-        if len(set(features)) != len(features):
-            raise ValueError(f"features must not repeat, got {features!r}")
-        return features
-
-    @property
-    def resolved_features(self) -> tuple[str, ...]:
-        if self.features == "auto":
-            raise ValueError("the window's features are 'auto': resolve them against the data first (for_data)")
-        return tuple(self.features)
-
-    def for_data(self, frame: pd.DataFrame) -> Self:
-        """This spec with `auto` features replaced by the ones the data supports (`auto_features`)."""
-        return self if self.features != "auto" else self.updated(features=auto_features(frame))
-
-    @property
-    def n_features(self) -> int:
-        return len(self.resolved_features)
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """Columns of the canonical frame, besides the price, that the features read."""
-        return tuple(dict.fromkeys(c for f in self.resolved_features for c in FEATURE_COLUMNS[f]))
-
-    @property
-    def uses_market(self) -> bool:
-        return any(f in MARKET_FEATURES for f in self.resolved_features)
-
-    @property
-    def min_forecast_rows(self) -> int:
-        """Rows of one ticker a forecast reads: the lookback, the long-memory history before it, one more close."""
-        return self.lookback + history_days(self.resolved_features) + 1
-
-    @property
-    def spec(self) -> "WindowSpec":
-        """Just the window's shape (a subclass may carry more)."""
-        return WindowSpec(lookback=self.lookback, horizon=self.horizon, features=self.features)
-
-    def to_dict(self) -> dict:
-        return {**self.model_dump(), "features": self.features if self.features == "auto" else list(self.features)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "WindowSpec":
-        return cls(lookback=int(d["lookback"]), horizon=int(d["horizon"]), features=d["features"])
 
 
 @dataclass(frozen=True)

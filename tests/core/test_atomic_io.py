@@ -7,7 +7,8 @@ from price_frames import make_prices
 
 import tickerflow_model.window_dataset as window_mod
 from tickerflow_model.atomic_io import atomic_directory, stable_hash
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+from tickerflow_model.config import WindowConfig
+from tickerflow_model.window_dataset import build_window_dataset
 
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part
 ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")

@@ -12,13 +12,13 @@ import torch
 from price_frames import make_prices
 from tiny_models import BACKTEST, EVAL_WINDOWS, TINY_TRAIN, untrained_forecaster
 
-from tickerflow_model.backtest import BacktestConfig, walk_forward
+from tickerflow_model.backtest import walk_forward
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES, ewma, rolling_quantile, static_quantile
+from tickerflow_model.config import BacktestConfig, TrainConfig, WindowConfig
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split
 from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.metrics import distribution_metrics
-from tickerflow_model.trainer import TrainConfig
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+from tickerflow_model.window_dataset import build_window_dataset
 
 CONFIG = EVAL_WINDOWS
 

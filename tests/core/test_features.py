@@ -7,17 +7,9 @@ import pandas as pd
 import pytest
 from tiny_models import untrained_forecaster
 
-from tickerflow_model.features import (
-    BASE_FEATURES,
-    FEATURES,
-    MIN_DAILY_VOL,
-    auto_features,
-    compute_features,
-    history_days,
-    market_features,
-    market_on,
-)
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset, read_split
+from tickerflow_model.config import BASE_FEATURES, FEATURES, WindowConfig, history_days
+from tickerflow_model.features import MIN_DAILY_VOL, auto_features, compute_features, market_features, market_on
+from tickerflow_model.window_dataset import build_window_dataset, read_split
 
 
 def ohlc_prices(n_days: int = 400, tickers=("AAA", "BBB", "CCC"), seed: int = 0) -> pd.DataFrame:

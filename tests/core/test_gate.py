@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from gate_scores import evaluation, scores
 
-from tickerflow_model.gate import RegisterConfig, promotion_decision
+from tickerflow_model.config import RegisterConfig
+from tickerflow_model.gate import promotion_decision
 
 
 def test_gate_picks_the_best_primary_score_among_the_forecasters_that_pass():

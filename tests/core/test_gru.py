@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tickerflow_model.gru import GRUConfig, GRUForecaster
+from tickerflow_model.config import GRUConfig
+from tickerflow_model.gru import GRUForecaster
 
 
 @pytest.mark.parametrize(

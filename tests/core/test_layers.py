@@ -18,7 +18,6 @@ ABOVE_THE_CORE = (
     "mlflow",
     "tickerflow.tasks",
     "tickerflow.flows",
-    "tickerflow.config_values",
     "tickerflow.reporting",
     "tickerflow.registry",
     "tickerflow.cli",
@@ -58,6 +57,19 @@ def test_importing_the_whole_core_loads_neither_prefect_nor_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_config_module_loads_the_standard_library_and_pydantic_only():
+    """The command line reads defaults and refuses a bad --config with it, before anything heavy loads."""
+    code = (
+        "import sys\nbefore = set(sys.modules)\nimport tickerflow_model.config\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        # (the interpreter's own build settings module is no third-party package)
+        "print(sorted(m for m in new - set(sys.stdlib_module_names) if not m.startswith('_sysconfigdata')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    pydantic_and_its_own = {"pydantic", "pydantic_core", "typing_extensions", "annotated_types", "typing_inspection"}
+    assert set(eval(out)) - pydantic_and_its_own == {"tickerflow_model"}
 
 
 def test_no_stage_imports_the_flows_the_reporting_the_cli_or_the_runtime():

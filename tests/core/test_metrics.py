@@ -81,14 +81,8 @@ def test_drift_extrapolates_the_average_past_change():
 
 
 # ---- distribution scores ----------------------------------------------------------------------------
-from tickerflow_model.metrics import (  # noqa: E402
-    distribution_metrics,
-    distribution_terms,
-    interval_index,
-    require_scored_intervals,
-    winkler,
-)
-from tickerflow_model.quantiles import pinball  # noqa: E402
+from tickerflow_model.metrics import distribution_metrics, distribution_terms, winkler  # noqa: E402
+from tickerflow_model.quantiles import interval_index, pinball, require_scored_intervals  # noqa: E402
 
 LEVELS = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tickerflow_model.config import TrainConfig, WindowSpec
 from tickerflow_model.features import compute_features
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.quantiles import QUANTILE_LEVELS, central_pairs
-from tickerflow_model.trainer import TrainConfig, fit_shrinkage, train_model
-from tickerflow_model.windows import WindowSpec, fit_scaler, make_windows
+from tickerflow_model.trainer import fit_shrinkage, train_model
+from tickerflow_model.windows import fit_scaler, make_windows
 
 LOOKBACK = 20
 

@@ -10,8 +10,9 @@ import torch
 
 import tickerflow_model.gru as gru_module
 from tickerflow_model.calibration import apply_cqr, fit_cqr_margins
+from tickerflow_model.config import GRUConfig, WindowSpec
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.gru import GRUConfig, GRUForecaster, ewma_volatility
+from tickerflow_model.gru import GRUForecaster, ewma_volatility
 from tickerflow_model.quantiles import (
     QUANTILE_LEVELS,
     central_pairs,
@@ -22,7 +23,7 @@ from tickerflow_model.quantiles import (
     validate_levels,
 )
 from tickerflow_model.trainer import fit_shrinkage
-from tickerflow_model.windows import Scaler, WindowSpec
+from tickerflow_model.windows import Scaler
 
 # --- the pinball loss, by hand -----------------------------------------------------------------
 

@@ -17,16 +17,17 @@ from tiny_models import TINY, untrained_forecaster
 
 import tickerflow_model.fitting as fitting
 import tickerflow_model.forecaster as forecaster_module
+from tickerflow_model.config import GRUConfig, WindowConfig
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split, ticker_runs
 from tickerflow_model.fitting import fit_forecaster
 from tickerflow_model.forecaster import Forecaster, ModelSpec
-from tickerflow_model.gru import GRUConfig, GRUForecaster, predict_batched
+from tickerflow_model.gru import GRUForecaster, predict_batched
 from tickerflow_model.metrics import distribution_terms, point_terms
 from tickerflow_model.quantiles import QUANTILE_LEVELS
 from tickerflow_model.scoring import _finish, metric_frames
 from tickerflow_model.splits import WindowError
 from tickerflow_model.trainer import fit_shrinkage, weighted_pinball
-from tickerflow_model.window_dataset import WindowConfig, _schema, build_window_dataset, read_split
+from tickerflow_model.window_dataset import _schema, build_window_dataset, read_split
 
 # several parts (part_rows) of several row groups each (row_group_size): the reader meets many chunks
 CONFIG = WindowConfig(

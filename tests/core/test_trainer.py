@@ -12,15 +12,9 @@ from tiny_models import TINY, Interrupt, interrupt_after, split, tiny_data
 
 import tickerflow_model.gru as gru_module
 import tickerflow_model.trainer as trainer
+from tickerflow_model.config import TrainConfig
 from tickerflow_model.gru import predict_batched
-from tickerflow_model.trainer import (
-    CHECKPOINT_FILE,
-    TrainConfig,
-    TrainingError,
-    load_checkpoint,
-    resolve_precision,
-    train_model,
-)
+from tickerflow_model.trainer import CHECKPOINT_FILE, TrainingError, load_checkpoint, resolve_precision, train_model
 
 
 def weights(result):

@@ -9,14 +9,9 @@ import pandas as pd
 import pytest
 from price_frames import staggered_prices
 
+from tickerflow_model.config import WindowConfig
 from tickerflow_model.features import compute_features, market_features, market_on
-from tickerflow_model.window_dataset import (
-    SPLITS,
-    WindowConfig,
-    WindowError,
-    build_window_dataset,
-    read_split,
-)
+from tickerflow_model.window_dataset import SPLITS, WindowError, build_window_dataset, read_split
 from tickerflow_model.windows import fit_scaler, make_windows
 
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)

@@ -159,9 +159,7 @@ def test_a_bad_option_value_is_refused_by_name_in_one_line(argv, named, capsys):
 
 def test_help_shows_the_config_models_defaults(capsys):
     from tickerflow.cli import main
-    from tickerflow.cli.servers import ServerOptions
-    from tickerflow.config_values import field_default
-    from tickerflow.tasks.train import TrainConfig
+    from tickerflow_model.config import ServerOptions, TrainConfig, field_default
 
     def help_text(command: str) -> str:
         assert main([command, "--help"]) == 0
@@ -171,24 +169,24 @@ def test_help_shows_the_config_models_defaults(capsys):
     assert f"[default: {field_default(ServerOptions, 'mlflow_port')}]" in help_text("ui")
 
 
-def test_the_defaults_help_shows_without_importing_the_configs_are_theirs():
-    """`--help` imports no config model, so the CLI writes some defaults down: each is the model's own."""
+def test_the_defaults_help_shows_are_the_config_modules_and_the_flows(capsys):
+    """`--help` reads its defaults from the one config module (light to import), which the flows take theirs from."""
     import inspect
 
-    from tickerflow.cli import registry, root
-    from tickerflow.cli.config_file import CONFIG_OPTIONS, SHOWN_DEFAULTS, _lookup
-    from tickerflow.config_values import field_default
+    from tickerflow.cli import main
+    from tickerflow.flows.batch_forecast import batch_forecast
     from tickerflow.flows.replay import replay
-    from tickerflow.flows.train_pipeline import PipelineConfig
-    from tickerflow.tasks.forecast import ForecastConfig
-    from tickerflow.tasks.register import RegisterConfig
+    from tickerflow_model.config import DEFAULT_MODEL_URI, RegisterConfig, field_default
 
-    defaults = PipelineConfig().model_dump(by_alias=True)
-    for option in ("epochs", "seed"):
-        assert SHOWN_DEFAULTS[option] == str(_lookup(defaults, CONFIG_OPTIONS[option]))
-    assert root.FORECAST_MODEL_URI == field_default(ForecastConfig, "model_uri")
-    assert root.REPLAY_RETRAIN_EVERY == inspect.signature(replay.fn).parameters["retrain_every"].default
-    assert registry.DEFAULT_MODEL == field_default(RegisterConfig, "model_name")
+    def help_text(command: str) -> str:
+        assert main([command, "--help"]) == 0
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+
+    assert DEFAULT_MODEL_URI in help_text("forecast")
+    assert inspect.signature(batch_forecast.fn).parameters["model_uri"].default == DEFAULT_MODEL_URI
+    retrain_every = inspect.signature(replay.fn).parameters["retrain_every"].default
+    assert f"[default: {retrain_every}]" in help_text("replay")
+    assert f"[default: {field_default(RegisterConfig, 'model_name')}]" in help_text("models")
 
 
 @pytest.mark.parametrize(

@@ -113,8 +113,8 @@ def test_mlflow_params_and_tags_never_hold_credentials(prefect_harness, mlflow_s
     import mlflow
     from prefect import flow
 
-    from tickerflow.flows.train_pipeline import PipelineConfig, start_mlflow_run
-    from tickerflow.tasks.ingest import IngestConfig
+    from tickerflow.flows.train_pipeline import start_mlflow_run
+    from tickerflow_model.config import IngestConfig, PipelineConfig
 
     uri = f"https://ana:{SECRET}@data.example.com/prices.csv?X-Amz-Signature={TOKEN}"
 
@@ -139,7 +139,8 @@ def test_run_url_redacts_a_tracking_uri_with_credentials(monkeypatch):
 
 
 def test_local_dask_cluster_dashboard_binds_loopback():
-    from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
+    from tickerflow.runtime.task_runners import build_task_runner
+    from tickerflow_model.config import RunnerConfig
 
     runner = build_task_runner(RunnerConfig(kind="dask", n_workers=1))
     assert runner.cluster_kwargs["dashboard_address"].startswith("127.0.0.1:")

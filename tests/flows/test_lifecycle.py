@@ -21,7 +21,8 @@ from tickerflow.tasks.tracking import (
     reap_stale_runs,
     use_tracking,
 )
-from tickerflow.tasks.train import OWNER_FILE, TrainConfig, checkpoint_dir_for, release_checkpoint_dir
+from tickerflow.tasks.train import OWNER_FILE, checkpoint_dir_for, release_checkpoint_dir
+from tickerflow_model.config import TrainConfig
 
 
 def live_process() -> subprocess.Popen:

@@ -17,7 +17,8 @@ def two_versions(mlflow_store, tf_home):
     """v1 then v2 promoted by hand (so v1 is the one a rollback goes back to); v1's files deleted."""
     from tickerflow.tasks.register import log_pyfunc
     from tickerflow.tasks.tracking import experiment_id, use_tracking
-    from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+    from tickerflow_model.config import WindowConfig
+    from tickerflow_model.window_dataset import build_window_dataset
 
     prices = make_prices(n_days=200, tickers=("AAA", "BBB"), seed=5)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, horizon=3, min_history=50), "s", tf_home / "w")

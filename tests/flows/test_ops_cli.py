@@ -22,7 +22,8 @@ from tickerflow.runtime.deployments import (
     to_runner_deployment,
 )
 from tickerflow.runtime.servers import Server, ServerError, run_until_signalled
-from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
+from tickerflow.runtime.task_runners import build_task_runner
+from tickerflow_model.config import RunnerConfig
 
 # --- deployments/prefect.yaml -----------------------------------------------------------------------
 
@@ -45,7 +46,7 @@ def test_prefect_yaml_defines_the_two_scheduled_deployments_on_a_process_pool():
 def test_entrypoints_import_and_their_parameters_validate_against_the_flows():
     from prefect import Flow
 
-    from tickerflow.flows.train_pipeline import PipelineConfig
+    from tickerflow_model.config import PipelineConfig
 
     specs = {s.name: s for s in load_deployment_specs()}
     for spec in specs.values():
@@ -140,7 +141,7 @@ def test_data_label_names_the_source_without_path_or_unsafe_characters(source, l
 
 
 def test_labels_read_parameters_from_a_config_object_or_deployment_json():
-    from tickerflow.flows.train_pipeline import PipelineConfig
+    from tickerflow_model.config import PipelineConfig
 
     config = PipelineConfig.model_validate({"ingest": {"source": "/d/small.csv"}, "register": {"model_name": "m1"}})
     assert train_labels({"config": config}) == ("small", "m1")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel, Field
 
-from tickerflow.config_values import field_default
-from tickerflow.flows.train_pipeline import PipelineConfig
+from tickerflow_model.config import SECTIONS, PipelineConfig, field_default, settings_rows
 
 STAGES = ("ingest", "validate", "window", "train", "evaluate", "register", "backtest")
 
@@ -40,7 +39,11 @@ def test_flat_params_name_every_field_of_every_logged_stage():
     params = config.flat_params()
     assert params["train.epochs"] == str(config.train.epochs)
     assert params["ingest.source"] == config.ingest.source
-    assert {key.split(".", 1)[0] for key in params} == {"ingest", "window", "train", "evaluate", "register", "backtest"}
+    assert params["validate.max_abs_log_return"] == str(config.validate_.max_abs_log_return)
+    sections = {"ingest", "validate", "window", "train", "evaluate", "register", "backtest"}
+    assert {key.split(".", 1)[0] for key in params} == sections
+    # every field of every section, nested ones dotted: the same names as the settings table
+    assert set(params) == {key for key, *_ in settings_rows({s: SECTIONS[s] for s in sections})}
     assert not any(value.startswith("{") for value in params.values())  # nested configs are flattened, not repr'd
 
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from tickerflow.cli import main
-from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
+from tickerflow.flows.train_pipeline import train_pipeline
+from tickerflow_model.config import PipelineConfig
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from prefect.artifacts import Artifact
 
 from tickerflow.cli import main
 from tickerflow.flows.replay import replay
-from tickerflow.flows.train_pipeline import PipelineConfig
-from tickerflow.tasks.forecast_store import ForecastStoreConfig, read_store
-from tickerflow.tasks.monitor import MONITOR_EXPERIMENT, MonitorConfig
+from tickerflow.tasks.forecast_store import read_store
+from tickerflow.tasks.monitor import MONITOR_EXPERIMENT
+from tickerflow_model.config import ForecastStoreConfig, MonitorConfig, PipelineConfig
 
 pytestmark = pytest.mark.slow
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from integration.support import LOOPBACK, PrefectAPI, free_port
+from integration.support import PrefectAPI, free_port
 from tickerflow.runtime import environment
 from tickerflow.runtime.deployments import ROOT
 from tickerflow.runtime.servers import Server, mlflow_server, prefect_server
+from tickerflow_model.config import LOOPBACK
 
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
 STOP_SECONDS = 5.0  # after the tests, a server's graceful shutdown is not what is under test

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tickerflow.flows.train_pipeline import PipelineConfig, train_pipeline
-from tickerflow.runtime.task_runners import RunnerConfig, build_task_runner
+from tickerflow.flows.train_pipeline import train_pipeline
+from tickerflow.runtime.task_runners import build_task_runner
+from tickerflow_model.config import PipelineConfig, RunnerConfig
 
 pytestmark = pytest.mark.integration
 

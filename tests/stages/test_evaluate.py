@@ -15,8 +15,8 @@ from tickerflow.reporting.evaluation import write_reports
 from tickerflow.tasks.evaluate import load_version
 from tickerflow.tasks.tracking import experiment_id, use_tracking
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES
-from tickerflow_model.evaluation import EvaluateConfig, evaluate_forecaster, predict_test_split
-from tickerflow_model.features import history_days
+from tickerflow_model.config import EvaluateConfig, history_days
+from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split
 from tickerflow_model.window_dataset import build_window_dataset
 
 CONFIG = EVAL_WINDOWS

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tickerflow.tasks.forecast_store import ForecastStoreConfig, append_rows, read_store, store_rows
+from tickerflow.tasks.forecast_store import append_rows, read_store, store_rows
+from tickerflow_model.config import ForecastStoreConfig
 from tickerflow_model.quantiles import QUANTILE_LEVELS
 
 

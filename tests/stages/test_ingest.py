@@ -8,12 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from prefect.states import Failed
 
-from tickerflow.tasks.ingest import (
-    IngestConfig,
-    ingest,
-    retry_unless_bad_input,
-    write_snapshot,
-)
+from tickerflow.tasks.ingest import ingest, retry_unless_bad_input, write_snapshot
+from tickerflow_model.config import IngestConfig
 from tickerflow_model.price_files import IngestError, load_prices
 
 

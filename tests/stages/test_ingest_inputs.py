@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tickerflow.tasks.ingest import IngestConfig
+from tickerflow_model.config import IngestConfig
 from tickerflow_model.price_files import read_prices
 
 
@@ -24,7 +24,8 @@ def test_limits_are_validated_in_the_config(field, value):
 
 
 def test_inf_prices_fail_validation(tmp_path):
-    from tickerflow.tasks.validate import ValidateConfig, run_suite
+    from tickerflow.tasks.validate import run_suite
+    from tickerflow_model.config import ValidateConfig
 
     frame, _, _, _ = read_prices(_csv(tmp_path, "Date,Ticker,Close\n2020-01-02,AAA,1\n2020-01-03,AAA,inf\n"))
     report = run_suite(frame, ValidateConfig(), 1, tmp_path / "docs")

@@ -16,9 +16,9 @@ from tickerflow.registry import champion_history, champion_stack
 from tickerflow.reporting import log_registration
 from tickerflow.tasks.register import register
 from tickerflow.tasks.tracking import experiment_id
+from tickerflow_model.config import RegisterConfig, WindowConfig
 from tickerflow_model.evaluation import Evaluation, evaluate_forecaster
-from tickerflow_model.gate import RegisterConfig
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset
+from tickerflow_model.window_dataset import build_window_dataset
 
 
 def _model_with_versions(client, tmp_path, n: int) -> None:
@@ -151,7 +151,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
 def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflow_store, tmp_path, tf_home, capsys):
     from tickerflow.reporting import log_evaluation
     from tickerflow.tasks.evaluate import evaluate, load_champion
-    from tickerflow_model.evaluation import EvaluateConfig
+    from tickerflow_model.config import EvaluateConfig
 
     prices = make_prices(n_days=200, seed=1)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")

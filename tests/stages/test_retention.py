@@ -10,10 +10,10 @@ import mlflow
 import pytest
 
 from tickerflow.cli import main
-from tickerflow.tasks.forecast_store import ForecastStoreConfig
-from tickerflow.tasks.retention import RetentionConfig, run_gc
+from tickerflow.tasks.retention import run_gc
 from tickerflow.tasks.tracking import this_process
 from tickerflow.tasks.train import OWNER_FILE
+from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
 
 HOUR = 3600
 

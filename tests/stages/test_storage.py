@@ -14,8 +14,9 @@ import tickerflow_model.window_dataset as window_mod
 from tickerflow.tasks.ingest import write_snapshot
 from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.window import commit_windows, plan_windows, write_window_part
+from tickerflow_model.config import WindowConfig
 from tickerflow_model.price_files import load_prices
-from tickerflow_model.window_dataset import WindowConfig, build_window_dataset, load_window_dataset, read_split
+from tickerflow_model.window_dataset import build_window_dataset, load_window_dataset, read_split
 
 CONFIG = WindowConfig(lookback=10, horizon=2, min_history=100, part_rows=300)  # one ticker per part
 ODD_SYMBOLS = ("BRK.B", "^GSPC", "../../x", "A/B", "..", "C:\\evil", "EURUSD=X")

@@ -53,8 +53,7 @@ def test_run_links_are_http_links_into_the_mlflow_ui(mlflow_store, monkeypatch):
 
 
 def test_run_links_point_at_the_ports_tickerflow_ui_serves_on():
-    from tickerflow.cli.servers import ServerOptions
-    from tickerflow.ui_addresses import MLFLOW_UI_PORT, PREFECT_UI_PORT
+    from tickerflow_model.config import MLFLOW_UI_PORT, PREFECT_UI_PORT, ServerOptions
 
     assert (ServerOptions().prefect_port, ServerOptions().mlflow_port) == (PREFECT_UI_PORT, MLFLOW_UI_PORT)
 

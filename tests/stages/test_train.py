@@ -11,11 +11,12 @@ import pytest
 import torch
 from tiny_models import TINY, Interrupt, interrupt_after, split
 
+from tickerflow_model.config import WindowSpec
 from tickerflow_model.trainer import (
     TrainingError,
     train_model,
 )
-from tickerflow_model.windows import Scaler, WindowSpec
+from tickerflow_model.windows import Scaler
 
 
 def fake_dataset(monkeypatch, dataset_id="ds-test"):

@@ -8,13 +8,8 @@ import pandas as pd
 import pytest
 from price_frames import make_prices
 
-from tickerflow.tasks.validate import (
-    WARNING,
-    ValidateConfig,
-    ValidationFailed,
-    require_valid,
-    run_suite,
-)
+from tickerflow.tasks.validate import WARNING, ValidationFailed, require_valid, run_suite
+from tickerflow_model.config import ValidateConfig
 from tickerflow_model.price_files import load_prices
 
 MIN_ROWS = 252

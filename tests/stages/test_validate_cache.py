@@ -9,7 +9,8 @@ import pandas as pd
 from price_frames import make_prices
 
 from tickerflow.tasks import validate as validate_mod
-from tickerflow.tasks.validate import ValidateConfig, validate, validation_id
+from tickerflow.tasks.validate import validate, validation_id
+from tickerflow_model.config import ValidateConfig
 
 
 def test_the_cached_report_does_not_carry_the_frame():

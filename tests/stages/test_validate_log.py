@@ -9,7 +9,8 @@ from price_frames import make_prices
 
 from tickerflow.cli.console import ChatterFilter
 from tickerflow.console_detail import is_detail
-from tickerflow.tasks.validate import ValidateConfig, validate
+from tickerflow.tasks.validate import validate
+from tickerflow_model.config import ValidateConfig
 
 
 def _quirky_prices() -> pd.DataFrame:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from price_frames import staggered_prices
 
-from tickerflow_model.window_dataset import (
-    SPLITS,
-    WindowConfig,
-    build_window_dataset,
-)
+from tickerflow_model.config import WindowConfig
+from tickerflow_model.window_dataset import SPLITS, build_window_dataset
 
 CONFIG = WindowConfig(lookback=10, horizon=3, purge_gap=5, min_history=100, part_rows=600)
 

@@ -7,32 +7,33 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tickerflow_model.config import SAMPLE_DATA, PipelineConfig
 from tickerflow_model.errors import ConfigError
+from tickerflow_model.redaction import hold
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-    from tickerflow.flows.train_pipeline import PipelineConfig
-
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "data" / "sample" / "stocks_daily_2000_2013.csv.gz"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # CLI option -> the PipelineConfig field it sets (dotted, by the names a --config file uses). The one place
-# to change when a stage config changes shape; the option's help shows that field's default (SHOWN_DEFAULTS).
+# to change when a stage config changes shape; the option's help shows that field's default (`shown_default`).
 CONFIG_OPTIONS: dict[str, str] = {
     "data": "ingest.source",
     "ticker": "ingest.ticker",
     "epochs": "train.epochs",
     "seed": "train.seed",
 }
+# Defaults that read better in words than as the field's value.
+DEFAULTS_IN_WORDS = {"ingest.source": "the bundled sample", "ingest.ticker": "the file name"}
 
-# What `--help` shows as the default of each of those fields. `--help` imports no config model (the
-# training config imports torch), so the values are written here; tests/flows check them against the models.
-SHOWN_DEFAULTS: dict[str, str] = {
-    "data": "the bundled sample",
-    "ticker": "the file name",
-    "epochs": "20",
-    "seed": "0",
-}
+
+def shown_default(option: str) -> str:
+    """What `--help` says an option's field defaults to: the config module's default."""
+    dotted = CONFIG_OPTIONS[option]
+    return DEFAULTS_IN_WORDS.get(dotted) or str(_lookup(PipelineConfig().model_dump(by_alias=True), dotted))
+
+
 MAX_CONFIG_BYTES = 1_000_000
 QUOTED_CHARS = 120  # the most of a user's value an error message repeats
 ERRORS_SHOWN = 4  # a config with more problems than this is named by its first few
@@ -105,13 +106,10 @@ def _lookup(raw: dict, dotted: str) -> Any:
 def load_config(path: str | None = None, **options: Any) -> PipelineConfig:
     """The PipelineConfig of a `--config` file (optional) with the CLI options that were given (not None)
     set on top; `options` are keys of CONFIG_OPTIONS. Bounds are checked by the config models."""
-    from tickerflow.flows.train_pipeline import PipelineConfig  # the stages' configs: torch, Prefect, MLflow
-    from tickerflow_model.redaction import hold
-
     raw = read_config_file(path) if path else {}
     source = CONFIG_OPTIONS["data"]
     if options.get("data") is None and _lookup(raw, source) is None:
-        options["data"] = str(SAMPLE_DATA)  # the bundled sample, whichever folder the command runs from
+        options["data"] = str(PROJECT_ROOT / SAMPLE_DATA)  # the bundled sample, whichever folder the command runs from
     for option, value in options.items():
         if value is not None:
             _set_field(raw, CONFIG_OPTIONS[option], value)

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from tickerflow_model.names import MODEL_NAME
+from tickerflow_model.config import RegisterConfig, field_default
 
-DEFAULT_MODEL = MODEL_NAME  # RegisterConfig.model_name's default (tickerflow_model.gate imports numpy)
+DEFAULT_MODEL = field_default(RegisterConfig, "model_name")
 
 
 def _client():

@@ -17,20 +17,22 @@ import typer
 from typer.core import TyperCommand
 
 from tickerflow.cli import registry, servers
-from tickerflow.cli.config_file import CONFIG_OPTIONS, SHOWN_DEFAULTS, error_message, load_config, read_config_file
+from tickerflow.cli.config_file import CONFIG_OPTIONS, error_message, load_config, read_config_file, shown_default
 from tickerflow.cli.console import configure_console
-from tickerflow.config_values import field_default
 from tickerflow.runtime.prefect_api import prefect_api
-from tickerflow.runtime.task_runners import LOCAL_WORKERS, RunnerConfig, RunnerKind
+from tickerflow_model.config import (
+    DEFAULT_MODEL_URI,
+    LOCAL_WORKERS,
+    REPLAY_RETRAIN_EVERY,
+    RunnerConfig,
+    RunnerKind,
+    field_default,
+)
 from tickerflow_model.errors import ConfigError
-from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
 
 FLOW_COMMANDS = {"run", "forecast", "replay"}  # the commands that run a flow on Prefect's API
 LONG_RUNNING = {"serve"}  # keeps an expected failure's reason in its console log; the others print it last
 VERBOSE = "--verbose"  # Prefect's and MLflow's own lines on the console too (run, forecast, replay)
-# Defaults of flow parameters that --help shows; tests/flows check them against the flows and configs.
-FORECAST_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"  # ForecastConfig.model_uri
-REPLAY_RETRAIN_EVERY = 0  # replay's retrain_every
 
 
 # What each command runs, imported before its console is set up: Prefect, MLflow, torch and Great
@@ -89,7 +91,7 @@ def sets(option: str, text: str):
     # field's default goes into the help text rather than show_default, which click would put in parentheses.
     return typer.Option(
         f"--{option}",
-        help=f"{text} (sets {CONFIG_OPTIONS[option]}; default: {SHOWN_DEFAULTS[option]})",
+        help=f"{text} (sets {CONFIG_OPTIONS[option]}; default: {shown_default(option)})",
         show_default=False,
     )
 
@@ -189,7 +191,7 @@ def forecast(
     data: Annotated[str, typer.Option(help="recent prices: file, folder, glob or fsspec URI")],
     out: Annotated[str, typer.Option(help="output Parquet file (relative to this folder) or fsspec URI")],
     model_uri: Annotated[
-        str | None, typer.Option(help="registered model to forecast with", show_default=FORECAST_MODEL_URI)
+        str | None, typer.Option(help="registered model to forecast with", show_default=DEFAULT_MODEL_URI)
     ] = None,
     json_summary: Json = False,
 ) -> int:
@@ -200,7 +202,7 @@ def forecast(
     # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
     target = out if "://" in out else str(Path(out).expanduser().resolve())
     with prefect_api():
-        result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri or FORECAST_MODEL_URI)
+        result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri or DEFAULT_MODEL_URI)
     print(
         f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}"
     )
@@ -279,8 +281,8 @@ def gc(
     ] = None,
 ) -> int:
     """Remove what no model version, recent run or running flow needs from the home."""
-    from tickerflow.tasks.forecast_store import ForecastStoreConfig
-    from tickerflow.tasks.retention import RetentionConfig, run_gc
+    from tickerflow.tasks.retention import run_gc
+    from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
 
     raw = read_config_file(config) if config else {}
     try:

@@ -20,12 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import Field
 
-from tickerflow.config_values import field_default
 from tickerflow.runtime.deployments import DEPLOYMENTS_FILE, load_deployment_specs, serve_deployments
 from tickerflow.runtime.servers import (
-    LOOPBACK,
     Server,
     ServerError,
     is_loopback,
@@ -34,21 +31,10 @@ from tickerflow.runtime.servers import (
     run_until_signalled,
     start_all,
 )
-from tickerflow.ui_addresses import MLFLOW_UI_PORT, PREFECT_UI_PORT
-from tickerflow_model.config import Config
+from tickerflow_model.config import LOOPBACK, ServerOptions, field_default
 from tickerflow_model.errors import ConfigError
 
 EXIT_NOT_STARTED = 2
-
-
-class ServerOptions(Config):
-    """Where `ui` and `serve` start their servers."""
-
-    host: str = Field(LOOPBACK, description="address to bind the servers to (loopback: only this machine)")
-    prefect_port: int = Field(PREFECT_UI_PORT, ge=1, le=65535, description="port of the Prefect server (UI and API)")
-    mlflow_port: int = Field(MLFLOW_UI_PORT, ge=1, le=65535, description="port of the MLflow tracking server and UI")
-    # a cold `prefect server start` migrates its database first; 2 busy cores are slow
-    startup_timeout: float = Field(120.0, gt=0, description="seconds a server may take to answer its health check")
 
 
 def _option(name: str, **kwargs: Any) -> Any:

@@ -22,8 +22,9 @@ from tickerflow.reporting.charts import figure
 from tickerflow.tasks.register import Registration
 from tickerflow.tasks.tracking import run_url, use_tracking
 from tickerflow_model.backtest import Backtest
-from tickerflow_model.evaluation import EvaluateConfig, Evaluation
-from tickerflow_model.gate import GateDecision, RegisterConfig
+from tickerflow_model.config import EvaluateConfig, RegisterConfig
+from tickerflow_model.evaluation import Evaluation
+from tickerflow_model.gate import GateDecision
 from tickerflow_model.gate import label as gate_label
 from tickerflow_model.metrics import HORIZON_METRICS, METRIC_KEYS
 from tickerflow_model.quantiles import quantile_columns

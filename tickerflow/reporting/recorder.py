@@ -12,9 +12,9 @@ from tickerflow.reporting.training import epoch_reporter, log_dataset_lineage, l
 from tickerflow.tasks.register import Registration
 from tickerflow.tasks.validate import ValidationReport
 from tickerflow_model.backtest import Backtest
-from tickerflow_model.evaluation import EvaluateConfig, Evaluation
+from tickerflow_model.config import EvaluateConfig, RegisterConfig
+from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.fitting import FitResult
-from tickerflow_model.gate import RegisterConfig
 from tickerflow_model.trainer import EpochStats
 from tickerflow_model.window_dataset import WindowDataset
 

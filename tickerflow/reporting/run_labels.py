@@ -17,10 +17,9 @@ from prefect import runtime
 from prefect.artifacts import create_link_artifact
 from prefect.settings import PREFECT_UI_URL
 
-from tickerflow.config_values import field_default
 from tickerflow.tasks.tracking import run_url, use_tracking
-from tickerflow.ui_addresses import PREFECT_UI_PORT, PREFECT_UI_URL_ENV, local_ui_url, on_temporary_api
-from tickerflow_model.gate import RegisterConfig
+from tickerflow.ui_addresses import PREFECT_UI_URL_ENV, local_ui_url, on_temporary_api
+from tickerflow_model.config import PREFECT_UI_PORT, RegisterConfig, field_default
 from tickerflow_model.redaction import redact_uri
 
 PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
@@ -71,7 +70,7 @@ def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
 
 def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model label) of a batch_forecast run's parameters."""
-    from tickerflow.tasks.forecast import ForecastConfig
+    from tickerflow_model.config import ForecastConfig
 
     return data_label(parameters.get("data", "")), model_label(
         parameters.get("model_uri") or field_default(ForecastConfig, "model_uri")

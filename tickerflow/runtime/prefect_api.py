@@ -26,8 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tickerflow.runtime.servers import LOOPBACK, Server, ServerError
+from tickerflow.runtime.servers import Server, ServerError
 from tickerflow.ui_addresses import TEMPORARY_API_ENV
+from tickerflow_model.config import LOOPBACK
 
 SERVER_START_ATTEMPTS = 3  # a free port can be taken by another process before the server binds it
 _api_start: list = []  # [thread, outcome] of the start begun by begin_prefect_api, until it is waited for

@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 
 from tickerflow.runtime import environment
-from tickerflow.ui_addresses import LOOPBACK  # noqa: F401 - where the servers listen
 
 STOP_SECONDS = 20.0
 

@@ -7,49 +7,15 @@ directly run in the flow's own process either way. Building a runner connects to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator, model_validator
-
-from tickerflow_model.config import Config
+from tickerflow_model.config import LOCAL_WORKERS, RunnerConfig
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
-RunnerKind = Literal["thread", "dask"]
 # A free port on loopback for the temporary local cluster's dashboard.
 LOCAL_DASHBOARD = "127.0.0.1:0"
-LOCAL_WORKERS = 2  # processes of the temporary local cluster when n_workers is not given
-
-
-class RunnerConfig(Config):
-    """`kind="thread"`: a pool of `max_workers` threads (None: Prefect's default).
-
-    `kind="dask"`: the Dask scheduler at `address` (e.g. `tcp://10.0.0.5:8786`), or, with no address,
-    a temporary local cluster of `n_workers` processes that lives as long as the flow run.
-    """
-
-    kind: RunnerKind = Field("thread", description="thread pool or Dask cluster")
-    address: str | None = Field(None, description="Dask scheduler, tcp://HOST:PORT")
-    n_workers: int | None = Field(None, ge=1, description="processes of a temporary local Dask cluster")
-    max_workers: int | None = Field(None, ge=1, description="threads of the thread pool (None: Prefect's default)")
-
-    @field_validator("address")
-    @classmethod
-    def _looks_like_a_uri(cls, address: str | None) -> str | None:
-        if address is not None and "://" not in address:
-            raise ValueError(f"dask scheduler address must look like tcp://HOST:PORT, got {address!r}")
-        return address
-
-    @model_validator(mode="after")
-    def _options_fit_the_kind(self) -> "RunnerConfig":
-        if self.address is not None and self.kind != "dask":
-            raise ValueError(f"address ({self.address!r}) only applies to the dask runner, not {self.kind!r}")
-        if self.n_workers is not None and (self.kind != "dask" or self.address is not None):
-            raise ValueError(
-                "n_workers sizes the temporary local Dask cluster; it needs --runner dask without an address"
-            )
-        return self
 
 
 def build_task_runner(config: RunnerConfig) -> TaskRunner[Any]:  # its futures' type depends on the kind
