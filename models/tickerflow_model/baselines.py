@@ -12,8 +12,11 @@ shape and meaning as the GRU's `predict_quantiles`. Only prices up to each base 
 - `garch`: GJR-GARCH(1,1) with Student-t innovations (Glosten, Jagannathan & Runkle 1993; Bollerslev
   1987), fit per ticker by the `arch` package on the daily returns up to the end of the validation
   period; the parameters are then fixed and the variance recursion is filtered through the later days,
-  so a forecast from a base day reads returns up to that day only. The h-day quantile is the sum of the
-  step means plus the standardized t quantile times the square root of the summed step variances.
+  so a forecast from a base day reads returns up to that day only. The one-day quantile is exact: the
+  mean plus the one-day volatility times the standardized t quantile. For h > 1 the sum of GARCH-t
+  returns is not t (the variance path is random and leans on the sign of each shock), so the h-day
+  quantiles are empirical quantiles of paths of the fitted model simulated from a fixed seed: the same
+  prices give the same quantiles in every run (`garch_path_quantiles`).
   A ticker whose fit fails (too few returns, the optimizer not converging, a non-stationary or
   non-finite fit) gets the EWMA forecast instead, and the reason is kept (`GarchFit.fallback`).
 
@@ -44,6 +47,16 @@ MIN_RETURNS = 20
 GARCH_MIN_RETURNS = 250
 # Returns are fit in percent: arch's optimizer is tuned for variances of order 1 to 1000.
 GARCH_PERCENT = 100.0
+# The h-day GARCH quantiles (h > 1) come from simulated paths: this many (half of them the mirror image
+# of the other half), drawn from a generator seeded with GARCH_SEED, so the same prices and parameters
+# give the same quantiles in every run. The Monte Carlo error of the 1% and 99% quantiles is 1.2-1.8% of
+# their distance from the mean, about 0.03-0.05 of the h-day standard deviation (bench/garch_sim_error.py).
+GARCH_PATHS = 20_000
+GARCH_SEED = 20_261_207
+# Paths start from variances on a fixed grid, GARCH_GRID_STEP apart in log volatility; each base day's
+# quantiles are interpolated between the two grid points around its own variance (the largest error
+# measured is 0.4% of a tail quantile, a quarter of the Monte Carlo error's RMS: bench/garch_sim_error.py).
+GARCH_GRID_STEP = 0.1
 SPEC_FILE = "baseline.json"
 
 
@@ -168,30 +181,132 @@ def fit_garch(prices: np.ndarray, fit_end: int) -> GarchFit:
     return GarchFit(params)
 
 
-def garch_quantiles(
-    prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, params: dict[str, float]
-) -> np.ndarray:
-    """Quantiles (n, H, Q) of the cumulative log return from each base day, the parameters fixed.
+def garch_next_day(prices: np.ndarray, base_idx: np.ndarray, params: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The next day's mean and variance (n,), (n,) in percent from each base day, the parameters fixed.
 
     arch filters the variance recursion through every return of `prices` and forecasts from each
     base day with the returns up to that day only (`forecast(start=...)`: one origin per day).
     """
     base_idx = np.asarray(base_idx)
-    if len(base_idx) == 0:
-        return np.empty((0, horizon, len(levels)))
     if base_idx.min() < 1:
         raise ValueError("a GARCH forecast needs at least one return before its base day")
     model = _garch_model(_percent_returns(prices))
-    series = pd.Series(params)  # arch reads the parameters by position, in its own order
     origin0 = int(base_idx.min()) - 1  # the return ending on the base day b is r[b - 1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fc = model.forecast(series, horizon=horizon, start=origin0, reindex=False)
+        # arch reads the parameters by position, in its own order
+        fc = model.forecast(pd.Series(params), horizon=1, start=origin0, reindex=False)
     rows = base_idx - 1 - origin0  # (n,)
-    mean = np.cumsum(fc.mean.to_numpy()[rows], axis=1)  # (n, H) cumulative mean, percent
-    var = np.cumsum(fc.variance.to_numpy()[rows], axis=1)  # (n, H) cumulative variance, percent^2
-    z = np.asarray(model.distribution.ppf(np.asarray(levels, dtype=np.float64), series.iloc[-1:]))  # (Q,) unit variance
-    return (mean[:, :, None] + np.sqrt(var)[:, :, None] * z[None, None, :]) / GARCH_PERCENT
+    return fc.mean.to_numpy()[rows, 0], fc.variance.to_numpy()[rows, 0]
+
+
+def garch_quantiles(
+    prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, params: dict[str, float]
+) -> np.ndarray:
+    """Quantiles (n, H, Q) of the cumulative log return from each base day, the parameters fixed.
+
+    Day 1 is exact: the next day's mean plus its volatility times the standardized t quantile
+    (`garch_next_day`). Days 2..H are read from simulated paths of the fitted model that start from
+    that variance (`garch_path_quantiles`), plus h times the constant mean.
+    """
+    from arch.univariate import StudentsT  # where used, as in _garch_model
+
+    base_idx = np.asarray(base_idx)
+    if len(base_idx) == 0:
+        return np.empty((0, horizon, len(levels)))
+    mean1, var1 = garch_next_day(prices, base_idx, params)  # (n,), (n,) percent, percent^2
+    z = np.asarray(StudentsT().ppf(np.asarray(levels, dtype=np.float64), [params["nu"]]))  # (Q,) unit variance
+    out = np.empty((len(base_idx), horizon, len(levels)))  # percent
+    out[:, 0] = mean1[:, None] + np.sqrt(var1)[:, None] * z[None, :]
+    if horizon > 1:
+        steps = np.arange(2, horizon + 1, dtype=np.float64)  # (H-1,)
+        out[:, 1:] = params["mu"] * steps[None, :, None] + garch_path_quantiles(params, var1, horizon, levels)
+    return out / GARCH_PERCENT
+
+
+def garch_path_quantiles(
+    params: dict[str, float],
+    next_variance: np.ndarray,
+    horizon: int,
+    levels,
+    paths: int = GARCH_PATHS,
+    seed: int = GARCH_SEED,
+    grid_step: float | None = GARCH_GRID_STEP,
+) -> np.ndarray:
+    """Simulated quantiles (n, H-1, Q) of the h-day return minus h * mu, h = 2..H, percent.
+
+    With the parameters fixed, the future of a GJR-GARCH(1,1) from a base day depends only on the
+    next day's variance v (`next_variance`, (n,)): eps_k = sigma_k z_k, z_k standardized t(nu),
+    sigma2_{k+1} = omega + (alpha + gamma [eps_k < 0]) eps_k^2 + beta sigma2_k, sigma2_1 = v. So the
+    paths are simulated once per point of a grid of v (log sigma on multiples of `grid_step`, the
+    same paths for every point) and each base day's quantiles are interpolated, linearly in
+    log sigma, between the two points around its v, as multiples of sigma (exact where omega is
+    negligible, the quantiles then scaling with sigma). The grid is anchored at fixed points, so a
+    base day's quantiles do not depend on which other base days are asked for in the same call: a
+    served forecast equals the one evaluation scored. `grid_step=None` simulates at each v itself.
+    Cost: (grid points) x paths x H, whatever n is; nothing global is touched (a local generator).
+    """
+    omega, alpha, gamma, beta, nu = (params[k] for k in ("omega", "alpha[1]", "gamma[1]", "beta[1]", "nu"))
+    v = np.asarray(next_variance, dtype=np.float64)  # (n,)
+    if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+        raise ValueError("the next day's GARCH variance must be positive and finite at every base day")
+    if paths < 2 or paths % 2:
+        raise ValueError(f"paths must be an even number >= 2 (antithetic pairs), got {paths}")
+    tau = np.asarray(levels, dtype=np.float64)  # (Q,)
+    if horizon < 2 or len(v) == 0:
+        return np.empty((len(v), max(horizon - 1, 0), len(tau)))
+    rng = np.random.default_rng(seed)
+    half = rng.standard_t(nu, size=(horizon, paths // 2)) * np.sqrt((nu - 2.0) / nu)  # (H, S/2) unit variance
+    z = np.concatenate([half, -half], axis=1)  # (H, S): antithetic pairs, the shocks' law being symmetric
+    if grid_step is None:
+        return _simulated_spread(v, z, tau, omega, alpha, gamma, beta)
+    u = 0.5 * np.log(v) / grid_step  # (n,) log sigma in grid steps from log sigma = 0
+    k = np.floor(u)  # (n,) the grid point at or below each base day
+    first = int(k.min())
+    node_sigma = np.exp(np.arange(first, int(k.max()) + 2) * grid_step)  # (G,) points k.min() .. k.max() + 1
+    node_q = _simulated_spread(node_sigma**2, z, tau, omega, alpha, gamma, beta)  # (G, H-1, Q)
+    scaled = node_q / node_sigma[:, None, None]  # (G, H-1, Q) in multiples of the starting sigma
+    lo, w = (k - first).astype(np.int64), (u - k)[:, None, None]  # (n,), (n, 1, 1)
+    return ((1.0 - w) * scaled[lo] + w * scaled[lo + 1]) * np.sqrt(v)[:, None, None]  # (n, H-1, Q)
+
+
+def _simulated_spread(
+    start_variance: np.ndarray,
+    z: np.ndarray,
+    tau: np.ndarray,
+    omega: float,
+    alpha: float,
+    gamma: float,
+    beta: float,
+    chunk: int = 16,
+) -> np.ndarray:
+    """Empirical quantiles (G, H-1, Q) of the cumulative shock sum_k eps_k, h = 2..H, from each start.
+
+    `z`: (H, S) standardized shocks shared by every start. Quantiles as numpy's default ("linear")
+    method; starts are simulated `chunk` at a time to bound memory (G x S per array).
+    """
+    horizon, n_paths = z.shape
+    # eps < 0 exactly when z < 0, so sigma2_{k+1} = omega + sigma2_k * growth_k: growth is shared by every start
+    growth = beta + (alpha + gamma * (z < 0)) * z * z  # (H, S)
+    pos = tau * (n_paths - 1)  # (Q,)
+    below = np.floor(pos).astype(np.int64)
+    above = np.minimum(below + 1, n_paths - 1)
+    frac = pos - below
+    out = np.empty((len(start_variance), horizon - 1, len(tau)))
+    for c in range(0, len(start_variance), chunk):
+        var = np.repeat(start_variance[c : c + chunk, None], n_paths, axis=1)  # (g, S) sigma2 of the next step
+        total = np.zeros_like(var)  # (g, S) cumulative shock
+        eps = np.empty_like(var)  # (g, S)
+        for h in range(horizon):
+            np.sqrt(var, out=eps)
+            eps *= z[h]
+            total += eps
+            if h > 0:
+                ordered = np.sort(total, axis=1)  # (g, S)
+                out[c : c + chunk, h - 1] = ordered[:, below] * (1.0 - frac) + ordered[:, above] * frac
+            var *= growth[h]
+            var += omega
+    return out
 
 
 def garch(prices: np.ndarray, base_idx: np.ndarray, horizon: int, levels, fit: GarchFit) -> np.ndarray:
