@@ -70,7 +70,7 @@ def child_report(run_id: str) -> dict:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from tickerflow.tasks.tracking import use_tracking
+    from tickerflow.tracking.store import use_tracking
 
     client = use_tracking()
     run = client.get_run(run_id)
@@ -90,7 +90,7 @@ def child_report(run_id: str) -> dict:
         return n
 
     epochs = [m.value for m in client.get_metric_history(run_id, "epoch_seconds")]
-    from tickerflow.tasks.storage import home_subdir
+    from tickerflow.tracking.home import home_subdir
 
     manifest = json.loads(home_subdir("windows", run.data.tags["dataset_id"], "manifest.json").read_text())
     return {
@@ -196,7 +196,7 @@ def warm_up(env: dict) -> None:
     """What a home holds after its first run: Prefect's and MLflow's databases, created and migrated."""
     script = (
         "from tickerflow.runtime.prefect_api import prefect_api\n"
-        "from tickerflow.tasks.tracking import use_tracking\n"
+        "from tickerflow.tracking.store import use_tracking\n"
         "with prefect_api():\n"
         "    use_tracking().search_experiments()\n"
     )

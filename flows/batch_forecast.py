@@ -14,13 +14,14 @@ from __future__ import annotations
 from prefect import flow
 
 from tickerflow.reporting import log_live_metrics, log_validation, publish_forecasts
+from tickerflow.reporting.lifecycle import end_runs_failed, end_runs_stopped
 from tickerflow.reporting.run_labels import forecast_run_name, tag_forecast_run
+from tickerflow.reporting.summaries import ForecastSummary
 from tickerflow.tasks.forecast import forecast_prices, load_model, write_forecasts
 from tickerflow.tasks.forecast_store import append_forecasts
 from tickerflow.tasks.ingest import ingest
 from tickerflow.tasks.monitor import check_degradation, model_identity, price_column_of, score_live
 from tickerflow.tasks.retention import collect_garbage
-from tickerflow.tasks.tracking import end_flow_runs, end_stopped_flow_run
 from tickerflow.tasks.validate import require_valid, validate
 from tickerflow_model.config import (
     DEFAULT_MODEL_URI,
@@ -33,21 +34,13 @@ from tickerflow_model.config import (
 )
 
 
-def _fail_mlflow_runs(flow, flow_run, state) -> None:
-    end_flow_runs(str(flow_run.id), "FAILED", state.message or "")
-
-
-def _kill_mlflow_runs(flow, flow_run, state) -> None:
-    end_stopped_flow_run(flow_run.id, state)
-
-
 @flow(
     name="batch_forecast",
     flow_run_name=forecast_run_name,
     on_running=[tag_forecast_run],
-    on_failure=[_fail_mlflow_runs],
-    on_crashed=[_kill_mlflow_runs],
-    on_cancellation=[_kill_mlflow_runs],
+    on_failure=[end_runs_failed],
+    on_crashed=[end_runs_stopped],
+    on_cancellation=[end_runs_stopped],
     log_prints=True,
 )
 def batch_forecast(
@@ -58,7 +51,7 @@ def batch_forecast(
     monitor: MonitorConfig = MonitorConfig(),
     retention: RetentionConfig = RetentionConfig(),
     gc: bool = True,
-) -> dict:
+) -> ForecastSummary:
     config = ForecastConfig(model_uri=model_uri, out=out)
     raw = ingest(IngestConfig(source=data))
     live = score_live(raw.frame, store, monitor)
@@ -70,7 +63,7 @@ def batch_forecast(
     log_validation(report)
     prices = require_valid(report)
     forecasts = forecast_prices(model, prices, report.dropped_tickers)
-    result = write_forecasts(forecasts, model, config)
+    written = write_forecasts(forecasts, model, config)
     append_forecasts(
         forecasts.frame,
         prices,
@@ -81,6 +74,6 @@ def batch_forecast(
         forecasts.levels,
         store,
     )
-    summary = publish_forecasts(forecasts, result, data)
+    run = publish_forecasts(forecasts, written, data)
     tidied = collect_garbage(retention, store) if gc else None
-    return {**summary, "scored_forecasts": live.scored_forecasts, "degradation": degradation.__dict__, "gc": tidied}
+    return ForecastSummary(written, run.run_id, live.scored_forecasts, degradation, tidied)

@@ -14,17 +14,16 @@ after each day with no grace period (`retention.grace_minutes=0`): a replay is e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
 
 from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.flows.train_pipeline import train_pipeline
-from tickerflow.registry import current_champion
 from tickerflow.reporting.run_labels import replay_run_names
-from tickerflow.tasks.storage import home_subdir
-from tickerflow.tasks.tracking import use_tracking
+from tickerflow.reporting.summaries import DegradationEvent, ReplayedDay, ReplaySummary, Retraining
+from tickerflow.tracking.home import home_subdir
+from tickerflow.tracking.registry import current_champion
 from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow_model.config import (
     REPLAY_RETRAIN_EVERY,
@@ -35,6 +34,7 @@ from tickerflow_model.config import (
     RetentionConfig,
 )
 from tickerflow_model.errors import ConfigError, TickerflowError
+from tickerflow_model.names import CHAMPION_ALIAS
 from tickerflow_model.price_files import load_prices
 
 
@@ -69,7 +69,7 @@ def replay(
     monitor: MonitorConfig = MonitorConfig(),
     retention: RetentionConfig = RetentionConfig(grace_minutes=0),
     gc: bool = True,
-) -> dict[str, Any]:
+) -> ReplaySummary:
     if retrain_every < 0:
         raise ConfigError(f"retrain_every must be >= 0 (0: never), got {retrain_every}")
     logger = get_run_logger()
@@ -83,50 +83,35 @@ def replay(
     for i, day in enumerate(days):
         write_cut(prices, day, cut_path)
         train_name, forecast_name = replay_run_names(data, model_name, day)
-        no_champion = current_champion(use_tracking(), model_name) is None
-        if no_champion or (retrain_every and i > 0 and i % retrain_every == 0):
-            summary = train_pipeline.with_options(flow_run_name=train_name)(train_config)
-            retrains.append(
-                {"day": f"{day:%Y-%m-%d}", "version": summary["model_version"], "promoted": summary["promoted"]}
-            )
-            if current_champion(use_tracking(), model_name) is None:
-                raise TickerflowError(
-                    f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary['reason']}"
-                )
+        if current_champion(model_name) is None or (retrain_every and i > 0 and i % retrain_every == 0):
+            retrains.append(retrain(train_config, day, train_name))
         result = batch_forecast.with_options(flow_run_name=forecast_name)(
             data=str(cut_path),
             out=str(out),
-            model_uri=f"models:/{model_name}@champion",
+            model_uri=f"models:/{model_name}@{CHAMPION_ALIAS}",
             store=store,
             monitor=monitor,
             retention=retention,
             gc=gc,
         )
-        d = result["degradation"]
-        days_out.append(
-            {
-                "day": f"{day:%Y-%m-%d}",
-                "model_version": result["model_version"],
-                "scored_forecasts": result["scored_forecasts"],
-                "degraded_days": d["streak"],
-            }
-        )
-        if d["event_id"]:
-            events.append(
-                {
-                    "day": f"{day:%Y-%m-%d}",
-                    "event_id": d["event_id"],
-                    "model_version": d["version"],
-                    "reasons": d["reasons"],
-                    "latest": d["latest"],
-                }
-            )
+        d = result.degradation
+        days_out.append(ReplayedDay(f"{day:%Y-%m-%d}", result.model_version, result.scored_forecasts, d.streak))
+        if d.event_id:
+            events.append(DegradationEvent(f"{day:%Y-%m-%d}", d.event_id, d.version, d.reasons, d.latest))
         logger.info(
             "replayed %s: champion v%s, %d forecasts scored, %d day(s) past a threshold%s",
             f"{day:%Y-%m-%d}",
-            result["model_version"],
-            result["scored_forecasts"],
-            d["streak"],
-            "; degradation event emitted" if d["event_id"] else "",
+            result.model_version,
+            result.scored_forecasts,
+            d.streak,
+            "; degradation event emitted" if d.event_id else "",
         )
-    return {"days": days_out, "retrains": retrains, "degraded_events": events}
+    return ReplaySummary(tuple(days_out), tuple(retrains), tuple(events))
+
+
+def retrain(config: PipelineConfig, day: pd.Timestamp, run_name: str) -> Retraining:
+    """The training pipeline on the data up to `day`; it must leave a champion to forecast with."""
+    summary = train_pipeline.with_options(flow_run_name=run_name)(config)
+    if current_champion(config.register_.model_name) is None:
+        raise TickerflowError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary.reason}")
+    return Retraining(f"{day:%Y-%m-%d}", summary.model_version, summary.promoted)

@@ -10,45 +10,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tickerflow.tasks.tracking import use_tracking
+from tickerflow.tracking.models import load_champion as load_registered_champion
 from tickerflow_model.backtest import Backtest, walk_forward
 from tickerflow_model.config import BacktestConfig
-from tickerflow_model.evaluation import Champion, Evaluation, evaluate_forecaster, failure_reason
+from tickerflow_model.evaluation import Champion, Evaluation, evaluate_forecaster
 from tickerflow_model.forecaster import Forecaster
-from tickerflow_model.names import CHAMPION_ALIAS
-
-
-def champion_of(model_name: str) -> Champion | None:
-    """The registry's champion of `model_name`, loaded; None when there is none.
-
-    A champion that cannot be loaded comes back with the reason instead of the model: training never
-    fails because of the champion.
-    """
-    client = use_tracking()
-    try:
-        mv = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except mlflow.exceptions.MlflowException:
-        return None
-    # pinned to the version: the alias may move while this run is still scoring it
-    return load_version(f"models:/{model_name}/{mv.version}", str(mv.version))
-
-
-def load_version(model_uri: str, version: str) -> Champion:
-    """A registered version loaded as a champion to compare with, or the reason it cannot be."""
-    try:
-        return Champion(version, mlflow.pyfunc.load_model(model_uri))
-    except Exception as exc:  # noqa: BLE001 - any failure of someone else's model is a reason to skip it
-        return Champion(version, error=failure_reason(exc))
 
 
 @task(name="load-champion")
 def load_champion(model_name: str) -> Champion | None:
-    return champion_of(model_name)
+    """The registry's champion, loaded; None when there is none, its reason when it cannot be loaded."""
+    return load_registered_champion(model_name)
 
 
 @task(name="evaluate")

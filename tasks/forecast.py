@@ -9,29 +9,23 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import fsspec
-import mlflow
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
 
 from tickerflow.tasks.retries import retry_unless
-from tickerflow.tasks.storage import tickerflow_home
-from tickerflow.tasks.tracking import use_tracking
+from tickerflow.tracking.home import tickerflow_home
+from tickerflow.tracking.models import load_model as load_registered_model
 from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.config import ForecastConfig
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.quantiles import quantile_columns
 from tickerflow_model.redaction import redact_uri
-
-if TYPE_CHECKING:
-    from mlflow.pyfunc import PyFuncModel
-
-FORECAST_EXPERIMENT = "tickerflow-forecasts"
 
 
 def output_columns(levels: tuple[float, ...]) -> list[str]:
@@ -51,7 +45,7 @@ class ForecastBatch:
 class LoadedModel:
     uri: str
     version: str
-    pyfunc: PyFuncModel
+    pyfunc: Any  # the loaded pyfunc (`tickerflow.tracking.models.load_model`): predict, unwrap_python_model
 
     @property
     def min_rows(self) -> int:
@@ -72,40 +66,9 @@ class LoadedModel:
         return f"fewer than {self.min_rows} rows with a price, the model needs {self.min_rows}"
 
 
-def resolve_version(uri: str) -> str:
-    """The registry version behind a `models:/NAME@ALIAS` or `models:/NAME/N` URI ('' otherwise)."""
-    if not uri.startswith("models:/"):
-        return ""
-    name, _, ref = uri[len("models:/") :].partition("@")
-    client = use_tracking()
-    if ref:
-        return str(client.get_model_version_by_alias(name, ref).version)
-    return uri.rstrip("/").rsplit("/", 1)[-1]
-
-
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_unless(ModelNotFound))
 def load_model(config: ForecastConfig) -> LoadedModel:
-    use_tracking()
-    try:
-        version = resolve_version(config.model_uri)
-    except mlflow.exceptions.MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise  # the registry may be unreachable for a moment: retried
-        raise ModelNotFound(
-            f"no model at {config.model_uri}: {exc.message}; train one (`tickerflow run`) or pass --model-uri"
-        ) from exc
-    try:
-        model = mlflow.pyfunc.load_model(config.model_uri)
-    except (mlflow.exceptions.MlflowException, OSError) as exc:
-        if isinstance(exc, mlflow.exceptions.MlflowException) and exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise  # the registry or the artifact store may be unreachable for a moment: retried
-        reason = getattr(exc, "message", None) or str(exc)
-        if not version:  # not a registry URI: nothing says the model exists
-            raise ModelNotFound(f"no model at {config.model_uri}: {reason}; pass a --model-uri that exists") from exc
-        raise ModelNotFound(
-            f"{config.model_uri} is version {version} of the registry, but its files are missing ({reason}); "
-            "promote or roll back to a version that loads (`tickerflow models` lists them)"
-        ) from exc
+    version, model = load_registered_model(config.model_uri)
     get_run_logger().info("loaded %s (version %s)", config.model_uri, version or "n/a")
     return LoadedModel(config.model_uri, version, model)
 
@@ -164,15 +127,27 @@ def write_parquet_atomic(frame: pd.DataFrame, out: str) -> str:
     return location
 
 
+@dataclass(frozen=True)
+class WrittenForecasts:
+    """What `write_forecasts` wrote: where, how many rows, which tickers, and the model that forecast them."""
+
+    out: str
+    rows: int
+    tickers: tuple[str, ...]
+    skipped: dict[str, str]  # ticker -> why it has no forecast
+    model_uri: str
+    model_version: str
+
+
 @task(name="write-forecasts")
-def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> dict:
+def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> WrittenForecasts:
     path = write_parquet_atomic(batch.frame, config.out)
     get_run_logger().info("wrote %d forecasts to %s", len(batch.frame), redact_uri(path))
-    return {
-        "out": str(path),
-        "rows": len(batch.frame),
-        "tickers": sorted(batch.frame["ticker"].unique()),
-        "skipped": batch.skipped,
-        "model_uri": model.uri,
-        "model_version": model.version,
-    }
+    return WrittenForecasts(
+        out=str(path),
+        rows=len(batch.frame),
+        tickers=tuple(sorted(batch.frame["ticker"].unique())),
+        skipped=dict(batch.skipped),
+        model_uri=model.uri,
+        model_version=model.version,
+    )

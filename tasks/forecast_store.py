@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from prefect import runtime, task
 from prefect.logging import get_run_logger
 
-from tickerflow.tasks.storage import home_subdir
+from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import write_bytes_atomic
 from tickerflow_model.config import ForecastStoreConfig
 from tickerflow_model.live import LEVELS_COLUMN

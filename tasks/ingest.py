@@ -22,7 +22,7 @@ from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
 from tickerflow.tasks.retries import retry_unless
-from tickerflow.tasks.storage import home_subdir
+from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import atomic_directory
 from tickerflow_model.config import IngestConfig
 from tickerflow_model.price_files import IngestError, read_prices

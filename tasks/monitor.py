@@ -13,15 +13,15 @@ or live interval coverage further than `coverage_tolerance` from nominal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import mlflow
 import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
 
 from tickerflow.tasks.forecast_store import read_store
-from tickerflow.tasks.tracking import use_tracking
+from tickerflow.tracking.models import version_tags
+from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.config import ForecastStoreConfig, MonitorConfig
 from tickerflow_model.live import (
     Thresholds,
@@ -31,7 +31,6 @@ from tickerflow_model.live import (
     thresholds_from_test,
 )
 
-MONITOR_EXPERIMENT = "tickerflow-monitoring"
 DEGRADED_EVENT = "tickerflow.champion.degraded"
 
 
@@ -42,7 +41,7 @@ class LiveScores:
     as_of: pd.Timestamp | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Degradation:
     model_name: str
     version: str
@@ -71,7 +70,7 @@ def model_identity(model) -> tuple[str, str]:
     if not model.uri.startswith("models:/") or not model.version:
         return "", "gru"
     name = model.uri[len("models:/") :].partition("@")[0].split("/")[0]
-    tags = use_tracking().get_model_version(name, model.version).tags
+    tags = version_tags(name, model.version)
     return name, tags.get("forecaster", "gru")
 
 
@@ -103,9 +102,9 @@ def score_live(prices: pd.DataFrame, store: ForecastStoreConfig, config: Monitor
     return scores
 
 
-def champion_thresholds(client: mlflow.MlflowClient, name: str, version: str, config: MonitorConfig) -> Thresholds:
+def champion_thresholds(name: str, version: str, config: MonitorConfig) -> Thresholds:
     """The rule's thresholds from the champion's own test figures (version tags); a missing figure: rule off."""
-    tags = client.get_model_version(name, version).tags
+    tags = version_tags(name, version)
 
     def tag(key: str) -> float | None:
         try:
@@ -156,37 +155,40 @@ def check_degradation(
     if not name or not version:
         logger.info("the model is not a registered version: no degradation rule to check")
         return Degradation(name, version, 0, False)
-    client = use_tracking()
     m = scores.metrics
     mine = (
         m[(m["model_name"] == name) & (m["model_version"] == version) & (m["window"] == config.rule_window)]
         if len(m)
         else m
     )
-    thresholds = champion_thresholds(client, name, version, config)
+    thresholds = champion_thresholds(name, version, config)
     result = Degradation(name, version, 0, False, thresholds=thresholds.__dict__)
     if mine.empty:
         logger.info("no live %d-day window for %s v%s yet", config.rule_window, name, version)
         return result
     state = rule_state(mine, thresholds)
-    result.streak, result.latest, result.reasons = state.streak, state.latest, state.reasons
-    result.degraded = result.streak >= config.days_in_row
+    result = replace(
+        result,
+        streak=state.streak,
+        latest=state.latest,
+        reasons=state.reasons,
+        degraded=state.streak >= config.days_in_row,
+    )
     if not result.degraded:
         logger.info(
             "champion %s v%s live: %s (%d day(s) past a threshold)", name, version, result.latest, result.streak
         )
         return result
     # once per streak: the streak's first day is remembered on the monitoring run
-    run_id = monitoring_runs[version_key(name, version)]
+    ledger = TrackedRun(monitoring_runs[version_key(name, version)])
     streak_start = f"{state.streak_start:%Y-%m-%d}"
-    if client.get_run(run_id).data.tags.get("degraded.streak_start") == streak_start:
+    if ledger.tags.get("degraded.streak_start") == streak_start:
         logger.warning(
             "champion %s v%s still degraded (%s); event already emitted for this streak", name, version, result.reasons
         )
         return result
-    result.event_id = emit_degraded(result, scores.as_of, config)
-    client.set_tag(run_id, "degraded.streak_start", streak_start)
-    client.set_tag(run_id, "degraded.event_id", result.event_id or "")
+    result = replace(result, event_id=emit_degraded(result, scores.as_of, config))
+    ledger.set_tags({"degraded.streak_start": streak_start, "degraded.event_id": result.event_id or ""})
     logger.warning(
         "champion %s v%s degraded for %d days (%s): emitted %s",
         name,

@@ -20,16 +20,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-import mlflow
 import pandas as pd
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tickerflow.tasks.forecast import FORECAST_EXPERIMENT
 from tickerflow.tasks.forecast_store import partitions, store_location
-from tickerflow.tasks.storage import home_subdir, tickerflow_home
-from tickerflow.tasks.tracking import EXPERIMENT, reap_stale_runs, use_tracking
 from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
+from tickerflow.tracking.home import home_subdir, tickerflow_home
+from tickerflow.tracking.models import find_versions
+from tickerflow.tracking.runs import delete_runs, find_runs, reap_stale_runs
+from tickerflow.tracking.store import EXPERIMENT, FORECAST_EXPERIMENT
 from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
 from tickerflow_model.trainer import CHECKPOINT_FILE, CORRUPT_SUFFIX
 
@@ -62,24 +62,20 @@ def age_seconds(path: Path, now: float) -> float:
     return now - path.stat().st_mtime
 
 
-def needed_ids(client: mlflow.MlflowClient, keep_last_runs: int) -> dict[str, dict[str, str]]:
+def needed_ids(keep_last_runs: int) -> dict[str, dict[str, str]]:
     """{"dataset_id": {id: why}, "source_hash": {hash: why}} named by versions, recent and running runs."""
     needed: dict[str, dict[str, str]] = {"dataset_id": {}, "source_hash": {}}
-    for mv in client.search_model_versions(max_results=10000):
+    for mv in find_versions():
         for key in needed:
             if mv.tags.get(key):
                 needed[key].setdefault(mv.tags[key], f"model {mv.name} v{mv.version}")
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        recent = client.search_runs(
-            [exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=keep_last_runs
-        )
-        running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
-        for run in [*recent, *running]:
-            why = f"{'running' if run.info.status == 'RUNNING' else 'recent'} run {run.info.run_id}"
-            for key in needed:
-                if run.data.tags.get(key):
-                    needed[key].setdefault(run.data.tags[key], why)
+    recent = find_runs(EXPERIMENT, newest_first=True, max_results=keep_last_runs)
+    running = find_runs(EXPERIMENT, "attributes.status = 'RUNNING'")
+    for run in [*recent, *running]:
+        why = f"{'running' if run.status == 'RUNNING' else 'recent'} run {run.run_id}"
+        for key in needed:
+            if run.tags.get(key):
+                needed[key].setdefault(run.tags[key], why)
     return needed
 
 
@@ -87,8 +83,7 @@ def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | No
     """What `gc` would remove, and why each thing it keeps stays. Removes nothing."""
     now = time.time() if now is None else now
     plan = GcPlan()
-    client = use_tracking()
-    needed = needed_ids(client, config.keep_last_runs)
+    needed = needed_ids(config.keep_last_runs)
     grace = config.grace_minutes * 60
 
     def consider(path: Path, keep_why: str | None, remove_why: str) -> None:
@@ -159,19 +154,14 @@ def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | No
                     Removal(folder, f"forecast store partition older than {config.forecast_store_days} days", size)
                 )
 
-    exp = client.get_experiment_by_name(FORECAST_EXPERIMENT)
-    if exp is not None:
-        runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=50000)
-        for run in runs[config.keep_forecast_runs :]:
-            if run.info.status != "RUNNING":
-                plan.forecast_runs.append(run.info.run_id)
-                artifacts = local_artifact_dir(run.info.artifact_uri)
-                if artifacts is not None and artifacts.exists():
-                    plan.removals.append(
-                        Removal(
-                            str(artifacts), f"artifacts of batch-forecast run {run.info.run_id}", size_of(artifacts)
-                        )
-                    )
+    for run in find_runs(FORECAST_EXPERIMENT, newest_first=True)[config.keep_forecast_runs :]:
+        if run.status != "RUNNING":
+            plan.forecast_runs.append(run.run_id)
+            artifacts = local_artifact_dir(run.artifact_uri)
+            if artifacts is not None and artifacts.exists():
+                plan.removals.append(
+                    Removal(str(artifacts), f"artifacts of batch-forecast run {run.run_id}", size_of(artifacts))
+                )
     return plan
 
 
@@ -184,10 +174,8 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
 
 
 def execute_gc(plan: GcPlan, store: ForecastStoreConfig) -> None:
-    client = use_tracking()
     fs, root = store_location(store)
-    for run_id in plan.forecast_runs:
-        client.delete_run(run_id)
+    delete_runs(plan.forecast_runs)
     for removal in plan.removals:
         if removal.path.startswith(root):
             fs.rm(removal.path, recursive=True)
@@ -210,8 +198,15 @@ def run_gc(config: RetentionConfig, store: ForecastStoreConfig, dry_run: bool = 
     return plan
 
 
+@dataclass(frozen=True)
+class GcSummary:
+    removed: int  # files and folders
+    bytes: int
+    forecast_runs_deleted: int
+
+
 @task(name="gc")
-def collect_garbage(config: RetentionConfig, store: ForecastStoreConfig) -> dict:
+def collect_garbage(config: RetentionConfig, store: ForecastStoreConfig) -> GcSummary:
     plan = run_gc(config, store)
     get_run_logger().info("gc removed %d item(s), %.1f MB", len(plan.removals), plan.bytes / 1e6)
-    return {"removed": len(plan.removals), "bytes": plan.bytes, "forecast_runs_deleted": len(plan.forecast_runs)}
+    return GcSummary(len(plan.removals), plan.bytes, len(plan.forecast_runs))

@@ -25,8 +25,8 @@ from prefect.logging import get_run_logger
 
 from tickerflow.console_detail import DETAIL
 from tickerflow.tasks.retries import retry_unless
-from tickerflow.tasks.storage import home_subdir
-from tickerflow.tasks.tracking import home_lock, process_alive, this_process
+from tickerflow.tracking.home import home_lock, home_subdir
+from tickerflow.tracking.processes import process_alive, this_process
 from tickerflow_model.atomic_io import stable_hash, write_file_atomic
 from tickerflow_model.config import TrainConfig
 from tickerflow_model.fitting import FitResult, fit_forecaster

@@ -26,7 +26,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 
 from tickerflow.console_detail import DETAIL
-from tickerflow.tasks.storage import home_subdir, tickerflow_home
+from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.atomic_io import stable_hash
 from tickerflow_model.config import ValidateConfig
 from tickerflow_model.errors import TickerflowError

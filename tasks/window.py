@@ -16,7 +16,7 @@ from prefect import task, unmapped
 from prefect.cache_policies import CachePolicy
 from prefect.logging import get_run_logger
 
-from tickerflow.tasks.storage import home_subdir, tickerflow_home
+from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.config import WindowConfig
 from tickerflow_model.window_dataset import (
     TickerRows,

@@ -81,8 +81,8 @@ def small_sample_csv(tmp_path, sample_frame) -> Path:
 def registered_champion(tmp_path_factory, migrated_mlflow_db, folder: str, build) -> SimpleNamespace:
     """A store of its own with one registered version holding the champion alias: `build(home)` returns
     the (prices, forecaster) to register, called with TICKERFLOW_HOME set to the store's home."""
-    from tickerflow.tasks.register import log_pyfunc
-    from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tracking.models import log_version
+    from tickerflow.tracking.store import experiment_id, use_tracking
 
     home = tmp_path_factory.mktemp(folder)
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
@@ -92,7 +92,7 @@ def registered_champion(tmp_path_factory, migrated_mlflow_db, folder: str, build
         prices, forecaster = build(home)
         client = use_tracking()
         run_id = client.create_run(experiment_id(client)).info.run_id
-        version = log_pyfunc(forecaster, prices, run_id, MODEL)
+        version = log_version(forecaster, prices, run_id, MODEL)
         client.set_registered_model_alias(MODEL, "champion", version)
         # MLflow exports the URIs it was pointed at; later tests must not inherit this store
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):

@@ -9,7 +9,7 @@ import shutil
 import mlflow
 
 from tickerflow.cli import main
-from tickerflow.tasks.tracking import EXPERIMENT
+from tickerflow.tracking.store import EXPERIMENT
 
 
 def test_a_users_sqlite_store_gets_its_artifacts_under_the_home(

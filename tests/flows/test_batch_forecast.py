@@ -13,7 +13,8 @@ from price_frames import make_prices
 
 from tickerflow.cli import main
 from tickerflow.flows.batch_forecast import batch_forecast
-from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, output_columns
+from tickerflow.tasks.forecast import output_columns
+from tickerflow.tracking.store import FORECAST_EXPERIMENT
 from tickerflow_model.quantiles import QUANTILE_LEVELS
 
 pytestmark = pytest.mark.slow
@@ -50,11 +51,11 @@ def test_batch_forecast_writes_the_champions_forecasts_and_skips_short_tickers(
     np.testing.assert_allclose(frame["q05"], expected["q05"], rtol=1e-6)
     np.testing.assert_allclose(frame["q95"], expected["q95"], rtol=1e-6)
     assert frame["horizon"].tolist() == [1, 2, 3, 1, 2, 3]
-    assert list(result["skipped"]) == ["CCC"] and "6 rows" in result["skipped"]["CCC"]
+    assert list(result.written.skipped) == ["CCC"] and "6 rows" in result.written.skipped["CCC"]
 
     store = f"sqlite:///{champion_home.home / 'mlflow.db'}"
     client = mlflow.MlflowClient(store, store)
-    run = client.get_run(result["mlflow_run_id"])
+    run = client.get_run(result.mlflow_run_id)
     assert run.data.tags["model_version"] == str(champion_home.version)
     assert "CCC" in run.data.tags["skipped_tickers"] and run.data.metrics["forecast_rows"] == 6
     assert client.get_experiment(run.info.experiment_id).name == FORECAST_EXPERIMENT

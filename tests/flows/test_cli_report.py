@@ -30,7 +30,7 @@ def summary(n_tickers: int) -> dict:
 
 
 def test_table_shows_distribution_scores_and_a_dash_where_a_forecaster_has_none():
-    lines = format_metrics(summary(3)).splitlines()
+    lines = format_metrics(**summary(3)).splitlines()
     assert lines[0].split() == ["scope", "forecaster", "rmse", "skill", "pinball", "coverage_80", "coverage_90"]
     naive = next(line for line in lines if line.split()[:2] == ["all", "naive"]).split()
     assert naive[2:] == ["1.0000", "0.0000", "-", "-", "-"]
@@ -44,7 +44,7 @@ def test_table_shows_distribution_scores_and_a_dash_where_a_forecaster_has_none(
 
 
 def test_many_tickers_show_only_the_best_and_the_worst():
-    text = format_metrics(summary(40))
+    text = format_metrics(**summary(40))
     scopes = {line.split()[0] for line in text.splitlines()[1:-1]}
     best = {f"T{i:02d}" for i in range(40 - TICKERS_SHOWN, 40)}
     worst = {f"T{i:02d}" for i in range(TICKERS_SHOWN)}
@@ -55,5 +55,5 @@ def test_many_tickers_show_only_the_best_and_the_worst():
 def test_tiny_values_show_their_digits_instead_of_zero():
     """Prices around 1e-300 have errors around 1e-301: 0.0000 would read as a perfect forecast."""
     tiny = {"metrics": {"model": {"rmse": 1.2345e-301, "skill": 0.0}, "naive": {"rmse": 2.5e-301, "skill": 0.0}}}
-    model = next(line for line in format_metrics(tiny).splitlines() if line.split()[:2] == ["all", "model"]).split()
+    model = next(line for line in format_metrics(**tiny, per_ticker={}).splitlines() if line.split()[:2] == ["all", "model"]).split()
     assert model[2:] == ["1.234e-301", "0.0000"] or model[2:] == ["1.235e-301", "0.0000"]

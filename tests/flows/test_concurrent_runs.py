@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from cli_processes import TICKERFLOW, cli_env, finish, start, summary_of
 
-from tickerflow.registry import champion_history, champion_stack
+from tickerflow.tracking.registry import champion_history, champion_stack
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,9 @@ def test_two_runs_at_once_on_a_fresh_home_both_complete_and_both_decisions_are_r
         assert [m.step for m in client.get_metric_history(s["mlflow_run_id"], "val_loss")] == [1]
     assert not list((home / "checkpoints").glob("*/owner.json"))  # both released what they owned
 
-    history = champion_history(client, "tickerflow-gru")
+    with pytest.MonkeyPatch.context() as mp:  # the runs' home, not this test's
+        mp.setenv("TICKERFLOW_HOME", str(home))
+        history = champion_history("tickerflow-gru")
     assert sorted(e["by"] for e in history) == sorted(f"train_pipeline run {s['mlflow_run_id']}" for s in summaries)
     assert {e["action"] for e in history} <= {"promote", "keep", "refused"}
     assert history[0]["action"] == "promote"  # the first decision found no champion and took the alias

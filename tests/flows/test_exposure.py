@@ -113,16 +113,16 @@ def test_mlflow_params_and_tags_never_hold_credentials(prefect_harness, mlflow_s
     import mlflow
     from prefect import flow
 
-    from tickerflow.flows.train_pipeline import start_mlflow_run
+    from tickerflow.reporting.training import start_training_run
     from tickerflow_model.config import IngestConfig, PipelineConfig
 
     uri = f"https://ana:{SECRET}@data.example.com/prices.csv?X-Amz-Signature={TOKEN}"
 
     @flow
     def start(config):
-        return start_mlflow_run(config)
+        return start_training_run(config)
 
-    run_id = start(PipelineConfig(ingest=IngestConfig(source=uri)))
+    run_id = start(PipelineConfig(ingest=IngestConfig(source=uri))).run_id
     run = mlflow.MlflowClient(mlflow_store).get_run(run_id)
     recorded = str(run.data.params) + str(run.data.tags)
     assert SECRET not in recorded and TOKEN not in recorded
@@ -130,7 +130,7 @@ def test_mlflow_params_and_tags_never_hold_credentials(prefect_harness, mlflow_s
 
 
 def test_run_url_redacts_a_tracking_uri_with_credentials(monkeypatch):
-    import tickerflow.tasks.tracking as tracking
+    import tickerflow.tracking.store as tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ana:{SECRET}@mlflow.example.com/")
     fake = SimpleNamespace(get_run=lambda run_id: SimpleNamespace(info=SimpleNamespace(experiment_id="7")))

@@ -11,17 +11,16 @@ from types import SimpleNamespace
 import mlflow
 import psutil
 
-from tickerflow.tasks.tracking import (
+from tickerflow.tasks.train import OWNER_FILE, checkpoint_dir_for, release_checkpoint_dir
+from tickerflow.tracking.runs import (
     KILLED_REASON_TAG,
     RUN_HOST_TAG,
     RUN_PID_TAG,
     RUN_STARTED_TAG,
     end_flow_runs,
-    experiment_id,
     reap_stale_runs,
-    use_tracking,
 )
-from tickerflow.tasks.train import OWNER_FILE, checkpoint_dir_for, release_checkpoint_dir
+from tickerflow.tracking.store import experiment_id, use_tracking
 from tickerflow_model.config import TrainConfig
 
 
@@ -71,7 +70,7 @@ def test_runs_whose_process_is_gone_are_marked_killed_and_live_ones_are_left(mlf
         exp, tags={RUN_PID_TAG: str(psutil.Process().pid), RUN_HOST_TAG: host, RUN_STARTED_TAG: "12345.0"}
     ).info.run_id
 
-    assert sorted(reap_stale_runs(client)) == sorted([dead, reused])
+    assert sorted(reap_stale_runs()) == sorted([dead, reused])
 
     assert client.get_run(dead).info.status == "KILLED"
     assert "is gone" in client.get_run(dead).data.tags[KILLED_REASON_TAG]
@@ -102,7 +101,7 @@ def test_two_processes_on_a_fresh_home_both_create_the_mlflow_store(tmp_path):
     env = {**os.environ, "TICKERFLOW_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     code = (
-        "from tickerflow.tasks.tracking import experiment_id, use_tracking; c = use_tracking(); print(experiment_id(c))"
+        "from tickerflow.tracking.store import experiment_id, use_tracking; c = use_tracking(); print(experiment_id(c))"
     )
     procs = [
         subprocess.Popen(

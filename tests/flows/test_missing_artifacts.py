@@ -15,8 +15,8 @@ from tickerflow.cli import main
 @pytest.fixture
 def two_versions(mlflow_store, tf_home):
     """v1 then v2 promoted by hand (so v1 is the one a rollback goes back to); v1's files deleted."""
-    from tickerflow.tasks.register import log_pyfunc
-    from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tracking.models import log_version
+    from tickerflow.tracking.store import experiment_id, use_tracking
     from tickerflow_model.config import WindowConfig
     from tickerflow_model.window_dataset import build_window_dataset
 
@@ -25,7 +25,7 @@ def two_versions(mlflow_store, tf_home):
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
     for seed in (11, 12):
-        log_pyfunc(untrained_forecaster(dataset, 1.0, seed=seed), prices, run_id, MODEL)
+        log_version(untrained_forecaster(dataset, 1.0, seed=seed), prices, run_id, MODEL)
     for version in ("1", "2"):
         assert main(["promote", "--model", MODEL, "--version", version]) == 0
     model_id = client.get_model_version(MODEL, "1").source.rsplit("/", 1)[-1]

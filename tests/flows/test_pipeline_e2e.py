@@ -28,13 +28,13 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
 ):
     summary = train_pipeline(small_config(small_sample_csv))
 
-    assert summary["model_name"] == "tickerflow-gru" and summary["model_version"] == "1"
+    assert summary.model_name == "tickerflow-gru" and summary.model_version == "1"
     for name in ("model", "naive"):
-        assert {"rmse", "mae", "mape", "directional_accuracy"} <= set(summary["metrics"][name])
-    assert summary["metrics"]["naive"]["rmse"] > 0
+        assert {"rmse", "mae", "mape", "directional_accuracy"} <= set(summary.metrics[name])
+    assert summary.metrics["naive"]["rmse"] > 0
 
     client = mlflow.MlflowClient(mlflow_store)
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(summary.mlflow_run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["prefect.flow_run_id"]
     assert run.data.params["train.epochs"] == "2"
@@ -42,11 +42,11 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
     assert "test_model_rmse" in run.data.metrics and "test_naive_rmse" in run.data.metrics
     # a champion always exists after a run: the GRU (version 1) or the best baseline (version 2)
     for name in ("model", "static_quantile", "rolling_quantile", "ewma"):
-        assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90"} <= set(summary["metrics"][name])
+        assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90"} <= set(summary.metrics[name])
     champion = client.get_model_version_by_alias("tickerflow-gru", "champion")
-    assert str(champion.version) == summary["champion_version"]
-    assert champion.tags["forecaster"] == summary["champion_forecaster"]
-    assert summary["promoted"] is (summary["champion_forecaster"] == "gru")
+    assert str(champion.version) == summary.champion_version
+    assert champion.tags["forecaster"] == summary.champion_forecaster
+    assert summary.promoted is (summary.champion_forecaster == "gru")
 
     # written datasets: the window dataset with its manifest
     manifests = list((tf_home / "windows").glob("*/manifest.json"))
@@ -129,19 +129,19 @@ def test_on_a_pure_random_walk_a_baseline_is_champion_and_batch_forecast_serves_
 
     summary = train_pipeline(config)
 
-    assert summary["champion_forecaster"] in DISTRIBUTION_BASELINES and summary["promoted"] is False
-    assert (summary["model_version"], summary["champion_version"]) == ("1", "2")
+    assert summary.champion_forecaster in DISTRIBUTION_BASELINES and summary.promoted is False
+    assert (summary.model_version, summary.champion_version) == ("1", "2")
     client = mlflow.MlflowClient(mlflow_store)
     assert (
         client.get_model_version_by_alias("tickerflow-gru", "champion").tags["forecaster"]
-        == summary["champion_forecaster"]
+        == summary.champion_forecaster
     )
 
     recent = tmp_path / "recent.csv"
     prices.groupby("ticker").tail(40).to_csv(recent, index=False)
     result = batch_forecast(data=str(recent), out=str(tmp_path / "forecasts.parquet"))
     frame = pd.read_parquet(tmp_path / "forecasts.parquet")
-    assert list(frame.columns) == output_columns(QUANTILE_LEVELS) and result["model_version"] == "2"
+    assert list(frame.columns) == output_columns(QUANTILE_LEVELS) and result.model_version == "2"
     assert sorted(frame["ticker"].unique()) == ["AAA", "BBB", "CCC"]
     q = frame[["q05", "q10", "q25", "q50", "q75", "q90", "q95"]].to_numpy()
     assert (

@@ -15,7 +15,7 @@ from prefect.artifacts import Artifact
 from tickerflow.cli import main
 from tickerflow.flows.replay import replay
 from tickerflow.tasks.forecast_store import read_store
-from tickerflow.tasks.monitor import MONITOR_EXPERIMENT
+from tickerflow.tracking.store import MONITOR_EXPERIMENT
 from tickerflow_model.config import ForecastStoreConfig, MonitorConfig, PipelineConfig
 
 pytestmark = pytest.mark.slow
@@ -73,41 +73,37 @@ def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_ev
 
     result = replay(data=str(data), start="2016-02-24", end="2016-03-07", config=CONFIG, monitor=MONITOR)
 
-    days = result["days"]
-    assert [d["day"] for d in days][:2] == ["2016-02-24", "2016-02-25"] and days[-1]["day"] == "2016-03-07"
-    assert len(result["retrains"]) == 1 and result["retrains"][0]["day"] == "2016-02-24"  # the first champion
+    days = result.days
+    assert [d.day for d in days][:2] == ["2016-02-24", "2016-02-25"] and days[-1].day == "2016-03-07"
+    assert len(result.retrains) == 1 and result.retrains[0].day == "2016-02-24"  # the first champion
     # each day's child runs are named by the replayed day, not by today
     names = {r.name for r in child_flow_runs()}
-    assert {f"forecast-prices-tickerflow-gru@champion-as_of-{d['day']}" for d in days} <= names
+    assert {f"forecast-prices-tickerflow-gru@champion-as_of-{d.day}" for d in days} <= names
     assert "train-prices-tickerflow-gru-as_of-2016-02-24" in names
     # day 1 has nothing to score; each later day scores every ticker's forecast of the day before
-    assert days[0]["scored_forecasts"] == 0 and days[1]["scored_forecasts"] == len(TICKERS)
-    assert days[-1]["scored_forecasts"] == len(TICKERS) * (len(days) - 1)
+    assert days[0].scored_forecasts == 0 and days[1].scored_forecasts == len(TICKERS)
+    assert days[-1].scored_forecasts == len(TICKERS) * (len(days) - 1)
 
-    events = result["degraded_events"]
+    events = result.degraded_events
     assert len(events) == 1, days  # once per streak, not every day of it
-    assert pd.Timestamp(events[0]["day"]) > SHIFT_DAY  # not before the shift: calm days do not trip it
+    assert pd.Timestamp(events[0].day) > SHIFT_DAY  # not before the shift: calm days do not trip it
     # intervals fit on 1% days cover far less of 2% days: the coverage rule trips
-    latest = events[0]["latest"]
-    assert "live_coverage_80" in events[0]["reasons"] and latest["live_coverage_80"] < 0.8 - MONITOR.coverage_tolerance
+    latest = events[0].latest
+    assert "live_coverage_80" in events[0].reasons and latest["live_coverage_80"] < 0.8 - MONITOR.coverage_tolerance
     assert latest["live_rmse"] > 0
-    assert all(d["degraded_days"] == 0 for d in days if pd.Timestamp(d["day"]) < SHIFT_DAY)
+    assert all(d.degraded_days == 0 for d in days if pd.Timestamp(d.day) < SHIFT_DAY)
 
     stored = read_store(ForecastStoreConfig())
     assert len(stored) == len(TICKERS) * len(days)
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
-    champion = client.get_model_version("tickerflow-gru", days[0]["model_version"])  # the GRU or a baseline
+    champion = client.get_model_version("tickerflow-gru", days[0].model_version)  # the GRU or a baseline
     assert set(stored["forecaster"]) == {champion.tags["forecaster"]}
-    assert (
-        stored["q05"].notna().all()
-        and (stored["q05"] <= stored["q50"]).all()
-        and (stored["q50"] <= stored["q95"]).all()
-    )
+    assert stored.q05.notna().all() and (stored.q05 <= stored.q50).all() and (stored.q50 <= stored.q95).all()
     exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
     (run,) = client.search_runs([exp.experiment_id])
     assert (
         run.data.tags["model_version"] == str(champion.version)
-        and run.data.tags["degraded.event_id"] == events[0]["event_id"]
+        and run.data.tags["degraded.event_id"] == events[0].event_id
     )
     history = client.get_metric_history(run.info.run_id, "live_rmse_3d")
     assert [m.step for m in history] == sorted({m.step for m in history})  # each day once, step = YYYYMMDD

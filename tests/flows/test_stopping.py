@@ -24,8 +24,8 @@ import psutil
 import pytest
 from cli_processes import RUN_TIMEOUT_S, TICKERFLOW, cli_env, start
 
-from tickerflow.registry import champion_history
-from tickerflow.tasks.tracking import EXPERIMENT
+from tickerflow.tracking.registry import champion_history
+from tickerflow.tracking.store import EXPERIMENT
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +106,9 @@ def assert_registry_consistent(home: Path) -> list:
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}", f"sqlite:///{home / 'mlflow.db'}")
     versions = [client.get_model_version(v.name, v.version) for v in client.search_model_versions()]
     for version in versions:
-        history = champion_history(client, version.name)  # the decisions, runs of tickerflow-registry
+        with pytest.MonkeyPatch.context() as mp:  # the run's home, not this test's
+            mp.setenv("TICKERFLOW_HOME", str(home))
+            history = champion_history(version.name)  # the decisions, runs of tickerflow-registry
         assert version.aliases, f"v{version.version} has no alias"
         assert any(e["version"] == str(version.version) for e in history), f"v{version.version} is not in the history"
     return versions

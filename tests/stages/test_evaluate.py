@@ -12,8 +12,9 @@ from price_frames import make_prices
 from tiny_models import EVAL_WINDOWS, untrained_forecaster
 
 from tickerflow.reporting.evaluation import write_reports
-from tickerflow.tasks.evaluate import load_version
-from tickerflow.tasks.tracking import experiment_id, use_tracking
+from tickerflow.tracking.models import load_as_champion
+from tickerflow.tracking.runs import TrackedRun
+from tickerflow.tracking.store import experiment_id, use_tracking
 from tickerflow_model.baselines import DISTRIBUTION_BASELINES
 from tickerflow_model.config import EvaluateConfig, history_days
 from tickerflow_model.evaluation import evaluate_forecaster, predict_test_split
@@ -23,11 +24,12 @@ CONFIG = EVAL_WINDOWS
 
 
 def register_champion(forecaster, prices, name: str) -> str:
-    from tickerflow.tasks.register import log_pyfunc
+    from tickerflow.tracking.models import log_version
 
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id  # artifacts under the test's home
-    return f"models:/{name}/{log_pyfunc(forecaster, prices, run_id, name)}"
+    log_version(forecaster, prices, run_id, name)
+    return name
 
 
 # ---- quality bar: a learnable AR(2) in the log-returns --------------------------------------------------
@@ -46,7 +48,7 @@ def run_evaluate_task(prices, root, client):
     with disable_run_logger():
         champion = load_champion.fn("no-champion-yet")
         result = evaluate.fn(untrained_forecaster(dataset, 1.0), dataset, prices, champion)
-        log_evaluation.fn(result, "no-champion-yet", EvaluateConfig(fan_charts=2), run_id)
+        log_evaluation.fn(result, "no-champion-yet", EvaluateConfig(fan_charts=2), TrackedRun(run_id))
     return result, run_id
 
 
@@ -55,7 +57,7 @@ def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(p
     uri = register_champion(champion, prices, "fair")
 
     model = untrained_forecaster(dataset, 1.0)
-    result = evaluate_forecaster(model, dataset, prices, load_version(uri, "1"))
+    result = evaluate_forecaster(model, dataset, prices, load_as_champion(uri, "1"))
 
     assert "champion" in result.metrics and result.champion_error is None
     preds = result.predictions
@@ -74,7 +76,7 @@ def test_a_champion_that_cannot_score_every_window_is_not_compared(prices, datas
     lookback = int((prices["date"].drop_duplicates() < first_test_base).sum()) + 3 - history_days(dataset.spec.features)
     uri = register_champion(untrained_forecaster(dataset, 1.0, lookback=lookback), prices, "long")
 
-    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_version(uri, "1"))
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_as_champion(uri, "1"))
 
     assert "champion" not in result.metrics and "champion" not in result.predictions
     assert "forecasts only" in result.champion_error
@@ -85,7 +87,7 @@ def test_a_champion_that_cannot_be_loaded_is_recorded_and_skipped(prices, datase
     (stored,) = tf_home.rglob("weights.pt")  # the registered version's weights in the artifact store
     stored.write_bytes(b"not a torch file")
 
-    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_version(uri, "1"))
+    result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_as_champion(uri, "1"))
 
     assert "champion" not in result.metrics and result.skill is not None
     assert result.champion_error.startswith("could not be loaded or run:"), result.champion_error
@@ -125,12 +127,14 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(
 ):
     from prefect.artifacts import Artifact
 
-    from tickerflow.flows.train_pipeline import finish_mlflow_run
+    from tickerflow.reporting.training import finish_training_run
     from tickerflow.tasks.register import Registration
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     result, run_id = run_evaluate_task(prices, tmp_path / "w", client)
-    summary = finish_mlflow_run.fn(run_id, result, Registration("m", "1", False, "because", "models:/m/1", "2", "ewma"))
+    summary = finish_training_run.fn(
+        TrackedRun(run_id), result, Registration("m", "1", False, "because", "models:/m/1", "2", "ewma")
+    )
 
     metrics = client.get_run(run_id).data.metrics
     assert metrics["test_skill_vs_naive"] == pytest.approx(result.skill)
@@ -156,7 +160,7 @@ def test_evaluate_task_logs_metrics_reports_and_an_artifact_linking_the_run(
     assert "runs:/" not in markdown and "static_quantile" in markdown and f"{result.skill:+.4f}" in markdown
 
     # the --json summary: point metrics for all, distribution scores for the model and each distribution baseline
-    decoded = json.loads(json.dumps(summary, default=str))
+    decoded = json.loads(summary.to_json())
     assert set(decoded["metrics"]) == {"model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES}
     for name in ("model", *DISTRIBUTION_BASELINES):
         assert {"pinball", "coverage_80", "coverage_90", "width_80", "width_90", "rmse", "skill"} <= set(

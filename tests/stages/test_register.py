@@ -12,10 +12,11 @@ from price_frames import make_prices
 from tiny_models import untrained_forecaster
 
 from tickerflow.cli import main
-from tickerflow.registry import champion_history, champion_stack
 from tickerflow.reporting import log_registration
 from tickerflow.tasks.register import register
-from tickerflow.tasks.tracking import experiment_id
+from tickerflow.tracking.registry import champion_history, champion_stack
+from tickerflow.tracking.runs import TrackedRun
+from tickerflow.tracking.store import experiment_id
 from tickerflow_model.config import RegisterConfig, WindowConfig
 from tickerflow_model.evaluation import Evaluation, evaluate_forecaster
 from tickerflow_model.window_dataset import build_window_dataset
@@ -48,7 +49,7 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
         run_id = client.create_run(experiment_id(client)).info.run_id
         with disable_run_logger():
             registration = register.fn(forecaster, ev, dataset, prices, config, run_id)
-            log_registration.fn(registration, ev, config, run_id)
+            log_registration.fn(registration, ev, config, TrackedRun(run_id))
             return registration, run_id
 
     first, run1 = register_run(evaluation(model=scores(0.5, skill=0.01)))
@@ -126,7 +127,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     with disable_run_logger():
         config = RegisterConfig(model_name="m", coverage_tolerance=0.5)
         reg = register.fn(forecaster, ev, dataset, prices, config, run_id)
-        log_registration.fn(reg, ev, config, run_id)
+        log_registration.fn(reg, ev, config, TrackedRun(run_id))
 
     winner = min(ev.baselines, key=lambda b: ev.metrics[b]["pinball"])
     assert not reg.promoted and (reg.version, reg.champion_version, reg.champion_forecaster) == ("1", "2", winner)
@@ -170,7 +171,7 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
         stored.write_bytes(b"broken")  # the champion's weights are gone bad
         second = client.create_run(experiment_id(client)).info.run_id
         result = evaluate.fn(untrained_forecaster(dataset, 0.5, seed=1), dataset, prices, load_champion.fn("m"))
-        log_evaluation.fn(result, "m", EvaluateConfig(), second)
+        log_evaluation.fn(result, "m", EvaluateConfig(), TrackedRun(second))
 
     assert result.champion_error and "champion" not in result.metrics
     assert client.get_run(second).data.tags["champion_not_compared"].startswith("v1: could not be loaded")
@@ -182,8 +183,8 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
 
 
 def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_path):
-    from tickerflow.tasks.register import log_pyfunc
-    from tickerflow.tasks.tracking import use_tracking
+    from tickerflow.tracking.models import log_version
+    from tickerflow.tracking.store import use_tracking
 
     prices = make_prices(n_days=200, seed=1)
     features = ("log_return", "hl_range", "log_volume_change")
@@ -192,7 +193,7 @@ def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_pa
     )
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
-    version = log_pyfunc(untrained_forecaster(dataset, 1.0), prices, run_id, "m")
+    version = log_version(untrained_forecaster(dataset, 1.0), prices, run_id, "m")
 
     info = mlflow.models.get_model_info(f"models:/m/{version}")
     assert info.signature.inputs.input_names() == ["date", "ticker", "close", "high", "low", "volume"]
@@ -203,16 +204,16 @@ def test_the_signature_holds_every_column_the_features_read(mlflow_store, tmp_pa
 
 
 def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tmp_path):
-    from tickerflow.registry import ChampionMoved, move_champion
+    from tickerflow.tracking.registry import ChampionMoved, move_champion
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     _model_with_versions(client, tmp_path, 3)
-    move_champion(client, "cas", "1", "promote", "first run", "run-a", expected=None)
+    move_champion("cas", "1", "promote", "first run", "run-a", expected=None)
     with pytest.raises(ChampionMoved, match="moved from no champion to v1"):
-        move_champion(client, "cas", "2", "promote", "second run", "run-b", expected=None)  # decided before v1 moved in
+        move_champion("cas", "2", "promote", "second run", "run-b", expected=None)  # decided before v1 moved in
     assert str(client.get_model_version_by_alias("cas", "champion").version) == "1"
-    move_champion(client, "cas", "3", "promote", "third run", "run-c", expected="1")
-    history = champion_history(client, "cas")
+    move_champion("cas", "3", "promote", "third run", "run-c", expected="1")
+    history = champion_history("cas")
     assert [(e["action"], e["version"], e["previous"]) for e in history] == [
         ("promote", "1", None),
         ("refused", "2", "1"),
@@ -224,15 +225,15 @@ def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tm
 def test_moves_at_once_each_get_their_own_history_entry(mlflow_store, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tickerflow.registry import history_key, move_champion
+    from tickerflow.tracking.registry import history_key, move_champion
 
     keys = [history_key() for _ in range(200)]
     assert len(set(keys)) == 200 and keys == sorted(keys)
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     _model_with_versions(client, tmp_path, 4)
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda v: move_champion(client, "cas", v, "promote", f"v{v}"), ["1", "2", "3", "4"]))
-    history = champion_history(client, "cas")
+        list(pool.map(lambda v: move_champion("cas", v, "promote", f"v{v}"), ["1", "2", "3", "4"]))
+    history = champion_history("cas")
     assert sorted(e["version"] for e in history) == ["1", "2", "3", "4"]
     # each move saw the one before it: the chain of `previous` is unbroken
     assert [e["previous"] for e in history] == [None] + [e["version"] for e in history[:-1]]
@@ -240,7 +241,7 @@ def test_moves_at_once_each_get_their_own_history_entry(mlflow_store, tmp_path):
 
 
 def test_the_history_of_an_older_home_kept_in_model_tags_still_reads_back_first(mlflow_store, tmp_path):
-    from tickerflow.registry import move_champion
+    from tickerflow.tracking.registry import move_champion
 
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     _model_with_versions(client, tmp_path, 2)
@@ -254,7 +255,7 @@ def test_the_history_of_an_older_home_kept_in_model_tags_still_reads_back_first(
     }
     client.set_registered_model_tag("cas", "champion_history.0001", json.dumps(old))
     client.set_registered_model_alias("cas", "champion", "1")
-    move_champion(client, "cas", "2", "promote", "better")
-    history = champion_history(client, "cas")
+    move_champion("cas", "2", "promote", "better")
+    history = champion_history("cas")
     assert [(e["version"], e["by"]) for e in history][0] == ("1", "old")
     assert [e["version"] for e in history] == ["1", "2"] and champion_stack(history) == ["1", "2"]

@@ -11,8 +11,8 @@ import pytest
 
 from tickerflow.cli import main
 from tickerflow.tasks.retention import run_gc
-from tickerflow.tasks.tracking import this_process
 from tickerflow.tasks.train import OWNER_FILE
+from tickerflow.tracking.processes import this_process
 from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
 
 HOUR = 3600
@@ -36,7 +36,7 @@ def test_gc_removes_only_what_nothing_needs(tf_home, mlflow_store, tmp_path, cap
         )
     client.set_registered_model_alias("m", "champion", "1")
     client.set_registered_model_alias("m", "challenger", "2")
-    from tickerflow.tasks.tracking import experiment_id
+    from tickerflow.tracking.store import experiment_id
 
     running = client.create_run(experiment_id(client), tags={"dataset_id": "ds-running"}).info.run_id  # RUNNING
 

@@ -12,8 +12,8 @@ from price_frames import make_prices
 
 import tickerflow_model.window_dataset as window_mod
 from tickerflow.tasks.ingest import write_snapshot
-from tickerflow.tasks.storage import home_subdir
 from tickerflow.tasks.window import commit_windows, plan_windows, write_window_part
+from tickerflow.tracking.home import home_subdir
 from tickerflow_model.config import WindowConfig
 from tickerflow_model.price_files import load_prices
 from tickerflow_model.window_dataset import build_window_dataset, load_window_dataset, read_split

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlflow
 
-from tickerflow.tasks.tracking import tracking_uri, use_tracking
+from tickerflow.tracking.store import tracking_uri, use_tracking
 
 
 def test_home_store_follows_tickerflow_home_even_after_mlflow_exported_it(tmp_path, monkeypatch, mlflow_store):
@@ -21,7 +21,7 @@ def test_a_user_set_tracking_uri_wins(monkeypatch):
 
 
 def test_experiment_artifacts_live_under_the_home(tf_home, mlflow_store):
-    from tickerflow.tasks.tracking import experiment_id
+    from tickerflow.tracking.store import experiment_id
 
     client = use_tracking()
     exp = client.get_experiment(experiment_id(client))
@@ -30,7 +30,7 @@ def test_experiment_artifacts_live_under_the_home(tf_home, mlflow_store):
 
 
 def test_experiments_open_on_training_runs_not_the_genai_overview(mlflow_store):
-    from tickerflow.tasks.tracking import experiment_id
+    from tickerflow.tracking.store import experiment_id
 
     client = use_tracking()
     created = client.get_experiment(experiment_id(client, "tickerflow-forecasts"))
@@ -41,7 +41,7 @@ def test_experiments_open_on_training_runs_not_the_genai_overview(mlflow_store):
 
 
 def test_run_links_are_http_links_into_the_mlflow_ui(mlflow_store, monkeypatch):
-    from tickerflow.tasks.tracking import experiment_id, run_url
+    from tickerflow.tracking.store import experiment_id, run_url
 
     client = use_tracking()
     exp = experiment_id(client)

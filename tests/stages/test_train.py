@@ -11,6 +11,7 @@ import pytest
 import torch
 from tiny_models import TINY, Interrupt, interrupt_after, split
 
+from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.config import WindowSpec
 from tickerflow_model.trainer import (
     TrainingError,
@@ -81,20 +82,20 @@ def _record_resume(train_model_fn, resumed):
 
 def test_every_epoch_reaches_mlflow_with_its_step_and_the_fit_after_it(monkeypatch, mlflow_store):
     from tickerflow.reporting import epoch_reporter, log_training
-    from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tracking.store import experiment_id, use_tracking
     from tickerflow_model.fitting import fit_forecaster
 
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
     seen_during_training = []
-    report = epoch_reporter(run_id)
+    report = epoch_reporter(TrackedRun(run_id))
 
     def on_epoch(s):
         report(s)  # live: the epoch is in MLflow before the next one starts
         seen_during_training.append(len(client.get_metric_history(run_id, "val_loss")))
 
     result = fit_forecaster(fake_dataset(monkeypatch), TINY, on_epoch=on_epoch)
-    log_training.fn(result, run_id)
+    log_training.fn(result, TrackedRun(run_id))
 
     assert seen_during_training == [1, 2, 3, 4]
     client = mlflow.MlflowClient(mlflow_store)
@@ -163,7 +164,7 @@ def test_the_task_gives_the_throughput_hint_once_on_a_busy_machine(monkeypatch, 
 def test_the_task_says_it_resumes_and_reports_only_the_remaining_epochs(monkeypatch, mlflow_store):
     import tickerflow.tasks.train as train_task
     from tickerflow.reporting import epoch_reporter
-    from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tracking.store import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)
     x, y, xv, yv = split()
@@ -174,7 +175,7 @@ def test_the_task_says_it_resumes_and_reports_only_the_remaining_epochs(monkeypa
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
     log = recording_log(monkeypatch)
-    train_task.train.fn(dataset, TINY, on_epoch=epoch_reporter(run_id))
+    train_task.train.fn(dataset, TINY, on_epoch=epoch_reporter(TrackedRun(run_id)))
     assert [line for line in log.lines if "resuming" in line][0].startswith("resuming from epoch 3 ")
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [4]
 
@@ -223,14 +224,14 @@ def test_a_retried_train_task_resumes_from_the_checkpoint(monkeypatch, mlflow_st
     import tickerflow.tasks.train as train_task
     import tickerflow_model.fitting as fitting
     from tickerflow.reporting import epoch_reporter
-    from tickerflow.tasks.tracking import experiment_id, use_tracking
+    from tickerflow.tracking.store import experiment_id, use_tracking
 
     dataset = fake_dataset(monkeypatch)
     resumed = []
     monkeypatch.setattr(fitting, "train_model", _record_resume(fitting.train_model, resumed))
     client = use_tracking()
     run_id = client.create_run(experiment_id(client)).info.run_id
-    report = epoch_reporter(run_id)
+    report = epoch_reporter(TrackedRun(run_id))
     failed = []
 
     def flaky_report(s):

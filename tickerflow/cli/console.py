@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import sys
 from collections.abc import Callable
 
 from tickerflow.console_detail import is_detail
@@ -54,9 +55,11 @@ def is_expected(exc: BaseException | None) -> bool:
     MlflowException may be a bug of ours and keeps its traceback."""
     if isinstance(exc, expected_error_types()) or storage_failure(exc) is not None:
         return True  # (a storage that refuses a write: disk full, read-only, a file in the way)
-    from mlflow.exceptions import MlflowException
+    if "mlflow" not in sys.modules:  # an error raised before MLflow was imported is none of MLflow's
+        return False
+    from tickerflow.tracking.store import is_missing  # (MLflow is imported already: this costs nothing)
 
-    return isinstance(exc, MlflowException) and exc.error_code == "RESOURCE_DOES_NOT_EXIST"
+    return is_missing(exc)
 
 
 def _expected_names() -> set[str]:
@@ -159,11 +162,10 @@ def quiet_console() -> Callable[[], None]:
     Call once Prefect is imported (after `quiet_expected_errors_on_console`); returns what undoes it (the
     CLI calls it when the command returns, so a process that calls `main()` more than once, such as the
     tests, gets its logging back)."""
-    from mlflow.utils import logging_utils
+    from tickerflow.tracking.store import quiet_mlflow_console  # (the flow commands have imported MLflow)
 
-    was_enabled = logging_utils.MLFLOW_LOGGING_STREAM.enabled
-    logging_utils.disable_logging()  # MLflow's own stream: its logger's lines and its eprint()s
-    loggers = [logging.getLogger(name) for name in ("py.warnings", "great_expectations", "mlflow", "alembic")]
+    undo_mlflow = quiet_mlflow_console()
+    loggers = [logging.getLogger(name) for name in ("py.warnings", "great_expectations", "alembic")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -173,7 +175,7 @@ def quiet_console() -> Callable[[], None]:
         handler.addFilter(chatter)
 
     def undo() -> None:
-        logging_utils.MLFLOW_LOGGING_STREAM.enabled = was_enabled
+        undo_mlflow()
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         for handler in handlers:

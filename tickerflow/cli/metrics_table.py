@@ -26,11 +26,9 @@ def metric_text(value: float) -> str:
     return f"{value:.4f}" if value == 0 or not math.isfinite(value) or 1e-3 <= abs(value) < 1e9 else f"{value:.4g}"
 
 
-def format_metrics(summary: dict) -> str:
+def format_metrics(metrics: dict[str, dict[str, float]], per_ticker: dict[str, dict[str, dict[str, float]]]) -> str:
     """Overall and per-ticker metrics: point metrics in price units, distribution scores in % log return."""
-    metrics = summary["metrics"]
     names = [c for c in METRIC_KEYS if any(c in m for m in metrics.values())]
-    per_ticker = summary.get("per_ticker", {})
     tickers = shown_tickers(per_ticker)
     rows = [("all", k, v) for k, v in metrics.items()]
     rows += [(t, k, v) for t in tickers for k, v in per_ticker[t].items() if k in PER_TICKER]

@@ -1,5 +1,5 @@
 """`tickerflow promote`, `tickerflow rollback`, `tickerflow models`: the champion alias, moved by hand and read
-back through the champion protocol of `tickerflow.registry`."""
+back through the champion protocol of `tickerflow.tracking.registry`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ import typer
 from tickerflow_model.config import RegisterConfig, field_default
 
 DEFAULT_MODEL = field_default(RegisterConfig, "model_name")
-
-
-def _client():
-    from tickerflow.tasks.tracking import use_tracking
-
-    return use_tracking()
 
 
 def format_event(event: dict) -> str:
@@ -72,9 +66,9 @@ def promote(
     force: Force = False,
 ) -> int:
     """Make a registered version the champion (one that cannot be loaded only with --force)."""
-    from tickerflow.registry import promote_version
+    from tickerflow.tracking.registry import promote_version  # (MLflow: only when the command runs)
 
-    event = promote_version(_client(), model, str(version), reason, by, force=force)
+    event = promote_version(model, str(version), reason, by, force=force)
     print(f"{model}: {format_event(event)}")
     if json_summary:
         print(json.dumps(event))
@@ -89,9 +83,9 @@ def rollback(
     force: Force = False,
 ) -> int:
     """Make the previous champion the champion again (one that cannot be loaded only with --force)."""
-    from tickerflow.registry import rollback_champion
+    from tickerflow.tracking.registry import rollback_champion  # (MLflow: only when the command runs)
 
-    event = rollback_champion(_client(), model, reason, by, force=force)
+    event = rollback_champion(model, reason, by, force=force)
     print(f"{model}: {format_event(event)}")
     if json_summary:
         print(json.dumps(event))
@@ -100,8 +94,8 @@ def rollback(
 
 def models(model: Model = DEFAULT_MODEL, json_summary: Json = False) -> int:
     """List versions, aliases, metrics and the champion history."""
-    from tickerflow.registry import models_listing
+    from tickerflow.tracking.registry import models_listing  # (MLflow: only when the command runs)
 
-    listing = models_listing(_client(), model)
+    listing = models_listing(model)
     print(json.dumps(listing, default=str) if json_summary else format_listing(listing))
     return 0

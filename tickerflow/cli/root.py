@@ -9,7 +9,6 @@ environment defaults before anything reads them.
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,10 +42,10 @@ COMMAND_IMPORTS: dict[str, tuple[str, ...]] = {
     "forecast": ("tickerflow.flows.batch_forecast",),
     "replay": ("tickerflow.flows.replay",),
     "serve": ("tickerflow.flows.train_pipeline", "tickerflow.flows.batch_forecast"),
-    "ui": ("tickerflow.tasks.tracking",),
-    "models": ("tickerflow.registry",),
-    "promote": ("tickerflow.registry",),
-    "rollback": ("tickerflow.registry",),
+    "ui": ("tickerflow.tracking.store",),
+    "models": ("tickerflow.tracking.registry",),
+    "promote": ("tickerflow.tracking.registry",),
+    "rollback": ("tickerflow.tracking.registry",),
     "gc": ("tickerflow.tasks.retention",),
 }
 
@@ -131,7 +130,7 @@ def _prepare_training_run() -> None:
     the local MLflow store (the first run on a home migrates its SQLite database), import matplotlib's
     Figure (the report's charts)."""
     importlib.import_module("torch._dynamo")
-    from tickerflow.tasks.tracking import initialise_store, tracking_uri
+    from tickerflow.tracking.store import initialise_store, tracking_uri
 
     initialise_store(tracking_uri())
     importlib.import_module("matplotlib.figure")
@@ -173,16 +172,16 @@ def run(
     pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
     with prefect_api(while_starting=_prepare_training_run):
         summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
-    print(format_metrics(summary))
-    print("\n" + "\n".join(summary["versus"]))
+    print(format_metrics(summary.metrics, summary.per_ticker))
+    print("\n" + "\n".join(summary.versus))
     print(
-        f"skill vs naive: {summary['skill_vs_naive']:+.4f}   registered {summary['model_name']} "
-        f"v{summary['model_version']} (gru)   promoted: {summary['promoted']}\n"
-        f"champion: v{summary['champion_version']} ({summary['champion_forecaster']}): {summary['reason']}\n"
-        f"MLflow run: {summary['mlflow_run_url']}"
+        f"skill vs naive: {summary.skill_vs_naive:+.4f}   registered {summary.model_name} "
+        f"v{summary.model_version} (gru)   promoted: {summary.promoted}\n"
+        f"champion: v{summary.champion_version} ({summary.champion_forecaster}): {summary.reason}\n"
+        f"MLflow run: {summary.mlflow_run_url}"
     )
     if json_summary:
-        print(json.dumps(summary, default=str))
+        print(summary.to_json())
     return 0
 
 
@@ -203,13 +202,12 @@ def forecast(
     target = out if "://" in out else str(Path(out).expanduser().resolve())
     with prefect_api():
         result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri or DEFAULT_MODEL_URI)
-    print(
-        f"wrote {result['rows']} forecasts from {result['model_uri']} (version {result['model_version']}) to {result['out']}"
-    )
-    for skipped, why in result.get("skipped", {}).items():
+    written = result.written
+    print(f"wrote {written.rows} forecasts from {written.model_uri} (version {written.model_version}) to {written.out}")
+    for skipped, why in written.skipped.items():
         print(f"skipped {skipped}: {why}")
     if json_summary:
-        print(json.dumps(result, default=str))
+        print(result.to_json())
     return 0
 
 
@@ -255,19 +253,19 @@ def replay(
             retrain_every=retrain_every,
             config=pipeline_config,
         )
-    for day in result["days"]:
+    for day in result.days:
         print(
-            f"{day['day']}  champion v{day['model_version']}  scored {day['scored_forecasts']:>6}  "
-            f"days past a threshold {day['degraded_days']}"
+            f"{day.day}  champion v{day.model_version}  scored {day.scored_forecasts:>6}  "
+            f"days past a threshold {day.degraded_days}"
         )
     print(
-        f"\n{len(result['days'])} days replayed, {len(result['retrains'])} training run(s), "
-        f"{len(result['degraded_events'])} degradation event(s)"
+        f"\n{len(result.days)} days replayed, {len(result.retrains)} training run(s), "
+        f"{len(result.degraded_events)} degradation event(s)"
     )
-    for event in result["degraded_events"]:
-        print(f"degraded on {event['day']}: v{event['model_version']}: {event['reasons']}")
+    for event in result.degraded_events:
+        print(f"degraded on {event.day}: v{event.model_version}: {event.reasons}")
     if json_summary:
-        print(json.dumps(result, default=str))
+        print(result.to_json())
     return 0
 
 

@@ -48,8 +48,8 @@ def _default(name: str) -> Any:
 
 def embedded_mlflow_store() -> tuple[str, Path]:
     """(backend store URI, artifact folder) the embedded runs use: see tasks/tracking.py."""
-    from tickerflow.tasks.storage import home_subdir
-    from tickerflow.tasks.tracking import tracking_uri
+    from tickerflow.tracking.home import home_subdir
+    from tickerflow.tracking.store import tracking_uri
 
     return tracking_uri(), home_subdir("mlartifacts")
 
@@ -61,7 +61,7 @@ def ui(
     startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
 ) -> int:
     """Prefect UI + MLflow UI on loopback, over the stores the runs used. Ctrl-C stops both."""
-    from tickerflow.tasks.storage import home_subdir
+    from tickerflow.tracking.home import home_subdir
 
     options = ServerOptions(
         host=host, prefect_port=prefect_port, mlflow_port=mlflow_port, startup_timeout=startup_timeout
@@ -160,7 +160,7 @@ def serve(
                 file=sys.stderr,
             )
             return EXIT_NOT_STARTED
-        from tickerflow.tasks.storage import home_subdir
+        from tickerflow.tracking.home import home_subdir
 
         server = prefect_server(LOOPBACK, options.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
         print(

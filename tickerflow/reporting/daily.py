@@ -11,36 +11,26 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import fsspec
-import mlflow
 import pandas as pd
 from prefect import runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tickerflow.reporting.charts import figure
-from tickerflow.tasks.forecast import FORECAST_EXPERIMENT, ForecastBatch
-from tickerflow.tasks.monitor import MONITOR_EXPERIMENT, LiveScores, version_key
-from tickerflow.tasks.tracking import PREFECT_FLOW_RUN_TAG, end_run, experiment_id, run_url, use_tracking
+from tickerflow.tasks.forecast import ForecastBatch, WrittenForecasts
+from tickerflow.tasks.monitor import LiveScores, version_key
+from tickerflow.tracking.runs import TrackedRun
+from tickerflow.tracking.store import FORECAST_EXPERIMENT, MONITOR_EXPERIMENT, PREFECT_FLOW_RUN_TAG
 from tickerflow_model.live import LIVE_METRICS, NOMINAL_COVERAGE
 from tickerflow_model.redaction import redact_uri
 
 
-def monitoring_run(client: mlflow.MlflowClient, name: str, version: str) -> str:
+def monitoring_run(name: str, version: str) -> TrackedRun:
     """The monitoring run of one model version (created on first use)."""
-    exp = experiment_id(client, MONITOR_EXPERIMENT)
-    found = client.search_runs(
-        [exp], filter_string=f"tags.model_name = '{name}' and tags.model_version = '{version}'", max_results=1
-    )
-    if found:
-        return found[0].info.run_id
-    run = client.create_run(
-        exp, run_name=f"live {name} v{version}", tags={"model_name": name, "model_version": version}
-    )
-    client.set_terminated(run.info.run_id, "FINISHED")  # a ledger, not a process: metrics are added day by day
-    return run.info.run_id
+    tags = {"model_name": name, "model_version": version}
+    return TrackedRun.ledger(MONITOR_EXPERIMENT, tags, name=f"live {name} v{version}")
 
 
 def step_of(day: pd.Timestamp) -> int:
@@ -48,21 +38,19 @@ def step_of(day: pd.Timestamp) -> int:
     return int(pd.Timestamp(day).strftime("%Y%m%d"))
 
 
-def log_version_metrics(client: mlflow.MlflowClient, run_id: str, metrics: pd.DataFrame) -> int:
+def log_version_metrics(run: TrackedRun, metrics: pd.DataFrame) -> int:
     """Log the days not logged yet (tag `live.last_step`); returns how many metric values were logged."""
-    last = int(client.get_run(run_id).data.tags.get("live.last_step", "0"))
+    last = int(run.tags.get("live.last_step", "0"))
     new = metrics[metrics["day"].map(step_of) > last]
-    now = int(time.time() * 1000)
     values = [
-        mlflow.entities.Metric(f"{name}_{int(row['window'])}d", float(row[name]), now, step_of(row["day"]))
+        (f"{name}_{int(row['window'])}d", float(row[name]), step_of(row["day"]))
         for _, row in new.iterrows()
         for name in LIVE_METRICS
         if name in row and row[name] is not None and not math.isnan(float(row[name]))
     ]
-    for start in range(0, len(values), 1000):  # MLflow's batch limit
-        client.log_batch(run_id, metrics=values[start : start + 1000])
+    run.log_steps(values)
     if len(new):
-        client.set_tag(run_id, "live.last_step", str(step_of(new["day"].max())))
+        run.set_tags({"live.last_step": str(step_of(new["day"].max()))})
     return len(values)
 
 
@@ -108,12 +96,11 @@ def log_live_metrics(scores: LiveScores, champion_name: str, champion_version: s
 
     Returns the monitoring run of each version with live metrics (`version_key` -> run id).
     """
-    client = use_tracking()
     runs = {}
     for (name, version), g in scores.metrics.groupby(["model_name", "model_version"], sort=True):
-        run_id = monitoring_run(client, name, version)
-        log_version_metrics(client, run_id, g)
-        runs[version_key(name, version)] = run_id
+        ledger = monitoring_run(name, version)
+        log_version_metrics(ledger, g)
+        runs[version_key(name, version)] = ledger.run_id
     mine = (
         scores.metrics[
             (scores.metrics["model_name"] == champion_name) & (scores.metrics["model_version"] == champion_version)
@@ -123,13 +110,13 @@ def log_live_metrics(scores: LiveScores, champion_name: str, champion_version: s
     )
     link = ""
     if len(mine):
-        run_id = runs[version_key(champion_name, champion_version)]
+        ledger = TrackedRun(runs[version_key(champion_name, champion_version)])
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_live(
                 mine, Path(tmp) / "live_performance.png", f"{champion_name} v{champion_version}: live performance"
             )
-            client.log_artifact(run_id, str(png), "live")
-        link = f"\n\nPlot of live skill and coverage over time: `live/live_performance.png` in MLflow run [{run_id}]({run_url(run_id)})."
+            ledger.log_file(png, "live")
+        link = f"\n\nPlot of live skill and coverage over time: `live/live_performance.png` in MLflow run [{ledger.run_id}]({ledger.url})."
     create_markdown_artifact(
         key="live-performance",
         markdown=live_markdown(mine, champion_name, champion_version) + link,
@@ -139,34 +126,34 @@ def log_live_metrics(scores: LiveScores, champion_name: str, champion_version: s
 
 
 @task(name="publish-forecasts")
-def publish_forecasts(batch: ForecastBatch, result: dict, source: str) -> dict:
+def publish_forecasts(batch: ForecastBatch, written: WrittenForecasts, source: str) -> TrackedRun:
     """One MLflow run per batch (in its own experiment) holding the Parquet; a Prefect table artifact.
-
-    Returns `result` (what `write_forecasts` wrote) with the run's id as `mlflow_run_id`.
-    """
-    client = use_tracking()
-    run = client.create_run(
-        experiment_id(client, FORECAST_EXPERIMENT),
+    Returns the run."""
+    run = TrackedRun.start(
+        FORECAST_EXPERIMENT,
         tags={
             PREFECT_FLOW_RUN_TAG: str(runtime.flow_run.id or ""),
-            "model_uri": result["model_uri"],
-            "model_version": result["model_version"],
+            "model_uri": written.model_uri,
+            "model_version": written.model_version,
             "data.source": redact_uri(source),
-            "skipped_tickers": ", ".join(f"{t} ({why})" for t, why in batch.skipped.items())[:5000] or "none",
+            "skipped_tickers": ", ".join(f"{t} ({why})" for t, why in batch.skipped.items()) or "none",
         },
     )
-    run_id = run.info.run_id
-    client.log_metric(run_id, "forecast_rows", len(batch.frame))
-    client.log_metric(run_id, "tickers_forecast", len(result["tickers"]))
-    client.log_metric(run_id, "tickers_skipped", len(batch.skipped))
-    if "://" in result["out"]:  # a remote output: the run keeps a copy of what was written
-        with tempfile.TemporaryDirectory() as tmp, fsspec.open(result["out"], "rb") as src:
-            local = Path(tmp) / Path(result["out"].split("?", 1)[0]).name
+    run.log_metrics(
+        {
+            "forecast_rows": len(batch.frame),
+            "tickers_forecast": len(written.tickers),
+            "tickers_skipped": len(batch.skipped),
+        }
+    )
+    if "://" in written.out:  # a remote output: the run keeps a copy of what was written
+        with tempfile.TemporaryDirectory() as tmp, fsspec.open(written.out, "rb") as src:
+            local = Path(tmp) / Path(written.out.split("?", 1)[0]).name
             local.write_bytes(src.read())
-            client.log_artifact(run_id, str(local), "forecasts")
+            run.log_file(local, "forecasts")
     else:
-        client.log_artifact(run_id, result["out"], "forecasts")
-    end_run(run_id, failed=False)
+        run.log_file(written.out, "forecasts")
+    run.finish()
     table = batch.frame.assign(
         date=batch.frame["date"].dt.strftime("%Y-%m-%d"), forecast_close=batch.frame["forecast_close"].round(4)
     )
@@ -174,8 +161,8 @@ def publish_forecasts(batch: ForecastBatch, result: dict, source: str) -> dict:
         key="batch-forecast",
         table=table.to_dict(orient="records"),
         description=(
-            f"Forecasts of {result['model_uri']} (version {result['model_version']}); MLflow run {run_url(run_id)}; "
+            f"Forecasts of {written.model_uri} (version {written.model_version}); MLflow run {run.url}; "
             f"skipped: {', '.join(batch.skipped) or 'none'}"
         ),
     )
-    return {**result, "mlflow_run_id": run_id}
+    return run

@@ -12,7 +12,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 from prefect import task
@@ -20,7 +19,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from tickerflow.reporting.charts import figure
 from tickerflow.tasks.register import Registration
-from tickerflow.tasks.tracking import run_url, use_tracking
+from tickerflow.tracking.models import tag_version
+from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.backtest import Backtest
 from tickerflow_model.config import EvaluateConfig, RegisterConfig
 from tickerflow_model.evaluation import Evaluation
@@ -37,13 +37,13 @@ def safe_metric_key(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
 
 
-def mlflow_metrics(result: Evaluation) -> list[mlflow.entities.Metric]:
+def mlflow_metrics(result: Evaluation) -> dict[str, float]:
     """A bounded set of keys, whatever the number of tickers.
 
     `test_<forecaster>_<metric>` overall, and `test_h<k>_model_<metric>` per horizon step (when there
     is more than one) for HORIZON_METRICS; per-ticker figures go to a table artifact instead.
     """
-    out = [mlflow.entities.Metric("test_skill_vs_naive", result.skill, 0, 0)]
+    out = {"test_skill_vs_naive": result.skill}
     scopes = [("", result.metrics)]
     if len(result.per_horizon) > 1:
         scopes += [
@@ -52,11 +52,7 @@ def mlflow_metrics(result: Evaluation) -> list[mlflow.entities.Metric]:
         ]
     for prefix, by_name in scopes:
         for name, m in by_name.items():
-            out += [
-                mlflow.entities.Metric(safe_metric_key(f"test_{prefix}{name}_{k}"), float(v), 0, 0)
-                for k, v in m.items()
-                if np.isfinite(v)
-            ]
+            out.update({safe_metric_key(f"test_{prefix}{name}_{k}"): float(v) for k, v in m.items()})
     return out
 
 
@@ -136,7 +132,7 @@ def overview_plot(result: Evaluation, path: Path) -> Path:
     return path
 
 
-def evaluation_markdown(result: Evaluation, run_id: str, config: EvaluateConfig = EvaluateConfig()) -> str:
+def evaluation_markdown(result: Evaluation, run: TrackedRun, config: EvaluateConfig = EvaluateConfig()) -> str:
     if "champion" in result.metrics:
         champion = f" The current champion (v{result.champion_version}) was scored on the same windows."
     elif result.champion_error:
@@ -152,28 +148,26 @@ def evaluation_markdown(result: Evaluation, run_id: str, config: EvaluateConfig 
         "log returns in percent. Overall, then the best and worst tickers by the model's skill "
         f"(all {len(result.per_ticker)} tickers: `evaluation/metrics_per_ticker.csv` in the MLflow run).\n\n"
         f"{result.table(result.report_scopes(config))}\n\n"
-        f"MLflow run: [{run_id}]({run_url(run_id)})\n"
+        f"MLflow run: [{run.run_id}]({run.url})\n"
     )
 
 
 @task(name="log-evaluation")
-def log_evaluation(result: Evaluation, model_name: str, config: EvaluateConfig, run_id: str) -> None:
+def log_evaluation(result: Evaluation, model_name: str, config: EvaluateConfig, run: TrackedRun) -> None:
     """Metrics, report files and charts, the per-ticker table, and the `test-metrics` artifact; a champion that
     was not compared is flagged on the run and on its version."""
-    client = use_tracking()
-    if result.champion_error:
-        client.set_tag(run_id, "champion_not_compared", f"v{result.champion_version}: {result.champion_error}"[:5000])
-        client.set_model_version_tag(model_name, result.champion_version, UNSCORED_TAG, result.champion_error[:5000])
-    client.log_batch(run_id, metrics=mlflow_metrics(result))  # bounded: well under log_batch's 1000
+    if result.champion_error and result.champion_version:
+        run.set_tags({"champion_not_compared": f"v{result.champion_version}: {result.champion_error}"})
+        tag_version(model_name, result.champion_version, {UNSCORED_TAG: result.champion_error})
+    run.log_metrics(mlflow_metrics(result))
     with tempfile.TemporaryDirectory() as tmp:
         write_reports(result, Path(tmp), config)
-        client.log_artifacts(run_id, tmp, "evaluation")
+        run.log_folder(tmp, "evaluation")
     # the MLflow UI shows a logged table in the run's evaluation view
-    table = result.ticker_table().astype({k: float for k in METRIC_KEYS})
-    client.log_table(run_id, table, "evaluation/per_ticker_table.json")
+    run.log_table(result.ticker_table().astype({k: float for k in METRIC_KEYS}), "evaluation/per_ticker_table.json")
     create_markdown_artifact(
         key="test-metrics",
-        markdown=evaluation_markdown(result, run_id, config),
+        markdown=evaluation_markdown(result, run, config),
         description="Model vs baselines (and champion) on the test split",
     )
 
@@ -190,30 +184,25 @@ def markdown_rows(rows: list[dict]) -> str:
 
 
 @task(name="log-backtest")
-def log_backtest(result: Backtest | None, run_id: str) -> None:
+def log_backtest(result: Backtest | None, run: TrackedRun) -> None:
     """Walk-forward folds in the MLflow run (`backtest_fold_skill`, `backtest_*`) and the `backtest` artifact."""
     if result is None:
         return
-    client = use_tracking()
-    metrics = [mlflow.entities.Metric("backtest_skill_vs_naive", result.metrics["model"]["skill"], 0, 0)]
-    metrics += [
-        mlflow.entities.Metric(f"backtest_{n}_{k}", float(v), 0, 0)
-        for n, m in result.metrics.items()
-        for k, v in m.items()
-    ]
-    metrics += [mlflow.entities.Metric("backtest_fold_skill", f.evaluation.skill, 0, f.index) for f in result.folds]
-    client.log_batch(run_id, metrics=metrics)
-    client.log_text(run_id, pd.DataFrame(result.fold_rows()).to_csv(index=False), "evaluation/backtest_folds.csv")
+    metrics = {"backtest_skill_vs_naive": result.metrics["model"]["skill"]}
+    metrics.update({f"backtest_{n}_{k}": float(v) for n, m in result.metrics.items() for k, v in m.items()})
+    run.log_metrics(metrics)
+    run.log_steps(("backtest_fold_skill", f.evaluation.skill, f.index) for f in result.folds)
+    run.log_text(pd.DataFrame(result.fold_rows()).to_csv(index=False), "evaluation/backtest_folds.csv")
     create_markdown_artifact(
         key="backtest",
         markdown=f"# Walk-forward backtest\n\nPooled skill vs naive: **{result.metrics['model']['skill']:+.4f}**\n\n"
-        f"{markdown_rows(result.fold_rows())}\n\nMLflow run: [{run_id}]({run_url(run_id)})\n",
+        f"{markdown_rows(result.fold_rows())}\n\nMLflow run: [{run.run_id}]({run.url})\n",
         description="Walk-forward folds: expanding history, windows and scaler rebuilt per fold",
     )
 
 
 def gate_markdown(
-    decision: GateDecision, evaluation: Evaluation, config: RegisterConfig, headline: str, run_id: str
+    decision: GateDecision, evaluation: Evaluation, config: RegisterConfig, headline: str, run: TrackedRun
 ) -> str:
     """The Prefect artifact: the verdict, the reason, and each candidate against each condition."""
     lines = [
@@ -237,25 +226,30 @@ def gate_markdown(
         f"Coverage tolerance +/-{config.coverage_tolerance:.1%}, minimum skill {config.min_skill:+.4f}, "
         f"required gain over the champion {config.min_improvement:.2%}.",
         "",
-        f"MLflow run: [{run_id}]({run_url(run_id)})",
+        f"MLflow run: [{run.run_id}]({run.url})",
     ]
     return "\n".join(lines) + "\n"
 
 
 @task(name="log-registration")
-def log_registration(registration: Registration, evaluation: Evaluation, config: RegisterConfig, run_id: str) -> None:
+def log_registration(
+    registration: Registration, evaluation: Evaluation, config: RegisterConfig, run: TrackedRun
+) -> None:
     """The gate's outcome on the run (tags `promotion*`, `champion_*`, metric `promoted`) and the
     `promotion-decision` artifact."""
-    client = use_tracking()
-    client.set_tag(run_id, "promotion", "promoted" if registration.promoted else "rejected")
-    client.set_tag(run_id, "promotion_reason", registration.reason[:5000])
-    client.set_tag(run_id, "champion_version", registration.champion_version)
-    client.set_tag(run_id, "champion_forecaster", registration.champion_forecaster)
-    client.log_metric(run_id, "promoted", float(registration.promoted))
+    run.set_tags(
+        {
+            "promotion": "promoted" if registration.promoted else "rejected",
+            "promotion_reason": registration.reason,
+            "champion_version": registration.champion_version,
+            "champion_forecaster": registration.champion_forecaster,
+        }
+    )
+    run.log_metrics({"promoted": float(registration.promoted)})
     if registration.decision is None:  # a registration made without the gate: no verdicts to show
         return
     create_markdown_artifact(
         key="promotion-decision",
-        markdown=gate_markdown(registration.decision, evaluation, config, registration.headline, run_id),
+        markdown=gate_markdown(registration.decision, evaluation, config, registration.headline, run),
         description="Which forecaster is the champion after this run, and why",
     )

@@ -17,9 +17,10 @@ from prefect import runtime
 from prefect.artifacts import create_link_artifact
 from prefect.settings import PREFECT_UI_URL
 
-from tickerflow.tasks.tracking import run_url, use_tracking
+from tickerflow.tracking.runs import TrackedRun
 from tickerflow.ui_addresses import PREFECT_UI_URL_ENV, local_ui_url, on_temporary_api
 from tickerflow_model.config import PREFECT_UI_PORT, RegisterConfig, field_default
+from tickerflow_model.names import CHAMPION_ALIAS
 from tickerflow_model.redaction import redact_uri
 
 PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
@@ -89,7 +90,11 @@ def forecast_run_name() -> str:
 
 def replay_run_names(data: str, model_name: str, day) -> tuple[str, str]:
     """(training run name, forecast run name) of a replayed day: named by that day, not by today."""
-    data, model, as_of = data_label(data), model_label(f"models:/{model_name}@champion"), f"as_of-{day:%Y-%m-%d}"
+    data, model, as_of = (
+        data_label(data),
+        model_label(f"models:/{model_name}@{CHAMPION_ALIAS}"),
+        f"as_of-{day:%Y-%m-%d}",
+    )
     return f"train-{data}-{model_name}-{as_of}", f"forecast-{data}-{model}-{as_of}"
 
 
@@ -126,16 +131,16 @@ def prefect_flow_run_url() -> str | None:
     return runtime.flow_run.ui_url
 
 
-def cross_link(run_id: str) -> str:
+def cross_link(run: TrackedRun) -> str:
     """Link the flow run and its MLflow run both ways; returns the MLflow run's link."""
-    link = run_url(run_id)
+    link = run.url
     prefect_url = prefect_flow_run_url()
     if prefect_url:
-        use_tracking().set_tag(run_id, PREFECT_FLOW_RUN_URL_TAG, prefect_url)
+        run.set_tags({PREFECT_FLOW_RUN_URL_TAG: prefect_url})
     create_link_artifact(
         key=MLFLOW_RUN_ARTIFACT,
         link=link,
-        link_text=f"MLflow run {run_id}",
+        link_text=f"MLflow run {run.run_id}",
         description="The MLflow run of this flow run: params, per-epoch metrics, Data Docs, model",
     )
     return link

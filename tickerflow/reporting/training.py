@@ -1,30 +1,78 @@
-"""Data and training records of a training run: the validation summary (and Data Docs), the window
-dataset's lineage, per-epoch metrics and the fit's outcome, all into the run the flow started."""
+"""A training run's MLflow run from start to finish: its params, the validation summary (and Data Docs), the
+window dataset's lineage, per-epoch metrics and the fit's outcome, then the run's summary."""
 
 from __future__ import annotations
 
-import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
-import mlflow
-from mlflow.data.dataset_source_registry import resolve_dataset_source
-from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag
-from prefect import task
+from prefect import runtime, task
 from prefect.artifacts import create_markdown_artifact
 
-from tickerflow.tasks.tracking import experiment_id, use_tracking
+from tickerflow.reporting.run_labels import cross_link
+from tickerflow.reporting.summaries import TrainingSummary
+from tickerflow.tasks.register import Registration
 from tickerflow.tasks.validate import ValidationReport
+from tickerflow.tracking.runs import TrackedRun, find_runs, reap_stale_runs
+from tickerflow.tracking.store import EXPERIMENT, PREFECT_FLOW_RUN_TAG
+from tickerflow_model.backtest import Backtest
+from tickerflow_model.config import PipelineConfig
+from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.fitting import FitResult
 from tickerflow_model.quantiles import central_pairs
+from tickerflow_model.redaction import redact_uri
 from tickerflow_model.trainer import EpochStats
 from tickerflow_model.window_dataset import WindowDataset
 
 
+@task(name="start-mlflow-run")
+def start_training_run(config: PipelineConfig) -> TrackedRun:
+    """The flow run's MLflow run: every section of the config as params (credentials redacted), the flow-run id
+    as a tag, a link each way. Runs whose process died first are ended KILLED."""
+    reap_stale_runs()
+    run = TrackedRun.start(
+        EXPERIMENT,
+        name=runtime.flow_run.name,
+        tags={
+            PREFECT_FLOW_RUN_TAG: str(runtime.flow_run.id or ""),
+            "prefect.flow_name": "train_pipeline",
+            "data.source": redact_uri(config.ingest.source),
+        },
+    )
+    run.log_params(config.flat_params())
+    cross_link(run)
+    return run
+
+
+@task(name="finish-mlflow-run")
+def finish_training_run(
+    run: TrackedRun, evaluation: Evaluation, registration: Registration, folds: Backtest | None = None
+) -> TrainingSummary:
+    run.finish()
+    return TrainingSummary(
+        mlflow_run_id=run.run_id,
+        mlflow_run_url=run.url,
+        model_name=registration.model_name,
+        model_version=registration.version,
+        model_uri=registration.model_uri,
+        promoted=registration.promoted,
+        reason=registration.reason,
+        skill_vs_naive=evaluation.skill,
+        test_forecasts=evaluation.n_windows,
+        metrics=evaluation.metrics,
+        per_ticker=evaluation.per_ticker,
+        per_horizon=evaluation.per_horizon,
+        versus=tuple(evaluation.versus_rivals()),
+        champion_version=registration.champion_version,
+        champion_forecaster=registration.champion_forecaster,
+        compared_champion_version=evaluation.champion_version,
+        champion_not_compared=evaluation.champion_error,
+        backtest=None if folds is None else {"metrics": folds.metrics, "folds": folds.fold_rows()},
+    )
+
+
 @task(name="log-validation")
-def log_validation(report: ValidationReport, run_id: str | None = None) -> None:
+def log_validation(report: ValidationReport, run: TrackedRun | None = None) -> None:
     """The `validation-summary` artifact, on every run (a cached validation included), passed or not.
 
     With a run id, Data Docs go to MLflow too, once per validation id: a later run of the same
@@ -32,38 +80,31 @@ def log_validation(report: ValidationReport, run_id: str | None = None) -> None:
     them again. The daily flow has no run of its own to give: it gets the artifact only.
     """
     create_markdown_artifact(key="validation-summary", markdown=report.markdown(), description="GX validation")
-    if run_id is None:
+    if run is None:
         return
-    client = use_tracking()
     validation = Path(report.docs_dir).parent.name  # validation/<validation id>/data_docs
-    holder = client.search_runs(
-        [experiment_id(client)], filter_string=f"tags.`validation.data_docs_of` = '{validation}'", max_results=1
-    )
+    holder = find_runs(EXPERIMENT, f"tags.`validation.data_docs_of` = '{validation}'", max_results=1)
     if holder:
-        docs_run = holder[0].info.run_id
+        docs_run = holder[0].run_id
     else:
-        client.log_artifacts(run_id, report.docs_dir, "validation/data_docs")
-        client.set_tag(run_id, "validation.data_docs_of", validation)
-        docs_run = run_id
-    client.set_tag(run_id, "validation.data_docs_run", docs_run)
-    client.set_tag(run_id, "validation_id", validation)
-    client.log_text(run_id, report.summary(), "validation/summary.txt")
-    client.set_tag(run_id, "validation", "passed" if report.success else "failed")
+        run.log_folder(report.docs_dir, "validation/data_docs")
+        run.set_tags({"validation.data_docs_of": validation})
+        docs_run = run.run_id
+    run.log_text(report.summary(), "validation/summary.txt")
+    run.set_tags(
+        {
+            "validation.data_docs_run": docs_run,
+            "validation_id": validation,
+            "validation": "passed" if report.success else "failed",
+        }
+    )
 
 
 @task(name="log-dataset-lineage")
-def log_dataset_lineage(dataset: WindowDataset, run_id: str) -> None:
+def log_dataset_lineage(dataset: WindowDataset, run: TrackedRun) -> None:
     """Record the window dataset (id = digest, folder = source) as the run's training input."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": both are local files
-        source = resolve_dataset_source(Path(dataset.path).as_uri())
-    # MetaDataset leaves Dataset.profile abstract, but Dataset is no ABC: MLflow instantiates it the same way
-    meta = MetaDataset(source, name=f"windows-{dataset.dataset_id}", digest=dataset.dataset_id)  # type: ignore[abstract]
-    entity = meta._to_mlflow_entity()
-    client = use_tracking()
-    client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
-    client.set_tag(run_id, "dataset_id", dataset.dataset_id)
-    client.set_tag(run_id, "source_hash", dataset.manifest["source_hash"])
+    run.log_training_input(f"windows-{dataset.dataset_id}", dataset.dataset_id, Path(dataset.path).as_uri())
+    run.set_tags({"dataset_id": dataset.dataset_id, "source_hash": dataset.manifest["source_hash"]})
 
 
 def epoch_metrics(s: EpochStats) -> dict[str, float]:
@@ -76,16 +117,12 @@ def epoch_metrics(s: EpochStats) -> dict[str, float]:
     }
 
 
-def epoch_reporter(run_id: str) -> Callable[[EpochStats], None]:
+def epoch_reporter(run: TrackedRun) -> Callable[[EpochStats], None]:
     """The train stage's `on_epoch`: each epoch's metrics into the MLflow run as it ends, step = epoch,
     so the MLflow UI draws the curves while training runs."""
-    client = use_tracking()
 
     def report(s: EpochStats) -> None:
-        now = int(time.time() * 1000)
-        client.log_batch(
-            run_id, metrics=[mlflow.entities.Metric(k, float(v), now, s.epoch) for k, v in epoch_metrics(s).items()]
-        )
+        run.log_metrics(epoch_metrics(s), step=s.epoch)
 
     return report
 
@@ -102,15 +139,7 @@ def fit_metrics(result: FitResult) -> dict[str, float]:
 
 
 @task(name="log-training")
-def log_training(result: FitResult, run_id: str) -> None:
+def log_training(result: FitResult, run: TrackedRun) -> None:
     """The fit's figures (`fit_metrics`) and where it ran (tags train.device, train.precision)."""
-    client = use_tracking()
-    now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[mlflow.entities.Metric(k, v, now, 0) for k, v in fit_metrics(result).items()],
-        tags=[
-            mlflow.entities.RunTag("train.device", result.device),
-            mlflow.entities.RunTag("train.precision", result.precision),
-        ],
-    )
+    run.log_metrics(fit_metrics(result))
+    run.set_tags({"train.device": result.device, "train.precision": result.precision})

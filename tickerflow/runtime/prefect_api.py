@@ -99,7 +99,7 @@ def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
 
 def start_temporary_api(timeout: float) -> str:
     """Start the temporary API and wait until it answers; returns its API URL. It is stopped at exit."""
-    from tickerflow.tasks.storage import home_subdir
+    from tickerflow.tracking.home import home_subdir
 
     with migration_lock():
         for attempt in range(1, SERVER_START_ATTEMPTS + 1):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from filelock import FileLock
+
 DEFAULT_HOME = "~/.tickerflow"
 
 
@@ -24,3 +26,10 @@ def home_subdir(*parts: str) -> Path:
     if home != path and home not in path.parents:
         raise ValueError(f"refusing to use {path}: it is outside TICKERFLOW_HOME ({home})")
     return path
+
+
+def home_lock(name: str, timeout: float = 600.0) -> FileLock:
+    """An inter-process lock on `TICKERFLOW_HOME/.locks/NAME.lock`: processes that share this home (one machine)."""
+    folder = home_subdir(".locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / f"{name}.lock"), timeout=timeout)

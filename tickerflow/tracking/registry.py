@@ -21,17 +21,17 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Final
 
-import mlflow
-
-from tickerflow.tasks.interruptions import signals_held
-from tickerflow.tasks.tracking import EXPERIMENT, experiment_id, home_lock
+from tickerflow.tracking.home import home_lock
+from tickerflow.tracking.interruptions import signals_held
+from tickerflow.tracking.models import alias_version, find_versions, load_error, set_alias, tag_version, version_tags
+from tickerflow.tracking.runs import TrackedRun, find_runs
+from tickerflow.tracking.store import REGISTRY_EXPERIMENT, is_missing, use_tracking
 from tickerflow_model.atomic_io import stable_hash
 from tickerflow_model.errors import TickerflowError
 from tickerflow_model.metrics import HEADLINE_METRICS
 from tickerflow_model.names import CHAMPION_ALIAS as CHAMPION
 
 HISTORY_PREFIX = "champion_history."  # registered-model tags of the history in older homes
-REGISTRY_EXPERIMENT = f"{EXPERIMENT}-registry"  # one finished run per champion decision
 HISTORY_MODEL_TAG = "tickerflow.registered_model"
 HISTORY_MODEL_KEY_TAG = "tickerflow.registered_model_key"  # `_model_key(name)`, what the history is searched by
 HISTORY_KEY_TAG = "tickerflow.history_key"  # `history_key()`: orders the events
@@ -60,27 +60,20 @@ def current_user() -> str:
         return "unknown"
 
 
-def champion_history(client: mlflow.MlflowClient, name: str) -> list[dict]:
+def champion_history(name: str) -> list[dict]:
     """Every recorded champion decision, oldest first: moves of the alias (`promote`, `rollback`) and the
     pipeline's decisions that left it where it was (`keep`: the gate said no; `refused`: it moved since
     the evaluation)."""
-    tags = client.get_registered_model(name).tags
+    try:
+        tags = use_tracking().get_registered_model(name).tags
+    except Exception as exc:  # noqa: BLE001 - a model with no version yet has no history
+        if not is_missing(exc):
+            raise
+        tags = {}
     # time-ordered ids (see history_key); the older homes' tag keys sort before the runs' keys
     events = {k: tags[k] for k in tags if k.startswith(HISTORY_PREFIX)}
-    exp = client.get_experiment_by_name(REGISTRY_EXPERIMENT)
-    if exp is not None:
-        token = None
-        while True:
-            page = client.search_runs(
-                [exp.experiment_id],
-                filter_string=f"tags.`{HISTORY_MODEL_KEY_TAG}` = '{_model_key(name)}'",
-                max_results=1000,
-                page_token=token,
-            )
-            events.update({r.data.tags[HISTORY_KEY_TAG]: r.data.tags[HISTORY_EVENT_TAG] for r in page})
-            token = page.token
-            if not token:
-                break
+    runs = find_runs(REGISTRY_EXPERIMENT, f"tags.`{HISTORY_MODEL_KEY_TAG}` = '{_model_key(name)}'")
+    events.update({r.tags[HISTORY_KEY_TAG]: r.tags[HISTORY_EVENT_TAG] for r in runs})
     return [json.loads(events[k]) for k in sorted(events)]
 
 
@@ -100,11 +93,8 @@ def champion_stack(history: list[dict]) -> list[str]:
     return stack
 
 
-def current_champion(client: mlflow.MlflowClient, name: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except mlflow.exceptions.MlflowException:
-        return None
+def current_champion(name: str) -> str | None:
+    return alias_version(name, CHAMPION)
 
 
 def history_key() -> str:
@@ -115,24 +105,22 @@ def history_key() -> str:
     return f"{HISTORY_PREFIX}{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
 
 
-def record_decision(client: mlflow.MlflowClient, name: str, event: dict) -> None:
+def record_decision(name: str, event: dict) -> None:
     """One finished run in REGISTRY_EXPERIMENT: a row of the history table, never a tag on the model."""
-    key = history_key()
-    shown = {
-        k: "" if event.get(k) is None else str(event[k])[:5000] for k in ("action", "version", "previous", "by", "why")
-    }
-    run = client.create_run(
-        experiment_id(client, REGISTRY_EXPERIMENT),
-        run_name=f"{name}: {event['action']} v{event['version']}",
+    shown = {k: "" if event.get(k) is None else event[k] for k in ("action", "version", "previous", "by", "why")}
+    run = TrackedRun.start(
+        REGISTRY_EXPERIMENT,
+        name=f"{name}: {event['action']} v{event['version']}",
         tags={
             HISTORY_MODEL_TAG: name,
             HISTORY_MODEL_KEY_TAG: _model_key(name),
-            HISTORY_KEY_TAG: key,
+            HISTORY_KEY_TAG: history_key(),
             HISTORY_EVENT_TAG: json.dumps(event),
             **shown,
         },
+        owned=False,
     )
-    client.set_terminated(run.info.run_id)
+    run.finish()
 
 
 def registry_lock(name: str):
@@ -151,7 +139,6 @@ ANY_CHAMPION: Final = AnyChampion.ANY
 
 
 def move_champion(
-    client: mlflow.MlflowClient,
     name: str,
     version: str,
     action: str,
@@ -166,9 +153,9 @@ def move_champion(
     `expected`, nothing moves, a `refused` event is recorded and `ChampionMoved` is raised.
     The history entry is written before the alias moves.
     """
-    client.get_model_version(name, version)  # raises for an unknown version before anything moves
+    version_tags_or_refuse(name, version)  # an unknown version is refused before anything moves
     with signals_held(), registry_lock(name):
-        current = current_champion(client, name)
+        current = current_champion(name)
         event = {
             "action": action,
             "version": str(version),
@@ -184,17 +171,16 @@ def move_champion(
                 expected=expected,
                 why=f"the champion moved from {was} to v{current} after this decision was made ({why}); not promoted",
             )
-            record_decision(client, name, event)
+            record_decision(name, event)
             raise ChampionMoved(event["why"])
-        record_decision(client, name, event)
-        client.set_registered_model_alias(name, CHAMPION, version)
-    for key in ("by", "at", "why"):
-        client.set_model_version_tag(name, version, f"champion.{action}_{key}", event[key])
+        record_decision(name, event)
+        set_alias(name, CHAMPION, version)
+    tag_version(name, version, {f"champion.{action}_{key}": event[key] for key in ("by", "at", "why")})
     return event
 
 
 def apply_decision(
-    client: mlflow.MlflowClient, name: str, version: str, promoted: bool, reason: str, expected: str | None, who: str
+    name: str, version: str, promoted: bool, reason: str, expected: str | None, who: str
 ) -> tuple[bool, str]:
     """Carry out the gate's decision about `version`, compare-and-set against `expected`; record it either way.
 
@@ -210,25 +196,14 @@ def apply_decision(
             "at": now_utc(),
             "why": reason,
         }
-        record_decision(client, name, event)
+        record_decision(name, event)
         return False, reason
     try:
-        move_champion(client, name, version, "promote", reason, who, expected=expected)
+        move_champion(name, version, "promote", reason, who, expected=expected)
     except ChampionMoved as exc:
-        client.set_model_version_tag(name, version, "promotion", "rejected")
-        client.set_model_version_tag(name, version, "promotion_reason", str(exc))
+        tag_version(name, version, {"promotion": "rejected", "promotion_reason": str(exc)})
         return False, str(exc)
     return True, reason
-
-
-def load_error(name: str, version: str) -> str | None:
-    """Why version `version` of `name` cannot be loaded (its files missing or unreadable); None when it loads."""
-    try:
-        mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    except Exception as exc:  # noqa: BLE001 - whatever stops it loading stops it serving
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return message.strip().splitlines()[0][:300]
-    return None
 
 
 def require_loadable(name: str, version: str, verb: str, force: bool) -> None:
@@ -243,42 +218,44 @@ def require_loadable(name: str, version: str, verb: str, force: bool) -> None:
         )
 
 
-def promote_version(
-    client: mlflow.MlflowClient, name: str, version: str, why: str, who: str | None = None, force: bool = False
-) -> dict:
+def version_tags_or_refuse(name: str, version: str) -> dict[str, str]:
+    """The version's tags; a version (or model) that does not exist is a RegistryError naming it."""
     try:
-        client.get_model_version(name, str(version))
-    except mlflow.exceptions.MlflowException as exc:
+        return version_tags(name, str(version))
+    except Exception as exc:  # noqa: BLE001 - only "no such version" is the user's mistake
+        if not is_missing(exc):
+            raise
         raise RegistryError(f"model {name!r} has no version {version!r}") from exc
-    current = current_champion(client, name)
+
+
+def promote_version(name: str, version: str, why: str, who: str | None = None, force: bool = False) -> dict:
+    version_tags_or_refuse(name, version)
+    current = current_champion(name)
     if current == str(version):
         raise RegistryError(f"version {version} of {name!r} is already the champion")
     require_loadable(name, str(version), "promote", force)
-    return move_champion(client, name, str(version), "promote", why, who, expected=current)
+    return move_champion(name, str(version), "promote", why, who, expected=current)
 
 
-def rollback_champion(
-    client: mlflow.MlflowClient, name: str, why: str, who: str | None = None, force: bool = False
-) -> dict:
+def rollback_champion(name: str, why: str, who: str | None = None, force: bool = False) -> dict:
     """Back to the champion before the current one (repeatable: each rollback goes one further back)."""
-    current = current_champion(client, name)
-    stack = champion_stack(champion_history(client, name))
+    current = current_champion(name)
+    stack = champion_stack(champion_history(name))
     if len(stack) < 2:
         raise RegistryError(f"model {name!r} has no previous champion to roll back to (history: {stack or 'empty'})")
     require_loadable(name, stack[-2], "roll back to", force)
-    return move_champion(client, name, stack[-2], "rollback", why, who, expected=current)
+    return move_champion(name, stack[-2], "rollback", why, who, expected=current)
 
 
-def models_listing(client: mlflow.MlflowClient, name: str) -> dict:
+def models_listing(name: str) -> dict:
     """Versions (newest first) with aliases, test metrics and the gate's verdict, plus the champion history."""
     # search_model_versions leaves aliases empty; the registered model maps alias -> version
-    aliases = client.get_registered_model(name).aliases
-    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda mv: int(mv.version), reverse=True)
+    aliases = use_tracking().get_registered_model(name).aliases
     rows = [
         {
-            "version": str(mv.version),
-            "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version)),
-            "created": mv.creation_timestamp,
+            "version": mv.version,
+            "aliases": sorted(a for a, v in aliases.items() if str(v) == mv.version),
+            "created": mv.created,
             "run_id": mv.run_id,
             # `gru` or a distribution baseline; versions from before the tag existed are GRUs
             "forecaster": mv.tags.get(FORECASTER_TAG, "gru"),
@@ -288,6 +265,6 @@ def models_listing(client: mlflow.MlflowClient, name: str) -> dict:
             "gate": mv.tags.get("promotion"),
             "gate_reason": mv.tags.get("promotion_reason"),
         }
-        for mv in versions
+        for mv in find_versions(name)
     ]
-    return {"model": name, "versions": rows, "champion_history": champion_history(client, name)}
+    return {"model": name, "versions": rows, "champion_history": champion_history(name)}

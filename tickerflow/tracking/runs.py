@@ -1,0 +1,301 @@
+"""The MLflow run as one typed object, and the lifecycle of runs whose process is gone.
+
+Every MLflow run tickerflow writes (a training run, a batch forecast, a model version's monitoring ledger,
+a champion decision) goes through `TrackedRun`: start, params, metrics, tags, files, then finish, fail or
+kill. Values are bounded here, once: params and tags are redacted and cut to MLflow's limit, metrics that
+are not finite are left out, and batches stay under MLflow's 1,000 per call.
+
+A run SIGKILLed or killed for memory has no chance to end its MLflow run or its Prefect flow run;
+`reap_stale_runs` ends them for it, from the next run or from `gc`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pandas as pd
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+
+from tickerflow.tracking.processes import process_alive, this_process
+from tickerflow.tracking.store import (
+    PREFECT_FLOW_RUN_TAG,
+    TAG_LIMIT,
+    experiment_id,
+    experiment_ids,
+    run_url,
+    use_tracking,
+)
+from tickerflow_model.redaction import redact_text
+
+RUN_PID_TAG = "tickerflow.pid"
+RUN_HOST_TAG = "tickerflow.host"
+RUN_STARTED_TAG = "tickerflow.process_started"  # the process's start time: a reused pid is not the same process
+KILLED_REASON_TAG = "tickerflow.killed_reason"
+FAILURE_TAG = "failure"
+PARAM_LIMIT = 6000  # MLflow's limit on a param's value, in characters
+BATCH_LIMIT = 1000  # MLflow's limit on the metrics of one log_batch call
+
+
+def process_tags() -> dict[str, str]:
+    """Who runs this MLflow run: lets a later run tell whether its process is gone."""
+    me = this_process()
+    return {RUN_PID_TAG: str(me["pid"]), RUN_HOST_TAG: me["host"], RUN_STARTED_TAG: repr(me["started"])}
+
+
+def bounded(value: object, limit: int = TAG_LIMIT) -> str:
+    """A tag's or param's value as MLflow stores it: text, credentials redacted, cut to the limit."""
+    return redact_text(str(value))[:limit]
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """One MLflow run of tickerflow's store, by id."""
+
+    run_id: str
+
+    @classmethod
+    def start(
+        cls,
+        experiment: str,
+        name: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        owned: bool = True,
+    ) -> TrackedRun:
+        """A new RUNNING run in `experiment` (created on first use). An `owned` run carries this process's
+        identity, so `reap_stale_runs` can end it if the process dies first."""
+        client = use_tracking()
+        all_tags = {**{k: bounded(v) for k, v in (tags or {}).items()}, **(process_tags() if owned else {})}
+        run = client.create_run(experiment_id(client, experiment), run_name=name, tags=all_tags)
+        return cls(run.info.run_id)
+
+    @classmethod
+    def ledger(cls, experiment: str, tags: Mapping[str, str], name: str) -> TrackedRun:
+        """The one finished run of `experiment` with these tags, created on first use: a ledger that values
+        are added to over time (a model version's live metrics), not a process."""
+        client = use_tracking()
+        found = client.search_runs(
+            [experiment_id(client, experiment)],
+            filter_string=" and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()),
+            max_results=1,
+        )
+        if found:
+            return cls(found[0].info.run_id)
+        run = cls.start(experiment, name, tags, owned=False)
+        run.finish()
+        return run
+
+    # ---- what goes in ------------------------------------------------------------------------------
+    def log_params(self, params: Mapping[str, object]) -> None:
+        entries = [Param(k, bounded(v, PARAM_LIMIT)) for k, v in params.items()]
+        for start in range(0, len(entries), 100):  # MLflow takes at most 100 params a call
+            use_tracking().log_batch(self.run_id, params=entries[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Finite values only (a NaN or an infinity is no measurement)."""
+        self.log_steps((k, v, step) for k, v in metrics.items())
+
+    def log_steps(self, values: Iterable[tuple[str, float, int]]) -> None:
+        """(key, value, step) triples: a series per key, each value once."""
+        now = int(time.time() * 1000)
+        entries = [Metric(k, float(v), now, int(s)) for k, v, s in values if math.isfinite(float(v))]
+        for start in range(0, len(entries), BATCH_LIMIT):
+            use_tracking().log_batch(self.run_id, metrics=entries[start : start + BATCH_LIMIT])
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        entries = [RunTag(k, bounded(v)) for k, v in tags.items()]
+        if entries:
+            use_tracking().log_batch(self.run_id, tags=entries)
+
+    def set_description(self, markdown: str) -> None:
+        """The run's note: the markdown the MLflow UI shows at the top of the run's page."""
+        self.set_tags({"mlflow.note.content": markdown})
+
+    def log_file(self, path: str | Path, folder: str | None = None) -> None:
+        use_tracking().log_artifact(self.run_id, str(path), folder)
+
+    def log_folder(self, path: str | Path, folder: str | None = None) -> None:
+        use_tracking().log_artifacts(self.run_id, str(path), folder)
+
+    def log_text(self, text: str, path: str) -> None:
+        use_tracking().log_text(self.run_id, text, path)
+
+    def log_table(self, frame: pd.DataFrame, path: str) -> None:
+        """A table the MLflow UI shows as one (its artifact view of JSON tables)."""
+        use_tracking().log_table(self.run_id, frame, path)
+
+    def log_files(self, files: Mapping[str, bytes | str], folder: str) -> None:
+        """Small files written from memory: name -> content, all under `folder`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                target = Path(tmp) / name
+                target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+            self.log_folder(tmp, folder)
+
+    def log_training_input(self, name: str, digest: str, source_uri: str) -> None:
+        """A dataset as the run's training input (MLflow's lineage: the run page's Datasets panel)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source  # (MLflow's own: only here)
+        from mlflow.data.meta_dataset import MetaDataset
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": a local folder is both
+            source = resolve_dataset_source(source_uri)
+        # MetaDataset leaves Dataset.profile abstract, but Dataset is no ABC: MLflow instantiates it the same way
+        meta = MetaDataset(source, name=name, digest=digest)  # type: ignore[abstract]
+        entity = DatasetInput(meta._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
+        use_tracking().log_inputs(self.run_id, datasets=[entity])
+
+    # ---- what comes out ----------------------------------------------------------------------------
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(use_tracking().get_run(self.run_id).data.tags)
+
+    @property
+    def url(self) -> str:
+        return run_url(self.run_id)
+
+    # ---- how it ends -------------------------------------------------------------------------------
+    def finish(self) -> None:
+        use_tracking().set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.FINISHED))
+
+    def fail(self, reason: str) -> None:
+        self.set_tags({FAILURE_TAG: reason})
+        use_tracking().set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+
+    def kill(self, reason: str) -> None:
+        self.set_tags({KILLED_REASON_TAG: reason})
+        use_tracking().set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+
+    def reopen(self) -> None:
+        """Back to RUNNING: MLflow's fluent API ends a run it was handed (`mlflow.start_run(run_id=...)`)
+        FINISHED; a run still in progress must not read as finished."""
+        use_tracking().update_run(self.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What `gc` and the reaper read of a run: no MLflow object leaves this package."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    artifact_uri: str
+
+
+def find_runs(
+    experiment: str, filter_string: str = "", newest_first: bool = False, max_results: int = 50_000
+) -> list[RunRecord]:
+    """Runs of one experiment (none when it does not exist yet)."""
+    client = use_tracking()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=filter_string,
+        order_by=["attributes.start_time DESC"] if newest_first else None,
+        max_results=max_results,
+    )
+    return [RunRecord(r.info.run_id, r.info.status, dict(r.data.tags), r.info.artifact_uri) for r in runs]
+
+
+def delete_runs(run_ids: Iterable[str]) -> None:
+    """Mark runs deleted (MLflow's soft delete: the store keeps them until its own gc)."""
+    client = use_tracking()
+    for run_id in run_ids:
+        client.delete_run(run_id)
+
+
+# ---- the end of a flow run's MLflow runs, and runs whose process died -------------------------------------
+def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
+    """End every RUNNING MLflow run of a Prefect flow run with `status` (FAILED, KILLED); returns their ids."""
+    client = use_tracking()
+    ids = experiment_ids(client)
+    if not ids:
+        return []
+    runs = client.search_runs(
+        ids, filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run_id}' and attributes.status = 'RUNNING'"
+    )
+    for run in runs:
+        tracked = TrackedRun(run.info.run_id)
+        tracked.kill(reason) if status == "KILLED" else tracked.fail(reason)
+    return [r.info.run_id for r in runs]
+
+
+def end_stopped_flow_run(flow_run_id: Any, state: Any) -> list[str]:
+    """A crashed or cancelled flow run's MLflow runs end KILLED with the reason. A run stopped by a signal
+    (SIGTERM from `timeout`, a scheduler or a worker; Ctrl-C), which Prefect reports as Crashed, was
+    cancelled: its flow run is marked Cancelled with the reason first."""
+    reason = f"flow run {state.type.value.lower()}: {state.message or ''}"
+    if state.is_crashed() and stopped_by_signal(state):
+        reason = f"stopped by a signal: {state.message}"
+        from prefect.client.orchestration import get_client  # (Prefect's client: only when a run was stopped)
+        from prefect.states import Cancelled
+
+        with get_client(sync_client=True) as prefect:
+            prefect.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
+    return end_flow_runs(str(flow_run_id), "KILLED", reason)
+
+
+def stopped_by_signal(state: Any) -> bool:
+    """Whether a Crashed state is a stop: Prefect keeps the exception that crashed the run on the state
+    (`State.result`), a KeyboardInterrupt for SIGINT (and the CLI's SIGTERM, `command_line.Stopped`), a
+    `TerminationSignal` for the SIGTERM a worker or `prefect` sends."""
+    from prefect.exceptions import TerminationSignal  # (Prefect's public exception: only when a run crashed)
+
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read says nothing about a signal
+        return False
+    return isinstance(exc, (KeyboardInterrupt, TerminationSignal))
+
+
+def flow_run_is_final(flow_run_id: str) -> bool:
+    """Whether Prefect reports the flow run in a terminal state (False when it cannot tell)."""
+    if not flow_run_id:
+        return False
+    try:
+        from prefect.client.orchestration import get_client  # (Prefect's client: only when a run is found RUNNING)
+
+        with get_client(sync_client=True) as prefect:
+            state = prefect.read_flow_run(UUID(flow_run_id)).state
+    except Exception:  # noqa: BLE001 - an unknown run or an unreachable API: no verdict, keep the run
+        return False
+    return state is not None and state.is_final()
+
+
+def reap_stale_runs() -> list[str]:
+    """Mark KILLED every RUNNING MLflow run whose process is gone or whose Prefect flow run has ended.
+
+    A run SIGKILLed or killed for memory has no chance to end its MLflow run; the next run tidies up.
+    Returns the ids of the runs it ended.
+    """
+    client = use_tracking()
+    ids = experiment_ids(client)
+    if not ids:
+        return []
+    reaped = []
+    for run in client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        why = stale_because(dict(run.data.tags))
+        if why is not None:
+            TrackedRun(run.info.run_id).kill(f"found RUNNING after {why}")
+            reaped.append(run.info.run_id)
+    return reaped
+
+
+def stale_because(tags: dict[str, str]) -> str | None:
+    """Why a RUNNING run's tags say it will never finish (its process is gone, its flow run ended); None if alive."""
+    pid, host = tags.get(RUN_PID_TAG), tags.get(RUN_HOST_TAG)
+    started = float(tags[RUN_STARTED_TAG]) if tags.get(RUN_STARTED_TAG) else None
+    if pid and host and not process_alive(int(pid), host, started):
+        return f"its process (pid {pid} on {host}) is gone"
+    if flow_run_is_final(tags.get(PREFECT_FLOW_RUN_TAG, "")):
+        return f"its Prefect flow run {tags[PREFECT_FLOW_RUN_TAG]} has ended"
+    return None
