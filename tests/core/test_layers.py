@@ -173,7 +173,11 @@ def test_every_in_function_import_of_the_top_layer_says_why():
             row = node.lineno - 1
             while row > 0 and lines[row - 1].strip().startswith(("from ", "import ")):
                 row -= 1  # up to the first import of the block
-            if "#" not in lines[node.lineno - 1] and "#" not in lines[row] and not lines[row - 1].strip().startswith("#"):
+            if (
+                "#" not in lines[node.lineno - 1]
+                and "#" not in lines[row]
+                and not lines[row - 1].strip().startswith("#")
+            ):
                 unexplained.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert unexplained == []
 
@@ -196,8 +200,6 @@ def test_core_tests_import_no_prefect_mlflow_or_tickerflow_package():
 def test_no_test_module_imports_another():
     modules = {p.stem for p in TESTS.rglob("test_*.py")}
     offenders = {
-        p.name: sorted(imported_modules(p) & modules)
-        for p in TESTS.rglob("test_*.py")
-        if imported_modules(p) & modules
+        p.name: sorted(imported_modules(p) & modules) for p in TESTS.rglob("test_*.py") if imported_modules(p) & modules
     }
     assert offenders == {}

@@ -55,5 +55,7 @@ def test_many_tickers_show_only_the_best_and_the_worst():
 def test_tiny_values_show_their_digits_instead_of_zero():
     """Prices around 1e-300 have errors around 1e-301: 0.0000 would read as a perfect forecast."""
     tiny = {"metrics": {"model": {"rmse": 1.2345e-301, "skill": 0.0}, "naive": {"rmse": 2.5e-301, "skill": 0.0}}}
-    model = next(line for line in format_metrics(**tiny, per_ticker={}).splitlines() if line.split()[:2] == ["all", "model"]).split()
+    model = next(
+        line for line in format_metrics(**tiny, per_ticker={}).splitlines() if line.split()[:2] == ["all", "model"]
+    ).split()
     assert model[2:] == ["1.234e-301", "0.0000"] or model[2:] == ["1.235e-301", "0.0000"]

@@ -69,7 +69,7 @@ def test_pipeline_on_a_two_worker_dask_cluster_equals_the_thread_pool_run(
     assert dask_manifest["tickers"] == thread_manifest["tickers"]
     assert dask_manifest["dataset_id"] == thread_manifest["dataset_id"]
     for key in ("metrics", "per_ticker", "skill_vs_naive", "test_forecasts"):
-        assert _flat(distributed[key]) == pytest.approx(_flat(threads[key]), rel=1e-6), key
+        assert _flat(getattr(distributed, key)) == pytest.approx(_flat(getattr(threads, key)), rel=1e-6), key
 
 
 def _flat(value, prefix: str = "") -> dict:
