@@ -4,8 +4,9 @@ Sources are a file, a folder, a glob or an fsspec URI (`file://`, `s3://...`; S3
 credentials come from the usual AWS / fsspec environment, never from the config, which is logged).
 Each file is read in one of three layouts, detected from its columns (long, single-ticker, wide);
 the formats, layouts and date rules are the core's (`tickerflow_model.price_files` and
-`tickerflow_model.canonical_prices`). This stage adds the config, the raw snapshot under the home
-and the task's retries.
+`tickerflow_model.canonical_prices`), and so are the rows set aside (days without data, dividend and
+split lines) and the unadjusted-split check (`ingest.splits`). This stage adds the config, the lines
+that say what was set aside at WARNING, the raw snapshot under the home and the task's retries.
 """
 
 from __future__ import annotations
@@ -70,9 +71,14 @@ retry_unless_bad_input = retry_unless(IngestError)
 )
 def ingest(config: IngestConfig) -> IngestResult:
     logger = get_run_logger()
-    frame, source_hash, files, layouts = read_prices(config.source, config.ticker, config.max_rows, config.max_bytes)
+    set_aside: list[str] = []  # rows set aside, splits adjusted or kept: a line each
+    frame, source_hash, files, layouts = read_prices(
+        config.source, config.ticker, config.max_rows, config.max_bytes, splits=config.splits, on_note=set_aside.append
+    )
     for path, layout in zip(files, layouts):
         logger.info("%s: %s layout", path, layout)
+    for line in set_aside:
+        logger.warning(line)
     snapshot = write_snapshot(frame, source_hash)
     logger.info(
         "ingested %d rows, %d tickers (%s) from %d file(s); columns %s; source hash %s",

@@ -99,6 +99,11 @@ def write_corpus(root: Path) -> list[BadInput]:
     # Two bars a day (intraday data): refused, not trained as separate days.
     intraday = pd.concat([good.assign(Date=good["Date"] + " 09:30"), good.assign(Date=good["Date"] + " 16:00")])
     frame("intraday.csv", intraday, "daily bars are expected", "AAA")
+    # A close-only file whose price quarters overnight: an unadjusted 4:1 split, not a 75% crash.
+    split = good[["Date", "Ticker", "Close"]].assign(Close=good["Close"].where(good.index < 15, good["Close"] / 4))
+    frame("unadjusted_split.csv", split, "ticker AAA", good["Date"][15], "near a 4:1 split", "ingest.splits: adjust")
+    # One symbol in two cases would be trained as two tickers.
+    frame("case_variant_tickers.csv", pd.concat([good, good.assign(Ticker="aaa")]), "'AAA' and 'aaa'", "only in case")
     # UTF-16 text (Excel's "Unicode text") is decoded: the error is the file's real problem, not "binary".
     (root / "utf16_no_price.csv").write_bytes("Date,Ticker,Volume\n2020-01-02,AAA,5\n".encode("utf-16"))
     cases.append(BadInput("utf16_no_price.csv", root / "utf16_no_price.csv", ("close",)))

@@ -9,14 +9,21 @@ A file is read in one of three layouts, detected from its columns:
 - wide: a date column and one close column per ticker (a portfolio export).
 
 Column names match through ALIASES in any case. Dates are the trading day as written (`parse_dates`).
+Rows that hold no price are set aside with a line that names them (`set_aside_non_prices`): days a vendor
+wrote without data (`null`, empty, `NaN`, `-` in every price column) and dividend or split lines inside a
+history (Yahoo's `0.08 Dividend`, `4:1 Stock Split`). Over all files, tickers that differ only in case
+are refused (`refuse_case_variants`), and so, in data without an adjusted close, is a one-day move whose
+ratio sits near a split's (`probable_splits`), unless the run says to adjust or keep it.
 Reading the files themselves (sources, formats, limits) is `price_files.py`.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -43,6 +50,18 @@ ALIASES = {
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 # Examples of out-of-order rows kept for the validation report.
 ORDER_EXAMPLES = 5
+# Rows named in a set-aside or split line before "and N more".
+LISTED = 5
+# What vendors write in a price cell for "no data" (lower-cased, stripped): Yahoo's `null`, FRED's `.`,
+# dashes, n/a. pandas reads some of them as missing already; the others would be refused as text.
+NO_DATA = frozenset({"", "-", "--", ".", "null", "none", "nan", "na", "n/a", "#n/a", "nil"})
+# Corporate actions written as a line of a price history: Yahoo's `0.08 Dividend`, `4:1 Stock Split`,
+# `0.5 Capital Gain` in the first price column and nothing in the others.
+_AMOUNT = r"\$?\d[\d.,]*(?:\s*(?::|/|-for-|\s+for\s+)\s*\d[\d.,]*)?"
+_EVENT_WORD = r"(?:stock\s+)?(?:dividends?|splits?|capital\s+gains?)"
+EVENT_LINE = re.compile(rf"^\s*(?:{_AMOUNT}\s*)?{_EVENT_WORD}(?:\s*{_AMOUNT})?\s*$", re.IGNORECASE)
+
+SplitPolicy = Literal["refuse", "adjust", "keep"]
 
 
 class IngestError(TickerflowError, ValueError):
@@ -116,11 +135,12 @@ def detect_layout(columns: list, origin: str) -> str:
 
 
 def wide_to_long(frame: pd.DataFrame, date_col: object) -> pd.DataFrame:
-    """date + one close column per ticker -> long rows; days a ticker did not trade (empty cells) are dropped."""
+    """date + one close column per ticker -> long rows, empty cells included (`set_aside_non_prices` drops
+    them: in a wide file they are the days a ticker did not trade)."""
     long = frame.melt(id_vars=[date_col], var_name="ticker", value_name="close")
     long = long.rename(columns={date_col: "date"})
     long["ticker"] = long["ticker"].astype(str)
-    return long[long["close"].notna()]
+    return long
 
 
 def ticker_from_name(path: str) -> str:
@@ -210,8 +230,72 @@ def _integer_dates(values: pd.Series, origin: str) -> pd.Series:
     )
 
 
+# ---- rows that are not prices ----------------------------------------------------------------------
+def no_data(values: pd.Series) -> np.ndarray:
+    """Whether each cell says "no data": missing, or a word of NO_DATA."""
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return values.isna().to_numpy(bool)
+    words = values.astype("string").str.strip().str.lower()
+    return (values.isna() | words.isin(NO_DATA)).to_numpy(bool)
+
+
+def event_lines(values: pd.Series) -> np.ndarray:
+    """Whether each cell is a dividend, split or capital-gain line (EVENT_LINE) rather than a price."""
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        return np.zeros(len(values), bool)
+    return values.astype("string").str.fullmatch(EVENT_LINE).fillna(False).to_numpy(bool)
+
+
+def set_aside_non_prices(frame: pd.DataFrame, layout: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows that hold a price -> (them, one line per kind of row set aside, without the file's name).
+
+    Set aside: rows with no data in every price column (Yahoo's `null` days, empty, `NaN`, `-`), and
+    dividend or split lines (a corporate action's text in one price column, the others empty). A wide
+    file's empty cells are the days a ticker did not trade, dropped without a line. In the rows kept, a
+    no-data word is a missing value, for validation to name; any other text is refused by `_typed`.
+    """
+    cols = [c for c in PRICE_COLUMNS if c in frame.columns]
+    missing = {c: no_data(frame[c]) for c in cols}
+    empty = np.logical_and.reduce(list(missing.values()))
+    event = np.zeros(len(frame), bool)
+    texts = []  # the event lines' words, from the column that holds each
+    for c in [c for c in cols if not pd.api.types.is_numeric_dtype(frame[c].dtype)]:
+        others = [missing[o] for o in cols if o != c]
+        here = event_lines(frame[c]) & (np.logical_and.reduce(others) if others else True) & ~event
+        texts.append(frame.loc[here, c].astype("string").str.strip())
+        event |= here
+    lines = []
+    several = frame["ticker"].nunique(dropna=True) > 1
+    if empty.any() and layout != "wide":
+        lines.append(
+            f"dropped {int(empty.sum()):,} row(s) with no price (null, empty, NaN or '-' in every "
+            f"price column): {_listed(frame[empty], several)}"
+        )
+    if event.any():
+        lines.append(
+            f"set aside {int(event.sum()):,} dividend/split line(s), which are not prices: "
+            f"{_listed(frame[event], several, pd.concat(texts).sort_index())}"
+        )
+    dropped = empty | event
+    kept = frame[~dropped].reset_index(drop=True) if dropped.any() else frame
+    for c in [c for c in cols + ["volume"] if c in kept.columns]:
+        if not pd.api.types.is_numeric_dtype(kept[c].dtype):
+            kept[c] = kept[c].mask(no_data(kept[c]))
+    return kept, lines
+
+
+def _listed(rows: pd.DataFrame, with_ticker: bool, texts: pd.Series | None = None) -> str:
+    """The first LISTED rows as `[TICKER ]YYYY-MM-DD[ (text)]`, then "and N more"."""
+    shown = []
+    for i, (ticker, date) in enumerate(zip(rows["ticker"].head(LISTED), rows["date"].head(LISTED))):
+        item = "no date" if pd.isna(date) else f"{date:%Y-%m-%d}"
+        item = f"{ticker} {item}" if with_ticker else item
+        shown.append(f"{item} ({texts.iloc[i]})" if texts is not None else item)
+    more = len(rows) - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
+
+
 def _typed(out: pd.DataFrame, origin: str) -> pd.DataFrame:
-    out["date"] = parse_dates(out["date"], origin).astype("datetime64[ns]")
     # Symbols are data: kept verbatim except surrounding spaces; '' means missing (validation rejects it).
     ticker = out["ticker"].astype("string").str.strip()
     out["ticker"] = ticker.mask(ticker == "")
@@ -228,8 +312,9 @@ def _typed(out: pd.DataFrame, origin: str) -> pd.DataFrame:
     return out
 
 
-def to_canonical(frame: pd.DataFrame, origin: str, ticker: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Map one file's frame to the canonical columns and types -> (frame in file order, layout)."""
+def to_canonical(frame: pd.DataFrame, origin: str, ticker: str | None = None) -> tuple[pd.DataFrame, str, list[str]]:
+    """Map one file's frame to the canonical columns and types -> (frame in file order, layout, one line per
+    kind of row set aside, without the file's name)."""
     layout = detect_layout(list(frame.columns), origin)
     found = match_columns(list(frame.columns))
     if layout == "wide":
@@ -239,10 +324,13 @@ def to_canonical(frame: pd.DataFrame, origin: str, ticker: str | None = None) ->
         out = out[[c for c in CANONICAL if c in found]].copy()
         if layout == "single-ticker":
             out.insert(1, "ticker", ticker or ticker_from_name(origin))
-    typed = _typed(out.reset_index(drop=True), origin)
+    out = out.reset_index(drop=True)
+    out["date"] = parse_dates(out["date"], origin).astype("datetime64[ns]")
+    kept, set_aside = set_aside_non_prices(out, layout)
+    typed = _typed(kept, origin)
     refuse_future_dates(typed, origin)
     refuse_intraday_bars(typed, origin)
-    return typed, layout
+    return typed, layout, set_aside
 
 
 def latest_valid_day(now: datetime | None = None) -> pd.Timestamp:
@@ -306,3 +394,201 @@ def harmonise(frames: list[pd.DataFrame], files: list[str] | None = None) -> lis
     if not any(p in common for p in PRICES):
         raise IngestError("the files share no price column: " + "; ".join(f"{list(f.columns)}" for f in frames))
     return [f[common] for f in frames]
+
+
+def refuse_case_variants(frames: list[pd.DataFrame], files: list[str]) -> None:
+    """`AAPL` and `aapl` would be trained as two tickers: refused, naming both spellings and their files."""
+    spellings: dict[str, dict[str, str]] = {}  # casefolded -> spelling -> the first file that has it
+    for frame, name in zip(frames, files):
+        for ticker in frame["ticker"].dropna().unique():
+            spellings.setdefault(str(ticker).casefold(), {}).setdefault(str(ticker), name)
+    clashes = [found for found in spellings.values() if len(found) > 1]
+    if not clashes:
+        return
+    (first, first_file), (second, second_file) = list(clashes[0].items())[:2]
+    where = (
+        f"{first_file}: tickers {first!r} and {second!r}"
+        if first_file == second_file
+        else f"tickers {first!r} ({first_file}) and {second!r} ({second_file})"
+    )
+    more = f" ({len(clashes) - 1:,} more symbol(s) like it)" if len(clashes) > 1 else ""
+    raise IngestError(
+        f"{where} differ only in case{more}; they would be trained as two tickers: write each symbol one way"
+    )
+
+
+# ---- unadjusted splits -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SplitRatio:
+    """A split of `new` shares for every `old` one: the price is multiplied by old / new (4:1 -> 0.25)."""
+
+    new: int
+    old: int
+    # The largest |log(observed ratio / price_ratio)| that still reads as this split: the stock's own move
+    # on the day of the split.
+    tolerance: float
+
+    @property
+    def price_ratio(self) -> float:
+        return self.old / self.new
+
+    @property
+    def name(self) -> str:
+        return f"{self.new}:{self.old}"
+
+
+# A split on a day the stock also moved up to ~7% either way is still recognised (log 0.07). Neighbouring
+# ratios stay apart: the closest pair, 7:1 and 8:1, is log 0.134 apart, so the nearest ratio names it.
+SPLIT_TOLERANCE = 0.07
+# 3:2 and 2:3 are a 33% fall and a 50% rise, sizes that real moves (an earnings miss, a failed trial, a
+# takeover) reach far more often than a 50% fall or more; a tighter window keeps a -35% day from reading as
+# 3:2, at the price of missing a 3:2 split on a day the stock also moved more than 2%.
+NEAR_SPLIT_TOLERANCE = 0.02
+_WHOLE_SPLITS = (2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 100, 150, 200, 250, 500, 1000)
+SPLIT_RATIOS = (
+    *(SplitRatio(k, 1, SPLIT_TOLERANCE) for k in _WHOLE_SPLITS),  # forward, k:1
+    *(SplitRatio(1, k, SPLIT_TOLERANCE) for k in _WHOLE_SPLITS),  # reverse, 1:k
+    SplitRatio(5, 2, SPLIT_TOLERANCE),
+    SplitRatio(2, 5, SPLIT_TOLERANCE),
+    SplitRatio(3, 2, NEAR_SPLIT_TOLERANCE),
+    SplitRatio(2, 3, NEAR_SPLIT_TOLERANCE),
+)
+# Days on each side of a move whose median prices say whether the new level held (a split) or the price
+# came back (a bad print, validation's outlier warning): up to two bad days in five are outvoted.
+LEVEL_DAYS = 5
+
+
+@dataclass(frozen=True)
+class ProbableSplit:
+    ticker: str
+    date: pd.Timestamp
+    before: float  # the close the day before
+    after: float  # the close on the day
+    ratio: SplitRatio
+    opened: float | None = None  # the open on the day, when only the open sits near the ratio
+
+    @property
+    def observed(self) -> float:
+        return self.after / self.before
+
+    def describe(self) -> str:
+        kind = "split" if self.ratio.price_ratio < 1 else "reverse split"
+        at_open = (
+            "" if self.opened is None else f"; it opened at {self.opened:.6g}, ratio {self.opened / self.before:.3g}"
+        )
+        return (
+            f"ticker {self.ticker} goes from {self.before:.6g} to {self.after:.6g} on {self.date:%Y-%m-%d} "
+            f"(ratio {self.observed:.3g}{at_open}, near a {self.ratio.name} {kind}'s {self.ratio.price_ratio:.3g})"
+        )
+
+    def adjustment(self) -> str:
+        """What `ingest.splits: adjust` does about it, in words."""
+        factor = self.ratio.new / self.ratio.old
+        earlier = f"{self.ticker}'s prices before {self.date:%Y-%m-%d}"
+        if factor > 1:
+            return f"divide {earlier} by {factor:g} (and multiply their volume by {factor:g})"
+        return f"multiply {earlier} by {1 / factor:g} (and divide their volume by {1 / factor:g})"
+
+
+def probable_splits(frame: pd.DataFrame) -> list[ProbableSplit]:
+    """One-day moves of the close that look like an unadjusted split, in ticker and date order.
+
+    A move is one when its ratio (close over the previous close) lies within a split's tolerance of one
+    of SPLIT_RATIOS, the nearest, and the new level holds: the median of the LEVEL_DAYS closes from that
+    day on is nearer the new level than the old (the median of the LEVEL_DAYS before it), in log terms.
+    An ordinary large move (-35%, +40%) fails the first test, a bad print that comes back the next day
+    the second. With an `open` column the day's open over the previous close counts too: a split day's
+    open sits at the new level before the day's own move (Apple's 2:1 of 2000-06-21 opened at 0.499 of
+    the previous close and closed at 0.549, up 10% on the day).
+    """
+    columns = ["ticker", "date", "close"] + (["open"] if "open" in frame.columns else [])
+    rows = frame[columns].sort_values(["ticker", "date"], kind="stable")
+    close = rows["close"].to_numpy(np.float64)
+    usable = np.isfinite(close) & (close > 0)  # others are validation's to refuse
+    rows, close = rows[usable], close[usable]
+    if len(rows) < 2:
+        return []
+    opened = rows["open"].to_numpy(np.float64) if "open" in rows.columns else np.full(len(rows), np.nan)
+    codes = pd.factorize(rows["ticker"])[0]
+    starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]
+    ends = np.r_[starts[1:], len(rows)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.log(close[1:] / close[:-1])  # (n - 1,) the move into row i + 1
+        gap = np.log(opened[1:] / close[:-1])  # (n - 1,) NaN without an open
+    logs = np.log([r.price_ratio for r in SPLIT_RATIOS])  # (R,)
+    tolerance = np.array([r.tolerance for r in SPLIT_RATIOS])  # (R,)
+    floor = np.min(np.abs(logs) - tolerance)
+    large = (np.abs(step) >= floor) | (np.abs(gap) >= floor)  # (NaN compares False)
+    found = []
+    for i in np.flatnonzero((codes[1:] == codes[:-1]) & large):
+        by_close = np.abs(step[i] - logs)  # (R,)
+        by_open = np.abs(gap[i] - logs) if np.isfinite(gap[i]) else np.full(len(logs), np.inf)  # (R,)
+        distance = np.minimum(by_close, by_open)  # (R,)
+        nearest = int(np.argmin(distance))
+        if distance[nearest] > tolerance[nearest]:
+            continue
+        day, ticker = i + 1, codes[i + 1]
+        old = np.median(close[max(starts[ticker], day - LEVEL_DAYS) : day])
+        new = np.median(close[day : min(ends[ticker], day + LEVEL_DAYS)])
+        if abs(np.log(new / old) - logs[nearest]) >= abs(logs[nearest]) / 2:
+            continue  # the price came back: a bad print, not a split
+        found.append(
+            ProbableSplit(
+                ticker=str(rows["ticker"].iloc[day]),
+                date=pd.Timestamp(rows["date"].iloc[day]),
+                before=float(close[i]),
+                after=float(close[day]),
+                ratio=SPLIT_RATIOS[nearest],
+                opened=float(opened[day]) if by_close[nearest] > tolerance[nearest] else None,
+            )
+        )
+    return found
+
+
+def refuse_splits(found: list[ProbableSplit], origin: str) -> None:
+    """Raise for the first probable split (`origin`: its file), naming the others, with the ways on."""
+    if not found:
+        return
+    first = found[0]
+    more = ""
+    if len(found) > 1:
+        others = ", ".join(f"{s.ticker} {s.date:%Y-%m-%d} ({s.ratio.name})" for s in found[1:LISTED])
+        extra = len(found) - min(len(found), LISTED)
+        more = f" (and {len(found) - 1:,} more: {others}" + (f" and {extra:,} more" if extra > 0 else "") + ")"
+    raise IngestError(
+        f"{origin}: {first.describe()}{more}: probably an unadjusted split, in data without an adjusted close; "
+        f"add an adjusted close column, or set ingest.splits: adjust to {first.adjustment()}, "
+        "or ingest.splits: keep if the move is real"
+    )
+
+
+def adjust_for_splits(frame: pd.DataFrame, found: list[ProbableSplit]) -> pd.DataFrame:
+    """Prices before each split multiplied by its price ratio (a 4:1 split divides them by 4) and their
+    volume divided by it, so the series continues at the new level without the jump."""
+    scale = np.ones(len(frame))
+    for split in found:
+        before = (frame["ticker"] == split.ticker).to_numpy(bool) & (frame["date"] < split.date).to_numpy(bool)
+        scale[before] *= split.ratio.price_ratio
+    out = frame.copy()
+    for col in [c for c in PRICE_COLUMNS if c in out.columns]:
+        out[col] = out[col].to_numpy(np.float64) * scale
+    if "volume" in out.columns:
+        out["volume"] = out["volume"].to_numpy(np.float64) / scale
+    return out
+
+
+def split_lines(found: list[ProbableSplit], policy: SplitPolicy) -> list[str]:
+    """The one line that says what `adjust` or `keep` did with the probable splits."""
+    if not found or policy == "refuse":
+        return []
+    listed = ", ".join(
+        f"{s.ticker} {s.ratio.name} on {s.date:%Y-%m-%d} (ratio {s.observed:.3g})" for s in found[:LISTED]
+    )
+    extra = len(found) - min(len(found), LISTED)
+    listed += f" and {extra:,} more" if extra > 0 else ""
+    if policy == "adjust":
+        return [
+            f"adjusted {len(found):,} probable unadjusted split(s) (ingest.splits: adjust): {listed}; the prices "
+            "before each were scaled by its ratio and their volume by its inverse"
+        ]
+    return [f"kept {len(found):,} probable unadjusted split(s) as written (ingest.splits: keep): {listed}"]

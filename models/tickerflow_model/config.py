@@ -144,6 +144,11 @@ class IngestConfig(Config):
     )
     max_rows: int = Field(MAX_ROWS, ge=1, description="Most canonical rows (ticker-days) over all files.")
     max_bytes: int = Field(MAX_BYTES, ge=1, description="Most bytes per file once decompressed.")
+    splits: Literal["refuse", "adjust", "keep"] = Field(
+        "refuse",
+        description="A one-day move near a split ratio (4:1, 1:10, 3:2, ...) in data without an adjusted close: "
+        "refuse the run, adjust the prices before it by the split's ratio (volume by its inverse), or keep it.",
+    )
 
     @field_validator("source")
     @classmethod

@@ -4,7 +4,8 @@ Sources are a file, a folder, a glob or an fsspec URI (`file://`, `s3://...`; S3
 credentials come from the usual AWS / fsspec environment, never from a config, which is logged).
 Files are CSV (comma, semicolon, tab or pipe separated), gzipped CSV or Parquet; each is refused once
 it passes a byte or row limit, without being read into memory past it. `read_prices` reads every
-file of a source into one canonical frame (`canonical_prices.py`) and hashes the bytes it read.
+file of a source into one canonical frame (`canonical_prices.py`) and hashes the bytes it read; when
+asked, it checks the frame for unadjusted splits and refuses, adjusts or keeps them.
 
 Files are named in messages by their redacted URI: a credential in a URI never reaches a log.
 """
@@ -17,13 +18,26 @@ import gzip
 import hashlib
 import io
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import fsspec
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .canonical_prices import SUFFIXES, IngestError, harmonise, out_of_order_rows, to_canonical
+from .canonical_prices import (
+    SUFFIXES,
+    IngestError,
+    SplitPolicy,
+    adjust_for_splits,
+    harmonise,
+    out_of_order_rows,
+    probable_splits,
+    refuse_case_variants,
+    refuse_splits,
+    split_lines,
+    to_canonical,
+)
 from .config import MAX_BYTES, MAX_ROWS
 from .errors import TickerflowError
 from .redaction import chained, exception_chain, redact_text, redact_uri, reveal
@@ -289,32 +303,47 @@ def _read_parquet(raw: bytes, shown: str, max_bytes: int, max_rows: int) -> pd.D
 
 
 # ---- prices --------------------------------------------------------------------------------------
-def load_prices(source: str, ticker: str | None = None) -> tuple[pd.DataFrame, str, list[str]]:
+def load_prices(
+    source: str, ticker: str | None = None, splits: SplitPolicy | None = None
+) -> tuple[pd.DataFrame, str, list[str]]:
     """Read every file of `source` -> (canonical frame sorted by ticker/date, content hash, files).
 
     The hash covers each file's bytes and, for single-ticker files, the ticker they were given,
     so the same bytes always give the same hash wherever they are stored. Rows that arrived out of
     date order are counted before sorting, in `frame.attrs["out_of_order"]`, for validation to report.
     """
-    frame, source_hash, files, _ = read_prices(source, ticker)
+    frame, source_hash, files, _ = read_prices(source, ticker, splits=splits)
     return frame, source_hash, files
 
 
 def read_prices(
-    source: str, ticker: str | None = None, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES
+    source: str,
+    ticker: str | None = None,
+    max_rows: int = MAX_ROWS,
+    max_bytes: int = MAX_BYTES,
+    *,
+    splits: SplitPolicy | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, str, list[str], list[str]]:
     """`load_prices` within limits, also returning each file's layout -> (frame, hash, files, layouts).
 
     `source` may be the redacted form of a URI held in this process (`redaction.hold`): the files are opened
     through the full one, and messages and the returned file names show them redacted.
+
+    `splits`: what to do, in data without an adjusted close, with a one-day move near a split ratio
+    (`canonical_prices.probable_splits`): refuse it, adjust the prices before it, or keep it as written;
+    None reads the data without the check. `on_note` gets one line per thing set aside or adjusted (rows
+    without a price, dividend and split lines, splits adjusted or kept). The hash covers what was set aside
+    or adjusted as well: a frame that the reading rules changed does not share a hash (and so a cached
+    validation or window dataset) with the bytes read without them.
     """
     files = resolve_sources(reveal(source))
     digest = hashlib.sha256()
-    frames, layouts = [], []
+    frames, layouts, notes = [], [], []
     rows = 0
     for path in files:
         raw_frame, raw = read_file(path, max_bytes, max_rows)
-        frame, layout = to_canonical(raw_frame, redact_uri(path), ticker)
+        frame, layout, set_aside = to_canonical(raw_frame, redact_uri(path), ticker)
         rows += len(frame)
         if rows > max_rows:
             raise IngestError(
@@ -324,16 +353,38 @@ def read_prices(
         digest.update(hashlib.sha256(raw).digest())
         if layout == "single-ticker":
             digest.update(f"ticker={frame['ticker'].iloc[0]}".encode())
+        for line in set_aside:  # (each line names the rows it set aside; the hash stays path-free)
+            digest.update(line.encode())
         frames.append(frame)
         layouts.append(layout)
+        notes += [f"{redact_uri(path)}: {line}" for line in set_aside]
     if ticker is not None and layouts.count("single-ticker") > 1:
         unnamed = [redact_uri(f) for f, layout in zip(files, layouts) if layout == "single-ticker"]
         raise IngestError(
             f"ticker {ticker!r} was given for single-ticker files, but {len(unnamed)} files have no ticker "
             f"column ({', '.join(unnamed[:3])}...); give one file, or let each take its file name"
         )
+    shown = [redact_uri(f) for f in files]
+    refuse_case_variants(frames, shown)
     canonical = pd.concat(harmonise(frames, files), ignore_index=True)
     disorder = out_of_order_rows(canonical)
     canonical = canonical.sort_values(["ticker", "date"], kind="stable").reset_index(drop=True)
+    if splits is not None and "adj_close" not in canonical.columns:
+        found = probable_splits(canonical)
+        if splits == "refuse" and found:
+            first = found[0]
+            refuse_splits(found, next(name for name, f in zip(shown, frames) if _has_day(f, first.ticker, first.date)))
+        if splits == "adjust" and found:
+            canonical = adjust_for_splits(canonical, found)
+            for split in found:
+                digest.update(f"split {split.ticker} {split.date:%Y-%m-%d} {split.ratio.name}".encode())
+        notes += split_lines(found, splits)
     canonical.attrs["out_of_order"] = disorder
-    return canonical, digest.hexdigest()[:16], [redact_uri(f) for f in files], layouts
+    if on_note is not None:
+        for note in notes:
+            on_note(note)
+    return canonical, digest.hexdigest()[:16], shown, layouts
+
+
+def _has_day(frame: pd.DataFrame, ticker: str, date: pd.Timestamp) -> bool:
+    return bool(((frame["ticker"] == ticker) & (frame["date"] == date)).any())
