@@ -16,12 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from tickerflow.flows.batch_forecast import batch_forecast
 from tickerflow.flows.train_pipeline import train_pipeline
 from tickerflow.reporting.run_labels import replay_run_names
 from tickerflow.reporting.summaries import DegradationEvent, ReplayedDay, ReplaySummary, Retraining
+from tickerflow.run_log import run_logger
 from tickerflow.tracking.home import home_subdir
 from tickerflow.tracking.registry import current_champion
 from tickerflow_model.atomic_io import write_file_atomic
@@ -72,7 +73,7 @@ def replay(
 ) -> ReplaySummary:
     if retrain_every < 0:
         raise ConfigError(f"retrain_every must be >= 0 (0: never), got {retrain_every}")
-    logger = get_run_logger()
+    logger = run_logger()
     prices, _, _ = load_prices(data, config.ingest.ticker)
     days = replay_days(prices, start, end)
     folder = home_subdir("replay")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.logging import get_run_logger
 
+from tickerflow.run_log import run_logger
 from tickerflow.tracking.models import load_champion as load_registered_champion
 from tickerflow_model.backtest import Backtest, walk_forward
 from tickerflow_model.config import BacktestConfig
@@ -32,7 +32,7 @@ def evaluate(
     forecaster: Forecaster, dataset, prices: pd.DataFrame, champion: Champion | None, cpu_threads: int = 0
 ) -> Evaluation:
     """Score the forecaster on the test split; its network runs under `cpu_threads` (the training's cap)."""
-    logger = get_run_logger()
+    logger = run_logger()
     result = evaluate_forecaster(forecaster, dataset, prices, champion, cpu_threads)
     if result.champion_error:
         logger.warning("champion v%s is not compared: %s", result.champion_version, result.champion_error)
@@ -59,4 +59,4 @@ def backtest(
     if config.folds == 0:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return walk_forward(prices, window_config, train_config, config, source_hash, Path(tmp), get_run_logger())
+        return walk_forward(prices, window_config, train_config, config, source_hash, Path(tmp), run_logger())

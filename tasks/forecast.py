@@ -15,8 +15,8 @@ import fsspec
 import numpy as np
 import pandas as pd
 from prefect import task
-from prefect.logging import get_run_logger
 
+from tickerflow.run_log import run_logger
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import tickerflow_home
 from tickerflow.tracking.models import load_model as load_registered_model
@@ -69,7 +69,7 @@ class LoadedModel:
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_unless(ModelNotFound))
 def load_model(config: ForecastConfig) -> LoadedModel:
     version, model = load_registered_model(config.model_uri)
-    get_run_logger().info("loaded %s (version %s)", config.model_uri, version or "n/a")
+    run_logger().info("loaded %s (version %s)", config.model_uri, version or "n/a")
     return LoadedModel(config.model_uri, version, model)
 
 
@@ -94,7 +94,7 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
 @task(name="forecast")
 def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, int] | None = None) -> ForecastBatch:
     batch = forecast_batch(model, prices, dropped or {})
-    logger = get_run_logger()
+    logger = run_logger()
     for ticker, why in batch.skipped.items():
         logger.warning("skipped ticker %r: %s", ticker, why)
     logger.info("forecast %d rows for %d tickers", len(batch.frame), batch.frame["ticker"].nunique())
@@ -142,7 +142,7 @@ class WrittenForecasts:
 @task(name="write-forecasts")
 def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> WrittenForecasts:
     path = write_parquet_atomic(batch.frame, config.out)
-    get_run_logger().info("wrote %d forecasts to %s", len(batch.frame), redact_uri(path))
+    run_logger().info("wrote %d forecasts to %s", len(batch.frame), redact_uri(path))
     return WrittenForecasts(
         out=str(path),
         rows=len(batch.frame),

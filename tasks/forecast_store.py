@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import runtime, task
-from prefect.logging import get_run_logger
 
+from tickerflow.run_log import run_logger
 from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import write_bytes_atomic
 from tickerflow_model.config import ForecastStoreConfig
@@ -135,5 +135,5 @@ def append_forecasts(
 ) -> list[str]:
     rows = store_rows(forecasts, prices, model_name, model_version, forecaster, price_column, levels)
     written = append_rows(rows, config)
-    get_run_logger().info("appended %d forecasts to the forecast store (%s)", len(rows), ", ".join(written))
+    run_logger().info("appended %d forecasts to the forecast store (%s)", len(rows), ", ".join(written))
     return written

@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
-from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
+from tickerflow.run_log import run_logger
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import atomic_directory
@@ -70,7 +70,7 @@ retry_unless_bad_input = retry_unless(IngestError)
     retry_condition_fn=retry_unless_bad_input,
 )
 def ingest(config: IngestConfig) -> IngestResult:
-    logger = get_run_logger()
+    logger = run_logger()
     set_aside: list[str] = []  # rows set aside, splits adjusted or kept: a line each
     frame, source_hash, files, layouts = read_prices(
         config.source, config.ticker, config.max_rows, config.max_bytes, splits=config.splits, on_note=set_aside.append

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 from prefect import task
-from prefect.logging import get_run_logger
+from prefect.events import emit_event
 
+from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast_store import read_store
 from tickerflow.tracking.models import version_tags
 from tickerflow.tracking.runs import TrackedRun
@@ -94,7 +95,7 @@ def live_scores(prices: pd.DataFrame, store: ForecastStoreConfig, config: Monito
 @task(name="score-live-forecasts")
 def score_live(prices: pd.DataFrame, store: ForecastStoreConfig, config: MonitorConfig) -> LiveScores:
     scores = live_scores(prices, store, config)
-    get_run_logger().info(
+    run_logger().info(
         "scored %d stored forecasts against realized closes up to %s",
         scores.scored_forecasts,
         "n/a" if scores.as_of is None else scores.as_of.date(),
@@ -118,8 +119,6 @@ def champion_thresholds(name: str, version: str, config: MonitorConfig) -> Thres
 
 
 def emit_degraded(d: Degradation, as_of: pd.Timestamp, config: MonitorConfig) -> str | None:
-    from prefect.events import emit_event
-
     event = emit_event(
         event=DEGRADED_EVENT,
         resource={
@@ -151,7 +150,7 @@ def check_degradation(
     `monitoring_runs` (`version_key` -> run id) holds the run of every version with live metrics,
     the champion's among them whenever there is a window to check.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     if not name or not version:
         logger.info("the model is not a registered version: no degradation rule to check")
         return Degradation(name, version, 0, False)

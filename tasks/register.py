@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import runtime, task
-from prefect.logging import get_run_logger
 
+from tickerflow.run_log import run_logger
 from tickerflow.tracking.interruptions import signals_held
 from tickerflow.tracking.models import log_version, set_alias, tag_version, version_tags
 from tickerflow.tracking.registry import FORECASTER_TAG, apply_decision, current_champion
@@ -106,7 +106,7 @@ def _register(
     config: RegisterConfig,
     run_id: str,
 ) -> Registration:
-    logger = get_run_logger()
+    logger = run_logger()
     name = config.model_name
     version = log_version(forecaster, prices, run_id, name)
     decision = promotion_decision(evaluation, config)

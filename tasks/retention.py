@@ -22,8 +22,8 @@ from urllib.request import url2pathname
 
 import pandas as pd
 from prefect import task
-from prefect.logging import get_run_logger
 
+from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast_store import partitions, store_location
 from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
 from tickerflow.tracking.home import home_subdir, tickerflow_home
@@ -81,88 +81,108 @@ def needed_ids(keep_last_runs: int) -> dict[str, dict[str, str]]:
 
 def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | None = None) -> GcPlan:
     """What `gc` would remove, and why each thing it keeps stays. Removes nothing."""
-    now = time.time() if now is None else now
-    plan = GcPlan()
-    needed = needed_ids(config.keep_last_runs)
-    grace = config.grace_minutes * 60
+    planner = GcPlanner(config, time.time() if now is None else now)
+    planner.home_data(needed_ids(config.keep_last_runs))
+    planner.checkpoints()
+    planner.data_docs()
+    planner.logs_and_scratch()
+    planner.store_partitions(store)
+    planner.forecast_runs()
+    return planner.plan
 
-    def consider(path: Path, keep_why: str | None, remove_why: str) -> None:
-        if keep_why is None and age_seconds(path, now) < grace:
-            keep_why = f"younger than {config.grace_minutes:g} minutes"
+
+@dataclass
+class GcPlanner:
+    """Walks the home and the forecast experiment, adding each thing to the plan as kept (and why) or removed."""
+
+    config: RetentionConfig
+    now: float
+    plan: GcPlan = field(default_factory=GcPlan)
+
+    def remove(self, path: Path | str, why: str, size: int | None = None) -> None:
+        self.plan.removals.append(Removal(str(path), why, size_of(Path(path)) if size is None else size))
+
+    def consider(self, path: Path, keep_why: str | None, remove_why: str) -> None:
+        """Kept for `keep_why`, or while younger than the grace period (a running flow may not have recorded it)."""
+        if keep_why is None and age_seconds(path, self.now) < self.config.grace_minutes * 60:
+            keep_why = f"younger than {self.config.grace_minutes:g} minutes"
         if keep_why:
-            plan.kept[str(path)] = keep_why
+            self.plan.kept[str(path)] = keep_why
         else:
-            plan.removals.append(Removal(str(path), remove_why, size_of(path)))
+            self.remove(path, remove_why)
 
-    for kind, folder, key in (("window dataset", "windows", "dataset_id"), ("raw snapshot", "raw", "source_hash")):
-        root = home_subdir(folder)
+    def home_data(self, needed: dict[str, dict[str, str]]) -> None:
+        """Window datasets and raw snapshots that no version, recent run or running run names."""
+        for kind, folder, key in (("window dataset", "windows", "dataset_id"), ("raw snapshot", "raw", "source_hash")):
+            root = home_subdir(folder)
+            for path in sorted(root.iterdir()) if root.is_dir() else []:
+                if path.is_dir() and not path.name.startswith("."):
+                    self.consider(path, needed[key].get(path.name), f"{kind} no version or recent run uses")
+
+    def checkpoints(self) -> None:
+        """Finished checkpoints, a dead process's after `resumable_hours`, and corrupt checkpoint files."""
+        config, root = self.config, home_subdir("checkpoints")
         for path in sorted(root.iterdir()) if root.is_dir() else []:
-            if path.is_dir() and not path.name.startswith("."):
-                consider(path, needed[key].get(path.name), f"{kind} no version or recent run uses")
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            owner = read_owner(path)
+            if owner is None:
+                self.consider(path, None, "finished checkpoint")
+            elif owner_is_alive(owner):
+                self.plan.kept[str(path)] = f"owned by live process {owner.get('pid')} on {owner.get('host')}"
+            elif age_seconds(path / OWNER_FILE, self.now) < config.resumable_hours * 3600:
+                self.plan.kept[str(path)] = f"resumable for {config.resumable_hours:g} h after its process ended"
+            else:
+                self.consider(
+                    path, None, f"unfinished checkpoint of a process gone for over {config.resumable_hours:g} h"
+                )
+            if not (self.plan.removals and self.plan.removals[-1].path == str(path)):  # unless the whole folder goes
+                self.corrupt_checkpoints(path)
 
-    root = home_subdir("checkpoints")
-    for path in sorted(root.iterdir()) if root.is_dir() else []:
-        if not path.is_dir() or path.name.startswith("."):
-            continue
-        owner = read_owner(path)
-        if owner is None:
-            consider(path, None, "finished checkpoint")
-        elif owner_is_alive(owner):
-            plan.kept[str(path)] = f"owned by live process {owner.get('pid')} on {owner.get('host')}"
-        elif age_seconds(path / OWNER_FILE, now) < config.resumable_hours * 3600:
-            plan.kept[str(path)] = f"resumable for {config.resumable_hours:g} h after its process ended"
-        else:
-            consider(path, None, f"unfinished checkpoint of a process gone for over {config.resumable_hours:g} h")
-        if plan.removals and plan.removals[-1].path == str(path):
-            continue  # the whole folder goes
-        # A checkpoint that cannot be read never resumes anything: the ones a run set aside, and one that
-        # is not even a torch archive (writes are atomic, so a live run's checkpoint is always whole).
-        current = path / CHECKPOINT_FILE
-        broken = sorted(path.glob(f"{CHECKPOINT_FILE}{CORRUPT_SUFFIX}*"))
+    def corrupt_checkpoints(self, folder: Path) -> None:
+        """A checkpoint that cannot be read never resumes anything: the ones a run set aside, and one that is
+        not even a torch archive (writes are atomic, so a live run's checkpoint is always whole)."""
+        current = folder / CHECKPOINT_FILE
+        broken = sorted(folder.glob(f"{CHECKPOINT_FILE}{CORRUPT_SUFFIX}*"))
         broken += [current] if current.is_file() and not zipfile.is_zipfile(current) else []
         for file in broken:
-            plan.removals.append(Removal(str(file), "corrupt checkpoint", size_of(file)))
+            self.remove(file, "corrupt checkpoint")
 
-    root = home_subdir("validation")
-    docs = (
-        sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-        if root.is_dir()
-        else []
-    )
-    for i, path in enumerate(docs):
-        consider(path, "recent validation" if i < config.keep_last_runs else None, "Data Docs of an older validation")
+    def data_docs(self) -> None:
+        root = home_subdir("validation")
+        folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        for i, path in enumerate(sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)):
+            recent = "recent validation" if i < self.config.keep_last_runs else None
+            self.consider(path, recent, "Data Docs of an older validation")
 
-    root = home_subdir("logs")
-    for path in sorted(root.glob("*")) if root.is_dir() else []:
-        if path.is_file() and age_seconds(path, now) > config.log_max_age_days * 86400:
-            plan.removals.append(Removal(str(path), f"log older than {config.log_max_age_days:g} days", size_of(path)))
+    def logs_and_scratch(self) -> None:
+        config, root = self.config, home_subdir("logs")
+        for path in sorted(root.glob("*")) if root.is_dir() else []:
+            if path.is_file() and age_seconds(path, self.now) > config.log_max_age_days * 86400:
+                self.remove(path, f"log older than {config.log_max_age_days:g} days")
+        for pattern in (".*.tmp-*", ".*.old-*"):
+            for path in tickerflow_home().rglob(pattern):
+                if age_seconds(path, self.now) > config.scratch_max_age_minutes * 60:
+                    self.remove(path, "scratch left by an interrupted write")
 
-    home = tickerflow_home()
-    for pattern in (".*.tmp-*", ".*.old-*"):
-        for path in home.rglob(pattern):
-            if age_seconds(path, now) > config.scratch_max_age_minutes * 60:
-                plan.removals.append(Removal(str(path), "scratch left by an interrupted write", size_of(path)))
-
-    fs, _ = store_location(store)
-    parts = partitions(store)
-    if parts:
-        cutoff = parts[-1][0] - pd.Timedelta(days=config.forecast_store_days)
+    def store_partitions(self, store: ForecastStoreConfig) -> None:
+        fs, _ = store_location(store)
+        parts = partitions(store)
+        days = self.config.forecast_store_days
+        cutoff = parts[-1][0] - pd.Timedelta(days=days) if parts else None
         for day, folder in parts:
-            if day < cutoff:
+            if cutoff is not None and day < cutoff:
                 size = sum(fs.size(f) for f in fs.find(folder))
-                plan.removals.append(
-                    Removal(folder, f"forecast store partition older than {config.forecast_store_days} days", size)
-                )
+                self.remove(folder, f"forecast store partition older than {days} days", size)
 
-    for run in find_runs(FORECAST_EXPERIMENT, newest_first=True)[config.keep_forecast_runs :]:
-        if run.status != "RUNNING":
-            plan.forecast_runs.append(run.run_id)
-            artifacts = local_artifact_dir(run.artifact_uri)
-            if artifacts is not None and artifacts.exists():
-                plan.removals.append(
-                    Removal(str(artifacts), f"artifacts of batch-forecast run {run.run_id}", size_of(artifacts))
-                )
-    return plan
+    def forecast_runs(self) -> None:
+        """Batch-forecast MLflow runs beyond the newest `keep_forecast_runs`, with their artifacts."""
+        for run in find_runs(FORECAST_EXPERIMENT, newest_first=True)[self.config.keep_forecast_runs :]:
+            if run.status != "RUNNING":
+                self.plan.forecast_runs.append(run.run_id)
+                artifacts = local_artifact_dir(run.artifact_uri)
+                if artifacts is not None and artifacts.exists():
+                    self.remove(artifacts, f"artifacts of batch-forecast run {run.run_id}")
 
 
 def local_artifact_dir(artifact_uri: str) -> Path | None:
@@ -208,5 +228,5 @@ class GcSummary:
 @task(name="gc")
 def collect_garbage(config: RetentionConfig, store: ForecastStoreConfig) -> GcSummary:
     plan = run_gc(config, store)
-    get_run_logger().info("gc removed %d item(s), %.1f MB", len(plan.removals), plan.bytes / 1e6)
+    run_logger().info("gc removed %d item(s), %.1f MB", len(plan.removals), plan.bytes / 1e6)
     return GcSummary(len(plan.removals), plan.bytes, len(plan.forecast_runs))

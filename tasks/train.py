@@ -21,9 +21,8 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from prefect.logging import get_run_logger
 
-from tickerflow.console_detail import DETAIL
+from tickerflow.run_log import DETAIL, run_logger
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import home_lock, home_subdir
 from tickerflow.tracking.processes import process_alive, this_process
@@ -198,7 +197,7 @@ def train(
 ) -> FitResult:
     """Fit the forecaster: a log line per epoch, a progress bar on a terminal, `on_epoch(stats)` after
     each epoch, the `gpu` slot on CUDA, checkpoints that a later run resumes if this one dies."""
-    log = get_run_logger()
+    log = run_logger()
     bar = ProgressBar(config.epochs, progress_stream)
     device = resolve_device(config.device).type
     hinted: list[str] = []

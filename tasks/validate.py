@@ -23,9 +23,8 @@ import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from prefect import task
 from prefect.cache_policies import CachePolicy
-from prefect.logging import get_run_logger
 
-from tickerflow.console_detail import DETAIL
+from tickerflow.run_log import DETAIL, run_logger
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.atomic_io import stable_hash
 from tickerflow_model.config import ValidateConfig
@@ -148,65 +147,79 @@ def add_check_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def build_suite(frame: pd.DataFrame, config: ValidateConfig, min_rows: int | None = None) -> gx.ExpectationSuite:
     """The expectations; those needing optional columns apply only when the columns are present."""
+    cols = set(frame.columns)
+    exps = shape_expectations(frame) + order_expectations(cols) + warning_expectations(cols, config)
+    if "ticker" in cols:
+        E = gx.expectations
+        exps.append(E.ExpectColumnValuesToMatchRegex(column="ticker", regex=config.ticker_pattern, meta=CRIT))
+    return gx.ExpectationSuite(name="tickerflow-prices", expectations=exps)
+
+
+CRIT, WARN = {"severity": CRITICAL}, {"severity": WARNING}
+
+
+def shape_expectations(frame: pd.DataFrame) -> list[gx.expectations.Expectation]:
+    """Critical: the columns, their types, no nulls, finite positive prices and a non-negative volume."""
     E = gx.expectations
     cols = set(frame.columns)
-    crit, warn = {"severity": CRITICAL}, {"severity": WARNING}
     base = [c for c in frame.columns if not str(c).startswith("check_")]
     prices = [c for c in PRICE_COLUMNS if c in cols]
-    exps: list[gx.expectations.Expectation] = [E.ExpectColumnToExist(column=c, meta=crit) for c in ("date", "ticker")]
+    exps: list[gx.expectations.Expectation] = [E.ExpectColumnToExist(column=c, meta=CRIT) for c in ("date", "ticker")]
     # a price is required: close or adj_close, whichever the source has
     exps += [
-        E.ExpectColumnToExist(column=c, meta=crit) for c in (("close",) if not {"close", "adj_close"} & cols else ())
+        E.ExpectColumnToExist(column=c, meta=CRIT) for c in (("close",) if not {"close", "adj_close"} & cols else ())
     ]
     if "date" in cols:
-        exps.append(E.ExpectColumnValuesToBeInTypeList(column="date", type_list=DATE_TYPES, meta=crit))
+        exps.append(E.ExpectColumnValuesToBeInTypeList(column="date", type_list=DATE_TYPES, meta=CRIT))
     if "ticker" in cols:
-        exps.append(E.ExpectColumnValuesToBeInTypeList(column="ticker", type_list=TICKER_TYPES, meta=crit))
+        exps.append(E.ExpectColumnValuesToBeInTypeList(column="ticker", type_list=TICKER_TYPES, meta=CRIT))
     exps += [
-        E.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES, meta=crit)
+        E.ExpectColumnValuesToBeInTypeList(column=c, type_list=NUMERIC_TYPES, meta=CRIT)
         for c in prices + (["volume"] if "volume" in cols else [])
     ]
-    exps += [E.ExpectColumnValuesToNotBeNull(column=c, meta=crit) for c in base]
+    exps += [E.ExpectColumnValuesToNotBeNull(column=c, meta=CRIT) for c in base]
     # The upper bound refuses inf (which passes a bare "> 0"), and any overflowed value with it.
     exps += [
-        E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, max_value=FINITE_CEILING, meta=crit)
+        E.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True, max_value=FINITE_CEILING, meta=CRIT)
         for c in prices
     ]
     if "volume" in cols:
-        exps.append(E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, max_value=FINITE_CEILING, meta=crit))
-    if {"high", "low"} <= cols:
-        exps.append(
-            E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low", or_equal=True, meta=crit)
-        )
+        exps.append(E.ExpectColumnValuesToBeBetween(column="volume", min_value=0, max_value=FINITE_CEILING, meta=CRIT))
+    return exps
+
+
+def order_expectations(cols: set) -> list[gx.expectations.Expectation]:
+    """Critical: low <= open, close <= high, and one row per ticker and day."""
+    E = gx.expectations
+    pairs = [("high", "low")] if {"high", "low"} <= cols else []
     for other in ("open", "close"):
-        if {"high", other} <= cols:
-            exps.append(
-                E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=other, or_equal=True, meta=crit)
-            )
-        if {"low", other} <= cols:
-            exps.append(
-                E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=other, column_B="low", or_equal=True, meta=crit)
-            )
+        pairs += [(a, b) for a, b in (("high", other), (other, "low")) if {a, b} <= cols]
+    exps: list[gx.expectations.Expectation] = [
+        E.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=True, meta=CRIT) for a, b in pairs
+    ]
     if {"ticker", "date"} <= cols:
-        exps.append(E.ExpectCompoundColumnsToBeUnique(column_list=["ticker", "date"], meta=crit))
-    if "ticker" in cols:
-        exps.append(E.ExpectColumnValuesToMatchRegex(column="ticker", regex=config.ticker_pattern, meta=crit))
-    exps += [
-        E.ExpectColumnValuesToBeBetween(column=c, max_value=config.max_abs_log_return, meta=warn)
+        exps.append(E.ExpectCompoundColumnsToBeUnique(column_list=["ticker", "date"], meta=CRIT))
+    return exps
+
+
+def warning_expectations(cols: set, config: ValidateConfig) -> list[gx.expectations.Expectation]:
+    """Warnings, on the derived `check_*` columns: implausible one-day moves, stale prices, long gaps."""
+    E = gx.expectations
+    exps: list[gx.expectations.Expectation] = [
+        E.ExpectColumnValuesToBeBetween(column=c, max_value=config.max_abs_log_return, meta=WARN)
         for c in sorted(cols)
         if str(c).startswith("check_abs_log_return_")
     ]
-    if "check_identical_run" in cols:
-        exps.append(
-            E.ExpectColumnValuesToBeBetween(column="check_identical_run", max_value=config.max_identical_run, meta=warn)
-        )
-    if "check_missing_business_days" in cols:
-        exps.append(
-            E.ExpectColumnValuesToBeBetween(
-                column="check_missing_business_days", max_value=config.max_gap_business_days, meta=warn
-            )
-        )
-    return gx.ExpectationSuite(name="tickerflow-prices", expectations=exps)
+    limits = {
+        "check_identical_run": config.max_identical_run,
+        "check_missing_business_days": config.max_gap_business_days,
+    }
+    exps += [
+        E.ExpectColumnValuesToBeBetween(column=c, max_value=limit, meta=WARN)
+        for c, limit in limits.items()
+        if c in cols
+    ]
+    return exps
 
 
 def _shown_with(column: str, columns: set) -> list[str]:
@@ -362,7 +375,7 @@ CACHE_EXPIRATION = timedelta(days=30)
 @task(name="validate", cache_policy=CachePolicy.from_cache_key_fn(_cache_key), cache_expiration=CACHE_EXPIRATION)
 def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
     """Run the GX gate; always writes Data Docs. Raising is left to `require_valid`, reporting to the flow."""
-    logger = get_run_logger()
+    logger = run_logger()
     report = run_suite(frame, config, min_rows, docs_dir_for(source_hash, config, min_rows))
     # The findings, one line each, go to the run's log and the Prefect UI at WARNING; the quiet console
     # shows them as the one summary line below (`--verbose` shows them all), so that a run on data with

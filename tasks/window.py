@@ -14,8 +14,8 @@ import hashlib
 import pandas as pd
 from prefect import task, unmapped
 from prefect.cache_policies import CachePolicy
-from prefect.logging import get_run_logger
 
+from tickerflow.run_log import run_logger
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.config import WindowConfig
 from tickerflow_model.window_dataset import (
@@ -60,7 +60,7 @@ def commit_windows(plan: WindowPlan, parts: list[list[dict]]) -> WindowDataset:
     """Manifest into the scratch folder, then one rename: the dataset appears complete or not at all."""
     dataset = commit_window_dataset(plan, parts)
     c, manifest = dataset.manifest["counts"], dataset.manifest
-    get_run_logger().info(
+    run_logger().info(
         "window dataset %s: %d train / %d val / %d test windows over %d tickers (price column %s, split %s) at %s",
         dataset.dataset_id,
         c["train"],

@@ -3,6 +3,8 @@ windows with a learnable signal."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 
@@ -10,6 +12,7 @@ from tickerflow_model.config import BacktestConfig, GRUConfig, TrainConfig, Wind
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.gru import GRUForecaster
 from tickerflow_model.names import MODEL_NAME
+from tickerflow_model.windows import Scaler
 
 MODEL = MODEL_NAME  # the registered name of the `champion` fixture's model
 
@@ -59,3 +62,18 @@ def interrupt_after(epoch):
             raise Interrupt
 
     return on_epoch
+
+
+def fake_dataset(monkeypatch, dataset_id="ds-test"):
+    """A WindowDataset stand-in whose splits come from `split()` instead of Parquet files."""
+    import tickerflow_model.fitting as fitting
+
+    x, y, xv, yv = split()
+    arrays = {"train": (x, y, None), "val": (xv, yv, None)}
+    monkeypatch.setattr(fitting, "read_split", lambda dataset, name, with_index=True: arrays[name])
+    return SimpleNamespace(
+        dataset_id=dataset_id,
+        spec=WindowSpec(lookback=10, horizon=1),
+        scaler=Scaler(mean=(0.0,), std=(0.01,)),
+        price_column="close",
+    )

@@ -16,6 +16,8 @@ from tickerflow.cli.config_file import error_message
 from tickerflow.cli.console import is_expected
 from tickerflow.cli.root import FLOW_COMMANDS, VERBOSE, app
 from tickerflow.runtime import environment, prefect_api
+from tickerflow_model.errors import TickerflowError, storage_failure, storage_message
+from tickerflow_model.redaction import redact_text
 
 EXIT_FAILED = 1
 
@@ -55,9 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         if not is_expected(exc) and not _received:
             raise
         if not _received:
-            from tickerflow_model.errors import TickerflowError, storage_failure, storage_message
-            from tickerflow_model.redaction import redact_text
-
             storage = None if isinstance(exc, TickerflowError) else storage_failure(exc)
             reason = storage_message(storage) if storage else f"{type(exc).__name__}: {error_message(exc)}"
             print(f"{prefix}: {redact_text(reason)}", file=sys.stderr)
@@ -101,7 +100,8 @@ def entry() -> None:
 
     Python's exit handlers all run: they drain Prefect's log and event workers, stop its temporary
     server and flush logging. Only the interpreter's teardown is skipped, which frees the objects of
-    torch, MLflow, Prefect and Great Expectations one by one: seconds of every command.
+    torch, MLflow, Prefect and Great Expectations one by one: 1.9-2.0 s of every command that ran a flow
+    (a process with both flows imported, on a 2-core machine; 0.03 s with this exit).
     """
     status = {"code": EXIT_FAILED}  # an exception that escapes main() exits 1, as Python's own exit does
     atexit.register(_exit_now, status)  # registered first, so it runs after every other exit handler

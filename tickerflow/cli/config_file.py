@@ -4,8 +4,12 @@ options that were given set on top, and a config error as one readable line."""
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pydantic
+import yaml
 
 from tickerflow_model.config import SAMPLE_DATA, PipelineConfig
 from tickerflow_model.errors import ConfigError
@@ -49,8 +53,6 @@ def read_config_file(path: str) -> dict:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few settings")
     text = decode_text(data, f"config file {path}")
-    import yaml
-
     is_yaml = path.endswith((".yaml", ".yml"))
     try:
         raw = (yaml.safe_load(text) or {}) if is_yaml else json.loads(text)
@@ -76,8 +78,6 @@ def decode_text(data: bytes, what: str) -> str:
 
 def quoted(value: Any, limit: int = QUOTED_CHARS) -> str:
     """repr(value), bounded: a YAML of a few hundred bytes can expand (aliases) into megabytes."""
-    import reprlib
-
     short = reprlib.Repr()  # (Python 3.11's takes no keyword arguments)
     short.maxlevel, short.maxdict, short.maxlist, short.maxtuple, short.maxset = 3, 8, 8, 8, 8
     short.maxstring, short.maxother, short.maxlong = limit, limit, 40
@@ -121,8 +121,6 @@ def load_config(path: str | None = None, **options: Any) -> PipelineConfig:
 
 def error_message(exc: BaseException) -> str:
     """The reason to print; a config that does not validate is one line naming each bad field."""
-    import pydantic
-
     if isinstance(exc, pydantic.ValidationError):
 
         def got(e: ErrorDetails) -> str:  # the value the user gave, unless it is a whole section

@@ -1,52 +1,43 @@
 """What the console shows: a quiet console by default, and one line when a run fails for a reason the user
 can act on.
 
-Quiet (`quiet_console`, unless `--verbose`): tickerflow's own lines and the result. Prefect's lifecycle lines
-("Finished in state ..." of every run, whatever the state, "Beginning flow run", "View at" a temporary API's page,
-hook chatter), MLflow's event log ("Successfully registered model", "Found extra inputs ... will be ignored", its
-pickle warning, the "Downloading artifacts" bars), Python warnings and Great Expectations' INFO lines stay off
-the console; the Prefect API and MLflow still get every record. A run that fails for an expected reason shows
-that reason once, as the command line's last line: Prefect's "Encountered exception during execution" record of
-it stays off the quiet console too, while a bug's keeps its traceback there.
+Quiet (`quiet_console`, unless `--verbose`): tickerflow's own lines and the result. tickerflow's lines carry a
+mark (`tickerflow.run_log.run_logger`); the records of Prefect's run loggers (`prefect.flow_runs`,
+`prefect.task_runs`) without it are Prefect's own lifecycle lines (each run's start, state and end, hook
+chatter, links to a temporary API's page) and stay off the console; so do MLflow's event log, Python warnings
+and Great Expectations' INFO lines. The Prefect API and MLflow still get every record. A run that fails for an
+expected reason shows that reason once, as the command line's last line: the record of the exception stays off
+the quiet console, while a bug's keeps its traceback there.
 
-Prefect's own `prefect.task_runs` / `prefect.flow_runs` loggers log a failing task or flow with its
-traceback and repeat the exception's message in each "Finished in state Failed(...)" line. For an
-expected failure (a `TickerflowError`, or a config that does not validate) the command line prints the
-reason once, so on a console that shows those records (`--verbose`, `tickerflow serve`) they keep their
-line but lose the traceback and the repeated message. The Prefect API log handler (the UI) and MLflow still
-receive the full records: only the console handlers are filtered, and they see a trimmed copy. Unexpected
-errors are left untouched.
+On a console that shows Prefect's records (`--verbose`, `tickerflow serve`), the record of an expected
+failure (a `TickerflowError`, or a config that does not validate) keeps one line but loses its traceback;
+Prefect's own lines, its state lines among them, show as Prefect writes them (they name the error, and
+quote its message). The Prefect API log handler (the UI) and MLflow still receive the full records: only the
+console handlers are filtered, and they see a trimmed copy. Unexpected errors are left untouched.
+
+No filter reads Prefect's wording: the marks, the level, the logger's name and the exception on a record are
+what they go by (checked against Prefect 3.9.1, whose records carry nothing else that tells a state line from
+another line).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import re
 import sys
 from collections.abc import Callable
 
-from tickerflow.console_detail import is_detail
+import pydantic
+
+from tickerflow.run_log import is_detail, is_own
 from tickerflow_model.errors import TickerflowError, storage_failure
-
-# Prefect's last line of every task and flow run, at INFO or (a failed task) ERROR. Never the only trace of
-# a failure: the command line prints an expected failure's reason, and a bug's traceback has its own record.
-_STATE_LINE_START = "Finished in state "
-# "Finished in state Failed('Task run encountered an exception IngestError: ...')" and the flow's
-# "Failed('Flow run encountered an exception: IngestError: ...')".
-# The state is shown with repr(), so the message is quoted with ' or, when it holds a ', with ".
-_STATE_LINE = re.compile(
-    rf"^{_STATE_LINE_START}(\w+)\([\'\"](?:Task|Flow) run encountered an exception:? ([\w.]+): ", re.S
-)
-
+from tickerflow_model.redaction import redact_text
 
 _TRIMMED = "_tickerflow_console_record"
 
 
 def expected_error_types() -> tuple[type[BaseException], ...]:
     """The project's own failures and a config that does not validate (pydantic wraps config errors)."""
-    import pydantic
-
     return (TickerflowError, pydantic.ValidationError)
 
 
@@ -60,16 +51,6 @@ def is_expected(exc: BaseException | None) -> bool:
     from tickerflow.tracking.store import is_missing  # (MLflow is imported already: this costs nothing)
 
     return is_missing(exc)
-
-
-def _expected_names() -> set[str]:
-    names: set[str] = {"ValidationError"}
-    todo = [TickerflowError]
-    while todo:
-        cls = todo.pop()
-        names.add(cls.__name__)
-        todo += cls.__subclasses__()
-    return names
 
 
 class ExpectedErrorFilter(logging.Filter):
@@ -88,12 +69,6 @@ class ExpectedErrorFilter(logging.Filter):
         if is_expected(exc):
             head = record.getMessage().split(":", 1)[0]
             self._trim(record, f"{head}: {self._named(type(exc).__name__, str(exc))}")
-            return True
-        message = record.getMessage()
-        match = _STATE_LINE.match(message)
-        if match and match.group(2).rsplit(".", 1)[-1] in _expected_names():
-            reason = message[match.end() :].rstrip("')\"")
-            self._trim(record, f"Finished in state {match.group(1)} ({self._named(match.group(2), reason)})")
         return True
 
     def _named(self, name: str, reason: str) -> str:
@@ -121,40 +96,28 @@ class _TrimmingFormatter(logging.Formatter):
         return self.inner.format(record.__dict__.get(_TRIMMED, record))
 
 
-# Prefect's own INFO lines about a run's lifecycle, not about what tickerflow did
-_CHATTER = re.compile(
-    r"^(Beginning (flow|subflow) run |View at |Created (task|flow|subflow) run "
-    r"|Executing '|Running hook '|Hook '.*' finished running successfully)"
-)
-# the flow engine's record of the exception that failed the run, with its traceback
-_EXCEPTION_LINE_START = "Encountered exception during execution"
 # a tqdm bar MLflow draws while it downloads or uploads artifacts
 ARTIFACT_BARS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-
-
-# loggers whose INFO lines are tickerflow's own: the run loggers its tasks and flows log through, its modules
-_OWN_LINES = ("prefect.flow_runs", "prefect.task_runs", "tickerflow")
+# Prefect's run loggers: tickerflow's lines reach them through `run_logger`, marked; the rest are Prefect's own
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 class ChatterFilter(logging.Filter):
-    """Console-handler filter of the quiet console: below WARNING, only tickerflow's own lines pass (not
-    Prefect's lifecycle lines, nor the INFO lines of the libraries below it, such as Great Expectations'),
-    and not the detail lines at any level (`tickerflow.console_detail`: training's per-epoch lines, each
-    data finding of validation, which the quiet console sees as validation's summary line). At any level,
-    Prefect's "Finished in state ..." lines stay off, and so does its record of the exception that failed a
-    run when that exception is an expected one (the command line prints its reason); a bug's stays."""
+    """Console-handler filter of the quiet console: tickerflow's own lines (marked, or of its own loggers) but
+    not its detail lines; a bug's exception record with its traceback; warnings and errors of the libraries.
+    Not Prefect's own lines about its runs (their states, starts and hooks, whatever their level), nor the
+    record of an expected failure (the command line prints its reason), nor the INFO lines of the libraries."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if is_detail(record):  # per-epoch lines, each data finding: the run's log and --verbose
             return False
-        message = record.getMessage()
-        if message.startswith(_STATE_LINE_START):
-            return False
-        if message.startswith(_EXCEPTION_LINE_START) and record.exc_info and is_expected(record.exc_info[1]):
-            return False
-        if record.levelno > logging.INFO:
+        if is_own(record) or record.name.startswith("tickerflow"):
             return True
-        return record.name.startswith(_OWN_LINES) and not _CHATTER.match(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            return not is_expected(record.exc_info[1])
+        if record.name.startswith(RUN_LOGGERS):
+            return False
+        return record.levelno > logging.INFO
 
 
 def quiet_console() -> Callable[[], None]:
@@ -185,6 +148,7 @@ def quiet_console() -> Callable[[], None]:
 
 
 def _prefect_console_handlers() -> list[logging.Handler]:
+    # Prefect: once a command runs; `--help` imports this module
     from prefect.logging.configuration import ensure_logging_setup
     from prefect.logging.handlers import PrefectConsoleHandler
 
@@ -210,8 +174,6 @@ class RedactingFilter(logging.Filter):
     they are raised (`tickerflow_model.redaction.chained`); this catches what a library logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tickerflow_model.redaction import redact_text
-
         message = record.getMessage()
         redacted = redact_text(message)
         if redacted != message:
@@ -225,7 +187,7 @@ class RedactingFilter(logging.Filter):
 
 def redact_credentials_in_logs() -> None:
     """Put `RedactingFilter` first on every handler of every logger (idempotent). Call once Prefect is imported."""
-    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.configuration import ensure_logging_setup  # (Prefect: once a command runs)
 
     ensure_logging_setup()
     handlers = list(logging.getLogger().handlers)

@@ -23,11 +23,14 @@ from tickerflow_model.config import (
     DEFAULT_MODEL_URI,
     LOCAL_WORKERS,
     REPLAY_RETRAIN_EVERY,
+    ForecastStoreConfig,
+    RetentionConfig,
     RunnerConfig,
     RunnerKind,
     field_default,
 )
 from tickerflow_model.errors import ConfigError
+from tickerflow_model.redaction import hold
 
 FLOW_COMMANDS = {"run", "forecast", "replay"}  # the commands that run a flow on Prefect's API
 LONG_RUNNING = {"serve"}  # keeps an expected failure's reason in its console log; the others print it last
@@ -130,7 +133,7 @@ def _prepare_training_run() -> None:
     the local MLflow store (the first run on a home migrates its SQLite database), import matplotlib's
     Figure (the report's charts)."""
     importlib.import_module("torch._dynamo")
-    from tickerflow.tracking.store import initialise_store, tracking_uri
+    from tickerflow.tracking.store import initialise_store, tracking_uri  # (MLflow: only in a run)
 
     initialise_store(tracking_uri())
     importlib.import_module("matplotlib.figure")
@@ -164,6 +167,7 @@ def run(
     json_summary: Json = False,
 ) -> int:
     """Run the training pipeline once: ingest, validate, window, train, evaluate, register."""
+    # what the command runs, imported when it runs: `--help` stays light (ConsoleCommand imported them already)
     from tickerflow.cli.metrics_table import format_metrics
     from tickerflow.flows.train_pipeline import train_pipeline
     from tickerflow.runtime.task_runners import build_task_runner
@@ -195,8 +199,7 @@ def forecast(
     json_summary: Json = False,
 ) -> int:
     """Forecast the next days from a registered model."""
-    from tickerflow.flows import batch_forecast
-    from tickerflow_model.redaction import hold
+    from tickerflow.flows import batch_forecast  # (what the command runs: `--help` stays light)
 
     # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
     target = out if "://" in out else str(Path(out).expanduser().resolve())
@@ -233,6 +236,7 @@ def replay(
     json_summary: Json = False,
 ) -> int:
     """Run the daily forecast flow as of each trading day of a date range."""
+    # what the command runs, imported when it runs: `--help` stays light
     import pandas as pd
 
     from tickerflow.flows.replay import replay as replay_flow
@@ -279,8 +283,7 @@ def gc(
     ] = None,
 ) -> int:
     """Remove what no model version, recent run or running flow needs from the home."""
-    from tickerflow.tasks.retention import run_gc
-    from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
+    from tickerflow.tasks.retention import run_gc  # (what the command runs: `--help` stays light)
 
     raw = read_config_file(config) if config else {}
     try:

@@ -31,8 +31,10 @@ from tickerflow.runtime.servers import (
     run_until_signalled,
     start_all,
 )
+from tickerflow.tracking.home import home_subdir
 from tickerflow_model.config import LOOPBACK, ServerOptions, field_default
 from tickerflow_model.errors import ConfigError
+from tickerflow_model.redaction import redact_uri
 
 EXIT_NOT_STARTED = 2
 
@@ -48,8 +50,7 @@ def _default(name: str) -> Any:
 
 def embedded_mlflow_store() -> tuple[str, Path]:
     """(backend store URI, artifact folder) the embedded runs use: see tasks/tracking.py."""
-    from tickerflow.tracking.home import home_subdir
-    from tickerflow.tracking.store import tracking_uri
+    from tickerflow.tracking.store import tracking_uri  # (MLflow: only when the command runs)
 
     return tracking_uri(), home_subdir("mlartifacts")
 
@@ -61,15 +62,11 @@ def ui(
     startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
 ) -> int:
     """Prefect UI + MLflow UI on loopback, over the stores the runs used. Ctrl-C stops both."""
-    from tickerflow.tracking.home import home_subdir
-
     options = ServerOptions(
         host=host, prefect_port=prefect_port, mlflow_port=mlflow_port, startup_timeout=startup_timeout
     )
     backend, artifacts = embedded_mlflow_store()
     if backend.startswith(("http://", "https://")):
-        from tickerflow_model.redaction import redact_uri
-
         print(
             f"tickerflow ui: MLFLOW_TRACKING_URI points at a tracking server ({redact_uri(backend)}); open its UI there. "
             "Unset it to browse the local store.",
@@ -103,7 +100,7 @@ def ui(
 
 
 def configured_api_url() -> str | None:
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL  # (Prefect: only when the command runs)
 
     return PREFECT_API_URL.value() or None
 
@@ -114,44 +111,39 @@ NO_SCHEDULER = (
 )
 
 
+DeploymentsFile = Annotated[
+    Path, typer.Option("--file", help="prefect.yaml to read", show_default="the project's deployments/prefect.yaml")
+]
+Only = Annotated[list[str] | None, typer.Option(metavar="NAME", help="serve only this deployment (repeatable)")]
+Interval = Annotated[
+    float | None, typer.Option(help="run every N seconds instead of the cron schedules (to try it out)")
+]
+Params = Annotated[
+    str | None,
+    typer.Option(help='JSON merged into every deployment\'s parameters, e.g. \'{"config": {"train": {"epochs": 2}}}\''),
+]
+NoServer = Annotated[
+    bool,
+    typer.Option("--no-server", help="without PREFECT_API_URL, explain and exit instead of starting a local server"),
+]
+
+
 def serve(
-    file: Annotated[
-        Path, typer.Option(help="prefect.yaml to read", show_default="the project's deployments/prefect.yaml")
-    ] = DEPLOYMENTS_FILE,
-    only: Annotated[
-        list[str] | None, typer.Option(metavar="NAME", help="serve only this deployment (repeatable)")
-    ] = None,
-    interval: Annotated[
-        float | None, typer.Option(help="run every N seconds instead of the cron schedules (to try it out)")
-    ] = None,
-    params: Annotated[
-        str | None,
-        typer.Option(
-            help='JSON merged into every deployment\'s parameters, e.g. \'{"config": {"train": {"epochs": 2}}}\''
-        ),
-    ] = None,
-    no_server: Annotated[
-        bool,
-        typer.Option(
-            "--no-server", help="without PREFECT_API_URL, explain and exit instead of starting a local server"
-        ),
-    ] = False,
+    file: DeploymentsFile = DEPLOYMENTS_FILE,
+    only: Only = None,
+    interval: Interval = None,
+    params: Params = None,
+    no_server: NoServer = False,
     prefect_port: Annotated[int, _option("prefect_port")] = _default("prefect_port"),
     startup_timeout: Annotated[float, _option("startup_timeout", hidden=True)] = _default("startup_timeout"),
 ) -> int:
     """Run the deployments of prefect.yaml on their schedules, in this process."""
     options = ServerOptions(prefect_port=prefect_port, startup_timeout=startup_timeout)
-    try:
-        overrides = json.loads(params) if params else {}
-    except ValueError as exc:
-        raise ConfigError(f"--params must be a JSON object, got {params!r}: {exc}") from exc
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"--params must be a JSON object, got {params!r}")
+    overrides = parameter_overrides(params)
     if interval is not None and interval <= 0:
         raise ConfigError(f"--interval must be a positive number of seconds, got {interval}")
     specs = load_deployment_specs(Path(file), only)
-    server: Server | None = None
-    api_url = configured_api_url()
+    api_url, server = configured_api_url(), None
     if not api_url:
         if no_server:
             print(
@@ -160,19 +152,10 @@ def serve(
                 file=sys.stderr,
             )
             return EXIT_NOT_STARTED
-        from tickerflow.tracking.home import home_subdir
-
-        server = prefect_server(LOOPBACK, options.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
-        print(
-            f"{NO_SCHEDULER}\nStarting a local Prefect server at {server.url} (log {server.log_path}) ...", flush=True
-        )
-        try:
-            start_all([server], options.startup_timeout)
-        except (ServerError, OSError) as exc:
-            print(f"tickerflow serve: {exc}", file=sys.stderr)
+        server = local_scheduler(options)
+        if server is None:
             return EXIT_NOT_STARTED
         api_url = f"{server.url}/api"
-        print(f"Prefect UI: {server.url}", flush=True)
     try:
         return serve_deployments(specs, api_url, interval, overrides)
     except KeyboardInterrupt:  # Ctrl-C is how a long-running serve is meant to end
@@ -181,3 +164,27 @@ def serve(
     finally:
         if server is not None:
             server.stop()
+
+
+def parameter_overrides(params: str | None) -> dict:
+    """`--params`: a JSON object, or a ConfigError saying what it is instead."""
+    try:
+        overrides = json.loads(params) if params else {}
+    except ValueError as exc:
+        raise ConfigError(f"--params must be a JSON object, got {params!r}: {exc}") from exc
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"--params must be a JSON object, got {params!r}")
+    return overrides
+
+
+def local_scheduler(options: ServerOptions) -> Server | None:
+    """A Prefect server on loopback for the schedules to fire on, started; None (and why, on stderr) if it would not start."""
+    server = prefect_server(LOOPBACK, options.prefect_port, home_subdir("logs"), env={"PREFECT_API_URL": None})
+    print(f"{NO_SCHEDULER}\nStarting a local Prefect server at {server.url} (log {server.log_path}) ...", flush=True)
+    try:
+        start_all([server], options.startup_timeout)
+    except (ServerError, OSError) as exc:
+        print(f"tickerflow serve: {exc}", file=sys.stderr)
+        return None
+    print(f"Prefect UI: {server.url}", flush=True)
+    return server

@@ -15,11 +15,12 @@ from typing import Any
 
 from prefect import runtime
 from prefect.artifacts import create_link_artifact
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_UI_URL
 
 from tickerflow.tracking.runs import TrackedRun
 from tickerflow.ui_addresses import PREFECT_UI_URL_ENV, local_ui_url, on_temporary_api
-from tickerflow_model.config import PREFECT_UI_PORT, RegisterConfig, field_default
+from tickerflow_model.config import PREFECT_UI_PORT, ForecastConfig, RegisterConfig, field_default
 from tickerflow_model.names import CHAMPION_ALIAS
 from tickerflow_model.redaction import redact_uri
 
@@ -71,8 +72,6 @@ def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
 
 def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
     """(data label, model label) of a batch_forecast run's parameters."""
-    from tickerflow_model.config import ForecastConfig
-
     return data_label(parameters.get("data", "")), model_label(
         parameters.get("model_uri") or field_default(ForecastConfig, "model_uri")
     )
@@ -99,8 +98,6 @@ def replay_run_names(data: str, model_name: str, day) -> tuple[str, str]:
 
 
 def _add_tags(flow_run, new: list[str]) -> None:
-    from prefect.client.orchestration import get_client
-
     tags = list(dict.fromkeys([*(flow_run.tags or []), *new]))
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run.id, tags=tags)

@@ -16,6 +16,8 @@ import signal
 import threading
 import time
 
+from prefect.server.api.server import create_app as prefect_app
+
 PARENT_PID_ENV = "TICKERFLOW_PARENT_PID"
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 10.0  # after SIGTERM to itself: uvicorn's orderly shutdown, then a hard exit
@@ -43,9 +45,9 @@ def watch_parent(parent_pid: int) -> threading.Thread:
 
 def create_app():
     """Prefect's API app (`prefect.server.api.server.create_app`), watched over when started by a command."""
-    from prefect.server.api.server import create_app as prefect_app
-
     parent = os.environ.get(PARENT_PID_ENV)
     if parent:
         watch_parent(int(parent))
-    return prefect_app()
+    # ephemeral: no UI and no background services; final: the one app this process creates (Prefect 3.9's own
+    # temporary server passes the same two, as environment variables its `create_app` reads)
+    return prefect_app(ephemeral=True, final=True)

@@ -3,12 +3,16 @@ no worker. `tickerflow serve` reads them here and runs them on their schedules."
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import yaml
+from pydantic import TypeAdapter
 
 from tickerflow_model.errors import ConfigError
 
@@ -46,8 +50,6 @@ class DeploymentSpec:
 
 def load_deployment_specs(path: Path = DEPLOYMENTS_FILE, only: list[str] | None = None) -> list[DeploymentSpec]:
     """The deployments defined in prefect.yaml (all, or those named in `only`)."""
-    import yaml
-
     document = yaml.safe_load(Path(path).read_text()) or {}
     specs = []
     for entry in document.get("deployments") or []:
@@ -101,9 +103,7 @@ def merge_parameters(base: dict[str, Any], override: dict[str, Any]) -> dict[str
 
 
 def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides: dict[str, Any]):
-    import importlib
-
-    from prefect.schedules import Cron, Interval
+    from prefect.schedules import Cron, Interval  # (Prefect: only when serving; `--help` imports this module)
 
     flow = getattr(importlib.import_module(spec.module), spec.flow_attribute)
     if interval:
@@ -111,8 +111,7 @@ def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides
         schedules = [Interval(interval, anchor_date=datetime.now(timezone.utc))]
     else:
         schedules = [Cron(cron, timezone=tz) for cron, tz in spec.crons]
-    from prefect.events import DeploymentTriggerTypes
-    from pydantic import TypeAdapter
+    from prefect.events import DeploymentTriggerTypes  # (Prefect: only when serving)
 
     triggers = [TypeAdapter(DeploymentTriggerTypes).validate_python(t) for t in spec.triggers]
     return flow.to_deployment(
@@ -126,6 +125,7 @@ def to_runner_deployment(spec: DeploymentSpec, interval: float | None, overrides
 
 
 def serve_deployments(specs: list[DeploymentSpec], api_url: str, interval: float | None, overrides: dict) -> int:
+    # Prefect: only when serving; `--help` imports this module
     from prefect import serve
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

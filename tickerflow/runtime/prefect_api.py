@@ -26,7 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from filelock import FileLock
+
 from tickerflow.runtime.servers import Server, ServerError
+from tickerflow.tracking.home import home_subdir
 from tickerflow.ui_addresses import TEMPORARY_API_ENV
 from tickerflow_model.config import LOOPBACK
 
@@ -36,7 +39,7 @@ _api_start: list = []  # [thread, outcome] of the start begun by begin_prefect_a
 
 def needs_temporary_server() -> bool:
     """No Prefect API configured (PREFECT_API_URL, from the environment or the active profile)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED  # (Prefect: once a flow runs)
 
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
 
@@ -44,8 +47,7 @@ def needs_temporary_server() -> bool:
 def migration_lock():
     """Two processes that start a server on one new `$PREFECT_HOME/prefect.db` at once both migrate it,
     and one fails in alembic ("Online migration expected to match one row"): one start at a time."""
-    from filelock import FileLock
-    from prefect.settings import PREFECT_HOME
+    from prefect.settings import PREFECT_HOME  # (Prefect: once a flow runs; `--help` imports this module)
 
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,7 @@ def migration_lock():
 
 def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
     """The temporary API server (not started), on a free port unless one is given."""
+    # Prefect: once a flow runs; `--help` imports this module
     import prefect
     from prefect.settings import get_current_settings
 
@@ -81,9 +84,6 @@ def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
     ]
     env = {
         **get_current_settings().to_environment_variables(exclude_unset=True),
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
         "PREFECT_API_URL": None,
         "TICKERFLOW_PARENT_PID": str(os.getpid()),
     }
@@ -99,8 +99,6 @@ def temporary_prefect_api(log_dir: Path, port: int | None = None) -> Server:
 
 def start_temporary_api(timeout: float) -> str:
     """Start the temporary API and wait until it answers; returns its API URL. It is stopped at exit."""
-    from tickerflow.tracking.home import home_subdir
-
     with migration_lock():
         for attempt in range(1, SERVER_START_ATTEMPTS + 1):
             server = temporary_prefect_api(home_subdir("logs")).start()
@@ -116,7 +114,7 @@ def start_temporary_api(timeout: float) -> str:
 
 
 def _startup_timeout() -> float:
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS  # (Prefect: once a flow runs)
 
     return float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
 
@@ -173,6 +171,7 @@ def prefect_api(while_starting: Callable[[], None] | None = None) -> Iterator[No
         if "error" in outcome:
             raise outcome["error"]
         api_url = outcome["api_url"]
+    # Prefect: once a flow runs; `--help` imports this module
     from prefect.context import refresh_global_settings_context
     from prefect.settings import temporary_settings
 

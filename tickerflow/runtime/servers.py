@@ -9,8 +9,10 @@ server runs in a process group of its own and stopping it stops the group.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -200,9 +202,6 @@ def stop_all(servers: list[Server]) -> None:
 
 def is_loopback(host: str) -> bool:
     """`localhost`, 127.0.0.0/8 or ::1; a name is resolved, and one that does not resolve is not loopback."""
-    import ipaddress
-    import socket
-
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

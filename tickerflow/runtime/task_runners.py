@@ -20,7 +20,7 @@ LOCAL_DASHBOARD = "127.0.0.1:0"
 
 def build_task_runner(config: RunnerConfig) -> TaskRunner[Any]:  # its futures' type depends on the kind
     if config.kind == "thread":
-        from prefect.task_runners import ThreadPoolTaskRunner
+        from prefect.task_runners import ThreadPoolTaskRunner  # (Prefect: once a flow runs)
 
         return ThreadPoolTaskRunner(max_workers=config.max_workers)
     from prefect_dask import DaskTaskRunner  # imports dask.distributed: only when asked for

@@ -8,7 +8,7 @@ import pandas as pd
 from price_frames import make_prices
 
 from tickerflow.cli.console import ChatterFilter
-from tickerflow.console_detail import is_detail
+from tickerflow.run_log import is_detail
 from tickerflow.tasks.validate import validate
 from tickerflow_model.config import ValidateConfig
 

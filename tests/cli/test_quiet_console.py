@@ -36,7 +36,10 @@ def tickerflow(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
 
 def test_a_successful_run_and_forecast_print_no_warning_or_chatter_unless_verbose(tmp_path, small_sample_csv):
     env = cli_env(tmp_path / "home")
-    run = tickerflow(["run", "--data", str(small_sample_csv), "--epochs", "1"], env, tmp_path)
+    # one thread: on a busy machine more would earn the (right) throughput hint, a WARNING line of its own
+    config = tmp_path / "one-thread.json"
+    config.write_text('{"train": {"cpu_threads": 1}}')
+    run = tickerflow(["run", "--data", str(small_sample_csv), "--epochs", "1", "--config", str(config)], env, tmp_path)
     assert not [line for line in run.stderr.splitlines() if CHATTER.search(line)], run.stderr
     # tickerflow's own lines stay; the per-epoch lines are the run log's detail (the progress bar on a terminal)
     assert "best epoch 1 " in run.stderr and "registered tickerflow-gru v1" in run.stderr
@@ -64,17 +67,18 @@ def test_the_quiet_console_is_undone_when_the_command_returns():
     assert not logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level == logging.ERROR
     chatter = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "Finished in state Completed()", (), None)
     own = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "best epoch 1 (val_loss 0.2)", (), None)
+    own.tickerflow_line = True  # logged through tickerflow.run_log.run_logger
     detail = logging.LogRecord("prefect.task_runs", logging.INFO, "", 0, "epoch 1/1 train_loss=0.2", (), None)
-    detail.tickerflow_detail = True  # logged with extra=tickerflow.console_detail.DETAIL
+    detail.tickerflow_line = detail.tickerflow_detail = True  # logged with extra=tickerflow.run_log.DETAIL
     failed = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "Finished in state Failed('x')", (), None)
     error = logging.LogRecord("prefect.task_runs", logging.ERROR, "", 0, "cannot reach the registry", (), None)
-    assert [ChatterFilter().filter(r) for r in (chatter, own, detail, failed, error)] == [
-        False,
-        True,
-        False,
-        False,
-        True,
-    ]
+    error.tickerflow_line = True
+    library = logging.LogRecord("prefect.concurrency", logging.WARNING, "", 0, "no limit named gpu", (), None)
+    quiet = logging.LogRecord("great_expectations", logging.INFO, "", 0, "Calculating Metrics", (), None)
+    records = (chatter, own, detail, failed, error, library, quiet)
+    # Prefect's own lines about its runs go whatever their level or wording; tickerflow's stay; a library's
+    # warning stays, its INFO line goes
+    assert [ChatterFilter().filter(r) for r in records] == [False, True, False, False, True, True, False]
     undo()
     assert logging_utils.MLFLOW_LOGGING_STREAM.enabled and logging.getLogger("mlflow").level != logging.ERROR
 
