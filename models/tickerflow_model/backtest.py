@@ -21,7 +21,7 @@ from .forecaster import Forecaster
 from .window_dataset import build_window_dataset
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fold:
     index: int
     cutoff: pd.Timestamp  # last day any part of this fold's model, scaler or windows may see
@@ -30,7 +30,7 @@ class Fold:
     forecaster: Forecaster = field(repr=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Backtest:
     folds: list[Fold]
     metrics: dict[str, dict[str, float]]  # pooled over every fold's test forecasts

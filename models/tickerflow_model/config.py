@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Self, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .names import CHAMPION_ALIAS, MODEL_NAME
-from .quantiles import QUANTILE_LEVELS, require_scored_intervals, validate_levels
+from .quantiles import LEGACY_LEVELS, QUANTILE_LEVELS, require_scored_intervals, validate_levels
 
 # The largest integer a JSON number (a double) holds exactly: no count, size or seed a config holds is
 # meant to be larger, and a value past it (`epochs: 1e26`) is a typo. Fields bound their own values tighter.
@@ -118,6 +118,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 LossWeight = Literal["volatility", "return"]
 Calibration = Literal["widen", "cqr"]
 PrimaryScore = Literal["pinball", "winkler_80", "winkler_90"]  # scores the gate may rank by (lower is better)
+CoverageTest = Literal["tolerance", "kupiec"]  # how the gate judges an interval's coverage
 RunnerKind = Literal["thread", "dask"]
 
 SAMPLE_DATA = "data/sample/stocks_daily_2000_2013.csv.gz"  # the bundled sample, relative to the project root
@@ -316,7 +317,7 @@ class GRUConfig(Config):
 
     @classmethod
     def from_dict(cls, d: dict) -> GRUConfig:
-        return cls(**{**d, "quantiles": tuple(d.get("quantiles", QUANTILE_LEVELS))})
+        return cls(**{**d, "quantiles": tuple(d.get("quantiles", LEGACY_LEVELS))})
 
 
 class TrainConfig(Config):
@@ -380,20 +381,33 @@ class EvaluateConfig(Config):
 class RegisterConfig(Config):
     """The gate: the best forecaster by `primary_score` on the test windows becomes (or stays) champion.
 
-    A candidate (the GRU, each distribution baseline, the current champion) passes when its 80% and
-    90% interval coverage are within `coverage_tolerance` of nominal and its point skill vs naive is
-    at least `min_skill`. The best passing candidate wins; when none passes, the best by the primary
-    score still wins and the reason says which condition it missed. A challenger replaces the current
-    champion only when its score is lower by more than `min_improvement` (relative).
+    A candidate (the GRU, each distribution baseline, the current champion) passes when its 80% and 90%
+    intervals cover as they should (`coverage_test`) and its point forecast is not significantly worse than
+    naive (a Diebold-Mariano test of squared errors with a Newey-West variance, one-sided at `significance`:
+    a distribution forecaster is never vetoed for noise in a median nobody is served). The best passing
+    candidate wins; when none passes, the best by the primary score still wins and the reason says which
+    condition it missed. A challenger replaces the current champion only when its primary score is lower
+    significantly (the same test on the two forecasters' losses) and by more than `min_improvement`: ties and
+    float noise never promote.
     """
 
     model_name: str = Field(MODEL_NAME, min_length=1, description="the registered model's name")
     primary_score: PrimaryScore = Field("pinball", description="the score the gate ranks by (lower is better)")
+    significance: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description="one-sided level of the gate's tests (vs naive, vs the champion, Kupiec's with coverage_test: kupiec)",
+    )
+    coverage_test: CoverageTest = Field(
+        "tolerance",
+        description="tolerance: coverage within coverage_tolerance of nominal; kupiec: Kupiec's test of the misses",
+    )
     coverage_tolerance: float = Field(
         0.05, ge=0.0, le=0.5, description="0.05: an 80% interval must cover between 75% and 85% of outcomes"
     )
-    min_skill: float = Field(
-        0.0, ge=-1.0, lt=1.0, description="minimum point skill vs naive (0: never worse than tomorrow = today)"
+    min_skill: float | None = Field(
+        None, ge=-1.0, lt=1.0, description="a hard floor on point skill vs naive besides the test (unset: none)"
     )
     min_improvement: float = Field(
         0.0, ge=0.0, lt=1.0, description="relative primary-score gain over the current champion needed to replace it"

@@ -30,7 +30,15 @@ from .forecaster import Forecaster
 from .gru import intra_op_threads
 from .metrics import METRIC_KEYS, drift_forecast, naive_scale, seasonal_naive_forecast
 from .quantiles import QUANTILE_LEVELS, median_index, quantile_columns
-from .scoring import grouped_metrics
+from .risk import (
+    COMPARISON_COLUMNS,
+    TAIL_COLUMNS,
+    DieboldMarianoResult,
+    dm_test,
+    pinball_comparisons,
+    tail_backtests,
+)
+from .scoring import grouped_metrics, score_terms
 from .window_dataset import read_split
 
 CHAMPION = "champion"  # the current champion's name among the forecasters
@@ -58,9 +66,11 @@ def ticker_skill(by_forecaster: dict[str, dict[str, float]]) -> float:
 RIVALS = ("garch", "ewma")  # the classic volatility models the GRU is shown against, side by side
 
 
-def head_to_head(metrics: dict, per_ticker: dict, rival: str, score: str = "pinball") -> str | None:
-    """One line: the GRU's `score` against `rival`'s overall and on how many tickers it is the lower; None
-    when either has no such score."""
+def head_to_head(
+    metrics: dict, per_ticker: dict, rival: str, score: str = "pinball", t: float | None = None
+) -> str | None:
+    """One line: the GRU's `score` against `rival`'s overall (with the Diebold-Mariano t of the difference,
+    when given) and on how many tickers it is the lower; None when either has no such score."""
     model, other = metrics.get("model", {}), metrics.get(rival, {})
     if score not in model or score not in other:
         return None
@@ -68,14 +78,15 @@ def head_to_head(metrics: dict, per_ticker: dict, rival: str, score: str = "pinb
     wins = sum(by["model"][score] < by[rival][score] for by in scored)
     gain = 1.0 - model[score] / other[score] if other[score] > 0 else float("nan")
     return (
-        f"the GRU vs {rival}: {score} {model[score]:.4f} vs {other[score]:.4f} ({gain:+.2%}), "
-        f"lower on {wins} of {len(scored)} tickers"
+        f"the GRU vs {rival}: {score} {model[score]:.4f} vs {other[score]:.4f} "
+        f"({gain:+.2%}{'' if t is None else f', t {t:.1f}'}), lower on {wins} of {len(scored)} tickers"
     )
 
 
-def rival_lines(metrics: dict, per_ticker: dict) -> list[str]:
-    """`head_to_head` against each of RIVALS that was scored."""
-    return [line for rival in RIVALS if (line := head_to_head(metrics, per_ticker, rival)) is not None]
+def rival_lines(metrics: dict, per_ticker: dict, t: dict[str, float] | None = None) -> list[str]:
+    """`head_to_head` against each of RIVALS that was scored (`t`: rival -> the DM t of the GRU against it)."""
+    lines = (head_to_head(metrics, per_ticker, rival, t=(t or {}).get(rival)) for rival in RIVALS)
+    return [line for line in lines if line is not None]
 
 
 def rank_tickers(per_ticker: dict[str, dict[str, dict[str, float]]]) -> pd.Series:
@@ -83,7 +94,7 @@ def rank_tickers(per_ticker: dict[str, dict[str, dict[str, float]]]) -> pd.Serie
     return pd.Series({t: ticker_skill(by) for t, by in per_ticker.items()}, dtype=float).sort_values(ascending=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Champion:
     """The registry's champion as evaluation sees it: loaded (anything with the pyfunc `predict`), or why not."""
 
@@ -92,7 +103,7 @@ class Champion:
     error: str | None = None  # why it could not be loaded
 
 
-@dataclass
+@dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, dict[str, float]]  # forecaster -> metric -> value, on the whole test split
     per_ticker: dict[str, dict[str, dict[str, float]]]  # ticker -> forecaster -> metric -> value
@@ -106,6 +117,30 @@ class Evaluation:
     # forecaster -> (rows of `predictions`, Q) quantiles of the cumulative log return
     quantiles: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     baselines: dict[str, BaselineForecaster] = field(default_factory=dict, repr=False)  # fitted, servable
+    # the risk desk's backtests (`risk.tail_backtests`) of every distribution forecaster, level and step
+    tails: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TAIL_COLUMNS)), repr=False)
+    # Diebold-Mariano/HAC comparisons of each one's pinball loss with garch, ewma and the champion
+    comparisons: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COMPARISON_COLUMNS)))
+    # forecaster -> its point forecast's squared error against naive's, DM/HAC (t > 0: better than naive)
+    point_tests: dict[str, DieboldMarianoResult] = field(default_factory=dict)
+    horizon: int = 1
+
+    def versus(self, name: str, reference: str, score: str = "pinball") -> DieboldMarianoResult:
+        """`name` against `reference` on `score` (a per-forecast loss of `metrics.point_terms` or
+        `distribution_terms`), per base day, with a Newey-West variance: t > 0 when `name` scores lower."""
+        loss = {
+            n: score_terms(self.predictions, COLUMN[n], self.quantiles.get(n), self.levels)[
+                "se" if score == "rmse" else score
+            ]
+            for n in (name, reference)
+        }
+        return dm_test(loss[reference], loss[name], self.predictions["base_date"], self.horizon)
+
+    def comparison(self, name: str, reference: str, horizon: int | str = "all") -> dict | None:
+        """The row of `comparisons` for `name` against `reference` at a step ("all": every step); None if absent."""
+        c = self.comparisons
+        rows = c[(c["forecaster"] == name) & (c["reference"] == reference) & (c["horizon"].astype(str) == str(horizon))]
+        return None if rows.empty else rows.iloc[0].to_dict()
 
     def table(self, scopes: list[tuple[str, dict]] | None = None) -> str:
         """Markdown metrics table (overall by default): one row per scope and forecaster."""
@@ -123,7 +158,8 @@ class Evaluation:
 
     def versus_rivals(self) -> list[str]:
         """The GRU against garch and ewma, overall and ticker by ticker (`rival_lines`)."""
-        return rival_lines(self.metrics, self.per_ticker)
+        t = {r: float(row["t"]) for r in RIVALS if (row := self.comparison("model", r)) is not None}
+        return rival_lines(self.metrics, self.per_ticker, t)
 
     @property
     def garch_fallbacks(self) -> dict[str, str]:
@@ -387,6 +423,7 @@ def evaluate_forecaster(
         if champion_error is None:
             names.append(CHAMPION)
     overall, per_ticker, per_horizon = metric_tables(predictions, names, quantiles, levels)
+    tails, comparisons, point_tests = risk_tables(predictions, names, quantiles, levels, dataset.spec.horizon)
     return Evaluation(
         metrics=overall,
         per_ticker=per_ticker,
@@ -399,4 +436,36 @@ def evaluate_forecaster(
         levels=levels,
         quantiles=quantiles,
         baselines={n: b for n, b in fitted.items() if n in names},
+        tails=tails,
+        comparisons=comparisons,
+        point_tests=point_tests,
+        horizon=dataset.spec.horizon,
     )
+
+
+def outcomes(predictions: pd.DataFrame) -> np.ndarray:
+    """Each forecast's outcome as the distribution scores read it: the cumulative log return in percent."""
+    return 100.0 * np.log(predictions["actual"].to_numpy(np.float64) / predictions["base_price"].to_numpy(np.float64))
+
+
+def risk_tables(
+    predictions: pd.DataFrame, names: list[str], quantiles: dict[str, np.ndarray], levels, horizon: int
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, DieboldMarianoResult]]:
+    """The risk desk's view of the same forecasts: tail backtests (Kupiec, Christoffersen) of every
+    distribution forecaster, its pinball against `RIVALS` and the champion (Diebold-Mariano, Newey-West),
+    and each point forecast's squared error against naive's (the same test)."""
+    index = predictions[["ticker", "base_date", "horizon"]]
+    y = outcomes(predictions)
+    scored = {n: 100.0 * quantiles[n] for n in names if n in quantiles}  # percent, as the scores
+    tails = tail_backtests(index, y, scored, levels)
+    comparisons = pinball_comparisons(index, y, scored, levels, (*RIVALS, CHAMPION))
+    actual = predictions["actual"].to_numpy(np.float64)
+    naive_se = np.square(predictions["naive"].to_numpy(np.float64) - actual)
+    point_tests = {
+        n: dm_test(
+            naive_se, np.square(predictions[COLUMN[n]].to_numpy(np.float64) - actual), index["base_date"], horizon
+        )
+        for n in names
+        if COLUMN[n] != "naive"
+    }
+    return tails, comparisons, point_tests

@@ -15,16 +15,19 @@ import pandas as pd
 
 from .quantiles import (
     INTERVALS,
-    QUANTILE_LEVELS,
+    LEGACY_LEVELS,
+    REQUIRED_INTERVALS,
     interval_index,
+    interval_tag,
     levels_from_text,
     levels_text,
     pinball,
     quantile_columns,
+    scored_intervals,
 )
 
 # live interval coverage, by name -> its nominal coverage (the central intervals that evaluation scores)
-NOMINAL_COVERAGE = {f"live_coverage_{round(c * 100):d}": c for c in INTERVALS}
+NOMINAL_COVERAGE = {f"live_coverage_{interval_tag(c)}": c for c in INTERVALS}
 POINT_METRICS = ("live_rmse", "live_mae", "live_skill")
 QUANTILE_METRICS = ("live_pinball", *NOMINAL_COVERAGE)
 LEVELS_COLUMN = "quantile_levels"  # a stored forecast's levels (`quantiles.levels_text`); '' for point forecasts
@@ -69,9 +72,9 @@ def daily_sums(scored: pd.DataFrame, levels=()) -> pd.DataFrame:
         y = scored["realized"].to_numpy(np.float64)  # (N,)
         q = scored[quantile_columns(levels)].to_numpy(np.float64)  # (N, Q)
         parts["pinball"] = pinball(q, y, levels)
-        for name, coverage in NOMINAL_COVERAGE.items():
+        for coverage in scored_intervals(levels):  # the intervals the forecasts' levels bound
             lo, hi = interval_index(levels, coverage)
-            parts[name] = ((q[:, lo] <= y) & (y <= q[:, hi])).astype(float)
+            parts[f"live_coverage_{interval_tag(coverage)}"] = ((q[:, lo] <= y) & (y <= q[:, hi])).astype(float)
     return pd.DataFrame(parts).groupby(["model_version", "day"], sort=True).sum().reset_index()
 
 
@@ -103,7 +106,8 @@ def rolling_live_metrics(
             if "pinball" in extra:
                 out["live_pinball"] = r["pinball"] / r["n"]
                 for name in NOMINAL_COVERAGE:
-                    out[name] = r[name] / r["n"]
+                    if name in r:
+                        out[name] = r[name] / r["n"]
             frames.append(out.dropna(subset=["n"]))
     return pd.concat(frames, ignore_index=True).astype({"window": int, "days": int, "n": int})
 
@@ -139,9 +143,9 @@ def breaches(metrics: pd.DataFrame, thresholds: Thresholds) -> pd.DataFrame:
             metrics["live_rmse"] > thresholds.max_rmse,
             lambda r: f"live_rmse {r['live_rmse']:.4f} > {thresholds.max_rmse:.4f}",
         )
-    if thresholds.coverage_tolerance is not None:
+    if thresholds.coverage_tolerance is not None:  # the intervals every model forecasts (80% and 90%)
         for name, nominal in NOMINAL_COVERAGE.items():
-            if name in metrics.columns:
+            if name in metrics.columns and nominal in REQUIRED_INTERVALS:
                 flag(
                     (metrics[name] - nominal).abs() > thresholds.coverage_tolerance,
                     lambda r, n=name, nom=nominal: (
@@ -180,7 +184,7 @@ def score_stored(
     scored = pd.concat(parts, ignore_index=True)
     scored = scored[scored["date"] <= as_of]
     if LEVELS_COLUMN not in scored.columns:
-        scored = scored.assign(**{LEVELS_COLUMN: levels_text(QUANTILE_LEVELS)})
+        scored = scored.assign(**{LEVELS_COLUMN: levels_text(LEGACY_LEVELS)})
     levels_of = scored[LEVELS_COLUMN].fillna("").astype(str)
     frames = [
         rolling_live_metrics(g, windows, min_days, levels_from_text(text)).assign(model_name=name)

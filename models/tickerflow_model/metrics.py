@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .quantiles import INTERVALS, interval_index, pinball
+from .quantiles import INTERVALS, interval_index, interval_tag, pinball, scored_intervals
 
 METRIC_NAMES = ("rmse", "mae", "mape", "smape", "mase", "directional_accuracy")
 SEASON = 5  # business days in a week: "same day last week"
@@ -55,19 +55,29 @@ def drift_forecast(history: np.ndarray, base_index: np.ndarray, horizon: np.ndar
 # a width of 3.1 reads as "the interval spans about 3.1% of the price".
 DISTRIBUTION_NAMES = (
     "pinball",
-    "coverage_80",
-    "coverage_90",
-    "width_80",
-    "width_90",
-    "winkler_80",
-    "winkler_90",
+    *(f"coverage_{interval_tag(c)}" for c in INTERVALS),
+    *(f"width_{interval_tag(c)}" for c in INTERVALS),
+    *(f"winkler_{interval_tag(c)}" for c in INTERVALS),
 )
 
 # ---- which names are reported where: one list each, used by evaluation, registration and the CLI ------
 # every metric a forecaster can have, in report order (skill: 1 - RMSE / RMSE of naive in the same group)
 METRIC_KEYS = METRIC_NAMES + ("skill",) + DISTRIBUTION_NAMES
 # the headline figures: each forecaster's on a registered version's tags (`test_<forecaster>_<metric>`)
-HEADLINE_METRICS = ("rmse", "skill", "pinball", "coverage_80", "coverage_90")
+HEADLINE_METRICS = ("rmse", "skill", "pinball", "coverage_80", "coverage_90", "coverage_98")
+# the console's table: the point scores, then the spread's (the wider intervals' widths and Winkler scores are
+# in the evaluation's tables)
+TABLE_METRICS = (
+    METRIC_NAMES
+    + ("skill", "pinball")
+    + tuple(f"coverage_{interval_tag(c)}" for c in INTERVALS)
+    + (
+        "width_80",
+        "width_90",
+        "winkler_80",
+        "winkler_90",
+    )
+)
 # per horizon step, the model's figures that get a metric key of their own (the full table is an artifact)
 HORIZON_METRICS = HEADLINE_METRICS + ("width_80", "width_90")
 
@@ -94,10 +104,10 @@ def distribution_terms(quantiles: np.ndarray, actual: np.ndarray, levels) -> dic
     q = np.asarray(quantiles, dtype=np.float64)
     y = np.asarray(actual, dtype=np.float64)
     out = {"pinball": pinball(q, y, levels)}
-    for coverage in INTERVALS:
+    for coverage in scored_intervals(levels):
         i, j = interval_index(levels, coverage)
         lower, upper = q[..., i], q[..., j]
-        tag = f"{round(coverage * 100):d}"
+        tag = interval_tag(coverage)
         out[f"coverage_{tag}"] = ((y >= lower) & (y <= upper)).astype(np.float64)
         out[f"width_{tag}"] = upper - lower
         out[f"winkler_{tag}"] = winkler(lower, upper, y, coverage)

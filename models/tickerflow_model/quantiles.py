@@ -9,7 +9,12 @@ never parsed back from column names.
 
 from __future__ import annotations
 
-QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
+# The 1% and 2.5% tails on each side are the risk desk's: 99% and 97.5% VaR (Basel's market risk levels),
+# and the 98% and 95% central intervals.
+QUANTILE_LEVELS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.975, 0.99)
+# The levels of models and stored forecasts from before the tails: what a bundle or a forecast store without
+# its levels written down holds.
+LEGACY_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 
 
 def quantile_column(level: float) -> str:
@@ -71,7 +76,22 @@ def levels_from_text(text: str) -> tuple[float, ...]:
     return tuple(float(q) for q in str(text).split(",") if q.strip())
 
 
-INTERVALS = (0.80, 0.90)  # nominal coverage of the central intervals scored (q10-q90 and q05-q95)
+# Nominal coverage of the central intervals scored, where the levels bound them: q10-q90, q05-q95, q025-q975
+# and q01-q99. The first two are required (the gate and the live rule read them); the others are scored when
+# a model forecasts their levels.
+INTERVALS = (0.80, 0.90, 0.95, 0.98)
+REQUIRED_INTERVALS = (0.80, 0.90)
+
+
+def interval_tag(coverage: float) -> str:
+    """0.8 -> '80': the suffix of an interval's scores (coverage_80, width_80, winkler_80)."""
+    return f"{round(coverage * 100):d}"
+
+
+def scored_intervals(levels) -> tuple[float, ...]:
+    """The intervals of INTERVALS whose two bounds are among `levels`."""
+    levels = [float(q) for q in levels]
+    return tuple(c for c in INTERVALS if all(any(abs(q - (1 + s * c) / 2) < 1e-9 for q in levels) for s in (-1, 1)))
 
 
 def interval_index(levels, coverage: float) -> tuple[int, int]:
@@ -88,10 +108,10 @@ def interval_index(levels, coverage: float) -> tuple[int, int]:
 
 
 def require_scored_intervals(levels) -> tuple[float, ...]:
-    """`levels`, when they bound every central interval in INTERVALS (scoring, live coverage and the gate
-    read them); otherwise a ValueError naming the missing levels and the levels given."""
+    """`levels`, when they bound every central interval in REQUIRED_INTERVALS (scoring, live coverage and the
+    gate read them); otherwise a ValueError naming the missing levels and the levels given."""
     levels = tuple(float(q) for q in levels)
-    lacking = [c for c in INTERVALS if not all(any(abs(q - (1 + s * c) / 2) < 1e-9 for q in levels) for s in (-1, 1))]
+    lacking = [c for c in REQUIRED_INTERVALS if c not in scored_intervals(levels)]
     if lacking:
         bounds = sorted(round((1 + s * c) / 2, 12) for c in lacking for s in (-1, 1))
         names = " and ".join(f"{c:.0%}" for c in lacking)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -61,7 +63,7 @@ def test_ewma_matches_the_riskmetrics_weights_and_scales_with_sqrt_h():
     base = np.array([50, 300])
     q = ewma(P, base, 4, LEVELS)
     r = np.diff(np.log(P))
-    z = np.array([-1.6448536, -1.2815516, -0.6744898, 0.0, 0.6744898, 1.2815516, 1.6448536])
+    z = np.array([NormalDist().inv_cdf(q) for q in LEVELS])  # (Q,): -2.326 (1%) .. 0 .. 2.326 (99%)
     for i, b in enumerate(base):
         past = r[:b][::-1]  # the newest return (ending on day b) first
         w = 0.94 ** np.arange(len(past))

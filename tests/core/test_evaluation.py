@@ -126,7 +126,7 @@ def test_a_model_that_never_moves_scores_exactly_like_naive(prices, dataset):
     assert set(result.per_horizon) == {"h1", "h2"}
     assert set(result.per_ticker) == {"AAA", "BBB"}
     point = {"rmse", "mae", "mape", "smape", "mase", "directional_accuracy", "skill"}
-    distribution = {"pinball", "coverage_80", "coverage_90", "width_80", "width_90", "winkler_80", "winkler_90"}
+    distribution = {"pinball", *(f"{s}_{c}" for s in ("coverage", "width", "winkler") for c in (80, 90, 95, 98))}
     for block in [result.metrics, *result.per_horizon.values(), *result.per_ticker.values()]:
         for name, m in block.items():
             assert set(m) == (point if name in ("naive", "seasonal_naive", "drift") else point | distribution), name

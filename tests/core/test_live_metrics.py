@@ -16,7 +16,7 @@ from tickerflow_model.live import (
     thresholds_from_test,
     trailing_streak,
 )
-from tickerflow_model.quantiles import QUANTILE_LEVELS, levels_text
+from tickerflow_model.quantiles import LEGACY_LEVELS, levels_text
 
 
 def forecasts(days: int, quantiles: bool = False, version: str = "3") -> pd.DataFrame:
@@ -59,7 +59,7 @@ def test_only_forecasts_whose_close_is_known_are_scored_and_metrics_match_the_fo
 
 def test_quantile_metrics_when_the_forecasts_carry_quantiles():
     scored = join_realized(forecasts(2, quantiles=True), closes([104.0, 107.0]))
-    m = rolling_live_metrics(scored, windows=(2,), min_days=2, levels=QUANTILE_LEVELS).iloc[-1]
+    m = rolling_live_metrics(scored, windows=(2,), min_days=2, levels=LEGACY_LEVELS).iloc[-1]
     assert m["live_coverage_80"] == pytest.approx(0.5)  # 104 in [97, 105]; 107 is not
     assert m["live_coverage_90"] == pytest.approx(0.5)  # 104 in [96, 106]; 107 is not
     tau = np.array([5, 10, 25, 50, 75, 90, 95]) / 100
@@ -88,7 +88,7 @@ def test_quantiles_are_scored_at_the_levels_given_not_at_levels_read_from_column
 
 def test_stored_forecasts_are_scored_at_the_levels_stored_with_them():
     stored = forecasts(2, quantiles=True).assign(model_name="m", price_column="close")
-    narrow = stored.assign(quantile_levels=levels_text(QUANTILE_LEVELS))
+    narrow = stored.assign(quantile_levels=levels_text(LEGACY_LEVELS))
     metrics, _ = score_stored(narrow, closes([104.0, 107.0]), pd.Timestamp("2024-01-03"), windows=(2,), min_days=2)
     assert metrics["live_coverage_90"].iloc[-1] == pytest.approx(0.5)
     point = stored.assign(quantile_levels="")  # a point forecaster's rows: no quantile scores

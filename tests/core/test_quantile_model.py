@@ -59,7 +59,11 @@ def garch_split():
         for split, mask in cuts.items():
             parts[split].append((x[mask], y[mask]))
         # static quantiles of this ticker's training returns, for each of its test windows
-        static.append(np.broadcast_to(np.quantile(r[:n_train_days], QUANTILE_LEVELS), (int(cuts["test"].sum()), 1, 7)))
+        static.append(
+            np.broadcast_to(
+                np.quantile(r[:n_train_days], QUANTILE_LEVELS), (int(cuts["test"].sum()), 1, len(QUANTILE_LEVELS))
+            )
+        )
     out = {
         s: (np.concatenate([a for a, _ in v]).astype(np.float32), np.concatenate([b for _, b in v]))
         for s, v in parts.items()

@@ -14,12 +14,14 @@ from tickerflow_model.config import GRUConfig, WindowSpec
 from tickerflow_model.forecaster import Forecaster, ModelSpec
 from tickerflow_model.gru import GRUForecaster, ewma_volatility
 from tickerflow_model.quantiles import (
+    LEGACY_LEVELS,
     QUANTILE_LEVELS,
     central_pairs,
     pinball,
     pinball_loss,
     quantile_column,
     quantile_columns,
+    scored_intervals,
     validate_levels,
 )
 from tickerflow_model.trainer import fit_shrinkage
@@ -65,7 +67,11 @@ def test_pinball_loss_is_minimized_by_the_true_quantile():
 
 
 def test_column_names_follow_the_levels():
-    assert quantile_columns(QUANTILE_LEVELS) == ["q05", "q10", "q25", "q50", "q75", "q90", "q95"]
+    assert quantile_columns(LEGACY_LEVELS) == ["q05", "q10", "q25", "q50", "q75", "q90", "q95"]
+    # the default adds the risk desk's tails: 1% and 2.5% on each side
+    assert quantile_columns(QUANTILE_LEVELS) == [
+        "q01", "q025", "q05", "q10", "q25", "q50", "q75", "q90", "q95", "q975", "q99"
+    ]  # fmt: skip
     assert quantile_column(0.975) == "q975" and quantile_column(0.025) == "q025"
 
 
@@ -87,7 +93,12 @@ def test_bad_levels_are_rejected_naming_the_problem(levels, problem):
 
 
 def test_central_pairs_are_the_nested_intervals_widest_first():
-    assert central_pairs(QUANTILE_LEVELS) == [(0, 6, 0.9), (1, 5, 0.8), (2, 4, 0.5)]
+    assert central_pairs(LEGACY_LEVELS) == [(0, 6, 0.9), (1, 5, 0.8), (2, 4, 0.5)]
+    assert central_pairs(QUANTILE_LEVELS) == [(0, 10, 0.98), (1, 9, 0.95), (2, 8, 0.9), (3, 7, 0.8), (4, 6, 0.5)]
+    assert scored_intervals(QUANTILE_LEVELS) == (0.80, 0.90, 0.95, 0.98) and scored_intervals(LEGACY_LEVELS) == (
+        0.8,
+        0.9,
+    )
 
 
 # --- the network -------------------------------------------------------------------------------
@@ -139,7 +150,7 @@ def _coverage(q, y, lo, hi):
 
 def _miscalibrated(factor: float, n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Windows of a model whose intervals are `factor` times the true ones: q (n, 2, Q), y (n, 2), scale (n, 2)."""
-    true_z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(QUANTILE_LEVELS)).numpy()  # (Q,)
+    true_z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(LEGACY_LEVELS)).numpy()  # (Q,)
     scale = np.exp(rng.normal(0, 0.5, size=(n, 2)))  # (n, H): heteroscedastic
     y = rng.standard_normal((n, 2)) * scale  # (n, H)
     return factor * true_z[None, None, :] * scale[:, :, None], y, scale
@@ -149,7 +160,7 @@ def _miscalibrated(factor: float, n: int, rng) -> tuple[np.ndarray, np.ndarray, 
 def test_calibration_moves_coverage_to_nominal_on_a_miscalibrated_model(factor):
     """Two-sided CQR (`narrow=True`): a model too narrow (0.5) or too wide (2) is brought to nominal."""
     rng = np.random.default_rng(1)
-    levels = QUANTILE_LEVELS
+    levels = LEGACY_LEVELS
     q_cal, y_cal, s_cal = _miscalibrated(factor, 4000, rng)
     q_test, y_test, s_test = _miscalibrated(factor, 20_000, rng)
     margins = fit_cqr_margins(q_cal, y_cal, s_cal, levels, narrow=True)  # (H, P)
@@ -167,14 +178,14 @@ def test_default_margins_widen_a_narrow_model_and_leave_a_wide_one_as_it_is():
     rng = np.random.default_rng(3)
     narrow_q, narrow_y, narrow_s = _miscalibrated(0.5, 4000, rng)
     np.testing.assert_array_equal(
-        fit_cqr_margins(narrow_q, narrow_y, narrow_s, QUANTILE_LEVELS),
-        fit_cqr_margins(narrow_q, narrow_y, narrow_s, QUANTILE_LEVELS, narrow=True),
+        fit_cqr_margins(narrow_q, narrow_y, narrow_s, LEGACY_LEVELS),
+        fit_cqr_margins(narrow_q, narrow_y, narrow_s, LEGACY_LEVELS, narrow=True),
     )
     wide_q, wide_y, wide_s = _miscalibrated(2.0, 4000, rng)
-    margins = fit_cqr_margins(wide_q, wide_y, wide_s, QUANTILE_LEVELS)
-    assert (fit_cqr_margins(wide_q, wide_y, wide_s, QUANTILE_LEVELS, narrow=True) < 0).all()
+    margins = fit_cqr_margins(wide_q, wide_y, wide_s, LEGACY_LEVELS)
+    assert (fit_cqr_margins(wide_q, wide_y, wide_s, LEGACY_LEVELS, narrow=True) < 0).all()
     np.testing.assert_array_equal(margins, np.zeros((2, 3)))
-    np.testing.assert_array_equal(apply_cqr(wide_q, wide_s, margins, QUANTILE_LEVELS), wide_q)
+    np.testing.assert_array_equal(apply_cqr(wide_q, wide_s, margins, LEGACY_LEVELS), wide_q)
 
 
 def test_calibrated_quantiles_stay_monotone_whatever_the_margins():
@@ -182,7 +193,7 @@ def test_calibrated_quantiles_stay_monotone_whatever_the_margins():
     q = np.sort(rng.normal(size=(50, 1, 7)), axis=-1)  # (N, H, Q)
     scale = rng.uniform(0.1, 3, size=(50, 1))
     margins = np.array([[-5.0, 3.0, -4.0]])  # shrink the outer interval, widen the inner one
-    out = apply_cqr(q, scale, margins, QUANTILE_LEVELS)
+    out = apply_cqr(q, scale, margins, LEGACY_LEVELS)
     assert (np.diff(out, axis=-1) >= 0).all()
     np.testing.assert_array_equal(out[:, :, 3], q[:, :, 3])  # the median is not moved
 
@@ -231,11 +242,12 @@ def test_bundle_round_trip_gives_identical_quantiles(tmp_path):
 def test_point_forecast_is_the_shrunk_median_and_sits_on_q50():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(30, 12, 2)).astype(np.float32)
-    model = small_forecaster(calibration=((0.3, -0.2, 0.1), (0.5, 0.0, -0.1)))
+    model = small_forecaster(calibration=((0.3, -0.2, 0.1, 0.2, 0.0), (0.5, 0.0, -0.1, 0.1, 0.3)))
+    median = QUANTILE_LEVELS.index(0.5)
     raw = model.net(torch.from_numpy(x)).detach().numpy()  # (N, H, Q) target units, unshrunk
     point = model.predict_log_returns(x)
-    np.testing.assert_allclose(point, 0.5 * raw[:, :, 3] * 0.02, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(model.predict_quantiles(x)[:, :, 3], point, rtol=1e-12)
+    np.testing.assert_allclose(point, 0.5 * raw[:, :, median] * 0.02, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(model.predict_quantiles(x)[:, :, median], point, rtol=1e-12)
 
 
 def test_forecast_frame_has_monotone_quantile_columns_in_price_units():
