@@ -22,6 +22,7 @@ from prefect.events import emit_event
 from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast_store import read_store
 from tickerflow.tracking.models import version_tags
+from tickerflow.tracking.registry import test_score
 from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.config import ForecastStoreConfig, MonitorConfig
 from tickerflow_model.live import (
@@ -109,8 +110,8 @@ def champion_thresholds(name: str, version: str, config: MonitorConfig) -> Thres
 
     def tag(key: str) -> float | None:
         try:
-            return float(tags[key])
-        except (KeyError, ValueError):
+            return float(test_score(tags, key))  # type: ignore[arg-type]  # None: caught below
+        except (TypeError, ValueError):
             return None
 
     # `test_rmse` is the version's own (a baseline champion's too); older versions only have the GRU's

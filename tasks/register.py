@@ -6,6 +6,7 @@ this stage logs and registers the versions and hands the gate's decision to it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +16,20 @@ from prefect import runtime, task
 
 from tickerflow.run_log import run_logger
 from tickerflow.tracking.interruptions import signals_held
-from tickerflow.tracking.models import log_version, set_alias, tag_version, version_tags
-from tickerflow.tracking.registry import FORECASTER_TAG, apply_decision, current_champion
+from tickerflow.tracking.models import find_versions, log_version, set_alias, tag_version, version_tags
+from tickerflow.tracking.registry import (
+    BUNDLE_DIGEST_TAG,
+    FORECASTER_TAG,
+    SHOWN_ON_VERSION,
+    TEST_SCORES_TAG,
+    apply_decision,
+    current_champion,
+)
+from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.config import RegisterConfig
 from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.gate import GRU, GateDecision, promotion_decision
-from tickerflow_model.metrics import HEADLINE_METRICS
 from tickerflow_model.window_dataset import WindowDataset
 
 CHALLENGER = "challenger"
@@ -37,6 +45,7 @@ class Registration:
     champion_version: str | None = None  # the champion after this run
     champion_forecaster: str | None = None  # `gru` or a baseline's name
     decision: GateDecision | None = field(default=None, repr=False)  # the gate's verdict on every candidate
+    new: bool = True  # False: an identical version existed (a rerun on the same data and config) and was reused
 
     @property
     def headline(self) -> str:
@@ -57,27 +66,25 @@ def git_commit() -> str | None:
 def registration_tags(
     evaluation: Evaluation, dataset: WindowDataset, run_id: str, promoted: bool, reason: str, forecaster: str = GRU
 ) -> dict[str, str]:
-    """Lineage, which forecaster the version is, its test metrics and the gate's decision, as model-version tags."""
+    """What a person reads on a version, a dozen tags: which forecaster it is, the gate's verdict, its headline
+    test scores and its lineage; every test score of its own in one JSON tag (`test_scores`), the rest of the
+    lineage in another (`lineage`). Every forecaster's scores are the run's (`evaluation/metrics.json`)."""
     name = "model" if forecaster == GRU else forecaster
     m = evaluation.metrics[name]
-    tags = {
+    return {
         FORECASTER_TAG: forecaster,
+        "promotion": "promoted" if promoted else "rejected",
+        "promotion_reason": reason,
+        "skill_vs_naive": f"{m.get('skill', float('nan')):.6f}",
+        **{f"test_{key}": f"{m[key]:.6f}" for key in SHOWN_ON_VERSION if key in m},
         "mlflow_run_id": run_id,
         "dataset_id": dataset.dataset_id,
         "source_hash": str(dataset.manifest.get("source_hash", "")),
-        "git_commit": git_commit() or "none",
-        "prefect_flow_run_id": str(runtime.flow_run.id or ""),
-        "skill_vs_naive": f"{m.get('skill', float('nan')):.6f}",
-        "promotion": "promoted" if promoted else "rejected",
-        "promotion_reason": reason,
+        TEST_SCORES_TAG: json.dumps({k: round(v, 6) for k, v in m.items()}),
+        "lineage": json.dumps(
+            {"git_commit": git_commit() or "none", "prefect_flow_run_id": str(runtime.flow_run.id or "")}
+        ),
     }
-    # this version's own scores under plain names, every forecaster's for comparison
-    tags.update({f"test_{key}": f"{value:.6f}" for key, value in m.items()})
-    for other, scores in evaluation.metrics.items():
-        for key in HEADLINE_METRICS:
-            if key in scores:
-                tags[f"test_{other}_{key}"] = f"{scores[key]:.6f}"
-    return tags
 
 
 @task(name="register")
@@ -108,10 +115,11 @@ def _register(
 ) -> Registration:
     logger = run_logger()
     name = config.model_name
-    version = log_version(forecaster, prices, run_id, name)
     decision = promotion_decision(evaluation, config)
     promoted = decision.winner == "model"
-    tag_version(name, version, registration_tags(evaluation, dataset, run_id, promoted, decision.reason))
+    version, new = register_once(forecaster, prices, run_id, name)
+    if new:
+        tag_version(name, version, registration_tags(evaluation, dataset, run_id, promoted, decision.reason))
     # aliases move only once the version is complete and tagged
     set_alias(name, CHALLENGER, version)
     who = f"train_pipeline run {run_id}"
@@ -119,27 +127,43 @@ def _register(
     reason = decision.reason
     if decision.winner == "champion":
         champion_version = current_champion(name) or str(evaluation.champion_version)
-        champion_forecaster = version_tags(name, champion_version).get(FORECASTER_TAG, GRU)
         apply_decision(name, version, False, reason, expected, who)  # records the `keep`
     else:
-        if decision.winner == "model":
-            candidate, candidate_forecaster = version, GRU
-        else:
-            baseline = evaluation.baselines[decision.winner]
-            candidate, candidate_forecaster = log_version(baseline, prices, run_id, name), decision.winner
-            tag_version(name, candidate, registration_tags(evaluation, dataset, run_id, True, reason, decision.winner))
+        candidate = version
+        if decision.winner != "model":
+            candidate, fresh = register_once(evaluation.baselines[decision.winner], prices, run_id, name)
+            if fresh:
+                tags = registration_tags(evaluation, dataset, run_id, True, reason, decision.winner)
+                tag_version(name, candidate, tags)
         # compare-and-set: the alias moves only if the champion is still the one evaluated against
         moved, reason = apply_decision(name, candidate, True, reason, expected, who)
         promoted = promoted and moved
-        if moved:
-            champion_version, champion_forecaster = candidate, candidate_forecaster
-        else:
-            champion_version = current_champion(name) or ""
-            champion_forecaster = (
-                version_tags(name, champion_version).get(FORECASTER_TAG, GRU) if champion_version else ""
-            )
+        champion_version = candidate if moved else current_champion(name) or ""
+    champion_forecaster = version_tags(name, champion_version).get(FORECASTER_TAG, GRU) if champion_version else ""
     registration = Registration(
-        name, version, promoted, reason, f"models:/{name}/{version}", champion_version, champion_forecaster, decision
+        name,
+        version,
+        promoted,
+        reason,
+        f"models:/{name}/{version}",
+        champion_version,
+        champion_forecaster,
+        decision,
+        new,
     )
-    logger.info("registered %s v%s (gru) as %s; %s: %s", name, version, CHALLENGER, registration.headline, reason)
+    said = f"registered {name} v{version} (gru)" if new else f"registered nothing new: the GRU is {name} v{version}"
+    logger.info("%s as %s; %s: %s", said, CHALLENGER, registration.headline, reason)
     return registration
+
+
+def register_once(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame, run_id: str, name: str):
+    """(version, whether it is new): the version of `name` that forecasts exactly as `forecaster` does (same
+    bundle digest), or a new one logged into run `run_id`. A rerun on the same data and config registers
+    nothing, and a baseline that wins again is the version it already was."""
+    digest = forecaster.digest()
+    same = [v for v in find_versions(name) if v.tags.get(BUNDLE_DIGEST_TAG) == digest]
+    if same:
+        return same[-1].version, False  # the oldest: find_versions lists the newest first
+    version = log_version(forecaster, prices, run_id, name)
+    tag_version(name, version, {BUNDLE_DIGEST_TAG: digest})
+    return version, True

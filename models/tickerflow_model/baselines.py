@@ -36,6 +36,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from .atomic_io import stable_hash
 from .quantiles import QUANTILE_LEVELS
 
 DISTRIBUTION_BASELINES = ("static_quantile", "rolling_quantile", "ewma", "garch")
@@ -398,6 +399,10 @@ class BaselineForecaster:
                     params[str(ticker)] = dict(garch_fit.params)
         levels = tuple(float(q) for q in levels)
         return cls(BaselineSpec(name, horizon, price_column, levels, static, params, fallback))
+
+    def digest(self) -> str:
+        """What the baseline forecasts with, as a hash of its spec: the same fit registers nothing new."""
+        return stable_hash({"kind": "baseline", "spec": {**asdict(self.spec), "levels": list(self.spec.levels)}})
 
     @property
     def min_rows(self) -> int:

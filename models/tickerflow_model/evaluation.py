@@ -28,7 +28,7 @@ from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quan
 from .config import EvaluateConfig
 from .forecaster import Forecaster
 from .gru import intra_op_threads
-from .metrics import METRIC_KEYS, drift_forecast, naive_scale, seasonal_naive_forecast
+from .metrics import METRIC_KEYS, TABLE_METRICS, drift_forecast, naive_scale, seasonal_naive_forecast
 from .quantiles import QUANTILE_LEVELS, median_index, quantile_columns
 from .risk import (
     COMPARISON_COLUMNS,
@@ -144,7 +144,7 @@ class Evaluation:
 
     def table(self, scopes: list[tuple[str, dict]] | None = None) -> str:
         """Markdown metrics table (overall by default): one row per scope and forecaster."""
-        keys = [k for k in METRIC_KEYS if any(k in m for m in self.metrics.values())]
+        keys = [k for k in TABLE_METRICS if any(k in m for m in self.metrics.values())]
         lines = ["| scope | forecaster | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
         for scope, by_name in scopes or [("all", self.metrics)]:
             for name, m in by_name.items():

@@ -7,6 +7,7 @@ MLflow, no I/O beyond reading/writing the bundle folder it is given.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .atomic_io import stable_hash
 from .calibration import apply_cqr, fit_cqr_margins
 from .config import GRUConfig, WindowSpec
 from .features import compute_features, market_features, market_on
@@ -99,6 +101,15 @@ class Forecaster:
         net = GRUForecaster(spec.gru)
         net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         return cls(spec, net)
+
+    def digest(self) -> str:
+        """What the bundle forecasts with, as a hash: the spec and every weight's bytes. Two fits that came out
+        the same (the same data, config and seed) have the same digest, so the second registers nothing."""
+        weights = hashlib.sha256()
+        for key, tensor in sorted(self.net.state_dict().items()):
+            weights.update(key.encode())
+            weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return stable_hash({"kind": "gru", "spec": self.spec.to_dict(), "weights": weights.hexdigest()})
 
     @property
     def min_rows(self) -> int:

@@ -37,7 +37,9 @@ def test_every_epoch_reaches_mlflow_with_its_step_and_the_fit_after_it(monkeypat
     assert run.data.metrics["best_epoch"] == result.best_epoch >= 1
     assert run.data.metrics["best_val_loss"] == pytest.approx(result.best_val_loss)
     assert run.data.metrics["shrinkage_h1"] == pytest.approx(result.shrinkage[0])
-    assert run.data.metrics["cqr_margin_90_h1"] == pytest.approx(result.margins[0][0])
-    assert {"cqr_margin_80_h1", "cqr_margin_50_h1"} <= set(run.data.metrics)
+    # the margins of the central intervals, widest first: 98%, 95%, 90%, 80%, 50%
+    assert run.data.metrics["cqr_margin_98_h1"] == pytest.approx(result.margins[0][0])
+    assert run.data.metrics["cqr_margin_90_h1"] == pytest.approx(result.margins[0][2])
+    assert {"cqr_margin_95_h1", "cqr_margin_80_h1", "cqr_margin_50_h1"} <= set(run.data.metrics)
     assert run.data.tags["train.device"] == "cpu" and run.data.tags["train.precision"] == result.precision
     assert len(result.forecaster.spec.shrinkage) == 1

@@ -42,7 +42,7 @@ def test_the_champion_is_scored_on_the_same_windows_even_with_another_lookback(p
     keys = pd.MultiIndex.from_frame(preds[["ticker", "base_date", "horizon"]])
     np.testing.assert_allclose(preds["champion"].to_numpy(), own["forecast_close"].reindex(keys).to_numpy(), rtol=1e-6)
     q50 = np.log(own["q50"].reindex(keys).to_numpy() / preds["base_price"].to_numpy())
-    np.testing.assert_allclose(result.quantiles["champion"][:, 3], q50, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(result.quantiles["champion"][:, result.levels.index(0.5)], q50, rtol=1e-6, atol=1e-12)
     assert result.metrics["champion"]["rmse"] != pytest.approx(result.metrics["model"]["rmse"])
     assert result.metrics["champion"]["pinball"] != pytest.approx(result.metrics["model"]["pinball"])
 

@@ -14,6 +14,7 @@ from tiny_models import untrained_forecaster
 from tickerflow.cli import main
 from tickerflow.reporting import log_registration
 from tickerflow.tasks.register import register
+from tickerflow.tracking.registry import champion_history
 from tickerflow.tracking.runs import TrackedRun
 from tickerflow.tracking.store import experiment_id
 from tickerflow_model.config import RegisterConfig, WindowConfig
@@ -24,13 +25,14 @@ from tickerflow_model.window_dataset import build_window_dataset
 def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harness, mlflow_store, tmp_path, capsys):
     prices = make_prices(n_days=200, seed=1)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
-    forecaster = untrained_forecaster(dataset, 0.5)
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)  # both: MLflow leaves MLFLOW_REGISTRY_URI set
     config = RegisterConfig(model_name="m")
+    seeds = iter(range(3))  # three runs, three different networks
 
     def register_run(ev: Evaluation):
         run_id = client.create_run(experiment_id(client)).info.run_id
         with disable_run_logger():
+            forecaster = untrained_forecaster(dataset, 0.5, seed=next(seeds))
             registration = register.fn(forecaster, ev, dataset, prices, config, run_id)
             log_registration.fn(registration, ev, config, TrackedRun(run_id))
             return registration, run_id
@@ -43,9 +45,11 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
 
     v2 = client.get_model_version("m", "2")
     assert v2.tags["dataset_id"] == dataset.dataset_id and v2.tags["source_hash"] == "srchash"
-    assert v2.tags["mlflow_run_id"] == run2 and "prefect_flow_run_id" in v2.tags and v2.tags["git_commit"]
+    lineage = json.loads(v2.tags["lineage"])
+    assert v2.tags["mlflow_run_id"] == run2 and "prefect_flow_run_id" in lineage and lineage["git_commit"]
     assert float(v2.tags["skill_vs_naive"]) == pytest.approx(0.05)
-    assert float(v2.tags["test_model_rmse"]) == pytest.approx(0.95)
+    assert json.loads(v2.tags["test_scores"])["rmse"] == pytest.approx(0.95)
+    assert len(v2.tags) <= 13  # a dozen a person reads, not every forecaster's every score
     assert float(v2.tags["test_pinball"]) == pytest.approx(0.6) and v2.tags["forecaster"] == "gru"
     assert v2.tags["promotion"] == "rejected" and "champion v1 has the best pinball" in v2.tags["promotion_reason"]
     assert client.get_run(run2).data.tags["promotion"] == "rejected"
@@ -86,7 +90,8 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     assert sorted((r.data.tags["action"], r.data.tags["version"]) for r in rows) == sorted(h[:2] for h in history)
     assert [v["version"] for v in listing["versions"]] == ["3", "2", "1"]
     assert listing["versions"][2]["aliases"] == ["champion"]
-    assert client.get_model_version("m", "2").tags["champion.promote_by"] == "ana"
+    (move,) = json.loads(client.get_model_version("m", "2").tags["champion_moves"])
+    assert move["action"] == "promote" and move["by"] == "ana"
 
     assert main(["models", "--model", "m"]) == 0
     text = capsys.readouterr().out
@@ -163,3 +168,28 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
     assert listing["versions"][0]["scoring_error"].startswith("could not be loaded or run")
     assert main(["models", "--model", "m"]) == 0
     assert "NOT SCORABLE" in capsys.readouterr().out
+
+
+def test_a_rerun_that_fits_the_same_model_registers_nothing_new_and_promotes_nothing(
+    prefect_harness, mlflow_store, tmp_path
+):
+    """The same data, config and seed give the same network: its version is reused (same bundle digest), and
+    the champion it became on the first run stays; a baseline that wins again is the version it was."""
+    prices = make_prices(n_days=200, seed=1)
+    dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    config = RegisterConfig(model_name="m")
+
+    def run(ev: Evaluation):
+        run_id = client.create_run(experiment_id(client)).info.run_id
+        with disable_run_logger():
+            return register.fn(untrained_forecaster(dataset, 0.5, seed=4), ev, dataset, prices, config, run_id)
+
+    first = run(evaluation(model=scores(0.5)))
+    # the second run scores the identical network against itself as champion: a tie
+    again = run(evaluation("1", model=scores(0.5), champion=scores(0.5), champion_t={"model": 0.0}))
+    assert (first.new, again.new) == (True, False) and again.version == first.version == "1"
+    assert not again.promoted and again.champion_version == "1"
+    assert [str(v.version) for v in client.search_model_versions("name='m'")] == ["1"]
+    history = [e["action"] for e in champion_history("m")]
+    assert history == ["promote", "keep"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from tickerflow_model.evaluation import RIVALS, rank_tickers
-from tickerflow_model.metrics import METRIC_KEYS
+from tickerflow_model.metrics import TABLE_METRICS
 
 TICKERS_SHOWN = 5  # per-ticker rows: every ticker up to 2 * this many, else the best and the worst this many
 PER_TICKER = ("model", "naive", *RIVALS)  # per ticker: the GRU beside naive and the classic volatility models
@@ -28,7 +28,7 @@ def metric_text(value: float) -> str:
 
 def format_metrics(metrics: dict[str, dict[str, float]], per_ticker: dict[str, dict[str, dict[str, float]]]) -> str:
     """Overall and per-ticker metrics: point metrics in price units, distribution scores in % log return."""
-    names = [c for c in METRIC_KEYS if any(c in m for m in metrics.values())]
+    names = [c for c in TABLE_METRICS if any(c in m for m in metrics.values())]
     tickers = shown_tickers(per_ticker)
     rows = [("all", k, v) for k, v in metrics.items()]
     rows += [(t, k, v) for t in tickers for k, v in per_ticker[t].items() if k in PER_TICKER]

@@ -23,11 +23,11 @@ from tickerflow.tracking.models import tag_version
 from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.backtest import Backtest
 from tickerflow_model.config import EvaluateConfig, RegisterConfig
-from tickerflow_model.evaluation import Evaluation
+from tickerflow_model.evaluation import CHAMPION, Evaluation
 from tickerflow_model.gate import GateDecision
 from tickerflow_model.gate import label as gate_label
 from tickerflow_model.metrics import HORIZON_METRICS, METRIC_KEYS
-from tickerflow_model.quantiles import quantile_columns
+from tickerflow_model.quantiles import quantile_column, quantile_columns
 
 UNSCORED_TAG = "champion_scoring_error"  # set on a champion version that could not be loaded or scored
 EVALUATION_SUMMARY_UNITS = "point metrics in price units; distribution scores on cumulative log returns in percent"
@@ -53,7 +53,32 @@ def mlflow_metrics(result: Evaluation) -> dict[str, float]:
     for prefix, by_name in scopes:
         for name, m in by_name.items():
             out.update({safe_metric_key(f"test_{prefix}{name}_{k}"): float(v) for k, v in m.items()})
-    return out
+    return {**out, **risk_metrics(result)}
+
+
+BASEL_LEVELS = (0.01, 0.99)  # the tail levels whose step-1 backtests get a metric key of their own
+
+
+def risk_metrics(result: Evaluation) -> dict[str, float]:
+    """Bounded keys of the risk desk's figures: each forecaster's Kupiec and conditional-coverage p-values at
+    the 1% and 99% levels (step 1), `risk_<forecaster>_kupiec_p_q01`; its pinball against garch and the
+    champion, `versus_<forecaster>_<reference>_gain` and `_t`; and per step the GRU's against garch,
+    `versus_h<k>_model_garch_gain` / `_t`. The full tables are `tail_backtests.csv` and `comparisons.csv`."""
+    out: dict[str, float] = {}
+    tails = result.tails[result.tails["horizon"] == 1]
+    for row in tails.itertuples():
+        if any(abs(row.level - q) < 1e-9 for q in BASEL_LEVELS):
+            column = quantile_column(row.level)
+            out[f"risk_{row.forecaster}_kupiec_p_{column}"] = float(row.kupiec_p)
+            out[f"risk_{row.forecaster}_cc_p_{column}"] = float(row.cc_p)
+    for row in result.comparisons.itertuples():
+        if str(row.horizon) == "all":
+            out[f"versus_{row.forecaster}_{row.reference}_gain"] = float(row.gain)
+            out[f"versus_{row.forecaster}_{row.reference}_t"] = float(row.t)
+        elif row.forecaster == "model" and row.reference == "garch" and result.horizon > 1:
+            out[f"versus_h{row.horizon}_model_garch_gain"] = float(row.gain)
+            out[f"versus_h{row.horizon}_model_garch_t"] = float(row.t)
+    return {safe_metric_key(k): v for k, v in out.items()}
 
 
 def write_reports(result: Evaluation, folder: Path, config: EvaluateConfig = EvaluateConfig()) -> list[Path]:
@@ -69,6 +94,8 @@ def write_reports(result: Evaluation, folder: Path, config: EvaluateConfig = Eva
         "units": EVALUATION_SUMMARY_UNITS,
     }
     (folder / "metrics.json").write_text(json.dumps(payload, indent=2))
+    result.tails.to_csv(folder / "tail_backtests.csv", index=False)
+    result.comparisons.to_csv(folder / "comparisons.csv", index=False)
     pd.DataFrame(result.rows()).to_csv(folder / "metrics.csv", index=False)
     per_ticker = result.ticker_table()
     per_ticker.to_csv(folder / "metrics_per_ticker.csv", index=False)
@@ -85,11 +112,11 @@ def write_reports(result: Evaluation, folder: Path, config: EvaluateConfig = Eva
 
 
 def fan_chart(preds: pd.DataFrame, ticker: str, levels, path: Path) -> Path:
-    """Actual one-day-ahead prices with the model's median and its 50/80/90% bands, over the test period."""
+    """Actual one-day-ahead prices with the model's median and its 50/80/90/98% bands, over the test period."""
     d = preds[preds["horizon"] == 1].sort_values("date")
     cols = dict(zip(levels, quantile_columns(levels)))
     fig, ax = figure(10, 4)
-    for coverage, alpha in ((0.90, 0.15), (0.80, 0.25), (0.50, 0.35)):
+    for coverage, alpha in ((0.98, 0.08), (0.90, 0.15), (0.80, 0.25), (0.50, 0.35)):
         lo, hi = cols.get(round((1 - coverage) / 2, 4)), cols.get(round((1 + coverage) / 2, 4))
         if lo in d and hi in d:
             ax.fill_between(
@@ -148,8 +175,37 @@ def evaluation_markdown(result: Evaluation, run: TrackedRun, config: EvaluateCon
         "log returns in percent. Overall, then the best and worst tickers by the model's skill "
         f"(all {len(result.per_ticker)} tickers: `evaluation/metrics_per_ticker.csv` in the MLflow run).\n\n"
         f"{result.table(result.report_scopes(config))}\n\n"
+        f"{tails_markdown(result)}"
         f"MLflow run: [{run.run_id}]({run.url})\n"
     )
+
+
+def tails_markdown(result: Evaluation, levels=(0.01, 0.025, 0.975, 0.99)) -> str:
+    """The tails as a risk desk checks them: each forecaster's exceedance rate at the 1% and 2.5% levels on
+    each side (step 1, every day), with Kupiec's and Christoffersen's p-values; per step, the GRU against
+    garch (gain and DM t)."""
+    tails = result.tails[
+        (result.tails["horizon"] == 1) & result.tails["level"].map(lambda q: any(abs(q - x) < 1e-9 for x in levels))
+    ]
+    if tails.empty:
+        return ""
+    shown = [quantile_column(q) for q in levels if any(abs(tails["level"] - q) < 1e-9)]
+    lines = [
+        "## The tails, step 1: exceedance rate (Kupiec p / conditional coverage p)",
+        "",
+        "| forecaster | " + " | ".join(f"{c} (expected {min(q, 1 - q):.1%})" for c, q in zip(shown, levels)) + " |",
+        "|---|" + "---|" * len(shown),
+    ]
+    for name, rows in tails.groupby("forecaster", sort=False):
+        cells = [f"{r.rate:.2%} ({r.kupiec_p:.2f} / {r.cc_p:.2f})" for r in rows.sort_values("level").itertuples()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    steps = result.comparisons[
+        (result.comparisons["forecaster"] == "model") & (result.comparisons["reference"] == "garch")
+    ]
+    if result.horizon > 1 and not steps.empty:
+        lines += ["", "| step | the GRU vs garch: pinball gain (DM t) |", "|---|---|"]
+        lines += [f"| {r.horizon} | {r.gain:+.2%} ({r.t:.2f}) |" for r in steps.itertuples()]
+    return "\n".join(lines) + "\n\nEvery forecaster, level and step: `evaluation/tail_backtests.csv`.\n\n"
 
 
 @task(name="log-evaluation")
@@ -204,27 +260,44 @@ def log_backtest(result: Backtest | None, run: TrackedRun) -> None:
 def gate_markdown(
     decision: GateDecision, evaluation: Evaluation, config: RegisterConfig, headline: str, run: TrackedRun
 ) -> str:
-    """The Prefect artifact: the verdict, the reason, and each candidate against each condition."""
+    """The Prefect artifact: the verdict, the reason, and each candidate against each condition and test."""
+    champion = CHAMPION in decision.scores
     lines = [
         f"# Promotion gate: {headline}",
         "",
         decision.reason,
         "",
-        f"| candidate | {config.primary_score} | coverage 80% | coverage 90% | skill vs naive | meets the gate |",
-        "|---|---|---|---|---|---|",
+        f"| candidate | {config.primary_score} | coverage 80% | coverage 90% | coverage 98% | skill vs naive (DM t) "
+        + ("| vs the champion (DM t) " if champion else "")
+        + "| meets the gate |",
+        "|---|---|---|---|---|---|" + ("---|" if champion else "") + "---|",
     ]
     for name in sorted(decision.scores, key=decision.scores.__getitem__):
-        m = evaluation.metrics[name]
+        m, test = evaluation.metrics[name], evaluation.point_tests.get(name)
         verdict = "yes" if not decision.missed[name] else "no: " + "; ".join(decision.missed[name])
         cov = lambda k, m=m: f"{m[k]:.1%}" if k in m else "-"  # noqa: E731
+        skill = f"{m.get('skill', float('nan')):+.4f}" + (f" ({test.t:.2f})" if test is not None else "")
+        versus = decision.versus_champion.get(name)
         lines.append(
             f"| {gate_label(name, evaluation)} | {decision.scores[name]:.4f} | {cov('coverage_80')} | {cov('coverage_90')} "
-            f"| {m.get('skill', float('nan')):+.4f} | {verdict} |"
+            f"| {cov('coverage_98')} | {skill} "
+            + (f"| {versus.text() if versus else '-'} " if champion else "")
+            + f"| {verdict} |"
         )
+    coverage = (
+        f"coverage within +/-{config.coverage_tolerance:.1%} of nominal"
+        if config.coverage_test == "tolerance"
+        else f"Kupiec's test of each interval's misses at step 1 not rejected at {config.significance:g}"
+    )
+    floor = f"; skill at least {config.min_skill:+.4f}" if config.min_skill is not None else ""
     lines += [
         "",
-        f"Coverage tolerance +/-{config.coverage_tolerance:.1%}, minimum skill {config.min_skill:+.4f}, "
-        f"required gain over the champion {config.min_improvement:.2%}.",
+        f"The gate: {coverage}; a point forecast not significantly worse than naive (Diebold-Mariano on squared "
+        f"errors, Newey-West variance, one-sided {config.significance:g}){floor}; a challenger replaces the "
+        f"champion only when its {config.primary_score} is significantly lower (the same test)"
+        + (f" and by more than {config.min_improvement:.2%}" if config.min_improvement else "")
+        + ". The risk desk's backtests (Kupiec, Christoffersen) of every forecaster, level and step: "
+        "`evaluation/tail_backtests.csv` in the MLflow run.",
         "",
         f"MLflow run: [{run.run_id}]({run.url})",
     ]

@@ -38,7 +38,22 @@ HISTORY_KEY_TAG = "tickerflow.history_key"  # `history_key()`: orders the events
 HISTORY_EVENT_TAG = "tickerflow.event"  # the event as JSON
 FORECASTER_TAG = "forecaster"  # on a version: `gru` or the distribution baseline it is
 # the version tags `tickerflow models` shows: the headline test scores, with skill under its own tag
+BUNDLE_DIGEST_TAG = "bundle_digest"  # on a version: what it forecasts with, hashed (`Forecaster.digest`)
+TEST_SCORES_TAG = "test_scores"  # on a version: every test score of its own, as JSON
+MOVES_KEPT = 5  # the last moves a version keeps in its tag (the whole history is the registry experiment's)
+MOVES_TAG = "champion_moves"  # on a version: the moves of the alias to it (promote, rollback), as JSON
+SHOWN_ON_VERSION = ("pinball", "coverage_80")  # test scores with a tag of their own, beside skill_vs_naive
+# the version tags `tickerflow models` shows: the headline test scores, with skill under its own tag
 SHOWN_METRICS = tuple(f"test_{m}" for m in HEADLINE_METRICS if m != "skill") + ("skill_vs_naive",)
+
+
+def test_score(tags: dict[str, str], key: str) -> str | None:
+    """A version's test score `test_<metric>`: from its `test_scores` JSON, or the tag older versions carry."""
+    if key in tags:
+        return tags[key]
+    scores = json.loads(tags.get(TEST_SCORES_TAG) or "{}")
+    metric = key.removeprefix("test_")
+    return None if metric not in scores else str(scores[metric])
 
 
 class RegistryError(TickerflowError, ValueError):
@@ -175,7 +190,9 @@ def move_champion(
             raise ChampionMoved(event["why"])
         record_decision(name, event)
         set_alias(name, CHAMPION, version)
-    tag_version(name, version, {f"champion.{action}_{key}": event[key] for key in ("by", "at", "why")})
+    moves = json.loads(version_tags(name, version).get(MOVES_TAG) or "[]")
+    moves = (moves + [{**{k: event[k] for k in ("action", "by", "at")}, "why": str(event["why"])[:600]}])[-MOVES_KEPT:]
+    tag_version(name, version, {MOVES_TAG: json.dumps(moves)})
     return event
 
 
@@ -259,7 +276,7 @@ def models_listing(name: str) -> dict:
             "run_id": mv.run_id,
             # `gru` or a distribution baseline; versions from before the tag existed are GRUs
             "forecaster": mv.tags.get(FORECASTER_TAG, "gru"),
-            **{k: mv.tags.get(k) for k in SHOWN_METRICS},
+            **{k: test_score(mv.tags, k) for k in SHOWN_METRICS},
             # set by a training run that could not load or score this version as champion
             "scoring_error": mv.tags.get("champion_scoring_error"),
             "gate": mv.tags.get("promotion"),
