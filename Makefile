@@ -40,11 +40,15 @@ lint: $(TEST_STAMP)
 	$(BIN)/python -m ruff format --check .
 	$(BIN)/python -m mypy
 
+# Two workers (pytest-xdist): the suite's slow tests wait on child processes as much as they compute; the
+# integration tests share their servers on one worker (--dist loadgroup). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(TEST_STAMP)
-	$(BIN)/python -m pytest -m "not integration and not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not integration and not slow"
 
 # after a change of dependencies in pyproject.toml: install, test, then record the versions that passed
 constraints: $(TEST_STAMP)

@@ -114,13 +114,16 @@ def cmd_quantiles(
     sys.path[:0] = [str(ROOT), str(ROOT / "models")]
     from tickerflow_model.config import IngestConfig, TrainConfig, WindowConfig
     from tickerflow_model.evaluation import evaluate_forecaster
+    from tickerflow_model.features import auto_features
     from tickerflow_model.fitting import fit_forecaster
     from tickerflow_model.price_files import read_prices
     from tickerflow_model.window_dataset import build_window_dataset
 
     logging.basicConfig(level=logging.WARNING)
     frame, source_hash, _, _ = read_prices(data or str(ROOT / IngestConfig().source))
-    window = WindowConfig(**window_fields, **({"features": tuple(features)} if features else {})).for_data(frame)
+    window = WindowConfig(**window_fields, **({"features": tuple(features)} if features else {}))
+    if window.features == "auto":
+        window = window.updated(features=auto_features(frame))
     print(
         f"data {data or 'the bundled sample'}: {frame['ticker'].nunique()} tickers, {len(frame)} rows; features "
         f"{list(window.features)}, lookback {window.lookback}, TrainConfig defaults but cpu_threads={cpu_threads} {train or ''}, seeds {seeds}"

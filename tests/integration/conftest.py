@@ -21,6 +21,15 @@ from tickerflow.runtime.deployments import ROOT
 from tickerflow.runtime.servers import Server, mlflow_server, prefect_server
 from tickerflow_model.config import LOOPBACK
 
+
+def pytest_collection_modifyitems(items) -> None:
+    """Under pytest-xdist (`make test`), every test here runs on one worker: they share the session's servers,
+    which a second worker would start again."""
+    for item in items:
+        if "integration" in item.nodeid.split("::")[0].split("/"):
+            item.add_marker(pytest.mark.xdist_group("servers"))
+
+
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
 STOP_SECONDS = 5.0  # after the tests, a server's graceful shutdown is not what is under test
 
