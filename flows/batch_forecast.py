@@ -17,10 +17,10 @@ from tickerflow.reporting import log_live_metrics, log_validation, publish_forec
 from tickerflow.reporting.lifecycle import end_runs_failed, end_runs_stopped
 from tickerflow.reporting.run_labels import forecast_run_name, tag_forecast_run
 from tickerflow.reporting.summaries import ForecastSummary
-from tickerflow.tasks.forecast import forecast_prices, load_model, write_forecasts
+from tickerflow.tasks.forecast import forecast_prices, load_model, price_column_of, write_forecasts
 from tickerflow.tasks.forecast_store import append_forecasts
 from tickerflow.tasks.ingest import ingest
-from tickerflow.tasks.monitor import check_degradation, model_identity, price_column_of, score_live
+from tickerflow.tasks.monitor import check_degradation, model_identity, score_live
 from tickerflow.tasks.retention import collect_garbage
 from tickerflow.tasks.validate import require_valid, validate
 from tickerflow_model.config import (
@@ -70,7 +70,7 @@ def batch_forecast(
         name,
         model.version,
         forecaster,
-        price_column_of(model, prices),
+        price_column_of(model, prices, forecasts.frame),
         forecasts.levels,
         store,
     )

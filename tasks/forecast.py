@@ -29,9 +29,18 @@ from tickerflow_model.redaction import redact_uri
 
 
 def output_columns(levels: tuple[float, ...]) -> list[str]:
-    """A forecast file's columns: the quantile columns of the model's levels (q05 .. q95 by default, in price
-    units) come between forecast_close and model_version."""
-    return ["ticker", "date", "horizon", "forecast_close", *quantile_columns(levels), "model_version"]
+    """A forecast file's columns: the quantile columns of the model's levels (q01 .. q99 by default), in the
+    units of `price_column` (the input's close) on the base day, `base_price`."""
+    return [
+        "ticker",
+        "date",
+        "horizon",
+        "forecast_close",
+        *quantile_columns(levels),
+        "base_price",
+        "price_column",
+        "model_version",
+    ]
 
 
 @dataclass
@@ -73,6 +82,18 @@ def load_model(config: ForecastConfig) -> LoadedModel:
     return LoadedModel(config.model_uri, version, model)
 
 
+def price_column_of(model, prices: pd.DataFrame, forecasts: pd.DataFrame | None = None) -> str:
+    """The price the forecasts are in: the column they name (`price_column`, the input's close); for a version
+    from before forecasts named it, the price it was trained on (`close` or `adj_close`), as its bundle says."""
+    if forecasts is not None and "price_column" in forecasts and len(forecasts):
+        return str(forecasts["price_column"].iloc[0])
+    try:
+        column = model.pyfunc.unwrap_python_model().forecaster.spec.price_column
+    except AttributeError:  # a model without the GRU bundle (a baseline pyfunc)
+        column = "close"
+    return column if column in prices.columns else "close"
+
+
 def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, int]) -> ForecastBatch:
     """Plain function behind the task: forecast every ticker with a full window; say why the others have none."""
     skipped = {t: f"{n} rows of history, the model needs {model.min_rows}" for t, n in dropped.items()}
@@ -86,6 +107,10 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
     for ticker in sorted(set(forecasts.loc[bad, "ticker"].astype(str))):
         skipped[ticker] = "the model's forecast is not a finite number (check the ticker's recent prices)"
     forecasts = forecasts[~forecasts["ticker"].astype(str).isin(list(skipped))].reset_index(drop=True)
+    if "base_price" not in forecasts:  # a version from before forecasts said their base: its own price column
+        column = price_column_of(model, prices, forecasts)
+        last = prices.sort_values("date").groupby(prices["ticker"].astype(str))[column].last()
+        forecasts = forecasts.assign(base_price=forecasts["ticker"].astype(str).map(last), price_column=column)
     forecasts["model_version"] = model.version
     levels = model.levels
     return ForecastBatch(forecasts[output_columns(levels)], skipped, levels)

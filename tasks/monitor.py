@@ -55,15 +55,6 @@ class Degradation:
     event_id: str | None = None  # set when this run emitted the event
 
 
-def price_column_of(model, prices: pd.DataFrame) -> str:
-    """The price the model forecasts (`close` or `adj_close`), as its bundle says; `close` otherwise."""
-    try:
-        column = model.pyfunc.unwrap_python_model().forecaster.spec.price_column
-    except AttributeError:  # a model without the GRU bundle (a baseline pyfunc)
-        column = "close"
-    return column if column in prices.columns else "close"
-
-
 def model_identity(model) -> tuple[str, str]:
     """(registered model name, forecaster) of a loaded model; ('', 'gru') for one outside the registry.
 

@@ -452,10 +452,11 @@ class BaselineForecaster:
 
         With `all_dates`, forecasts from every day with enough history behind it, plus `base_date`.
         """
-        from .forecaster import _pick_price_column, forecast_rows
+        from .forecaster import _pick_price_column, anchor_column, forecast_rows
 
         spec = self.spec
         price_col = _pick_price_column(prices, spec.price_column)
+        anchor = anchor_column(prices, price_col)
         missing = [c for c in ("ticker", "date") if c not in prices.columns]
         if missing:
             raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
@@ -475,11 +476,12 @@ class BaselineForecaster:
             out = forecast_rows(
                 str(ticker),
                 g["date"].to_numpy()[base_idx],
-                p[base_idx],
+                g[anchor].to_numpy(np.float64)[base_idx],
                 np.zeros(q.shape[:2]),
                 q,
                 spec.levels,
                 all_dates,
+                anchor,
             )
             frames.append(out)
         if not frames:

@@ -355,12 +355,16 @@ def score_champion(
     backtest = model.predict(prices[prices["ticker"].isin(tickers)], params={"all_dates": True})
     keyed = backtest.set_index(["ticker", "base_date", "horizon"])
     keys = pd.MultiIndex.from_frame(predictions[["ticker", "base_date", "horizon"]])
-    point = keyed["forecast_close"].reindex(keys).to_numpy(np.float64)
+    base = predictions["base_price"].to_numpy(np.float64)  # (rows,) in the evaluation's price
+    # the champion prices its forecasts from its own base price (the input's close, since round 5): its
+    # returns are what compare, so read them against that base, and the point forecast in the evaluation's price
+    own = keyed["base_price"].reindex(keys).to_numpy(np.float64) if "base_price" in keyed else base  # (rows,)
+    point = base * keyed["forecast_close"].reindex(keys).to_numpy(np.float64) / own
     qcols = quantile_columns(levels)
     if not set(qcols) <= set(keyed.columns):
         return point, None
     q_price = keyed[qcols].reindex(keys).to_numpy(np.float64)  # (rows, Q)
-    return point, np.log(q_price / predictions["base_price"].to_numpy()[:, None])
+    return point, np.log(q_price / own[:, None])
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -166,8 +166,9 @@ class Forecaster:
 
     def input_windows(
         self, prices: pd.DataFrame, all_dates: bool = False
-    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-        """Per ticker with enough rows: (ticker, dates (T,), prices (T,), base indices (N,), scaled windows (N, L, F)).
+    ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per ticker with enough rows: (ticker, dates (T,), prices (T,), base indices (N,), scaled windows
+        (N, L, F), the user's prices (T,): `anchor_column`'s, which the forecasts are in).
 
         The same features as the window dataset's (`compute_features`, the market from the whole frame
         given): the last window only, or with `all_dates` one from every day with the history a
@@ -175,6 +176,7 @@ class Forecaster:
         """
         spec = self.spec
         price_col = _pick_price_column(prices, spec.price_column)
+        anchor = anchor_column(prices, price_col)
         missing = [c for c in ("ticker", "date", *spec.window.columns) if c not in prices.columns]
         if missing:
             raise ValueError(f"input is missing column(s) {missing}; columns found: {list(prices.columns)}")
@@ -188,6 +190,7 @@ class Forecaster:
             g = g.sort_values("date")
             dates = g["date"].to_numpy("datetime64[ns]")
             p = g[price_col].to_numpy(np.float64)
+            user = g[anchor].to_numpy(np.float64)
             columns = {c: g[c].to_numpy(np.float64) for c in spec.window.columns}
             own_market = None if market is None else market_on(market, dates)
             feats = spec.scaler.transform(compute_features(p, features, columns, own_market))  # (T-1, F)
@@ -198,25 +201,31 @@ class Forecaster:
                     p,
                     np.arange(first, len(p)),
                     all_input_windows(feats, lookback)[first - lookback :],
+                    user,
                 )
             else:
-                yield str(ticker), dates, p, np.array([len(p) - 1]), feats[-lookback:][None]  # (1, L, F)
+                yield str(ticker), dates, p, np.array([len(p) - 1]), feats[-lookback:][None], user  # (1, L, F)
 
     def forecast_frame(self, prices: pd.DataFrame, all_dates: bool = False) -> pd.DataFrame:
-        """Raw prices in the canonical long format -> `ticker, date, horizon, forecast_close, q05 ... q95`.
+        """Raw prices in the canonical long format -> `ticker, date, horizon, forecast_close, q01 ... q99,
+        base_price, price_column`.
 
-        The quantile columns are prices (base price * exp(quantile of the cumulative log return)),
-        non-decreasing from q05 to q95; `forecast_close` is the q50 column.
+        The quantile columns are prices in the user's units: the last close the input holds (`base_price`, of
+        the column `price_column`: `close` when the input has it, adjusted or not, else the model's own) times
+        exp(quantile of the cumulative log return the model forecasts from its own price), non-decreasing
+        from q01 to q99; `forecast_close` is the q50 column.
 
         With `all_dates`, forecasts are made from every day with a full window behind it (a
         backtest), and the frame also carries `base_date`, the last day the forecast could see.
         """
         spec = self.spec
         frames = []
-        for ticker, dates, p, base_idx, x in self.input_windows(prices, all_dates):
+        anchor = anchor_column(prices, _pick_price_column(prices, spec.price_column))
+        for ticker, dates, _, base_idx, x, user in self.input_windows(prices, all_dates):
             quant = self.predict_quantiles(x)  # (N, H, Q), batched
             cum = quant[:, :, median_index(spec.quantiles)]  # (N, H): the point forecast is the q50
-            frames.append(forecast_rows(ticker, dates[base_idx], p[base_idx], cum, quant, spec.quantiles, all_dates))
+            rows = forecast_rows(ticker, dates[base_idx], user[base_idx], cum, quant, spec.quantiles, all_dates, anchor)
+            frames.append(rows)
         if not frames:
             raise ValueError(f"no ticker has the {self.min_rows} rows of history a forecast needs")
         return pd.concat(frames, ignore_index=True)
@@ -230,8 +239,10 @@ def forecast_rows(
     quant: np.ndarray,
     levels: tuple[float, ...],
     all_dates: bool,
+    anchor: str = "close",
 ) -> pd.DataFrame:
-    """One ticker's forecasts in price units, one row per base day and horizon step.
+    """One ticker's forecasts in price units, one row per base day and horizon step: `base_price` (N,), the
+    price of column `anchor` on each base day, times exp of each cumulative log return.
 
     `point` (N, H) and `quant` (N, H, Q) are cumulative log returns from each base day (N,); every
     forecaster (the GRU, a baseline) turns its arrays into the same columns here.
@@ -251,9 +262,17 @@ def forecast_rows(
             },
         }
     )
+    out["base_price"] = np.repeat(np.asarray(base_price, dtype=np.float64), horizon)
+    out["price_column"] = anchor
     if all_dates:
         out["base_date"] = base_rep
     return out
+
+
+def anchor_column(prices: pd.DataFrame, price_column: str) -> str:
+    """The column forecasts are priced in: the user's own `close` (the price a chart or a broker shows,
+    adjusted or not) when the input has it, else the model's price column."""
+    return "close" if "close" in prices.columns and prices["close"].notna().any() else price_column
 
 
 def _pick_price_column(prices: pd.DataFrame, wanted: str) -> str:

@@ -121,7 +121,7 @@ def test_serving_windows_equal_the_training_windows_of_the_same_frame(tmp_path, 
     x_test, _, index = read_split(dataset, "test")
     forecaster = untrained_forecaster(dataset, 1.0)
     checked = 0
-    for ticker, dates, _, base_idx, x in forecaster.input_windows(frame, all_dates=True):
+    for ticker, dates, _, base_idx, x, _ in forecaster.input_windows(frame, all_dates=True):
         at = {d: i for i, d in enumerate(dates[base_idx])}
         rows = index["ticker"] == ticker
         served = x[[at[np.datetime64(d, "ns")] for d in index.loc[rows, "base_date"]]]

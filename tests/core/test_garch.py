@@ -193,7 +193,15 @@ def test_servable_garch_forecasts_with_its_fitted_parameters(tmp_path):
     assert loaded.spec.fallback == {"BBB": "the optimizer did not converge"}
 
     out = loaded.forecast_frame(frame)
-    assert list(out.columns) == ["ticker", "date", "horizon", "forecast_close", *quantile_columns(LEVELS)]
+    assert list(out.columns) == [
+        "ticker",
+        "date",
+        "horizon",
+        "forecast_close",
+        *quantile_columns(LEVELS),
+        "base_price",
+        "price_column",
+    ]
     last_day = {t: len(p) - 1 for t, p in histories.items()}
     for ticker, expected in (
         ("AAA", garch_quantiles(histories["AAA"], np.array([last_day["AAA"]]), 2, LEVELS, fits["AAA"].params)),

@@ -329,3 +329,21 @@ def test_forecast_frame_names_the_columns_a_feature_needs():
         model.forecast_frame(prices_frame())
     prices = prices_frame().assign(high=lambda f: f["close"] * 1.01, low=lambda f: f["close"] * 0.99)
     assert (np.diff(model.forecast_frame(prices)[quantile_columns()].to_numpy(), axis=1) >= 0).all()
+
+
+def test_forecasts_are_priced_in_the_users_close_whatever_price_the_model_reads():
+    """A model of the adjusted close forecasts returns from it, priced on the last close the user has (AAPL's
+    430 before its 7:1 split, not the adjusted 56): the base price and its column are in the output."""
+    from dataclasses import replace
+
+    model = small_forecaster()
+    model = Forecaster(replace(model.spec, price_column="adj_close"), model.net)
+    adjusted = prices_frame().rename(columns={"close": "adj_close"})
+    raw = adjusted.assign(close=adjusted["adj_close"] * 7.0)  # every raw close 7 times the adjusted one
+    on_adjusted, on_raw = model.forecast_frame(adjusted), model.forecast_frame(raw)
+    assert set(on_adjusted["price_column"]) == {"adj_close"} and set(on_raw["price_column"]) == {"close"}
+    last_close = raw.sort_values("date").groupby("ticker")["close"].last()
+    np.testing.assert_allclose(on_raw["base_price"], on_raw["ticker"].map(last_close))
+    cols = ["forecast_close", *quantile_columns(QUANTILE_LEVELS)]
+    # the same returns, on a base 7 times higher
+    np.testing.assert_allclose(on_raw[cols].to_numpy(), 7.0 * on_adjusted[cols].to_numpy(), rtol=1e-12)

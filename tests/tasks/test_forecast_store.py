@@ -7,7 +7,7 @@ import pytest
 
 from tickerflow.tasks.forecast_store import append_rows, read_store, store_rows
 from tickerflow_model.config import ForecastStoreConfig
-from tickerflow_model.quantiles import QUANTILE_LEVELS
+from tickerflow_model.quantiles import LEGACY_LEVELS as QUANTILE_LEVELS  # the seven levels the rows below spell out
 
 
 def batch(base: str, value: float, quantiles: bool) -> tuple[pd.DataFrame, pd.DataFrame]:

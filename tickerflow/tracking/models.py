@@ -32,11 +32,12 @@ MODEL_CODE = Path(tickerflow_model.__file__).parent
 
 
 # ---- logging a version ---------------------------------------------------------------------------------
-def input_columns(forecaster: Forecaster) -> list[str]:
-    """The columns the model reads; other columns in a caller's frame are ignored."""
+def input_columns(forecaster: Forecaster | BaselineForecaster) -> list[str]:
+    """The columns the model reads (other columns in a caller's frame are ignored): the date, the ticker, its
+    price and what its features read (e.g. high and low), and `close`, which its forecasts are priced in."""
     spec = forecaster.spec
-    # e.g. volume, high and low for their features; the gap reads `close` even when the model's price is it
-    return list(dict.fromkeys(["date", "ticker", spec.price_column, *spec.window.columns]))
+    columns = spec.window.columns if isinstance(forecaster, Forecaster) else ()
+    return list(dict.fromkeys(["date", "ticker", spec.price_column, *columns, "close"]))
 
 
 def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
@@ -46,7 +47,8 @@ def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
     """
     ticker = sorted(prices["ticker"].unique())[0]
     g = prices[prices["ticker"] == ticker].sort_values("date")
-    example = g[input_columns(forecaster)].tail(forecaster.min_rows).reset_index(drop=True)
+    columns = [c for c in input_columns(forecaster) if c in g]
+    example = g[columns].tail(forecaster.min_rows).reset_index(drop=True)
     return example.astype({"ticker": str}).assign(date=example["date"].dt.strftime("%Y-%m-%d"))
 
 
@@ -54,20 +56,29 @@ def baseline_example(prices: pd.DataFrame, baseline: BaselineForecaster) -> pd.D
     """The few most recent rows of one ticker the baseline can forecast (for static: one it was fit on)."""
     known = sorted(baseline.spec.static) if baseline.spec.static else sorted(prices["ticker"].astype(str).unique())
     g = prices[prices["ticker"].astype(str) == known[0]].sort_values("date")
-    columns = ["date", "ticker", baseline.spec.price_column]
+    columns = [c for c in input_columns(baseline) if c in g]
     example = g[columns].tail(baseline.min_rows).reset_index(drop=True)
     return example.astype({"ticker": str}).assign(date=example["date"].dt.strftime("%Y-%m-%d"))
 
 
-def model_signature(example: pd.DataFrame, output: pd.DataFrame) -> ModelSignature:
-    """The inferred signature, except `date`, which takes ISO strings and datetimes alike.
+def model_signature(example: pd.DataFrame, output: pd.DataFrame, price_column: str) -> ModelSignature:
+    """The inferred signature, except `date`, which takes ISO strings and datetimes alike, and `close`, which a
+    model of the adjusted close reads only to price its forecasts in the caller's units (optional there).
 
     MLflow's schema enforcement refuses a column whose type differs from the signature's, so a `date`
     typed as datetime rejected a frame read with `pd.read_csv`, and one typed as string rejected
     datetimes; the model parses either itself (`_canonical`).
     """
     inferred = infer_signature(example, output, params={"all_dates": False})
-    inputs = Schema([ColSpec(AnyType(), "date") if c.name == "date" else c for c in inferred.inputs.inputs])
+
+    def column(c: ColSpec) -> ColSpec:
+        if c.name == "date":
+            return ColSpec(AnyType(), "date")
+        if c.name == "close" and price_column != "close":
+            return ColSpec(c.type, "close", required=False)
+        return c
+
+    inputs = Schema([column(c) for c in inferred.inputs.inputs])
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 
@@ -100,7 +111,7 @@ def log_version(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFram
             python_model=python_model,
             artifacts={BUNDLE_ARTIFACT: str(bundle)},
             code_paths=[str(MODEL_CODE)],
-            signature=model_signature(example, output),
+            signature=model_signature(example, output, forecaster.spec.price_column),
             input_example=example,
             registered_model_name=model_name,
             pip_requirements=pip_requirements(forecaster),
