@@ -115,7 +115,7 @@ def history_days(features: tuple[str, ...]) -> int:
 PriceColumn = Literal["auto", "close", "adj_close"]
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 Precision = Literal["auto", "fp32", "bf16"]
-LossWeight = Literal["volatility", "return"]
+LossWeight = Literal["volatility", "return", "return_per_step"]
 Calibration = Literal["widen", "cqr"]
 PrimaryScore = Literal["pinball", "winkler_80", "winkler_90"]  # scores the gate may rank by (lower is better)
 CoverageTest = Literal["tolerance", "kupiec"]  # how the gate judges an interval's coverage
@@ -347,7 +347,8 @@ class TrainConfig(Config):
     cpu_threads: int = Field(0, ge=0, le=4096, description="torch's intra-op threads on CPU; 0 keeps torch's setting.")
     loss_weight: LossWeight = Field(
         "return",
-        description="Pinball loss in returns (as evaluated: turbulent windows weigh more) or volatility units.",
+        description="Pinball loss in returns (as evaluated: turbulent windows weigh more), in returns per sqrt(step) "
+        "(return_per_step: every step about the same), or in volatility units (every window the same).",
     )
     calibration: Calibration = Field(
         "widen", description="Conformal margins fit on validation: widen intervals only, or also narrow them (cqr)."

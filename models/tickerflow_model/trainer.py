@@ -293,14 +293,21 @@ def resume_from(ckpt: dict, net, optimizer, scheduler, shuffle_gen) -> LoopState
 # One epoch
 
 
-def weighted_pinball(z: torch.Tensor, scale: torch.Tensor, y: torch.Tensor, levels, loss_weight: str) -> torch.Tensor:
+def weighted_pinball(
+    z: torch.Tensor, scale: torch.Tensor, y: torch.Tensor, levels, loss_weight: str, steps: torch.Tensor
+) -> torch.Tensor:
     """Mean pinball loss of quantiles z (B, H, Q) in units of `scale` (B, H) against targets y (B, H).
 
     "volatility": in units of each window's scale, every window weighs the same; "return": in the
-    targets' own units, as the evaluation scores them, so a turbulent window weighs more.
+    targets' own units, as the evaluation scores them, so a turbulent window weighs more (and a later step,
+    whose cumulative return spreads wider, more than an earlier one); "return_per_step": the same divided
+    by sqrt(k) for step k (`steps`, (H,)), so turbulent windows still weigh more but every step about the same.
     """
     if loss_weight == "return":
         return pinball_loss(z * scale[:, :, None], y, levels)
+    if loss_weight == "return_per_step":
+        per_step = scale / steps  # (B, H): the window's one-day scale
+        return pinball_loss(z * per_step[:, :, None], y / steps, levels)
     return pinball_loss(z, y / scale, levels)
 
 
@@ -309,7 +316,7 @@ def quantile_loss(
 ) -> torch.Tensor:
     """Mean pinball loss of the net's quantiles for windows x (B, L, F) and targets y (B, H)."""
     z, scale = net.standardized(x)  # (B, H, Q), (B, H)
-    return weighted_pinball(z, scale, y, net.config.quantiles, loss_weight)
+    return weighted_pinball(z, scale, y, net.config.quantiles, loss_weight, net.horizon_scale)
 
 
 @dataclass
@@ -334,7 +341,8 @@ def validation_pass(net: GRUForecaster, data: DeviceData, loss_weight: str = "vo
     def step(start: int, stop: int) -> None:
         xb, yb = data.batch(data.x_val, data.y_val, torch.arange(start, stop, device=data.device))  # (B, L, F), (B, H)
         z, scale = net.standardized(xb)  # (B, H, Q), (B, H)
-        batch_losses[start] = weighted_pinball(z, scale, yb, net.config.quantiles, loss_weight) * (stop - start)
+        loss = weighted_pinball(z, scale, yb, net.config.quantiles, loss_weight, net.horizon_scale)
+        batch_losses[start] = loss * (stop - start)
         q_out[start:stop] = (z * scale[:, :, None]).cpu().numpy()
         s_out[start:stop] = scale.cpu().numpy()
 

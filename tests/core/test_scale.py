@@ -143,6 +143,7 @@ def test_the_fit_reuses_the_best_epochs_validation_pass_and_gets_the_numbers_of_
         torch.from_numpy(y_val),
         QUANTILE_LEVELS,
         config.loss_weight,
+        net.horizon_scale,
     )
     assert fit.best_val_loss == pytest.approx(float(served), rel=1e-6)
 

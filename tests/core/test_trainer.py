@@ -309,3 +309,27 @@ def test_an_accelerator_is_fed_larger_inference_batches_than_the_cpu():
     cpu = gru_module.inference_batch_size(torch.device("cpu"))
     assert cpu == gru_module.INFERENCE_BATCH_SIZE
     assert gru_module.inference_batch_size(torch.device("cuda")) == gru_module.DEVICE_INFERENCE_BATCH_SIZE > cpu
+
+
+def test_the_per_step_loss_weighs_each_step_about_the_same():
+    """In return units a 9-day return's loss is 3 times a 1-day one's for the same standardized miss;
+    `return_per_step` divides each step's by sqrt(k), so both weigh the same."""
+    from tickerflow_model.trainer import weighted_pinball
+
+    levels = (0.1, 0.5, 0.9)
+    steps = torch.tensor([1.0, 3.0])  # sqrt(1), sqrt(9): steps 1 and 9 of a cumulative return
+    scale = torch.tensor([[0.01, 0.03]])  # (B, H): sigma * sqrt(k)
+    z = torch.zeros((1, 2, 3))  # quantiles at 0
+    y = torch.tensor([[0.01, 0.03]])  # a one-scale miss at each step
+    per_step = [
+        weighted_pinball(
+            z[:, k : k + 1], scale[:, k : k + 1], y[:, k : k + 1], levels, "return_per_step", steps[k : k + 1]
+        )
+        for k in (0, 1)
+    ]
+    in_returns = [
+        weighted_pinball(z[:, k : k + 1], scale[:, k : k + 1], y[:, k : k + 1], levels, "return", steps[k : k + 1])
+        for k in (0, 1)
+    ]
+    assert float(in_returns[1]) == pytest.approx(3 * float(in_returns[0]))
+    assert float(per_step[1]) == pytest.approx(float(per_step[0]))
