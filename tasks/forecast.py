@@ -63,9 +63,8 @@ class LoadedModel:
     @property
     def levels(self) -> tuple[float, ...]:
         """The quantile levels the model forecasts, from its own spec."""
-        forecaster = self.pyfunc.unwrap_python_model().forecaster
-        spec = forecaster.spec
-        return tuple(spec.levels if isinstance(forecaster, BaselineForecaster) else spec.quantiles)
+        spec = self.pyfunc.unwrap_python_model().forecaster.spec
+        return tuple(getattr(spec, "levels", None) or spec.quantiles)  # a baseline's and a blend's, or the GRU's
 
     @property
     def no_forecast_reason(self) -> str:

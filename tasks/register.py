@@ -16,7 +16,7 @@ from prefect import runtime, task
 
 from tickerflow.run_log import run_logger
 from tickerflow.tracking.interruptions import signals_held
-from tickerflow.tracking.models import find_versions, log_version, set_alias, tag_version, version_tags
+from tickerflow.tracking.models import Servable, find_versions, log_version, set_alias, tag_version, version_tags
 from tickerflow.tracking.registry import (
     BUNDLE_DIGEST_TAG,
     FORECASTER_TAG,
@@ -25,7 +25,6 @@ from tickerflow.tracking.registry import (
     apply_decision,
     current_champion,
 )
-from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.config import RegisterConfig
 from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.forecaster import Forecaster
@@ -131,7 +130,7 @@ def _register(
     else:
         candidate = version
         if decision.winner != "model":
-            candidate, fresh = register_once(evaluation.baselines[decision.winner], prices, run_id, name)
+            candidate, fresh = register_once(evaluation.servable(decision.winner, forecaster), prices, run_id, name)
             if fresh:
                 tags = registration_tags(evaluation, dataset, run_id, True, reason, decision.winner)
                 tag_version(name, candidate, tags)
@@ -156,7 +155,7 @@ def _register(
     return registration
 
 
-def register_once(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame, run_id: str, name: str):
+def register_once(forecaster: Servable, prices: pd.DataFrame, run_id: str, name: str) -> tuple[str, bool]:
     """(version, whether it is new): the version of `name` that forecasts exactly as `forecaster` does (same
     bundle digest), or a new one logged into run `run_id`. A rerun on the same data and config registers
     nothing, and a baseline that wins again is the version it already was."""

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles, fit_garch
+from .blend import BLEND, BlendForecaster, blend_quantiles
 from .config import EvaluateConfig
 from .forecaster import Forecaster
 from .gru import intra_op_threads
@@ -49,6 +50,7 @@ COLUMN = {
     "seasonal_naive": "seasonal_naive",
     "drift": "drift",
     CHAMPION: "champion",
+    BLEND: "blend",
     **{b: "naive" for b in DISTRIBUTION_BASELINES},  # a distribution baseline's point forecast is the last price
 }
 POINT_BASELINES = ("naive", "seasonal_naive", "drift")
@@ -135,6 +137,14 @@ class Evaluation:
             for n in (name, reference)
         }
         return dm_test(loss[reference], loss[name], self.predictions["base_date"], self.horizon)
+
+    def servable(self, name: str, gru: Forecaster) -> Forecaster | BaselineForecaster | BlendForecaster:
+        """The forecaster `name` as it would serve: the GRU evaluated, a fitted baseline, or the two blended."""
+        if name == "model":
+            return gru
+        if name == BLEND:
+            return BlendForecaster(gru, self.baselines["garch"])
+        return self.baselines[name]
 
     def comparison(self, name: str, reference: str, horizon: int | str = "all") -> dict | None:
         """The row of `comparisons` for `name` against `reference` at a step ("all": every step); None if absent."""
@@ -420,6 +430,10 @@ def evaluate_forecaster(
     levels = model_levels(forecaster)
     names = ["model"] + usable_baselines(predictions, quantiles)
     quantiles = {n: q for n, q in quantiles.items() if n in names}
+    if "garch" in names:  # the GRU and garch averaged: a candidate of its own
+        quantiles[BLEND] = blend_quantiles(quantiles["model"], quantiles["garch"])
+        predictions[COLUMN[BLEND]] = predictions["base_price"] * np.exp(quantiles[BLEND][:, median_index(levels)])
+        names.append(BLEND)
     champion_error = None
     if champion is not None:
         with intra_op_threads(torch.device("cpu"), cpu_threads):

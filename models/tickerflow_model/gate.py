@@ -15,6 +15,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .baselines import DISTRIBUTION_BASELINES
+from .blend import BLEND
 from .config import RegisterConfig
 from .evaluation import CHAMPION, Evaluation
 from .quantiles import REQUIRED_INTERVALS, interval_tag
@@ -53,8 +54,8 @@ class GateDecision:
 
 
 def candidates(evaluation: Evaluation, score: str) -> list[str]:
-    """The forecasters that could be champion: the GRU, the distribution baselines, the current champion."""
-    names = [n for n in evaluation.metrics if n == "model" or n == CHAMPION or n in DISTRIBUTION_BASELINES]
+    """The forecasters that could be champion: the GRU, the distribution baselines, the blend, the current one."""
+    names = [n for n in evaluation.metrics if n in ("model", CHAMPION, BLEND) or n in DISTRIBUTION_BASELINES]
     return [n for n in names if score in evaluation.metrics[n]]
 
 

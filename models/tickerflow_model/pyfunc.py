@@ -10,6 +10,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from .baselines import BaselineForecaster
+from .blend import BlendForecaster
 from .canonical_prices import wall_clock
 from .forecaster import Forecaster
 
@@ -31,6 +32,14 @@ class GRUPricePyfunc(PythonModel):
         frame = _canonical(pd.DataFrame(model_input))
         all_dates = bool((params or {}).get("all_dates", False))
         return self.forecaster.forecast_frame(frame, all_dates=all_dates)
+
+
+class BlendPyfunc(GRUPricePyfunc):
+    """The GRU and garch averaged (`blend.BlendForecaster`), with the same input and output as the GRU."""
+
+    @staticmethod
+    def load_forecaster(folder: str):
+        return BlendForecaster.load(folder)
 
 
 class BaselinePyfunc(GRUPricePyfunc):

@@ -119,7 +119,7 @@ def test_baselines_and_actuals_come_from_the_prices_around_each_window(prices, d
 def test_a_model_that_never_moves_scores_exactly_like_naive(prices, dataset):
     result = evaluate_forecaster(untrained_forecaster(dataset, 0.0), dataset, prices)
 
-    assert list(result.metrics) == ["model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES]
+    assert list(result.metrics) == ["model", "naive", "seasonal_naive", "drift", *DISTRIBUTION_BASELINES, "blend"]
     assert result.skill == pytest.approx(0.0)
     for key in ("rmse", "mae", "mape", "smape", "mase"):
         assert result.metrics["model"][key] == pytest.approx(result.metrics["naive"][key])

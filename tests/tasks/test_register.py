@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from gate_scores import evaluation, scores
 from prefect.logging import disable_run_logger
@@ -109,7 +111,8 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
     forecaster = untrained_forecaster(dataset, 0.5)
     ev = evaluate_forecaster(forecaster, dataset, prices)
-    ev.metrics["model"]["pinball"] = 10 * max(ev.metrics[b]["pinball"] for b in ev.baselines)  # the GRU loses
+    worst = 10 * max(ev.metrics[b]["pinball"] for b in ev.baselines)
+    ev.metrics["model"]["pinball"] = ev.metrics["blend"]["pinball"] = worst  # the GRU loses, and so the blend
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     run_id = client.create_run(experiment_id(client)).info.run_id
     with disable_run_logger():
@@ -127,7 +130,15 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     assert client.get_run(run_id).data.tags["champion_forecaster"] == winner
 
     out = mlflow.pyfunc.load_model("models:/m@champion").predict(prices)
-    assert list(out.columns) == ["ticker", "date", "horizon", "forecast_close", *quantile_columns()]
+    assert list(out.columns) == [
+        "ticker",
+        "date",
+        "horizon",
+        "forecast_close",
+        *quantile_columns(),
+        "base_price",
+        "price_column",
+    ]
     assert (out[quantile_columns()].diff(axis=1).iloc[:, 1:] >= 0).all().all()
 
     assert main(["models", "--model", "m", "--json"]) == 0
@@ -135,6 +146,40 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     assert [(v["version"], v["forecaster"]) for v in listing["versions"]] == [("2", winner), ("1", "gru")]
     assert main(["models", "--model", "m"]) == 0
     assert winner in capsys.readouterr().out
+
+
+def test_a_winning_blend_registers_the_gru_and_garch_together_and_serves_their_average(
+    prefect_harness, mlflow_store, tmp_path
+):
+    from tickerflow_model.blend import BlendForecaster
+    from tickerflow_model.quantiles import quantile_columns
+
+    prices = make_prices(n_days=600, seed=2)
+    dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
+    forecaster = untrained_forecaster(dataset, 0.5)
+    ev = evaluate_forecaster(forecaster, dataset, prices)
+    assert "blend" in ev.metrics and "garch" in ev.metrics
+    ev.metrics["blend"]["pinball"] = 0.5 * min(m["pinball"] for n, m in ev.metrics.items() if "pinball" in m)
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    run_id = client.create_run(experiment_id(client)).info.run_id
+    with disable_run_logger():
+        config = RegisterConfig(model_name="m", coverage_tolerance=0.5)
+        reg = register.fn(forecaster, ev, dataset, prices, config, run_id)
+    assert (reg.champion_version, reg.champion_forecaster) == ("2", "blend")
+
+    served = mlflow.pyfunc.load_model("models:/m@champion").predict(prices)
+    expected = BlendForecaster(forecaster, ev.baselines["garch"]).forecast_frame(prices)
+    assert list(served.columns) == list(expected.columns)
+    np.testing.assert_allclose(
+        served[quantile_columns()].to_numpy(), expected[quantile_columns()].to_numpy(), rtol=1e-9
+    )
+    # the blend's quantiles are the geometric mean of the two parts' prices, level by level
+    gru = forecaster.forecast_frame(prices).set_index(["ticker", "date", "horizon"])
+    garch = ev.baselines["garch"].forecast_frame(prices).set_index(["ticker", "date", "horizon"])
+    keys = pd.MultiIndex.from_frame(served[["ticker", "date", "horizon"]])
+    for col in quantile_columns():
+        geometric = np.sqrt(gru[col].reindex(keys).to_numpy() * garch[col].reindex(keys).to_numpy())
+        np.testing.assert_allclose(served[col].to_numpy(), geometric, rtol=1e-9)
 
 
 def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflow_store, tmp_path, tf_home, capsys):

@@ -22,25 +22,28 @@ import tickerflow_model
 from tickerflow.tracking.runs import TrackedRun, bounded
 from tickerflow.tracking.store import use_tracking
 from tickerflow_model.baselines import BaselineForecaster
+from tickerflow_model.blend import BlendForecaster
 from tickerflow_model.errors import ModelNotFound
 from tickerflow_model.evaluation import Champion, failure_reason
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.names import CHAMPION_ALIAS
-from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, GRUPricePyfunc, _canonical
+from tickerflow_model.pyfunc import BUNDLE_ARTIFACT, BaselinePyfunc, BlendPyfunc, GRUPricePyfunc, _canonical
 
 MODEL_CODE = Path(tickerflow_model.__file__).parent
+Servable = Forecaster | BaselineForecaster | BlendForecaster  # what a version forecasts with
 
 
 # ---- logging a version ---------------------------------------------------------------------------------
-def input_columns(forecaster: Forecaster | BaselineForecaster) -> list[str]:
+def input_columns(forecaster: Servable) -> list[str]:
     """The columns the model reads (other columns in a caller's frame are ignored): the date, the ticker, its
     price and what its features read (e.g. high and low), and `close`, which its forecasts are priced in."""
-    spec = forecaster.spec
-    columns = spec.window.columns if isinstance(forecaster, Forecaster) else ()
-    return list(dict.fromkeys(["date", "ticker", spec.price_column, *columns, "close"]))
+    if isinstance(forecaster, BlendForecaster):
+        return input_columns(forecaster.gru)  # garch reads the price alone
+    columns = forecaster.spec.window.columns if isinstance(forecaster, Forecaster) else ()
+    return list(dict.fromkeys(["date", "ticker", forecaster.spec.price_column, *columns, "close"]))
 
 
-def input_example(prices: pd.DataFrame, forecaster: Forecaster) -> pd.DataFrame:
+def input_example(prices: pd.DataFrame, forecaster: Forecaster | BlendForecaster) -> pd.DataFrame:
     """One ticker's most recent window of raw prices (plus one row for the first return).
 
     Dates are ISO strings, as a user's `pd.read_csv` or a JSON request carries them.
@@ -82,24 +85,29 @@ def model_signature(example: pd.DataFrame, output: pd.DataFrame, price_column: s
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 
-def pip_requirements(forecaster: Forecaster | BaselineForecaster) -> list[str]:
+def pip_requirements(forecaster: Servable) -> list[str]:
     """What the model's code imports, pinned to the versions it was logged with."""
     needs = ["mlflow", "torch", "pandas", "exchange-calendars"]  # exchange-calendars: the forecast's target days
-    if isinstance(forecaster, BaselineForecaster) and forecaster.spec.name == "garch":
+    garch = isinstance(forecaster, BlendForecaster) or (
+        isinstance(forecaster, BaselineForecaster) and forecaster.spec.name == "garch"
+    )
+    if garch:
         needs.append("arch")
     return [f"{dist}=={installed_version(dist).split('+')[0]}" for dist in needs]
 
 
-def log_version(forecaster: Forecaster | BaselineForecaster, prices: pd.DataFrame, run_id: str, model_name: str) -> str:
-    """Log the bundle (weights + spec, or a baseline's spec) with its own code into run `run_id`, and register
-    it as a new version of `model_name`. Returns the version."""
-    python_model: GRUPricePyfunc  # a BaselinePyfunc is one
+def log_version(forecaster: Servable, prices: pd.DataFrame, run_id: str, model_name: str) -> str:
+    """Log the bundle (weights + spec, a baseline's spec, or both of the blend) with its own code into run
+    `run_id`, and register it as a new version of `model_name`. Returns the version."""
+    python_model: GRUPricePyfunc  # a BaselinePyfunc and a BlendPyfunc are one
     if isinstance(forecaster, BaselineForecaster):
         example, python_model, artifact = (
             baseline_example(prices, forecaster),
             BaselinePyfunc(),
             f"baseline-{forecaster.spec.name}",
         )
+    elif isinstance(forecaster, BlendForecaster):
+        example, python_model, artifact = input_example(prices, forecaster), BlendPyfunc(), "blend"
     else:
         example, python_model, artifact = input_example(prices, forecaster), GRUPricePyfunc(), "model"
     output = forecaster.forecast_frame(_canonical(example))
