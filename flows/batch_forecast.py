@@ -2,7 +2,7 @@
 
 latest prices -> live scores of the stored forecasts whose closes have arrived (MLflow monitoring
 runs, a `live-performance` artifact, `tickerflow.champion.degraded` when the champion degrades) ->
-validated -> champion model -> Parquet forecasts, appended to the forecast store, logged to MLflow ->
+validated -> the champion (of `model_uri`, or of the registered model trained on these tickers) -> Parquet forecasts, appended to the forecast store, logged to MLflow ->
 gc (retention).
 
 Tickers with too little history for the model's window are reported and skipped; when none is
@@ -17,14 +17,13 @@ from tickerflow.reporting import log_live_metrics, log_validation, publish_forec
 from tickerflow.reporting.lifecycle import end_runs_failed, end_runs_stopped
 from tickerflow.reporting.run_labels import forecast_run_name, tag_forecast_run
 from tickerflow.reporting.summaries import ForecastSummary
-from tickerflow.tasks.forecast import forecast_prices, load_model, price_column_of, write_forecasts
+from tickerflow.tasks.forecast import forecast_prices, load_model, price_column_of, serving_champion, write_forecasts
 from tickerflow.tasks.forecast_store import append_forecasts
 from tickerflow.tasks.ingest import ingest
 from tickerflow.tasks.monitor import check_degradation, model_identity, score_live
 from tickerflow.tasks.retention import collect_garbage
 from tickerflow.tasks.validate import require_valid, validate
 from tickerflow_model.config import (
-    DEFAULT_MODEL_URI,
     ForecastConfig,
     ForecastStoreConfig,
     IngestConfig,
@@ -46,7 +45,7 @@ from tickerflow_model.config import (
 def batch_forecast(
     data: str = IngestConfig().source,
     out: str = "forecasts.parquet",
-    model_uri: str = DEFAULT_MODEL_URI,
+    model_uri: str | None = None,
     store: ForecastStoreConfig = ForecastStoreConfig(),
     monitor: MonitorConfig = MonitorConfig(),
     retention: RetentionConfig = RetentionConfig(),
@@ -55,7 +54,7 @@ def batch_forecast(
     config = ForecastConfig(model_uri=model_uri, out=out)
     raw = ingest(IngestConfig(source=data))
     live = score_live(raw.frame, store, monitor)
-    model = load_model(config)
+    model = load_model(config.model_uri or serving_champion(raw.frame))
     name, forecaster = model_identity(model)
     monitoring_runs = log_live_metrics(live, name, model.version)
     degradation = check_degradation(live, name, model.version, monitor, monitoring_runs)

@@ -23,6 +23,7 @@ from tickerflow.flows.train_pipeline import train_pipeline
 from tickerflow.reporting.run_labels import replay_run_names
 from tickerflow.reporting.summaries import DegradationEvent, ReplayedDay, ReplaySummary, Retraining
 from tickerflow.run_log import run_logger
+from tickerflow.tasks.forecast import model_serving
 from tickerflow.tracking.home import home_subdir
 from tickerflow.tracking.registry import current_champion
 from tickerflow_model.atomic_io import write_file_atomic
@@ -78,8 +79,14 @@ def replay(
     days = replay_days(prices, start, end)
     folder = home_subdir("replay")
     cut_path, out = folder / "as_of.parquet", folder / "forecasts.parquet"
-    model_name = config.register_.model_name
-    train_config = config.model_copy(update={"ingest": IngestConfig(source=str(cut_path), ticker=config.ingest.ticker)})
+    # named once, from the replay's data: each day trains on a cut file whose name says nothing
+    model_name = config.register_.model_name or replay_model(prices, data)
+    train_config = config.model_copy(
+        update={
+            "ingest": IngestConfig(source=str(cut_path), ticker=config.ingest.ticker),
+            "register_": config.register_.model_copy(update={"model_name": model_name}),
+        }
+    )
     days_out, retrains, events = [], [], []
     for i, day in enumerate(days):
         write_cut(prices, day, cut_path)
@@ -110,9 +117,15 @@ def replay(
     return ReplaySummary(tuple(days_out), tuple(retrains), tuple(events))
 
 
+def replay_model(prices: pd.DataFrame, data: str) -> str:
+    """The model a replay of `data` forecasts with and trains: the one whose champion serves its tickers, else
+    the one a training run on `data` would register under."""
+    return model_serving(prices, data)[0]
+
+
 def retrain(config: PipelineConfig, day: pd.Timestamp, run_name: str) -> Retraining:
     """The training pipeline on the data up to `day`; it must leave a champion to forecast with."""
     summary = train_pipeline.with_options(flow_run_name=run_name)(config)
-    if current_champion(config.register_.model_name) is None:
+    if current_champion(summary.model_name) is None:
         raise TickerflowError(f"training on the data up to {day:%Y-%m-%d} gave no champion: {summary.reason}")
     return Retraining(f"{day:%Y-%m-%d}", summary.model_version, summary.promoted)

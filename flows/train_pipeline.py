@@ -18,7 +18,7 @@ from tickerflow.reporting.run_labels import tag_train_run, train_run_name
 from tickerflow.reporting.summaries import TrainingSummary
 from tickerflow.tasks.evaluate import backtest, evaluate, load_champion
 from tickerflow.tasks.ingest import ingest
-from tickerflow.tasks.register import register
+from tickerflow.tasks.register import choose_model, register
 from tickerflow.tasks.train import train
 from tickerflow.tasks.validate import require_valid, validate
 from tickerflow.tasks.window import window
@@ -44,14 +44,16 @@ def train_pipeline(config: PipelineConfig = PipelineConfig()) -> TrainingSummary
     prices = require_valid(report)
     dataset = window(prices, config.window, raw.source_hash)
     run.dataset(dataset)
+    model = choose_model(dataset, config.register_, config.ingest.source)
+    run.model(model)
     fit = train(dataset, config.train, on_epoch=run.epochs())
     run.training(fit)
-    champion = load_champion(config.register_.model_name)
+    champion = load_champion(model)
     evaluation = evaluate(fit.forecaster, dataset, prices, champion, config.train.cpu_threads)
-    run.evaluation(evaluation, config.register_.model_name, config.evaluate)
+    run.evaluation(evaluation, model, config.evaluate)
     folds = backtest(prices, config.window, config.train, config.backtest, raw.source_hash)
     run.backtest(folds)
     # the one stage that sees the run: it logs the model into it to register a version
-    registration = register(fit.forecaster, evaluation, dataset, prices, config.register_, run.run_id)
+    registration = register(fit.forecaster, evaluation, dataset, prices, config.register_, run.run_id, model)
     run.registration(registration, evaluation, config.register_)
     return run.finish(evaluation, registration, folds)

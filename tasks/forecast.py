@@ -19,13 +19,17 @@ from prefect import task
 from tickerflow.run_log import run_logger
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import tickerflow_home
+from tickerflow.tracking.models import input_columns, version_tags
 from tickerflow.tracking.models import load_model as load_registered_model
+from tickerflow.tracking.registry import champion_universes
 from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.config import ForecastConfig
-from tickerflow_model.errors import ModelNotFound
+from tickerflow_model.errors import ModelInputError, ModelNotFound
+from tickerflow_model.names import CHAMPION_ALIAS
 from tickerflow_model.quantiles import quantile_columns
 from tickerflow_model.redaction import redact_uri
+from tickerflow_model.universe import UNIVERSE_TAG, Universe, serving_model
 
 
 def output_columns(levels: tuple[float, ...]) -> list[str]:
@@ -55,6 +59,19 @@ class LoadedModel:
     uri: str
     version: str
     pyfunc: Any  # the loaded pyfunc (`tickerflow.tracking.models.load_model`): predict, unwrap_python_model
+    universe: Universe | None = None  # what the version was trained on, when its tags say
+
+    @property
+    def name(self) -> str:
+        """The registered model's name; '' for a model outside the registry."""
+        if not self.uri.startswith("models:/") or not self.version:
+            return ""
+        return self.uri[len("models:/") :].partition("@")[0].split("/")[0]
+
+    @property
+    def reads(self) -> list[str]:
+        """The columns the model cannot forecast without (`close`, which forecasts are priced in, is optional)."""
+        return [c for c in input_columns(self.pyfunc.unwrap_python_model().forecaster) if c != "close"]
 
     @property
     def min_rows(self) -> int:
@@ -74,11 +91,31 @@ class LoadedModel:
         return f"fewer than {self.min_rows} rows with a price, the model needs {self.min_rows}"
 
 
+def model_serving(prices: pd.DataFrame, source: str | None = None) -> tuple[str, str | None]:
+    """`tickerflow_model.universe.serving_model` of these prices' tickers and columns, over the registry."""
+    tickers = set(prices["ticker"].astype(str).unique())
+    columns = {str(c) for c in prices.columns if prices[c].notna().any()}
+    return serving_model(tickers, columns, champion_universes(), source)
+
+
+@task(name="choose-model")
+def serving_champion(prices: pd.DataFrame) -> str:
+    """The champion that serves these prices: of the registered model trained on the most of their tickers,
+    with columns they have; the URI of `tickerflow-gru`'s champion when none is."""
+    name, why = model_serving(prices)
+    if why:
+        run_logger().info("%s", why)
+    return f"models:/{name}@{CHAMPION_ALIAS}"
+
+
 @task(name="load-model", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retry_unless(ModelNotFound))
-def load_model(config: ForecastConfig) -> LoadedModel:
-    version, model = load_registered_model(config.model_uri)
-    run_logger().info("loaded %s (version %s)", config.model_uri, version or "n/a")
-    return LoadedModel(config.model_uri, version, model)
+def load_model(uri: str) -> LoadedModel:
+    version, model = load_registered_model(uri)
+    run_logger().info("loaded %s (version %s)", uri, version or "n/a")
+    loaded = LoadedModel(uri, version, model)
+    if loaded.name:
+        loaded.universe = Universe.from_tag(version_tags(loaded.name, version).get(UNIVERSE_TAG))
+    return loaded
 
 
 def price_column_of(model, prices: pd.DataFrame, forecasts: pd.DataFrame | None = None) -> str:
@@ -94,9 +131,23 @@ def price_column_of(model, prices: pd.DataFrame, forecasts: pd.DataFrame | None 
 
 
 def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, int]) -> ForecastBatch:
-    """Plain function behind the task: forecast every ticker with a full window; say why the others have none."""
+    """Plain function behind the task: forecast every ticker with a full window that the model was trained on;
+    say why the others have none. Data without a column the model reads is refused, naming the columns."""
+    missing = [c for c in model.reads if c not in prices.columns or prices[c].isna().all()]
+    if missing:
+        raise ModelInputError(
+            f"{model.uri} (version {model.version}) reads {', '.join(missing)}, which this data lacks: forecast "
+            "with a model trained on the columns it has (--model), or add them"
+        )
     skipped = {t: f"{n} rows of history, the model needs {model.min_rows}" for t, n in dropped.items()}
-    forecasts = model.pyfunc.predict(prices)
+    if model.universe is not None and model.universe.complete:
+        untrained = sorted(set(prices["ticker"].astype(str)) - set(model.universe.tickers) - set(skipped))
+        skipped |= {
+            t: f"not among the {model.universe.count} tickers version {model.version} was trained on" for t in untrained
+        }
+        prices = prices[~prices["ticker"].astype(str).isin(untrained)]
+    present = [c for c in input_columns(model.pyfunc.unwrap_python_model().forecaster) if c in prices.columns]
+    forecasts = model.pyfunc.predict(prices[present])
     assert isinstance(forecasts, pd.DataFrame)  # GRUPricePyfunc.predict's frame; MLflow types any model's answer
     for ticker in sorted(set(prices["ticker"].astype(str)) - set(forecasts["ticker"])):
         skipped[ticker] = model.no_forecast_reason
@@ -119,10 +170,23 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
 def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, int] | None = None) -> ForecastBatch:
     batch = forecast_batch(model, prices, dropped or {})
     logger = run_logger()
-    for ticker, why in batch.skipped.items():
-        logger.warning("skipped ticker %r: %s", ticker, why)
+    for line in skipped_lines(batch.skipped):
+        logger.warning("%s", line)
     logger.info("forecast %d rows for %d tickers", len(batch.frame), batch.frame["ticker"].nunique())
     return batch
+
+
+def skipped_lines(skipped: dict[str, str], shown: int = 8) -> list[str]:
+    """One line per reason: `skipped 2 tickers (FB, TSLA): not among the 4 tickers version 3 was trained on`."""
+    by_reason: dict[str, list[str]] = {}
+    for ticker, why in skipped.items():
+        by_reason.setdefault(why, []).append(ticker)
+    lines = []
+    for why, tickers in by_reason.items():
+        more = f" and {len(tickers) - shown} more" if len(tickers) > shown else ""
+        noun = "ticker" if len(tickers) == 1 else "tickers"
+        lines.append(f"skipped {len(tickers)} {noun} ({', '.join(sorted(tickers)[:shown])}{more}): {why}")
+    return lines
 
 
 def output_location(out: str) -> str:

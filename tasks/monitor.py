@@ -60,11 +60,9 @@ def model_identity(model) -> tuple[str, str]:
 
     The forecaster is the version's `forecaster` tag (gru, or a distribution baseline) when it has one.
     """
-    if not model.uri.startswith("models:/") or not model.version:
+    if not model.name:
         return "", "gru"
-    name = model.uri[len("models:/") :].partition("@")[0].split("/")[0]
-    tags = version_tags(name, model.version)
-    return name, tags.get("forecaster", "gru")
+    return model.name, version_tags(model.name, model.version).get("forecaster", "gru")
 
 
 def version_key(name: str, version: str) -> str:

@@ -23,12 +23,15 @@ from tickerflow.tracking.registry import (
     SHOWN_ON_VERSION,
     TEST_SCORES_TAG,
     apply_decision,
+    champion_universes,
     current_champion,
 )
 from tickerflow_model.config import RegisterConfig
 from tickerflow_model.evaluation import Evaluation
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.gate import GRU, GateDecision, promotion_decision
+from tickerflow_model.names import MODEL_NAME, universe_model_name
+from tickerflow_model.universe import UNIVERSE_TAG, Universe, model_for
 from tickerflow_model.window_dataset import WindowDataset
 
 CHALLENGER = "challenger"
@@ -49,6 +52,24 @@ class Registration:
     @property
     def headline(self) -> str:
         return f"champion {self.model_name} v{self.champion_version} ({self.champion_forecaster})"
+
+
+def universe_of(dataset: WindowDataset) -> Universe:
+    """What a model trained on `dataset` serves: its tickers (those with enough history), price and columns."""
+    return Universe(tuple(dataset.manifest["tickers"]), dataset.price_column, tuple(dataset.spec.columns))
+
+
+@task(name="choose-model")
+def choose_model(dataset: WindowDataset, config: RegisterConfig, source: str) -> str:
+    """The registered model this run competes in: `register.model_name`, or one that keeps the data's universe
+    apart from the others (`tickerflow_model.universe.model_for`). Chosen before training: a conflict costs
+    no epochs."""
+    run = universe_of(dataset)
+    names = [config.model_name] if config.model_name else [MODEL_NAME, universe_model_name(source)]
+    name, why = model_for(run, source, champion_universes(names), config.model_name, config.replace_universe)
+    if why:
+        run_logger().warning("%s", why)
+    return name
 
 
 def git_commit() -> str | None:
@@ -79,6 +100,7 @@ def registration_tags(
         "mlflow_run_id": run_id,
         "dataset_id": dataset.dataset_id,
         "source_hash": str(dataset.manifest.get("source_hash", "")),
+        UNIVERSE_TAG: universe_of(dataset).to_tag(),
         TEST_SCORES_TAG: json.dumps({k: round(v, 6) for k, v in m.items()}),
         "lineage": json.dumps(
             {"git_commit": git_commit() or "none", "prefect_flow_run_id": str(runtime.flow_run.id or "")}
@@ -94,6 +116,7 @@ def register(
     prices: pd.DataFrame,
     config: RegisterConfig,
     run_id: str,
+    name: str,
 ) -> Registration:
     """Register the GRU as `challenger`; the gate's winner becomes (or stays) `champion`.
 
@@ -101,7 +124,7 @@ def register(
     `forecaster=<baseline>`, and becomes champion: the registry always has a champion to serve.
     """
     with signals_held():  # a stop (SIGTERM, Ctrl-C) waits until the registry is complete
-        return _register(forecaster, evaluation, dataset, prices, config, run_id)
+        return _register(forecaster, evaluation, dataset, prices, config, run_id, name)
 
 
 def _register(
@@ -111,9 +134,9 @@ def _register(
     prices: pd.DataFrame,
     config: RegisterConfig,
     run_id: str,
+    name: str,
 ) -> Registration:
     logger = run_logger()
-    name = config.model_name
     decision = promotion_decision(evaluation, config)
     promoted = decision.winner == "model"
     version, new = register_once(forecaster, prices, run_id, name)

@@ -59,7 +59,9 @@ class BlendForecaster:
         return max(self.gru.min_rows, self.garch.min_rows)
 
     def digest(self) -> str:
-        return stable_hash({"kind": BLEND, "weight": self.spec.weight, "parts": [self.gru.digest(), self.garch.digest()]})
+        return stable_hash(
+            {"kind": BLEND, "weight": self.spec.weight, "parts": [self.gru.digest(), self.garch.digest()]}
+        )
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -86,5 +88,7 @@ class BlendForecaster:
         w = self.spec.weight
         for column in ["forecast_close", *quantile_columns(self.spec.quantiles)]:
             mine, theirs = both[column].to_numpy(np.float64), both[f"{column}_garch"].to_numpy(np.float64)
-            both[column] = base[:, 0] * np.exp(blend_quantiles(np.log(mine / base[:, 0]), np.log(theirs / base[:, 0]), w))
+            both[column] = base[:, 0] * np.exp(
+                blend_quantiles(np.log(mine / base[:, 0]), np.log(theirs / base[:, 0]), w)
+            )
         return both[list(gru.columns)]

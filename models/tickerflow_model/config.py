@@ -392,7 +392,15 @@ class RegisterConfig(Config):
     float noise never promote.
     """
 
-    model_name: str = Field(MODEL_NAME, min_length=1, description="the registered model's name")
+    model_name: str | None = Field(
+        None,
+        min_length=1,
+        description=f"the registered model (unset: {MODEL_NAME}, or {MODEL_NAME}-<data> when {MODEL_NAME}'s "
+        "champion serves other tickers or columns)",
+    )
+    replace_universe: bool = Field(
+        False, description="let this run replace a champion of model_name that serves other tickers or columns"
+    )
     primary_score: PrimaryScore = Field("pinball", description="the score the gate ranks by (lower is better)")
     significance: float = Field(
         0.05,
@@ -416,8 +424,10 @@ class RegisterConfig(Config):
 
     @field_validator("model_name")
     @classmethod
-    def _name_not_blank(cls, value: str) -> str:
-        return str(_not_blank(value))
+    def _name_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or "@" in value):
+            raise ValueError(f"a model name holds no '/' or '@' (a model URI reads models:/NAME@alias), got {value!r}")
+        return None if value is None else str(_not_blank(value))
 
 
 class BacktestConfig(Config):
@@ -494,7 +504,12 @@ def flat_fields(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
 class ForecastConfig(Config):
     """Which model forecasts, and where the forecast file goes."""
 
-    model_uri: str = Field(DEFAULT_MODEL_URI, min_length=1, description="the model to forecast with")
+    model_uri: str | None = Field(
+        None,
+        min_length=1,
+        description="the model to forecast with (unset: the champion of the registered model that serves the "
+        f"data's tickers and columns, {DEFAULT_MODEL_URI} when none does)",
+    )
     out: str = Field("forecasts.parquet", min_length=1, description="where the forecast Parquet file is written")
 
 

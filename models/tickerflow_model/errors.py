@@ -45,3 +45,7 @@ def storage_failure(exc: BaseException | None) -> OSError | None:
 def storage_message(error: OSError) -> str:
     """One line naming the path: `No space left on device: /home/raw/...`."""
     return f"{error.strerror or os.strerror(error.errno or 0)}: {error.filename}"
+
+
+class ModelInputError(TickerflowError, ValueError):
+    """The data given to a model lacks what the model reads (a column it was trained on)."""

@@ -77,3 +77,40 @@ def test_no_usable_ticker_is_a_clear_error_and_writes_nothing(prefect_harness, c
     assert code == 1
     assert "AAA" in err and "CCC" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_tickers_the_champion_was_not_trained_on_are_skipped_in_one_line_and_missing_columns_refused(
+    prefect_harness, champion_home, tmp_path, capsys
+):
+    from tickerflow.tracking.models import tag_version, version_tags
+    from tickerflow_model.names import MODEL_NAME
+    from tickerflow_model.universe import UNIVERSE_TAG, Universe
+
+    version = str(champion_home.version)
+    trained = Universe(("AAA", "BBB"), "close", champion_home.forecaster.spec.window.columns)
+    tag_version(MODEL_NAME, version, {UNIVERSE_TAG: trained.to_tag()})
+    try:
+        rows = champion_home.forecaster.min_rows + 3
+        recent = champion_home.prices.groupby("ticker").tail(rows)
+        newcomers = make_prices(n_days=rows, tickers=("DDD", "EEE"), seed=9)  # full history, never trained on
+        data = tmp_path / "latest.csv"
+        pd.concat([recent, newcomers]).to_csv(data, index=False)
+        out = tmp_path / "forecasts.parquet"
+
+        assert main(["forecast", "--data", str(data), "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert sorted(pd.read_parquet(out)["ticker"].unique()) == ["AAA", "BBB"]
+        assert f"skipped 2 tickers (DDD, EEE): not among the 2 tickers version {version} was trained on" in printed
+        assert f"models:/{MODEL_NAME}@champion" in printed  # the champion that serves AAA and BBB, found by itself
+
+        reads = [c for c in champion_home.forecaster.spec.window.columns if c != "close"]
+        assert reads, "the tiny champion reads columns besides the price"
+        recent.drop(columns=reads).to_csv(data, index=False)
+        out.unlink()
+        assert main(["forecast", "--data", str(data), "--out", str(out), "--model", MODEL_NAME]) == 1
+        err = capsys.readouterr().err
+        assert f"reads {', '.join(reads)}, which this data lacks" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+    finally:
+        tag_version(MODEL_NAME, version, {UNIVERSE_TAG: ""})
+        assert not version_tags(MODEL_NAME, version).get(UNIVERSE_TAG)

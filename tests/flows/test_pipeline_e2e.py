@@ -7,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 
 from tickerflow.cli import main
 from tickerflow.flows.train_pipeline import train_pipeline
-from tickerflow_model.config import PipelineConfig
+from tickerflow_model.config import SAMPLE_DATA, PipelineConfig
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +167,40 @@ def test_missing_required_column_fails_cleanly_and_writes_nothing(
     assert "Traceback" not in err
     assert not (tf_home / "windows").exists()
     assert mlflow.MlflowClient(mlflow_store).search_registered_models() == []
+
+
+def test_two_files_train_two_models_and_a_forecast_on_the_first_uses_the_first_files_champion(
+    prefect_harness, mlflow_store, small_sample_csv, tf_home, tmp_path, capsys
+):
+    """Training on your own file never replaces the champion that serves another: the second file (one other
+    ticker, close only) gets a model of its own, and each file's forecast finds its own champion."""
+    from tickerflow_model.names import MODEL_NAME
+
+    first = train_pipeline(small_config(small_sample_csv))
+    raw = pd.read_csv(Path(__file__).resolve().parents[2] / SAMPLE_DATA)
+    ibm = raw[raw["Ticker"] == "IBM"].tail(700)[["Date", "Ticker", "Close"]]
+    second_csv = tmp_path / "ibm_close.csv"
+    ibm.to_csv(second_csv, index=False)
+    second = train_pipeline(small_config(second_csv))
+
+    assert (first.model_name, second.model_name) == (MODEL_NAME, f"{MODEL_NAME}-ibm_close")
+    client = mlflow.MlflowClient(mlflow_store)
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert str(champion.version) == first.champion_version  # untouched by the second run
+    capsys.readouterr()
+
+    recent = pd.read_csv(small_sample_csv).groupby("Ticker").tail(120)
+    recent.to_csv(tmp_path / "recent.csv", index=False)
+    out = tmp_path / "forecasts.parquet"
+    assert main(["forecast", "--data", str(tmp_path / "recent.csv"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"from models:/{MODEL_NAME}@champion (version {first.champion_version})" in printed
+    assert sorted(pd.read_parquet(out)["ticker"].unique()) == ["AAPL", "MSFT"]
+
+    ibm.tail(120).to_csv(tmp_path / "ibm_recent.csv", index=False)
+    assert main(["forecast", "--data", str(tmp_path / "ibm_recent.csv"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"from models:/{MODEL_NAME}-ibm_close@champion (version {second.champion_version})" in printed
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "AAPL, MSFT (adj_close" in listing and "IBM (close)" in listing

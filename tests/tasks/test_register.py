@@ -35,7 +35,7 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
         run_id = client.create_run(experiment_id(client)).info.run_id
         with disable_run_logger():
             forecaster = untrained_forecaster(dataset, 0.5, seed=next(seeds))
-            registration = register.fn(forecaster, ev, dataset, prices, config, run_id)
+            registration = register.fn(forecaster, ev, dataset, prices, config, run_id, "m")
             log_registration.fn(registration, ev, config, TrackedRun(run_id))
             return registration, run_id
 
@@ -117,7 +117,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     run_id = client.create_run(experiment_id(client)).info.run_id
     with disable_run_logger():
         config = RegisterConfig(model_name="m", coverage_tolerance=0.5)
-        reg = register.fn(forecaster, ev, dataset, prices, config, run_id)
+        reg = register.fn(forecaster, ev, dataset, prices, config, run_id, "m")
         log_registration.fn(reg, ev, config, TrackedRun(run_id))
 
     winner = min(ev.baselines, key=lambda b: ev.metrics[b]["pinball"])
@@ -164,7 +164,7 @@ def test_a_winning_blend_registers_the_gru_and_garch_together_and_serves_their_a
     run_id = client.create_run(experiment_id(client)).info.run_id
     with disable_run_logger():
         config = RegisterConfig(model_name="m", coverage_tolerance=0.5)
-        reg = register.fn(forecaster, ev, dataset, prices, config, run_id)
+        reg = register.fn(forecaster, ev, dataset, prices, config, run_id, "m")
     assert (reg.champion_version, reg.champion_forecaster) == ("2", "blend")
 
     served = mlflow.pyfunc.load_model("models:/m@champion").predict(prices)
@@ -199,6 +199,7 @@ def test_models_flags_a_champion_that_could_not_be_scored(prefect_harness, mlflo
             prices,
             RegisterConfig(model_name="m"),
             first,
+            "m",
         )
         (stored,) = tf_home.rglob("weights.pt")
         stored.write_bytes(b"broken")  # the champion's weights are gone bad
@@ -228,7 +229,7 @@ def test_a_rerun_that_fits_the_same_model_registers_nothing_new_and_promotes_not
     def run(ev: Evaluation):
         run_id = client.create_run(experiment_id(client)).info.run_id
         with disable_run_logger():
-            return register.fn(untrained_forecaster(dataset, 0.5, seed=4), ev, dataset, prices, config, run_id)
+            return register.fn(untrained_forecaster(dataset, 0.5, seed=4), ev, dataset, prices, config, run_id, "m")
 
     first = run(evaluation(model=scores(0.5)))
     # the second run scores the identical network against itself as champion: a tie
@@ -238,3 +239,46 @@ def test_a_rerun_that_fits_the_same_model_registers_nothing_new_and_promotes_not
     assert [str(v.version) for v in client.search_model_versions("name='m'")] == ["1"]
     history = [e["action"] for e in champion_history("m")]
     assert history == ["promote", "keep"]
+
+
+def test_a_run_on_other_tickers_competes_in_a_model_of_its_own_and_a_named_one_is_not_replaced(
+    prefect_harness, mlflow_store, tmp_path, capsys
+):
+    """The sample's champion stays the sample's: a run on MSFT.csv registers under tickerflow-gru-MSFT; naming
+    tickerflow-gru for it is refused (before training) unless register.replace_universe says so."""
+    from tickerflow.tasks.register import choose_model
+    from tickerflow_model.names import MODEL_NAME
+    from tickerflow_model.universe import UniverseConflict
+
+    window = WindowConfig(lookback=10, min_history=50)
+    sample_prices = make_prices(n_days=200, tickers=("AAA", "BBB", "CCC"), seed=1)
+    sample = build_window_dataset(sample_prices, window, "src1", tmp_path / "w")
+    msft_prices = make_prices(n_days=200, tickers=("MSFT",), seed=2)
+    msft = build_window_dataset(msft_prices, window, "src2", tmp_path / "w")
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    with disable_run_logger():
+        assert choose_model.fn(sample, RegisterConfig(), "data/sample.csv") == MODEL_NAME  # nothing registered yet
+        run_id = client.create_run(experiment_id(client)).info.run_id
+        register.fn(
+            untrained_forecaster(sample, 0.5),
+            evaluation(model=scores(0.5)),
+            sample,
+            sample_prices,
+            RegisterConfig(),
+            run_id,
+            MODEL_NAME,
+        )
+        assert choose_model.fn(sample, RegisterConfig(), "data/sample.csv") == MODEL_NAME
+        assert choose_model.fn(msft, RegisterConfig(), "/home/me/MSFT.csv") == f"{MODEL_NAME}-MSFT"
+        with pytest.raises(
+            UniverseConflict, match=r"serves AAA, BBB, CCC \(close; high, low, open\); this run has MSFT"
+        ):
+            choose_model.fn(msft, RegisterConfig(model_name=MODEL_NAME), "/home/me/MSFT.csv")
+        told = RegisterConfig(model_name=MODEL_NAME, replace_universe=True)
+        assert choose_model.fn(msft, told, "/home/me/MSFT.csv") == MODEL_NAME
+
+    universe = json.loads(client.get_model_version(MODEL_NAME, "1").tags["universe"])
+    assert (universe["tickers"], universe["price"], universe["count"]) == (["AAA", "BBB", "CCC"], "close", 3)
+    assert main(["models"]) == 0  # every registered model, and what its champion serves
+    out = capsys.readouterr().out
+    assert f"{MODEL_NAME}" in out and "v1 (gru)" in out and "AAA, BBB, CCC (close; high, low, open)" in out

@@ -92,7 +92,7 @@ def test_mlflow_models_serve_forecasts_the_champion_over_http(which, request, tm
 
     expected = champion.forecaster.forecast_frame(recent)
     qcols = quantile_columns()
-    assert list(served.columns) == ["ticker", "date", "horizon", "forecast_close", *qcols]
+    assert list(served.columns) == ["ticker", "date", "horizon", "forecast_close", *qcols, "base_price", "price_column"]
     np.testing.assert_allclose(served[qcols].to_numpy(), expected[qcols].to_numpy(), rtol=1e-6)
     assert (np.diff(served[qcols].to_numpy(), axis=1) >= 0).all()  # monotone, in price units
     assert len(served) == 2 * 3  # two tickers, horizon 3

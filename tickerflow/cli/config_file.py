@@ -13,6 +13,7 @@ import yaml
 
 from tickerflow_model.config import SAMPLE_DATA, PipelineConfig
 from tickerflow_model.errors import ConfigError
+from tickerflow_model.names import MODEL_NAME
 from tickerflow_model.redaction import hold
 
 if TYPE_CHECKING:
@@ -27,9 +28,14 @@ CONFIG_OPTIONS: dict[str, str] = {
     "ticker": "ingest.ticker",
     "epochs": "train.epochs",
     "seed": "train.seed",
+    "model": "register.model_name",
 }
 # Defaults that read better in words than as the field's value.
-DEFAULTS_IN_WORDS = {"ingest.source": "the bundled sample", "ingest.ticker": "the file name"}
+DEFAULTS_IN_WORDS = {
+    "ingest.source": "the bundled sample",
+    "ingest.ticker": "the file name",
+    "register.model_name": f"{MODEL_NAME}, or {MODEL_NAME}-<data> when {MODEL_NAME}'s champion serves other tickers",
+}
 
 
 def shown_default(option: str) -> str:

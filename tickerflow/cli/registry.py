@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tickerflow_model.config import RegisterConfig, field_default
-
-DEFAULT_MODEL = field_default(RegisterConfig, "model_name")
+from tickerflow_model.names import MODEL_NAME
 
 
 def format_event(event: dict) -> str:
@@ -31,7 +29,7 @@ def _num(value: str | None, spec: str) -> str:
 
 def format_listing(listing: dict) -> str:
     lines = [
-        f"model {listing['model']}",
+        f"model {listing['model']}" + (f", its champion serves {listing['serves']}" if listing.get("serves") else ""),
         f"{'version':>7}  {'forecaster':<16} {'aliases':<20} {'test rmse':>10} {'pinball':>8} {'cov80':>6} {'cov90':>6} "
         f"{'skill':>8}  gate",
     ]
@@ -48,6 +46,7 @@ def format_listing(listing: dict) -> str:
 
 
 Model = Annotated[str, typer.Option(help="registered model name")]
+Listed = Annotated[str | None, typer.Option("--model", help="registered model name", show_default="every model")]
 By = Annotated[
     str | None, typer.Option(help="who (recorded in the registry)", show_default="$TICKERFLOW_USER or the login name")
 ]
@@ -61,7 +60,7 @@ def promote(
     version: Annotated[int, typer.Option(help="model version to promote")],
     reason: Annotated[str, typer.Option(help="why (recorded in the registry)")] = "promoted by hand",
     by: By = None,
-    model: Model = DEFAULT_MODEL,
+    model: Model = MODEL_NAME,
     json_summary: Json = False,
     force: Force = False,
 ) -> int:
@@ -78,7 +77,7 @@ def promote(
 def rollback(
     reason: Annotated[str, typer.Option(help="why (recorded in the registry)")] = "rolled back by hand",
     by: By = None,
-    model: Model = DEFAULT_MODEL,
+    model: Model = MODEL_NAME,
     json_summary: Json = False,
     force: Force = False,
 ) -> int:
@@ -92,10 +91,28 @@ def rollback(
     return 0
 
 
-def models(model: Model = DEFAULT_MODEL, json_summary: Json = False) -> int:
-    """List versions, aliases, metrics and the champion history."""
-    from tickerflow.tracking.registry import models_listing  # (MLflow: only when the command runs)
+def models(model: Listed = None, json_summary: Json = False) -> int:
+    """List the registered models and what their champions serve; with --model, one model's versions, aliases,
+    metrics and champion history."""
+    # (MLflow: only when the command runs)
+    from tickerflow.tracking.registry import models_listing, registered_models
 
+    if model is None:
+        found = registered_models()
+        print(json.dumps(found) if json_summary else format_models(found))
+        return 0
     listing = models_listing(model)
     print(json.dumps(listing, default=str) if json_summary else format_listing(listing))
     return 0
+
+
+def format_models(found: list[dict]) -> str:
+    if not found:
+        return "no registered models yet: `tickerflow run` trains and registers one"
+    width = max(len(m["model"]) for m in found)
+    lines = [f"{'model':<{width}}  {'versions':>8}  {'champion':<20}  serves"]
+    for m in found:
+        champion = f"v{m['champion']} ({m['forecaster'] or 'gru'})" if m["champion"] else "-"
+        lines.append(f"{m['model']:<{width}}  {m['versions']:>8}  {champion:<20}  {m['serves'] or '-'}")
+    lines.append("\n`tickerflow models --model NAME` lists a model's versions and champion history")
+    return "\n".join(lines)

@@ -20,16 +20,17 @@ from tickerflow.cli.config_file import CONFIG_OPTIONS, error_message, load_confi
 from tickerflow.cli.console import configure_console
 from tickerflow.runtime.prefect_api import prefect_api
 from tickerflow_model.config import (
-    DEFAULT_MODEL_URI,
     LOCAL_WORKERS,
     REPLAY_RETRAIN_EVERY,
     ForecastStoreConfig,
+    RegisterConfig,
     RetentionConfig,
     RunnerConfig,
     RunnerKind,
     field_default,
 )
 from tickerflow_model.errors import ConfigError
+from tickerflow_model.names import CHAMPION_ALIAS
 from tickerflow_model.redaction import hold
 
 FLOW_COMMANDS = {"run", "forecast", "replay"}  # the commands that run a flow on Prefect's API
@@ -102,6 +103,7 @@ Data = Annotated[str | None, sets("data", "file, folder, glob or fsspec URI of p
 Ticker = Annotated[str | None, sets("ticker", "ticker of a single-ticker file without a ticker column")]
 Epochs = Annotated[int | None, sets("epochs", "training epochs")]
 Seed = Annotated[int | None, sets("seed", "random seed of the training run")]
+TrainModel = Annotated[str | None, sets("model", "registered model the run competes in")]
 ConfigFile = Annotated[
     str | None,
     typer.Option(
@@ -146,6 +148,7 @@ def run(
     ticker: Ticker = None,
     epochs: Epochs = None,
     seed: Seed = None,
+    model: TrainModel = None,
     runner: Annotated[
         RunnerKind,
         typer.Option(
@@ -173,7 +176,7 @@ def run(
     from tickerflow.runtime.task_runners import build_task_runner
 
     task_runner = build_task_runner(RunnerConfig(kind=runner, address=dask_address, n_workers=dask_workers))
-    pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
+    pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed, model=model)
     with prefect_api(while_starting=_prepare_training_run):
         summary = train_pipeline.with_options(task_runner=task_runner)(pipeline_config)
     print(format_metrics(summary.metrics, summary.per_ticker))
@@ -193,22 +196,36 @@ def run(
 def forecast(
     data: Annotated[str, typer.Option(help="recent prices: file, folder, glob or fsspec URI")],
     out: Annotated[str, typer.Option(help="output Parquet file (relative to this folder) or fsspec URI")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="registered model whose champion forecasts",
+            show_default="the one trained on the most of the data's tickers",
+        ),
+    ] = None,
     model_uri: Annotated[
-        str | None, typer.Option(help="registered model to forecast with", show_default=DEFAULT_MODEL_URI)
+        str | None, typer.Option(help="any model URI to forecast with instead (models:/NAME/3, runs:/...)")
     ] = None,
     json_summary: Json = False,
 ) -> int:
     """Forecast the next days from a registered model."""
     from tickerflow.flows import batch_forecast  # (what the command runs: `--help` stays light)
+    from tickerflow.tasks.forecast import skipped_lines  # (imported with the flow)
+
+    if model and model_uri:
+        raise ConfigError("give --model or --model-uri, not both")
+    if model:
+        RegisterConfig(model_name=model)  # a name a URI can carry, or a ConfigError naming it
+        model_uri = f"models:/{model}@{CHAMPION_ALIAS}"
 
     # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
     target = out if "://" in out else str(Path(out).expanduser().resolve())
     with prefect_api():
-        result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri or DEFAULT_MODEL_URI)
+        result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri)
     written = result.written
     print(f"wrote {written.rows} forecasts from {written.model_uri} (version {written.model_version}) to {written.out}")
-    for skipped, why in written.skipped.items():
-        print(f"skipped {skipped}: {why}")
+    for line in skipped_lines(written.skipped):
+        print(line)
     if json_summary:
         print(result.to_json())
     return 0
@@ -233,6 +250,7 @@ def replay(
     ticker: Ticker = None,
     epochs: Epochs = None,
     seed: Seed = None,
+    model: TrainModel = None,
     json_summary: Json = False,
 ) -> int:
     """Run the daily forecast flow as of each trading day of a date range."""
@@ -248,7 +266,7 @@ def replay(
             raise ConfigError(f"--{name} must be a date (YYYY-MM-DD), got {value!r}") from None
     if retrain_every < 0:
         raise ConfigError(f"--retrain-every must be >= 0 (0: never), got {retrain_every}")
-    pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed)
+    pipeline_config = load_config(config, data=data, ticker=ticker, epochs=epochs, seed=seed, model=model)
     with prefect_api():
         result = replay_flow(
             data=pipeline_config.ingest.source,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from tickerflow.reporting.evaluation import log_backtest, log_evaluation, log_registration
+from tickerflow.reporting.run_labels import tag_model
 from tickerflow.reporting.summaries import TrainingSummary
 from tickerflow.reporting.training import (
     epoch_reporter,
@@ -47,6 +48,10 @@ class RunRecorder:
 
     def dataset(self, dataset: WindowDataset) -> None:
         log_dataset_lineage(dataset, self.run)
+
+    def model(self, name: str) -> None:
+        """The registered model the run competes in, as tags the UIs filter on."""
+        tag_model(name, self.run)
 
     def epochs(self) -> Callable[[EpochStats], None]:
         """The train stage's `on_epoch`: each epoch's metrics into the run as it ends."""

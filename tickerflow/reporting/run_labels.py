@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
 from typing import Any
 
 from prefect import runtime
@@ -20,27 +19,13 @@ from prefect.settings import PREFECT_UI_URL
 
 from tickerflow.tracking.runs import TrackedRun
 from tickerflow.ui_addresses import PREFECT_UI_URL_ENV, local_ui_url, on_temporary_api
-from tickerflow_model.config import PREFECT_UI_PORT, ForecastConfig, RegisterConfig, field_default
-from tickerflow_model.names import CHAMPION_ALIAS
+from tickerflow_model.config import PREFECT_UI_PORT
+from tickerflow_model.names import CHAMPION_ALIAS, data_label
 from tickerflow_model.redaction import redact_uri
 
 PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
 MLFLOW_RUN_ARTIFACT = "mlflow-run"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@+-]+")
-
-
-def data_label(source: str) -> str:
-    """`data/sample/stocks_2000.csv.gz` -> `stocks_2000`; `s3://b/prices/*.parquet` -> `prices`."""
-    source = str(source)
-    if source.lower().startswith(("http://", "https://")):
-        source = source.split("?", 1)[0]  # a query (a pre-signed URL's token) is no part of the name
-    path = PurePosixPath(source.split("://", 1)[-1].rstrip("/"))
-    while path.name and any(ch in path.name for ch in "*?[") and path.parent != path:
-        path = path.parent  # a glob names its folder
-    name = path.name
-    for suffix in (".gz", ".csv", ".parquet", ".pq"):
-        name = name.removesuffix(suffix)
-    return _UNSAFE.sub("_", name).strip("_.") or "data"
 
 
 def model_label(model_uri: str) -> str:
@@ -61,30 +46,24 @@ def _run_day() -> str:
 
 
 def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
-    """(data label, model name) of a train_pipeline run's parameters."""
+    """(data label, model name) of a train_pipeline run's parameters; no model name when the run chooses it."""
     config = _as_dict(parameters.get("config"))
     source = (config.get("ingest") or {}).get("source", "")
-    model = (config.get("register") or config.get("register_") or {}).get("model_name") or field_default(
-        RegisterConfig, "model_name"
-    )
-    return data_label(source), model
+    return data_label(source), (config.get("register") or config.get("register_") or {}).get("model_name") or ""
 
 
 def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
-    """(data label, model label) of a batch_forecast run's parameters."""
-    return data_label(parameters.get("data", "")), model_label(
-        parameters.get("model_uri") or field_default(ForecastConfig, "model_uri")
-    )
+    """(data label, model label) of a batch_forecast run's parameters; no model label when the run chooses it."""
+    uri = parameters.get("model_uri")
+    return data_label(parameters.get("data", "")), model_label(uri) if uri else ""
 
 
 def train_run_name() -> str:
-    data, model = train_labels(runtime.flow_run.parameters)
-    return f"train-{data}-{model}-{_run_day()}"
+    return "-".join(filter(None, ["train", *train_labels(runtime.flow_run.parameters), _run_day()]))
 
 
 def forecast_run_name() -> str:
-    data, model = forecast_labels(runtime.flow_run.parameters)
-    return f"forecast-{data}-{model}-{_run_day()}"
+    return "-".join(filter(None, ["forecast", *forecast_labels(runtime.flow_run.parameters), _run_day()]))
 
 
 def replay_run_names(data: str, model_name: str, day) -> tuple[str, str]:
@@ -104,14 +83,27 @@ def _add_tags(flow_run, new: list[str]) -> None:
 
 
 def tag_train_run(flow, flow_run, state) -> None:
-    """on_running hook: tag the run with its data source and model so the UI can filter on them."""
+    """on_running hook: tag the run with its data source and model so the UI can filter on them (a model the
+    run chooses itself gets its tag once chosen: `tag_model`)."""
     data, model = train_labels(flow_run.parameters)
-    _add_tags(flow_run, ["train", f"data:{data}", f"model:{model}"])
+    _add_tags(flow_run, ["train", f"data:{data}", *([f"model:{model}"] if model else [])])
 
 
 def tag_forecast_run(flow, flow_run, state) -> None:
     data, model = forecast_labels(flow_run.parameters)
-    _add_tags(flow_run, ["forecast", f"data:{data}", f"model:{model}"])
+    _add_tags(flow_run, ["forecast", f"data:{data}", *([f"model:{model}"] if model else [])])
+
+
+def tag_model(name: str, run: TrackedRun | None = None) -> None:
+    """The model a run chose: `model:<name>` on its flow run, `model_name` on its MLflow run."""
+    if run is not None:
+        run.set_tags({"model_name": name})
+    flow_run_id = runtime.flow_run.id
+    if flow_run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        tags = client.read_flow_run(flow_run_id).tags or []
+        client.update_flow_run(flow_run_id, tags=list(dict.fromkeys([*tags, f"model:{name}"])))
 
 
 def prefect_flow_run_url() -> str | None:

@@ -30,6 +30,7 @@ from tickerflow_model.atomic_io import stable_hash
 from tickerflow_model.errors import TickerflowError
 from tickerflow_model.metrics import HEADLINE_METRICS
 from tickerflow_model.names import CHAMPION_ALIAS as CHAMPION
+from tickerflow_model.universe import UNIVERSE_TAG, Universe
 
 HISTORY_PREFIX = "champion_history."  # registered-model tags of the history in older homes
 HISTORY_MODEL_TAG = "tickerflow.registered_model"
@@ -45,6 +46,38 @@ MOVES_TAG = "champion_moves"  # on a version: the moves of the alias to it (prom
 SHOWN_ON_VERSION = ("pinball", "coverage_80")  # test scores with a tag of their own, beside skill_vs_naive
 # the version tags `tickerflow models` shows: the headline test scores, with skill under its own tag
 SHOWN_METRICS = tuple(f"test_{m}" for m in HEADLINE_METRICS if m != "skill") + ("skill_vs_naive",)
+
+
+def champion_universes(names: list[str] | None = None) -> dict[str, Universe | None]:
+    """The universe each model's champion serves, by model name, for the models that have a champion (`names`,
+    or every registered model). A None universe: a champion from before versions named theirs."""
+    if names is None:
+        names = [rm.name for rm in use_tracking().search_registered_models(max_results=1000)]
+    found = {}
+    for name in names:
+        version = current_champion(name)
+        if version is not None:
+            found[name] = Universe.from_tag(version_tags(name, version).get(UNIVERSE_TAG))
+    return found
+
+
+def registered_models() -> list[dict]:
+    """Every registered model: its name, versions, champion and the universe that champion serves."""
+    models = []
+    for rm in use_tracking().search_registered_models(max_results=1000):
+        version = rm.aliases.get(CHAMPION)
+        tags = version_tags(rm.name, str(version)) if version is not None else {}
+        universe = Universe.from_tag(tags.get(UNIVERSE_TAG))
+        models.append(
+            {
+                "model": rm.name,
+                "versions": len(find_versions(rm.name)),
+                "champion": None if version is None else str(version),
+                "forecaster": tags.get(FORECASTER_TAG),
+                "serves": None if universe is None else universe.describe(),
+            }
+        )
+    return sorted(models, key=lambda m: m["model"])
 
 
 def test_score(tags: dict[str, str], key: str) -> str | None:
@@ -284,4 +317,10 @@ def models_listing(name: str) -> dict:
         }
         for mv in find_versions(name)
     ]
-    return {"model": name, "versions": rows, "champion_history": champion_history(name)}
+    serves = champion_universes([name]).get(name)
+    return {
+        "model": name,
+        "serves": None if serves is None else serves.describe(),
+        "versions": rows,
+        "champion_history": champion_history(name),
+    }
