@@ -17,6 +17,7 @@ import pandas as pd
 from prefect import task
 
 from tickerflow.run_log import run_logger
+from tickerflow.tasks.plurals import counted
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import tickerflow_home
 from tickerflow.tracking.models import load_model as load_registered_model
@@ -97,7 +98,9 @@ def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str,
     logger = run_logger()
     for ticker, why in batch.skipped.items():
         logger.warning("skipped ticker %r: %s", ticker, why)
-    logger.info("forecast %d rows for %d tickers", len(batch.frame), batch.frame["ticker"].nunique())
+    logger.info(
+        "forecast %s for %s", counted(len(batch.frame), "row"), counted(batch.frame["ticker"].nunique(), "ticker")
+    )
     return batch
 
 
@@ -142,7 +145,7 @@ class WrittenForecasts:
 @task(name="write-forecasts")
 def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> WrittenForecasts:
     path = write_parquet_atomic(batch.frame, config.out)
-    run_logger().info("wrote %d forecasts to %s", len(batch.frame), redact_uri(path))
+    run_logger().info("wrote %s to %s", counted(len(batch.frame), "forecast"), redact_uri(path))
     return WrittenForecasts(
         out=str(path),
         rows=len(batch.frame),
