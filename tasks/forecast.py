@@ -17,6 +17,7 @@ import pandas as pd
 from prefect import task
 
 from tickerflow.run_log import run_logger
+from tickerflow.tasks.plurals import counted
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import tickerflow_home
 from tickerflow.tracking.models import input_columns, version_tags
@@ -172,7 +173,9 @@ def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str,
     logger = run_logger()
     for line in skipped_lines(batch.skipped):
         logger.warning("%s", line)
-    logger.info("forecast %d rows for %d tickers", len(batch.frame), batch.frame["ticker"].nunique())
+    logger.info(
+        "forecast %s for %s", counted(len(batch.frame), "row"), counted(batch.frame["ticker"].nunique(), "ticker")
+    )
     return batch
 
 
@@ -184,8 +187,7 @@ def skipped_lines(skipped: dict[str, str], shown: int = 8) -> list[str]:
     lines = []
     for why, tickers in by_reason.items():
         more = f" and {len(tickers) - shown} more" if len(tickers) > shown else ""
-        noun = "ticker" if len(tickers) == 1 else "tickers"
-        lines.append(f"skipped {len(tickers)} {noun} ({', '.join(sorted(tickers)[:shown])}{more}): {why}")
+        lines.append(f"skipped {counted(len(tickers), 'ticker')} ({', '.join(sorted(tickers)[:shown])}{more}): {why}")
     return lines
 
 
@@ -230,7 +232,7 @@ class WrittenForecasts:
 @task(name="write-forecasts")
 def write_forecasts(batch: ForecastBatch, model: LoadedModel, config: ForecastConfig) -> WrittenForecasts:
     path = write_parquet_atomic(batch.frame, config.out)
-    run_logger().info("wrote %d forecasts to %s", len(batch.frame), redact_uri(path))
+    run_logger().info("wrote %s to %s", counted(len(batch.frame), "forecast"), redact_uri(path))
     return WrittenForecasts(
         out=str(path),
         rows=len(batch.frame),

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from prefect import runtime, task
 
 from tickerflow.run_log import run_logger
+from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import write_bytes_atomic
 from tickerflow_model.config import ForecastStoreConfig
@@ -135,5 +136,5 @@ def append_forecasts(
 ) -> list[str]:
     rows = store_rows(forecasts, prices, model_name, model_version, forecaster, price_column, levels)
     written = append_rows(rows, config)
-    run_logger().info("appended %d forecasts to the forecast store (%s)", len(rows), ", ".join(written))
+    run_logger().info("appended %s to the forecast store (%s)", counted(len(rows), "forecast"), ", ".join(written))
     return written

@@ -22,6 +22,7 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 
 from tickerflow.run_log import run_logger
+from tickerflow.tasks.plurals import counted
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import atomic_directory
@@ -81,11 +82,11 @@ def ingest(config: IngestConfig) -> IngestResult:
         logger.warning(line)
     snapshot = write_snapshot(frame, source_hash)
     logger.info(
-        "ingested %d rows, %d tickers (%s) from %d file(s); columns %s; source hash %s",
-        len(frame),
-        frame["ticker"].nunique(),
+        "ingested %s, %s (%s) from %s; columns %s; source hash %s",
+        counted(len(frame), "row"),
+        counted(frame["ticker"].nunique(), "ticker"),
         ", ".join(sorted(frame["ticker"].dropna().unique())),
-        len(files),
+        counted(len(files), "file"),
         list(frame.columns),
         source_hash,
     )

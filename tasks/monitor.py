@@ -21,6 +21,7 @@ from prefect.events import emit_event
 
 from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast_store import read_store
+from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.models import version_tags
 from tickerflow.tracking.registry import test_score
 from tickerflow.tracking.runs import TrackedRun
@@ -165,7 +166,11 @@ def check_degradation(
     )
     if not result.degraded:
         logger.info(
-            "champion %s v%s live: %s (%d day(s) past a threshold)", name, version, result.latest, result.streak
+            "champion %s v%s live: %s (%s past a threshold)",
+            name,
+            version,
+            result.latest,
+            counted(result.streak, "day"),
         )
         return result
     # once per streak: the streak's first day is remembered on the monitoring run

@@ -25,6 +25,7 @@ from prefect import task
 
 from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast_store import partitions, store_location
+from tickerflow.tasks.plurals import counted
 from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow.tracking.models import find_versions
@@ -228,5 +229,5 @@ class GcSummary:
 @task(name="gc")
 def collect_garbage(config: RetentionConfig, store: ForecastStoreConfig) -> GcSummary:
     plan = run_gc(config, store)
-    run_logger().info("gc removed %d item(s), %.1f MB", len(plan.removals), plan.bytes / 1e6)
+    run_logger().info("gc removed %s, %.1f MB", counted(len(plan.removals), "item"), plan.bytes / 1e6)
     return GcSummary(len(plan.removals), plan.bytes, len(plan.forecast_runs))

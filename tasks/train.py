@@ -10,12 +10,13 @@ unthrottled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import uuid
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from prefect import task
@@ -92,13 +93,18 @@ def gpu_slot(config: TrainConfig):
 
 
 class ProgressBar:
-    """A tqdm bar over each epoch's batches, only when a person is watching a terminal."""
+    """A tqdm bar over each epoch's batches, only when a person is watching a terminal.
+
+    Log lines printed while it is drawn (a warning; Prefect's console handler writes to the same terminal)
+    would be glued to the bar and leave dead copies of it on screen: while the bar lives, every log handler
+    that writes to its terminal writes around it (`LinesAroundTheBar`), and the bar leaves nothing behind."""
 
     def __init__(self, epochs: int, stream=None) -> None:
         self.epochs = epochs
         self.stream = stream if stream is not None else sys.stderr
         self.bar: tqdm | None = None
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._rerouted: list[tuple[logging.Handler, str, Any]] = []
 
     def on_batch(self, epoch: int, batch: int, n_batches: int) -> None:
         if not self.enabled:
@@ -111,6 +117,7 @@ class ProgressBar:
             # sized: `script`, `docker run -t`, some CI runners); such a terminal gets a fixed size instead
             fixed = {} if sized else {"ncols": FALLBACK_SIZE[0], "nrows": FALLBACK_SIZE[1]}
             self.bar = tqdm(total=n_batches, file=self.stream, unit="batch", leave=False, dynamic_ncols=sized, **fixed)
+            self._rerouted = route_around(self.bar, self.stream)
         if batch == 1:
             self.bar.reset(total=n_batches)
             self.bar.set_description(f"epoch {epoch}/{self.epochs}")
@@ -121,9 +128,71 @@ class ProgressBar:
             self.bar.set_postfix(train_loss=f"{s.train_loss:.4f}", val_loss=f"{s.val_loss:.4f}", refresh=True)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        try:
+            if self.bar is not None:
+                self.bar.close()  # leave=False: the bar's line is cleared
+                self.bar = None
+        finally:
+            for handler, attribute, stream in reversed(self._rerouted):
+                _set_output(handler, attribute, stream)
+            self._rerouted = []
+
+
+class LinesAroundTheBar:
+    """The terminal as a log handler sees it while a bar is drawn there: each write clears the bar, writes
+    the line where the bar was, and draws the bar again below it."""
+
+    def __init__(self, stream, bar: tqdm) -> None:
+        self.stream, self.bar = stream, bar
+
+    def write(self, text: str) -> int:
+        with self.bar.get_lock():
+            self.bar.clear(nolock=True)
+            written = self.stream.write(text)
+            self.stream.flush()  # before the bar is drawn again, whichever object the bar writes through
+            self.bar.refresh(nolock=True)
+        return written
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, flush, encoding: the terminal's own
+        return getattr(self.stream, name)
+
+
+def route_around(bar: tqdm, terminal) -> list[tuple[logging.Handler, str, Any]]:
+    """Point every log handler that writes to `terminal` at a `LinesAroundTheBar`; returns what to restore.
+
+    A handler keeps its level, filters (the console's redaction and quiet mode) and format; only its output
+    changes. Prefect's console handler writes through a rich Console, whose file is rerouted the same way."""
+    known = list(logging.Logger.manager.loggerDict.values())  # a copy: another thread may add a logger meanwhile
+    loggers = [logging.getLogger(), *(lg for lg in known if isinstance(lg, logging.Logger))]
+    handlers = list(dict.fromkeys(h for lg in loggers for h in lg.handlers))
+    rerouted: list[tuple[logging.Handler, str, Any]] = []
+    for handler in handlers:
+        for attribute in ("stream", "console.file"):
+            output = _output(handler, attribute)
+            if output is not None and _same_terminal(output, terminal):
+                rerouted.append((handler, attribute, output))
+                _set_output(handler, attribute, LinesAroundTheBar(output, bar))
+    return rerouted
+
+
+def _output(handler: logging.Handler, attribute: str) -> Any:
+    owner_name, _, name = attribute.rpartition(".")
+    owner = getattr(handler, owner_name, None) if owner_name else handler
+    return getattr(owner, name, None) if owner is not None else None
+
+
+def _set_output(handler: logging.Handler, attribute: str, stream: Any) -> None:
+    owner_name, _, name = attribute.rpartition(".")
+    setattr(getattr(handler, owner_name) if owner_name else handler, name, stream)
+
+
+def _same_terminal(stream, terminal) -> bool:
+    if stream is terminal:
+        return True
+    try:
+        return os.path.sameopenfile(stream.fileno(), terminal.fileno())
+    except (AttributeError, OSError, ValueError):  # no file behind it (a StringIO, a closed stream)
+        return False
 
 
 FALLBACK_SIZE = (80, 24)  # columns, rows

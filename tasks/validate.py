@@ -25,6 +25,7 @@ from prefect import task
 from prefect.cache_policies import CachePolicy
 
 from tickerflow.run_log import DETAIL, run_logger
+from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.atomic_io import stable_hash
 from tickerflow_model.config import ValidateConfig
@@ -382,28 +383,43 @@ def validate_prices(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, 
     # known quirks, such as the sample's young ticker, reads as one screen.
     dropped = ", ".join(f"{t} ({n} rows)" for t, n in report.dropped_tickers.items())
     if dropped:
-        logger.warning("dropped ticker(s) with fewer than %d rows: %s", min_rows, dropped, extra=DETAIL)
+        logger.warning(
+            "dropped %s with fewer than %d rows: %s",
+            counted(len(report.dropped_tickers), "ticker"),
+            min_rows,
+            dropped,
+            extra=DETAIL,
+        )
     for w in report.warnings:
         logger.warning("data warning: %s", w.line(), extra=DETAIL)
-    # The failures themselves are reported once, by require_valid's error; this line only counts them.
-    logger.info(
-        "%d expectations evaluated: %d critical failure(s), %d warning(s)%s; Data Docs: %s",
-        report.evaluated,
-        len(report.critical),
-        len(report.warnings),
-        f"; dropped {dropped}, fewer than {min_rows} rows" if dropped else "",
-        report.docs_index,
-    )
+    logger.info("%s", summary_line(report, min_rows))
     return report
+
+
+def summary_line(report: ValidationReport, min_rows: int, cached: bool = False) -> str:
+    """The stage's one line on the quiet console: counts, the dropped tickers, the Data Docs. The failures
+    themselves are reported once, by require_valid's error; this line only counts them."""
+    dropped = ", ".join(f"{t} ({n} rows)" for t, n in report.dropped_tickers.items())
+    return (
+        f"{counted(report.evaluated, 'expectation')} evaluated{' (cached: an earlier run read the same data)' if cached else ''}: "
+        f"{counted(len(report.critical), 'critical failure')}, {counted(len(report.warnings), 'warning')}"
+        f"{f'; dropped {dropped}, fewer than {min_rows} rows' if dropped else ''}; Data Docs: {report.docs_index}"
+    )
 
 
 def validate(frame: pd.DataFrame, config: ValidateConfig, min_rows: int, source_hash: str) -> ValidationReport:
     """The validate stage inside a flow: cached on the source hash, the suite's config and the home.
 
-    An unchanged input shows Cached; when its Data Docs folder is gone the cache is refreshed instead.
+    An unchanged input shows Cached, and its summary line is logged again (by the flow run); when its Data
+    Docs folder is gone the cache is refreshed instead.
     """
     missing = not (docs_dir_for(source_hash, config, min_rows) / "index.html").is_file()
-    report = validate_prices.with_options(refresh_cache=missing)(frame, config, min_rows, source_hash)
+    state = validate_prices.with_options(refresh_cache=missing)(frame, config, min_rows, source_hash, return_state=True)
+    report = state.result()
+    if (
+        state.name == "Cached"
+    ):  # the task did not run, so did not log: its summary line (the dropped tickers) is said here
+        run_logger().info("%s", summary_line(report, min_rows, cached=True))
     return report.with_frame(frame)  # a cached report holds no frame; the verdict applies to this one
 
 

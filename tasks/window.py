@@ -16,6 +16,7 @@ from prefect import task, unmapped
 from prefect.cache_policies import CachePolicy
 
 from tickerflow.run_log import run_logger
+from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.config import WindowConfig
 from tickerflow_model.window_dataset import (
@@ -61,12 +62,12 @@ def commit_windows(plan: WindowPlan, parts: list[list[dict]]) -> WindowDataset:
     dataset = commit_window_dataset(plan, parts)
     c, manifest = dataset.manifest["counts"], dataset.manifest
     run_logger().info(
-        "window dataset %s: %d train / %d val / %d test windows over %d tickers (price column %s, split %s) at %s",
+        "window dataset %s: %d train / %d val / %d test windows over %s (price column %s, split %s) at %s",
         dataset.dataset_id,
         c["train"],
         c["val"],
         c["test"],
-        len(manifest["tickers"]),
+        counted(len(manifest["tickers"]), "ticker"),
         dataset.price_column,
         manifest["split_dates"],
         dataset.path,

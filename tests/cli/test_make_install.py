@@ -54,3 +54,22 @@ def test_the_constraints_pin_every_dependency_and_torch_stays_2_13_0():
     wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
     assert [r for r in wanted if _name(r) not in pins] == []
     assert pins["torch"] == "2.13.0" and pins["arch"] == "8.0.0" and pins["exchange-calendars"].startswith("4.13")
+
+
+def test_the_project_metadata_gives_setuptools_nothing_to_deprecate():
+    """Every install builds the project's metadata; a deprecated field (`license = { text = ... }`) printed
+    setuptools' deprecation three times per install. (A real `pip install -e .` prints none: see the commit.)"""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
+    said = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert [s for s in said if "deprecat" in s.lower()] == [], said
+    assert dist.metadata.license_expression == "Apache-2.0"
+    # the SPDX string needs setuptools 77; the build environment must not pick an older one
+    (setuptools,) = [r for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]]
+    assert setuptools == "setuptools>=77"

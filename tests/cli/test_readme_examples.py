@@ -32,6 +32,7 @@ def test_the_python_snippet_runs_as_written_and_leaves_no_mlflow_db_behind(champ
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "horizon" in done.stdout and "q95" in done.stdout and "AAPL" in done.stdout  # the forecast frame, printed
+    assert "Found extra inputs" not in done.stderr, done.stderr[-3000:]  # it passes only the columns the model reads
     assert not (ROOT / "mlflow.db").exists()  # the snippet read the home's store, not ./mlflow.db
 
 

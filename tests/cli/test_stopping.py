@@ -1,5 +1,5 @@
-"""A real `tickerflow run` stopped by a signal: SIGTERM to its process group (as `timeout` sends it),
-SIGTERM to the main process alone (during register), SIGKILL of the main process.
+"""A real `tickerflow run` stopped by a signal: SIGTERM, SIGINT or SIGHUP to its process group (as `timeout`
+sends it), SIGTERM to the main process alone (during register), SIGKILL of the main process.
 
 What must hold after each: one line on the console and no traceback; the MLflow run KILLED with the
 reason, never RUNNING; the Prefect flow run Cancelled with the reason; the registry consistent (each
@@ -114,10 +114,10 @@ def assert_registry_consistent(home: Path) -> list:
     return versions
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_to_the_group_mid_training_stops_in_order(sig, tmp_path, migrated_mlflow_db, small_sample_csv):
     """`timeout` forwards a signal it receives to its command's whole group, as it sends its own on expiry
-    (SIGINT: Ctrl-C in a terminal reaches the whole foreground group the same way)."""
+    (SIGINT: Ctrl-C in a terminal reaches the whole foreground group the same way; SIGHUP: the terminal closed)."""
     home, env, config = setup_run(tmp_path, migrated_mlflow_db, epochs=50)
     log = tmp_path / "run.log"
     timeout = start(

@@ -1,8 +1,10 @@
 """The long-running commands against real servers: `tickerflow serve` fires a scheduled run;
-without PREFECT_API_URL it starts its own server; `tickerflow ui` serves both UIs and stops on Ctrl-C."""
+without PREFECT_API_URL it starts its own server; `tickerflow ui` serves both UIs and stops on Ctrl-C, and on
+a hangup with every process of its servers; while it runs, its ports are refused to a second `ui` and to `serve`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import psutil
 import pytest
 
-from integration.support import TERMINAL, free_port
+from integration.support import TERMINAL, free_port, run_cli
 from tickerflow.runtime import environment
 from tickerflow.runtime.deployments import ROOT
 from tickerflow.runtime.servers import http_ok
@@ -129,18 +132,24 @@ def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migr
     assert not http_ok(f"{api}/health")  # the server it started is gone too
 
 
-def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_mlflow_db, migrated_prefect_db):
+def ui_home(tmp_path: Path, migrated_mlflow_db: Path, migrated_prefect_db: Path) -> dict[str, str]:
+    """A home with a migrated MLflow store and Prefect database, and the environment `ui` runs in over it."""
     home = tmp_path / "home"
     home.mkdir()
     (tmp_path / "prefect").mkdir()
     shutil.copy(migrated_prefect_db, tmp_path / "prefect" / "prefect.db")
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(home))
+    return dict(environment.apply(env))
+
+
+def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_mlflow_db, migrated_prefect_db):
+    env = ui_home(tmp_path, migrated_mlflow_db, migrated_prefect_db)
+    home = Path(env["TICKERFLOW_HOME"])
     # an earlier embedded run's experiment must show up in the UI's MLflow server
     mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}").create_experiment("earlier-runs")
     prefect_port, mlflow_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), TICKERFLOW_HOME=str(home))
-    environment.apply(env)
     log = tmp_path / "ui.log"
     proc = start_cli(["ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)], env, log)
     prefect_url, mlflow_url = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
@@ -157,5 +166,45 @@ def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_ml
     finally:
         code = interrupt(proc)
     assert code == 0, log.read_text(errors="replace")[-3000:]
-    assert "stopping Prefect server, MLflow server" in log.read_text()
+    assert "stopping Prefect server, MLflow server (SIGINT)" in log.read_text()
     assert not http_ok(f"{prefect_url}/api/health") and not http_ok(f"{mlflow_url}/health")
+
+
+def test_a_hangup_stops_ui_and_every_server_process_and_its_ports_are_refused_meanwhile(
+    tmp_path, migrated_mlflow_db, migrated_prefect_db
+):
+    """The terminal closes: its kernel and its shell each send `ui` a SIGHUP. The servers run in process groups
+    of their own, which no signal of the terminal reaches: `ui` must stop them, and all their workers."""
+    env = ui_home(tmp_path, migrated_mlflow_db, migrated_prefect_db)
+    prefect_port, mlflow_port = free_port(), free_port()
+    log = tmp_path / "ui.log"
+    proc = start_cli(["ui", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)], env, log)
+    processes = [psutil.Process(proc.pid)]
+    try:
+        wait_for(lambda: "MLflow UI:" in log.read_text(errors="replace"), 180, "both URLs", log)
+        processes += psutil.Process(proc.pid).children(recursive=True)
+        assert len(processes) >= 3, [p.cmdline() for p in processes]  # ui, each server and its workers
+
+        ports = ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
+        second = run_cli(["tickerflow", "ui", *ports], env, timeout=120)
+        assert (second.returncode, second.stdout) == (2, "")
+        assert second.stderr.splitlines() == [
+            f"tickerflow ui: ports {prefect_port} and {mlflow_port} on 127.0.0.1 are in use: choose others with "
+            "--prefect-port N and --mlflow-port N (nothing was started)"
+        ]
+        served = run_cli(["tickerflow", "serve", "--prefect-port", str(prefect_port)], env, timeout=180)
+        assert (served.returncode, served.stdout) == (2, "")  # never "Starting a local Prefect server"
+        (line,) = served.stderr.splitlines()
+        assert line.startswith(f"tickerflow serve: port {prefect_port} on 127.0.0.1 is in use by a Prefect server")
+        assert f"export PREFECT_API_URL=http://127.0.0.1:{prefect_port}/api" in line and "--prefect-port" in line
+
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(90) == 0, log.read_text(errors="replace")[-3000:]
+        _, alive = psutil.wait_procs(processes, timeout=60)
+        assert alive == [], f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
+    finally:
+        for leftover in processes:  # whatever a failure above left running
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
+    assert "tickerflow ui: stopping Prefect server, MLflow server (SIGHUP)" in log.read_text()

@@ -98,8 +98,13 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
     assert main(["models", "--model", "m"]) == 0
     text = capsys.readouterr().out
     assert "champion history" in text and "rollback v1 (was v3)  by ben" in text
+    assert f"keep     v1 stays champion; v2 not promoted  by train_pipeline run {run2}: " in text
     v2_row = next(line for line in text.splitlines() if line.split()[:2] == ["2", "gru"])
     assert "+0.0500" in v2_row and "0.6000" in v2_row  # skill and pinball of version 2
+    # the gate rejected v2, then ana promoted it by hand: the row says what happened last
+    assert "promoted by ana at " in v2_row and v2_row.endswith(": hotfix data") and "rejected" not in v2_row
+    v1_row = next(line for line in text.splitlines() if line.split()[:2] == ["1", "gru"])
+    assert "made champion again by a rollback by ben at " in v1_row
 
 
 def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_serves(

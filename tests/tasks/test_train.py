@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,12 +223,39 @@ def test_a_training_error_is_not_retried(monkeypatch, mlflow_store, prefect_harn
     assert calls == [1]
 
 
-def test_the_progress_bar_appears_on_a_real_terminal_even_one_that_reports_no_size(tmp_path):
+def _on_a_terminal(script: Path, sized: bool) -> str:
+    """Run `script` with a fresh pty as its terminal; everything it wrote there."""
     import os
     import pty
     import subprocess
     import sys
 
+    main, terminal = pty.openpty()  # a fresh pty reports 0 x 0 until someone sets its size
+    if sized:
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True
+    )
+    os.close(terminal)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed its side
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0, out
+    return out.decode(errors="replace")
+
+
+def test_the_progress_bar_appears_on_a_real_terminal_even_one_that_reports_no_size(tmp_path):
     child = tmp_path / "bar.py"
     child.write_text(
         "from tickerflow.tasks.train import ProgressBar\n"
@@ -237,27 +265,63 @@ def test_the_progress_bar_appears_on_a_real_terminal_even_one_that_reports_no_si
         "bar.close()\n"
     )
     for sized in (False, True):
-        main, terminal = pty.openpty()  # a fresh pty reports 0 x 0 until someone sets its size
-        if sized:
-            import fcntl
-            import struct
-            import termios
-
-            fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-        proc = subprocess.Popen(
-            [sys.executable, str(child)], stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True
-        )
-        os.close(terminal)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:  # the child closed its side
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.close(main)
-        assert proc.wait(timeout=60) == 0, out
-        text = out.decode(errors="replace")
+        text = _on_a_terminal(child, sized)
         assert "epoch 1/2:" in text and "/3 [" in text and "batch/s" in text, (sized, text)  # tqdm throttles redraws
+
+
+def screen(text: str) -> list[str]:
+    """The lines a terminal shows after `text`: carriage returns, newlines, cursor up and erase to the end of
+    the line are followed; colours are dropped."""
+    import re
+
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|.", text, re.S):
+        if token.startswith("\x1b["):
+            n = int(re.sub(r"\D", "", token[2:-1]) or 1)
+            if token.endswith("A"):
+                row = max(row - n, 0)
+            elif token.endswith("K"):
+                lines[row] = lines[row][:col]
+        elif token == "\r":
+            col = 0
+        elif token == "\n":
+            row += 1
+            lines += [""] * (row + 1 - len(lines))
+        else:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + token + line[col + 1 :]
+            col += 1
+    return [line.rstrip() for line in lines if line.strip()]
+
+
+def test_log_lines_printed_while_the_bar_is_drawn_are_whole_lines_and_no_dead_bar_is_left(tmp_path):
+    """A warning mid-training (a plain handler, and Prefect's own rich console handler) prints on a line of
+    its own above the bar, never glued to it, and once training ends no bar is left on screen."""
+    child = tmp_path / "bar_and_logs.py"
+    child.write_text(
+        "import logging, sys\n"
+        "from prefect.logging.handlers import PrefectConsoleHandler\n"
+        "from tickerflow.tasks.train import ProgressBar\n"
+        "plain, rich = logging.getLogger('plain'), logging.getLogger('rich')\n"
+        "plain.addHandler(logging.StreamHandler(sys.stderr))\n"
+        "rich.addHandler(PrefectConsoleHandler(stream=sys.stderr))\n"
+        "plain.propagate = rich.propagate = False\n"
+        "bar = ProgressBar(epochs=2)\n"
+        "bar.on_batch(1, 1, 3)\n"
+        "plain.warning('WARNING a plain line mid-bar')\n"
+        "bar.on_batch(1, 2, 3)\n"
+        "rich.warning('WARNING a rich line mid-bar')\n"
+        "bar.on_batch(1, 3, 3)\n"
+        "bar.on_batch(2, 1, 3)\n"
+        "bar.close()\n"
+        "plain.warning('after the bar')\n"
+        "assert plain.handlers[0].stream is sys.stderr and rich.handlers[0].console.file is sys.stderr\n"
+    )
+    for sized in (False, True):
+        text = _on_a_terminal(child, sized)
+        assert "epoch 1/2:" in text, text  # the bar was drawn
+        assert screen(text) == ["WARNING a plain line mid-bar", "WARNING a rich line mid-bar", "after the bar"], (
+            sized,
+            screen(text),
+            text,
+        )

@@ -1,5 +1,5 @@
 """The `tickerflow` command's boundary with the process: environment defaults first, exit codes, a user's
-mistake as one line on stderr (never a traceback), an orderly stop on SIGTERM/SIGINT, and a quick exit."""
+mistake as one line on stderr (never a traceback), an orderly stop on SIGTERM/SIGINT/SIGHUP, and a quick exit."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"tickerflow {command}".rstrip()
     if command in FLOW_COMMANDS and not verbose:  # the quiet console (root.ConsoleCommand)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read when MLflow draws a bar
-    # The commands that run a flow stop in order on SIGTERM, and on SIGINT unless it is ignored (a background
-    # job); `serve` and `ui` are stopped by these signals as their normal end, and handle them themselves.
+    # The commands that run a flow stop in order on SIGTERM, SIGHUP (their terminal closed) and SIGINT, each
+    # unless it is ignored (SIGINT in a background job, SIGHUP under nohup); `serve` and `ui` are stopped by
+    # these signals as their normal end, and handle them themselves (`runtime.servers.stopping_on_signals`).
     in_main_thread = threading.current_thread() is threading.main_thread() and command in FLOW_COMMANDS
     previous = {}
     _received.clear()
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _received: list[int] = []  # the stop signals this command received, first first
 
 
@@ -113,7 +114,7 @@ def entry() -> None:
     finally:
         # The outcome is recorded and printed: a second signal must not break the exit handlers (which
         # stop the temporary API) with a traceback.
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
     sys.exit(status["code"])
 

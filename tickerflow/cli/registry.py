@@ -12,8 +12,28 @@ from tickerflow_model.names import MODEL_NAME
 
 
 def format_event(event: dict) -> str:
-    previous = f" (was v{event['previous']})" if event.get("previous") else ""
-    return f"{event['at']}  {event['action']:<8} v{event['version']}{previous}  by {event['by']}: {event['why']}"
+    """One decision of the history: what moved (or stayed), by whom, why."""
+    version, previous = event["version"], event.get("previous")
+    if event["action"] not in ("keep", "refused"):
+        what = f"v{version}" + (f" (was v{previous})" if previous else "")
+    elif previous == version:  # a rerun's decision about the champion itself
+        what = f"v{version} stays champion"
+    elif previous:  # `refused`: the champion it was decided against had moved to `previous` meanwhile
+        what = f"v{previous} stays champion; v{version} not promoted"
+    else:
+        what = f"v{version} not promoted"
+    return f"{event['at']}  {event['action']:<8} {what}  by {event['by']}: {event['why']}"
+
+
+MOVED = {"promote": "promoted", "rollback": "made champion again by a rollback"}
+
+
+def last_decision(row: dict, event: dict | None) -> str:
+    """What happened to a version last: the gate's verdict, or a later move by hand (promote, rollback)."""
+    gate = f"{row['gate'] or '-'}: {row['gate_reason'] or ''}"
+    if event is None or event["action"] not in MOVED or event["why"] == row["gate_reason"]:
+        return gate  # the gate's own decision (its `keep`, `refused` or promotion), or none recorded
+    return f"{MOVED[event['action']]} by {event['by']} at {event['at']}: {event['why']}"
 
 
 def _num(value: str | None, spec: str) -> str:
@@ -31,14 +51,15 @@ def format_listing(listing: dict) -> str:
     lines = [
         f"model {listing['model']}" + (f", its champion serves {listing['serves']}" if listing.get("serves") else ""),
         f"{'version':>7}  {'forecaster':<16} {'aliases':<20} {'test rmse':>10} {'pinball':>8} {'cov80':>6} {'cov90':>6} "
-        f"{'skill':>8}  gate",
+        f"{'skill':>8}  last decision",
     ]
+    last = {e["version"]: e for e in listing["champion_history"]}  # oldest first: the last one stays
     for r in listing["versions"]:
         broken = f"  NOT SCORABLE: {r['scoring_error']}" if r.get("scoring_error") else ""
         lines.append(
             f"{r['version']:>7}  {r['forecaster']:<16} {','.join(r['aliases']) or '-':<20} {_num(r['test_rmse'], '10.4f')} "
             f"{_num(r['test_pinball'], '8.4f')} {_num(r['test_coverage_80'], '6.3f')} {_num(r['test_coverage_90'], '6.3f')} "
-            f"{_num(r['skill_vs_naive'], '+8.4f')}  {r['gate'] or '-'}: {r['gate_reason'] or ''}{broken}"
+            f"{_num(r['skill_vs_naive'], '+8.4f')}  {last_decision(r, last.get(r['version']))}{broken}"
         )
     lines.append("\nchampion history (oldest first):")
     lines += [f"  {format_event(e)}" for e in listing["champion_history"]] or ["  (none)"]

@@ -6,7 +6,10 @@ ephemeral API runs no scheduler), so without `PREFECT_API_URL` it says so and st
 
 `ui` starts `prefect server start` and `mlflow server` on loopback over the stores the embedded runs
 use (`$PREFECT_HOME/prefect.db`; `$TICKERFLOW_HOME/mlflow.db` and `mlartifacts`), so earlier runs and
-models appear. Ctrl-C or SIGTERM stops both.
+models appear. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops both.
+
+Both commands check their ports before they start anything: a port in use is one line naming it and the
+option that moves it, and nothing is said to have started.
 
 The servers are the projects' own commands (`tickerflow.runtime.servers`). Prefect's temporary API (the
 one-shot commands') serves no UI, runs no scheduler and binds 127.0.0.1 only, so it fits neither command.
@@ -15,21 +18,33 @@ one-shot commands') serves no UI, runs no scheduler and binds 127.0.0.1 only, so
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tickerflow.runtime.deployments import DEPLOYMENTS_FILE, load_deployment_specs, serve_deployments
+from tickerflow.runtime.deployments import (
+    DEPLOYMENTS_FILE,
+    DeploymentSpec,
+    load_deployment_specs,
+    serve_deployments,
+)
 from tickerflow.runtime.servers import (
     Server,
     ServerError,
+    http_ok,
     is_loopback,
     mlflow_server,
+    port_problem,
     prefect_server,
     run_until_signalled,
+    say,
+    signal_name,
     start_all,
+    stop_all,
+    stopping_on_signals,
 )
 from tickerflow.tracking.home import home_subdir
 from tickerflow_model.config import LOOPBACK, ServerOptions, field_default
@@ -73,6 +88,10 @@ def ui(
             file=sys.stderr,
         )
         return EXIT_NOT_STARTED
+    refusal = busy_ports(options.host, {"--prefect-port": options.prefect_port, "--mlflow-port": options.mlflow_port})
+    if refusal:
+        print(f"tickerflow ui: {refusal}", file=sys.stderr)
+        return EXIT_NOT_STARTED
     if not is_loopback(options.host):
         print(
             f"tickerflow ui: warning: binding to {options.host}: the Prefect and MLflow servers have no authentication; "
@@ -88,15 +107,47 @@ def ui(
         options.host, options.prefect_port, log_dir, env={"PREFECT_API_URL": None, "PREFECT_UI_API_URL": None}
     )
     mlflow_srv = mlflow_server(options.host, options.mlflow_port, backend, artifacts, log_dir)
-    try:
-        start_all([prefect, mlflow_srv], options.startup_timeout)
-    except (ServerError, OSError) as exc:
-        print(f"tickerflow ui: {exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    print(f"Prefect UI: {prefect.url}", flush=True)
-    print(f"MLflow UI:  {mlflow_srv.url}", flush=True)
-    print(f"(MLflow store {backend}, artifacts {artifacts}; logs in {log_dir}). Ctrl-C stops both.", flush=True)
-    return run_until_signalled([prefect, mlflow_srv])
+    with stopping_on_signals(sigint=True):  # from the first server started to the last one stopped
+        try:
+            start_all([prefect, mlflow_srv], options.startup_timeout)
+        except (ServerError, OSError) as exc:
+            print(f"tickerflow ui: {exc}", file=sys.stderr)
+            return EXIT_NOT_STARTED
+        except KeyboardInterrupt as exc:  # start_all stopped what it had started
+            say(f"tickerflow ui: stopped by {signal_name(exc)} while starting", sys.stderr)
+            return 0
+        say(f"Prefect UI: {prefect.url}", sys.stdout)
+        say(f"MLflow UI:  {mlflow_srv.url}", sys.stdout)
+        say(f"(MLflow store {backend}, artifacts {artifacts}; logs in {log_dir}). Ctrl-C stops both.", sys.stdout)
+        return run_until_signalled([prefect, mlflow_srv], "tickerflow ui")
+
+
+def busy_ports(host: str, ports: dict[str, int]) -> str | None:
+    """One line naming each port (by its option) that a server could not listen on now; None when all are free."""
+    if len(set(ports.values())) < len(ports):
+        return f"{' and '.join(ports)} are both {next(iter(ports.values()))}: give each server a port of its own"
+    problems = {option: (port, why) for option, port in ports.items() if (why := port_problem(host, port))}
+    if not problems:
+        return None
+    if len(problems) > 1 and all(why == "is in use" for _, why in problems.values()):
+        said = f"ports {' and '.join(str(port) for port, _ in problems.values())} on {host} are in use"
+    else:
+        said = "; ".join(f"port {port} on {host} {why}" for port, why in problems.values())
+    other = "another" if len(problems) == 1 else "others"
+    return f"{said}: choose {other} with {' and '.join(f'{option} N' for option in problems)} (nothing was started)"
+
+
+def scheduler_port_refusal(port: int) -> str | None:
+    """Why `serve` cannot start its Prefect server on loopback:`port`; None when it can. A Prefect server that
+    already listens there is named, with how to serve on it instead."""
+    url = f"http://{LOOPBACK}:{port}"
+    if port_problem(LOOPBACK, port) == "is in use" and http_ok(f"{url}/api/health"):
+        return (
+            f"port {port} on {LOOPBACK} is in use by a Prefect server: to serve the deployments on it, "
+            f"`export PREFECT_API_URL={url}/api` and run `tickerflow serve` again; or start another with "
+            "--prefect-port N (nothing was started)"
+        )
+    return busy_ports(LOOPBACK, {"--prefect-port": port})
 
 
 def configured_api_url() -> str | None:
@@ -143,7 +194,7 @@ def serve(
     if interval is not None and interval <= 0:
         raise ConfigError(f"--interval must be a positive number of seconds, got {interval}")
     specs = load_deployment_specs(Path(file), only)
-    api_url, server = configured_api_url(), None
+    api_url = configured_api_url()
     if not api_url:
         if no_server:
             print(
@@ -152,18 +203,40 @@ def serve(
                 file=sys.stderr,
             )
             return EXIT_NOT_STARTED
-        server = local_scheduler(options)
-        if server is None:
+        refusal = scheduler_port_refusal(options.prefect_port)
+        if refusal:
+            print(f"tickerflow serve: {refusal}", file=sys.stderr)
             return EXIT_NOT_STARTED
-        api_url = f"{server.url}/api"
+    with stopping_on_signals() as received:  # from the local server's start to its stop
+        return serve_until_stopped(specs, api_url, interval, overrides, options, received)
+
+
+def serve_until_stopped(
+    specs: list[DeploymentSpec],
+    api_url: str | None,
+    interval: float | None,
+    overrides: dict,
+    options: ServerOptions,
+    received: list[int],
+) -> int:
+    """Serve the deployments (on a local Prefect server, started first, when there is no `api_url`) until a
+    stop signal; the local server is stopped however serving ends."""
+    server, stopped_by = None, None
     try:
-        return serve_deployments(specs, api_url, interval, overrides)
-    except KeyboardInterrupt:  # Ctrl-C is how a long-running serve is meant to end
-        print("tickerflow serve: stopped", flush=True)
-        return 0
+        if not api_url:
+            server = local_scheduler(options)
+            if server is None:
+                return EXIT_NOT_STARTED
+            api_url = f"{server.url}/api"
+        code = serve_deployments(specs, api_url, interval, overrides)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal before Prefect's runner took them over
+        stopped_by, code = signal_name(exc), 0
     finally:
         if server is not None:
-            server.stop()
+            stop_all([server])
+    if stopped_by or received:  # a SIGHUP while the runner served stopped it gracefully, as its SIGTERM does
+        say(f"tickerflow serve: stopped by {stopped_by or signal.Signals(received[0]).name}", sys.stdout)
+    return code
 
 
 def parameter_overrides(params: str | None) -> dict:

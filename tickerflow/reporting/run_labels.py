@@ -1,14 +1,17 @@
 """What the Prefect UI shows for a run: its name, its tags, and the links between Prefect and MLflow.
 
 A flow-run name is fixed when the run starts, before any data is read, so it is built from the
-parameters only: `train-<data>-<model>-<day>` and `forecast-<data>-<model@alias>-<day>`, where `<data>`
-is the source's file or folder name (without extensions) and `<day>` the run's scheduled date (UTC).
-Tickers are data and are not known at that point; the ingest log line and artifacts list them.
+parameters only: `train-<data>-<model>-<when>-<id>` and `forecast-<data>-<model@alias>-<when>-<id>`, where
+`<data>` is the source's file or folder name (without extensions), `<when>` the run's scheduled time (UTC, to
+the minute: `2026-11-29T21:35Z`) and `<id>` the first characters of the flow run's id, so that two runs of a
+day, or of a minute, never share a name in Prefect or MLflow. Tickers are data and are not known at that
+point; the ingest log line and artifacts list them.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -40,9 +43,14 @@ def _as_dict(value: Any) -> dict:
     return dict(value or {})
 
 
-def _run_day() -> str:
+RUN_ID_CHARS = 6  # of the flow run's id in its name: 16.7 million to one against two alike in a minute
+
+
+def _run_when() -> str:
+    """`2026-11-29T21:35Z-0f1e2d`: the run's scheduled time (UTC), then the start of its flow run id."""
     when = runtime.flow_run.scheduled_start_time or datetime.now(timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    run_id = str(runtime.flow_run.id or uuid.uuid4()).replace("-", "")[:RUN_ID_CHARS]
+    return f"{when.astimezone(timezone.utc):%Y-%m-%dT%H:%MZ}-{run_id}"
 
 
 def train_labels(parameters: dict[str, Any]) -> tuple[str, str]:
@@ -59,11 +67,11 @@ def forecast_labels(parameters: dict[str, Any]) -> tuple[str, str]:
 
 
 def train_run_name() -> str:
-    return "-".join(filter(None, ["train", *train_labels(runtime.flow_run.parameters), _run_day()]))
+    return "-".join(filter(None, ["train", *train_labels(runtime.flow_run.parameters), _run_when()]))
 
 
 def forecast_run_name() -> str:
-    return "-".join(filter(None, ["forecast", *forecast_labels(runtime.flow_run.parameters), _run_day()]))
+    return "-".join(filter(None, ["forecast", *forecast_labels(runtime.flow_run.parameters), _run_when()]))
 
 
 def replay_run_names(data: str, model_name: str, day) -> tuple[str, str]:

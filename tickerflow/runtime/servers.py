@@ -4,20 +4,28 @@
 commands, judged by their own health endpoints; the one-shot commands start Prefect's temporary API
 (`tickerflow.runtime.prefect_api`) the same way. `mlflow server` runs uvicorn as a child of its own, so a
 server runs in a process group of its own and stopping it stops the group.
+
+A server in a group of its own gets none of the signals a terminal sends its foreground group (Ctrl-C, the
+hangup when the terminal closes), so the command that started it stops it on each of them
+(`stopping_on_signals`), and checks its ports before it starts anything (`port_problem`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
@@ -154,50 +162,141 @@ def mlflow_server(host: str, port: int, backend_store_uri: str, artifacts_destin
     )
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop signal received while serving: unwound like Ctrl-C, naming the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def signal_name(exc: BaseException) -> str:
+    """`SIGHUP` for a `Stopped` by it; a plain KeyboardInterrupt is Ctrl-C."""
+    return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a service manager, `kill`) stops the servers the way Ctrl-C does."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+def stopping_on_signals(sigint: bool = False) -> Iterator[list[int]]:
+    """While inside, SIGTERM (a service manager, `kill`) and SIGHUP (the terminal closed) stop the command as
+    Ctrl-C does: the first raises `Stopped`, later ones add nothing (a closing terminal's shell and kernel
+    each send a SIGHUP). Yields the signals received, first first.
+
+    A signal that is ignored stays ignored (`nohup tickerflow ui &` outlives its terminal, as asked).
+    With `sigint`, Ctrl-C is handled the same way; without, it stays Python's (asyncio's own handler
+    stops a Prefect runner gracefully on it). While a Prefect runner serves, its own SIGTERM handler stops
+    it gracefully: a hangup is handed to whatever handles SIGTERM at that moment.
+    """
+    received: list[int] = []
+    if not _in_main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Stopped(signum)
+
+    def hang_up(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler) and handler is not interrupt:  # someone else's (Prefect's runner) handles SIGTERM now
+            received.append(signum)
+            if len(received) == 1:
+                handler(signum, frame)
+        else:
+            interrupt(signum, frame)
+
+    wanted = {signal.SIGTERM: interrupt, signal.SIGHUP: hang_up, **({signal.SIGINT: interrupt} if sigint else {})}
+    previous = {sig: signal.signal(sig, h) for sig, h in wanted.items() if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stop_signals_ignored() -> Iterator[None]:
+    """While the servers stop: a second Ctrl-C, SIGTERM or SIGHUP must not cut the stop short and leave them running."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def start_all(servers: list[Server], timeout: float) -> None:
-    """Start the servers side by side, then wait for each; stop them all if one fails or on Ctrl-C."""
+    """Start the servers side by side, then wait for each; stop them all if one fails or on a stop signal.
+
+    Call it inside `stopping_on_signals()`: outside, SIGTERM or SIGHUP would end this process at once and
+    leave the servers running in their own process groups."""
     started: list[Server] = []
     try:
-        with sigterm_as_interrupt():
-            for server in servers:
-                started.append(server.start())
-            for server in started:
-                server.wait_healthy(timeout)
+        for server in servers:
+            started.append(server.start())
+        for server in started:
+            server.wait_healthy(timeout)
     except BaseException:
         stop_all(started)
         raise
 
 
-def run_until_signalled(servers: list[Server]) -> int:
-    """Block until Ctrl-C or SIGTERM (-> 0) or until a server dies (-> 1); stop every server either way."""
+def run_until_signalled(servers: list[Server], who: str = "tickerflow") -> int:
+    """Block until a stop signal (-> 0) or until a server dies (-> 1); stop every server either way.
+
+    Call it inside `stopping_on_signals(sigint=True)`, which turns SIGTERM and SIGHUP into the stop."""
     try:
-        with sigterm_as_interrupt():
-            while not (dead := [s for s in servers if not s.running()]):
-                time.sleep(0.5)  # a supervisor's poll; a signal interrupts it at once
+        while not (dead := [s for s in servers if not s.running()]):
+            time.sleep(0.5)  # a supervisor's poll; a signal interrupts it at once
         process = dead[0].process
         what = f"exited with code {process.returncode}" if process is not None else "was never started"
-        print(f"tickerflow: {dead[0].failure(what)}", file=sys.stderr)
+        say(f"{who}: {dead[0].failure(what)}", sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"tickerflow: stopping {', '.join(s.name for s in servers)}", flush=True)
+    except KeyboardInterrupt as exc:
+        say(f"{who}: stopping {', '.join(s.name for s in servers)} ({signal_name(exc)})", sys.stdout)
         return 0
     finally:
         stop_all(servers)
 
 
 def stop_all(servers: list[Server]) -> None:
-    for server in reversed(servers):
-        server.stop()
+    with stop_signals_ignored():
+        for server in reversed(servers):
+            server.stop()
+
+
+def say(line: str, stream) -> None:
+    """Print a line the user may no longer be there to read: after a hangup, a write to the terminal fails
+    (EIO), and that must not keep the servers from being stopped."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=stream, flush=True)
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now ("is in use", or the system's reason); None when it could.
+
+    Bound as uvicorn binds (SO_REUSEADDR), so a port that only lingers after a server stopped counts as
+    free. A check before starting, so that a busy port is one line rather than a server dying with half a
+    message; a port taken between this check and the server's start is still the server's own error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot be used: {host} does not resolve ({exc.strerror or exc})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror or exc}"
+    return None
 
 
 def is_loopback(host: str) -> bool:
