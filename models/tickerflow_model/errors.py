@@ -49,3 +49,16 @@ def storage_message(error: OSError) -> str:
 
 class ModelInputError(TickerflowError, ValueError):
     """The data given to a model lacks what the model reads (a column it was trained on)."""
+
+
+CAUSE_CHARS = 200
+
+
+def cause_line(exc: BaseException) -> str:
+    """One line naming why `exc` was raised. MLflow's schema errors paste the head of the data frame before
+    their cause (`Failed to enforce schema of data '<frame>' ... Error: <cause>`): the cause is kept, never
+    the frame."""
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    cause = message.rsplit("Error: ", 1)[-1] if "Error: " in message else message
+    line = " ".join(cause.strip().splitlines()[:1]) or type(exc).__name__
+    return line if len(line) <= CAUSE_CHARS else line[: CAUSE_CHARS - 3] + "..."

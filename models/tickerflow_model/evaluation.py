@@ -27,6 +27,7 @@ import torch
 from .baselines import DISTRIBUTION_BASELINES, BaselineForecaster, baseline_quantiles, fit_garch
 from .blend import BLEND, BlendForecaster, blend_quantiles
 from .config import EvaluateConfig
+from .errors import cause_line
 from .forecaster import Forecaster
 from .gru import intra_op_threads
 from .metrics import METRIC_KEYS, TABLE_METRICS, drift_forecast, naive_scale, seasonal_naive_forecast
@@ -103,6 +104,7 @@ class Champion:
     version: str
     model: Any = field(default=None, repr=False)
     error: str | None = None  # why it could not be loaded
+    reads: tuple[str, ...] = ()  # the columns its input schema requires
 
 
 @dataclass(frozen=True)
@@ -378,8 +380,8 @@ def score_champion(
 
 
 def failure_reason(exc: BaseException) -> str:
-    """Why a champion is not compared, when loading or running it raised."""
-    return f"could not be loaded or run: {type(exc).__name__}: {str(exc)[:300]}"
+    """Why a champion is not compared, when loading or running it raised: one line naming the cause."""
+    return f"could not be loaded or run ({type(exc).__name__}): {cause_line(exc)}"
 
 
 def add_champion(
@@ -392,6 +394,9 @@ def add_champion(
     """
     if champion.error is not None:
         return champion.error
+    lacking = [c for c in champion.reads if c not in prices.columns or prices[c].isna().all()]
+    if lacking:
+        return f"reads columns this data lacks: {', '.join(lacking)}"
     try:
         point, q = score_champion(champion.model, prices, predictions, levels)
     except Exception as exc:  # noqa: BLE001 - any failure of someone else's model is a reason to skip it

@@ -67,4 +67,37 @@ def test_a_champion_that_cannot_be_loaded_is_recorded_and_skipped(prices, datase
     result = evaluate_forecaster(untrained_forecaster(dataset, 1.0), dataset, prices, load_as_champion(uri, "1"))
 
     assert "champion" not in result.metrics and result.skill is not None
-    assert result.champion_error.startswith("could not be loaded or run:"), result.champion_error
+    assert result.champion_error.startswith("could not be loaded or run ("), result.champion_error
+    assert "\n" not in result.champion_error and len(result.champion_error) < 300
+
+
+def test_a_champion_reading_columns_the_data_lacks_gets_one_line_naming_them(prices, dataset, mlflow_store, tmp_path):
+    from tickerflow_model.window_dataset import build_window_dataset
+
+    champion = untrained_forecaster(dataset, 1.0, seed=3)  # reads high, low and open besides the close
+    reads = sorted(set(champion.spec.window.columns) - {"close"})
+    assert reads
+    uri = register_champion(champion, prices, "ohlc")
+    close_only = prices[["date", "ticker", "close"]]
+    closes = build_window_dataset(close_only, CONFIG, "closes", tmp_path / "w")
+
+    result = evaluate_forecaster(untrained_forecaster(closes, 1.0), closes, close_only, load_as_champion(uri, "1"))
+
+    assert result.champion_error == f"reads columns this data lacks: {', '.join(reads)}"
+    assert "champion" not in result.metrics
+
+
+def test_an_mlflow_schema_error_becomes_its_cause_without_the_frame():
+    from tickerflow_model.errors import cause_line
+    from tickerflow_model.evaluation import failure_reason
+
+    frame = pd.DataFrame({"date": ["2013-01-02"] * 3, "ticker": ["AAPL"] * 3, "close": [1.0, 2.0, 3.0]})
+    message = (
+        f"Failed to enforce schema of data '{frame}' with schema '['date': string (required), ...]'. "
+        "Error: Model is missing inputs ['high', 'low', 'open']."
+    )
+    assert cause_line(ValueError(message)) == "Model is missing inputs ['high', 'low', 'open']."
+    reason = failure_reason(ValueError(message))
+    assert reason == "could not be loaded or run (ValueError): Model is missing inputs ['high', 'low', 'open']."
+    assert cause_line(OSError("x" * 500 + "\nsecond line")).endswith("...")
+    assert len(cause_line(OSError("x" * 500))) == 200

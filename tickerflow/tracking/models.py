@@ -23,7 +23,7 @@ from tickerflow.tracking.runs import TrackedRun, bounded
 from tickerflow.tracking.store import use_tracking
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.blend import BlendForecaster
-from tickerflow_model.errors import ModelNotFound
+from tickerflow_model.errors import ModelNotFound, cause_line
 from tickerflow_model.evaluation import Champion, failure_reason
 from tickerflow_model.forecaster import Forecaster
 from tickerflow_model.names import CHAMPION_ALIAS
@@ -181,8 +181,7 @@ def load_error(name: str, version: str) -> str | None:
     try:
         mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     except Exception as exc:  # noqa: BLE001 - whatever stops it loading stops it serving
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return message.strip().splitlines()[0][:300]
+        return cause_line(exc)
     return None
 
 
@@ -199,9 +198,18 @@ def load_champion(model_name: str) -> Champion | None:
 def load_as_champion(model_name: str, version: str) -> Champion:
     """A registered version loaded as a champion to compare with, or the reason it cannot be."""
     try:
-        return Champion(version, mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"))
+        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
     except Exception as exc:  # noqa: BLE001 - any failure of someone else's model is a reason to skip it
         return Champion(version, error=failure_reason(exc))
+    return Champion(version, model, reads=required_columns(model))
+
+
+def required_columns(model) -> tuple[str, ...]:
+    """The columns a loaded pyfunc's input schema requires (none when it has no named schema)."""
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return ()
+    return tuple(str(c.name) for c in schema.inputs if getattr(c, "required", True))
 
 
 def resolve_version(uri: str) -> str:
