@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # Telemetry stays off without an environment block here: the CLI's main() and the tests' conftest apply
 # tickerflow/runtime/environment.py before anything imports Prefect or MLflow.
 
-.PHONY: install install-dev run test test-fast lint constraints bench clean
+.PHONY: install install-dev run test test-fast lint constraints settings-table bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -54,6 +54,11 @@ test-fast: $(TEST_STAMP)
 constraints: $(TEST_STAMP)
 	{ sed -n '/^#/p' $(CONSTRAINTS); $(PIP) freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' | LC_ALL=C sort -f; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+# after a change of a setting in models/tickerflow_model/config.py: the table of every setting in docs/GUIDE.md
+settings-table: $(TEST_STAMP)
+	$(BIN)/python -c "import pathlib; from tickerflow.cli.settings import with_settings_table as w; \
+	p = pathlib.Path('docs/GUIDE.md'); p.write_text(w(p.read_text()))"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -426,7 +426,7 @@ class RegisterConfig(Config):
     @classmethod
     def _name_not_blank(cls, value: str | None) -> str | None:
         if value is not None and ("/" in value or "@" in value):
-            raise ValueError(f"a model name holds no '/' or '@' (a model URI reads models:/NAME@alias), got {value!r}")
+            raise ValueError("a model name holds no '/' or '@' (a model URI reads models:/NAME@alias)")
         return None if value is None else str(_not_blank(value))
 
 

@@ -168,17 +168,21 @@ def test_the_defaults_help_shows_are_the_config_modules_and_the_flows(capsys):
     from tickerflow.cli import main
     from tickerflow.flows.batch_forecast import batch_forecast
     from tickerflow.flows.replay import replay
-    from tickerflow_model.config import DEFAULT_MODEL_URI, RegisterConfig, field_default
+    from tickerflow_model.config import ForecastConfig, field_default
+    from tickerflow_model.names import MODEL_NAME
 
     def help_text(command: str) -> str:
         assert main([command, "--help"]) == 0
         return " ".join(re.sub("[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
 
-    assert DEFAULT_MODEL_URI in help_text("forecast")
-    assert inspect.signature(batch_forecast.fn).parameters["model_uri"].default == DEFAULT_MODEL_URI
+    assert f"the data's tickers; {MODEL_NAME} when none is" in help_text("forecast")
+    assert inspect.signature(batch_forecast.fn).parameters["model_uri"].default == field_default(
+        ForecastConfig, "model_uri"
+    )
     retrain_every = inspect.signature(replay.fn).parameters["retrain_every"].default
     assert f"[default: {retrain_every}]" in help_text("replay")
-    assert f"[default: {field_default(RegisterConfig, 'model_name')}]" in help_text("models")
+    assert "[default: (every model)]" in help_text("models")
+    assert f"[default: {MODEL_NAME}]" in help_text("promote")
 
 
 @pytest.mark.parametrize(
@@ -404,21 +408,38 @@ def test_the_temporary_api_begun_before_the_imports_serves_this_process_and_stop
         httpx.get(url + "/health", timeout=5)
 
 
+class _Begun(Exception):
+    pass
+
+
 @pytest.mark.parametrize(
     "args, begins",
     [
-        (["run", "--epochs", "0"], True),  # begun before the command's imports, whatever comes after
+        (["run"], True),  # begun once the options are checked, before the command's imports
+        (["replay", "--data", "x.csv", "--start", "2013-01-02", "--end", "2013-01-03"], True),
+        (["run", "--epochs", "0"], False),  # a bad option is refused before anything starts
         (["forecast", "--help"], False),
         (["models", "--help"], False),
     ],
 )
 def test_main_begins_the_server_start_only_for_commands_that_run_a_flow(monkeypatch, args, begins):
     from tickerflow import cli
+    from tickerflow.cli import root
     from tickerflow.runtime import prefect_api
 
     calls = []
-    monkeypatch.setattr(prefect_api, "begin_prefect_api", lambda: calls.append(args[0]))
-    cli.main(args)
+
+    def begin() -> None:
+        calls.append(args[0])
+        raise _Begun  # stops the command here: nothing after the start is run
+
+    monkeypatch.setattr(prefect_api, "begin_prefect_api", begin)
+    monkeypatch.setattr(root, "COMMAND_IMPORTS", {name: () for name in root.COMMAND_IMPORTS})
+    if begins:
+        with pytest.raises(_Begun):
+            cli.main(args)
+    else:
+        cli.main(args)
     assert calls == ([args[0]] if begins else [])
 
 
@@ -437,7 +458,7 @@ def test_the_console_script_exits_with_mains_code_and_keeps_its_output():
         text=True,
         timeout=300,
     )
-    assert bad.returncode == 1  # the temporary server was begun for `run`: its notices are not shown either
+    assert bad.returncode == 1  # refused before the temporary server is begun
     assert bad.stderr.strip().splitlines() == [
         "tickerflow run: ValidationError: train.epochs: Input should be greater than or equal to 1 (got 0)"
     ]
@@ -491,3 +512,35 @@ def test_a_run_on_bad_input_shows_prefects_state_lines_with_verbose(tmp_path, sm
     # Prefect's own lines, as Prefect writes them: its record of the exception, one line; its state lines
     assert "Encountered exception during execution: IngestError\n" in done.stderr, done.stderr[-3000:]
     assert "Finished in state Failed(" in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--config", "{bad}"],
+        ["run", "--epochs", "0"],
+        ["replay", "--data", "x.csv", "--start", "2013-01-02", "--end", "2013-01-03", "--config", "{bad}"],
+        ["forecast", "--data", "x.csv", "--out", "y.parquet", "--model", "a/b"],
+    ],
+)
+def test_a_bad_config_or_option_is_refused_before_anything_heavy_is_imported(args, tmp_path):
+    """What makes `tickerflow run --config bad.yaml` answer as fast as `--help`: the config is checked before
+    the command imports Prefect, MLflow, torch or pandas (and before Prefect's API starts)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: -3\n")
+    argv = [a.replace("{bad}", str(bad)) for a in args]
+    code = (
+        f"import sys\nfrom tickerflow.cli import main\nassert main({argv!r}) == 1\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas', 'numpy'}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=environment.apply(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    (line,) = proc.stderr.strip().splitlines()  # one line naming the problem
+    assert "ValidationError" in line and ("epochs" in line or "model_name" in line), line

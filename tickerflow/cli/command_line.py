@@ -15,7 +15,7 @@ import typer
 from tickerflow.cli.config_file import error_message
 from tickerflow.cli.console import is_expected
 from tickerflow.cli.root import FLOW_COMMANDS, VERBOSE, app
-from tickerflow.runtime import environment, prefect_api
+from tickerflow.runtime import environment
 from tickerflow_model.errors import TickerflowError, storage_failure, storage_message
 from tickerflow_model.redaction import redact_text
 
@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
             sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN
         }
     try:
-        if command in FLOW_COMMANDS and not {"--help", "-h"} & set(args):
-            prefect_api.begin_prefect_api()  # its boot overlaps the imports the command makes
         cli = typer.main.get_command(app)
         code = cli.main(args=args, prog_name="tickerflow", standalone_mode=False, obj={"verbose": verbose}) or 0
     except typer.TyperException as exc:  # a usage error: an unknown option, a value of the wrong type

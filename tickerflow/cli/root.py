@@ -15,9 +15,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from tickerflow.cli import registry, servers
+from tickerflow.cli import registry, servers, settings
 from tickerflow.cli.config_file import CONFIG_OPTIONS, error_message, load_config, read_config_file, shown_default
 from tickerflow.cli.console import configure_console
+from tickerflow.runtime import prefect_api as prefect_api_module
 from tickerflow.runtime.prefect_api import prefect_api
 from tickerflow_model.config import (
     LOCAL_WORKERS,
@@ -30,7 +31,7 @@ from tickerflow_model.config import (
     field_default,
 )
 from tickerflow_model.errors import ConfigError
-from tickerflow_model.names import CHAMPION_ALIAS
+from tickerflow_model.names import CHAMPION_ALIAS, MODEL_NAME
 from tickerflow_model.redaction import hold
 
 FLOW_COMMANDS = {"run", "forecast", "replay"}  # the commands that run a flow on Prefect's API
@@ -51,7 +52,17 @@ COMMAND_IMPORTS: dict[str, tuple[str, ...]] = {
     "promote": ("tickerflow.tracking.registry",),
     "rollback": ("tickerflow.tracking.registry",),
     "gc": ("tickerflow.tasks.retention",),
+    "config": (),
 }
+
+
+def check_config(params: dict[str, Any]) -> None:
+    """Validate the PipelineConfig a command's `--config` and options make (ConfigError or pydantic's
+    ValidationError, one line each), with nothing heavier imported than the config module."""
+    if "config" in params:
+        load_config(params["config"], **{o: params[o] for o in CONFIG_OPTIONS if o in params})
+    if params.get("model"):
+        RegisterConfig(model_name=params["model"])  # a name a model URI can carry
 
 
 class ConsoleCommand(TyperCommand):
@@ -61,6 +72,9 @@ class ConsoleCommand(TyperCommand):
 
     # the base names the Context of typer's private copy of click, which typer exports only as this subclass
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        check_config(ctx.params)  # a bad config or option is refused before the command's imports (seconds)
+        if self.name in FLOW_COMMANDS:
+            prefect_api_module.begin_prefect_api()  # its boot overlaps the imports the command makes
         for module in COMMAND_IMPORTS[self.name or ""]:
             importlib.import_module(module)
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
@@ -200,7 +214,7 @@ def forecast(
         str | None,
         typer.Option(
             help="registered model whose champion forecasts",
-            show_default="the one trained on the most of the data's tickers",
+            show_default=f"the one trained on the most of the data's tickers; {MODEL_NAME} when none is",
         ),
     ] = None,
     model_uri: Annotated[
@@ -215,7 +229,6 @@ def forecast(
     if model and model_uri:
         raise ConfigError("give --model or --model-uri, not both")
     if model:
-        RegisterConfig(model_name=model)  # a name a URI can carry, or a ConfigError naming it
         model_uri = f"models:/{model}@{CHAMPION_ALIAS}"
 
     # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
@@ -234,6 +247,7 @@ def forecast(
 command("serve")(servers.serve)
 command("ui")(servers.ui)
 command("models")(registry.models)
+command("config")(settings.config)
 command("promote")(registry.promote)
 command("rollback")(registry.rollback)
 

@@ -25,3 +25,9 @@ def config(
     else:
         print(settings_table())
     return 0
+
+
+def with_settings_table(markdown: str) -> str:
+    """`markdown` (docs/GUIDE.md) with the table between its two markers replaced by `settings_table()`."""
+    start, end = markdown.index(MARKDOWN_START) + len(MARKDOWN_START), markdown.index(MARKDOWN_END)
+    return f"{markdown[:start]}\n{settings_table()}\n{markdown[end:]}"
