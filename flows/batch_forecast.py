@@ -29,7 +29,9 @@ from tickerflow_model.config import (
     IngestConfig,
     MonitorConfig,
     RetentionConfig,
+    SplitPolicy,
     ValidateConfig,
+    field_default,
 )
 
 
@@ -50,9 +52,10 @@ def batch_forecast(
     monitor: MonitorConfig = MonitorConfig(),
     retention: RetentionConfig = RetentionConfig(),
     gc: bool = True,
+    splits: SplitPolicy = field_default(IngestConfig, "splits"),
 ) -> ForecastSummary:
     config = ForecastConfig(model_uri=model_uri, out=out)
-    raw = ingest(IngestConfig(source=data))
+    raw = ingest(IngestConfig(source=data, splits=splits))
     live = score_live(raw.frame, store, monitor)
     model = load_model(config.model_uri or serving_champion(raw.frame))
     name, forecaster = model_identity(model)

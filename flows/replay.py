@@ -30,7 +30,6 @@ from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow_model.config import (
     REPLAY_RETRAIN_EVERY,
     ForecastStoreConfig,
-    IngestConfig,
     MonitorConfig,
     PipelineConfig,
     RetentionConfig,
@@ -75,7 +74,7 @@ def replay(
     if retrain_every < 0:
         raise ConfigError(f"retrain_every must be >= 0 (0: never), got {retrain_every}")
     logger = run_logger()
-    prices, _, _ = load_prices(data, config.ingest.ticker)
+    prices, _, _ = load_prices(data, config.ingest.ticker, splits=config.ingest.splits)
     days = replay_days(prices, start, end)
     folder = home_subdir("replay")
     cut_path, out = folder / "as_of.parquet", folder / "forecasts.parquet"
@@ -83,7 +82,7 @@ def replay(
     model_name = config.register_.model_name or replay_model(prices, data)
     train_config = config.model_copy(
         update={
-            "ingest": IngestConfig(source=str(cut_path), ticker=config.ingest.ticker),
+            "ingest": config.ingest.model_copy(update={"source": str(cut_path)}),
             "register_": config.register_.model_copy(update={"model_name": model_name}),
         }
     )
@@ -101,6 +100,7 @@ def replay(
             monitor=monitor,
             retention=retention,
             gc=gc,
+            splits=config.ingest.splits,
         )
         d = result.degradation
         days_out.append(ReplayedDay(f"{day:%Y-%m-%d}", result.model_version, result.scored_forecasts, d.streak))

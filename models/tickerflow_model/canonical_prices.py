@@ -23,11 +23,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from .config import SplitPolicy
 from .errors import TickerflowError
 from .redaction import redact_uri
 
@@ -60,8 +60,6 @@ NO_DATA = frozenset({"", "-", "--", ".", "null", "none", "nan", "na", "n/a", "#n
 _AMOUNT = r"\$?\d[\d.,]*(?:\s*(?::|/|-for-|\s+for\s+)\s*\d[\d.,]*)?"
 _EVENT_WORD = r"(?:stock\s+)?(?:dividends?|splits?|capital\s+gains?)"
 EVENT_LINE = re.compile(rf"^\s*(?:{_AMOUNT}\s*)?{_EVENT_WORD}(?:\s*{_AMOUNT})?\s*$", re.IGNORECASE)
-
-SplitPolicy = Literal["refuse", "adjust", "keep"]
 
 
 class IngestError(TickerflowError, ValueError):
@@ -557,8 +555,8 @@ def refuse_splits(found: list[ProbableSplit], origin: str) -> None:
         more = f" (and {len(found) - 1:,} more: {others}" + (f" and {extra:,} more" if extra > 0 else "") + ")"
     raise IngestError(
         f"{origin}: {first.describe()}{more}: probably an unadjusted split, in data without an adjusted close; "
-        f"add an adjusted close column, or set ingest.splits: adjust to {first.adjustment()}, "
-        "or ingest.splits: keep if the move is real"
+        f"add an adjusted close column, or set ingest.splits: adjust (tickerflow forecast: --splits adjust) to "
+        f"{first.adjustment()}, or ingest.splits: keep if the move is real"
     )
 
 

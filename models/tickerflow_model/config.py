@@ -74,6 +74,7 @@ def _not_blank(value: str | None) -> str | None:
 
 
 # ---- the words the sections use ------------------------------------------------------------------
+SplitPolicy = Literal["refuse", "adjust", "keep"]  # ingest.splits: what to do with a probable unadjusted split
 Feature = Literal[
     "log_return",
     "abs_log_return",
@@ -145,7 +146,7 @@ class IngestConfig(Config):
     )
     max_rows: int = Field(MAX_ROWS, ge=1, description="Most canonical rows (ticker-days) over all files.")
     max_bytes: int = Field(MAX_BYTES, ge=1, description="Most bytes per file once decompressed.")
-    splits: Literal["refuse", "adjust", "keep"] = Field(
+    splits: SplitPolicy = Field(
         "refuse",
         description="A one-day move near a split ratio (4:1, 1:10, 3:2, ...) in data without an adjusted close: "
         "refuse the run, adjust the prices before it by the split's ratio (volume by its inverse), or keep it.",

@@ -74,4 +74,12 @@ def test_a_vendor_file_is_cleaned_with_a_line_each_and_its_split_refused_in_one_
     assert "ticker AAPL goes from " in said[0] and f" on {split_day} (ratio {ratio}, " in said[0], said[0]
     assert "near a 4:1 split's 0.25" in said[0] and "ingest.splits: adjust" in said[0], said[0]
     assert "Traceback" not in console and console.count(said[0].split(": ", 2)[-1]) == 1, console[-3000:]
-    assert not out.exists()
+    assert not out.exists() and "--splits adjust" in said[0]
+
+    forecast = tickerflow(["forecast", "--data", str(data), "--out", str(out), "--splits", "adjust"], env, tmp_path)
+
+    assert forecast.returncode == 0, forecast.stderr[-3000:]
+    assert f"AAPL 4:1 on {split_day}" in forecast.stderr and out.exists()
+    aapl = pd.read_parquet(out).query("ticker == 'AAPL'")
+    last_close = pd.read_csv(data).query("Ticker == 'AAPL'")["Close"].dropna().iloc[-1]
+    assert aapl["base_price"].tolist() == pytest.approx([last_close] * len(aapl))  # after the split: as written

@@ -24,10 +24,12 @@ from tickerflow_model.config import (
     LOCAL_WORKERS,
     REPLAY_RETRAIN_EVERY,
     ForecastStoreConfig,
+    IngestConfig,
     RegisterConfig,
     RetentionConfig,
     RunnerConfig,
     RunnerKind,
+    SplitPolicy,
     field_default,
 )
 from tickerflow_model.errors import ConfigError
@@ -220,6 +222,13 @@ def forecast(
     model_uri: Annotated[
         str | None, typer.Option(help="any model URI to forecast with instead (models:/NAME/3, runs:/...)")
     ] = None,
+    splits: Annotated[
+        SplitPolicy,
+        typer.Option(
+            help="a probable unadjusted split in data without an adjusted close: refuse, adjust or keep "
+            "(as ingest.splits of the training run)"
+        ),
+    ] = field_default(IngestConfig, "splits"),
     json_summary: Json = False,
 ) -> int:
     """Forecast the next days from a registered model."""
@@ -234,7 +243,7 @@ def forecast(
     # `--out` is relative to the user's folder; an fsspec URI (s3://...) is written through fsspec.
     target = out if "://" in out else str(Path(out).expanduser().resolve())
     with prefect_api():
-        result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri)
+        result = batch_forecast.batch_forecast(data=hold(data), out=target, model_uri=model_uri, splits=splits)
     written = result.written
     print(f"wrote {written.rows} forecasts from {written.model_uri} (version {written.model_version}) to {written.out}")
     for line in skipped_lines(written.skipped):
