@@ -2,18 +2,20 @@
 windows, per horizon step, as a risk desk reads them; and the champion the gate picks.
 
     python bench/risk_quality.py [--data FILE] [--seeds 0 1 2] [--horizon 10] [--steps 1 5 10]
-        [--cpu-threads 1] [--train JSON] [--window JSON] [--register JSON] [--out results.jsonl]
+        [--cpu-threads 1] [--train JSON] [--window JSON] [--register JSON] [--aci GAMMA] [--out results.jsonl]
 
 Runs the core stages as plain functions (no Prefect, no MLflow): the data windowed with the default
 WindowConfig (and --window), the GRU trained per seed with the default TrainConfig (and --train), then the
 project's evaluation (`tickerflow_model.evaluation.evaluate_forecaster`: garch's h-step quantiles simulated,
 the risk desk's backtests, Diebold-Mariano comparisons) and the gate (`promotion_decision`, RegisterConfig
-defaults and --register). The blend is the average of the GRU's and garch's quantiles (of the cumulative log
-return), scored on the same windows: a candidate the gate sees when `--blend` is given.
+defaults and --register), whose candidates include the blend: the GRU's and garch's quantiles (of the
+cumulative log return) averaged. `--aci GAMMA` also scores the GRU and the blend with adaptive conformal
+margins run over the test forecasts in date order (`with_aci`), as the live loop would have served them.
 
 Per seed and step it prints the pinball of the GRU, garch, ewma and the blend, the GRU's and the blend's gain
-over garch with the HAC t, the 80/90/98% coverage of each, Kupiec's p at the 1% and 99% levels (step 1) and
-the gate's champion; then medians over the seeds. `--out` appends one JSON line per seed.
+over garch with the HAC t, the 80/90/98% coverage of each, Kupiec's p at the 1% and 99% levels (step 1), the
+gate's champion and, recomputed here, the best-pinball candidate whose 80% and 90% coverage is within the
+gate's tolerance; then medians over the seeds. `--out` appends one JSON line per seed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tickerflow.runtime import environment
@@ -36,6 +39,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "models")]
 
 import numpy as np  # noqa: E402
 
+from tickerflow_model.calibration import adaptive_scales, apply_scales  # noqa: E402
 from tickerflow_model.config import IngestConfig, RegisterConfig, TrainConfig, WindowConfig  # noqa: E402
 from tickerflow_model.evaluation import (  # noqa: E402
     COLUMN,
@@ -48,30 +52,38 @@ from tickerflow_model.features import auto_features  # noqa: E402
 from tickerflow_model.fitting import fit_forecaster  # noqa: E402
 from tickerflow_model.gate import promotion_decision  # noqa: E402
 from tickerflow_model.price_files import read_prices  # noqa: E402
-from tickerflow_model.quantiles import median_index  # noqa: E402
 from tickerflow_model.window_dataset import build_window_dataset  # noqa: E402
 
-SHOWN = ("model", "garch", "ewma", "blend")
+SHOWN = ["model", "garch", "ewma", "blend"]
 
 
-def with_blend(ev: Evaluation) -> Evaluation:
-    """The evaluation with `blend`, the GRU's and garch's quantiles averaged, scored beside the others."""
-    quantiles = {**ev.quantiles, "blend": 0.5 * (ev.quantiles["model"] + ev.quantiles["garch"])}
-    predictions = ev.predictions.copy()
-    median = quantiles["blend"][:, median_index(ev.levels)]
-    predictions["blend"] = predictions["base_price"].to_numpy() * np.exp(median)
-    COLUMN["blend"] = "blend"
-    names = [*ev.metrics, "blend"]
-    overall, per_ticker, per_horizon = metric_tables(predictions, names, quantiles, ev.levels)
-    tails, comparisons, point_tests = risk_tables(predictions, names, quantiles, ev.levels, ev.horizon)
-    from dataclasses import replace
-
+def with_aci(ev: Evaluation, gamma: float) -> Evaluation:
+    """The evaluation with `<name>+aci` beside the GRU and the blend: their quantiles stretched by adaptive
+    conformal inference (`calibration.adaptive_scales`), run over each ticker's test forecasts of each step in
+    date order, a k-step forecast's outcome known k days on: what the live loop would have served."""
+    preds = ev.predictions
+    y = np.log(preds["actual"].to_numpy(np.float64) / preds["base_price"].to_numpy(np.float64))
+    quantiles = dict(ev.quantiles)
+    names = list(ev.metrics)
+    for name in ("model", "blend"):
+        if name not in quantiles:
+            continue
+        adjusted = np.array(quantiles[name], copy=True)
+        for (_, step), rows in preds.groupby(["ticker", "horizon"], sort=False).groups.items():
+            order = preds.loc[rows].sort_values("base_date").index.to_numpy()
+            at = preds.index.get_indexer(order)
+            scales = adaptive_scales(quantiles[name][at], y[at], ev.levels, gamma, lag=int(step))
+            adjusted[at] = apply_scales(quantiles[name][at], scales, ev.levels)
+        quantiles[f"{name}+aci"] = adjusted
+        COLUMN[f"{name}+aci"] = COLUMN[name]  # the median is the forecaster's own
+        names.append(f"{name}+aci")
+    overall, per_ticker, per_horizon = metric_tables(preds, names, quantiles, ev.levels)
+    tails, comparisons, point_tests = risk_tables(preds, names, quantiles, ev.levels, ev.horizon)
     return replace(
         ev,
         metrics=overall,
         per_ticker=per_ticker,
         per_horizon=per_horizon,
-        predictions=predictions,
         quantiles=quantiles,
         tails=tails,
         comparisons=comparisons,
@@ -113,10 +125,17 @@ def main() -> None:
     parser.add_argument("--train", type=json.loads, default={}, help="TrainConfig fields as JSON")
     parser.add_argument("--window", type=json.loads, default={}, help="WindowConfig fields as JSON")
     parser.add_argument("--register", type=json.loads, default={}, help="RegisterConfig fields as JSON")
-    parser.add_argument("--blend", action="store_true", help="offer the GRU+garch blend to the gate")
+    parser.add_argument(
+        "--aci",
+        type=float,
+        default=None,
+        help="also score the GRU and the blend with adaptive conformal margins (gamma)",
+    )
     parser.add_argument("--out", default=None, help="append one JSON line per seed to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.aci is not None:
+        SHOWN.extend(["model+aci", "blend+aci"])
 
     data = args.data or str(ROOT / IngestConfig().source)
     frame, source_hash, _, _ = read_prices(data)
@@ -128,7 +147,8 @@ def main() -> None:
     print(
         f"data {Path(data).name}: {frame['ticker'].nunique()} tickers, {len(frame)} rows; horizon {window.horizon}, "
         f"features {list(window.features)}; train {args.train or 'defaults'} (cpu_threads {args.cpu_threads}); "
-        f"gate {args.register or 'defaults'}{' + blend' if args.blend else ''}; seeds {args.seeds}",
+        f"gate {args.register or 'defaults'}; seeds {args.seeds}"
+        + (f"; adaptive conformal margins, gamma {args.aci}" if args.aci is not None else ""),
         flush=True,
     )
     rows = []
@@ -142,9 +162,9 @@ def main() -> None:
             t1 = time.perf_counter()
             ev = evaluate_forecaster(fit.forecaster, dataset, frame, None, args.cpu_threads)
             eval_seconds = time.perf_counter() - t1
-            ev = with_blend(ev)
-            gate_ev = ev if args.blend else _without(ev, "blend")
-            decision = promotion_decision(gate_ev, register)
+            decision = promotion_decision(ev, register)  # the project's candidates: the blend among them
+            if args.aci is not None:
+                ev = with_aci(ev, args.aci)
             row = {
                 "data": Path(data).name,
                 "seed": seed,
@@ -154,6 +174,7 @@ def main() -> None:
                 "all": step_figures_all(ev),
                 "kupiec_step1": kupiec(ev),
                 "champion": decision.winner,
+                "best_passing": best_passing(ev, register),
                 "skill": ev.metrics["model"]["skill"],
                 "model_point_t": ev.point_tests["model"].t,
                 "train_seconds": train_seconds,
@@ -168,10 +189,19 @@ def main() -> None:
     print_medians(rows, steps)
 
 
-def _without(ev: Evaluation, name: str) -> Evaluation:
-    from dataclasses import replace
-
-    return replace(ev, metrics={n: m for n, m in ev.metrics.items() if n != name})
+def best_passing(ev: Evaluation, register: RegisterConfig) -> str | None:
+    """The best-pinball forecaster whose 80% and 90% coverage is within the gate's tolerance (None: none is)."""
+    tol = register.coverage_tolerance
+    passing = {
+        n: m["pinball"]
+        for n, m in ev.metrics.items()
+        if "pinball" in m
+        and "+" not in n
+        and n != "champion"
+        and abs(m["coverage_80"] - 0.8) <= tol
+        and abs(m["coverage_90"] - 0.9) <= tol
+    }
+    return min(passing, key=passing.__getitem__) if passing else None
 
 
 def step_figures_all(ev: Evaluation) -> dict:
@@ -194,7 +224,7 @@ def cell(m: dict) -> str:
 
 def print_seed(row: dict, seconds: float) -> None:
     print(
-        f"\nseed {row['seed']}: champion {row['champion']}; skill {row['skill']:+.5f} (DM t vs naive "
+        f"\nseed {row['seed']}: champion {row['champion']} (best passing by pinball: {row['best_passing']}); skill {row['skill']:+.5f} (DM t vs naive "
         f"{row['model_point_t']:.2f}); {row['epochs']} epochs, training {row['train_seconds']:.1f} s, "
         f"evaluation {row['evaluate_seconds']:.1f} s, {seconds:.0f} s in all",
         flush=True,

@@ -67,8 +67,52 @@ def apply_cqr(q: np.ndarray, scale: np.ndarray, margins: np.ndarray, levels: tup
         shift = margins[None, :, p] * scale  # (N, H)
         out[:, :, lo] -= shift
         out[:, :, hi] += shift
+    return outward_monotone(out, levels)
+
+
+def outward_monotone(q: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    """`q` (..., Q) with each lower level at most its inner neighbour and each upper level at least: outward
+    from the median, so a correction only ever widens where it would cross."""
     m = median_index(levels)
-    # outward from the median: each lower level at most its inner neighbour, each upper level at least
-    out[:, :, : m + 1] = np.minimum.accumulate(out[:, :, m::-1], axis=-1)[:, :, ::-1]
-    out[:, :, m:] = np.maximum.accumulate(out[:, :, m:], axis=-1)
-    return out
+    q[..., : m + 1] = np.minimum.accumulate(q[..., m::-1], axis=-1)[..., ::-1]
+    q[..., m:] = np.maximum.accumulate(q[..., m:], axis=-1)
+    return q
+
+
+def adaptive_scales(q: np.ndarray, y: np.ndarray, levels: tuple[float, ...], gamma: float, lag: int = 1) -> np.ndarray:
+    """Adaptive conformal inference in its scale form (after I. Gibbs and E. Candes, "Adaptive Conformal
+    Inference Under Distribution Shift", NeurIPS 2021): the factor (N, P) each forecast of one series (in
+    time order) stretches its central intervals by, about the median. The log factor of an interval moves by
+    `gamma * (miss - nominal miss rate)` each time an outcome arrives, `lag` forecasts later (a k-day-ahead
+    forecast's outcome is known k days on): an interval that misses too often widens, one that never misses
+    narrows, and the long-run miss rate follows the nominal one whatever the regime.
+
+    Args:
+        q: the series' quantiles (N, Q), in the units of y (log returns); y: its outcomes (N,).
+    """
+    q, y = np.asarray(q, np.float64), np.asarray(y, np.float64)
+    pairs = central_pairs(levels)
+    lo, hi = [p[0] for p in pairs], [p[1] for p in pairs]
+    nominal_miss = np.array([1.0 - p[2] for p in pairs])  # (P,)
+    med = q[:, median_index(levels)]
+    log_scale = np.zeros(len(pairs))
+    scales = np.ones((len(q), len(pairs)))
+    for i in range(len(q)):
+        j = i - lag  # the latest forecast whose outcome is known when forecast i is made
+        if j >= 0:
+            stretched_lo = med[j] + scales[j] * (q[j, lo] - med[j])
+            stretched_hi = med[j] + scales[j] * (q[j, hi] - med[j])
+            miss = (y[j] < stretched_lo) | (y[j] > stretched_hi)
+            log_scale += gamma * (miss - nominal_miss)
+        scales[i] = np.exp(log_scale)
+    return scales
+
+
+def apply_scales(q: np.ndarray, scales: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+    """Quantiles (N, Q) with each central interval stretched about the median by its factor (N, P)."""
+    out = np.array(q, dtype=np.float64, copy=True)
+    med = out[:, median_index(levels)][:, None]
+    for p, (lo, hi, _) in enumerate(central_pairs(levels)):
+        out[:, lo] = med[:, 0] + scales[:, p] * (out[:, lo] - med[:, 0])
+        out[:, hi] = med[:, 0] + scales[:, p] * (out[:, hi] - med[:, 0])
+    return outward_monotone(out, levels)
