@@ -27,8 +27,8 @@ from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow_model.baselines import BaselineForecaster
 from tickerflow_model.config import ForecastConfig
 from tickerflow_model.errors import ModelInputError, ModelNotFound
+from tickerflow_model.forecaster import forecast_columns
 from tickerflow_model.names import CHAMPION_ALIAS
-from tickerflow_model.quantiles import quantile_columns
 from tickerflow_model.redaction import redact_uri
 from tickerflow_model.universe import UNIVERSE_TAG, Universe, serving_model
 
@@ -36,16 +36,7 @@ from tickerflow_model.universe import UNIVERSE_TAG, Universe, serving_model
 def output_columns(levels: tuple[float, ...]) -> list[str]:
     """A forecast file's columns: the quantile columns of the model's levels (q01 .. q99 by default), in the
     units of `price_column` (the input's close) on the base day, `base_price`."""
-    return [
-        "ticker",
-        "date",
-        "horizon",
-        "forecast_close",
-        *quantile_columns(levels),
-        "base_price",
-        "price_column",
-        "model_version",
-    ]
+    return [*forecast_columns(levels), "model_version"]
 
 
 @dataclass

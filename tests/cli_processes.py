@@ -26,6 +26,33 @@ def cli_env(home: Path) -> dict[str, str]:
     return dict(environment.apply(env))
 
 
+def tickerflow(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
+    """`python -m tickerflow ARGS` to its end: the interpreter of this venv, whatever the console script's
+    first line says."""
+    return subprocess.run(
+        [sys.executable, "-m", "tickerflow", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
+def heavy_imports(argv: list[str], code: int) -> tuple[list[str], str]:
+    """(which of Prefect, MLflow, torch, pandas and numpy `main(argv)` imported, its stderr), in a fresh
+    interpreter; asserts that `main` returned `code`."""
+    script = (
+        f"import json, sys\nfrom tickerflow.cli import main\nassert main({argv!r}) == {code}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'prefect', 'mlflow', 'torch', 'pandas', 'numpy'})))"
+    )
+    env = environment.apply(dict(os.environ))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
     # Its own session, so SIGKILL reaches the ephemeral Prefect server it starts as well.
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)

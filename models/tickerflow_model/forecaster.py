@@ -269,6 +269,11 @@ def forecast_rows(
     return out
 
 
+def forecast_columns(levels: tuple[float, ...]) -> list[str]:
+    """The columns every forecaster's frame has (`price_frame`), in order: a pyfunc's output schema."""
+    return ["ticker", "date", "horizon", "forecast_close", *quantile_columns(levels), "base_price", "price_column"]
+
+
 def anchor_column(prices: pd.DataFrame, price_column: str) -> str:
     """The column forecasts are priced in: the user's own `close` (the price a chart or a broker shows,
     adjusted or not) when the input has it, else the model's price column."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from cli_processes import RUN_TIMEOUT_S, cli_env
+from cli_processes import RUN_TIMEOUT_S, cli_env, heavy_imports
 from prefect.logging.handlers import PrefectConsoleHandler
 
 from tickerflow.cli.console import ExpectedErrorFilter, _TrimmingFormatter, is_expected
@@ -274,19 +274,7 @@ def test_the_cli_applies_the_environment_before_prefect_or_mlflow_is_imported():
 @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["serve", "--help"], ["models", "--help"]])
 def test_the_help_imports_nothing_heavy(args):
     """The app is declared at import and each command imports what it runs: the help loads nothing heavy."""
-    code = (
-        f"import sys\nfrom tickerflow.cli import main\nassert main({args!r}) == 0\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas', 'numpy'}))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=environment.apply(dict(os.environ)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_imports(args, 0)[0] == []
 
 
 def test_every_command_names_what_it_imports_before_its_console_is_set_up():
@@ -528,19 +516,7 @@ def test_a_bad_config_or_option_is_refused_before_anything_heavy_is_imported(arg
     the command imports Prefect, MLflow, torch or pandas (and before Prefect's API starts)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochs: -3\n")
-    argv = [a.replace("{bad}", str(bad)) for a in args]
-    code = (
-        f"import sys\nfrom tickerflow.cli import main\nassert main({argv!r}) == 1\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'mlflow', 'torch', 'pandas', 'numpy'}))"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=environment.apply(dict(os.environ)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
-    (line,) = proc.stderr.strip().splitlines()  # one line naming the problem
+    imported, stderr = heavy_imports([a.replace("{bad}", str(bad)) for a in args], 1)
+    assert imported == []
+    (line,) = stderr.strip().splitlines()  # one line naming the problem
     assert "ValidationError" in line and ("epochs" in line or "model_name" in line), line

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from cli_processes import RUN_TIMEOUT_S, cli_env
+from cli_processes import cli_env
+from cli_processes import tickerflow as run_tickerflow
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +22,7 @@ CHATTER = re.compile(
 
 
 def tickerflow(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
-    # `python -m tickerflow`: the interpreter of this venv, whatever the console script's first line says
-    done = subprocess.run(
-        [sys.executable, "-m", "tickerflow", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
+    done = run_tickerflow(args, env, cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

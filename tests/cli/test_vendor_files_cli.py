@@ -3,29 +3,15 @@ on the console of a run that succeeds, and the same file's unadjusted split refu
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 import yaml
-from cli_processes import RUN_TIMEOUT_S, cli_env
+from cli_processes import cli_env, tickerflow
 
 pytestmark = pytest.mark.slow
 
 NULL_DAYS = 3
 SPLIT_AT = 400  # AAPL's row from which the file's prices are at the new level
-
-
-def tickerflow(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tickerflow", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-    )
 
 
 def _vendor_file(small_sample_csv, path) -> tuple[str, str, str]:

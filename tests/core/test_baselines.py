@@ -17,6 +17,7 @@ from tickerflow_model.baselines import (
     rolling_quantile,
     static_quantile,
 )
+from tickerflow_model.forecaster import forecast_columns
 from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
 
 LEVELS = QUANTILE_LEVELS
@@ -98,15 +99,7 @@ def test_servable_baseline_forecasts_prices_with_quantile_columns(tmp_path):
         fitted = BaselineForecaster.fit(name, histories, {"AAA": 80, "BBB": 80}, horizon=2)
         loaded = BaselineForecaster.load(fitted.save(tmp_path / name))
         out = loaded.forecast_frame(prices)
-        assert list(out.columns) == [
-            "ticker",
-            "date",
-            "horizon",
-            "forecast_close",
-            *quantile_columns(LEVELS),
-            "base_price",
-            "price_column",
-        ]
+        assert list(out.columns) == forecast_columns(LEVELS)
         assert out["ticker"].tolist() == ["AAA", "AAA", "BBB", "BBB"] and out["horizon"].tolist() == [1, 2, 1, 2]
         q = out[quantile_columns(LEVELS)].to_numpy()
         assert (np.diff(q, axis=1) >= 0).all()

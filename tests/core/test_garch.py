@@ -19,6 +19,7 @@ from tickerflow_model.baselines import (
     garch,
     garch_quantiles,
 )
+from tickerflow_model.forecaster import forecast_columns
 from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
 
 LEVELS = QUANTILE_LEVELS
@@ -193,15 +194,7 @@ def test_servable_garch_forecasts_with_its_fitted_parameters(tmp_path):
     assert loaded.spec.fallback == {"BBB": "the optimizer did not converge"}
 
     out = loaded.forecast_frame(frame)
-    assert list(out.columns) == [
-        "ticker",
-        "date",
-        "horizon",
-        "forecast_close",
-        *quantile_columns(LEVELS),
-        "base_price",
-        "price_column",
-    ]
+    assert list(out.columns) == forecast_columns(LEVELS)
     last_day = {t: len(p) - 1 for t, p in histories.items()}
     for ticker, expected in (
         ("AAA", garch_quantiles(histories["AAA"], np.array([last_day["AAA"]]), 2, LEVELS, fits["AAA"].params)),

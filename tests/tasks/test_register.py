@@ -110,6 +110,7 @@ def test_versions_carry_lineage_and_the_champion_history_reads_back(prefect_harn
 def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_serves(
     prefect_harness, mlflow_store, tmp_path, capsys
 ):
+    from tickerflow_model.forecaster import forecast_columns
     from tickerflow_model.quantiles import quantile_columns
 
     prices = make_prices(n_days=200, seed=1)
@@ -135,15 +136,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     assert client.get_run(run_id).data.tags["champion_forecaster"] == winner
 
     out = mlflow.pyfunc.load_model("models:/m@champion").predict(prices)
-    assert list(out.columns) == [
-        "ticker",
-        "date",
-        "horizon",
-        "forecast_close",
-        *quantile_columns(),
-        "base_price",
-        "price_column",
-    ]
+    assert list(out.columns) == forecast_columns()
     assert (out[quantile_columns()].diff(axis=1).iloc[:, 1:] >= 0).all().all()
 
     assert main(["models", "--model", "m", "--json"]) == 0
