@@ -2,7 +2,8 @@
 
 latest prices -> live scores of the stored forecasts whose closes have arrived (MLflow monitoring
 runs, a `live-performance` artifact, `tickerflow.champion.degraded` when the champion degrades) ->
-validated -> the champion (of `model_uri`, or of the registered model trained on these tickers) -> Parquet forecasts, appended to the forecast store, logged to MLflow ->
+validated -> the champion (of `model_uri`, or of the registered model trained on these tickers) -> its intervals
+stretched by adaptive conformal margins from the outcomes of what it served -> Parquet forecasts, appended to the forecast store, logged to MLflow ->
 gc (retention).
 
 Tickers with too little history for the model's window are reported and skipped; when none is
@@ -17,7 +18,14 @@ from tickerflow.reporting import log_live_metrics, log_validation, publish_forec
 from tickerflow.reporting.lifecycle import end_runs_failed, end_runs_stopped
 from tickerflow.reporting.run_labels import forecast_run_name, tag_forecast_run
 from tickerflow.reporting.summaries import ForecastSummary
-from tickerflow.tasks.forecast import forecast_prices, load_model, price_column_of, serving_champion, write_forecasts
+from tickerflow.tasks.forecast import (
+    adapt_intervals,
+    forecast_prices,
+    load_model,
+    price_column_of,
+    serving_champion,
+    write_forecasts,
+)
 from tickerflow.tasks.forecast_store import append_forecasts
 from tickerflow.tasks.ingest import ingest
 from tickerflow.tasks.monitor import check_degradation, model_identity, score_live
@@ -53,8 +61,9 @@ def batch_forecast(
     retention: RetentionConfig = RetentionConfig(),
     gc: bool = True,
     splits: SplitPolicy = field_default(IngestConfig, "splits"),
+    adaptive_gamma: float = field_default(ForecastConfig, "adaptive_gamma"),
 ) -> ForecastSummary:
-    config = ForecastConfig(model_uri=model_uri, out=out)
+    config = ForecastConfig(model_uri=model_uri, out=out, adaptive_gamma=adaptive_gamma)
     raw = ingest(IngestConfig(source=data, splits=splits))
     live = score_live(raw.frame, store, monitor)
     model = load_model(config.model_uri or serving_champion(raw.frame))
@@ -65,6 +74,7 @@ def batch_forecast(
     log_validation(report)
     prices = require_valid(report)
     forecasts = forecast_prices(model, prices, report.dropped_tickers)
+    forecasts = adapt_intervals(forecasts, live.rows, model, config.adaptive_gamma)
     written = write_forecasts(forecasts, model, config)
     append_forecasts(
         forecasts.frame,

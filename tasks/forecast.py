@@ -25,10 +25,13 @@ from tickerflow.tracking.models import load_model as load_registered_model
 from tickerflow.tracking.registry import champion_universes
 from tickerflow_model.atomic_io import write_bytes_atomic, write_file_atomic
 from tickerflow_model.baselines import BaselineForecaster
+from tickerflow_model.calibration import apply_scales
 from tickerflow_model.config import ForecastConfig
 from tickerflow_model.errors import ModelInputError, ModelNotFound
 from tickerflow_model.forecaster import forecast_columns
+from tickerflow_model.live import LEVELS_COLUMN, adaptive_log_factors
 from tickerflow_model.names import CHAMPION_ALIAS
+from tickerflow_model.quantiles import levels_text, quantile_columns
 from tickerflow_model.redaction import redact_uri
 from tickerflow_model.universe import UNIVERSE_TAG, Universe, serving_model
 
@@ -168,6 +171,45 @@ def forecast_prices(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str,
         "forecast %s for %s", counted(len(batch.frame), "row"), counted(batch.frame["ticker"].nunique(), "ticker")
     )
     return batch
+
+
+def adapted_batch(batch: ForecastBatch, served: pd.DataFrame, model: LoadedModel, gamma: float) -> ForecastBatch:
+    """The batch with adaptive conformal margins (`live.adaptive_log_factors`): each ticker's and step's
+    central intervals stretched about the median by the factor the misses of the model version's served
+    forecasts (`served`: `live.realized_rows`) call for. Unchanged with `gamma` 0, a model outside the
+    registry or no outcome yet."""
+    if gamma == 0 or not model.name or batch.frame.empty or served.empty:
+        return batch
+    levels = batch.levels
+    mine = served[
+        (served["model_name"] == model.name)
+        & (served["model_version"].astype(str) == str(model.version))
+        & (served[LEVELS_COLUMN].astype(str) == levels_text(levels))
+    ]
+    factors = adaptive_log_factors(mine, levels, gamma)
+    if factors.empty:
+        return batch
+    columns = [c for c in factors.columns if c not in ("ticker", "horizon")]
+    frame = batch.frame.merge(factors, on=["ticker", "horizon"], how="left")
+    scales = np.exp(frame[columns].fillna(0.0).to_numpy(np.float64))  # (N, P), widest interval first
+    qcols = quantile_columns(levels)
+    base = frame["base_price"].to_numpy(np.float64)[:, None]
+    stretched = apply_scales(np.log(frame[qcols].to_numpy(np.float64) / base), scales, levels)
+    frame[qcols] = base * np.exp(stretched)
+    adapted = ForecastBatch(frame[batch.frame.columns], batch.skipped, levels)
+    run_logger().info(
+        "adaptive conformal margins (gamma %g) from %s with outcomes: interval factors %.2f to %.2f",
+        gamma,
+        counted(len(mine), "served forecast"),
+        float(scales.min()),
+        float(scales.max()),
+    )
+    return adapted
+
+
+@task(name="adaptive-margins")
+def adapt_intervals(batch: ForecastBatch, served: pd.DataFrame, model: LoadedModel, gamma: float) -> ForecastBatch:
+    return adapted_batch(batch, served, model, gamma)
 
 
 def skipped_lines(skipped: dict[str, str], shown: int = 8) -> list[str]:

@@ -28,9 +28,10 @@ from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.config import ForecastStoreConfig, MonitorConfig
 from tickerflow_model.live import (
     Thresholds,
+    realized_rows,
     rolling_live_metrics,
     rule_state,
-    score_stored,
+    score_rows,
     thresholds_from_test,
 )
 
@@ -42,6 +43,7 @@ class LiveScores:
     metrics: pd.DataFrame  # rolling_live_metrics: model_name, model_version, day, window, live_*
     scored_forecasts: int
     as_of: pd.Timestamp | None
+    rows: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # live.realized_rows: what was scored
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def live_scores(prices: pd.DataFrame, store: ForecastStoreConfig, config: Monito
     if stored.empty or as_of is None:
         empty = rolling_live_metrics(stored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
         return LiveScores(empty, 0, as_of)
-    metrics, scored = score_stored(stored, prices, as_of, config.windows, config.min_days)
-    return LiveScores(metrics, scored, as_of)
+    rows = realized_rows(stored, prices, as_of)
+    return LiveScores(score_rows(rows, config.windows, config.min_days), len(rows), as_of, rows)
 
 
 @task(name="score-live-forecasts")

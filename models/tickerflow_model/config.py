@@ -512,6 +512,13 @@ class ForecastConfig(Config):
         f"data's tickers and columns, {DEFAULT_MODEL_URI} when none does)",
     )
     out: str = Field("forecasts.parquet", min_length=1, description="where the forecast Parquet file is written")
+    adaptive_gamma: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="step of the adaptive conformal margins: each interval of a ticker and step widens after a "
+        "miss of its served forecasts and narrows after a hit, so that it covers as nominal; 0 turns them off",
+    )
 
 
 class ForecastStoreConfig(Config):

@@ -17,6 +17,7 @@ from .quantiles import (
     INTERVALS,
     LEGACY_LEVELS,
     REQUIRED_INTERVALS,
+    central_pairs,
     interval_index,
     interval_tag,
     levels_from_text,
@@ -168,12 +169,18 @@ LIVE_METRICS = POINT_METRICS + QUANTILE_METRICS  # what a monitoring run logs, p
 def score_stored(
     stored: pd.DataFrame, prices: pd.DataFrame, as_of, windows: tuple[int, ...], min_days: int
 ) -> tuple[pd.DataFrame, int]:
-    """Stored forecasts whose target day has a close in `prices` (up to `as_of`), scored per model.
+    """Stored forecasts whose target day has a close in `prices` (up to `as_of`), scored per model:
+    (rolling_live_metrics with `model_name`, forecasts scored)."""
+    scored = realized_rows(stored, prices, as_of)
+    return score_rows(scored, windows, min_days), len(scored)
 
-    Each stored row is scored against the price column it forecast (`price_column`; `close` when the
-    store predates it or `prices` lacks it), its quantiles at the levels stored with it (`quantile_levels`;
-    a store written before that column held the default levels). -> (rolling_live_metrics with
-    `model_name`, forecasts scored).
+
+def realized_rows(stored: pd.DataFrame, prices: pd.DataFrame, as_of) -> pd.DataFrame:
+    """The stored forecasts whose target day has a close in `prices` (up to `as_of`), with it as `realized`.
+
+    Each stored row is joined to the price column it forecast (`price_column`; `close` when the store
+    predates it or `prices` lacks it), and keeps the levels stored with it (`quantile_levels`; a store
+    written before that column held the default levels).
     """
     if "price_column" not in stored.columns:
         stored = stored.assign(price_column="close")
@@ -185,13 +192,39 @@ def score_stored(
     scored = scored[scored["date"] <= as_of]
     if LEVELS_COLUMN not in scored.columns:
         scored = scored.assign(**{LEVELS_COLUMN: levels_text(LEGACY_LEVELS)})
+    return scored
+
+
+def score_rows(scored: pd.DataFrame, windows: tuple[int, ...], min_days: int) -> pd.DataFrame:
+    """rolling_live_metrics of `realized_rows`, per model and levels, with `model_name`."""
     levels_of = scored[LEVELS_COLUMN].fillna("").astype(str)
     frames = [
         rolling_live_metrics(g, windows, min_days, levels_from_text(text)).assign(model_name=name)
         for (name, text), g in scored.groupby([scored["model_name"], levels_of], sort=True)
     ]
-    empty = rolling_live_metrics(stored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
-    return (pd.concat(frames, ignore_index=True) if frames else empty), len(scored)
+    empty = rolling_live_metrics(scored.iloc[:0]).assign(model_name=pd.Series(dtype=str))
+    return pd.concat(frames, ignore_index=True) if frames else empty
+
+
+def adaptive_log_factors(scored: pd.DataFrame, levels: tuple[float, ...], gamma: float) -> pd.DataFrame:
+    """Adaptive conformal margins of the live loop (`calibration.adaptive_scales`, whose recursion this is):
+    per ticker and horizon step, the log factor of each central interval, widest first, for the next
+    forecast: `gamma` times the sum over the served forecasts whose outcome is known of (miss - nominal miss
+    rate). The served intervals already carry the factors they were served with, so the sum over their
+    misses is the recursion's state. `scored`: one model version's `realized_rows` at `levels`.
+    """
+    pairs = central_pairs(levels)
+    columns = [f"p{p}" for p in range(len(pairs))]
+    if scored.empty:
+        return pd.DataFrame(columns=["ticker", "horizon", *columns])
+    q = scored[quantile_columns(levels)].to_numpy(np.float64)  # (N, Q), in price units
+    realized = scored["realized"].to_numpy(np.float64)
+    excess = {
+        col: ((realized < q[:, lo]) | (realized > q[:, hi])).astype(np.float64) - (1.0 - coverage)
+        for col, (lo, hi, coverage) in zip(columns, pairs)
+    }
+    frame = pd.DataFrame({"ticker": scored["ticker"].astype(str), "horizon": scored["horizon"], **excess})
+    return (gamma * frame.groupby(["ticker", "horizon"])[columns].sum()).reset_index()
 
 
 def thresholds_from_test(

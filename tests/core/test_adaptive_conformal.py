@@ -57,3 +57,28 @@ def test_a_factor_uses_only_the_outcomes_known_when_the_forecast_is_made():
     other = adaptive_scales(q, changed, LEVELS, gamma=0.1, lag=lag)
     np.testing.assert_array_equal(other[: 20 + lag], scales[: 20 + lag])
     assert not np.array_equal(other[20 + lag], scales[20 + lag])
+
+
+def test_the_live_loops_factor_is_the_recursions_state_after_the_served_forecasts_outcomes():
+    """The live loop stores what it served (intervals already stretched) and sums their misses: the factor
+    it gives the next forecast is the one `adaptive_scales` reaches running over the raw forecasts."""
+    import pandas as pd
+
+    from tickerflow_model.live import adaptive_log_factors
+    from tickerflow_model.quantiles import quantile_columns
+
+    levels = (0.1, 0.5, 0.9)
+    rng = np.random.default_rng(3)
+    n = 300
+    y = rng.normal(0.0, 1.5, n + 1)
+    raw = np.tile(norm.ppf(levels), (n + 1, 1))
+    scales = adaptive_scales(raw, y, levels, gamma=0.05)  # scales[n]: the factor of forecast n+1
+    served = apply_scales(raw[:n], scales[:n], levels)
+    rows = pd.DataFrame(100.0 * np.exp(served), columns=quantile_columns(levels))
+    rows = rows.assign(ticker="AAA", horizon=1, realized=100.0 * np.exp(y[:n]))
+
+    factors = adaptive_log_factors(rows, levels, gamma=0.05)
+
+    assert factors[["ticker", "horizon"]].values.tolist() == [["AAA", 1]]
+    np.testing.assert_allclose(np.exp(factors["p0"].iloc[0]), scales[n, 0], rtol=1e-12)
+    assert scales[n, 0] > 1.3  # a regime half again as volatile: the interval has widened
