@@ -17,7 +17,6 @@ import pandas as pd
 from prefect import task
 
 from tickerflow.run_log import run_logger
-from tickerflow.tasks.plurals import counted
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import tickerflow_home
 from tickerflow.tracking.models import input_columns, version_tags
@@ -34,6 +33,7 @@ from tickerflow_model.names import CHAMPION_ALIAS
 from tickerflow_model.quantiles import levels_text, quantile_columns
 from tickerflow_model.redaction import redact_uri
 from tickerflow_model.universe import UNIVERSE_TAG, Universe, serving_model
+from tickerflow_model.words import counted
 
 
 def output_columns(levels: tuple[float, ...]) -> list[str]:

@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 from prefect import runtime, task
 
 from tickerflow.run_log import run_logger
-from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import write_bytes_atomic
 from tickerflow_model.config import ForecastStoreConfig
 from tickerflow_model.live import LEVELS_COLUMN
 from tickerflow_model.quantiles import levels_text, quantile_columns
+from tickerflow_model.words import counted
 
 # the quantile columns of the model's levels come between forecast_close and LEVELS_COLUMN
 FORECAST_COLUMNS = ["ticker", "base_date", "price_column", "base_close", "date", "horizon", "forecast_close"]

@@ -22,12 +22,12 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 
 from tickerflow.run_log import run_logger
-from tickerflow.tasks.plurals import counted
 from tickerflow.tasks.retries import retry_unless
 from tickerflow.tracking.home import home_subdir
 from tickerflow_model.atomic_io import atomic_directory
 from tickerflow_model.config import IngestConfig
 from tickerflow_model.price_files import IngestError, read_prices
+from tickerflow_model.words import counted
 
 
 @dataclass(frozen=True)

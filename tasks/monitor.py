@@ -21,7 +21,6 @@ from prefect.events import emit_event
 
 from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast_store import read_store
-from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.models import version_tags
 from tickerflow.tracking.registry import test_score
 from tickerflow.tracking.runs import TrackedRun
@@ -34,6 +33,7 @@ from tickerflow_model.live import (
     score_rows,
     thresholds_from_test,
 )
+from tickerflow_model.words import counted
 
 DEGRADED_EVENT = "tickerflow.champion.degraded"
 

@@ -25,7 +25,6 @@ from prefect import task
 
 from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast_store import partitions, store_location
-from tickerflow.tasks.plurals import counted
 from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow.tracking.models import find_versions
@@ -33,6 +32,7 @@ from tickerflow.tracking.runs import delete_runs, find_runs, reap_stale_runs
 from tickerflow.tracking.store import EXPERIMENT, FORECAST_EXPERIMENT
 from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
 from tickerflow_model.trainer import CHECKPOINT_FILE, CORRUPT_SUFFIX
+from tickerflow_model.words import counted
 
 
 @dataclass

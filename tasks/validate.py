@@ -25,11 +25,11 @@ from prefect import task
 from prefect.cache_policies import CachePolicy
 
 from tickerflow.run_log import DETAIL, run_logger
-from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.atomic_io import stable_hash
 from tickerflow_model.config import ValidateConfig
 from tickerflow_model.errors import TickerflowError
+from tickerflow_model.words import counted
 
 # Bump when the expectations change: it is part of the validation id, so no cached verdict of an older
 # suite is reused.
@@ -58,7 +58,7 @@ class Failure:
     examples: list[dict] = field(default_factory=list)
 
     def line(self) -> str:
-        count = "column missing" if self.unexpected_count is None else f"{self.unexpected_count} row(s)"
+        count = "column missing" if self.unexpected_count is None else counted(self.unexpected_count, "row")
         examples = "; ".join(", ".join(f"{k}={v}" for k, v in ex.items()) for ex in self.examples)
         return f"{self.expectation}({self.column}): {count}" + (f" e.g. {examples}" if examples else "")
 
@@ -97,9 +97,9 @@ class ValidationReport:
 
     def summary(self) -> str:
         head = (
-            f"data validation failed: {len(self.critical)} critical expectation(s) of {self.evaluated}"
+            f"data validation failed: {counted(len(self.critical), 'critical expectation')} of {self.evaluated}"
             if self.critical
-            else f"data validation passed ({self.evaluated} expectations, {len(self.warnings)} warning(s))"
+            else f"data validation passed ({counted(self.evaluated, 'expectation')}, {counted(len(self.warnings), 'warning')})"
         )
         ordered = self.critical + self.warnings
         return "\n".join([head] + [f"  - [{f.severity}] {f.line()}" for f in ordered])

@@ -16,7 +16,6 @@ from prefect import task, unmapped
 from prefect.cache_policies import CachePolicy
 
 from tickerflow.run_log import run_logger
-from tickerflow.tasks.plurals import counted
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow_model.config import WindowConfig
 from tickerflow_model.window_dataset import (
@@ -30,6 +29,7 @@ from tickerflow_model.window_dataset import (
     plan_window_dataset,
     write_part,
 )
+from tickerflow_model.words import counted
 
 
 def _cache_key(task_ctx, params: dict) -> str:

@@ -30,6 +30,7 @@ import pandas as pd
 from .config import SplitPolicy
 from .errors import TickerflowError
 from .redaction import redact_uri
+from .words import counted
 
 CANONICAL = ["date", "ticker", "open", "high", "low", "close", "volume", "adj_close"]
 PRICES = ("close", "adj_close")  # a frame needs one of them, whichever the file has
@@ -266,12 +267,12 @@ def set_aside_non_prices(frame: pd.DataFrame, layout: str) -> tuple[pd.DataFrame
     several = frame["ticker"].nunique(dropna=True) > 1
     if empty.any() and layout != "wide":
         lines.append(
-            f"dropped {int(empty.sum()):,} row(s) with no price (null, empty, NaN or '-' in every "
+            f"dropped {counted(int(empty.sum()), 'row')} with no price (null, empty, NaN or '-' in every "
             f"price column): {_listed(frame[empty], several)}"
         )
     if event.any():
         lines.append(
-            f"set aside {int(event.sum()):,} dividend/split line(s), which are not prices: "
+            f"set aside {counted(int(event.sum()), 'dividend/split line')}, which are not prices: "
             f"{_listed(frame[event], several, pd.concat(texts).sort_index())}"
         )
     dropped = empty | event
@@ -345,7 +346,7 @@ def refuse_future_dates(frame: pd.DataFrame, origin: str) -> None:
         row = frame.loc[late, ["ticker", "date"]].iloc[0]
         raise IngestError(
             f"{origin}: ticker {row['ticker']} has a date after today, {row['date']:%Y-%m-%d} "
-            f"({int(late.sum()):,} row(s) after {latest:%Y-%m-%d}); dates must not lie in the future"
+            f"({counted(int(late.sum()), 'row')} after {latest:%Y-%m-%d}); dates must not lie in the future"
         )
 
 
@@ -358,7 +359,7 @@ def refuse_intraday_bars(frame: pd.DataFrame, origin: str) -> None:
         (ticker, when), count = several.index[0], int(several.iloc[0])
         raise IngestError(
             f"{origin}: ticker {ticker} has {count} different timestamps on {when:%Y-%m-%d} "
-            f"({len(several):,} ticker-day(s) like it); daily bars are expected, one row per ticker per day"
+            f"({counted(len(several), 'ticker-day')} like it); daily bars are expected, one row per ticker per day"
         )
 
 
@@ -384,7 +385,7 @@ def harmonise(frames: list[pd.DataFrame], files: list[str] | None = None) -> lis
     without = [n for n, f in zip(names, frames) if "adj_close" not in f.columns]
     if with_adj and without:
         raise IngestError(
-            f"{len(with_adj)} file(s) have an adjusted close and {len(without)} do not "
+            f"{counted(len(with_adj), 'file')} {'has' if len(with_adj) == 1 else 'have'} an adjusted close and {len(without)} {'does' if len(without) == 1 else 'do'} not "
             f"(with: {', '.join(with_adj[:3])}; without: {', '.join(without[:3])}); training on a mix would "
             "silently use unadjusted closes: give every file an adj_close column, or drop it from all"
         )
@@ -409,7 +410,7 @@ def refuse_case_variants(frames: list[pd.DataFrame], files: list[str]) -> None:
         if first_file == second_file
         else f"tickers {first!r} ({first_file}) and {second!r} ({second_file})"
     )
-    more = f" ({len(clashes) - 1:,} more symbol(s) like it)" if len(clashes) > 1 else ""
+    more = f" ({counted(len(clashes) - 1, 'more symbol')} like it)" if len(clashes) > 1 else ""
     raise IngestError(
         f"{where} differ only in case{more}; they would be trained as two tickers: write each symbol one way"
     )
@@ -586,7 +587,7 @@ def split_lines(found: list[ProbableSplit], policy: SplitPolicy) -> list[str]:
     listed += f" and {extra:,} more" if extra > 0 else ""
     if policy == "adjust":
         return [
-            f"adjusted {len(found):,} probable unadjusted split(s) (ingest.splits: adjust): {listed}; the prices "
+            f"adjusted {counted(len(found), 'probable unadjusted split')} (ingest.splits: adjust): {listed}; the prices "
             "before each were scaled by its ratio and their volume by its inverse"
         ]
-    return [f"kept {len(found):,} probable unadjusted split(s) as written (ingest.splits: keep): {listed}"]
+    return [f"kept {counted(len(found), 'probable unadjusted split')} as written (ingest.splits: keep): {listed}"]

@@ -43,9 +43,9 @@ def test_a_vendor_file_is_cleaned_with_a_line_each_and_its_split_refused_in_one_
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stderr.splitlines()
     for words in (
-        f"vendor.csv: dropped {NULL_DAYS} row(s) with no price",
-        f"vendor.csv: set aside 1 dividend/split line(s), which are not prices: MSFT {dividend_day} (0.23 Dividend)",
-        f"adjusted 1 probable unadjusted split(s) (ingest.splits: adjust): AAPL 4:1 on {split_day}",
+        f"vendor.csv: dropped {NULL_DAYS} rows with no price",
+        f"vendor.csv: set aside 1 dividend/split line, which are not prices: MSFT {dividend_day} (0.23 Dividend)",
+        f"adjusted 1 probable unadjusted split (ingest.splits: adjust): AAPL 4:1 on {split_day}",
     ):
         said = [line for line in lines if words in line]
         assert len(said) == 1 and "WARNING" in said[0], run.stderr[-3000:]

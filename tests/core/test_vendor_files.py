@@ -74,7 +74,7 @@ def test_days_without_data_are_dropped_and_named(tmp_path, word):
     assert len(frame) == 9 and not frame["date"].isin(empty_days).any()
     assert not frame[["open", "high", "low", "close", "adj_close"]].isna().any().any()
     assert notes == [
-        f"{path}: dropped 3 row(s) with no price (null, empty, NaN or '-' in every price column): "
+        f"{path}: dropped 3 rows with no price (null, empty, NaN or '-' in every price column): "
         "2020-01-06, 2020-01-08, 2020-01-14"
     ]
 
@@ -89,7 +89,7 @@ def test_many_days_without_data_name_a_few_and_count_the_rest(tmp_path):
     assert len(frame) == 48
     listed = ", ".join(f"{d:%Y-%m-%d}" for d in DATES[0:25:5])
     assert notes == [
-        f"{path}: dropped 12 row(s) with no price (null, empty, NaN or '-' in every price column): {listed} and 7 more"
+        f"{path}: dropped 12 rows with no price (null, empty, NaN or '-' in every price column): {listed} and 7 more"
     ]
 
 
@@ -99,7 +99,7 @@ def test_in_a_long_file_the_rows_dropped_are_named_with_their_ticker(tmp_path):
     frame, notes, _, _ = _read(path)
     assert len(frame) == 3
     assert notes[0].endswith(
-        "dropped 1 row(s) with no price (null, empty, NaN or '-' in every price column): BBB 2020-01-03"
+        "dropped 1 row with no price (null, empty, NaN or '-' in every price column): BBB 2020-01-03"
     )
 
 
@@ -131,7 +131,7 @@ def test_dividend_and_split_lines_are_set_aside_and_named(tmp_path):
     assert frame["date"].tolist() == list(DATES[:10])  # one row a day: no duplicate from the event lines
     assert (frame["close"] == 75.0).all()
     assert notes == [
-        f"{path}: set aside 2 dividend/split line(s), which are not prices: "
+        f"{path}: set aside 2 dividend/split lines, which are not prices: "
         "2020-01-06 (0.08 Dividend), 2020-01-10 (4:1 Stock Split)"
     ]
 
@@ -326,7 +326,7 @@ def test_adjust_scales_the_earlier_prices_and_volume_so_the_series_has_no_jump(t
     assert np.abs(np.diff(np.log(aaa["close"]))).max() < 0.05  # the split day keeps only its own 1% move
     pd.testing.assert_frame_equal(frame[frame["ticker"] == "BBB"], kept[kept["ticker"] == "BBB"])
     assert notes == [
-        f"adjusted 1 probable unadjusted split(s) (ingest.splits: adjust): AAA {new}:{old} on "
+        f"adjusted 1 probable unadjusted split (ingest.splits: adjust): AAA {new}:{old} on "
         f"{DATES[SPLIT_DAY]:%Y-%m-%d} (ratio {closes[SPLIT_DAY] / closes[SPLIT_DAY - 1]:.3g}); the prices "
         "before each were scaled by its ratio and their volume by its inverse"
     ]
@@ -356,7 +356,7 @@ def test_keep_keeps_the_data_as_written_and_says_so(tmp_path):
 
     np.testing.assert_allclose(frame["close"], closes)
     assert notes == [
-        f"kept 1 probable unadjusted split(s) as written (ingest.splits: keep): AAA 2:1 on "
+        f"kept 1 probable unadjusted split as written (ingest.splits: keep): AAA 2:1 on "
         f"{DATES[SPLIT_DAY]:%Y-%m-%d} (ratio {closes[SPLIT_DAY] / closes[SPLIT_DAY - 1]:.3g})"
     ]
 

@@ -139,7 +139,7 @@ def test_a_run_whose_data_fails_validation_ends_failed_with_the_expectation_summ
     assert run["state_type"] == "FAILED"
     message = run["state"]["message"]
     assert "data validation failed" in message
-    assert "(close)" in message and "3 row(s)" in message
+    assert "(close)" in message and "3 rows" in message
     names = {t["name"].rsplit("-", 1)[0]: t["state_type"] for t in prefect_api.task_runs(run["id"])}
     assert names["require-valid"] == "FAILED"
     assert "train" not in names and "register" not in names  # nothing downstream ran

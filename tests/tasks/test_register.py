@@ -111,7 +111,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     prefect_harness, mlflow_store, tmp_path, capsys
 ):
     from tickerflow_model.forecaster import forecast_columns
-    from tickerflow_model.quantiles import quantile_columns
+    from tickerflow_model.quantiles import QUANTILE_LEVELS, quantile_columns
 
     prices = make_prices(n_days=200, seed=1)
     dataset = build_window_dataset(prices, WindowConfig(lookback=10, min_history=50), "srchash", tmp_path / "w")
@@ -136,7 +136,7 @@ def test_a_winning_baseline_is_registered_as_a_version_of_the_same_model_and_ser
     assert client.get_run(run_id).data.tags["champion_forecaster"] == winner
 
     out = mlflow.pyfunc.load_model("models:/m@champion").predict(prices)
-    assert list(out.columns) == forecast_columns()
+    assert list(out.columns) == forecast_columns(QUANTILE_LEVELS)
     assert (out[quantile_columns()].diff(axis=1).iloc[:, 1:] >= 0).all().all()
 
     assert main(["models", "--model", "m", "--json"]) == 0

@@ -198,7 +198,7 @@ def test_cli_run_on_a_bad_file_exits_nonzero_with_the_summary_and_writes_nothing
     assert code != 0
     assert "ValidationFailed" in err and "Traceback" not in err
     day = bad.loc[row, "date"].date().isoformat()
-    assert f"expect_column_pair_values_a_to_be_greater_than_b(high+close): 1 row(s) e.g. ticker=BBB, date={day}" in err
+    assert f"expect_column_pair_values_a_to_be_greater_than_b(high+close): 1 row e.g. ticker=BBB, date={day}" in err
     assert not (tf_home / "windows").exists()
     client = mlflow.MlflowClient(mlflow_store)
     assert client.search_registered_models() == []
