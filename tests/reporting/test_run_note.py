@@ -8,7 +8,15 @@ from price_frames import make_prices
 from tiny_models import EVAL_WINDOWS, untrained_forecaster
 
 from tickerflow.reporting.evaluation import BARS_SHOWN, overview_figure, ticker_gains
-from tickerflow.reporting.run_note import HEADLINE, headline_metrics, run_note, without_asides
+from tickerflow.reporting.run_note import (
+    HEADLINE,
+    LINE_CHARS,
+    headline_metrics,
+    run_note,
+    verdict,
+    visible_length,
+    without_asides,
+)
 from tickerflow.tasks.register import Registration
 from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.evaluation import evaluate_forecaster
@@ -38,31 +46,34 @@ def evaluation(tmp_path_factory):
 
 
 def test_the_note_names_each_rival_with_the_gain_and_t_the_coverage_and_the_decision(evaluation):
-    note = run_note(evaluation, KEPT)
-    lines = note.splitlines()
+    lines = run_note(evaluation, KEPT).splitlines()
 
-    assert 8 <= len(lines) <= 14  # visible without scrolling on the run page
-    assert lines[0] == "### Not promoted: the champion is tickerflow-gru v2 (garch)"
-    # the reason without its asides: the ranking and the tests are the tag `promotion_reason`
-    assert (
-        "The gate: garch has the best pinball of the forecasters that meet the gate; champion v1 was not "
-        "compared: could not be loaded or run: gone." in lines
-    )
+    # MLflow's run page shows four lines of a description before "Show more": each on one line at 1600 px
+    assert len(lines) == 4 and all(visible_length(line) <= LINE_CHARS for line in lines)
+    assert lines[0] == "**Not promoted**: the champion is tickerflow-gru v2 (garch)."  # the reason is too long here
     model = evaluation.metrics["model"]
-    for rival in ("garch", "ewma"):
+    for line, rival in zip(lines[1:3], ("garch", "ewma")):
         row = evaluation.comparison("model", rival)
         wins = sum(by["model"]["pinball"] < by[rival]["pinball"] for by in evaluation.per_ticker.values())
-        assert (
-            f"| {rival} | {model['pinball']:.4f} | {evaluation.metrics[rival]['pinball']:.4f} "
-            f"| **{row['gain']:+.2%}** | {row['t']:.2f} | {wins} of 3 tickers |" in lines
+        assert line == (
+            f"**The GRU vs {rival}**: pinball {model['pinball']:.4f} vs {evaluation.metrics[rival]['pinball']:.4f}, "
+            f"**{row['gain']:+.2%}** (HAC t {row['t']:.2f}), lower on {wins} of 3 tickers."
         )
     assert evaluation.comparison("model", "garch")["gain"] != evaluation.comparison("model", "ewma")["gain"]
-    coverage = next(line for line in lines if line.startswith("**Coverage**"))
+    assert lines[3].startswith("**Coverage**, nominal → actual: ")
     for c in (80, 90, 98):
-        assert f"{c}% → {model[f'coverage_{c}']:.1%}" in coverage
-    assert f"Skill vs naive (RMSE) {evaluation.skill:+.4f} over {evaluation.n_windows} test forecasts" in note
-    assert "registered tickerflow-gru v3 (`challenger`)" in note
-    assert run_note(evaluation, PROMOTED).startswith("### Promoted: the champion is tickerflow-gru v4 (gru)\n")
+        assert f"{c}% → {model[f'coverage_{c}']:.1%}" in lines[3]
+    assert f"**Skill vs naive** (RMSE): {evaluation.skill:+.4f} over {evaluation.n_windows} forecasts." in lines[3]
+
+
+def test_the_verdict_gives_the_gates_reason_without_its_asides_when_it_fits():
+    assert verdict(PROMOTED) == "**Promoted**: the champion is tickerflow-gru v4 (gru). The gate: the GRU wins."
+    short = Registration(
+        "m", "3", False, "garch has the best pinball (garch 0.24, the GRU 0.25)", "models:/m/3", "2", "garch"
+    )
+    assert verdict(short) == "**Not promoted**: the champion is m v2 (garch). The gate: garch has the best pinball."
+    assert verdict(KEPT) == "**Not promoted**: the champion is tickerflow-gru v2 (garch)."
+    assert visible_length(f"{verdict(KEPT)[:-1]}. The gate: {without_asides(REASON)}.") > LINE_CHARS
 
 
 def test_a_reason_loses_its_asides_and_nothing_else():

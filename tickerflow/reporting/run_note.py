@@ -1,6 +1,11 @@
 """The story of a training run, told where a person lands first: the note at the top of its MLflow run page
-(the GRU against garch and ewma, its coverage, the gate's decision and the champion), and the headline figures
+(the gate's verdict and the champion, the GRU against garch and ewma, its coverage), and the headline figures
 under `headline/`, which the run page's Model metrics tab shows as its first section.
+
+MLflow 3's run page shows a description in a box 100 px high and hides the rest behind "Show more", under a
+fading gradient: four lines of its 18 px text fit, a fifth does not. So the note is four lines that do not wrap
+at 1600 px, and the gate's full reason stays the run's tag `promotion_reason` and the `promotion-decision`
+artifact.
 
 The MLflow UI groups a run's metric charts by the prefix before the last '/', sorts the prefixed sections by
 name and puts the metrics without a prefix (every other key of a training run) in "Model metrics", after
@@ -10,6 +15,7 @@ them. So the few headline figures are logged a second time under one prefix, and
 from __future__ import annotations
 
 import math
+import re
 
 from tickerflow.reporting.evaluation import ticker_gains
 from tickerflow.tasks.register import Registration
@@ -17,54 +23,55 @@ from tickerflow_model.evaluation import RIVALS, Evaluation
 
 HEADLINE = "headline/"  # the prefix of the headline figures: the first section of the Model metrics tab
 COVERAGES = (80, 90, 98)  # the central intervals whose coverage the note shows against nominal
+LINE_CHARS = 140  # the visible characters of a note line that fit on one line of the run page at 1600 px
 
 
 def run_note(evaluation: Evaluation, registration: Registration) -> str:
-    """The run's note, in markdown, short enough to read without scrolling: the gate's verdict as a title,
-    its reason without the asides, the GRU against each rival (pinball, gain, HAC t, tickers won), the
-    intervals' coverage, the point skill and the version this run registered."""
+    """The run's note in markdown, four lines (one paragraph): the gate's verdict and the champion, the GRU
+    against each rival (both pinballs, its gain, the HAC t of the difference, the tickers it wins), the coverage
+    of its intervals against nominal and its point skill."""
     model = evaluation.metrics.get("model", {})
-    lines = [verdict(registration), "", f"The gate: {without_asides(registration.reason)}.", ""]
-    lines += rivals_table(evaluation)
-    coverage = [f"{c}% → {model[f'coverage_{c}']:.1%}" for c in COVERAGES if f"coverage_{c}" in model]
-    if coverage:
-        lines += ["", "**Coverage** of the GRU's intervals, nominal → actual: " + " · ".join(coverage)]
-    lines += [
-        "",
-        f"Skill vs naive (RMSE) {evaluation.skill:+.4f} over {evaluation.n_windows} test forecasts. "
-        f"This run registered {registration.model_name} v{registration.version} (`challenger`).",
-        "Every figure: the `headline` section of Model metrics, then the rest; tables in Artifacts, `evaluation/`.",
+    coverage = ", ".join(f"{c}% → {model[f'coverage_{c}']:.1%}" for c in COVERAGES if f"coverage_{c}" in model)
+    lines = [
+        verdict(registration),
+        *(rival_lines(evaluation) or ["No rival was scored on these windows."]),
+        (f"**Coverage**, nominal → actual: {coverage}. " if coverage else "")
+        + f"**Skill vs naive** (RMSE): {evaluation.skill:+.4f} over {evaluation.n_windows} forecasts.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def verdict(registration: Registration) -> str:
+    """Promoted or not, the champion after the run and, when it fits on the line, the gate's reason in short."""
     champion = (
         f"{registration.model_name} v{registration.champion_version} ({registration.champion_forecaster})"
         if registration.champion_version
         else "none"
     )
-    return f"### {'Promoted' if registration.promoted else 'Not promoted'}: the champion is {champion}"
+    line = f"**{'Promoted' if registration.promoted else 'Not promoted'}**: the champion is {champion}"
+    reason = f"{line}. The gate: {without_asides(registration.reason)}."
+    return reason if visible_length(reason) <= LINE_CHARS else line + "."
 
 
-def rivals_table(evaluation: Evaluation) -> list[str]:
-    """One row per rival the GRU was compared with: both pinballs, the GRU's gain, the HAC (Diebold-Mariano,
+def visible_length(markdown: str) -> int:
+    return len(re.sub(r"[*`]", "", markdown))
+
+
+def rival_lines(evaluation: Evaluation) -> list[str]:
+    """One line per rival the GRU was compared with: both pinballs, the GRU's gain, the HAC (Diebold-Mariano,
     Newey-West) t of the difference, and on how many tickers the GRU's pinball is the lower."""
     model = evaluation.metrics.get("model", {})
-    rows = []
+    lines = []
     for rival in RIVALS:
         row = evaluation.comparison("model", rival)
         if row is None or "pinball" not in model or "pinball" not in evaluation.metrics.get(rival, {}):
             continue
         gains = ticker_gains(evaluation, rival)
-        rows.append(
-            f"| {rival} | {model['pinball']:.4f} | {evaluation.metrics[rival]['pinball']:.4f} "
-            f"| **{row['gain']:+.2%}** | {row['t']:.2f} | {int((gains > 0).sum())} of {len(gains)} tickers |"
+        lines.append(
+            f"**The GRU vs {rival}**: pinball {model['pinball']:.4f} vs {evaluation.metrics[rival]['pinball']:.4f}, "
+            f"**{row['gain']:+.2%}** (HAC t {row['t']:.2f}), lower on {int((gains > 0).sum())} of {len(gains)} tickers."
         )
-    if not rows:
-        return ["No rival was scored on these windows."]
-    header = "| the GRU vs | pinball: the GRU | pinball: rival | the GRU's gain | HAC t | the GRU lower on |"
-    return [header, "|---|--:|--:|--:|--:|---|", *rows]
+    return lines
 
 
 def without_asides(text: str) -> str:
