@@ -12,7 +12,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -23,7 +22,7 @@ from tickerflow.tracking.models import tag_version
 from tickerflow.tracking.runs import TrackedRun
 from tickerflow_model.backtest import Backtest
 from tickerflow_model.config import EvaluateConfig, RegisterConfig
-from tickerflow_model.evaluation import CHAMPION, Evaluation
+from tickerflow_model.evaluation import CHAMPION, RIVALS, Evaluation
 from tickerflow_model.gate import GateDecision
 from tickerflow_model.gate import label as gate_label
 from tickerflow_model.metrics import HORIZON_METRICS, METRIC_KEYS
@@ -133,29 +132,75 @@ def fan_chart(preds: pd.DataFrame, ticker: str, levels, path: Path) -> Path:
     return path
 
 
-def overview_plot(result: Evaluation, path: Path) -> Path:
-    """Across tickers: the distribution of the model's skill, and the skill of each ticker, sorted."""
-    ranking = result.ticker_ranking().dropna()
-    uses_pinball = any(
-        "pinball" in by.get("static_quantile", {}) and "pinball" in by.get("model", {})
-        for by in result.per_ticker.values()
-    )
-    label = "pinball skill vs static_quantile" if uses_pinball else "RMSE skill vs naive"
-    fig, (left, right) = figure(12, 4, ncols=2)
-    left.hist(ranking.to_numpy(), bins=min(40, max(5, len(ranking))), color="tab:blue")
-    left.axvline(0.0, color="black", linewidth=0.8)
-    left.set_xlabel(label)
-    left.set_ylabel("tickers")
-    left.set_title(f"model skill across {len(ranking)} tickers")
-    right.plot(
-        np.arange(len(ranking)), ranking.to_numpy(), marker="." if len(ranking) <= 200 else None, color="tab:blue"
-    )
+OVERVIEW_RIVAL = "garch"  # the rival the overview, the note and the console lead with
+BARS_SHOWN = 40  # tickers drawn by name on the overview: with more, the best and the worst half of this each
+
+
+def ticker_gains(result: Evaluation, rival: str = OVERVIEW_RIVAL) -> pd.Series:
+    """ticker -> the GRU's pinball gain against `rival` on that ticker (1 - its pinball / the rival's), best
+    first; only the tickers where both were scored."""
+    gains = {
+        t: 1.0 - by["model"]["pinball"] / by[rival]["pinball"]
+        for t, by in result.per_ticker.items()
+        if "pinball" in by.get("model", {}) and by.get(rival, {}).get("pinball", 0) > 0
+    }
+    return pd.Series(gains, dtype=float).sort_values(ascending=False)
+
+
+def shown_tickers(ranked: pd.Series, limit: int = BARS_SHOWN) -> pd.Series:
+    """All of `ranked`, or its best and worst `limit // 2` when there are more."""
+    return ranked if len(ranked) <= limit else pd.concat([ranked.iloc[: limit // 2], ranked.iloc[-(limit // 2) :]])
+
+
+def overview_figure(result: Evaluation):
+    """What the console leads with, drawn: the GRU's pinball gain against garch and ewma over the whole test
+    split (with the HAC t), and against garch ticker by ticker, the tickers named on the axis, best first.
+    Without pinball figures (no quantiles), each ticker's point skill vs naive instead."""
+    per_ticker = ticker_gains(result)
+    label = f"the GRU's pinball gain vs {OVERVIEW_RIVAL}, %"
+    if per_ticker.empty:
+        skill = {t: by["model"]["skill"] for t, by in result.per_ticker.items() if "skill" in by.get("model", {})}
+        per_ticker = pd.Series(skill, dtype=float).dropna().sort_values(ascending=False)
+        label = "the GRU's RMSE skill vs naive, %"
+    overall = {r: row for r in RIVALS if (row := result.comparison("model", r)) is not None}
+    fig, (left, right) = figure(13, 4.2, ncols=2, width_ratios=[1, 3])
+    names = [f"vs {r}" for r in overall]
+    gains = [100 * float(row["gain"]) for row in overall.values()]
+    left.bar(names, gains, color=["tab:green" if g > 0 else "tab:red" for g in gains])
+    for x, (g, row) in enumerate(zip(gains, overall.values())):
+        left.annotate(f"{g:+.2f}%\nt {float(row['t']):.2f}", (x, g), ha="center", va="bottom" if g >= 0 else "top")
+    left.axhline(0.0, color="black", linewidth=0.8)
+    left.margins(y=0.35)
+    left.set_ylabel("pinball gain, % (> 0: the GRU is better)")
+    left.set_title("overall (HAC t)")
+    shown = 100 * shown_tickers(per_ticker)
+    right.bar(list(shown.index), shown.to_numpy(), color=["tab:green" if g > 0 else "tab:red" for g in shown])
     right.axhline(0.0, color="black", linewidth=0.8)
-    right.set_xlabel("tickers, best to worst" + ("" if len(ranking) > 30 else ": " + " ".join(ranking.index)))
+    if OVERVIEW_RIVAL in overall and label.startswith("the GRU's pinball"):
+        mean = 100 * float(overall[OVERVIEW_RIVAL]["gain"])
+        right.axhline(mean, color="tab:blue", linestyle="--", linewidth=1, label=f"overall {mean:+.2f}%")
+        right.legend(loc="upper right")
+    if len(shown) < len(per_ticker):  # the best half, a gap, the worst half
+        right.axvline(len(shown) / 2 - 0.5, color="grey", linestyle=":", linewidth=1)
+    right.tick_params(axis="x", labelrotation=0 if len(shown) <= 12 else 90)
     right.set_ylabel(label)
-    right.set_title("skill by ticker")
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.14, wspace=0.25)
-    fig.savefig(path, dpi=80)
+    won = int((per_ticker > 0).sum())
+    of = f"all {len(per_ticker)}" if len(shown) == len(per_ticker) else f"the best and worst of {len(per_ticker)}"
+    right.set_title(f"by ticker, best first ({of}); better on {won} of {len(per_ticker)}")
+    fig.suptitle(overview_headline(result))
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.83, bottom=0.12 if len(shown) <= 12 else 0.22, wspace=0.18)
+    return fig
+
+
+def overview_headline(result: Evaluation) -> str:
+    row = result.comparison("model", OVERVIEW_RIVAL)
+    if row is None:
+        return f"The GRU on {len(result.per_ticker)} tickers: RMSE skill vs naive {result.skill:+.4f}"
+    return f"The GRU vs {OVERVIEW_RIVAL}: pinball gain {float(row['gain']):+.2%} (HAC t {float(row['t']):.2f})"
+
+
+def overview_plot(result: Evaluation, path: Path) -> Path:
+    overview_figure(result).savefig(path, dpi=80)
     return path
 
 

@@ -1,5 +1,5 @@
 """A training run's MLflow run from start to finish: its params, the validation summary (and Data Docs), the
-window dataset's lineage, per-epoch metrics and the fit's outcome, then the run's summary."""
+window dataset's lineage, per-epoch metrics and the fit's outcome, then the run's note and its summary."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from prefect import runtime, task
 from prefect.artifacts import create_markdown_artifact
 
 from tickerflow.reporting.run_labels import cross_link
+from tickerflow.reporting.run_note import headline_metrics, run_note
 from tickerflow.reporting.summaries import TrainingSummary
 from tickerflow.tasks.register import Registration
 from tickerflow.tasks.validate import ValidationReport
@@ -48,6 +49,9 @@ def start_training_run(config: PipelineConfig) -> TrackedRun:
 def finish_training_run(
     run: TrackedRun, evaluation: Evaluation, registration: Registration, folds: Backtest | None = None
 ) -> TrainingSummary:
+    """The run's story on its MLflow page (the note, the `headline/` figures), then the run ends FINISHED."""
+    run.set_description(run_note(evaluation, registration))
+    run.log_metrics(headline_metrics(evaluation, registration))
     run.finish()
     return TrainingSummary(
         mlflow_run_id=run.run_id,
