@@ -20,6 +20,7 @@ from tickerflow.tracking.models import Servable, find_versions, log_version, set
 from tickerflow.tracking.registry import (
     BUNDLE_DIGEST_TAG,
     FORECASTER_TAG,
+    LINEAGE_TAG,
     SHOWN_ON_VERSION,
     TEST_SCORES_TAG,
     apply_decision,
@@ -86,9 +87,11 @@ def git_commit() -> str | None:
 def registration_tags(
     evaluation: Evaluation, dataset: WindowDataset, run_id: str, promoted: bool, reason: str, forecaster: str = GRU
 ) -> dict[str, str]:
-    """What a person reads on a version, a dozen tags: which forecaster it is, the gate's verdict, its headline
-    test scores and its lineage; every test score of its own in one JSON tag (`test_scores`), the rest of the
-    lineage in another (`lineage`). Every forecaster's scores are the run's (`evaluation/metrics.json`)."""
+    """What a person reads on a version, ten tags (a dozen with the digest and, on a champion, its moves):
+    which forecaster it is, the gate's verdict, its headline test scores, its data and universe; every test
+    score of its own in one JSON tag (`test_scores`), the rest of the lineage (the raw snapshot, the commit,
+    the flow run) in another (`lineage`). The run is the version's own `run_id`. Every forecaster's scores
+    are the run's (`evaluation/metrics.json`)."""
     name = "model" if forecaster == GRU else forecaster
     m = evaluation.metrics[name]
     return {
@@ -97,13 +100,15 @@ def registration_tags(
         "promotion_reason": reason,
         "skill_vs_naive": f"{m.get('skill', float('nan')):.6f}",
         **{f"test_{key}": f"{m[key]:.6f}" for key in SHOWN_ON_VERSION if key in m},
-        "mlflow_run_id": run_id,
         "dataset_id": dataset.dataset_id,
-        "source_hash": str(dataset.manifest.get("source_hash", "")),
         UNIVERSE_TAG: universe_of(dataset).to_tag(),
         TEST_SCORES_TAG: json.dumps({k: round(v, 6) for k, v in m.items()}),
-        "lineage": json.dumps(
-            {"git_commit": git_commit() or "none", "prefect_flow_run_id": str(runtime.flow_run.id or "")}
+        LINEAGE_TAG: json.dumps(
+            {
+                "source_hash": str(dataset.manifest.get("source_hash", "")),
+                "git_commit": git_commit() or "none",
+                "prefect_flow_run_id": str(runtime.flow_run.id or ""),
+            }
         ),
     }
 

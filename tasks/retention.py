@@ -28,6 +28,7 @@ from tickerflow.tasks.forecast_store import partitions, store_location
 from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow.tracking.models import find_versions
+from tickerflow.tracking.registry import lineage
 from tickerflow.tracking.runs import delete_runs, find_runs, reap_stale_runs
 from tickerflow.tracking.store import EXPERIMENT, FORECAST_EXPERIMENT
 from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
@@ -67,9 +68,10 @@ def needed_ids(keep_last_runs: int) -> dict[str, dict[str, str]]:
     """{"dataset_id": {id: why}, "source_hash": {hash: why}} named by versions, recent and running runs."""
     needed: dict[str, dict[str, str]] = {"dataset_id": {}, "source_hash": {}}
     for mv in find_versions():
-        for key in needed:
-            if mv.tags.get(key):
-                needed[key].setdefault(mv.tags[key], f"model {mv.name} v{mv.version}")
+        named = {"dataset_id": mv.tags.get("dataset_id"), "source_hash": lineage(mv.tags).get("source_hash")}
+        for key, value in named.items():
+            if value:
+                needed[key].setdefault(value, f"model {mv.name} v{mv.version}")
     recent = find_runs(EXPERIMENT, newest_first=True, max_results=keep_last_runs)
     running = find_runs(EXPERIMENT, "attributes.status = 'RUNNING'")
     for run in [*recent, *running]:

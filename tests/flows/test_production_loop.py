@@ -3,6 +3,7 @@ to MLflow, and a regime shift (volatility doubles on a known day) emits `tickerf
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def test_replay_scores_forecasts_and_a_volatility_shift_emits_the_degradation_ev
     version = champion
     home = Path(os.environ["TICKERFLOW_HOME"])
     assert (home / "windows" / version.tags["dataset_id"]).is_dir()
-    assert (home / "raw" / version.tags["source_hash"]).is_dir()
+    assert (home / "raw" / json.loads(version.tags["lineage"])["source_hash"]).is_dir()
     assert len(list((home / "raw").iterdir())) <= 2  # ten days were ingested
     assert main(["gc"]) == 0
     out = tmp_path / "after_gc.parquet"

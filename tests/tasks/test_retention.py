@@ -30,10 +30,12 @@ def make(path, age_s: float = 2 * HOUR, content: bytes = b"x" * 1000):
 def test_gc_removes_only_what_nothing_needs(tf_home, mlflow_store, tmp_path, capsys):
     client = mlflow.MlflowClient(mlflow_store, mlflow_store)
     client.create_registered_model("m")
-    for ds, src in [("ds-champ", "src-champ"), ("ds-chal", "src-chal")]:
-        client.create_model_version(
-            "m", source=(tmp_path / "model").as_uri(), tags={"dataset_id": ds, "source_hash": src}
-        )
+    # a version of before names its raw snapshot in a tag of its own, today's in its lineage JSON
+    for tags in [
+        {"dataset_id": "ds-champ", "source_hash": "src-champ"},
+        {"dataset_id": "ds-chal", "lineage": json.dumps({"source_hash": "src-chal", "git_commit": "none"})},
+    ]:
+        client.create_model_version("m", source=(tmp_path / "model").as_uri(), tags=tags)
     client.set_registered_model_alias("m", "champion", "1")
     client.set_registered_model_alias("m", "challenger", "2")
     from tickerflow.tracking.store import experiment_id

@@ -39,6 +39,7 @@ HISTORY_KEY_TAG = "tickerflow.history_key"  # `history_key()`: orders the events
 HISTORY_EVENT_TAG = "tickerflow.event"  # the event as JSON
 FORECASTER_TAG = "forecaster"  # on a version: `gru` or the distribution baseline it is
 # the version tags `tickerflow models` shows: the headline test scores, with skill under its own tag
+LINEAGE_TAG = "lineage"  # on a version: its raw snapshot (source_hash), git commit and flow run, as JSON
 BUNDLE_DIGEST_TAG = "bundle_digest"  # on a version: what it forecasts with, hashed (`Forecaster.digest`)
 TEST_SCORES_TAG = "test_scores"  # on a version: every test score of its own, as JSON
 MOVES_KEPT = 5  # the last moves a version keeps in its tag (the whole history is the registry experiment's)
@@ -78,6 +79,14 @@ def registered_models() -> list[dict]:
             }
         )
     return sorted(models, key=lambda m: m["model"])
+
+
+def lineage(tags: dict[str, str]) -> dict[str, str]:
+    """A version's lineage: its `lineage` JSON, with the `source_hash` tag older versions carry."""
+    found = json.loads(tags.get(LINEAGE_TAG) or "{}")
+    if tags.get("source_hash"):
+        found.setdefault("source_hash", tags["source_hash"])
+    return found
 
 
 def test_score(tags: dict[str, str], key: str) -> str | None:
