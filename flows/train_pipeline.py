@@ -2,9 +2,10 @@
 
 One Prefect flow run is one MLflow run: the config goes in as params, the flow-run id as a tag.
 
-The stages take their inputs as they are, large ones too: Prefect walks a task's inputs for futures,
-which costs about 0.3 s per task that takes a 400-ticker evaluation (0.7 s at 1,000 tickers), well under 1%
-of such a run (docs/BENCHMARKS.md, "What Prefect's input walk costs").
+The stages take their inputs as they are, large ones too: Prefect walks a task's inputs for futures and
+to resolve them, about 1 s per task that takes a 400-ticker evaluation on a busy 2-core machine (2.5 s at
+1,000 tickers), about 1.5% of a one-epoch run of that size (docs/BENCHMARKS.md, "What Prefect's input walk
+costs").
 """
 
 from __future__ import annotations
