@@ -86,8 +86,8 @@ def main() -> None:
     for n in args.tickers:
         parameters = {"evaluation": evaluation_of(n)}
         leaves = n * len(FORECASTERS) * len(METRIC_KEYS)
-        collect = timed(lambda: collect_task_run_inputs_sync(parameters), args.repeats)
-        resolve = timed(lambda: resolve_inputs_sync(parameters), args.repeats)
+        collect = timed(lambda p=parameters: collect_task_run_inputs_sync(p), args.repeats)
+        resolve = timed(lambda p=parameters: resolve_inputs_sync(p), args.repeats)
         print(f"{n:>8} {leaves:>12,} {collect:>17.3f} {resolve:>17.3f}", flush=True)
 
 
