@@ -4,7 +4,7 @@ One Prefect flow run is one MLflow run: the config goes in as params, the flow-r
 
 The stages take their inputs as they are, large ones too: Prefect walks a task's inputs for futures and
 to resolve them, about 1 s per task that takes a 400-ticker evaluation on a busy 2-core machine (2.5 s at
-1,000 tickers), about 1.5% of a one-epoch run of that size (docs/BENCHMARKS.md, "What Prefect's input walk
+1,000 tickers), about 2% of a one-epoch run of that size (docs/BENCHMARKS.md, "What Prefect's input walk
 costs").
 """
 
