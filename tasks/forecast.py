@@ -64,9 +64,14 @@ class LoadedModel:
         return self.uri[len("models:/") :].partition("@")[0].split("/")[0]
 
     @property
+    def takes(self) -> list[str]:
+        """The input columns of the model's signature: what it is handed (MLflow warns of any other)."""
+        return input_columns(self.pyfunc.unwrap_python_model().forecaster)
+
+    @property
     def reads(self) -> list[str]:
         """The columns the model cannot forecast without (`close`, which forecasts are priced in, is optional)."""
-        return [c for c in input_columns(self.pyfunc.unwrap_python_model().forecaster) if c != "close"]
+        return [c for c in self.takes if c != "close"]
 
     @property
     def min_rows(self) -> int:
@@ -141,7 +146,7 @@ def forecast_batch(model: LoadedModel, prices: pd.DataFrame, dropped: dict[str, 
             t: f"not among the {model.universe.count} tickers version {model.version} was trained on" for t in untrained
         }
         prices = prices[~prices["ticker"].astype(str).isin(untrained)]
-    present = [c for c in input_columns(model.pyfunc.unwrap_python_model().forecaster) if c in prices.columns]
+    present = [c for c in model.takes if c in prices.columns]
     forecasts = model.pyfunc.predict(prices[present])
     assert isinstance(forecasts, pd.DataFrame)  # GRUPricePyfunc.predict's frame; MLflow types any model's answer
     for ticker in sorted(set(prices["ticker"].astype(str)) - set(forecasts["ticker"])):

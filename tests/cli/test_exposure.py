@@ -202,7 +202,13 @@ def test_non_finite_forecasts_are_never_written():
 
     model = LoadedModel("models:/m/1", "1", Model())
     model.__class__ = type(
-        "Fixed", (LoadedModel,), {"min_rows": property(lambda self: 2), "levels": property(lambda self: ())}
+        "Fixed",
+        (LoadedModel,),
+        {
+            "min_rows": property(lambda self: 2),
+            "levels": property(lambda self: ()),
+            "takes": property(lambda self: ["date", "ticker", "close"]),
+        },
     )
     batch = forecast_batch(model, make_prices(n_days=5), {})
     assert batch.frame["ticker"].tolist() == ["BBB"] and "not a finite number" in batch.skipped["AAA"]

@@ -46,7 +46,7 @@ def test_a_successful_run_and_forecast_print_no_warning_or_chatter_unless_verbos
     verbose = tickerflow(
         ["forecast", "--data", str(small_sample_csv), "--out", "f.parquet", "--verbose"], env, tmp_path
     )
-    assert "Running hook" in verbose.stderr and "Found extra inputs" in verbose.stderr  # the switch is --verbose
+    assert "Running hook" in verbose.stderr  # Prefect's lifecycle lines: the switch is --verbose
 
 
 def test_the_quiet_console_is_undone_when_the_command_returns():
@@ -112,3 +112,31 @@ def test_the_quiet_console_drops_an_expected_failures_exception_record_but_keeps
         "Encountered exception during execution: ValueError('a bug')\nTraceback (most recent call last):"
     )
     assert out.rstrip().endswith("ValueError: a bug")
+
+
+def test_once_a_stop_signal_arrived_a_librarys_record_of_the_unwinding_stays_off_the_console(monkeypatch):
+    """SIGHUP mid-run: SQLAlchemy logs "Error closing cursor" with the traceback of a database closed under it.
+    The console ends with the command's one stop line; a record of tickerflow's own still shows."""
+    import signal
+
+    from tickerflow.cli import console as console_module
+    from tickerflow.cli.console import ChatterFilter, ExpectedErrorFilter, _TrimmingFormatter
+
+    try:
+        raise RuntimeError("Cannot operate on a closed database.")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    library = logging.LogRecord(
+        "sqlalchemy.pool.impl.QueuePool", logging.ERROR, "", 0, "Error closing cursor", (), exc_info
+    )
+    own = logging.LogRecord("tickerflow.run", logging.WARNING, "", 0, "stopping the run", (), None)
+    assert ChatterFilter().filter(library) is True  # before a signal: a library's error with its traceback shows
+
+    monkeypatch.setattr(console_module, "stop_signals", [signal.SIGHUP])
+    assert ChatterFilter().filter(library) is False and ChatterFilter().filter(own) is True
+    stream = io.StringIO()  # a console that shows libraries' records (--verbose): one line, no traceback
+    verbose = logging.StreamHandler(stream)
+    verbose.setFormatter(_TrimmingFormatter(logging.Formatter("%(message)s")))
+    verbose.addFilter(ExpectedErrorFilter())
+    verbose.handle(library)
+    assert stream.getvalue() == "Error closing cursor: RuntimeError while stopping\n"

@@ -94,6 +94,8 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
         "date",
         "horizon",
         "forecast_close",
+        "q01",
+        "q025",
         "q05",
         "q10",
         "q25",
@@ -101,9 +103,16 @@ def test_pipeline_registers_a_champion_that_forecasts_prices(
         "q75",
         "q90",
         "q95",
+        "q975",
+        "q99",
+        "base_price",
+        "price_column",
     ]
     assert sorted(out["ticker"]) == ["AAPL", "MSFT"]
-    last = recent.sort_values("date").groupby("ticker")["adj_close"].last()
+    # priced in the input's own close (the price a chart shows), which the frame names, from its last value
+    last = recent.sort_values("date").groupby("ticker")["close"].last()
+    assert set(out["price_column"]) == {"close"}
+    assert all(row.base_price == pytest.approx(last[row.ticker]) for row in out.itertuples())
     for row in out.itertuples():
         # a one-day forecast of a large-cap stock lies within 20% of the last price
         assert 0.8 * last[row.ticker] < row.forecast_close < 1.2 * last[row.ticker]

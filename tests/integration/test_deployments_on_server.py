@@ -121,7 +121,15 @@ def test_training_deployment_runs_on_a_worker_and_registers_a_champion(
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
-    assert list(forecasts.columns) == ["ticker", "date", "horizon", "forecast_close", *quantile_columns()]
+    assert list(forecasts.columns) == [
+        "ticker",
+        "date",
+        "horizon",
+        "forecast_close",
+        *quantile_columns(),
+        "base_price",
+        "price_column",
+    ]
     assert sorted(forecasts["ticker"]) == ["AAPL", "MSFT"]
     assert (forecasts["date"] > recent["date"].max()).all()
 

@@ -124,7 +124,7 @@ def test_serve_without_api_url_starts_a_local_server_and_stops_it(tmp_path, migr
             "forecast-daily to be served by the server serve started",
             log,
         )
-        deployment = httpx.get(f"{api}/deployments/name/batch_forecast/forecast-daily").json()
+        deployment = httpx.get(f"{api}/deployments/name/batch_forecast/forecast-daily", timeout=60).json()
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["30 17 * * 1-5"]
     finally:
         code = interrupt(proc)
@@ -156,10 +156,12 @@ def test_ui_serves_both_stores_and_stops_cleanly_on_ctrl_c(tmp_path, migrated_ml
     try:
         wait_for(lambda: f"MLflow UI:  {mlflow_url}" in log.read_text(errors="replace"), 180, "both URLs", log)
         assert f"Prefect UI: {prefect_url}" in log.read_text()
-        assert http_ok(f"{prefect_url}/api/health") and http_ok(f"{mlflow_url}/health")
-        assert "<html" in httpx.get(prefect_url).text.lower()
+        assert http_ok(f"{prefect_url}/api/health", timeout=30) and http_ok(f"{mlflow_url}/health", timeout=30)
+        assert "<html" in httpx.get(prefect_url, timeout=60).text.lower()
         found = httpx.get(
-            f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "earlier-runs"}
+            f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": "earlier-runs"},
+            timeout=60,
         )
         assert found.status_code == 200, found.text
         assert (home / "mlartifacts").is_dir()

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from tickerflow.cli.config_file import error_message
-from tickerflow.cli.console import is_expected
+from tickerflow.cli.console import is_expected, stop_signals
 from tickerflow.cli.root import FLOW_COMMANDS, VERBOSE, app
 from tickerflow.runtime import environment
 from tickerflow_model.errors import TickerflowError, storage_failure, storage_message
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_received: list[int] = []  # the stop signals this command received, first first
+_received = stop_signals  # the stop signals this command received, first first (the console reads them too)
 
 
 class Stopped(KeyboardInterrupt):

@@ -34,6 +34,10 @@ from tickerflow_model.errors import TickerflowError, storage_failure
 from tickerflow_model.redaction import redact_text
 
 _TRIMMED = "_tickerflow_console_record"
+# The stop signals the command received, first first (`command_line._stop`). Once one arrived, a library's
+# record of what the unwinding broke (a database closed under a cursor, a connection cut) stays off the
+# console, which ends with the command's one stop line; the run's log and the Prefect API still get it.
+stop_signals: list[int] = []
 
 
 def expected_error_types() -> tuple[type[BaseException], ...]:
@@ -66,7 +70,9 @@ class ExpectedErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if is_expected(exc):
+        if exc is not None and stop_signals and not record.name.startswith("tickerflow"):
+            self._trim(record, f"{record.getMessage()}: {type(exc).__name__} while stopping")
+        elif is_expected(exc):
             head = record.getMessage().split(":", 1)[0]
             self._trim(record, f"{head}: {self._named(type(exc).__name__, str(exc))}")
         return True
@@ -113,6 +119,8 @@ class ChatterFilter(logging.Filter):
             return False
         if is_own(record) or record.name.startswith("tickerflow"):
             return True
+        if stop_signals:
+            return False
         if record.exc_info and record.exc_info[1] is not None:
             return not is_expected(record.exc_info[1])
         if record.name.startswith(RUN_LOGGERS):
