@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 from uuid import UUID
 
 import pandas as pd
@@ -31,6 +32,7 @@ from tickerflow.tracking.store import (
     experiment_id,
     experiment_ids,
     run_url,
+    tracking_uri,
     use_tracking,
 )
 from tickerflow_model.redaction import redact_text
@@ -211,6 +213,38 @@ def delete_runs(run_ids: Iterable[str]) -> None:
     client = use_tracking()
     for run_id in run_ids:
         client.delete_run(run_id)
+
+
+# ---- the files of a run in an artifact store this process does not write itself --------------------------
+def is_local_artifact_uri(artifact_uri: str) -> bool:
+    """Whether a run's artifacts are a folder on this filesystem (a `file:` URI or a bare path)."""
+    return urlparse(artifact_uri).scheme in ("", "file")
+
+
+def _artifact_repository(artifact_uri: str):
+    """MLflow's repository of one run's artifacts: `mlflow-artifacts:` through the tracking server (which deletes
+    them from its `--artifacts-destination`), `s3://` and the others straight to their store."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # (gc's use only)
+
+    use_tracking()  # the repository of `mlflow-artifacts:` URIs resolves them against this tracking URI
+    return get_artifact_repository(artifact_uri, tracking_uri=tracking_uri())
+
+
+def artifacts_size(artifact_uri: str) -> int:
+    """The bytes of a run's artifacts in a remote artifact store (0 when it has none)."""
+    repo, total, folders = _artifact_repository(artifact_uri), 0, [None]
+    while folders:
+        for item in repo.list_artifacts(folders.pop()):
+            if item.is_dir:
+                folders.append(item.path)
+            else:
+                total += item.file_size or 0
+    return total
+
+
+def delete_artifacts(artifact_uri: str) -> None:
+    """Remove a run's artifacts from a remote artifact store (the store removes them, not a soft delete)."""
+    _artifact_repository(artifact_uri).delete_artifacts()
 
 
 # ---- the end of a flow run's MLflow runs, and runs whose process died -------------------------------------
