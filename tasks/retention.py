@@ -91,15 +91,21 @@ def needed_ids(keep_last_runs: int) -> dict[str, dict[str, str]]:
     return needed
 
 
-def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | None = None) -> GcPlan:
-    """What `gc` would remove, and why each thing it keeps stays. Removes nothing."""
+def plan_gc(
+    config: RetentionConfig,
+    store: ForecastStoreConfig,
+    now: float | None = None,
+    experiment: str = FORECAST_EXPERIMENT,
+) -> GcPlan:
+    """What `gc` would remove, and why each thing it keeps stays; the batch-forecast runs it reads are those of
+    `experiment` (a replay's own, or the forecasts'). Removes nothing."""
     planner = GcPlanner(config, time.time() if now is None else now)
     planner.home_data(needed_ids(config.keep_last_runs))
     planner.checkpoints()
     planner.data_docs()
     planner.logs_and_scratch()
     planner.store_partitions(store)
-    planner.forecast_runs()
+    planner.forecast_runs(experiment)
     return planner.plan
 
 
@@ -187,9 +193,9 @@ class GcPlanner:
                 size = sum(fs.size(f) for f in fs.find(folder))
                 self.remove(folder, f"forecast store partition older than {days} days", size)
 
-    def forecast_runs(self) -> None:
-        """Batch-forecast MLflow runs beyond the newest `keep_forecast_runs`, with their artifacts."""
-        for run in find_runs(FORECAST_EXPERIMENT, newest_first=True)[self.config.keep_forecast_runs :]:
+    def forecast_runs(self, experiment: str = FORECAST_EXPERIMENT) -> None:
+        """Batch-forecast MLflow runs of `experiment` beyond the newest `keep_forecast_runs`, with their artifacts."""
+        for run in find_runs(experiment, newest_first=True)[self.config.keep_forecast_runs :]:
             if run.status == "RUNNING":
                 continue
             self.plan.forecast_runs.append(run.run_id)
@@ -227,12 +233,14 @@ def execute_gc(plan: GcPlan, store: ForecastStoreConfig) -> None:
     delete_runs(plan.forecast_runs)
 
 
-def run_gc(config: RetentionConfig, store: ForecastStoreConfig, dry_run: bool = False) -> GcPlan:
+def run_gc(
+    config: RetentionConfig, store: ForecastStoreConfig, dry_run: bool = False, experiment: str = FORECAST_EXPERIMENT
+) -> GcPlan:
     """Plan, then (unless `dry_run`) remove. Stale RUNNING MLflow runs are ended first, so what they
     named is no longer protected by a run that will never finish."""
     if not dry_run:
         reap_stale_runs()
-    plan = plan_gc(config, store)
+    plan = plan_gc(config, store, experiment=experiment)
     if not dry_run:
         execute_gc(plan, store)
     return plan
@@ -246,7 +254,9 @@ class GcSummary:
 
 
 @task(name="gc")
-def collect_garbage(config: RetentionConfig, store: ForecastStoreConfig) -> GcSummary:
-    plan = run_gc(config, store)
+def collect_garbage(
+    config: RetentionConfig, store: ForecastStoreConfig, experiment: str = FORECAST_EXPERIMENT
+) -> GcSummary:
+    plan = run_gc(config, store, experiment=experiment)
     run_logger().info("gc removed %s, %.1f MB", counted(len(plan.removals), "item"), plan.bytes / 1e6)
     return GcSummary(len(plan.removals), plan.bytes, len(plan.forecast_runs))
