@@ -26,6 +26,18 @@ def test_champion_stack_replays_promotions_and_rollbacks():
     assert champion_stack(events) == ["1", "2"]
 
 
+def test_a_void_undoes_the_move_recorded_before_it():
+    events = [
+        {"action": "promote", "version": "1"},
+        {"action": "promote", "version": "2"},
+        {"action": "promote", "version": "3"},
+        {"action": "void", "voids": "promote", "version": "3", "previous": "2"},
+        {"action": "rollback", "version": "1", "previous": "2"},
+        {"action": "void", "voids": "rollback", "version": "1", "previous": "2"},
+    ]
+    assert champion_stack(events) == ["1", "2"]
+
+
 def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tmp_path):
     from tickerflow.tracking.registry import ChampionMoved, move_champion
 
@@ -154,6 +166,9 @@ def test_a_collision_with_a_move_of_the_champion_reads_again_and_refuses(collidi
     with pytest.raises(ChampionMoved, match="moved to v3"):
         move_champion("cas", "2", "promote", "better", "run-b", expected="1")
     assert fake.writes == 1 and current_champion("cas") == "3"
+    history = champion_history("cas")
+    assert [(e["action"], e["version"]) for e in history] == [("promote", "1"), ("promote", "2"), ("void", "2")]
+    assert champion_stack(history) == ["1"]  # the promotion that did not happen is not in the succession
 
 
 def test_collisions_are_tried_a_bounded_number_of_times_and_other_errors_not_at_all(colliding):

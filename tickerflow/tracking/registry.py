@@ -148,10 +148,16 @@ def _model_key(name: str) -> str:
 
 
 def champion_stack(history: list[dict]) -> list[str]:
-    """Champions in order of succession: a promotion pushes a version, a rollback pops one."""
+    """Champions in order of succession: a promotion pushes a version, a rollback pops one; a `void` undoes the
+    move recorded just before it, which did not happen (its alias write lost to another writer's)."""
     stack: list[str] = []
     for event in history:
-        if event["action"] == "rollback" and stack:
+        if event["action"] == "void":
+            if event.get("voids") == "rollback" and event.get("previous"):
+                stack.append(event["previous"])
+            elif event.get("voids") == "promote" and stack and stack[-1] == event["version"]:
+                stack.pop()
+        elif event["action"] == "rollback" and stack:
             stack.pop()
         elif event["action"] in ("promote", "rollback"):
             stack.append(event["version"])
@@ -272,7 +278,12 @@ def move_champion(
             record_decision(name, event)
             raise ChampionMoved(event["why"])
         record_decision(name, event)
-        write_alias(name, CHAMPION, version, expected=current)
+        try:
+            write_alias(name, CHAMPION, version, expected=current)
+        except ChampionMoved as exc:  # the move recorded above did not happen: the history says so
+            void = {**event, "action": "void", "voids": action, "at": now_utc(), "why": str(exc)}
+            record_decision(name, void)
+            raise
         now = current_champion(name)
         if now != str(version):  # a writer that does not take the registry lock moved it meanwhile
             raise RegistryError(f"the champion of {name!r} is v{now} right after it was moved to v{version}")
