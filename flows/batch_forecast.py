@@ -31,6 +31,7 @@ from tickerflow.tasks.ingest import ingest
 from tickerflow.tasks.monitor import check_degradation, model_identity, score_live
 from tickerflow.tasks.retention import collect_garbage
 from tickerflow.tasks.validate import require_valid, validate
+from tickerflow.tracking.store import FORECAST_EXPERIMENT
 from tickerflow_model.config import (
     ForecastConfig,
     ForecastStoreConfig,
@@ -62,6 +63,7 @@ def batch_forecast(
     gc: bool = True,
     splits: SplitPolicy = field_default(IngestConfig, "splits"),
     adaptive_gamma: float = field_default(ForecastConfig, "adaptive_gamma"),
+    experiment: str = FORECAST_EXPERIMENT,
 ) -> ForecastSummary:
     config = ForecastConfig(model_uri=model_uri, out=out, adaptive_gamma=adaptive_gamma)
     raw = ingest(IngestConfig(source=data, splits=splits))
@@ -86,6 +88,6 @@ def batch_forecast(
         forecasts.levels,
         store,
     )
-    run = publish_forecasts(forecasts, written, data)
-    tidied = collect_garbage(retention, store) if gc else None
+    run = publish_forecasts(forecasts, written, data, experiment)
+    tidied = collect_garbage(retention, store, experiment) if gc else None
     return ForecastSummary(written, run.run_id, live.scored_forecasts, degradation, tidied)

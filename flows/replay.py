@@ -9,6 +9,8 @@ before the first day when the model has no champion yet. Each day's runs are chi
 
 The day's cut is written to `TICKERFLOW_HOME/replay/as_of.parquet`, one file replaced each day. gc runs
 after each day with no grace period (`retention.grace_minutes=0`): a replay is expected to own its home.
+Its batch-forecast runs go to an MLflow experiment of its own (`replay_experiment`), never the daily flow's:
+the gc after each day reads that experiment alone, and a production gc never sees the replay's runs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tickerflow.run_log import run_logger
 from tickerflow.tasks.forecast import model_serving
 from tickerflow.tracking.home import home_subdir
 from tickerflow.tracking.registry import current_champion
+from tickerflow.tracking.store import EXPERIMENT
 from tickerflow_model.atomic_io import write_file_atomic
 from tickerflow_model.config import (
     REPLAY_RETRAIN_EVERY,
@@ -101,6 +104,7 @@ def replay(
             retention=retention,
             gc=gc,
             splits=config.ingest.splits,
+            experiment=replay_experiment(model_name),
         )
         d = result.degradation
         days_out.append(ReplayedDay(f"{day:%Y-%m-%d}", result.model_version, result.scored_forecasts, d.streak))
@@ -115,6 +119,12 @@ def replay(
             "; degradation event emitted" if d.event_id else "",
         )
     return ReplaySummary(tuple(days_out), tuple(retrains), tuple(events))
+
+
+def replay_experiment(model_name: str) -> str:
+    """The MLflow experiment of a replay's batch-forecast runs: one per model it replays, apart from the daily
+    flow's `tickerflow-forecasts`."""
+    return f"{EXPERIMENT}-replay-{model_name}"
 
 
 def replay_model(prices: pd.DataFrame, data: str) -> str:

@@ -16,7 +16,7 @@ from prefect import runtime, task
 
 from tickerflow.run_log import run_logger
 from tickerflow.tracking.interruptions import signals_held
-from tickerflow.tracking.models import Servable, find_versions, log_version, set_alias, tag_version, version_tags
+from tickerflow.tracking.models import Servable, find_versions, log_version, tag_version, version_tags
 from tickerflow.tracking.registry import (
     BUNDLE_DIGEST_TAG,
     FORECASTER_TAG,
@@ -26,6 +26,7 @@ from tickerflow.tracking.registry import (
     apply_decision,
     champion_universes,
     current_champion,
+    write_alias,
 )
 from tickerflow_model.config import RegisterConfig
 from tickerflow_model.evaluation import Evaluation
@@ -148,7 +149,7 @@ def _register(
     if new:
         tag_version(name, version, registration_tags(evaluation, dataset, run_id, promoted, decision.reason))
     # aliases move only once the version is complete and tagged
-    set_alias(name, CHALLENGER, version)
+    write_alias(name, CHALLENGER, version)  # another run may be writing it too (a shared server)
     who = f"train_pipeline run {run_id}"
     expected = evaluation.champion_version  # the champion this decision was made against
     reason = decision.reason

@@ -5,7 +5,8 @@ running MLflow run names (its window dataset and raw snapshot), checkpoints of a
 anything younger than `grace_minutes` (a flow that is running right now may not have recorded what
 it uses yet). Removed otherwise: window datasets, raw snapshots, finished checkpoints (and those of
 a dead process after `resumable_hours`), corrupt checkpoints, Data Docs folders beyond the newest `keep_last_runs`,
-batch-forecast MLflow runs beyond the newest `keep_forecast_runs` (with their artifacts), forecast
+batch-forecast MLflow runs beyond the newest `keep_forecast_runs` (with their artifacts, on this filesystem
+or in a tracking server's artifact store: `mlflow-artifacts:` through the server, `s3://` directly), forecast
 store partitions older than `forecast_store_days`, server logs older than `log_max_age_days`, and
 scratch folders (`.*.tmp-*`, `.*.old-*`) older than `scratch_max_age_minutes`.
 """
@@ -29,7 +30,14 @@ from tickerflow.tasks.train import OWNER_FILE, owner_is_alive, read_owner
 from tickerflow.tracking.home import home_subdir, tickerflow_home
 from tickerflow.tracking.models import find_versions
 from tickerflow.tracking.registry import lineage
-from tickerflow.tracking.runs import delete_runs, find_runs, reap_stale_runs
+from tickerflow.tracking.runs import (
+    artifacts_size,
+    delete_artifacts,
+    delete_runs,
+    find_runs,
+    is_local_artifact_uri,
+    reap_stale_runs,
+)
 from tickerflow.tracking.store import EXPERIMENT, FORECAST_EXPERIMENT
 from tickerflow_model.config import ForecastStoreConfig, RetentionConfig
 from tickerflow_model.trainer import CHECKPOINT_FILE, CORRUPT_SUFFIX
@@ -38,9 +46,10 @@ from tickerflow_model.words import counted
 
 @dataclass
 class Removal:
-    path: str
+    path: str  # a path of this filesystem or the forecast store; with `remote`, a run's artifact URI
     reason: str
     bytes: int
+    remote: bool = False  # a run's artifacts in an artifact store MLflow reaches (mlflow-artifacts:, s3:, ...)
 
 
 @dataclass
@@ -82,15 +91,21 @@ def needed_ids(keep_last_runs: int) -> dict[str, dict[str, str]]:
     return needed
 
 
-def plan_gc(config: RetentionConfig, store: ForecastStoreConfig, now: float | None = None) -> GcPlan:
-    """What `gc` would remove, and why each thing it keeps stays. Removes nothing."""
+def plan_gc(
+    config: RetentionConfig,
+    store: ForecastStoreConfig,
+    now: float | None = None,
+    experiment: str = FORECAST_EXPERIMENT,
+) -> GcPlan:
+    """What `gc` would remove, and why each thing it keeps stays; the batch-forecast runs it reads are those of
+    `experiment` (a replay's own, or the forecasts'). Removes nothing."""
     planner = GcPlanner(config, time.time() if now is None else now)
     planner.home_data(needed_ids(config.keep_last_runs))
     planner.checkpoints()
     planner.data_docs()
     planner.logs_and_scratch()
     planner.store_partitions(store)
-    planner.forecast_runs()
+    planner.forecast_runs(experiment)
     return planner.plan
 
 
@@ -178,28 +193,35 @@ class GcPlanner:
                 size = sum(fs.size(f) for f in fs.find(folder))
                 self.remove(folder, f"forecast store partition older than {days} days", size)
 
-    def forecast_runs(self) -> None:
-        """Batch-forecast MLflow runs beyond the newest `keep_forecast_runs`, with their artifacts."""
-        for run in find_runs(FORECAST_EXPERIMENT, newest_first=True)[self.config.keep_forecast_runs :]:
-            if run.status != "RUNNING":
-                self.plan.forecast_runs.append(run.run_id)
-                artifacts = local_artifact_dir(run.artifact_uri)
-                if artifacts is not None and artifacts.exists():
-                    self.remove(artifacts, f"artifacts of batch-forecast run {run.run_id}")
+    def forecast_runs(self, experiment: str = FORECAST_EXPERIMENT) -> None:
+        """Batch-forecast MLflow runs of `experiment` beyond the newest `keep_forecast_runs`, with their artifacts."""
+        for run in find_runs(experiment, newest_first=True)[self.config.keep_forecast_runs :]:
+            if run.status == "RUNNING":
+                continue
+            self.plan.forecast_runs.append(run.run_id)
+            why = f"artifacts of batch-forecast run {run.run_id}"
+            artifacts = local_artifact_dir(run.artifact_uri)
+            if artifacts is not None and artifacts.exists():
+                self.remove(artifacts, why)
+            elif artifacts is None:  # a tracking server's store: deleting the run alone would leave its files
+                self.plan.removals.append(Removal(run.artifact_uri, why, artifacts_size(run.artifact_uri), True))
 
 
 def local_artifact_dir(artifact_uri: str) -> Path | None:
     """A run's artifact folder when it is on this filesystem (its run folder: `.../<run_id>/artifacts`)."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme not in ("", "file"):
+    if not is_local_artifact_uri(artifact_uri):
         return None
-    return Path(url2pathname(parsed.path)).parent
+    return Path(url2pathname(urlparse(artifact_uri).path)).parent
 
 
 def execute_gc(plan: GcPlan, store: ForecastStoreConfig) -> None:
+    """Remove the plan's files, then delete its runs: a run whose files could not be removed is still there for
+    the next gc to find."""
     fs, root = store_location(store)
-    delete_runs(plan.forecast_runs)
     for removal in plan.removals:
+        if removal.remote:
+            delete_artifacts(removal.path)
+            continue
         if removal.path.startswith(root):
             fs.rm(removal.path, recursive=True)
             continue
@@ -208,14 +230,17 @@ def execute_gc(plan: GcPlan, store: ForecastStoreConfig) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+    delete_runs(plan.forecast_runs)
 
 
-def run_gc(config: RetentionConfig, store: ForecastStoreConfig, dry_run: bool = False) -> GcPlan:
+def run_gc(
+    config: RetentionConfig, store: ForecastStoreConfig, dry_run: bool = False, experiment: str = FORECAST_EXPERIMENT
+) -> GcPlan:
     """Plan, then (unless `dry_run`) remove. Stale RUNNING MLflow runs are ended first, so what they
     named is no longer protected by a run that will never finish."""
     if not dry_run:
         reap_stale_runs()
-    plan = plan_gc(config, store)
+    plan = plan_gc(config, store, experiment=experiment)
     if not dry_run:
         execute_gc(plan, store)
     return plan
@@ -229,7 +254,9 @@ class GcSummary:
 
 
 @task(name="gc")
-def collect_garbage(config: RetentionConfig, store: ForecastStoreConfig) -> GcSummary:
-    plan = run_gc(config, store)
+def collect_garbage(
+    config: RetentionConfig, store: ForecastStoreConfig, experiment: str = FORECAST_EXPERIMENT
+) -> GcSummary:
+    plan = run_gc(config, store, experiment=experiment)
     run_logger().info("gc removed %s, %.1f MB", counted(len(plan.removals), "item"), plan.bytes / 1e6)
     return GcSummary(len(plan.removals), plan.bytes, len(plan.forecast_runs))

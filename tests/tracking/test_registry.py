@@ -26,6 +26,18 @@ def test_champion_stack_replays_promotions_and_rollbacks():
     assert champion_stack(events) == ["1", "2"]
 
 
+def test_a_void_undoes_the_move_recorded_before_it():
+    events = [
+        {"action": "promote", "version": "1"},
+        {"action": "promote", "version": "2"},
+        {"action": "promote", "version": "3"},
+        {"action": "void", "voids": "promote", "version": "3", "previous": "2"},
+        {"action": "rollback", "version": "1", "previous": "2"},
+        {"action": "void", "voids": "rollback", "version": "1", "previous": "2"},
+    ]
+    assert champion_stack(events) == ["1", "2"]
+
+
 def test_promotion_is_compare_and_set_and_a_refusal_is_recorded(mlflow_store, tmp_path):
     from tickerflow.tracking.registry import ChampionMoved, move_champion
 
@@ -82,3 +94,93 @@ def test_the_history_of_an_older_home_kept_in_model_tags_still_reads_back_first(
     history = champion_history("cas")
     assert [(e["version"], e["by"]) for e in history][0] == ("1", "old")
     assert [e["version"] for e in history] == ["1", "2"] and champion_stack(history) == ["1", "2"]
+
+
+# ---- a concurrent insert of the same alias row (MLflow on PostgreSQL) ---------------------------------------
+UNIQUE_VIOLATION = (
+    '(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "registered_model_alias_pk"\n'
+    "DETAIL:  Key (name, alias)=(cas, champion) already exists."
+)
+
+
+class CollidingClient:
+    """An MLflow client whose first `collisions` alias writes fail as a concurrent insert does on PostgreSQL,
+    running `meanwhile` (the other writer) before each failure."""
+
+    def __init__(self, client, collisions: int, meanwhile=None):
+        self.client, self.collisions, self.meanwhile, self.writes = client, collisions, meanwhile, 0
+
+    def set_registered_model_alias(self, name, alias, version):
+        from mlflow.exceptions import RestException
+
+        self.writes += 1
+        if self.writes <= self.collisions:
+            if self.meanwhile:
+                self.meanwhile(self.client)
+            raise RestException({"error_code": "BAD_REQUEST", "message": UNIQUE_VIOLATION})
+        return self.client.set_registered_model_alias(name, alias, version)
+
+    def __getattr__(self, attr):
+        return getattr(self.client, attr)
+
+
+@pytest.fixture
+def colliding(mlflow_store, tmp_path, monkeypatch):
+    """A model `cas` with three versions, v1 champion; `colliding(n, meanwhile)` makes the next n alias writes
+    collide and returns the client that counts them."""
+    from tickerflow.tracking import models, registry
+
+    client = mlflow.MlflowClient(mlflow_store, mlflow_store)
+    _model_with_versions(client, tmp_path, 3)
+    registry.move_champion("cas", "1", "promote", "first", "test", expected=None)
+    monkeypatch.setattr(registry, "ALIAS_RETRY_SECONDS", 0.0)
+    real = models.use_tracking
+
+    def make(collisions: int, meanwhile=None) -> CollidingClient:
+        fake = CollidingClient(real(), collisions, meanwhile)
+        monkeypatch.setattr(models, "use_tracking", lambda: fake)
+        return fake
+
+    return make
+
+
+def test_an_alias_write_that_collides_with_another_is_written_again(colliding):
+    from tickerflow.tracking.registry import current_champion, move_champion, write_alias
+
+    fake = colliding(2)
+    write_alias("cas", "challenger", "3")
+    assert fake.writes == 3
+    assert str(fake.client.get_model_version_by_alias("cas", "challenger").version) == "3"
+    fake = colliding(1)
+    move_champion("cas", "2", "promote", "better", "run-b", expected="1")
+    assert fake.writes == 2 and current_champion("cas") == "2"
+
+
+def test_a_collision_with_a_move_of_the_champion_reads_again_and_refuses(colliding):
+    from tickerflow.tracking.registry import ChampionMoved, current_champion, move_champion
+
+    def other_writer(client):  # a writer without the registry lock made v3 champion at the same moment
+        client.set_registered_model_alias("cas", "champion", "3")
+
+    fake = colliding(1, other_writer)
+    with pytest.raises(ChampionMoved, match="moved to v3"):
+        move_champion("cas", "2", "promote", "better", "run-b", expected="1")
+    assert fake.writes == 1 and current_champion("cas") == "3"
+    history = champion_history("cas")
+    assert [(e["action"], e["version"]) for e in history] == [("promote", "1"), ("promote", "2"), ("void", "2")]
+    assert champion_stack(history) == ["1"]  # the promotion that did not happen is not in the succession
+
+
+def test_collisions_are_tried_a_bounded_number_of_times_and_other_errors_not_at_all(colliding):
+    from mlflow.exceptions import MlflowException
+
+    from tickerflow.tracking.registry import ALIAS_WRITE_ATTEMPTS, current_champion, write_alias
+
+    fake = colliding(ALIAS_WRITE_ATTEMPTS + 10)
+    with pytest.raises(MlflowException, match="registered_model_alias_pk"):
+        write_alias("cas", "champion", "2")
+    assert fake.writes == ALIAS_WRITE_ATTEMPTS and current_champion("cas") == "1"
+    fake = colliding(0)
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST|not found|does not exist"):
+        write_alias("cas", "champion", "9")  # no such version: not a collision, no second write
+    assert fake.writes == 1

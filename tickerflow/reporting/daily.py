@@ -126,11 +126,13 @@ def log_live_metrics(scores: LiveScores, champion_name: str, champion_version: s
 
 
 @task(name="publish-forecasts")
-def publish_forecasts(batch: ForecastBatch, written: WrittenForecasts, source: str) -> TrackedRun:
-    """One MLflow run per batch (in its own experiment) holding the Parquet; a Prefect table artifact.
-    Returns the run."""
+def publish_forecasts(
+    batch: ForecastBatch, written: WrittenForecasts, source: str, experiment: str = FORECAST_EXPERIMENT
+) -> TrackedRun:
+    """One MLflow run per batch (in `experiment`: the forecasts', or a replay's own) holding the Parquet; a
+    Prefect table artifact. Returns the run."""
     run = TrackedRun.start(
-        FORECAST_EXPERIMENT,
+        experiment,
         tags={
             PREFECT_FLOW_RUN_TAG: str(runtime.flow_run.id or ""),
             "model_uri": written.model_uri,

@@ -8,7 +8,12 @@ event as JSON), so the history is one table in the MLflow UI, read back from the
 the registered model's page stays short (moves are also on the version itself, three tags each). Homes from
 before kept the history as registered-model tags `champion_history.<UTC time>-<random id>`; those are still
 read. Moves are compare-and-set: a decision made against one champion never overwrites another that took
-its place meanwhile.
+its place meanwhile. The compare and the set happen under `registry_lock`, which holds across machines when
+they share only the servers (`locks.py`), and the alias is read back after it moved.
+
+Two runs that write an alias of one model at once against an MLflow server on PostgreSQL can make one of the
+writes fail (MLflow inserts the alias row without a lock: `UniqueViolation` on `registered_model_alias_pk`).
+`write_alias` reads the alias again and decides again, a bounded number of times.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Final
 
-from tickerflow.tracking.home import home_lock
+from mlflow.exceptions import MlflowException
+
 from tickerflow.tracking.interruptions import signals_held
+from tickerflow.tracking.locks import machine_and_team_lock
 from tickerflow.tracking.models import alias_version, find_versions, load_error, set_alias, tag_version, version_tags
 from tickerflow.tracking.runs import TrackedRun, find_runs
 from tickerflow.tracking.store import REGISTRY_EXPERIMENT, is_missing, use_tracking
@@ -140,10 +148,16 @@ def _model_key(name: str) -> str:
 
 
 def champion_stack(history: list[dict]) -> list[str]:
-    """Champions in order of succession: a promotion pushes a version, a rollback pops one."""
+    """Champions in order of succession: a promotion pushes a version, a rollback pops one; a `void` undoes the
+    move recorded just before it, which did not happen (its alias write lost to another writer's)."""
     stack: list[str] = []
     for event in history:
-        if event["action"] == "rollback" and stack:
+        if event["action"] == "void":
+            if event.get("voids") == "rollback" and event.get("previous"):
+                stack.append(event["previous"])
+            elif event.get("voids") == "promote" and stack and stack[-1] == event["version"]:
+                stack.pop()
+        elif event["action"] == "rollback" and stack:
             stack.pop()
         elif event["action"] in ("promote", "rollback"):
             stack.append(event["version"])
@@ -181,8 +195,9 @@ def record_decision(name: str, event: dict) -> None:
 
 
 def registry_lock(name: str):
-    """Serialises champion moves of one model between processes sharing this home (one machine)."""
-    return home_lock(f"registry-{stable_hash(name)}")
+    """Serialises champion moves of one model: between the processes of this home, and between machines
+    that share the MLflow store and a Prefect server (`locks.machine_and_team_lock`)."""
+    return machine_and_team_lock(f"registry-{stable_hash(name)}")
 
 
 class AnyChampion(Enum):
@@ -193,6 +208,38 @@ class AnyChampion(Enum):
 
 
 ANY_CHAMPION: Final = AnyChampion.ANY
+
+
+ALIAS_WRITE_ATTEMPTS = 5  # a write that fails on a concurrent insert of the same alias is tried this often
+ALIAS_RETRY_SECONDS = 0.2  # the first pause before trying again; doubled each time
+
+
+def is_concurrent_alias_write(exc: BaseException) -> bool:
+    """Whether an MLflow error is the store refusing an alias row another writer inserted at the same moment
+    (PostgreSQL `UniqueViolation` on `registered_model_alias_pk`; SQLite and MySQL say it their way)."""
+    if not isinstance(exc, MlflowException):
+        return False
+    text = str(exc).lower()
+    return "registered_model_alias" in text and any(w in text for w in ("duplicate", "unique"))
+
+
+def write_alias(name: str, alias: str, version: str, expected: str | None | AnyChampion = ANY_CHAMPION) -> None:
+    """Point `name@alias` at `version`; when the write collides with another writer's, read the alias again and
+    decide again: done if it already points there, `ChampionMoved` if it moved away from `expected`, else write
+    again (at most ALIAS_WRITE_ATTEMPTS writes)."""
+    for attempt in range(ALIAS_WRITE_ATTEMPTS):
+        try:
+            set_alias(name, alias, str(version))
+            return
+        except Exception as exc:  # noqa: BLE001 - only a concurrent insert of the same row is tried again
+            if not is_concurrent_alias_write(exc) or attempt == ALIAS_WRITE_ATTEMPTS - 1:
+                raise
+        time.sleep(ALIAS_RETRY_SECONDS * 2**attempt)  # the other writer's transaction ends meanwhile
+        now = alias_version(name, alias)
+        if now == str(version):
+            return
+        if expected is not ANY_CHAMPION and now != expected:
+            raise ChampionMoved(f"{name}@{alias} moved to v{now} while v{version} was being written; not moved")
 
 
 def move_champion(
@@ -231,7 +278,15 @@ def move_champion(
             record_decision(name, event)
             raise ChampionMoved(event["why"])
         record_decision(name, event)
-        set_alias(name, CHAMPION, version)
+        try:
+            write_alias(name, CHAMPION, version, expected=current)
+        except ChampionMoved as exc:  # the move recorded above did not happen: the history says so
+            void = {**event, "action": "void", "voids": action, "at": now_utc(), "why": str(exc)}
+            record_decision(name, void)
+            raise
+        now = current_champion(name)
+        if now != str(version):  # a writer that does not take the registry lock moved it meanwhile
+            raise RegistryError(f"the champion of {name!r} is v{now} right after it was moved to v{version}")
     moves = json.loads(version_tags(name, version).get(MOVES_TAG) or "[]")
     moves = (moves + [{**{k: event[k] for k in ("action", "by", "at")}, "why": str(event["why"])[:600]}])[-MOVES_KEPT:]
     tag_version(name, version, {MOVES_TAG: json.dumps(moves)})

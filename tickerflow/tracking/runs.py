@@ -6,11 +6,16 @@ kill. Values are bounded here, once: params and tags are redacted and cut to MLf
 are not finite are left out, and batches stay under MLflow's 1,000 per call.
 
 A run SIGKILLed or killed for memory has no chance to end its MLflow run or its Prefect flow run;
-`reap_stale_runs` ends them for it, from the next run or from `gc`.
+`reap_stale_runs` ends them for it, from the next run or from `gc`: the MLflow runs KILLED, the Prefect flow
+runs (and their running task runs) CRASHED. A flow run is marked only when its process is known to be dead:
+an MLflow run of it names a process of this host that is gone, or it has sent Prefect's flow-run heartbeats
+and the last is older than `HEARTBEAT_MISSES` heartbeat periods (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, 180 s
+by default: 9 minutes), which covers the processes of other machines.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -19,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 from uuid import UUID
 
 import pandas as pd
@@ -31,6 +37,7 @@ from tickerflow.tracking.store import (
     experiment_id,
     experiment_ids,
     run_url,
+    tracking_uri,
     use_tracking,
 )
 from tickerflow_model.redaction import redact_text
@@ -42,6 +49,8 @@ KILLED_REASON_TAG = "tickerflow.killed_reason"
 FAILURE_TAG = "failure"
 PARAM_LIMIT = 6000  # MLflow's limit on a param's value, in characters
 BATCH_LIMIT = 1000  # MLflow's limit on the metrics of one log_batch call
+HEARTBEAT_MISSES = 3  # a flow run whose last heartbeat is older than this many heartbeat periods is dead
+RUNNING_FLOW_RUNS_READ = 200  # the RUNNING flow runs one reap reads
 
 
 def process_tags() -> dict[str, str]:
@@ -213,6 +222,38 @@ def delete_runs(run_ids: Iterable[str]) -> None:
         client.delete_run(run_id)
 
 
+# ---- the files of a run in an artifact store this process does not write itself --------------------------
+def is_local_artifact_uri(artifact_uri: str) -> bool:
+    """Whether a run's artifacts are a folder on this filesystem (a `file:` URI or a bare path)."""
+    return urlparse(artifact_uri).scheme in ("", "file")
+
+
+def _artifact_repository(artifact_uri: str):
+    """MLflow's repository of one run's artifacts: `mlflow-artifacts:` through the tracking server (which deletes
+    them from its `--artifacts-destination`), `s3://` and the others straight to their store."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository  # (gc's use only)
+
+    use_tracking()  # the repository of `mlflow-artifacts:` URIs resolves them against this tracking URI
+    return get_artifact_repository(artifact_uri, tracking_uri=tracking_uri())
+
+
+def artifacts_size(artifact_uri: str) -> int:
+    """The bytes of a run's artifacts in a remote artifact store (0 when it has none)."""
+    repo, total, folders = _artifact_repository(artifact_uri), 0, [None]
+    while folders:
+        for item in repo.list_artifacts(folders.pop()):
+            if item.is_dir:
+                folders.append(item.path)
+            else:
+                total += item.file_size or 0
+    return total
+
+
+def delete_artifacts(artifact_uri: str) -> None:
+    """Remove a run's artifacts from a remote artifact store (the store removes them, not a soft delete)."""
+    _artifact_repository(artifact_uri).delete_artifacts()
+
+
 # ---- the end of a flow run's MLflow runs, and runs whose process died -------------------------------------
 def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
     """End every RUNNING MLflow run of a Prefect flow run with `status` (FAILED, KILLED); returns their ids."""
@@ -279,15 +320,112 @@ def reap_stale_runs() -> list[str]:
     """
     client = use_tracking()
     ids = experiment_ids(client)
-    if not ids:
-        return []
     reaped = []
-    for run in client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+    for run in client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000) if ids else []:
         why = stale_because(dict(run.data.tags))
         if why is not None:
             TrackedRun(run.info.run_id).kill(f"found RUNNING after {why}")
             reaped.append(run.info.run_id)
+    reap_dead_flow_runs()
     return reaped
+
+
+def reap_dead_flow_runs() -> list[str]:
+    """Mark CRASHED every RUNNING Prefect flow run whose process is known to be dead, and its running task runs;
+    returns their ids. Nothing without a configured Prefect API (starting a temporary one to look costs more than
+    a zombie), and nothing, with one line on the log, when the API cannot be read."""
+    from prefect.settings import PREFECT_API_URL  # (Prefect's settings and client: only to reap flow runs)
+
+    if not PREFECT_API_URL.value():
+        return []
+    from prefect.client.orchestration import get_client  # (Prefect's client: only with an API to read)
+
+    reaped = []
+    try:
+        with get_client(sync_client=True) as prefect:
+            for flow_run in running_flow_runs(prefect):
+                why = process_gone(str(flow_run.id)) or heartbeat_stopped(prefect, flow_run.id)
+                if why is not None:
+                    crash_flow_run(prefect, flow_run.id, f"found RUNNING after {why}")
+                    reaped.append(str(flow_run.id))
+    except Exception as exc:  # noqa: BLE001 - tidying up never fails the run or gc that does it
+        logging.getLogger("tickerflow").warning("could not look for dead Prefect flow runs: %s", exc)
+    return reaped
+
+
+def running_flow_runs(prefect: Any) -> list:
+    # (Prefect's filters: only to reap flow runs)
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+
+    running = FlowRunFilterState(type=FlowRunFilterStateType(any_=["RUNNING"]))
+    return prefect.read_flow_runs(flow_run_filter=FlowRunFilter(state=running), limit=RUNNING_FLOW_RUNS_READ)
+
+
+def process_gone(flow_run_id: str) -> str | None:
+    """Why the flow run's process is dead, from the process its MLflow runs name: every one of them on this
+    host and gone. None when no MLflow run names one, or one lives (or runs on another host)."""
+    client = use_tracking()
+    ids = experiment_ids(client)
+    runs = client.search_runs(ids, filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run_id}'") if ids else []
+    owners = {
+        (r.data.tags.get(RUN_PID_TAG), r.data.tags.get(RUN_HOST_TAG), r.data.tags.get(RUN_STARTED_TAG)) for r in runs
+    }
+    owners = {o for o in owners if o[0] and o[1]}
+    if not owners:
+        return None
+    for pid, host, started in owners:
+        if process_alive(int(pid or 0), host or "", float(started) if started else None):
+            return None
+    return "its process (" + ", ".join(f"pid {pid} on {host}" for pid, host, _ in sorted(owners)) + ") is gone"
+
+
+def heartbeat_stopped(prefect: Any, flow_run_id: Any) -> str | None:
+    """Why the flow run is dead by its heartbeats: it sent some, and none for HEARTBEAT_MISSES periods."""
+    from datetime import datetime, timedelta, timezone  # (only for a RUNNING flow run)
+
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.settings import get_current_settings
+
+    period = get_current_settings().flows.heartbeat_frequency
+    if period is None:
+        return None
+    found = prefect.read_events(
+        EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        ),
+        limit=1,
+    ).events
+    if not found:
+        return None  # no heartbeat ever: no evidence either way
+    silent = datetime.now(timezone.utc) - found[0].occurred
+    if silent < timedelta(seconds=HEARTBEAT_MISSES * period):
+        return None
+    return (
+        f"its last heartbeat {silent.total_seconds() / 60:.0f} minutes ago ({HEARTBEAT_MISSES} periods of {period} s)"
+    )
+
+
+def crash_flow_run(prefect: Any, flow_run_id: Any, reason: str) -> None:
+    """The flow run and its running (or pending) task runs CRASHED, with the reason."""
+    # (Prefect's filters and states: only for a dead flow run)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.states import Crashed  # (as above)
+
+    unfinished = TaskRunFilterState(type=TaskRunFilterStateType(any_=["RUNNING", "PENDING"]))
+    tasks = prefect.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        task_run_filter=TaskRunFilter(state=unfinished),
+    )
+    for task_run in tasks:
+        prefect.set_task_run_state(task_run.id, Crashed(message=reason), force=True)
+    prefect.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
 
 
 def stale_because(tags: dict[str, str]) -> str | None:
