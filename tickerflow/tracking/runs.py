@@ -272,17 +272,23 @@ def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
 
 def end_stopped_flow_run(flow_run_id: Any, state: Any) -> list[str]:
     """A crashed or cancelled flow run's MLflow runs end KILLED with the reason. A run stopped by a signal
-    (SIGTERM from `timeout`, a scheduler or a worker; Ctrl-C), which Prefect reports as Crashed, was
-    cancelled: its flow run is marked Cancelled with the reason first."""
-    reason = f"flow run {state.type.value.lower()}: {state.message or ''}"
-    if state.is_crashed() and stopped_by_signal(state):
-        reason = f"stopped by a signal: {state.message}"
+    (SIGTERM from `timeout`, a scheduler or a worker; Ctrl-C; the terminal's SIGHUP), which Prefect reports as
+    Crashed, was cancelled: its flow run is then marked Cancelled with the reason. The MLflow runs come
+    first: the Prefect API may be going down with the same signal, the MLflow store is not."""
+    stopped = state.is_crashed() and stopped_by_signal(state)
+    reason = (
+        f"stopped by a signal: {state.message}"
+        if stopped
+        else f"flow run {state.type.value.lower()}: {state.message or ''}"
+    )
+    ended = end_flow_runs(str(flow_run_id), "KILLED", reason)
+    if stopped:
         from prefect.client.orchestration import get_client  # (Prefect's client: only when a run was stopped)
         from prefect.states import Cancelled
 
         with get_client(sync_client=True) as prefect:
             prefect.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)
-    return end_flow_runs(str(flow_run_id), "KILLED", reason)
+    return ended
 
 
 def stopped_by_signal(state: Any) -> bool:
