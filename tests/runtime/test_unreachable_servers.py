@@ -118,4 +118,5 @@ def test_environment_bounds_mlflow_retries_unless_the_user_set_them():
     assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
     assert int(env["MLFLOW_HTTP_REQUEST_TIMEOUT"]) <= 60
     assert env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"  # MLflow reads DO_NOT_TRACK=1 as "not true"
     assert int(environment.apply({})["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) < 7  # MLflow's own default

@@ -15,6 +15,12 @@ DEFAULTS: dict[str, str] = {
     # also print a harmless "database is locked" traceback when several processes start at once.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
+    # MLflow 3.17 reads DO_NOT_TRACK only as "true", so its telemetry needs its own switch. Left on, its
+    # client puts a session id into os.environ and takes it out again from its own thread when it gives
+    # up (no network): a thread of the run that iterates os.environ at that moment (requests does, for
+    # proxies, on every call to a tracking server) fails with KeyError('_MLFLOW_TELEMETRY_SESSION_ID').
+    # Seen with 4 runs at once against a tracking server (bench/team_servers.py).
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     # MLflow otherwise dry-runs pip against the package index for every logged model.
     "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
     # The temporary Prefect API migrates its database on first start: 20 s is too short on busy cores.
