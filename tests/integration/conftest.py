@@ -3,6 +3,12 @@ per session, started as subprocesses on free ports and stopped even when a test 
 
 These tests talk to their own servers through explicit URLs (child-process environments, httpx, an
 MlflowClient with a URI), never through the in-process `prefect_harness` the other tests use.
+
+The session's pair runs on SQLite (`server_pair`). A test that asks for `team_servers` runs twice: on that
+pair, and on a second pair backed by PostgreSQL (databases of their own, made for the session and dropped
+after), started the first time a test needs it. Where PostgreSQL does not answer (TICKERFLOW_TEST_POSTGRES,
+default postgresql://postgres@127.0.0.1:5432), the PostgreSQL runs are skipped with one reason, which the
+summary folds into one line.
 """
 
 from __future__ import annotations
@@ -15,19 +21,33 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from integration.support import PrefectAPI, free_port
+from integration.support import PrefectAPI, TeamServers, free_port, postgres_absent_line, postgres_address
 from tickerflow.runtime import environment
 from tickerflow.runtime.deployments import ROOT
+from tickerflow.runtime.postgres import unique_names
 from tickerflow.runtime.servers import Server, mlflow_server, prefect_server
 from tickerflow_model.config import LOOPBACK
 
 
 def pytest_collection_modifyitems(items) -> None:
     """Under pytest-xdist (`make test`), every test here runs on one worker: they share the session's servers,
-    which a second worker would start again."""
+    which a second worker would start again. Where PostgreSQL does not answer, the tests that need it are
+    skipped by a mark with one reason, which the summary folds into one line per file."""
+    on_postgres = []
     for item in items:
         if "integration" in item.nodeid.split("::")[0].split("/"):
             item.add_marker(pytest.mark.xdist_group("servers"))
+            if _needs_postgres(item):
+                on_postgres.append(item)
+    if on_postgres and (address := postgres_address()).problem() is not None:
+        for item in on_postgres:
+            item.add_marker(pytest.mark.skip(reason=postgres_absent_line(address)))
+
+
+def _needs_postgres(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("team_servers") if callspec is not None else None
+    return backend == "postgresql" or "postgres_servers" in getattr(item, "fixturenames", ())
 
 
 SERVER_START_SECONDS = 150.0  # cold start with migrations on 2 busy cores
@@ -76,6 +96,50 @@ def server_pair(tmp_path_factory, prefect_home, migrated_mlflow_db):
         yield prefect, mlflow
     finally:
         _stop_all(prefect, mlflow)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_pair(tmp_path_factory):
+    """The same pair on PostgreSQL: MLflow's store `postgresql+psycopg2://`, Prefect's `postgresql+asyncpg://`,
+    each in a database of its own made for this session and dropped after it."""
+    address = postgres_address()
+    problem = address.problem()
+    if problem is not None:
+        pytest.skip(postgres_absent_line(address))
+    mlflow_db, prefect_db = unique_names()
+    base = tmp_path_factory.mktemp("pg-servers")
+    try:
+        address.create_database(mlflow_db)
+        address.create_database(prefect_db)
+        env = {
+            "PREFECT_HOME": str(base / "prefect-home"),
+            "PREFECT_API_URL": None,
+            "PREFECT_UI_API_URL": None,
+            "PREFECT_API_DATABASE_CONNECTION_URL": address.prefect_database_url(prefect_db),
+        }
+        prefect = prefect_server(LOOPBACK, free_port(), base, env=env)
+        mlflow = mlflow_server(LOOPBACK, free_port(), address.mlflow_store_uri(mlflow_db), base / "artifacts", base)
+        _start_all(prefect, mlflow)
+        try:
+            yield prefect, mlflow
+        finally:
+            _stop_all(prefect, mlflow)
+    finally:
+        address.drop_database(mlflow_db)
+        address.drop_database(prefect_db)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def team_servers(request) -> TeamServers:
+    """A Prefect and an MLflow server as a team shares them, on each backend: a test that asks for it runs twice."""
+    pair = request.getfixturevalue("server_pair" if request.param == "sqlite" else "postgres_server_pair")
+    return TeamServers(request.param, *pair)
+
+
+@pytest.fixture(scope="session")
+def postgres_servers(postgres_server_pair) -> TeamServers:
+    """The PostgreSQL-backed pair alone, for what only it is asked to carry (several machines at once)."""
+    return TeamServers("postgresql", *postgres_server_pair)
 
 
 @pytest.fixture(scope="session")

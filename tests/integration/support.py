@@ -1,16 +1,22 @@
-"""Helpers the integration tests share: free loopback ports, the Prefect REST calls they make, CLI runs."""
+"""Helpers the integration tests share: free loopback ports, the Prefect REST calls they make, CLI runs, the
+PostgreSQL the tests may use and the pair of servers a team shares."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
+from tickerflow.runtime import environment
 from tickerflow.runtime.deployments import ROOT
+from tickerflow.runtime.postgres import PostgresAddress
+from tickerflow.runtime.servers import Server
 
 LOOPBACK = "127.0.0.1"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -73,9 +79,49 @@ class PrefectAPI:
         return run
 
 
-def run_cli(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    """`python -m <args>` from the project root, as a user would run it there."""
+def run_cli(args: list[str], env: dict[str, str], timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m <args>`, from the project root unless told otherwise, as a user would run it there."""
     proc = subprocess.run(
-        [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
     return proc
+
+
+POSTGRES_ENV = "TICKERFLOW_TEST_POSTGRES"  # postgresql://USER@HOST:PORT of the PostgreSQL the tests may use
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+def postgres_address() -> PostgresAddress:
+    return PostgresAddress.parse(os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES)
+
+
+def postgres_absent_line(address: PostgresAddress) -> str:
+    """What the suite says, once, where it cannot reach PostgreSQL."""
+    return f"PostgreSQL not reachable on {address.where}: integration tests run on SQLite only"
+
+
+@dataclass
+class TeamServers:
+    """A Prefect server and an MLflow tracking server (proxied artifacts) on one backend, as a team shares them."""
+
+    backend: str  # "sqlite" or "postgresql"
+    prefect: Server
+    mlflow: Server
+
+    @property
+    def api(self) -> PrefectAPI:
+        return PrefectAPI(f"{self.prefect.url}/api")
+
+    def env(self, home: Path) -> dict[str, str]:
+        """The environment of a `tickerflow` command run from its own home (a machine of the team): these
+        servers, nothing from the developer's profile."""
+        (home / "prefect").mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+        env.update(
+            TICKERFLOW_HOME=str(home),
+            PREFECT_HOME=str(home / "prefect"),
+            PREFECT_API_URL=f"{self.prefect.url}/api",
+            PREFECT_UI_URL=self.prefect.url,
+            MLFLOW_TRACKING_URI=self.mlflow.url,
+        )
+        return dict(environment.apply(env))

@@ -1,14 +1,19 @@
-"""`prefect deploy --all` against a real Prefect server, runs executed by a process worker, checked
-through the Prefect REST API and through an MLflow client against a real tracking server."""
+"""`prefect deploy --all` against a real Prefect server, runs executed by a process worker started in a folder of
+its own (another machine's view: the project where its TICKERFLOW_PROJECT_DIR says), checked through the Prefect
+REST API and through an MLflow client against a real tracking server."""
 
 from __future__ import annotations
+
+import json
 
 import mlflow
 import pandas as pd
 import pytest
 
 from integration.support import ROOT, run_cli
-from tickerflow_model.quantiles import quantile_columns
+from tickerflow.runtime.deployments import PROJECT_DIR_ENV
+from tickerflow_model.forecaster import forecast_columns
+from tickerflow_model.quantiles import QUANTILE_LEVELS
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +55,18 @@ def deployed(prefect_api, child_env):
         prefect_api.delete(f"/deployments/{deployment['id']}")
 
 
-def run_deployment_once(prefect_api, child_env, deployment: dict, parameters: dict) -> dict:
-    """Create a flow run of the deployment now, and let one `prefect worker start --run-once` execute it."""
+@pytest.fixture(scope="module")
+def worker_dir(tmp_path_factory):
+    """Where the worker is started: not the project folder, which only TICKERFLOW_PROJECT_DIR names."""
+    return tmp_path_factory.mktemp("worker-machine")
+
+
+def run_deployment_once(prefect_api, child_env, deployment: dict, parameters: dict, worker_dir) -> dict:
+    """Create a flow run of the deployment now, and let one `prefect worker start --run-once`, started in
+    another folder with TICKERFLOW_PROJECT_DIR set, execute it."""
     run = prefect_api.post(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
-    proc = run_cli(["prefect", "worker", "start", "--pool", POOL, "--run-once"], child_env, RUN_SECONDS)
+    env = {**child_env, PROJECT_DIR_ENV: str(ROOT)}
+    proc = run_cli(["prefect", "worker", "start", "--pool", POOL, "--run-once"], env, RUN_SECONDS, cwd=worker_dir)
     finished = prefect_api.wait_terminal(run["id"], 60)
     assert finished["state_type"] != "SCHEDULED", proc.stdout[-3000:] + proc.stderr[-3000:]
     return finished
@@ -70,10 +83,20 @@ def test_deploy_all_creates_both_scheduled_deployments_on_the_process_pool(deplo
     assert train["parameters"]["config"]["train"]["epochs"] == 30
 
 
+def test_the_stored_pull_step_names_no_folder_of_the_deploying_machine(deployed):
+    """A worker on another machine resolves the project folder from its own environment."""
+    for deployment in deployed.values():
+        steps = deployment["pull_steps"]
+        assert steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": f"{{{{ ${PROJECT_DIR_ENV} }}}}"}}
+        ]
+        assert str(ROOT) not in json.dumps(deployment)
+
+
 def test_training_deployment_runs_on_a_worker_and_registers_a_champion(
-    deployed, prefect_api, child_env, mlflow_srv, slice_csv
+    deployed, prefect_api, child_env, mlflow_srv, slice_csv, worker_dir
 ):
-    run = run_deployment_once(prefect_api, child_env, deployed["train-weekly"], small_params(slice_csv))
+    run = run_deployment_once(prefect_api, child_env, deployed["train-weekly"], small_params(slice_csv), worker_dir)
     assert run["state_type"] == "COMPLETED", run["state"]["message"]
 
     # what the Prefect UI shows: a name that says what ran, tags, task runs by name, keyed artifacts
@@ -121,28 +144,20 @@ def test_training_deployment_runs_on_a_worker_and_registers_a_champion(
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
-    assert list(forecasts.columns) == [
-        "ticker",
-        "date",
-        "horizon",
-        "forecast_close",
-        *quantile_columns(),
-        "base_price",
-        "price_column",
-    ]
+    assert list(forecasts.columns) == forecast_columns(QUANTILE_LEVELS)
     assert sorted(forecasts["ticker"]) == ["AAPL", "MSFT"]
     assert (forecasts["date"] > recent["date"].max()).all()
 
 
 def test_a_run_whose_data_fails_validation_ends_failed_with_the_expectation_summary(
-    deployed, prefect_api, child_env, mlflow_srv, slice_csv, tmp_path
+    deployed, prefect_api, child_env, mlflow_srv, slice_csv, tmp_path, worker_dir
 ):
     bad = pd.read_csv(slice_csv)
     bad.loc[bad.index[:3], "Close"] = -1.0
     path = tmp_path / "negative_close.csv"
     bad.to_csv(path, index=False)
 
-    run = run_deployment_once(prefect_api, child_env, deployed["train-weekly"], small_params(path))
+    run = run_deployment_once(prefect_api, child_env, deployed["train-weekly"], small_params(path), worker_dir)
 
     assert run["state_type"] == "FAILED"
     message = run["state"]["message"]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from integration.support import ROOT
+from integration.support import ROOT, TeamServers
 
 pytestmark = pytest.mark.integration
 
@@ -36,29 +35,6 @@ else:
 """
 
 
-@dataclass(frozen=True)
-class SharedServers:
-    """What a team's machines share: the Prefect API and the MLflow tracking server, and the environment of a
-    process on one of those machines."""
-
-    prefect_api_url: str
-    mlflow_url: str
-    env: dict[str, str]
-
-    def machine(self, home: Path) -> dict[str, str]:
-        """The environment of a process on a machine of its own: its own home, the same servers."""
-        home.mkdir(parents=True, exist_ok=True)
-        return {**self.env, "TICKERFLOW_HOME": str(home)}
-
-
-@pytest.fixture
-def shared_servers(server_pair, child_env) -> SharedServers:
-    """The servers the team shares (the one place a test here gets them: a PostgreSQL-backed pair can be
-    swapped in or parametrized here)."""
-    prefect, mlflow_server = server_pair
-    return SharedServers(f"{prefect.url}/api", mlflow_server.url, child_env)
-
-
 def model_with_versions(url: str, n: int) -> str:
     """A new registered model with `n` versions on the server (no files: only the registry is under test)."""
     client = mlflow.MlflowClient(url, url)
@@ -69,12 +45,12 @@ def model_with_versions(url: str, n: int) -> str:
     return name
 
 
-def race(servers: SharedServers, tmp_path: Path, name: str, versions: list[str], expected: str) -> dict[str, str]:
+def race(servers: TeamServers, tmp_path: Path, name: str, versions: list[str], expected: str) -> dict[str, str]:
     """Each version's racer (a machine of its own) moves the champion to it against `expected`, all at once;
     returns what each said."""
     racers = {}
     for version in versions:
-        env = servers.machine(tmp_path / f"machine-{version}")
+        env = servers.env(tmp_path / f"machine-{version}")
         racers[version] = subprocess.Popen(
             [sys.executable, "-c", RACER, name, version, expected],
             cwd=ROOT,
@@ -104,16 +80,16 @@ def race(servers: SharedServers, tmp_path: Path, name: str, versions: list[str],
 
 
 def test_racers_on_machines_of_their_own_move_the_champion_once_and_rollback_goes_back(
-    shared_servers, tmp_path, monkeypatch
+    team_servers, tmp_path, monkeypatch
 ):
     from tickerflow.tracking.registry import champion_history, current_champion, move_champion, rollback_champion
 
-    name = model_with_versions(shared_servers.mlflow_url, RACERS + 1)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", shared_servers.mlflow_url)
+    name = model_with_versions(team_servers.mlflow.url, RACERS + 1)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_servers.mlflow.url)
     move_champion(name, "1", "promote", "the first champion", "test", expected=None)
     contenders = [str(v) for v in range(2, RACERS + 2)]
 
-    said = race(shared_servers, tmp_path, name, contenders, expected="1")
+    said = race(team_servers, tmp_path, name, contenders, expected="1")
 
     winners = [v for v, word in said.items() if word == "MOVED"]
     assert len(winners) == 1, said

@@ -16,6 +16,7 @@ from tickerflow.cli.config_file import error_message
 from tickerflow.cli.console import is_expected, stop_signals
 from tickerflow.cli.root import FLOW_COMMANDS, VERBOSE, app
 from tickerflow.runtime import environment
+from tickerflow.runtime.reachability import ServerUnreachable
 from tickerflow_model.errors import TickerflowError, storage_failure, storage_message
 from tickerflow_model.redaction import redact_text
 
@@ -57,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if not _received:
             storage = None if isinstance(exc, TickerflowError) else storage_failure(exc)
-            reason = storage_message(storage) if storage else f"{type(exc).__name__}: {error_message(exc)}"
+            if isinstance(exc, ServerUnreachable):  # the message names the server and the setting already
+                reason = str(exc)
+            elif storage:
+                reason = storage_message(storage)
+            else:
+                reason = f"{type(exc).__name__}: {error_message(exc)}"
             print(f"{prefix}: {redact_text(reason)}", file=sys.stderr)
         code = EXIT_FAILED
     finally:

@@ -19,6 +19,7 @@ from tickerflow.cli import registry, servers, settings
 from tickerflow.cli.config_file import CONFIG_OPTIONS, error_message, load_config, read_config_file, shown_default
 from tickerflow.cli.console import configure_console
 from tickerflow.runtime import prefect_api as prefect_api_module
+from tickerflow.runtime import reachability
 from tickerflow.runtime.prefect_api import prefect_api
 from tickerflow_model.config import (
     LOCAL_WORKERS,
@@ -57,6 +58,19 @@ COMMAND_IMPORTS: dict[str, tuple[str, ...]] = {
     "config": (),
 }
 
+# The servers each command talks to when they are configured: (MLflow, Prefect). Probed before the command
+# starts its work, so a server that is down is one line naming it, not minutes of retries and a traceback.
+SERVERS_USED: dict[str, tuple[bool, bool]] = {
+    "run": (True, True),
+    "forecast": (True, True),
+    "replay": (True, True),
+    "serve": (True, True),
+    "gc": (True, True),
+    "models": (True, False),
+    "promote": (True, False),
+    "rollback": (True, False),
+}
+
 
 def check_config(params: dict[str, Any]) -> None:
     """Validate the PipelineConfig a command's `--config` and options make (ConfigError or pydantic's
@@ -75,10 +89,15 @@ class ConsoleCommand(TyperCommand):
     # the base names the Context of typer's private copy of click, which typer exports only as this subclass
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         check_config(ctx.params)  # a bad config or option is refused before the command's imports (seconds)
+        uses_mlflow, uses_prefect = SERVERS_USED.get(self.name or "", (False, False))
+        # httpx only, before the imports (tens of seconds on busy cores) of a command that cannot work anyway
+        reachability.check_servers(mlflow=uses_mlflow, prefect=uses_prefect)
         if self.name in FLOW_COMMANDS:
             prefect_api_module.begin_prefect_api()  # its boot overlaps the imports the command makes
         for module in COMMAND_IMPORTS[self.name or ""]:
             importlib.import_module(module)
+        # a Prefect API set in Prefect's profile rather than the environment: its settings are imported now
+        reachability.check_servers(mlflow=False, prefect=False, prefect_profile=uses_prefect)
         verbose = bool((ctx.find_root().obj or {}).get("verbose"))
         undo = configure_console(
             quiet=self.name in FLOW_COMMANDS and not verbose, with_reason=self.name in LONG_RUNNING

@@ -18,6 +18,9 @@ from tickerflow_model.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]  # the project folder: tickerflow/runtime/ is two below it
 DEPLOYMENTS_FILE = ROOT / "deployments" / "prefect.yaml"
+# The project folder on a worker's machine: prefect.yaml's pull step names it as `{{ $TICKERFLOW_PROJECT_DIR }}`,
+# which each worker resolves from its own environment when it pulls a flow run.
+PROJECT_DIR_ENV = "TICKERFLOW_PROJECT_DIR"
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,9 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 def prefect_server(host: str, port: int, log_dir: Path, env: dict[str, str | None] | None = None) -> Server:
-    """`prefect server start` on host:port; its database is `$PREFECT_HOME/prefect.db`, as for embedded runs."""
+    """`prefect server start` on host:port; its database is `$PREFECT_HOME/prefect.db`, as for embedded runs,
+    unless `env` (or this process's environment) sets PREFECT_API_DATABASE_CONNECTION_URL, e.g.
+    `postgresql+asyncpg://USER@HOST:5432/DB` (`runtime.postgres`)."""
     url = f"http://{host}:{port}"
     return Server(
         name="Prefect server",
@@ -135,8 +137,16 @@ def prefect_server(host: str, port: int, log_dir: Path, env: dict[str, str | Non
     )
 
 
+# MLflow 3.17's server starts a job runner beside itself (seven huey consumer processes) for its GenAI
+# features (trace roll-ups, prompt optimisation, scorers); tickerflow uses none of them. Off unless the
+# user turns it on.
+MLFLOW_JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
 def mlflow_server(host: str, port: int, backend_store_uri: str, artifacts_destination: Path, log_dir: Path) -> Server:
-    """`mlflow server` over an existing store; artifacts are served (proxied) from `artifacts_destination`."""
+    """`mlflow server` over a store (`sqlite:///...`, or `postgresql+psycopg2://USER@HOST:5432/DB`, which it
+    migrates before it serves); artifacts are served (proxied) from `artifacts_destination`, so clients see
+    `mlflow-artifacts:` URIs and need no access to the folder or bucket."""
     url = f"http://{host}:{port}"
     return Server(
         name="MLflow server",
@@ -159,6 +169,7 @@ def mlflow_server(host: str, port: int, backend_store_uri: str, artifacts_destin
         url=url,
         health_url=f"{url}/health",
         log_path=log_dir / f"mlflow-server-{port}.log",
+        env={} if MLFLOW_JOB_EXECUTION in os.environ else {MLFLOW_JOB_EXECUTION: "false"},
     )
 
 
