@@ -1,4 +1,4 @@
-"""Signals that stop a run (SIGTERM, SIGINT), held back while a step must not be cut in two.
+"""Signals that stop a run (SIGTERM, SIGINT, SIGHUP), held back while a step must not be cut in two.
 
 Registering a version takes several calls to the registry (the model, its tags, its aliases, the
 champion history); a run stopped between two of them would leave a version without its alias or its
@@ -13,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @contextmanager

@@ -20,16 +20,17 @@ import math
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlparse
 from uuid import UUID
 
 import pandas as pd
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 
+from tickerflow.tracking.interruptions import signals_held
 from tickerflow.tracking.processes import process_alive, this_process
 from tickerflow.tracking.store import (
     PREFECT_FLOW_RUN_TAG,
@@ -62,6 +63,22 @@ def process_tags() -> dict[str, str]:
 def bounded(value: object, limit: int = TAG_LIMIT) -> str:
     """A tag's or param's value as MLflow stores it: text, credentials redacted, cut to the limit."""
     return redact_text(str(value))[:limit]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def whole(write: Callable[P, R]) -> Callable[P, R]:
+    """A write to the store that a stop signal never cuts in two: one cut inside a SQLite transaction leaves the
+    store locked for the hook that then ends the run KILLED. The signal lands when the write has returned."""
+
+    def held(*args: P.args, **kwargs: P.kwargs) -> R:
+        with signals_held():
+            return write(*args, **kwargs)
+
+    held.__name__, held.__doc__ = write.__name__, write.__doc__
+    return held
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ class TrackedRun:
         return run
 
     # ---- what goes in ------------------------------------------------------------------------------
+    @whole
     def log_params(self, params: Mapping[str, object]) -> None:
         entries = [Param(k, bounded(v, PARAM_LIMIT)) for k, v in params.items()]
         for start in range(0, len(entries), 100):  # MLflow takes at most 100 params a call
@@ -111,6 +129,7 @@ class TrackedRun:
         """Finite values only (a NaN or an infinity is no measurement)."""
         self.log_steps((k, v, step) for k, v in metrics.items())
 
+    @whole
     def log_steps(self, values: Iterable[tuple[str, float, int]]) -> None:
         """(key, value, step) triples: a series per key, each value once."""
         now = int(time.time() * 1000)
@@ -118,6 +137,7 @@ class TrackedRun:
         for start in range(0, len(entries), BATCH_LIMIT):
             use_tracking().log_batch(self.run_id, metrics=entries[start : start + BATCH_LIMIT])
 
+    @whole
     def set_tags(self, tags: Mapping[str, object]) -> None:
         entries = [RunTag(k, bounded(v)) for k, v in tags.items()]
         if entries:
@@ -127,15 +147,19 @@ class TrackedRun:
         """The run's note: the markdown the MLflow UI shows at the top of the run's page."""
         self.set_tags({"mlflow.note.content": markdown})
 
+    @whole
     def log_file(self, path: str | Path, folder: str | None = None) -> None:
         use_tracking().log_artifact(self.run_id, str(path), folder)
 
+    @whole
     def log_folder(self, path: str | Path, folder: str | None = None) -> None:
         use_tracking().log_artifacts(self.run_id, str(path), folder)
 
+    @whole
     def log_text(self, text: str, path: str) -> None:
         use_tracking().log_text(self.run_id, text, path)
 
+    @whole
     def log_table(self, frame: pd.DataFrame, path: str) -> None:
         """A table the MLflow UI shows as one (its artifact view of JSON tables)."""
         use_tracking().log_table(self.run_id, frame, path)
@@ -148,6 +172,7 @@ class TrackedRun:
                 target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
             self.log_folder(tmp, folder)
 
+    @whole
     def log_training_input(self, name: str, digest: str, source_uri: str) -> None:
         """A dataset as the run's training input (MLflow's lineage: the run page's Datasets panel)."""
         from mlflow.data.dataset_source_registry import resolve_dataset_source  # (MLflow's own: only here)
@@ -171,17 +196,21 @@ class TrackedRun:
         return run_url(self.run_id)
 
     # ---- how it ends -------------------------------------------------------------------------------
+    @whole
     def finish(self) -> None:
         use_tracking().set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.FINISHED))
 
+    @whole
     def fail(self, reason: str) -> None:
         self.set_tags({FAILURE_TAG: reason})
         use_tracking().set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.FAILED))
 
+    @whole
     def kill(self, reason: str) -> None:
         self.set_tags({KILLED_REASON_TAG: reason})
         use_tracking().set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.KILLED))
 
+    @whole
     def reopen(self) -> None:
         """Back to RUNNING: MLflow's fluent API ends a run it was handed (`mlflow.start_run(run_id=...)`)
         FINISHED; a run still in progress must not read as finished."""
