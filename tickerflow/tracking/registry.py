@@ -27,13 +27,11 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Final
 
-from mlflow.exceptions import MlflowException
-
 from tickerflow.tracking.interruptions import signals_held
 from tickerflow.tracking.locks import machine_and_team_lock
 from tickerflow.tracking.models import alias_version, find_versions, load_error, set_alias, tag_version, version_tags
 from tickerflow.tracking.runs import TrackedRun, find_runs
-from tickerflow.tracking.store import REGISTRY_EXPERIMENT, is_missing, use_tracking
+from tickerflow.tracking.store import REGISTRY_EXPERIMENT, is_concurrent_insert, is_missing, use_tracking
 from tickerflow_model.atomic_io import stable_hash
 from tickerflow_model.errors import TickerflowError
 from tickerflow_model.metrics import HEADLINE_METRICS
@@ -215,12 +213,8 @@ ALIAS_RETRY_SECONDS = 0.2  # the first pause before trying again; doubled each t
 
 
 def is_concurrent_alias_write(exc: BaseException) -> bool:
-    """Whether an MLflow error is the store refusing an alias row another writer inserted at the same moment
-    (PostgreSQL `UniqueViolation` on `registered_model_alias_pk`; SQLite and MySQL say it their way)."""
-    if not isinstance(exc, MlflowException):
-        return False
-    text = str(exc).lower()
-    return "registered_model_alias" in text and any(w in text for w in ("duplicate", "unique"))
+    """Whether an MLflow error is the store refusing an alias row another writer inserted at the same moment."""
+    return is_concurrent_insert(exc, "registered_model_alias")
 
 
 def write_alias(name: str, alias: str, version: str, expected: str | None | AnyChampion = ANY_CHAMPION) -> None:

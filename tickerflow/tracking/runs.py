@@ -37,6 +37,7 @@ from tickerflow.tracking.store import (
     TAG_LIMIT,
     experiment_id,
     experiment_ids,
+    is_concurrent_insert,
     run_url,
     tracking_uri,
     use_tracking,
@@ -47,6 +48,7 @@ RUN_PID_TAG = "tickerflow.pid"
 RUN_HOST_TAG = "tickerflow.host"
 RUN_STARTED_TAG = "tickerflow.process_started"  # the process's start time: a reused pid is not the same process
 KILLED_REASON_TAG = "tickerflow.killed_reason"
+INSERT_ATTEMPTS = 3  # writes of a row that another writer may insert at the same moment
 FAILURE_TAG = "failure"
 PARAM_LIMIT = 6000  # MLflow's limit on a param's value, in characters
 BATCH_LIMIT = 1000  # MLflow's limit on the metrics of one log_batch call
@@ -184,7 +186,14 @@ class TrackedRun:
         # MetaDataset leaves Dataset.profile abstract, but Dataset is no ABC: MLflow instantiates it the same way
         meta = MetaDataset(source, name=name, digest=digest)  # type: ignore[abstract]
         entity = DatasetInput(meta._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])
-        use_tracking().log_inputs(self.run_id, datasets=[entity])
+        for attempt in range(INSERT_ATTEMPTS):  # another machine's run on the same data may insert it too
+            try:
+                use_tracking().log_inputs(self.run_id, datasets=[entity])
+                return
+            except Exception as exc:
+                if not is_concurrent_insert(exc, "dataset") or attempt == INSERT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))  # then MLflow finds the other run's row and links it
 
     # ---- what comes out ----------------------------------------------------------------------------
     @property

@@ -143,3 +143,13 @@ def quiet_mlflow_console() -> Callable[[], None]:
         logger.setLevel(level)
 
     return undo
+
+
+def is_concurrent_insert(exc: BaseException, table: str) -> bool:
+    """Whether an MLflow error is the store refusing a row of `table` that another writer inserted at the same
+    moment: MLflow checks, then inserts, without a lock (PostgreSQL says `UniqueViolation` on `<table>_pk`;
+    SQLite and MySQL say it their way). Another machine's run on the same data, or its alias write."""
+    if not isinstance(exc, mlflow.exceptions.MlflowException):
+        return False
+    text = str(exc).lower()
+    return table in text and any(word in text for word in ("duplicate", "unique"))
