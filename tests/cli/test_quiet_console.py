@@ -140,3 +140,19 @@ def test_once_a_stop_signal_arrived_a_librarys_record_of_the_unwinding_stays_off
     verbose.addFilter(ExpectedErrorFilter())
     verbose.handle(library)
     assert stream.getvalue() == "Error closing cursor: RuntimeError while stopping\n"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_registry_command_draws_no_mlflow_download_bar_unless_verbose(monkeypatch, tmp_path, verbose):
+    """`promote` and `rollback` load the model they move to: MLflow's tqdm bar of its files stays off a quiet
+    console, as it does for `run` and `forecast`."""
+    import os
+
+    from tickerflow.cli import main
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("TICKERFLOW_HOME", str(tmp_path))
+    args = ["promote", "--model", "no-such-model", "--version", "1"] + (["--verbose"] if verbose else [])
+    assert main(args) == 1  # refused: there is no such model; the console was set up all the same
+    assert os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR") == (None if verbose else "false")

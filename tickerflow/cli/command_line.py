@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != VERBOSE]
     command = next((a for a in args if not a.startswith("-")), "")
     prefix = f"tickerflow {command}".rstrip()
-    if command in FLOW_COMMANDS and not verbose:  # the quiet console (root.ConsoleCommand)
+    if not verbose:  # the quiet console: no MLflow download bar (a run, a forecast; promote loads the model)
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # read when MLflow draws a bar
     # The commands that run a flow stop in order on SIGTERM, SIGHUP (their terminal closed) and SIGINT, each
     # unless it is ignored (SIGINT in a background job, SIGHUP under nohup); `serve` and `ui` are stopped by
