@@ -411,16 +411,11 @@ def process_gone(flow_run_id: str) -> str | None:
     client = use_tracking()
     ids = experiment_ids(client)
     runs = client.search_runs(ids, filter_string=f"tags.`{PREFECT_FLOW_RUN_TAG}` = '{flow_run_id}'") if ids else []
-    owners = {
-        (r.data.tags.get(RUN_PID_TAG), r.data.tags.get(RUN_HOST_TAG), r.data.tags.get(RUN_STARTED_TAG)) for r in runs
-    }
-    owners = {o for o in owners if o[0] and o[1]}
-    if not owners:
+    named = [dict(r.data.tags) for r in runs if r.data.tags.get(RUN_PID_TAG) and r.data.tags.get(RUN_HOST_TAG)]
+    gone = [dead_process(tags) for tags in named]
+    if not named or None in gone:
         return None
-    for pid, host, started in owners:
-        if process_alive(int(pid or 0), host or "", float(started) if started else None):
-            return None
-    return "its process (" + ", ".join(f"pid {pid} on {host}" for pid, host, _ in sorted(owners)) + ") is gone"
+    return "its process (" + ", ".join(sorted({g for g in gone if g})) + ") is gone"
 
 
 def heartbeat_stopped(prefect: Any, flow_run_id: Any) -> str | None:
@@ -472,12 +467,21 @@ def crash_flow_run(prefect: Any, flow_run_id: Any, reason: str) -> None:
     prefect.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
 
 
-def stale_because(tags: dict[str, str]) -> str | None:
-    """Why a RUNNING run's tags say it will never finish (its process is gone, its flow run ended); None if alive."""
+def dead_process(tags: dict[str, str]) -> str | None:
+    """The process a run's tags name ("pid 123 on host"), when it is on this host and gone; else None (no
+    process named, another host's, or alive)."""
     pid, host = tags.get(RUN_PID_TAG), tags.get(RUN_HOST_TAG)
     started = float(tags[RUN_STARTED_TAG]) if tags.get(RUN_STARTED_TAG) else None
     if pid and host and not process_alive(int(pid), host, started):
-        return f"its process (pid {pid} on {host}) is gone"
+        return f"pid {pid} on {host}"
+    return None
+
+
+def stale_because(tags: dict[str, str]) -> str | None:
+    """Why a RUNNING run's tags say it will never finish (its process is gone, its flow run ended); None if alive."""
+    dead = dead_process(tags)
+    if dead is not None:
+        return f"its process ({dead}) is gone"
     if flow_run_is_final(tags.get(PREFECT_FLOW_RUN_TAG, "")):
         return f"its Prefect flow run {tags[PREFECT_FLOW_RUN_TAG]} has ended"
     return None
