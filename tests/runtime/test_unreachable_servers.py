@@ -34,38 +34,36 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_command_names_an_mlflow_server_that_is_down_in_one_line(command, tmp_path):
-    url = f"http://127.0.0.1:{closed_port()}"
-    env = {**cli_env(tmp_path / "home"), "MLFLOW_TRACKING_URI": url}
+def stderr_of_a_command_against(setting: str, url: str, command: str, tmp_path) -> list[str]:
+    """`tickerflow <command>` with `setting` pointing at `url`, where nothing listens: it exits 1 within
+    LIMIT_SECONDS, with no traceback; its stderr's lines."""
+    env = {**cli_env(tmp_path / "home"), setting: url}
     started = time.monotonic()
     proc = tickerflow(COMMANDS[command], env, tmp_path)
     elapsed = time.monotonic() - started
 
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert elapsed < LIMIT_SECONDS
+    return proc.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_names_an_mlflow_server_that_is_down_in_one_line(command, tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert stderr_of_a_command_against("MLFLOW_TRACKING_URI", url, command, tmp_path) == [
         f"tickerflow {command}: the MLflow tracking server at {url} is not reachable (MLFLOW_TRACKING_URI); "
         "start it or point MLFLOW_TRACKING_URI elsewhere"
     ]
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert elapsed < LIMIT_SECONDS
 
 
 @pytest.mark.parametrize("command", ["run", "forecast", "gc"])
 def test_the_commands_that_use_prefect_name_a_prefect_api_that_is_down_in_one_line(command, tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/api"
-    env = {**cli_env(tmp_path / "home"), "PREFECT_API_URL": url}
-    started = time.monotonic()
-    proc = tickerflow(COMMANDS[command], env, tmp_path)
-    elapsed = time.monotonic() - started
-
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
+    assert stderr_of_a_command_against("PREFECT_API_URL", url, command, tmp_path) == [
         f"tickerflow {command}: the Prefect API at {url} is not reachable (PREFECT_API_URL); "
         "start it or point PREFECT_API_URL elsewhere"
     ]
-    assert "Traceback" not in proc.stdout + proc.stderr
-    assert elapsed < LIMIT_SECONDS
 
 
 def test_a_prefect_api_set_in_the_active_profile_is_probed_too(tmp_path):

@@ -71,31 +71,27 @@ class PostgresAddress:
             return " ".join(str(exc).split()) or type(exc).__name__
         return None
 
-    def create_database(self, name: str) -> None:
+    def _execute(self, statement: str, *args: str) -> list[tuple]:
+        """One statement on the `postgres` database, in a connection of its own; the rows it returns."""
         connection = self._connect()
         try:
             with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{_checked(name)}"')
+                cursor.execute(statement, args or None)
+                return cursor.fetchall() if cursor.description else []
         finally:
             connection.close()
+
+    def create_database(self, name: str) -> None:
+        self._execute(f'CREATE DATABASE "{_checked(name)}"')
 
     def drop_database(self, name: str) -> None:
         """Drop it even while servers that were killed still hold connections (PostgreSQL 13+: FORCE)."""
-        connection = self._connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{_checked(name)}" WITH (FORCE)')
-        finally:
-            connection.close()
+        self._execute(f'DROP DATABASE IF EXISTS "{_checked(name)}" WITH (FORCE)')
 
     def databases(self, prefix: str) -> list[str]:
-        connection = self._connect()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{prefix}%",))
-                return sorted(row[0] for row in cursor.fetchall())
-        finally:
-            connection.close()
+        return sorted(
+            row[0] for row in self._execute("SELECT datname FROM pg_database WHERE datname LIKE %s", f"{prefix}%")
+        )
 
 
 def _checked(name: str) -> str:
